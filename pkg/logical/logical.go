@@ -1,0 +1,203 @@
+// Package logical defines the request and response that every lessor
+// command becomes, and the interfaces that backends (the system backend,
+// the token store, the database secrets engine) implement.
+//
+// A backend sees only the part of the path below its mount, a storage view
+// confined to its own prefix, and the system view. It never imports
+// pkg/core or cmd, never prints, and never exits.
+package logical
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Operation is what a request does to its path. The ACL check maps each
+// operation onto the capability of the same name.
+type Operation string
+
+// The operations a request can carry.
+const (
+	ReadOperation   Operation = "read"
+	CreateOperation Operation = "create"
+	UpdateOperation Operation = "update"
+	DeleteOperation Operation = "delete"
+	ListOperation   Operation = "list"
+)
+
+// Request is one command on its way through the pipeline.
+type Request struct {
+	Operation Operation
+	// Path is the full path as given ("database/creds/readonly") when the
+	// request enters the core; the core rewrites it to the part below the
+	// mount ("creds/readonly") before the backend sees it.
+	Path string
+	Data map[string]any
+	// ClientToken is the caller's token. It is never logged or audited in
+	// clear.
+	ClientToken string
+
+	// The fields below are set by the core.
+
+	// MountPoint is the mount the request was routed to, with its trailing
+	// slash ("database/").
+	MountPoint    string
+	MountType     string
+	MountAccessor string
+	// Storage is the mount's own sealed view; backends run their own short
+	// transactions on it and never hold one across network I/O.
+	Storage storage.Store
+	// DisplayName and TokenAccessor identify the caller (never the token).
+	DisplayName   string
+	TokenAccessor string
+	TokenPolicies []string
+	// IsRoot is true when the caller's token carries the root policy;
+	// HasSudo when its ACL grants sudo on this path (or IsRoot).
+	IsRoot  bool
+	HasSudo bool
+	// Leases records leases before the side effect they stand for.
+	Leases LeaseRecorder
+	// System gives the mount's TTL defaults, the clock and the store id.
+	System SystemView
+}
+
+// Response is what a backend returns. A nil Response with a nil error means
+// nothing was found at the path (a read) or there is nothing to show.
+type Response struct {
+	Data     map[string]any
+	Secret   *Secret
+	Auth     *Auth
+	Warnings []string
+}
+
+// AddWarning appends a warning that the CLI prints on stderr.
+func (r *Response) AddWarning(format string, args ...any) {
+	r.Warnings = append(r.Warnings, fmt.Sprintf(format, args...))
+}
+
+// Secret is the lease part of a response.
+type Secret struct {
+	LeaseID   string
+	TTL       time.Duration
+	Renewable bool
+}
+
+// Auth is the token part of a response (token create, login).
+type Auth struct {
+	ClientToken      string
+	Accessor         string
+	Policies         []string
+	TokenPolicies    []string
+	IdentityPolicies []string
+	Metadata         map[string]string
+	Orphan           bool
+	EntityID         string
+	LeaseDuration    time.Duration
+	Renewable        bool
+}
+
+// Backend handles the requests routed to one mount.
+type Backend interface {
+	HandleRequest(ctx context.Context, req *Request) (*Response, error)
+	// ExistenceCheck reports whether the path already holds an entry, so
+	// that the ACL can tell create from update for a write. ok is false
+	// when the path has no existence check (a write is then an update).
+	ExistenceCheck(ctx context.Context, req *Request) (ok, exists bool, err error)
+}
+
+// SecretBackend is a Backend whose responses carry leases. The lease
+// manager calls it to renew and revoke what it issued.
+type SecretBackend interface {
+	Backend
+	// SecretLimits returns the TTL and max TTL that now govern the secret
+	// (for a database credential, its role's current values). It fails
+	// when the secret can no longer be renewed (the role is gone).
+	SecretLimits(ctx context.Context, s *SecretRequest) (ttl, maxTTL time.Duration, err error)
+	// RenewSecret extends the secret so that it stays valid until
+	// expiration.
+	RenewSecret(ctx context.Context, s *SecretRequest, expiration time.Time) error
+	// RevokeSecrets revokes each secret and returns one error (nil on
+	// success) per secret, in order. Revoking a secret that is already
+	// gone succeeds. Implementations batch the work where they can.
+	RevokeSecrets(ctx context.Context, ss []*SecretRequest) []error
+}
+
+// SecretRequest identifies one issued secret for renewal or revocation.
+type SecretRequest struct {
+	LeaseID      string
+	InternalData map[string]any
+	IssueTime    time.Time
+	MountPoint   string
+	Storage      storage.Store
+	System       SystemView
+}
+
+// LeaseRequest asks the lease manager to record a lease before the secret
+// it stands for exists (DESIGN.md §6).
+type LeaseRequest struct {
+	// Path is the full request path; the lease id is Path + "/" + a random
+	// suffix.
+	Path string
+	// TTL and MaxTTL are the backend's own values (a role's default_ttl
+	// and max_ttl); zero means inherit from the mount and the system.
+	TTL, MaxTTL time.Duration
+	Renewable   bool
+	// InternalData is what revocation needs later (username, config
+	// name, statements). It never holds a password.
+	InternalData map[string]any
+}
+
+// PreparedLease is a lease recorded as pending.
+type PreparedLease struct {
+	ID         string
+	IssueTime  time.Time
+	ExpireTime time.Time
+	TTL        time.Duration
+	Warnings   []string
+}
+
+// LeaseRecorder is the lease manager as a backend sees it while it issues.
+type LeaseRecorder interface {
+	// Prepare computes the lease's TTL and commits a pending record.
+	Prepare(ctx context.Context, lr *LeaseRequest) (*PreparedLease, error)
+	// Discard removes a pending record whose secret was certainly never
+	// created (its transaction rolled back).
+	Discard(ctx context.Context, leaseID string) error
+}
+
+// SystemView is what a backend may ask of the system.
+type SystemView interface {
+	DefaultLeaseTTL() time.Duration
+	MaxLeaseTTL() time.Duration
+	// StoreID identifies this store; it is written into every database
+	// role's comment so that reap can find roles it created.
+	StoreID() string
+	Now() time.Time
+}
+
+// Errors a backend returns; the CLI maps all of them to exit code 2.
+var (
+	ErrPermissionDenied     = errors.New("permission denied")
+	ErrUnsupportedPath      = errors.New("unsupported path")
+	ErrUnsupportedOperation = errors.New("unsupported operation")
+	ErrInvalidRequest       = errors.New("invalid request")
+)
+
+// CodedError is an error with an HTTP-like status, kept so that an HTTP API
+// can later be a thin layer over the core: 400 bad request, 403 denied,
+// 404 missing, 409 conflict, 500 backend failure.
+type CodedError struct {
+	Status int
+	Msg    string
+}
+
+func (e *CodedError) Error() string { return e.Msg }
+
+// Errorf returns a 400 error: the request was wrong.
+func Errorf(format string, args ...any) error {
+	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...)}
+}

@@ -31,6 +31,9 @@ const (
 
 // Request is one command on its way through the pipeline.
 type Request struct {
+	// ID identifies the request in the audit log and the JSON envelope;
+	// the core fills it in when empty.
+	ID        string
 	Operation Operation
 	// Path is the full path as given ("database/creds/readonly") when the
 	// request enters the core; the core rewrites it to the part below the

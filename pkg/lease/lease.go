@@ -1,0 +1,779 @@
+// Package lease keeps lessor's lease records and does everything that
+// happens to a lease after its secret is issued: activation, renewal,
+// revocation (one, by prefix, by token, by mount) and reaping what is due.
+//
+// Records live in the sealed store under sys/lease/:
+//
+//	sys/lease/id/<lease id>            the record (JSON)
+//	sys/lease/due/<unix secs>/<id>     when the record next needs work
+//	sys/lease/token/<accessor>/<id>    which token created it
+//
+// The due index is the only thing reap scans, so its cost is proportional to
+// what is due, not to how many leases exist. A record is due at its expiry
+// when active, at its next attempt when a revocation failed, at the end of a
+// grace period when pending (its issuing process may have died), and when a
+// revoker's claim runs out (that revoker died).
+//
+// Invariants: a record is written (pending) before the secret exists, and is
+// deleted only after the backend confirmed the secret is gone, so no secret
+// ever exists without a record. Nothing here gives up on a failed
+// revocation: it is retried with exponential backoff for ever, unless an
+// operator forces it away.
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Lease states.
+const (
+	StatePending  = "pending"
+	StateActive   = "active"
+	StateRevoking = "revoking"
+	StateFailed   = "failed"
+)
+
+const (
+	idPrefix    = "sys/lease/id/"
+	duePrefix   = "sys/lease/due/"
+	tokenPrefix = "sys/lease/token/"
+	// failedPrefix indexes the leases whose revocation failed, so that
+	// reap can say how many are waiting without scanning every lease.
+	failedPrefix = "sys/lease/failed/"
+)
+
+// Errors of renew and lookup, in Vault's words.
+var (
+	ErrNotFound      = logical.Errorf("lease not found")
+	ErrInvalidLease  = logical.Errorf("invalid lease")
+	ErrNotRenewable  = logical.Errorf("lease is not renewable")
+	ErrExpired       = logical.Errorf("lease expired")
+	ErrFailedExpired = logical.Errorf("lease is expired and has failed previous revocation attempts")
+)
+
+// Entry is one lease record.
+type Entry struct {
+	ID            string         `json:"id"`
+	Path          string         `json:"path"`
+	MountUUID     string         `json:"mount_uuid"`
+	MountPoint    string         `json:"mount_point"`
+	State         string         `json:"state"`
+	IssueTime     time.Time      `json:"issue_time"`
+	ExpireTime    time.Time      `json:"expire_time"`
+	LastRenewal   *time.Time     `json:"last_renewal,omitempty"`
+	Renewable     bool           `json:"renewable"`
+	TokenAccessor string         `json:"token_accessor,omitempty"`
+	InternalData  map[string]any `json:"internal_data,omitempty"`
+	Attempts      int            `json:"attempts,omitempty"`
+	LastError     string         `json:"last_error,omitempty"`
+	NextAttempt   time.Time      `json:"next_attempt,omitzero"`
+	ClaimUntil    time.Time      `json:"claim_until,omitzero"`
+	DueKey        string         `json:"due_key"`
+}
+
+// Mount is what the manager needs to renew or revoke a lease of one mount.
+type Mount struct {
+	Backend    logical.SecretBackend
+	MountPoint string
+	Storage    storage.Store
+	System     logical.SystemView
+}
+
+// Resolver finds the mount a lease belongs to, by the mount's UUID.
+type Resolver func(ctx context.Context, mountUUID string) (*Mount, error)
+
+// Options configure a Manager.
+type Options struct {
+	Now  func() time.Time
+	Rand io.Reader
+	// PendingGrace is how long a pending record is left alone before reap
+	// treats its issuer as dead and revokes whatever it may have created.
+	PendingGrace time.Duration
+	// ClaimTimeout is how long a revoker owns the leases it claimed.
+	ClaimTimeout time.Duration
+	// RetryBase and RetryMax bound the exponential backoff of failed
+	// revocations.
+	RetryBase, RetryMax time.Duration
+	// BatchSize is how many due leases one reap round claims.
+	BatchSize int
+}
+
+// Manager records, renews and revokes leases.
+type Manager struct {
+	store   storage.Store
+	resolve Resolver
+	o       Options
+}
+
+// New returns a Manager over the sealed root store.
+func New(s storage.Store, resolve Resolver, o Options) *Manager {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	if o.PendingGrace == 0 {
+		o.PendingGrace = 5 * time.Minute
+	}
+	if o.ClaimTimeout == 0 {
+		o.ClaimTimeout = 5 * time.Minute
+	}
+	if o.RetryBase == 0 {
+		o.RetryBase = 10 * time.Second
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = time.Hour
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = 1000
+	}
+	return &Manager{store: s, resolve: resolve, o: o}
+}
+
+func (m *Manager) now() time.Time { return m.o.Now().UTC() }
+
+func dueKey(t time.Time, id string) string {
+	secs := t.Unix()
+	if secs < 0 {
+		secs = 0
+	}
+	return fmt.Sprintf("%s%012d/%s", duePrefix, secs, id)
+}
+
+func dueTime(key string) (time.Time, string, bool) {
+	rest := strings.TrimPrefix(key, duePrefix)
+	secs, id, ok := strings.Cut(rest, "/")
+	if !ok || len(secs) != 12 {
+		return time.Time{}, "", false
+	}
+	var n int64
+	for _, c := range secs {
+		if c < '0' || c > '9' {
+			return time.Time{}, "", false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return time.Unix(n, 0).UTC(), id, true
+}
+
+func get(tx storage.Tx, id string) (*Entry, error) {
+	raw, err := tx.Get(idPrefix + id)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var e Entry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, fmt.Errorf("decode lease %s: %w", id, err)
+	}
+	return &e, nil
+}
+
+// put writes e and moves its due key to due.
+func put(tx storage.Tx, e *Entry, due time.Time) error {
+	nk := dueKey(due, e.ID)
+	if e.DueKey != "" && e.DueKey != nk {
+		if err := tx.Delete(e.DueKey); err != nil {
+			return err
+		}
+	}
+	e.DueKey = nk
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := tx.Put(idPrefix+e.ID, raw); err != nil {
+		return err
+	}
+	if err := tx.Put(nk, nil); err != nil {
+		return err
+	}
+	if e.State == StateFailed {
+		err = tx.Put(failedPrefix+e.ID, nil)
+	} else {
+		err = tx.Delete(failedPrefix + e.ID)
+	}
+	if err != nil {
+		return err
+	}
+	if e.TokenAccessor != "" {
+		return tx.Put(tokenPrefix+e.TokenAccessor+"/"+e.ID, nil)
+	}
+	return nil
+}
+
+func remove(tx storage.Tx, e *Entry) error {
+	if err := tx.Delete(idPrefix + e.ID); err != nil {
+		return err
+	}
+	if e.DueKey != "" {
+		if err := tx.Delete(e.DueKey); err != nil {
+			return err
+		}
+	}
+	if err := tx.Delete(failedPrefix + e.ID); err != nil {
+		return err
+	}
+	if e.TokenAccessor != "" {
+		return tx.Delete(tokenPrefix + e.TokenAccessor + "/" + e.ID)
+	}
+	return nil
+}
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+func randomID(r io.Reader, n int) (string, error) {
+	b := make([]byte, n)
+	max := big.NewInt(int64(len(base62)))
+	for i := range b {
+		v, err := rand.Int(r, max)
+		if err != nil {
+			return "", fmt.Errorf("generate lease id: %w", err)
+		}
+		b[i] = base62[v.Int64()]
+	}
+	return string(b), nil
+}
+
+// Recorder returns the LeaseRecorder a backend uses during one request.
+func (m *Manager) Recorder(mountUUID, mountPoint, tokenAccessor string, sys logical.SystemView) *Recorder {
+	return &Recorder{m: m, mountUUID: mountUUID, mountPoint: mountPoint, accessor: tokenAccessor, sys: sys}
+}
+
+// Recorder records the leases of one request, so that the core can
+// activate them once the backend has answered.
+type Recorder struct {
+	m          *Manager
+	mountUUID  string
+	mountPoint string
+	accessor   string
+	sys        logical.SystemView
+	prepared   []string
+}
+
+// Prepare implements logical.LeaseRecorder.
+func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logical.PreparedLease, error) {
+	now := r.m.now().Truncate(time.Second)
+	ttl, warning, err := logical.CalculateTTL(logical.TTLInputs{
+		BackendTTL: lr.TTL, BackendMax: lr.MaxTTL,
+		MountDefault: r.sys.DefaultLeaseTTL(), MountMax: r.sys.MaxLeaseTTL(),
+		Start: now, Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	suffix, err := randomID(r.m.o.Rand, 24)
+	if err != nil {
+		return nil, err
+	}
+	e := &Entry{
+		ID:            strings.TrimSuffix(lr.Path, "/") + "/" + suffix,
+		Path:          strings.TrimSuffix(lr.Path, "/"),
+		MountUUID:     r.mountUUID,
+		MountPoint:    r.mountPoint,
+		State:         StatePending,
+		IssueTime:     now,
+		ExpireTime:    now.Add(ttl),
+		Renewable:     lr.Renewable,
+		TokenAccessor: r.accessor,
+		InternalData:  lr.InternalData,
+	}
+	if err := r.m.store.Update(ctx, func(tx storage.Tx) error {
+		return put(tx, e, now.Add(r.m.o.PendingGrace))
+	}); err != nil {
+		return nil, fmt.Errorf("record lease %s: %w", e.ID, err)
+	}
+	r.prepared = append(r.prepared, e.ID)
+	p := &logical.PreparedLease{ID: e.ID, IssueTime: now, ExpireTime: e.ExpireTime, TTL: ttl}
+	if warning != "" {
+		p.Warnings = []string{warning}
+	}
+	return p, nil
+}
+
+// Discard implements logical.LeaseRecorder.
+func (r *Recorder) Discard(ctx context.Context, leaseID string) error {
+	for i, id := range r.prepared {
+		if id == leaseID {
+			r.prepared = append(r.prepared[:i], r.prepared[i+1:]...)
+			break
+		}
+	}
+	return r.m.store.Update(ctx, func(tx storage.Tx) error {
+		e, err := get(tx, leaseID)
+		if err != nil || e == nil {
+			return err
+		}
+		if e.State != StatePending {
+			return fmt.Errorf("discard lease %s: it is %s, not pending", leaseID, e.State)
+		}
+		return remove(tx, e)
+	})
+}
+
+// Prepared returns the ids of the leases recorded and not discarded.
+func (r *Recorder) Prepared() []string { return append([]string(nil), r.prepared...) }
+
+// Activate marks pending leases active; from now on they are due at their
+// expiry.
+func (m *Manager) Activate(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return m.store.Update(ctx, func(tx storage.Tx) error {
+		for _, id := range ids {
+			e, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if e == nil {
+				return fmt.Errorf("activate lease %s: record vanished", id)
+			}
+			if e.State != StatePending {
+				continue
+			}
+			e.State = StateActive
+			if err := put(tx, e, e.ExpireTime); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Lookup returns a lease record, or ErrInvalidLease.
+func (m *Manager) Lookup(ctx context.Context, id string) (*Entry, error) {
+	var e *Entry
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		e, err = get(tx, strings.Trim(id, "/"))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if e == nil || e.State == StatePending {
+		return nil, ErrInvalidLease
+	}
+	return e, nil
+}
+
+// LookupData renders a record the way Vault's sys/leases/lookup does, plus
+// lessor's state and retry fields.
+func (m *Manager) LookupData(e *Entry) map[string]any {
+	now := m.now()
+	ttl := e.ExpireTime.Sub(now).Round(time.Second)
+	if ttl < 0 {
+		ttl = 0
+	}
+	d := map[string]any{
+		"id":           e.ID,
+		"path":         e.Path,
+		"issue_time":   e.IssueTime.Format(time.RFC3339Nano),
+		"expire_time":  e.ExpireTime.Format(time.RFC3339Nano),
+		"last_renewal": nil,
+		"renewable":    e.Renewable,
+		"ttl":          int64(ttl / time.Second),
+		"state":        e.State,
+	}
+	if e.LastRenewal != nil {
+		d["last_renewal"] = e.LastRenewal.Format(time.RFC3339Nano)
+	}
+	if e.Attempts > 0 {
+		d["revoke_attempts"] = e.Attempts
+		d["revoke_error"] = e.LastError
+		d["next_attempt"] = e.NextAttempt.Format(time.RFC3339)
+	}
+	return d
+}
+
+// List returns the next path segments below prefix, like Vault's
+// LIST sys/leases/lookup/<prefix>: lease suffixes and sub-paths (ending
+// in "/").
+func (m *Manager) List(ctx context.Context, prefix string) ([]string, error) {
+	p := strings.Trim(prefix, "/")
+	if p != "" {
+		p += "/"
+	}
+	seen := map[string]bool{}
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		return tx.Walk(idPrefix+p, func(k string) error {
+			rest := strings.TrimPrefix(k, idPrefix+p)
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				rest = rest[:i+1]
+			}
+			seen[rest] = true
+			return nil
+		})
+	})
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys, err
+}
+
+// Entries returns every record under prefix (whole path segments), for
+// `lease list` and tests.
+func (m *Manager) Entries(ctx context.Context, prefix string) ([]*Entry, error) {
+	var out []*Entry
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		ids, err := idsUnder(tx, prefix)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			e, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if e != nil {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Count returns the number of lease records.
+func (m *Manager) Count(ctx context.Context) (int, error) {
+	n := 0
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		return tx.Walk(idPrefix, func(string) error { n++; return nil })
+	})
+	return n, err
+}
+
+// idsUnder lists lease ids under prefix aligned on whole path segments:
+// "database/creds/read" does not match "database/creds/readonly/…", but an
+// exact lease id matches itself.
+func idsUnder(tx storage.Tx, prefix string) ([]string, error) {
+	p := strings.Trim(prefix, "/")
+	var ids []string
+	if p != "" {
+		raw, err := tx.Get(idPrefix + p)
+		if err != nil {
+			return nil, err
+		}
+		if raw != nil {
+			ids = append(ids, p)
+		}
+		p += "/"
+	}
+	err := tx.Walk(idPrefix+p, func(k string) error {
+		ids = append(ids, strings.TrimPrefix(k, idPrefix))
+		return nil
+	})
+	return ids, err
+}
+
+// Renew extends a lease: the increment counts from now, never past the
+// issue time plus the effective max TTL (Vault's rules), and the backend
+// moves the secret's own expiry (VALID UNTIL) first.
+func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration) (*logical.Response, error) {
+	id = strings.Trim(id, "/")
+	var e *Entry
+	if err := m.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		e, err = get(tx, id)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	now := m.now().Truncate(time.Second)
+	switch {
+	case e == nil || e.State == StatePending:
+		return nil, ErrNotFound
+	case e.State == StateFailed || e.State == StateRevoking:
+		return nil, ErrFailedExpired
+	case !e.Renewable:
+		return nil, ErrNotRenewable
+	case !now.Before(e.ExpireTime):
+		return nil, ErrExpired
+	}
+	mnt, err := m.resolve(ctx, e.MountUUID)
+	if err != nil {
+		return nil, err
+	}
+	sreq := secretRequest(e, mnt)
+	roleTTL, roleMax, err := mnt.Backend.SecretLimits(ctx, sreq)
+	if err != nil {
+		return nil, fmt.Errorf("error during renew: %w", err)
+	}
+	ttl, warning, err := logical.CalculateTTL(logical.TTLInputs{
+		Increment: increment, BackendTTL: roleTTL, BackendMax: roleMax,
+		MountDefault: mnt.System.DefaultLeaseTTL(), MountMax: mnt.System.MaxLeaseTTL(),
+		Start: e.IssueTime, Now: now,
+	})
+	if err != nil {
+		return nil, logical.Errorf("%v", err)
+	}
+	expire := now.Add(ttl)
+	if err := mnt.Backend.RenewSecret(ctx, sreq, expire); err != nil {
+		return nil, fmt.Errorf("renew %s: %w", id, err)
+	}
+	if err := m.store.Update(ctx, func(tx storage.Tx) error {
+		cur, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if cur == nil || cur.State != StateActive {
+			return ErrNotFound
+		}
+		cur.ExpireTime = expire
+		cur.LastRenewal = &now
+		return put(tx, cur, expire)
+	}); err != nil {
+		return nil, err
+	}
+	resp := &logical.Response{Secret: &logical.Secret{LeaseID: id, TTL: ttl, Renewable: true}}
+	if warning != "" {
+		resp.Warnings = append(resp.Warnings, warning)
+	}
+	return resp, nil
+}
+
+func secretRequest(e *Entry, mnt *Mount) *logical.SecretRequest {
+	return &logical.SecretRequest{
+		LeaseID: e.ID, InternalData: e.InternalData, IssueTime: e.IssueTime,
+		MountPoint: mnt.MountPoint, Storage: mnt.Storage, System: mnt.System,
+	}
+}
+
+// RevokeError reports the leases whose revocation failed. They stay
+// recorded and are retried by reap.
+type RevokeError struct {
+	Failed []Failure
+}
+
+// Failure is one lease that could not be revoked.
+type Failure struct {
+	LeaseID string `json:"lease_id"`
+	Error   string `json:"error"`
+}
+
+func (e *RevokeError) Error() string {
+	if len(e.Failed) == 1 {
+		return fmt.Sprintf("revoke %s: %s (recorded; `lessor reap` will retry it)", e.Failed[0].LeaseID, e.Failed[0].Error)
+	}
+	return fmt.Sprintf("%d leases could not be revoked, first %s: %s (recorded; `lessor reap` will retry them)",
+		len(e.Failed), e.Failed[0].LeaseID, e.Failed[0].Error)
+}
+
+// Revoke revokes one lease now. An unknown id succeeds, as in Vault.
+func (m *Manager) Revoke(ctx context.Context, id string) error {
+	id = strings.Trim(id, "/")
+	_, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
+		raw, err := tx.Get(idPrefix + id)
+		if err != nil || raw == nil {
+			return nil, err
+		}
+		return []string{id}, nil
+	})
+	return err
+}
+
+// RevokePrefix revokes every lease under prefix (whole path segments).
+// With force, leases whose revocation fails are forgotten anyway; the
+// returned list names them so that the caller can warn and audit.
+func (m *Manager) RevokePrefix(ctx context.Context, prefix string, force bool) ([]Failure, error) {
+	return m.revokeSelected(ctx, force, func(tx storage.Tx) ([]string, error) {
+		return idsUnder(tx, prefix)
+	})
+}
+
+// RevokeByToken revokes every lease created by the tokens with these
+// accessors. Failures stay recorded for reap and are reported.
+func (m *Manager) RevokeByToken(ctx context.Context, accessors []string) error {
+	_, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
+		var ids []string
+		for _, acc := range accessors {
+			err := tx.Walk(tokenPrefix+acc+"/", func(k string) error {
+				ids = append(ids, strings.TrimPrefix(k, tokenPrefix+acc+"/"))
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		return ids, nil
+	})
+	return err
+}
+
+// revokeSelected claims the selected leases in one transaction, revokes
+// them through their backends outside any transaction, and settles the
+// outcome in another. It works in batches so that memory stays bounded.
+func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(storage.Tx) ([]string, error)) ([]Failure, error) {
+	var ids []string
+	if err := m.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		ids, err = sel(tx)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var failed []Failure
+	for start := 0; start < len(ids); start += m.o.BatchSize {
+		end := min(start+m.o.BatchSize, len(ids))
+		claimed, err := m.claim(ctx, ids[start:end], true)
+		if err != nil {
+			return failed, err
+		}
+		res, err := m.revokeClaimed(ctx, claimed, force)
+		failed = append(failed, res.Failed...)
+		if err != nil {
+			return failed, err
+		}
+	}
+	if len(failed) > 0 && !force {
+		return failed, &RevokeError{Failed: failed}
+	}
+	return failed, nil
+}
+
+// claim marks the given leases as being revoked by this process. Without
+// steal, leases already claimed by a live revoker are skipped.
+func (m *Manager) claim(ctx context.Context, ids []string, steal bool) ([]*Entry, error) {
+	now := m.now()
+	var claimed []*Entry
+	err := m.store.Update(ctx, func(tx storage.Tx) error {
+		claimed = claimed[:0]
+		for _, id := range ids {
+			e, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if e == nil {
+				continue
+			}
+			if e.State == StateRevoking && now.Before(e.ClaimUntil) && !steal {
+				continue
+			}
+			e.State = StateRevoking
+			e.ClaimUntil = now.Add(m.o.ClaimTimeout)
+			if err := put(tx, e, e.ClaimUntil); err != nil {
+				return err
+			}
+			claimed = append(claimed, e)
+		}
+		return nil
+	})
+	return claimed, err
+}
+
+// Result is what one revocation round did.
+type Result struct {
+	Revoked []string
+	Failed  []Failure
+}
+
+// revokeClaimed asks each mount's backend to revoke its claimed leases in
+// one batch, then deletes the revoked records and schedules retries for
+// the failures (or, with force, deletes them too).
+func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool) (Result, error) {
+	var res Result
+	byMount := map[string][]*Entry{}
+	var order []string
+	for _, e := range claimed {
+		if _, ok := byMount[e.MountUUID]; !ok {
+			order = append(order, e.MountUUID)
+		}
+		byMount[e.MountUUID] = append(byMount[e.MountUUID], e)
+	}
+	errs := map[string]error{}
+	for _, uuid := range order {
+		entries := byMount[uuid]
+		mnt, err := m.resolve(ctx, uuid)
+		if err != nil {
+			for _, e := range entries {
+				errs[e.ID] = fmt.Errorf("mount of lease: %w", err)
+			}
+			continue
+		}
+		reqs := make([]*logical.SecretRequest, len(entries))
+		for i, e := range entries {
+			reqs[i] = secretRequest(e, mnt)
+		}
+		out := mnt.Backend.RevokeSecrets(ctx, reqs)
+		for i, e := range entries {
+			if i < len(out) && out[i] != nil {
+				errs[e.ID] = out[i]
+			} else if i >= len(out) {
+				errs[e.ID] = errors.New("backend returned no result")
+			}
+		}
+	}
+	now := m.now()
+	err := m.store.Update(ctx, func(tx storage.Tx) error {
+		res = Result{}
+		for _, c := range claimed {
+			e, err := get(tx, c.ID)
+			if err != nil {
+				return err
+			}
+			if e == nil {
+				continue
+			}
+			rerr, failed := errs[e.ID]
+			if !failed || force {
+				if err := remove(tx, e); err != nil {
+					return err
+				}
+				if failed {
+					res.Failed = append(res.Failed, Failure{LeaseID: e.ID, Error: rerr.Error()})
+				} else {
+					res.Revoked = append(res.Revoked, e.ID)
+				}
+				continue
+			}
+			e.State = StateFailed
+			e.Attempts++
+			e.LastError = truncate(rerr.Error(), 500)
+			e.NextAttempt = now.Add(m.backoff(e.Attempts))
+			e.ClaimUntil = time.Time{}
+			if err := put(tx, e, e.NextAttempt); err != nil {
+				return err
+			}
+			res.Failed = append(res.Failed, Failure{LeaseID: e.ID, Error: e.LastError})
+		}
+		return nil
+	})
+	return res, err
+}
+
+// backoff is RetryBase·2^(n-1) with ±50% jitter, capped at RetryMax: about
+// 10 s, 20 s, 40 s … then hourly, for ever.
+func (m *Manager) backoff(attempts int) time.Duration {
+	d := m.o.RetryBase
+	for i := 1; i < attempts && d < m.o.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, m.o.RetryMax)
+	j, err := rand.Int(m.o.Rand, big.NewInt(int64(d)))
+	if err != nil {
+		return d
+	}
+	return d/2 + time.Duration(j.Int64())
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

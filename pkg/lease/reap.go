@@ -1,0 +1,191 @@
+package lease
+
+import (
+	"context"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Reasons a lease is due, as reap reports them.
+const (
+	ReasonExpired        = "expired"
+	ReasonRetry          = "retry after failed revocation"
+	ReasonStalePending   = "issuer never finished (stale pending record)"
+	ReasonAbandonedClaim = "revoker died mid-revocation"
+)
+
+// DueLease is a lease reap would revoke, and why.
+type DueLease struct {
+	LeaseID  string    `json:"lease_id"`
+	Reason   string    `json:"reason"`
+	DueSince time.Time `json:"due_since"`
+	Attempts int       `json:"attempts,omitempty"`
+}
+
+// ReapSummary is what one reap run did.
+type ReapSummary struct {
+	Revoked int `json:"revoked"`
+	// Failed counts revocations that failed in this run.
+	Failed int `json:"failed"`
+	// Pending counts leases whose revocation failed (in this or an
+	// earlier run) and that wait for their next attempt.
+	Pending int `json:"pending"`
+	// Skipped counts due leases another live reaper had claimed.
+	Skipped int        `json:"skipped"`
+	Errors  []Failure  `json:"errors"`
+	Due     []DueLease `json:"due,omitempty"`
+}
+
+// ReapOptions tune one reap run.
+type ReapOptions struct {
+	DryRun bool
+	// Progress, when set, is called after every batch.
+	Progress func(done int)
+}
+
+// Reap revokes every lease that is due: expired, waiting for a retry, left
+// pending by a dead issuer, or claimed by a dead revoker. Each batch is
+// claimed in one store transaction, revoked with one backend call per
+// mount, and settled in another transaction, so two reapers running at
+// once never revoke the same lease twice.
+func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error) {
+	sum := &ReapSummary{Errors: []Failure{}}
+	now := m.now()
+	if o.DryRun {
+		err := m.store.View(ctx, func(tx storage.Tx) error {
+			return walkDue(tx, now, func(key string, e *Entry, reason string) error {
+				if e != nil && reason != "" {
+					sum.Due = append(sum.Due, DueLease{LeaseID: e.ID, Reason: reason, DueSince: dueSince(e, reason), Attempts: e.Attempts})
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return nil, err
+		}
+		return sum, m.countPending(ctx, sum)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return sum, err
+		}
+		claimed, skipped, err := m.claimDue(ctx, now)
+		if err != nil {
+			return sum, err
+		}
+		sum.Skipped += skipped
+		if len(claimed) == 0 {
+			break
+		}
+		res, err := m.revokeClaimed(ctx, claimed, false)
+		sum.Revoked += len(res.Revoked)
+		sum.Failed += len(res.Failed)
+		sum.Errors = append(sum.Errors, res.Failed...)
+		if err != nil {
+			return sum, err
+		}
+		if o.Progress != nil {
+			o.Progress(sum.Revoked + sum.Failed)
+		}
+	}
+	return sum, m.countPending(ctx, sum)
+}
+
+func (m *Manager) countPending(ctx context.Context, sum *ReapSummary) error {
+	return m.store.View(ctx, func(tx storage.Tx) error {
+		n := 0
+		err := tx.Walk(failedPrefix, func(string) error { n++; return nil })
+		sum.Pending = n
+		return err
+	})
+}
+
+func dueSince(e *Entry, reason string) time.Time {
+	switch reason {
+	case ReasonRetry:
+		return e.NextAttempt
+	case ReasonAbandonedClaim:
+		return e.ClaimUntil
+	case ReasonStalePending:
+		return e.IssueTime
+	}
+	return e.ExpireTime
+}
+
+// walkDue calls fn for every due-index key up to now with its record and
+// the reason it is due ("" when the key is stale or the lease not due).
+func walkDue(tx storage.Tx, now time.Time, fn func(key string, e *Entry, reason string) error) error {
+	return tx.Walk(duePrefix, func(key string) error {
+		at, id, ok := dueTime(key)
+		if !ok {
+			return fn(key, nil, "")
+		}
+		if at.After(now) {
+			return storage.ErrStop
+		}
+		e, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if e == nil || e.DueKey != key {
+			return fn(key, nil, "")
+		}
+		reason := ""
+		switch e.State {
+		case StateActive:
+			if !e.ExpireTime.After(now) {
+				reason = ReasonExpired
+			}
+		case StateFailed:
+			reason = ReasonRetry
+		case StatePending:
+			reason = ReasonStalePending
+		case StateRevoking:
+			if !e.ClaimUntil.After(now) {
+				reason = ReasonAbandonedClaim
+			}
+		}
+		return fn(key, e, reason)
+	})
+}
+
+// claimDue claims up to one batch of due leases.
+func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed []*Entry, skipped int, err error) {
+	err = m.store.Update(ctx, func(tx storage.Tx) error {
+		claimed, skipped = claimed[:0], 0
+		var stale []string
+		err := walkDue(tx, now, func(key string, e *Entry, reason string) error {
+			if e == nil {
+				stale = append(stale, key)
+				return nil
+			}
+			if reason == "" {
+				skipped++
+				return nil
+			}
+			e.State = StateRevoking
+			e.ClaimUntil = now.Add(m.o.ClaimTimeout)
+			claimed = append(claimed, e)
+			if len(claimed) >= m.o.BatchSize {
+				return storage.ErrStop
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, e := range claimed {
+			if err := put(tx, e, e.ClaimUntil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return claimed, skipped, err
+}

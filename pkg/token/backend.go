@@ -1,0 +1,641 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Backend returns the backend that serves the auth/token/ paths.
+func (s *Store) Backend() logical.Backend { return &backend{s: s} }
+
+type backend struct{ s *Store }
+
+// route is one path of the backend: the operations it accepts, the fields
+// it knows (others draw Vault's "ignored" warning) and its handler.
+type route struct {
+	ops    []logical.Operation
+	fields []string
+	handle func(ctx context.Context, req *logical.Request) (*logical.Response, error)
+}
+
+var (
+	readOrUpdate = []logical.Operation{logical.ReadOperation, logical.UpdateOperation}
+	write        = []logical.Operation{logical.CreateOperation, logical.UpdateOperation}
+	update       = []logical.Operation{logical.UpdateOperation}
+
+	createFields = []string{"policies", "no_default_policy", "ttl", "explicit_max_ttl", "period",
+		"num_uses", "no_parent", "display_name", "meta", "renewable", "type", "id"}
+)
+
+func (s *Store) route(path string) (route, bool) {
+	switch path {
+	case "create":
+		return route{write, createFields, s.handleCreateChild}, true
+	case "create-orphan":
+		return route{write, createFields, s.handleCreateOrphan}, true
+	case "lookup":
+		return route{readOrUpdate, []string{"token"}, s.handleLookup}, true
+	case "lookup-self":
+		return route{readOrUpdate, nil, s.handleLookupSelf}, true
+	case "lookup-accessor":
+		return route{readOrUpdate, []string{"accessor"}, s.handleLookupAccessor}, true
+	case "renew":
+		return route{update, []string{"token", "increment"}, s.handleRenew}, true
+	case "renew-self":
+		return route{update, []string{"increment"}, s.handleRenewSelf}, true
+	case "revoke":
+		return route{update, []string{"token"}, s.handleRevoke}, true
+	case "revoke-self":
+		return route{update, nil, s.handleRevokeSelf}, true
+	case "revoke-accessor":
+		return route{update, []string{"accessor"}, s.handleRevokeAccessor}, true
+	case "revoke-orphan":
+		return route{update, []string{"token"}, s.handleRevokeOrphan}, true
+	}
+	return route{}, false
+}
+
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	p := strings.Trim(req.Path, "/")
+	rt, ok := b.s.route(p)
+	if !ok {
+		return nil, fmt.Errorf("auth/token/%s: %w", p, logical.ErrUnsupportedPath)
+	}
+	allowed := false
+	for _, op := range rt.ops {
+		allowed = allowed || op == req.Operation
+	}
+	if !allowed {
+		return nil, fmt.Errorf("%s auth/token/%s: %w", req.Operation, p, logical.ErrUnsupportedOperation)
+	}
+	resp, err := rt.handle(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if unknown := unknownFields(req.Data, rt.fields); len(unknown) > 0 {
+		if resp == nil {
+			resp = &logical.Response{}
+		}
+		resp.AddWarning("Endpoint ignored these unrecognized parameters: %v", unknown)
+	}
+	return resp, nil
+}
+
+// ExistenceCheck reports no check: every write here is an update (or, for
+// the create paths, allowed by either capability).
+func (b *backend) ExistenceCheck(context.Context, *logical.Request) (bool, bool, error) {
+	return false, false, nil
+}
+
+func unknownFields(data map[string]any, known []string) []string {
+	var out []string
+	for k := range data {
+		found := false
+		for _, f := range known {
+			found = found || f == k
+		}
+		if !found {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// createInput is a create request's fields, parsed.
+type createInput struct {
+	policies                 []string
+	noDefault, noParent      bool
+	ttl, explicitMax, period time.Duration
+	numUses                  int
+	displayName              string
+	meta                     map[string]string
+	renewable                bool
+}
+
+func parseCreate(d map[string]any) (*createInput, error) {
+	in := &createInput{renewable: true}
+	var err error
+	if in.policies, err = logical.ParseCommaStrings(d["policies"]); err != nil {
+		return nil, logical.Errorf("policies: %v", err)
+	}
+	bools := []struct {
+		name string
+		dst  *bool
+	}{{"no_default_policy", &in.noDefault}, {"no_parent", &in.noParent}, {"renewable", &in.renewable}}
+	for _, b := range bools {
+		if v, ok := d[b.name]; ok {
+			if *b.dst, err = logical.ParseBool(v); err != nil {
+				return nil, logical.Errorf("%s: %v", b.name, err)
+			}
+		}
+	}
+	durs := []struct {
+		name string
+		dst  *time.Duration
+	}{{"ttl", &in.ttl}, {"explicit_max_ttl", &in.explicitMax}, {"period", &in.period}}
+	for _, f := range durs {
+		if *f.dst, err = logical.ParseDuration(d[f.name]); err != nil {
+			return nil, logical.Errorf("%s: %v", f.name, err)
+		}
+		// Token times are whole seconds, as in Vault.
+		*f.dst = f.dst.Truncate(time.Second)
+	}
+	if in.numUses, err = logical.ParseInt(d["num_uses"]); err != nil {
+		return nil, logical.Errorf("num_uses: %v", err)
+	}
+	in.displayName = logical.String(d["display_name"])
+	if in.meta, err = parseMeta(d["meta"]); err != nil {
+		return nil, logical.Errorf("meta: %v", err)
+	}
+	if logical.String(d["id"]) != "" {
+		return nil, logical.Errorf("custom token IDs are not supported: lessor always generates the token")
+	}
+	switch t := logical.String(d["type"]); t {
+	case "", "service":
+	default:
+		return nil, logical.Errorf("unsupported token type %q: only service tokens exist", t)
+	}
+	return in, nil
+}
+
+// parseMeta accepts a map, or "k=v" strings (one, a list, or
+// comma-separated) as a command line gives them.
+func parseMeta(v any) (map[string]string, error) {
+	switch t := v.(type) {
+	case nil:
+		return nil, nil
+	case map[string]string:
+		if len(t) == 0 {
+			return nil, nil
+		}
+		out := make(map[string]string, len(t))
+		for k, v := range t {
+			out[k] = v
+		}
+		return out, nil
+	case map[string]any:
+		if len(t) == 0 {
+			return nil, nil
+		}
+		out := make(map[string]string, len(t))
+		for k, v := range t {
+			s, ok := v.(string)
+			if !ok {
+				return nil, fmt.Errorf("value of %q is not a string", k)
+			}
+			out[k] = s
+		}
+		return out, nil
+	}
+	pairs, err := logical.ParseCommaStrings(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, val, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", p)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+// displayName is Vault's: "token-" + name with characters outside
+// [a-zA-Z0-9-] replaced by "-" and one trailing "-" trimmed.
+func displayName(name string) string {
+	if name == "" {
+		return "token"
+	}
+	// Per character, not per byte: "é" becomes one "-", as Vault's regexp
+	// replacement makes it.
+	name = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, "token-"+name)
+	return strings.TrimSuffix(name, "-")
+}
+
+func (s *Store) handleCreateChild(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	return s.handleCreate(ctx, req, false)
+}
+
+func (s *Store) handleCreateOrphan(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	return s.handleCreate(ctx, req, true)
+}
+
+func (s *Store) handleCreate(ctx context.Context, req *logical.Request, orphanPath bool) (*logical.Response, error) {
+	in, err := parseCreate(req.Data)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := s.lookup(ctx, req.ClientToken, true)
+	if err != nil {
+		return nil, fmt.Errorf("parent token lookup failed: %w", err)
+	}
+	// A use-limited token could escape its limit through children.
+	if parent.NumUses != 0 {
+		return nil, logical.Errorf("restricted use token cannot generate child tokens")
+	}
+	if in.numUses < 0 {
+		return nil, logical.Errorf("number of uses cannot be negative")
+	}
+	isSudo := req.HasSudo || req.IsRoot
+
+	// Policies, in Vault's order of cases: none given inherits the parent's
+	// (default only if the parent has it); otherwise a plain caller may
+	// only narrow, and gets default if the parent has it; a sudo caller may
+	// ask for anything and gets default.
+	var addDefault bool
+	policies := sanitizePolicies(in.policies)
+	switch {
+	case len(policies) == 0:
+		policies = sanitizePolicies(parent.Policies)
+	case !isSudo:
+		if !subset(policies, sanitizePolicies(parent.Policies)) {
+			return nil, logical.Errorf("child policies must be subset of parent")
+		}
+		addDefault = !in.noDefault && parent.hasPolicy("default")
+	default:
+		addDefault = !in.noDefault
+	}
+	if addDefault {
+		// sanitizePolicies lets root eclipse default.
+		policies = sanitizePolicies(append(policies, "default"))
+	}
+	if in.noDefault {
+		policies = without(policies, "default")
+	}
+	isRootToken := len(policies) == 1 && policies[0] == "root"
+	if isRootToken && !parent.hasPolicy("root") {
+		return nil, logical.Errorf("root tokens may not be created without parent token being root")
+	}
+
+	e := &Entry{
+		Policies:     policies,
+		DisplayName:  displayName(in.displayName),
+		Path:         "auth/token/" + strings.Trim(req.Path, "/"),
+		Meta:         in.meta,
+		NumUses:      in.numUses,
+		CreationTime: s.now(),
+		Parent:       parent.ID,
+	}
+	switch {
+	case in.noParent:
+		if !isSudo {
+			return nil, logical.Errorf("root or sudo privileges required to create orphan token")
+		}
+		e.Parent = ""
+	case orphanPath:
+		// create-orphan is guarded by its own ACL path.
+		e.Parent = ""
+	}
+	e.Orphan = e.Parent == ""
+
+	if in.period > 0 && !isSudo {
+		return nil, logical.Errorf("root or sudo privileges required to create periodic token")
+	}
+	e.ExplicitMaxTTL, e.Period = in.explicitMax, in.period
+
+	resp := &logical.Response{}
+	ttl := in.ttl
+	// A root token with no TTL and no period never expires.
+	if in.period > 0 || in.ttl > 0 || !isRootToken {
+		var warnings []string
+		ttl, warnings, err = s.calculateTTL(0, in.ttl, in.period, in.explicitMax, e.CreationTime, e.CreationTime)
+		if err != nil {
+			return nil, logical.Errorf("%v", err)
+		}
+		resp.Warnings = append(resp.Warnings, warnings...)
+	}
+	if ttl == 0 && in.explicitMax > 0 {
+		ttl = in.explicitMax
+	}
+	renewable := in.renewable
+	if ttl == 0 {
+		if parent.TTL != 0 {
+			return nil, logical.Errorf("expiring root tokens cannot create non-expiring root tokens")
+		}
+		renewable = false
+	}
+	e.TTL, e.Renewable = ttl, renewable
+
+	if s.o.PolicyExists != nil {
+		for _, p := range policies {
+			if p == "root" {
+				continue
+			}
+			ok, err := s.o.PolicyExists(ctx, p)
+			if err != nil {
+				return nil, fmt.Errorf("look up policy %q: %w", p, err)
+			}
+			if !ok {
+				resp.AddWarning("Policy %q does not exist", p)
+			}
+		}
+	}
+
+	var parentEntry *Entry
+	if e.Parent != "" {
+		parentEntry = parent
+	}
+	tok, err := s.create(ctx, e, parentEntry)
+	if err != nil {
+		if errors.Is(err, ErrBadToken) {
+			return nil, fmt.Errorf("parent token lookup failed: %w", err)
+		}
+		return nil, fmt.Errorf("create token: %w", err)
+	}
+	resp.Auth = authFor(tok, e, ttl)
+	return resp, nil
+}
+
+func authFor(token string, e *Entry, ttl time.Duration) *logical.Auth {
+	return &logical.Auth{
+		ClientToken:   token,
+		Accessor:      e.Accessor,
+		Policies:      append([]string(nil), e.Policies...),
+		TokenPolicies: append([]string(nil), e.Policies...),
+		Metadata:      e.Meta,
+		Orphan:        e.Orphan,
+		LeaseDuration: ttl,
+		Renewable:     e.Renewable,
+	}
+}
+
+// calculateTTL is Vault's CalculateTTL for tokens: the layers of
+// logical.CalculateTTL with the explicit max as the backend max, plus the
+// period, which replaces the TTL on every renewal and is capped only by the
+// explicit max (counted from start).
+func (s *Store) calculateTTL(increment, backendTTL, period, explicitMax time.Duration, start, now time.Time) (time.Duration, []string, error) {
+	if period <= 0 {
+		ttl, w, err := logical.CalculateTTL(logical.TTLInputs{
+			Increment: increment, BackendTTL: backendTTL, BackendMax: explicitMax,
+			SystemDefault: s.o.DefaultTTL, SystemMax: s.o.MaxTTL,
+			Start: start, Now: now,
+		})
+		if w != "" {
+			return ttl, []string{w}, err
+		}
+		return ttl, nil, err
+	}
+	var warnings []string
+	maxTTL := s.o.MaxTTL
+	if explicitMax > 0 && explicitMax < maxTTL {
+		maxTTL = explicitMax
+	}
+	ttl := period
+	if ttl > maxTTL {
+		warnings = append(warnings, fmt.Sprintf("period of %q exceeded the effective max_ttl of %q; period value is capped accordingly",
+			logical.HumanDuration(ttl), logical.HumanDuration(maxTTL)))
+		ttl = maxTTL
+	}
+	if explicitMax > 0 {
+		remaining := start.Add(explicitMax).Sub(now)
+		if remaining <= 0 {
+			return 0, warnings, logical.ErrPastMaxTTL
+		}
+		if ttl > remaining {
+			warnings = append(warnings, fmt.Sprintf("TTL of %q exceeded the effective max_ttl of %q; TTL value is capped accordingly",
+				logical.HumanDuration(ttl), logical.HumanDuration(remaining)))
+			ttl = remaining
+		}
+	}
+	return ttl, warnings, nil
+}
+
+func subset(sub, set []string) bool {
+	for _, p := range sub {
+		found := false
+		for _, q := range set {
+			found = found || p == q
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func without(list []string, drop string) []string {
+	out := list[:0:0]
+	for _, p := range list {
+		if p != drop {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (s *Store) handleLookup(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	tok := logical.String(req.Data["token"])
+	if tok == "" {
+		tok = req.ClientToken
+	}
+	return s.lookupResponse(ctx, tok, tok == req.ClientToken)
+}
+
+func (s *Store) handleLookupSelf(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	return s.lookupResponse(ctx, req.ClientToken, true)
+}
+
+// lookupResponse answers a lookup by token. The caller's own token may be
+// on its last use (pending revocation) and still see itself.
+func (s *Store) lookupResponse(ctx context.Context, tok string, self bool) (*logical.Response, error) {
+	e, err := s.lookup(ctx, tok, self)
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: s.lookupData(e, tok)}, nil
+}
+
+func (s *Store) handleLookupAccessor(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	acc := logical.String(req.Data["accessor"])
+	if acc == "" {
+		return nil, logical.Errorf("missing accessor")
+	}
+	e, err := s.byAccessor(ctx, acc)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil || !usable(e, s.now(), false) {
+		return nil, logical.Errorf("invalid accessor")
+	}
+	// The token itself is not known here, and is never stored.
+	return &logical.Response{Data: s.lookupData(e, "")}, nil
+}
+
+func (s *Store) byAccessor(ctx context.Context, acc string) (*Entry, error) {
+	var e *Entry
+	err := s.st.View(ctx, func(tx storage.Tx) error {
+		id, err := tx.Get(accessorPrefix + acc)
+		if err != nil || id == nil {
+			return err
+		}
+		e, err = getEntry(tx, string(id))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up accessor %s: %w", acc, err)
+	}
+	return e, nil
+}
+
+// lookupData is Vault's lookup response; id is the token when the caller
+// gave it, "" when looked up by accessor.
+func (s *Store) lookupData(e *Entry, id string) map[string]any {
+	now := s.now()
+	d := map[string]any{
+		"accessor":         e.Accessor,
+		"creation_time":    e.CreationTime.Unix(),
+		"creation_ttl":     int64(e.TTL / time.Second),
+		"display_name":     e.DisplayName,
+		"entity_id":        "",
+		"expire_time":      nil,
+		"explicit_max_ttl": int64(e.ExplicitMaxTTL / time.Second),
+		"id":               id,
+		"issue_time":       e.CreationTime.Format(time.RFC3339Nano),
+		"meta":             e.Meta,
+		"num_uses":         e.NumUses,
+		"orphan":           e.Orphan,
+		"path":             e.Path,
+		"policies":         append([]string(nil), e.Policies...),
+		"renewable":        e.Renewable && !e.ExpireTime.IsZero(),
+		"ttl":              int64(0),
+		"type":             "service",
+	}
+	if !e.ExpireTime.IsZero() {
+		d["expire_time"] = e.ExpireTime.Format(time.RFC3339Nano)
+		d["ttl"] = int64(max(e.ExpireTime.Sub(now), 0) / time.Second)
+	}
+	if e.Period > 0 {
+		d["period"] = int64(e.Period / time.Second)
+	}
+	if !e.LastRenewal.IsZero() {
+		d["last_renewal"] = e.LastRenewal.Format(time.RFC3339Nano)
+		d["last_renewal_time"] = e.LastRenewal.Unix()
+	}
+	return d
+}
+
+func (s *Store) handleRenew(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	tok := logical.String(req.Data["token"])
+	if tok == "" {
+		return nil, logical.Errorf("missing token ID")
+	}
+	return s.renew(ctx, tok, req.Data["increment"])
+}
+
+func (s *Store) handleRenewSelf(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	return s.renew(ctx, req.ClientToken, req.Data["increment"])
+}
+
+// renew extends a token: the increment (else its creation TTL, else the
+// default) counts from now, capped at creation + the effective max; a
+// periodic token gets its period again.
+func (s *Store) renew(ctx context.Context, tok string, incrementRaw any) (*logical.Response, error) {
+	increment, err := logical.ParseDuration(incrementRaw)
+	if err != nil {
+		return nil, logical.Errorf("increment: %v", err)
+	}
+	increment = increment.Truncate(time.Second)
+	e, err := s.lookup(ctx, tok, false)
+	if err != nil {
+		if errors.Is(err, ErrBadToken) {
+			return nil, logical.Errorf("token not found")
+		}
+		return nil, err
+	}
+	if e.ExpireTime.IsZero() {
+		return nil, logical.Errorf("lease is not renewable")
+	}
+	if !e.Renewable {
+		return nil, logical.Errorf("token is not renewable")
+	}
+	now := s.now()
+	ttl, warnings, err := s.calculateTTL(increment, e.TTL, e.Period, e.ExplicitMaxTTL, e.CreationTime, now)
+	if err != nil {
+		return nil, fmt.Errorf("renew token %s: %w", e.Accessor, err)
+	}
+	err = s.st.Update(ctx, func(tx storage.Tx) error {
+		cur, err := getEntry(tx, e.ID)
+		if err != nil {
+			return err
+		}
+		if cur == nil || !usable(cur, now, false) {
+			return ErrBadToken
+		}
+		cur.LastRenewal = now
+		if err := setExpire(tx, cur, now.Add(ttl)); err != nil {
+			return err
+		}
+		e = cur
+		return nil
+	})
+	if errors.Is(err, ErrBadToken) {
+		return nil, logical.Errorf("token not found")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("renew token %s: %w", e.Accessor, err)
+	}
+	return &logical.Response{Auth: authFor(tok, e, ttl), Warnings: warnings}, nil
+}
+
+func (s *Store) handleRevoke(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	tok := logical.String(req.Data["token"])
+	if tok == "" {
+		return nil, logical.Errorf("missing token ID")
+	}
+	return nil, s.revokeToken(ctx, tok)
+}
+
+func (s *Store) handleRevokeSelf(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	return nil, s.revokeToken(ctx, req.ClientToken)
+}
+
+// handleRevokeAccessor revokes the token behind an accessor and its tree;
+// an unknown accessor succeeds, like an unknown token, so that a revoke can
+// be repeated safely.
+func (s *Store) handleRevokeAccessor(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	acc := logical.String(req.Data["accessor"])
+	if acc == "" {
+		return nil, logical.Errorf("missing accessor")
+	}
+	e, err := s.byAccessor(ctx, acc)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return nil, s.Revoke(ctx, e)
+}
+
+func (s *Store) handleRevokeOrphan(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	tok := logical.String(req.Data["token"])
+	if tok == "" {
+		return nil, logical.Errorf("missing token ID")
+	}
+	if !req.HasSudo && !req.IsRoot {
+		return nil, logical.Errorf("root or sudo privileges required to revoke and orphan")
+	}
+	e, err := s.lookup(ctx, tok, false)
+	if errors.Is(err, ErrBadToken) {
+		return nil, logical.Errorf("token to revoke not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.revokeOrphan(ctx, e)
+}

@@ -1,0 +1,288 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+// Entry is what the core knows about one request, and, for the response
+// line, its outcome.
+type Entry struct {
+	RequestID, Operation, Path, MountType string
+	// ClientToken is the caller's token; only its HMAC is written.
+	ClientToken string
+	// Accessor and DisplayName identify the caller's token in clear
+	// (unless the device sets hmac_accessor).
+	Accessor, DisplayName string
+	Policies              []string
+	// RemoteUser is the OS user who ran the command.
+	RemoteUser string
+	// Data is the request's data; its secret values are hashed.
+	Data map[string]any
+	// Response is the backend's response; nil on the request line, and on
+	// a response line when there was nothing to return.
+	Response *logical.Response
+	// Err is the request's failure, written as text. The core keeps
+	// secrets out of error text, so it is written in clear.
+	Err error
+}
+
+// Broker writes entries to every enabled device. It is safe for concurrent
+// use.
+type Broker struct {
+	devices []*device
+	key     []byte
+	now     func() time.Time
+}
+
+type device struct {
+	path string // "file/"
+	file string // file_path as given, for errors
+	cfg  *fileConfig
+	err  error // the stored options were invalid
+	// mu keeps this process's lines apart; lines from other processes
+	// are kept apart by O_APPEND and one write call per line.
+	mu sync.Mutex
+}
+
+// NewBroker returns a broker for the enabled devices. hmacKey is the
+// store's audit key; now is the clock (time.Now when nil). A device whose
+// stored options are invalid fails every request, rather than letting
+// requests go unaudited.
+func NewBroker(devices []Device, hmacKey []byte, now func() time.Time) *Broker {
+	if now == nil {
+		now = time.Now
+	}
+	b := &Broker{key: bytes.Clone(hmacKey), now: now}
+	for _, d := range devices {
+		cfg, err := parseDevice(d)
+		b.devices = append(b.devices, &device{path: d.Path, file: d.Options["file_path"], cfg: cfg, err: err})
+	}
+	return b
+}
+
+// LogRequest writes the request line to every device. It fails when any
+// device could not be written; the core must then refuse the request.
+func (b *Broker) LogRequest(ctx context.Context, e *Entry) error {
+	return b.log(ctx, "request", e)
+}
+
+// LogResponse writes the response line to every device. It fails when any
+// device could not be written; the core must then fail the request.
+func (b *Broker) LogResponse(ctx context.Context, e *Entry) error {
+	return b.log(ctx, "response", e)
+}
+
+func (b *Broker) log(ctx context.Context, typ string, e *Entry) error {
+	if len(b.devices) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("audit %s %s: %w", typ, e.Path, err)
+	}
+	if len(b.key) == 0 {
+		// An empty key would make every hash a plain, guessable digest.
+		return fmt.Errorf("audit %s %s: no hmac key", typ, e.Path)
+	}
+	t := b.now().UTC().Format(time.RFC3339Nano)
+
+	// Devices differ only in hmac_accessor: format each variant once.
+	var lines [2][]byte
+	var errs []error
+	for _, d := range b.devices {
+		if d.err != nil {
+			errs = append(errs, d.err)
+			continue
+		}
+		i := 0
+		if d.cfg.hashAccessor {
+			i = 1
+		}
+		if lines[i] == nil {
+			line, err := b.format(t, typ, e, d.cfg.hashAccessor)
+			if err != nil {
+				return fmt.Errorf("audit %s %s: %w", typ, e.Path, err)
+			}
+			lines[i] = line
+		}
+		if err := d.write(lines[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// write appends one line with one write call, opening the file afresh so
+// that a log rotated away is recreated rather than written to its old
+// name; the cost, an open and a close, is small beside one command.
+func (d *device) write(line []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, _, err := openLog(d.cfg)
+	if err == nil {
+		_, err = f.Write(line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return &DeviceError{Device: d.path, File: d.file, Err: bare(err)}
+	}
+	return nil
+}
+
+// The line's shape follows Vault's audit entries, so that tools reading
+// those read these.
+type (
+	jsonEntry struct {
+		Time     string        `json:"time"`
+		Type     string        `json:"type"`
+		Auth     *jsonAuth     `json:"auth"`
+		Request  *jsonRequest  `json:"request"`
+		Response *jsonResponse `json:"response,omitempty"`
+		Error    string        `json:"error,omitempty"`
+	}
+	jsonAuth struct {
+		ClientToken      string   `json:"client_token,omitempty"`
+		Accessor         string   `json:"accessor,omitempty"`
+		DisplayName      string   `json:"display_name,omitempty"`
+		Policies         []string `json:"policies,omitempty"`
+		TokenPolicies    []string `json:"token_policies,omitempty"`
+		IdentityPolicies []string `json:"identity_policies,omitempty"`
+		Metadata         any      `json:"metadata,omitempty"`
+		Orphan           bool     `json:"orphan,omitempty"`
+		EntityID         string   `json:"entity_id,omitempty"`
+		TokenTTL         int64    `json:"token_ttl,omitempty"`
+		Renewable        bool     `json:"renewable,omitempty"`
+	}
+	jsonRequest struct {
+		ID         string `json:"id,omitempty"`
+		Operation  string `json:"operation"`
+		MountType  string `json:"mount_type,omitempty"`
+		Path       string `json:"path"`
+		RemoteUser string `json:"remote_user,omitempty"`
+		Data       any    `json:"data,omitempty"`
+	}
+	jsonResponse struct {
+		Data     any         `json:"data,omitempty"`
+		Secret   *jsonSecret `json:"secret,omitempty"`
+		Auth     *jsonAuth   `json:"auth,omitempty"`
+		Warnings []string    `json:"warnings,omitempty"`
+	}
+	jsonSecret struct {
+		LeaseID   string `json:"lease_id"`
+		TTL       int64  `json:"ttl"`
+		Renewable bool   `json:"renewable"`
+	}
+)
+
+// format renders one entry as a JSON line.
+func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, error) {
+	r := newRedactor(b.key, e.Path, hashAccessor)
+	accessor := func(a string) string {
+		if hashAccessor && a != "" {
+			return HashString(b.key, a)
+		}
+		return a
+	}
+	token := func(tok string) string {
+		if tok == "" {
+			return ""
+		}
+		return HashString(b.key, tok)
+	}
+
+	reqData, err := r.tree(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("request data: %w", err)
+	}
+	out := jsonEntry{
+		Time: t,
+		Type: typ,
+		Auth: &jsonAuth{
+			ClientToken: token(e.ClientToken),
+			Accessor:    accessor(e.Accessor),
+			DisplayName: e.DisplayName,
+			Policies:    e.Policies,
+		},
+		Request: &jsonRequest{
+			ID:         e.RequestID,
+			Operation:  e.Operation,
+			MountType:  e.MountType,
+			Path:       e.Path,
+			RemoteUser: e.RemoteUser,
+			Data:       reqData,
+		},
+	}
+	if e.Err != nil {
+		out.Error = e.Err.Error()
+	}
+	if resp := e.Response; resp != nil && typ == "response" {
+		data, err := r.tree(resp.Data)
+		if err != nil {
+			return nil, fmt.Errorf("response data: %w", err)
+		}
+		jr := &jsonResponse{Data: data, Warnings: resp.Warnings}
+		if s := resp.Secret; s != nil {
+			jr.Secret = &jsonSecret{LeaseID: s.LeaseID, TTL: int64(s.TTL / time.Second), Renewable: s.Renewable}
+		}
+		if a := resp.Auth; a != nil {
+			md, err := r.tree(a.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("response auth metadata: %w", err)
+			}
+			jr.Auth = &jsonAuth{
+				ClientToken:      token(a.ClientToken),
+				Accessor:         accessor(a.Accessor),
+				Policies:         a.Policies,
+				TokenPolicies:    a.TokenPolicies,
+				IdentityPolicies: a.IdentityPolicies,
+				Metadata:         md,
+				Orphan:           a.Orphan,
+				EntityID:         a.EntityID,
+				TokenTTL:         int64(a.LeaseDuration / time.Second),
+				Renewable:        a.Renewable,
+			}
+		}
+		out.Response = jr
+	}
+
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Keep "&", "<" and ">" literal so that a grep for a path or a URL
+	// finds it.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil // Encode ends the line with "\n"
+}
+
+// tree turns v into a private copy made of plain JSON values and hashes
+// its secrets. Going through JSON copies the caller's maps (which are never
+// changed), and lets the walk see what will actually be written, whatever
+// Go types the data was built from (structs, map[string]string, []byte).
+func (r *redactor) tree(v any) (any, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	// Numbers keep their exact text, as a direct encoding would.
+	dec.UseNumber()
+	var t any
+	if err := dec.Decode(&t); err != nil {
+		return nil, err
+	}
+	if m, ok := t.(map[string]any); ok && len(m) == 0 {
+		return nil, nil // omitted, like a nil map
+	}
+	return r.redact(t, clear), nil
+}

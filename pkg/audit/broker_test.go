@@ -1,0 +1,361 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+var (
+	testKey  = []byte("0123456789abcdef0123456789abcdef")
+	testTime = time.Date(2025, 3, 4, 5, 6, 7, 890000000, time.UTC)
+)
+
+func fixedClock() time.Time { return testTime }
+
+func fileDevice(path string, opts ...string) Device {
+	o := map[string]string{"file_path": path}
+	for i := 0; i+1 < len(opts); i += 2 {
+		o[opts[i]] = opts[i+1]
+	}
+	return Device{Path: "file/", Type: "file", Options: o}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		t.Fatalf("log does not end with a newline: %q", b)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+}
+
+// credsEntry is a `read database/creds/readonly` whose request carries
+// secrets in every form the redaction must catch.
+func credsEntry() *Entry {
+	return &Entry{
+		RequestID:   "5f0c6a1e-1111-2222-3333-444455556666",
+		Operation:   "read",
+		Path:        "database/creds/readonly",
+		MountType:   "database",
+		ClientToken: "lsr.TOKEN-secret-value",
+		Accessor:    "acc-7d3e",
+		DisplayName: "token-ci",
+		Policies:    []string{"apps", "default"},
+		RemoteUser:  "deploy",
+		Data: map[string]any{
+			"username":       "alice",
+			"password":       "req-Pa55word",
+			"connection_url": "postgresql://root:Inline-Root-PW@db.example:5432/postgres?sslmode=disable",
+			"nested": map[string]any{
+				"list": []any{map[string]any{"DB_Password": "deep-secret"}, "plain"},
+			},
+			"ttl": 3600,
+		},
+	}
+}
+
+func credsResponse() *logical.Response {
+	return &logical.Response{
+		Data: map[string]any{
+			"username": "v-token-readonly-Xy12",
+			"password": "A1a-Generated-Pw",
+		},
+		Secret:   &logical.Secret{LeaseID: "database/creds/readonly/Qw3rTy", TTL: time.Hour, Renewable: true},
+		Warnings: []string{"TTL of \"2h\" exceeded the effective max_ttl of \"1h\"; TTL value is capped accordingly"},
+	}
+}
+
+func TestRequestResponsePair(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	if err := ValidateDevice(fileDevice(path)); err != nil {
+		t.Fatal(err)
+	}
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := credsEntry()
+	ctx := context.Background()
+	if err := b.LogRequest(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	e.Response = credsResponse()
+	if err := b.LogResponse(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+
+	h := func(s string) string { return HashString(testKey, s) }
+	request := `{"id":"5f0c6a1e-1111-2222-3333-444455556666","operation":"read","mount_type":"database","path":"database/creds/readonly","remote_user":"deploy",` +
+		`"data":{"connection_url":"` + h("postgresql://root:Inline-Root-PW@db.example:5432/postgres?sslmode=disable") + `",` +
+		`"nested":{"list":[{"DB_Password":"` + h("deep-secret") + `"},"plain"]},` +
+		`"password":"` + h("req-Pa55word") + `","ttl":3600,"username":"alice"}}`
+	auth := `{"client_token":"` + h("lsr.TOKEN-secret-value") + `","accessor":"acc-7d3e","display_name":"token-ci","policies":["apps","default"]}`
+	want := []string{
+		`{"time":"2025-03-04T05:06:07.89Z","type":"request","auth":` + auth + `,"request":` + request + `}`,
+		`{"time":"2025-03-04T05:06:07.89Z","type":"response","auth":` + auth + `,"request":` + request + `,` +
+			`"response":{"data":{"password":"` + h("A1a-Generated-Pw") + `","username":"v-token-readonly-Xy12"},` +
+			`"secret":{"lease_id":"database/creds/readonly/Qw3rTy","ttl":3600,"renewable":true},` +
+			`"warnings":["TTL of \"2h\" exceeded the effective max_ttl of \"1h\"; TTL value is capped accordingly"]}}`,
+	}
+	got := readLines(t, path)
+	if len(got) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if !json.Valid([]byte(got[i])) {
+			t.Errorf("line %d is not valid JSON: %s", i+1, got[i])
+		}
+		if got[i] != want[i] {
+			t.Errorf("line %d:\n got %s\nwant %s", i+1, got[i], want[i])
+		}
+	}
+
+	raw, _ := os.ReadFile(path)
+	for _, secret := range []string{"lsr.TOKEN-secret-value", "req-Pa55word", "Inline-Root-PW", "deep-secret", "A1a-Generated-Pw"} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Errorf("log holds secret %q in clear", secret)
+		}
+	}
+	for _, secret := range []string{"A1a-Generated-Pw", "lsr.TOKEN-secret-value"} {
+		if !bytes.Contains(raw, []byte(HashString(testKey, secret))) {
+			t.Errorf("log lacks HashString(%q)", secret)
+		}
+	}
+	for _, clearText := range []string{`"v-token-readonly-Xy12"`, `"database/creds/readonly/Qw3rTy"`, `"alice"`, `"acc-7d3e"`, `"deploy"`} {
+		if c := bytes.Count(raw, []byte(clearText)); c == 0 {
+			t.Errorf("log lacks %s in clear", clearText)
+		}
+	}
+}
+
+func TestCallerDataUnchanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := credsEntry()
+	e.Response = credsResponse()
+	e.Response.Auth = &logical.Auth{ClientToken: "lsr.child", Metadata: map[string]string{"root_token": "x"}}
+	before, after := credsEntry(), e
+	before.Response = credsResponse()
+	before.Response.Auth = &logical.Auth{ClientToken: "lsr.child", Metadata: map[string]string{"root_token": "x"}}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("entry changed by logging:\nbefore %#v\nafter  %#v", before, after)
+	}
+}
+
+func TestTokenCreateResponse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := &Entry{
+		Operation:   "update",
+		Path:        "auth/token/create",
+		ClientToken: "lsr.parent",
+		Accessor:    "acc-parent",
+		DisplayName: "root",
+		Policies:    []string{"root"},
+		Data:        map[string]any{"id": "lsr.custom-id", "policies": []string{"apps"}},
+		Response: &logical.Response{
+			Auth: &logical.Auth{
+				ClientToken:   "lsr.custom-id",
+				Accessor:      "acc-child",
+				Policies:      []string{"apps", "default"},
+				TokenPolicies: []string{"apps", "default"},
+				Metadata:      map[string]string{"team": "web"},
+				LeaseDuration: 768 * time.Hour,
+				Renewable:     true,
+			},
+		},
+	}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	h := func(s string) string { return HashString(testKey, s) }
+	want := `{"time":"2025-03-04T05:06:07.89Z","type":"response",` +
+		`"auth":{"client_token":"` + h("lsr.parent") + `","accessor":"acc-parent","display_name":"root","policies":["root"]},` +
+		`"request":{"operation":"update","path":"auth/token/create","data":{"id":"` + h("lsr.custom-id") + `","policies":["apps"]}},` +
+		`"response":{"auth":{"client_token":"` + h("lsr.custom-id") + `","accessor":"acc-child","policies":["apps","default"],` +
+		`"token_policies":["apps","default"],"metadata":{"team":"web"},"token_ttl":2764800,"renewable":true}}}`
+	if got := readLines(t, path); len(got) != 1 || got[0] != want {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
+func TestHMACAccessor(t *testing.T) {
+	dir := t.TempDir()
+	clearPath, hashedPath := filepath.Join(dir, "clear.log"), filepath.Join(dir, "hashed.log")
+	hashed := fileDevice(hashedPath, "hmac_accessor", "true")
+	hashed.Path = "hashed/"
+	b := NewBroker([]Device{fileDevice(clearPath), hashed}, testKey, fixedClock)
+	e := &Entry{Operation: "read", Path: "auth/token/lookup-self", Accessor: "acc-1", Response: &logical.Response{
+		Data: map[string]any{"accessor": "acc-1", "display_name": "token"},
+	}}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	h := HashString(testKey, "acc-1")
+	const format = `{"time":"2025-03-04T05:06:07.89Z","type":"response","auth":{"accessor":"%s"},"request":{"operation":"read","path":"auth/token/lookup-self"},"response":{"data":{"accessor":"%s","display_name":"token"}}}`
+	for path, acc := range map[string]string{clearPath: "acc-1", hashedPath: h} {
+		want := strings.ReplaceAll(format, "%s", acc)
+		if got := readLines(t, path); len(got) != 1 || got[0] != want {
+			t.Errorf("%s: got\n%s\nwant\n%s", filepath.Base(path), strings.Join(got, "\n"), want)
+		}
+	}
+}
+
+func TestErrorResponseLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := &Entry{Operation: "read", Path: "secret/x", DisplayName: "token", Err: logical.ErrPermissionDenied}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"time":"2025-03-04T05:06:07.89Z","type":"response","auth":{"display_name":"token"},"request":{"operation":"read","path":"secret/x"},"error":"permission denied"}`
+	if got := readLines(t, path); len(got) != 1 || got[0] != want {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
+func TestUnwritableDevice(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.log")
+	cases := map[string]struct {
+		path string
+		want string
+	}{
+		"missing directory": {filepath.Join(dir, "no-such-dir", "audit.log"), "no such file or directory"},
+		"directory":         {dir, "not a regular file"},
+		"device file":       {"/dev/null", "not a regular file"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			wantMsg := "audit device file/ (" + tc.path + "): " + tc.want
+			err := ValidateDevice(fileDevice(tc.path))
+			if err == nil || err.Error() != wantMsg {
+				t.Fatalf("ValidateDevice: got %v, want %s", err, wantMsg)
+			}
+
+			// Requests fail, naming the device, while the good device is
+			// still written.
+			bad := fileDevice(tc.path)
+			other := fileDevice(good)
+			other.Path = "good/"
+			b := NewBroker([]Device{bad, other}, testKey, fixedClock)
+			err = b.LogRequest(context.Background(), &Entry{Operation: "read", Path: "sys/mounts"})
+			var de *DeviceError
+			if !errors.As(err, &de) || de.Device != "file/" || de.File != tc.path {
+				t.Fatalf("LogRequest: got %#v, want a DeviceError for file/", err)
+			}
+			if err.Error() != wantMsg {
+				t.Errorf("LogRequest: got %q, want %q", err, wantMsg)
+			}
+		})
+	}
+	if n := len(readLines(t, good)); n != len(cases) {
+		t.Errorf("good device has %d lines, want %d", n, len(cases))
+	}
+}
+
+func TestReadOnlyFile(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root writes read-only files; the directory and missing-directory cases cover unwritable devices")
+	}
+	path := filepath.Join(t.TempDir(), "ro.log")
+	if err := os.WriteFile(path, nil, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	err := b.LogRequest(context.Background(), &Entry{Operation: "read", Path: "sys/mounts"})
+	if want := "audit device file/ (" + path + "): permission denied"; err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %s", err, want)
+	}
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("error %v is not fs.ErrPermission", err)
+	}
+}
+
+func TestInvalidStoredDeviceFailsRequests(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path, "log_raw", "true")}, testKey, fixedClock)
+	err := b.LogRequest(context.Background(), &Entry{Operation: "read", Path: "sys/mounts"})
+	if err == nil || !strings.Contains(err.Error(), "log_raw=true is not supported") {
+		t.Fatalf("got %v, want the log_raw refusal", err)
+	}
+}
+
+func TestNoDevicesAndNoKey(t *testing.T) {
+	e := &Entry{Operation: "read", Path: "sys/mounts"}
+	if err := NewBroker(nil, nil, nil).LogRequest(context.Background(), e); err != nil {
+		t.Errorf("no devices: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	err := NewBroker([]Device{fileDevice(path)}, nil, fixedClock).LogRequest(context.Background(), e)
+	if want := "audit request sys/mounts: no hmac key"; err == nil || err.Error() != want {
+		t.Errorf("no key: got %v, want %s", err, want)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("log written without a key: %v", err)
+	}
+}
+
+func TestRotatedLogIsRecreated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path, "mode", "0640")}, testKey, fixedClock)
+	e := &Entry{Operation: "read", Path: "sys/mounts"}
+	if err := b.LogRequest(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.LogRequest(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + ".1"} {
+		if n := len(readLines(t, p)); n != 1 {
+			t.Errorf("%s: %d lines, want 1", p, n)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o640 {
+		t.Errorf("recreated log has mode %o, want 640", fi.Mode().Perm())
+	}
+}
+
+func TestCancelledContext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock).LogRequest(ctx, &Entry{Operation: "read", Path: "sys/mounts"})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+}
+
+func BenchmarkLogResponse(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "audit.log")
+	br := NewBroker([]Device{fileDevice(path)}, testKey, nil)
+	e := credsEntry()
+	e.Response = credsResponse()
+	ctx := context.Background()
+	for b.Loop() {
+		if err := br.LogResponse(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

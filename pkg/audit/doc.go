@@ -1,0 +1,34 @@
+// Package audit writes lessor's audit log: for every request, one JSON line
+// before it is handled and one with its outcome, to every enabled device.
+//
+// Promises:
+//
+//   - Secrets are never written in clear. The values of secret keys
+//     (password, new_password, token, client_token, private_key,
+//     unseal_key(s), passphrase, and any key ending in _password or _token,
+//     at any depth, in any case) are replaced by "hmac-sha256:<hex>" under
+//     the store's audit key; so is a connection string (connection_url,
+//     dsn, *_url, or any string holding "://") that carries an inline
+//     password, "id" under auth/token/ (a token there), and "input" under
+//     sys/audit-hash (the value being looked up). The caller's token
+//     appears only hashed. HashString gives the same hash, so that an
+//     operator can grep for a value.
+//   - Everything else stays in clear, usernames and lease ids above all,
+//     so that the log answers "who held database user X, and when"
+//     without brute-forcing hashes (Vault hashes them; reference
+//     pain-points P37). Accessors are clear unless a device sets
+//     hmac_accessor=true.
+//   - A request that cannot be audited fails: LogRequest and LogResponse
+//     return a *DeviceError when any device could not be written, and the
+//     other devices are still written.
+//   - One call is one line per device, written by one write(2) on a file
+//     opened with O_APPEND, so lines from goroutines and from concurrent
+//     lessor processes never interleave on a local file system. The file
+//     is reopened for every line, so log rotation needs no signal: a log
+//     moved away is recreated with the device's mode.
+//
+// Only the "file" device type exists. Its file_path must be absolute and a
+// regular file: stdout is for command output, stderr belongs to the
+// audited caller, and a discarding device would make requests look
+// audited when they are not.
+package audit

@@ -1,0 +1,272 @@
+// Package format renders a logical.Response the way Vault's CLI does, so
+// that scripts written against `vault` read lessor's output unchanged:
+// the Key/Value table, the JSON envelope (.lease_id, .lease_duration,
+// .renewable, .data, .warnings, .auth), YAML, and -field.
+//
+// What it promises:
+//   - stdout (w) carries data only. Warnings go to errw in every format,
+//     before the data, as Vault's table format prints them.
+//   - Table: a `Key`/`Value` header underlined with as many dashes as each
+//     header word, columns padded to the widest cell and 4 spaces apart,
+//     the last column unpadded, no trailing spaces, empty cells `n/a`.
+//     Rows: the lease (lease_id, lease_duration, lease_renewable, or
+//     refresh_interval without a lease id), then the token, then the data
+//     keys sorted. Integer seconds under TTL-like keys are humanized
+//     (3600 → 1h). With nothing to show, nothing is printed.
+//   - JSON: the envelope in Vault's key order, 2-space indent, one trailing
+//     newline; `warnings` and `data` are null when empty, `auth` is left
+//     out when there is no token. Encoded with encoding/json defaults (so
+//     `<`, `>` and `&` are escaped as \u003c…, as Vault does).
+//   - YAML: the JSON envelope re-encoded as YAML, which, as in Vault (it
+//     converts through JSON), sorts the keys.
+//   - -field: one value, printed with %v (JSON/YAML encoded under those
+//     formats), with a trailing newline only when stdout is a terminal, so
+//     that `$(lessor read -field=password …)` is exactly the value.
+//
+// Known differences from Vault, all deliberate: warnings are printed to
+// errw in the json and yaml formats too; the general -field names
+// (lease_id, renewable…) also work on a token response; token_meta_* rows
+// are sorted; a value with a newline continues under the Value column
+// instead of at column 0, and a tab in a cell is expanded to spaces
+// (both are how tablewriter lays out cells).
+package format
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+// Options say how to render. The zero value is the table format.
+type Options struct {
+	// Format is "table" (the default, also for ""), "json", "yaml" or
+	// "yml", in any letter case.
+	Format string
+	// Field, when set, prints only that field (-field).
+	Field string
+	// TTY reports whether w is a terminal; only -field output depends on it.
+	TTY bool
+	// RequestID is shown in the json and yaml envelopes.
+	RequestID string
+}
+
+// ErrInvalidFormat is wrapped by the error for an unknown -format value.
+var ErrInvalidFormat = errors.New("invalid output format")
+
+// ErrFieldMissing is wrapped by the error for a -field name that the
+// response does not hold. The CLI exits 1 on it, as Vault does.
+var ErrFieldMissing = errors.New("field not present in secret")
+
+// ErrNoEntries is wrapped by List's error for an empty list. The CLI exits
+// 2 on it, as Vault does for "No value found at <path>".
+var ErrNoEntries = errors.New("no entries")
+
+type formatError struct{ format string }
+
+func (e *formatError) Error() string        { return "invalid output format: " + e.format }
+func (e *formatError) Is(target error) bool { return target == ErrInvalidFormat }
+
+type fieldError struct{ field string }
+
+func (e *fieldError) Error() string        { return fmt.Sprintf("field %q not present in secret", e.field) }
+func (e *fieldError) Is(target error) bool { return target == ErrFieldMissing }
+
+type noEntriesError struct{ path string }
+
+func (e *noEntriesError) Error() string        { return "no value found at " + e.path }
+func (e *noEntriesError) Is(target error) bool { return target == ErrNoEntries }
+
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatYAML  = "yaml"
+)
+
+// normalize maps a -format value onto one of the three formats.
+func normalize(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case "", formatTable:
+		return formatTable, nil
+	case formatJSON:
+		return formatJSON, nil
+	case formatYAML, "yml":
+		return formatYAML, nil
+	}
+	return "", &formatError{format: s}
+}
+
+// ValidateFormat reports whether s is a -format value this package
+// renders: `invalid output format: X` when it is not. The CLI calls it
+// before doing any work, so that a typo costs nothing.
+func ValidateFormat(s string) error {
+	_, err := normalize(s)
+	return err
+}
+
+// Secret writes resp to w in the format o asks for, and its warnings to
+// errw. A nil resp is treated as an empty response.
+func Secret(w, errw io.Writer, resp *logical.Response, o Options) error {
+	format, err := normalize(o.Format)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		resp = &logical.Response{}
+	}
+	if o.Field != "" {
+		val, ok := fieldValue(resp, o.Field, o.RequestID)
+		if !ok {
+			// Warnings still explain why a field may be missing.
+			Warnings(errw, resp.Warnings)
+			return &fieldError{field: o.Field}
+		}
+		return writeField(w, errw, resp.Warnings, val, format, o.TTY)
+	}
+
+	var out []byte
+	switch format {
+	case formatJSON:
+		out, err = encodeJSON(newEnvelope(resp, o.RequestID))
+	case formatYAML:
+		out, err = encodeYAML(newEnvelope(resp, o.RequestID))
+	}
+	if err != nil {
+		return err
+	}
+	Warnings(errw, resp.Warnings)
+	if format == formatTable {
+		if rows := secretRows(resp); len(rows) > 0 {
+			return writeTable(w, []string{"Key", "Value"}, rows)
+		}
+		return nil
+	}
+	_, err = w.Write(out)
+	return err
+}
+
+func writeField(w, errw io.Writer, warnings []string, val any, format string, tty bool) error {
+	var out []byte
+	var err error
+	switch format {
+	case formatTable:
+		out = []byte(Value(val))
+	case formatJSON:
+		// No newline of its own: as for the table value, one is added
+		// only on a terminal.
+		if out, err = json.MarshalIndent(val, "", "  "); err != nil {
+			return fmt.Errorf("encode json: %w", err)
+		}
+	case formatYAML:
+		// Vault prints the YAML document as the encoder ends it, with its
+		// newline, and adds another one on a terminal; so does lessor.
+		if out, err = yamlDocument(val); err != nil {
+			return err
+		}
+	}
+	Warnings(errw, warnings)
+	if tty {
+		out = append(out, '\n')
+	}
+	_, err = w.Write(out)
+	return err
+}
+
+// fieldValue finds -field's value. A data key whose value is nil counts as
+// missing, as in Vault.
+func fieldValue(resp *logical.Response, field, requestID string) (any, bool) {
+	switch field {
+	case "lease_id":
+		return leaseID(resp), true
+	case "lease_duration", "refresh_interval":
+		return leaseSeconds(resp), true
+	case "renewable":
+		return resp.Secret != nil && resp.Secret.Renewable, true
+	case "request_id":
+		return requestID, true
+	case "data":
+		if v, ok := resp.Data["data"]; ok {
+			return v, v != nil
+		}
+		return resp.Data, true
+	}
+	if a := resp.Auth; a != nil {
+		switch field {
+		case "token":
+			return a.ClientToken, true
+		case "token_accessor":
+			return a.Accessor, true
+		case "token_duration":
+			return seconds(a.LeaseDuration), true
+		case "token_renewable":
+			return a.Renewable, true
+		case "token_policies":
+			return a.TokenPolicies, true
+		case "identity_policies":
+			return a.IdentityPolicies, true
+		case "policies":
+			return a.Policies, true
+		}
+	}
+	v, ok := resp.Data[field]
+	return v, ok && v != nil
+}
+
+// List writes the keys under path, sorted: a `Keys` table, or a JSON or
+// YAML array. An empty list writes nothing and returns an error wrapping
+// ErrNoEntries ("no value found at <path>"), Vault's message for it.
+func List(w, errw io.Writer, keys []string, path string, o Options) error {
+	format, err := normalize(o.Format)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return &noEntriesError{path: path}
+	}
+	sorted := slices.Clone(keys)
+	slices.Sort(sorted)
+
+	var out []byte
+	switch format {
+	case formatTable:
+		rows := make([][]string, len(sorted))
+		for i, k := range sorted {
+			rows[i] = []string{k}
+		}
+		return writeTable(w, []string{"Keys"}, rows)
+	case formatJSON:
+		out, err = encodeJSON(sorted)
+	case formatYAML:
+		out, err = encodeYAML(sorted)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(out)
+	return err
+}
+
+func leaseID(resp *logical.Response) string {
+	if resp.Secret == nil {
+		return ""
+	}
+	return resp.Secret.LeaseID
+}
+
+// leaseSeconds is the lease's TTL in whole seconds, as the envelope's
+// lease_duration carries it.
+func leaseSeconds(resp *logical.Response) int64 {
+	if resp.Secret == nil {
+		return 0
+	}
+	return seconds(resp.Secret.TTL)
+}
+
+func seconds(d time.Duration) int64 {
+	return int64(d.Round(time.Second) / time.Second)
+}

@@ -1,0 +1,206 @@
+// Package database is lessor's database secrets engine: the backend behind
+// a mount of type "database" (config/, roles/, creds/, rotate-root/,
+// reset/), with Vault's paths, field names, defaults and messages, on top
+// of the PostgreSQL plugin in pkg/database/postgres.
+//
+// What it promises beyond Vault:
+//
+//   - Issuing never leaves a database role without a lease record. The
+//     lease is committed as pending (req.Leases.Prepare) before PostgreSQL
+//     is asked to create anything; the creation statements, VALID UNTIL and
+//     a COMMENT ON ROLE naming the store and the lease run in one
+//     PostgreSQL transaction; a pending lease is discarded only when that
+//     transaction certainly rolled back. Anything in between is left for
+//     reap, which can always tell lessor's roles by their comment
+//     (RoleMetadata).
+//   - Rotating the admin password cannot lock lessor out: the new password
+//     is stored as pending before ALTER ROLE runs, adopted only after a
+//     fresh login with it succeeds, and tried automatically whenever the
+//     stored password is refused.
+//   - No store transaction is held across a PostgreSQL call, and nothing is
+//     cached between requests: every request that needs the database opens
+//     one connection and closes it.
+//   - The admin password is never returned by a read, never put into an
+//     error, and a password written inline in connection_url is redacted.
+//
+// Storage layout under the mount's view (values are JSON):
+//
+//	config/<name>               connection (dbConfig)
+//	role/<name>                 role (roleEntry)
+//	rotate-root-pending/<name>  admin password being rotated (pendingRoot)
+package database
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Options configure a Backend.
+type Options struct {
+	// Rand is the source of passwords and of the random part of usernames;
+	// nil means crypto/rand.
+	Rand io.Reader
+}
+
+// Backend is the database secrets engine. It keeps no state of its own
+// between requests, so one value may serve any number of mounts.
+type Backend struct {
+	rand io.Reader
+
+	// testOnlyAfterRotate, when set, runs after PostgreSQL accepted a new
+	// admin password and before lessor verified and stored it; an error
+	// stops rotate-root there, as a crash would.
+	testOnlyAfterRotate func() error
+}
+
+var _ logical.SecretBackend = (*Backend)(nil)
+
+// New returns the database secrets engine.
+func New(o Options) *Backend {
+	r := o.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	return &Backend{rand: r}
+}
+
+const (
+	configPrefix  = "config/"
+	rolePrefix    = "role/"
+	pendingPrefix = "rotate-root-pending/"
+)
+
+// HandleRequest routes a request by the path below the mount.
+func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	head, name, hasName := strings.Cut(req.Path, "/")
+	op := req.Operation
+	write := op == logical.CreateOperation || op == logical.UpdateOperation
+
+	switch {
+	case (head == "config" || head == "roles") && name == "":
+		if op != logical.ListOperation {
+			return nil, unsupportedOp(req)
+		}
+		prefix := configPrefix
+		if head == "roles" {
+			prefix = rolePrefix
+		}
+		return b.list(ctx, req.Storage, prefix)
+	case !hasName:
+		return nil, fmt.Errorf("%s: %w", req.Path, logical.ErrUnsupportedPath)
+	}
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+
+	switch head {
+	case "config":
+		switch {
+		case write:
+			return b.configWrite(ctx, req, name)
+		case op == logical.ReadOperation:
+			return b.configRead(ctx, req, name)
+		case op == logical.DeleteOperation:
+			return nil, b.configDelete(ctx, req, name)
+		}
+	case "roles":
+		switch {
+		case write:
+			return b.roleWrite(ctx, req, name)
+		case op == logical.ReadOperation:
+			return b.roleRead(ctx, req, name)
+		case op == logical.DeleteOperation:
+			return nil, req.Storage.Update(ctx, func(tx storage.Tx) error { return tx.Delete(rolePrefix + name) })
+		}
+	case "creds":
+		if op == logical.ReadOperation {
+			return b.credsRead(ctx, req, name)
+		}
+	case "rotate-root":
+		if write {
+			return nil, b.rotateRoot(ctx, req, name)
+		}
+	case "reset":
+		if write {
+			return nil, b.reset(ctx, req, name)
+		}
+	default:
+		return nil, fmt.Errorf("%s: %w", req.Path, logical.ErrUnsupportedPath)
+	}
+	return nil, unsupportedOp(req)
+}
+
+func unsupportedOp(req *logical.Request) error {
+	return fmt.Errorf("%s on %s: %w", req.Operation, req.Path, logical.ErrUnsupportedOperation)
+}
+
+// ExistenceCheck lets the ACL tell creating a connection or a role from
+// updating one. Other paths have no existence check.
+func (b *Backend) ExistenceCheck(ctx context.Context, req *logical.Request) (ok, exists bool, err error) {
+	head, name, _ := strings.Cut(req.Path, "/")
+	var key string
+	switch head {
+	case "config":
+		key = configPrefix + name
+	case "roles":
+		key = rolePrefix + name
+	default:
+		return false, false, nil
+	}
+	if name == "" || checkName(name) != nil {
+		// The handler rejects the request; there is nothing to find.
+		return true, false, nil
+	}
+	err = req.Storage.View(ctx, func(tx storage.Tx) error {
+		v, err := tx.Get(key)
+		exists = v != nil
+		return err
+	})
+	return true, exists, err
+}
+
+func (b *Backend) list(ctx context.Context, st storage.Store, prefix string) (*logical.Response, error) {
+	var keys []string
+	err := st.View(ctx, func(tx storage.Tx) error {
+		return tx.Walk(prefix, func(k string) error {
+			keys = append(keys, strings.TrimPrefix(k, prefix))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		// Vault answers an empty list with 404, which the CLI shows as
+		// "No value found at …".
+		return nil, nil
+	}
+	return &logical.Response{Data: map[string]any{"keys": keys}}, nil
+}
+
+// getJSON decodes the value at key into v and reports whether it existed.
+func getJSON(tx storage.Tx, key string, v any) (bool, error) {
+	raw, err := tx.Get(key)
+	if err != nil || raw == nil {
+		return false, err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(tx storage.Tx, key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return tx.Put(key, raw)
+}

@@ -1,0 +1,412 @@
+package database
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// PluginName is the only plugin lessor knows.
+const PluginName = "postgresql-database-plugin"
+
+// DefaultPasswordAuthentication is lessor's default, unlike Vault's
+// "password": PostgreSQL then only ever receives SCRAM verifiers, never a
+// plaintext password it could write to its log.
+const DefaultPasswordAuthentication = "scram-sha-256"
+
+// inlinePasswordWarning is Vault's warning, word for word.
+const inlinePasswordWarning = "Password found in connection_url, use a templated url to enable root rotation and prevent read access to password information."
+
+// dbConfig is a stored connection, config/<name>.
+type dbConfig struct {
+	PluginName             string      `json:"plugin_name"`
+	AllowedRoles           []string    `json:"allowed_roles"`
+	RootRotationStatements []string    `json:"root_credentials_rotate_statements"`
+	VerifyConnection       bool        `json:"verify_connection"`
+	Connection             connDetails `json:"connection_details"`
+}
+
+// connDetails are the plugin's settings. The pool settings are accepted
+// and echoed for compatibility with Vault scripts; a lessor process opens
+// one connection per request, so they change nothing yet.
+type connDetails struct {
+	ConnectionURL          string `json:"connection_url"`
+	Username               string `json:"username,omitempty"`
+	Password               string `json:"password,omitempty"`
+	PasswordAuthentication string `json:"password_authentication"`
+	UsernameTemplate       string `json:"username_template,omitempty"`
+	DisableEscaping        bool   `json:"disable_escaping,omitempty"`
+	MaxOpenConnections     *int   `json:"max_open_connections,omitempty"`
+	MaxIdleConnections     *int   `json:"max_idle_connections,omitempty"`
+	MaxConnectionLifetime  string `json:"max_connection_lifetime,omitempty"`
+}
+
+func (c *dbConfig) pluginConfig() postgres.Config {
+	return postgres.Config{
+		ConnectionURL:          c.Connection.ConnectionURL,
+		Username:               c.Connection.Username,
+		Password:               c.Connection.Password,
+		DisableEscaping:        c.Connection.DisableEscaping,
+		PasswordAuthentication: c.Connection.PasswordAuthentication,
+	}
+}
+
+// roleAllowed applies allowed_roles: "*" or any glob that matches; an
+// empty list allows nothing.
+func (c *dbConfig) roleAllowed(role string) bool {
+	for _, p := range c.AllowedRoles {
+		if globMatch(p, role) {
+			return true
+		}
+	}
+	return false
+}
+
+// redact removes the admin password (and any password written inline in
+// the URL, and any more secrets given) from an error's text, keeping the error chain for errors.Is and
+// errors.As. The plugin already redacts its errors; this is the second
+// line of defence, because a leaked admin password cannot be taken back.
+func (c *dbConfig) redact(err error, more ...string) error {
+	msg := err.Error()
+	clean := msg
+	for _, s := range append([]string{c.Connection.Password, inlinePassword(c.Connection.ConnectionURL)}, more...) {
+		if s != "" {
+			clean = strings.ReplaceAll(clean, s, "[password]")
+		}
+	}
+	if clean == msg {
+		return err
+	}
+	return &redactedError{msg: clean, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+var configFields = map[string]bool{
+	"plugin_name": true, "plugin_version": true, "verify_connection": true,
+	"allowed_roles": true, "root_rotation_statements": true, "password_policy": true,
+	"connection_url": true, "username": true, "password": true,
+	"password_authentication": true, "username_template": true, "disable_escaping": true,
+	"max_open_connections": true, "max_idle_connections": true, "max_connection_lifetime": true,
+}
+
+func (b *Backend) loadConfig(ctx context.Context, st storage.Store, name string) (*dbConfig, error) {
+	var cfg dbConfig
+	var found bool
+	err := st.View(ctx, func(tx storage.Tx) error {
+		var err error
+		found, err = getJSON(tx, configPrefix+name, &cfg)
+		return err
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func missingConfig(name string) error {
+	return fmt.Errorf("failed to find entry for connection with name: %q", name)
+}
+
+// configWrite creates a connection or merges an update over the stored one
+// (fields left out keep their values), checks it, connects once unless
+// verify_connection=false, and only then stores it.
+func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
+	d := req.Data
+	if err := checkFields(d, configFields); err != nil {
+		return nil, err
+	}
+	old, err := b.loadConfig(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg := dbConfig{Connection: connDetails{PasswordAuthentication: DefaultPasswordAuthentication}}
+	if old != nil {
+		cfg = *old
+	}
+	if err := applyConfigFields(&cfg, d); err != nil {
+		return nil, err
+	}
+	// verify_connection is an instruction for this write, not a setting
+	// that sticks: every write verifies unless told otherwise.
+	cfg.VerifyConnection = true
+	if v, ok := d["verify_connection"]; ok {
+		if cfg.VerifyConnection, err = parseBool("verify_connection", v); err != nil {
+			return nil, err
+		}
+	}
+
+	switch {
+	case cfg.PluginName == "":
+		return nil, logical.Errorf("empty plugin name")
+	case cfg.PluginName != PluginName:
+		return nil, logical.Errorf("unknown plugin %q", cfg.PluginName)
+	}
+	if cfg.Connection.UsernameTemplate != "" {
+		if err := postgres.ValidateUsernameTemplate(cfg.Connection.UsernameTemplate); err != nil {
+			return nil, logical.Errorf("invalid username_template: %v", err)
+		}
+	}
+	pc := cfg.pluginConfig()
+	if err := pc.Validate(); err != nil {
+		return nil, logical.Errorf("error creating database object: %v", cfg.redact(err))
+	}
+	_, passwordSent := d["password"]
+	_, usernameSent := d["username"]
+	if cfg.VerifyConnection {
+		var db *postgres.DB
+		if old != nil && !passwordSent && !usernameSent {
+			// The stored credentials are in use, and may be mid-rotation:
+			// connect the way every other request does.
+			db, err = b.connect(ctx, req.Storage, name, &cfg)
+		} else {
+			db, err = postgres.Connect(ctx, pc)
+		}
+		if err != nil {
+			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
+		}
+		if err := db.Close(context.WithoutCancel(ctx)); err != nil {
+			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
+		}
+	}
+
+	err = req.Storage.Update(ctx, func(tx storage.Tx) error {
+		if passwordSent || usernameSent {
+			// An operator who sets the admin credentials by hand has
+			// superseded any rotation that was left half done.
+			if err := tx.Delete(pendingPrefix + name); err != nil {
+				return err
+			}
+		}
+		return putJSON(tx, configPrefix+name, &cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, found := redactURL(cfg.Connection.ConnectionURL); found {
+		resp := &logical.Response{}
+		resp.AddWarning("%s", inlinePasswordWarning)
+		return resp, nil
+	}
+	return nil, nil
+}
+
+func applyConfigFields(cfg *dbConfig, d map[string]any) error {
+	var err error
+	str := func(field string, dst *string) {
+		if v, ok := d[field]; ok && err == nil {
+			*dst, err = parseString(field, v)
+		}
+	}
+	str("plugin_name", &cfg.PluginName)
+	str("connection_url", &cfg.Connection.ConnectionURL)
+	str("username", &cfg.Connection.Username)
+	str("password", &cfg.Connection.Password)
+	str("password_authentication", &cfg.Connection.PasswordAuthentication)
+	str("username_template", &cfg.Connection.UsernameTemplate)
+	if err != nil {
+		return err
+	}
+	var version, policy string
+	str("plugin_version", &version)
+	str("password_policy", &policy)
+	if err != nil {
+		return err
+	}
+	if version != "" {
+		return logical.Errorf("plugin_version %q: %s is built in and has no other versions", version, PluginName)
+	}
+	if policy != "" {
+		return logical.Errorf("password_policy is not supported: lessor generates 20-character passwords from [A-Za-z0-9-]")
+	}
+	if cfg.Connection.PasswordAuthentication == "" {
+		cfg.Connection.PasswordAuthentication = DefaultPasswordAuthentication
+	}
+	if v, ok := d["allowed_roles"]; ok {
+		if cfg.AllowedRoles, err = parseCommaList("allowed_roles", v); err != nil {
+			return err
+		}
+	}
+	if v, ok := d["root_rotation_statements"]; ok {
+		if cfg.RootRotationStatements, err = parseStatements("root_rotation_statements", v); err != nil {
+			return err
+		}
+	}
+	if v, ok := d["disable_escaping"]; ok {
+		if cfg.Connection.DisableEscaping, err = parseBool("disable_escaping", v); err != nil {
+			return err
+		}
+	}
+	for field, dst := range map[string]**int{
+		"max_open_connections": &cfg.Connection.MaxOpenConnections,
+		"max_idle_connections": &cfg.Connection.MaxIdleConnections,
+	} {
+		if v, ok := d[field]; ok {
+			n, err := parseInt(field, v)
+			if err != nil {
+				return err
+			}
+			if n < 0 {
+				return logical.Errorf("%s cannot be negative", field)
+			}
+			*dst = &n
+		}
+	}
+	if v, ok := d["max_connection_lifetime"]; ok {
+		dur, err := parseDurationSecond("max_connection_lifetime", v)
+		if err != nil {
+			return err
+		}
+		cfg.Connection.MaxConnectionLifetime = logical.HumanDuration(dur)
+	}
+	return nil
+}
+
+func (b *Backend) configRead(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
+	cfg, err := b.loadConfig(ctx, req.Storage, name)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	url, _ := redactURL(cfg.Connection.ConnectionURL)
+	details := map[string]any{
+		"connection_url":          url,
+		"password_authentication": cfg.Connection.PasswordAuthentication,
+	}
+	if cfg.Connection.Username != "" {
+		details["username"] = cfg.Connection.Username
+	}
+	if cfg.Connection.UsernameTemplate != "" {
+		details["username_template"] = cfg.Connection.UsernameTemplate
+	}
+	if cfg.Connection.DisableEscaping {
+		details["disable_escaping"] = true
+	}
+	if cfg.Connection.MaxOpenConnections != nil {
+		details["max_open_connections"] = *cfg.Connection.MaxOpenConnections
+	}
+	if cfg.Connection.MaxIdleConnections != nil {
+		details["max_idle_connections"] = *cfg.Connection.MaxIdleConnections
+	}
+	if cfg.Connection.MaxConnectionLifetime != "" {
+		details["max_connection_lifetime"] = cfg.Connection.MaxConnectionLifetime
+	}
+	return &logical.Response{Data: map[string]any{
+		"allowed_roles":                      nonNil(cfg.AllowedRoles),
+		"connection_details":                 details,
+		"password_policy":                    "",
+		"plugin_name":                        cfg.PluginName,
+		"plugin_version":                     "",
+		"root_credentials_rotate_statements": nonNil(cfg.RootRotationStatements),
+		"verify_connection":                  cfg.VerifyConnection,
+	}}, nil
+}
+
+// configDelete removes the connection. Like Vault it leaves the leases
+// issued through it alone; their revocation then fails with "failed to
+// find entry for connection" until the connection is written again.
+func (b *Backend) configDelete(ctx context.Context, req *logical.Request, name string) error {
+	return req.Storage.Update(ctx, func(tx storage.Tx) error {
+		if err := tx.Delete(pendingPrefix + name); err != nil {
+			return err
+		}
+		return tx.Delete(configPrefix + name)
+	})
+}
+
+// reset exists for Vault compatibility: Vault drops its cached connection
+// pool; lessor caches nothing between requests, so there is nothing to drop.
+func (b *Backend) reset(ctx context.Context, req *logical.Request, name string) error {
+	cfg, err := b.loadConfig(ctx, req.Storage, name)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		return missingConfig(name)
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+const redacted = "xxxxx"
+
+// keywordPasswordRE finds password=... in a keyword/value connection
+// string: a single-quoted value (with backslash escapes) or a bare word.
+var keywordPasswordRE = regexp.MustCompile(`(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+
+// inlinePassword returns the password written literally into a connection
+// string, or "" when there is none or it is the {{password}} template.
+func inlinePassword(conn string) string {
+	scheme, rest, isURL := strings.Cut(conn, "://")
+	if isURL && (scheme == "postgres" || scheme == "postgresql") {
+		authority, query := splitURL(rest)
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			if _, pw, ok := strings.Cut(authority[:at], ":"); ok && pw != "" && pw != "{{password}}" {
+				return pw
+			}
+		}
+		for _, kv := range strings.Split(query, "&") {
+			if k, v, ok := strings.Cut(kv, "="); ok && k == "password" && v != "" && v != "{{password}}" {
+				return v
+			}
+		}
+		return ""
+	}
+	m := keywordPasswordRE.FindStringSubmatch(conn)
+	if m == nil || strings.Trim(m[3], "'") == "{{password}}" {
+		return ""
+	}
+	return m[3]
+}
+
+// splitURL splits what follows "scheme://" into the authority (userinfo
+// and hosts) and the query string.
+func splitURL(rest string) (authority, query string) {
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		return rest, ""
+	}
+	authority = rest[:end]
+	if _, q, ok := strings.Cut(rest[end:], "?"); ok {
+		query, _, _ = strings.Cut(q, "#")
+	}
+	return authority, query
+}
+
+// redactURL replaces an inline password with "xxxxx", as Vault shows it,
+// and reports whether there was one. A templated URL comes back unchanged.
+func redactURL(conn string) (string, bool) {
+	pw := inlinePassword(conn)
+	if pw == "" {
+		return conn, false
+	}
+	scheme, rest, isURL := strings.Cut(conn, "://")
+	if isURL && (scheme == "postgres" || scheme == "postgresql") {
+		authority, _ := splitURL(rest)
+		tail := rest[len(authority):]
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			if user, p, ok := strings.Cut(authority[:at], ":"); ok && p == pw {
+				authority = user + ":" + redacted + authority[at:]
+			}
+		}
+		tail = strings.ReplaceAll(tail, "password="+pw, "password="+redacted)
+		return scheme + "://" + authority + tail, true
+	}
+	return keywordPasswordRE.ReplaceAllString(conn, "${1}${2}"+redacted), true
+}

@@ -1,0 +1,289 @@
+package database
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+func TestConfigWriteReadMergeListDelete(t *testing.T) {
+	e := newEnv(t)
+
+	resp := e.must(logical.UpdateOperation, "config/pg", map[string]any{
+		"plugin_name":    PluginName,
+		"connection_url": e.templatedURL(),
+		"username":       e.srv.User,
+		"password":       e.srv.Password,
+		"allowed_roles":  "readonly",
+	})
+	if resp != nil {
+		t.Fatalf("templated write returned %+v, want nothing", resp)
+	}
+	want := map[string]any{
+		"allowed_roles": []string{"readonly"},
+		"connection_details": map[string]any{
+			"connection_url":          e.templatedURL(),
+			"password_authentication": "scram-sha-256",
+			"username":                e.srv.User,
+		},
+		"password_policy":                    "",
+		"plugin_name":                        "postgresql-database-plugin",
+		"plugin_version":                     "",
+		"root_credentials_rotate_statements": []string{},
+		"verify_connection":                  true,
+	}
+	got := e.must(logical.ReadOperation, "config/pg", nil)
+	if g, w := jsonOf(t, got.Data), jsonOf(t, want); g != w {
+		t.Fatalf("read:\n got %s\nwant %s", g, w)
+	}
+	if strings.Contains(jsonOf(t, got), e.srv.Password) {
+		t.Fatal("config read shows the password")
+	}
+
+	// An update that sends only allowed_roles keeps the URL and password:
+	// the verification that runs on this write can only succeed with the
+	// stored password.
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{
+		"allowed_roles":            []any{"readonly", "dev-*"},
+		"username_template":        `{{ printf "x-%s" (random 10) }}`,
+		"max_open_connections":     "5",
+		"max_connection_lifetime":  "3600",
+		"root_rotation_statements": `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}'`,
+	})
+	want["allowed_roles"] = []string{"readonly", "dev-*"}
+	want["connection_details"] = map[string]any{
+		"connection_url":          e.templatedURL(),
+		"max_connection_lifetime": "1h",
+		"max_open_connections":    5,
+		"password_authentication": "scram-sha-256",
+		"username":                e.srv.User,
+		"username_template":       `{{ printf "x-%s" (random 10) }}`,
+	}
+	want["root_credentials_rotate_statements"] = []string{`ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}'`}
+	got = e.must(logical.ReadOperation, "config/pg", nil)
+	if g, w := jsonOf(t, got.Data), jsonOf(t, want); g != w {
+		t.Fatalf("read after merge:\n got %s\nwant %s", g, w)
+	}
+	if p := e.storedConfig("pg").Connection.Password; p != e.srv.Password {
+		t.Fatalf("stored password changed by a merge that did not send one")
+	}
+
+	// verify_connection=false is echoed and stored without connecting.
+	e.must(logical.UpdateOperation, "config/other", map[string]any{
+		"plugin_name": PluginName, "verify_connection": "false",
+		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/x", freePort(t)),
+	})
+	if v := e.must(logical.ReadOperation, "config/other", nil).Data["verify_connection"]; v != false {
+		t.Fatalf("verify_connection = %v, want false", v)
+	}
+
+	list := e.must(logical.ListOperation, "config/", nil)
+	if g := jsonOf(t, list.Data); g != `{"keys":["other","pg"]}` {
+		t.Fatalf("list = %s", g)
+	}
+
+	// reset succeeds for a config that exists and fails for one that does not.
+	e.must(logical.UpdateOperation, "reset/pg", nil)
+	if _, err := e.do(logical.UpdateOperation, "reset/nope", nil); err == nil || err.Error() != `failed to find entry for connection with name: "nope"` {
+		t.Fatalf("reset of a missing config: %v", err)
+	}
+
+	e.must(logical.DeleteOperation, "config/pg", nil)
+	e.must(logical.DeleteOperation, "config/other", nil)
+	if r := e.must(logical.ReadOperation, "config/pg", nil); r != nil {
+		t.Fatalf("read after delete = %+v", r)
+	}
+	if r := e.must(logical.ListOperation, "config", nil); r != nil {
+		t.Fatalf("list after delete = %+v", r)
+	}
+	if keys := e.storedKeys(); len(keys) != 0 {
+		t.Fatalf("store after delete holds %v", keys)
+	}
+}
+
+func TestConfigInlinePasswordIsRedacted(t *testing.T) {
+	e := newEnv(t)
+	hostPort := net.JoinHostPort(e.srv.Host, strconv.Itoa(e.srv.Port))
+	inline := fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", e.srv.User, e.srv.Password, hostPort, e.db.Name)
+
+	resp := e.must(logical.UpdateOperation, "config/pg", map[string]any{
+		"plugin_name": PluginName, "connection_url": inline, "allowed_roles": "*",
+	})
+	wantWarn := []string{"Password found in connection_url, use a templated url to enable root rotation and prevent read access to password information."}
+	if resp == nil || jsonOf(t, resp.Warnings) != jsonOf(t, wantWarn) || resp.Data != nil {
+		t.Fatalf("write response = %+v, want only the warning", resp)
+	}
+	got := e.must(logical.ReadOperation, "config/pg", nil)
+	details := got.Data["connection_details"].(map[string]any)
+	wantURL := fmt.Sprintf("postgres://%s:xxxxx@%s/%s?sslmode=disable", e.srv.User, hostPort, e.db.Name)
+	if details["connection_url"] != wantURL {
+		t.Fatalf("connection_url = %q, want %q", details["connection_url"], wantURL)
+	}
+	if strings.Contains(jsonOf(t, got), e.srv.Password) {
+		t.Fatal("read shows the inline password")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgresql://{{username}}:{{password}}@h:5432/db?sslmode=disable", "postgresql://{{username}}:{{password}}@h:5432/db?sslmode=disable"},
+		{"postgres://root:s3cret@h/db", "postgres://root:xxxxx@h/db"},
+		{"postgres://root:s3cret@h1,h2:5433/db?x=1", "postgres://root:xxxxx@h1,h2:5433/db?x=1"},
+		{"postgres://root@h/db?sslmode=disable&password=s3cret", "postgres://root@h/db?sslmode=disable&password=xxxxx"},
+		{"postgres://root@h/db", "postgres://root@h/db"},
+		{"host=h user=root password=s3cret dbname=db", "host=h user=root password=xxxxx dbname=db"},
+		{"host=h password='s3 cret' dbname=db", "host=h password=xxxxx dbname=db"},
+		{"host=h user={{username}} password={{password}}", "host=h user={{username}} password={{password}}"},
+	} {
+		if got, _ := redactURL(tc.in); got != tc.want {
+			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestConfigVerifyFailuresStoreNothing(t *testing.T) {
+	e := newEnv(t)
+	hostPort := net.JoinHostPort(e.srv.Host, strconv.Itoa(e.srv.Port))
+	wrong := "wrong-" + e.srv.Password
+
+	for _, tc := range []struct {
+		name, url, password, want string
+	}{
+		{
+			name:     "unreachable port",
+			url:      fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/x?sslmode=disable", freePort(t)),
+			password: e.srv.Password,
+			want:     "error creating database object: error verifying connection: connect to 127.0.0.1:",
+		},
+		{
+			name:     "wrong password",
+			url:      e.templatedURL(),
+			password: wrong,
+			want:     "error creating database object: error verifying connection: connect to " + hostPort + ": password authentication failed for user \"" + e.srv.User + "\" (SQLSTATE 28P01)",
+		},
+		{
+			name:     "wrong inline password",
+			url:      fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable", e.srv.User, wrong, hostPort, e.db.Name),
+			want:     "error creating database object: error verifying connection: connect to " + hostPort + ": password authentication failed for user \"" + e.srv.User + "\" (SQLSTATE 28P01)",
+			password: "",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := map[string]any{
+				"plugin_name": PluginName, "connection_url": tc.url,
+				"username": e.srv.User, "allowed_roles": "*",
+			}
+			if tc.password != "" {
+				data["password"] = tc.password
+			}
+			_, err := e.do(logical.UpdateOperation, "config/pg", data)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error = %v\nwant prefix %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), wrong) || strings.Contains(err.Error(), e.srv.Password) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			if keys := e.storedKeys(); len(keys) != 0 {
+				t.Fatalf("store holds %v after a failed write", keys)
+			}
+		})
+	}
+}
+
+func TestConfigBadInputStoresNothing(t *testing.T) {
+	e := newEnv(t)
+	good := func(extra map[string]any) map[string]any {
+		d := map[string]any{
+			"plugin_name": PluginName, "connection_url": e.templatedURL(),
+			"username": e.srv.User, "password": e.srv.Password,
+		}
+		for k, v := range extra {
+			if v == nil {
+				delete(d, k)
+			} else {
+				d[k] = v
+			}
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name, path string
+		data       map[string]any
+		want       string
+	}{
+		{"no plugin", "config/pg", good(map[string]any{"plugin_name": nil}), "empty plugin name"},
+		{"unknown plugin", "config/pg", good(map[string]any{"plugin_name": "mysql-database-plugin"}), `unknown plugin "mysql-database-plugin"`},
+		{"double quote", `config/a"b`, good(nil), `invalid name "a\"b"`},
+		{"semicolon", "config/a;drop", good(nil), `invalid name "a;drop"`},
+		{"single quote", "config/x'", good(nil), `invalid name "x'"`},
+		{"space", "config/a b", good(nil), `invalid name "a b"`},
+		{"slash", "config/a/b", good(nil), `invalid name "a/b"`},
+		{"leading dash", "config/-a", good(nil), `invalid name "-a"`},
+		{"no url", "config/pg", good(map[string]any{"connection_url": nil}), "error creating database object: connection_url cannot be empty"},
+		{"template in password", "config/pg", good(map[string]any{"password": "{{password}}"}), "error creating database object: username and/or password cannot contain the template variables"},
+		{"bad auth", "config/pg", good(map[string]any{"password_authentication": "md5"}), "error creating database object: 'md5' is not a valid password authentication type"},
+		{"template over 63", "config/pg", good(map[string]any{"username_template": `{{ printf "v-%s-%s-%s" .DisplayName .RoleName (random 20) }}`}),
+			"invalid username_template: username template can produce"},
+		{"template parse", "config/pg", good(map[string]any{"username_template": `{{ .Nope`}), "invalid username_template: parse username template"},
+		{"unknown field", "config/pg", good(map[string]any{"conection_url": "x", "zzz": 1}), "unknown fields: conection_url, zzz"},
+		{"bad bool", "config/pg", good(map[string]any{"verify_connection": "maybe"}), `verify_connection: "maybe" is not a boolean`},
+		{"password policy", "config/pg", good(map[string]any{"password_policy": "strong"}), "password_policy is not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.do(logical.UpdateOperation, tc.path, tc.data)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error = %v\nwant prefix %s", err, tc.want)
+			}
+			var ce *logical.CodedError
+			if !asCoded(err, &ce) || ce.Status != 400 {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			if strings.Contains(err.Error(), e.srv.Password) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			if keys := e.storedKeys(); len(keys) != 0 {
+				t.Fatalf("store holds %v after a failed write", keys)
+			}
+		})
+	}
+}
+
+func asCoded(err error, target **logical.CodedError) bool {
+	ce, ok := err.(*logical.CodedError)
+	if ok {
+		*target = ce
+	}
+	return ok
+}
+
+func TestExistenceCheck(t *testing.T) {
+	e := newEnv(t)
+	check := func(path string) (bool, bool) {
+		t.Helper()
+		ok, exists, err := e.b.ExistenceCheck(t.Context(), &logical.Request{Operation: logical.UpdateOperation, Path: path, Storage: e.st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, exists
+	}
+	if ok, exists := check("config/pg"); !ok || exists {
+		t.Fatalf("config/pg before write: ok=%v exists=%v", ok, exists)
+	}
+	e.writeConfig(nil)
+	e.writeRole("readonly", nil)
+	for _, p := range []string{"config/pg", "roles/readonly"} {
+		if ok, exists := check(p); !ok || !exists {
+			t.Fatalf("%s after write: ok=%v exists=%v", p, ok, exists)
+		}
+	}
+	if ok, _ := check("creds/readonly"); ok {
+		t.Fatal("creds/ has an existence check")
+	}
+	if ok, _ := check("rotate-root/pg"); ok {
+		t.Fatal("rotate-root/ has an existence check")
+	}
+}

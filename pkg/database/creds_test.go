@@ -1,0 +1,306 @@
+package database
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+func TestCredsIssue(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.writeConfig(map[string]any{"allowed_roles": "readonly,capped"})
+	e.writeRole("readonly", nil)
+
+	resp := e.issue("readonly")
+	user, _ := resp.Data["username"].(string)
+	pass, _ := resp.Data["password"].(string)
+	if len(resp.Data) != 2 {
+		t.Fatalf("data = %v, want only username and password", resp.Data)
+	}
+	userRE := regexp.MustCompile(fmt.Sprintf(`^v-%s-readonly-[A-Za-z0-9]{20}-%d$`, e.display, e.sys.now.Unix()))
+	if !userRE.MatchString(user) {
+		t.Fatalf("username %q does not match %s", user, userRE)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9-]{20}$`).MatchString(pass) {
+		t.Fatalf("password %q is not 20 characters of [A-Za-z0-9-]", pass)
+	}
+	wantSecret := logical.Secret{LeaseID: "database/creds/readonly/lease001", TTL: time.Hour, Renewable: true}
+	if resp.Secret == nil || *resp.Secret != wantSecret || resp.Warnings != nil {
+		t.Fatalf("secret = %+v, warnings %v; want %+v", resp.Secret, resp.Warnings, wantSecret)
+	}
+
+	// PostgreSQL: the credential works, a wrong password does not.
+	if err := e.srv.CanLogin(ctx, user, pass, e.db.Name); err != nil {
+		t.Fatalf("issued credential cannot log in: %v", err)
+	}
+	if err := e.srv.CanLogin(ctx, user, pass+"x", e.db.Name); err == nil {
+		t.Fatal("issued role accepts a wrong password")
+	}
+
+	le := e.leases.get(t, wantSecret.LeaseID)
+	role := e.pgRole(user)
+	if role == nil || role.validUntil == nil {
+		t.Fatalf("role %s: %+v, want one with VALID UNTIL", user, role)
+	}
+	wantUntil := le.expire.Add(5 * time.Second)
+	if d := role.validUntil.Sub(wantUntil); d < -2*time.Second || d > 2*time.Second {
+		t.Fatalf("rolvaliduntil = %s, want %s ±2s", role.validUntil.UTC(), wantUntil)
+	}
+	if role.comment == nil {
+		t.Fatalf("role %s has no comment", user)
+	}
+	meta, err := ParseRoleComment(*role.comment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta := RoleMetadata{StoreID: e.sys.storeID, LeaseID: wantSecret.LeaseID, Expires: le.expire.UTC()}
+	if meta != wantMeta {
+		t.Fatalf("comment %q parses to %+v, want %+v", *role.comment, meta, wantMeta)
+	}
+	wantInternal := fmt.Sprintf(`{"db_name":"pg","renew_statements":[],"revocation_statements":[],"role":"readonly","username":%q}`, user)
+	if g := jsonOf(t, le.internalData); g != wantInternal {
+		t.Fatalf("internal data = %s, want %s", g, wantInternal)
+	}
+
+	// A second read is a second, different credential under a new lease.
+	resp2 := e.issue("readonly")
+	if resp2.Data["username"] == user || resp2.Data["password"] == pass {
+		t.Fatalf("second read reused a credential: %v", resp2.Data)
+	}
+	if resp2.Secret.LeaseID != "database/creds/readonly/lease002" {
+		t.Fatalf("second lease id = %s", resp2.Secret.LeaseID)
+	}
+	if n := len(e.pgRoles()); n != 2 {
+		t.Fatalf("%d roles in PostgreSQL after two reads, want 2", n)
+	}
+
+	// A default_ttl above max_ttl is capped, with Vault's warning.
+	e.writeRole("capped", map[string]any{"default_ttl": "48h", "max_ttl": 86400})
+	resp3 := e.issue("capped")
+	wantWarn := `["TTL of \"48h\" exceeded the effective max_ttl of \"24h\"; TTL value is capped accordingly"]`
+	if resp3.Secret.TTL != 24*time.Hour || jsonOf(t, resp3.Warnings) != wantWarn {
+		t.Fatalf("capped: ttl %s, warnings %v", resp3.Secret.TTL, resp3.Warnings)
+	}
+}
+
+func TestCredsRefusedLeaveNothing(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": []any{"readonly", "dev-*", "badsql", "empty", "nodb"}})
+	e.must(logical.UpdateOperation, "config/closed", map[string]any{
+		"plugin_name": PluginName, "connection_url": e.templatedURL(),
+		"username": e.srv.User, "password": e.srv.Password,
+	})
+	e.must(logical.UpdateOperation, "config/down", map[string]any{
+		"plugin_name": PluginName, "verify_connection": false, "allowed_roles": "*",
+		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@127.0.0.1:%d/x?sslmode=disable", freePort(t)),
+		"username":       e.srv.User, "password": e.srv.Password,
+	})
+	e.writeRole("other", nil)
+	e.writeRole("dev-x", nil)
+	e.writeRole("closedrole", map[string]any{"db_name": "closed"})
+	e.writeRole("downrole", map[string]any{"db_name": "down"})
+	e.writeRole("nodb", map[string]any{"db_name": "missing"})
+	e.writeRole("empty", map[string]any{"creation_statements": []any{}})
+	e.writeRole("badsql", map[string]any{"creation_statements": []any{
+		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`,
+		`GRANT SELECT ON no_such_table TO "{{name}}"`,
+	}})
+
+	for _, tc := range []struct {
+		role, want string
+		status     int // 400 for a bad request, 0 for a server-side failure
+	}{
+		{"other", `"other" is not an allowed role`, 0},
+		{"closedrole", `"closedrole" is not an allowed role`, 0},
+		{"nope", "unknown role: nope", 400},
+		{"nodb", `failed to find entry for connection with name: "missing"`, 0},
+		{"empty", "empty creation statements", 0},
+		{"downrole", `connection "down": connect to 127.0.0.1:`, 0},
+		{`a"b`, `invalid name "a\"b"`, 400},
+		{"a;b", `invalid name "a;b"`, 400},
+	} {
+		t.Run(tc.role, func(t *testing.T) {
+			_, err := e.do(logical.ReadOperation, "creds/"+tc.role, nil)
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error = %v\nwant prefix %s", err, tc.want)
+			}
+			ce, coded := err.(*logical.CodedError)
+			if (tc.status == 400) != (coded && ce.Status == 400) {
+				t.Fatalf("error %v: coded=%v, want status %d", err, coded, tc.status)
+			}
+			if strings.Contains(err.Error(), e.srv.Password) {
+				t.Fatalf("error shows the admin password: %v", err)
+			}
+		})
+	}
+	if e.leases.n != 0 {
+		t.Fatalf("%d leases prepared for refused requests", e.leases.n)
+	}
+
+	// A glob in allowed_roles admits the role.
+	e.issue("dev-x")
+
+	// An SQL error rolls the creation back: no role, and the pending lease
+	// is discarded.
+	_, err := e.do(logical.ReadOperation, "creds/badsql", nil)
+	want := `role "badsql": create user v-` + e.display + `-badsql-`
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), `relation "no_such_table" does not exist (SQLSTATE 42P01)`) {
+		t.Fatalf("badsql error = %v", err)
+	}
+	if got := jsonOf(t, e.leases.discarded); got != `["database/creds/badsql/lease002"]` {
+		t.Fatalf("discarded = %s", got)
+	}
+	if len(e.leases.pending) != 1 {
+		t.Fatalf("pending leases = %v, want only dev-x's", e.leases.pending)
+	}
+	roles := e.pgRoles()
+	if len(roles) != 1 || !strings.HasPrefix(roles[0].name, "v-"+e.display+"-dev-x-") {
+		t.Fatalf("roles in PostgreSQL = %+v, want only dev-x's", roles)
+	}
+}
+
+func TestRevokeSecrets(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.writeConfig(map[string]any{"allowed_roles": "*"})
+	e.writeRole("readonly", nil)
+	e.writeRole("soft", map[string]any{"revocation_statements": `ALTER ROLE "{{name}}" NOLOGIN;`})
+	e.writeRole("changed", map[string]any{"revocation_statements": `ALTER ROLE "{{name}}" NOLOGIN;`})
+	e.writeRole("failing", map[string]any{"revocation_statements": `DROP TABLE no_such_table`})
+
+	r1, r2 := e.issue("readonly"), e.issue("readonly")
+	soft, changed, failing := e.issue("soft"), e.issue("changed"), e.issue("failing")
+	u1, u2 := r1.Data["username"].(string), r2.Data["username"].(string)
+
+	// The issued user owns something, so a plain DROP ROLE would fail.
+	owner := e.srv.Connect(t, u1, r1.Data["password"].(string), e.db.Name)
+	conn := e.db.Conn(t)
+	if _, err := conn.Exec(ctx, `GRANT CREATE ON SCHEMA public TO "`+u1+`"`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Exec(ctx, `CREATE TABLE owned_by_lease (x int)`); err != nil {
+		t.Fatal(err)
+	}
+
+	// soft's role is deleted, so its lease's own statements apply (the
+	// role survives, unable to log in); changed's role now says DROP, and
+	// the live role wins.
+	e.must(logical.DeleteOperation, "roles/soft", nil)
+	e.must(logical.UpdateOperation, "roles/changed", map[string]any{"revocation_statements": `DROP ROLE "{{name}}"`})
+
+	secrets := []*logical.SecretRequest{
+		e.secret(r1.Secret.LeaseID), e.secret(r2.Secret.LeaseID),
+		e.secret(soft.Secret.LeaseID), e.secret(failing.Secret.LeaseID), e.secret(changed.Secret.LeaseID),
+		{LeaseID: "database/creds/x/broken", InternalData: map[string]any{"role": "x"}, Storage: e.st, System: e.sys},
+	}
+	errs := e.b.RevokeSecrets(ctx, secrets)
+	want := fmt.Sprintf(`["","","",%q,"","lease database/creds/x/broken: internal data names no username or db_name"]`,
+		"revoke user "+failing.Data["username"].(string)+`: revocation statement 1: table "no_such_table" does not exist (SQLSTATE 42P01)`)
+	if g := jsonOf(t, errStrings(errs)); g != want {
+		t.Fatalf("errors = %s\nwant %s", g, want)
+	}
+	for _, u := range []string{u1, u2, changed.Data["username"].(string)} {
+		if r := e.pgRole(u); r != nil {
+			t.Fatalf("role %s survived revocation: %+v", u, r)
+		}
+	}
+	if r := e.pgRole(soft.Data["username"].(string)); r == nil || r.canLogin {
+		t.Fatalf("soft role after revocation = %+v, want present with NOLOGIN", r)
+	}
+	var tableOwner string
+	if err := conn.QueryRow(ctx, `SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_lease'`).Scan(&tableOwner); err != nil {
+		t.Fatalf("table owned by the revoked role: %v", err)
+	}
+	if tableOwner != e.srv.User {
+		t.Fatalf("table now owned by %q, want the admin %q", tableOwner, e.srv.User)
+	}
+
+	// Revoking again succeeds: the roles are already gone.
+	if errs := e.b.RevokeSecrets(ctx, secrets[:2]); errs[0] != nil || errs[1] != nil {
+		t.Fatalf("second revocation: %v", errs)
+	}
+
+	// Without its connection config, a lease cannot be revoked.
+	r3 := e.issue("readonly")
+	e.must(logical.DeleteOperation, "config/pg", nil)
+	errs = e.b.RevokeSecrets(ctx, []*logical.SecretRequest{e.secret(r3.Secret.LeaseID)})
+	if len(errs) != 1 || errs[0] == nil || errs[0].Error() != `failed to find entry for connection with name: "pg"` {
+		t.Fatalf("revoke without config: %v", errs)
+	}
+}
+
+func errStrings(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, err := range errs {
+		if err != nil {
+			out[i] = err.Error()
+		}
+	}
+	return out
+}
+
+func TestRenewSecret(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.writeConfig(nil)
+	e.writeRole("readonly", nil)
+	resp := e.issue("readonly")
+	user := resp.Data["username"].(string)
+	s := e.secret(resp.Secret.LeaseID)
+
+	ttl, maxTTL, err := e.b.SecretLimits(ctx, s)
+	if err != nil || ttl != time.Hour || maxTTL != 24*time.Hour {
+		t.Fatalf("SecretLimits = %s, %s, %v; want 1h, 24h", ttl, maxTTL, err)
+	}
+
+	before := *e.pgRole(user).validUntil
+	expiration := e.sys.now.Add(3 * time.Hour).Truncate(time.Second)
+	if err := e.b.RenewSecret(ctx, s, expiration); err != nil {
+		t.Fatal(err)
+	}
+	after := *e.pgRole(user).validUntil
+	if want := expiration.Add(5 * time.Second); !after.Equal(want) {
+		t.Fatalf("rolvaliduntil after renew = %s (was %s), want %s", after.UTC(), before.UTC(), want)
+	}
+	if err := e.srv.CanLogin(ctx, user, resp.Data["password"].(string), e.db.Name); err != nil {
+		t.Fatalf("login after renew: %v", err)
+	}
+
+	e.must(logical.DeleteOperation, "roles/readonly", nil)
+	if _, _, err := e.b.SecretLimits(ctx, s); err == nil || err.Error() != `could not find role with name "readonly"` {
+		t.Fatalf("SecretLimits after role delete: %v", err)
+	}
+	if err := e.b.RenewSecret(ctx, s, expiration); err == nil || err.Error() != `could not find role with name "readonly"` {
+		t.Fatalf("RenewSecret after role delete: %v", err)
+	}
+}
+
+func TestRoleComment(t *testing.T) {
+	exp := time.Date(2026, 11, 26, 18, 0, 0, 0, time.FixedZone("x", 3600))
+	m := RoleMetadata{StoreID: "8c1f", LeaseID: "database/creds/readonly/AbC", Expires: exp}
+	c := m.Comment()
+	want := `lessor:{"store":"8c1f","lease":"database/creds/readonly/AbC","expires":"2026-11-26T17:00:00Z"}`
+	if c != want {
+		t.Fatalf("Comment() = %s\nwant %s", c, want)
+	}
+	got, err := ParseRoleComment(c)
+	if err != nil || got.StoreID != m.StoreID || got.LeaseID != m.LeaseID || !got.Expires.Equal(exp) || got.Expires.Location() != time.UTC {
+		t.Fatalf("ParseRoleComment = %+v, %v", got, err)
+	}
+	for _, bad := range []struct{ in, want string }{
+		{"made by hand", ErrNotLessorComment.Error()},
+		{`lessor:{"store":"s"}`, "parse role comment: store or lease missing"},
+		{`lessor:{"store":"s","lease":"l","expires":"soon"}`, `parse role comment: parsing time "soon" as "2006-01-02T15:04:05Z07:00": cannot parse "soon" as "2006"`},
+		{`lessor:{"store":"s","lease":"l","expires":"2026-11-26T17:00:00Z","x":1}`, `parse role comment: json: unknown field "x"`},
+	} {
+		if _, err := ParseRoleComment(bad.in); err == nil || err.Error() != bad.want {
+			t.Errorf("ParseRoleComment(%q) error = %v, want %s", bad.in, err, bad.want)
+		}
+	}
+}

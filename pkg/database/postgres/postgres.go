@@ -1,0 +1,410 @@
+// Package postgres is lessor's PostgreSQL plugin: it creates, renews and
+// revokes the short-lived roles that the database secrets engine issues, and
+// rotates the engine's own (root) password. It speaks to PostgreSQL through
+// one pgx/v5 connection per DB and never through database/sql.
+//
+// What it promises, beyond Vault's PostgreSQL plugin:
+//
+//   - Statements are split by a lexer that understands quotes, dollar quotes,
+//     comments and BEGIN ATOMIC bodies, so `DO $$ … $$` blocks survive.
+//   - Placeholders ({{name}}, {{username}}, {{password}}, {{expiration}}) are
+//     replaced as raw text, as in Vault, except that a value placed inside a
+//     quoted identifier or literal has that quote doubled, and a value that
+//     would change the meaning of unquoted SQL is refused.
+//   - With scram-sha-256 (the default) {{password}} becomes a SCRAM verifier
+//     computed here, so no issued password reaches the server or its log.
+//   - {{expiration}} is always written in UTC with an explicit +00:00.
+//   - Creation runs in one transaction and checks that the role it was asked
+//     to create exists under exactly that name before committing; a failure
+//     at any point leaves no role behind.
+//   - Default revocation really removes the role: NOLOGIN, terminate its
+//     sessions, REASSIGN OWNED/DROP OWNED in every database where it owns or
+//     holds anything, then DROP ROLE IF EXISTS. A role already gone is
+//     success. Many roles are revoked in a few round trips.
+//   - Errors never contain the connection password: it is replaced with
+//     [password] in every error this package returns. Wrapped causes stay
+//     reachable through errors.As for their SQLSTATE; do not print their
+//     fields.
+//
+// A DB is safe for use by several goroutines; it serialises its work on its
+// one connection.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Authentication types for Config.PasswordAuthentication.
+const (
+	AuthSCRAMSHA256 = "scram-sha-256"
+	AuthPassword    = "password"
+)
+
+// DefaultTimeout is the connect and statement timeout when Config leaves
+// them zero.
+const DefaultTimeout = 10 * time.Second
+
+// Config is how to reach the server as the admin (root) role.
+type Config struct {
+	// ConnectionURL is a postgres:// URL or a keyword/value DSN. It may
+	// contain {{username}} and {{password}}, replaced by Username and
+	// Password.
+	ConnectionURL string
+	Username      string
+	Password      string
+	// DisableEscaping turns off the percent-encoding of the values put
+	// into {{username}} and {{password}}, for keyword/value DSNs.
+	DisableEscaping bool
+	// PasswordAuthentication is "scram-sha-256" (the default when "") or
+	// "password" (plaintext passwords in statements).
+	PasswordAuthentication string
+	// ConnectTimeout bounds the whole connection attempt, StatementTimeout
+	// each statement (server side, and client side with a short grace so a
+	// hung server or network still gives an error). Zero means 10 s.
+	ConnectTimeout   time.Duration
+	StatementTimeout time.Duration
+}
+
+const (
+	tmplUsername = "{{username}}"
+	tmplPassword = "{{password}}"
+)
+
+// Validate checks the configuration without connecting.
+func (c Config) Validate() error {
+	if strings.TrimSpace(c.ConnectionURL) == "" {
+		return errors.New("connection_url cannot be empty")
+	}
+	if strings.Contains(c.Username, tmplUsername) || strings.Contains(c.Username, tmplPassword) ||
+		strings.Contains(c.Password, tmplUsername) || strings.Contains(c.Password, tmplPassword) {
+		return errors.New("username and/or password cannot contain the template variables")
+	}
+	switch c.PasswordAuthentication {
+	case "", AuthSCRAMSHA256, AuthPassword:
+	default:
+		return fmt.Errorf("'%s' is not a valid password authentication type", c.PasswordAuthentication)
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("connect timeout %s is negative", c.ConnectTimeout)
+	}
+	if c.StatementTimeout < 0 {
+		return fmt.Errorf("statement timeout %s is negative", c.StatementTimeout)
+	}
+	if _, err := c.connConfig(c.Password); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Config) scram() bool { return c.PasswordAuthentication != AuthPassword }
+
+func (c Config) connectTimeout() time.Duration {
+	if c.ConnectTimeout > 0 {
+		return c.ConnectTimeout
+	}
+	return DefaultTimeout
+}
+
+func (c Config) statementTimeout() time.Duration {
+	if c.StatementTimeout > 0 {
+		return c.StatementTimeout
+	}
+	return DefaultTimeout
+}
+
+// connConfig parses the connection URL with password in place of the
+// configured one. Errors are redacted.
+func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
+	user, pw := c.Username, password
+	if !c.DisableEscaping {
+		user, pw = escapeUserinfo(user), escapeUserinfo(pw)
+	}
+	dsn := strings.NewReplacer(tmplUsername, user, tmplPassword, pw).Replace(c.ConnectionURL)
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, redact(fmt.Errorf("parse connection_url: %w", err), c.Password, password)
+	}
+	// Explicit username and password fields win over whatever the URL, the
+	// environment or ~/.pgpass supplied: they are what rotation changes.
+	if c.Username != "" {
+		cc.User = c.Username
+	}
+	if password != "" {
+		cc.Password = password
+	}
+	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > c.connectTimeout() {
+		cc.ConnectTimeout = c.connectTimeout()
+	}
+	if isURL(c.ConnectionURL) {
+		if _, ok := cc.RuntimeParams["application_name"]; !ok {
+			cc.RuntimeParams["application_name"] = "lessor"
+		}
+		if _, ok := cc.RuntimeParams["timezone"]; !ok {
+			cc.RuntimeParams["timezone"] = "UTC"
+		}
+	}
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(c.statementTimeout().Milliseconds(), 10)
+	return cc, nil
+}
+
+// escapeUserinfo percent-encodes all but RFC 3986's unreserved characters.
+// Vault uses url.PathEscape, which leaves '@', ':' and '&' as they are and
+// so breaks URLs for passwords holding them; this encoding decodes to the
+// same text anywhere in a URL.
+func escapeUserinfo(s string) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '-' || c == '.' || c == '_' || c == '~' ||
+			(c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+	return b.String()
+}
+
+func isURL(s string) bool {
+	s = strings.TrimSpace(s)
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// DB is one admin connection to the server.
+type DB struct {
+	mu      sync.Mutex
+	cfg     Config
+	conn    *pgx.Conn
+	closed  bool
+	version int      // server_version_num
+	secrets []string // passwords to redact: the current and any former one
+}
+
+// Connect opens the admin connection and checks it with a ping.
+func Connect(ctx context.Context, cfg Config) (*DB, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db := &DB{cfg: cfg}
+	db.addSecret(cfg.Password)
+	conn, err := db.dial(ctx, cfg.Password, "")
+	if err != nil {
+		return nil, err
+	}
+	db.conn = conn
+	return db, nil
+}
+
+func (db *DB) addSecret(s string) {
+	if s != "" {
+		db.secrets = append(db.secrets, s)
+	}
+}
+
+// dial connects with the given password, to database dbName when not "".
+func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, error) {
+	cc, err := db.cfg.connConfig(password)
+	if err != nil {
+		return nil, err
+	}
+	if dbName != "" {
+		cc.Database = dbName
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, db.redact(connectError(cc, err))
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, db.redact(connectError(cc, err))
+	}
+	if db.version == 0 {
+		db.version, _ = strconv.Atoi(conn.PgConn().ParameterStatus("server_version_num"))
+		if db.version == 0 {
+			// PostgreSQL < 10 reports only server_version; lessor needs
+			// SCRAM (PostgreSQL 10+) anyway.
+			db.version = 100000
+		}
+	}
+	return conn, nil
+}
+
+// connectError says where the connection went and why it failed, without
+// pgx's layers of prefixes.
+func connectError(cc *pgx.ConnConfig, err error) error {
+	where := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
+	if strings.HasPrefix(cc.Host, "/") {
+		where = cc.Host
+	}
+	var (
+		pgErr *pgconn.PgError
+		errno syscall.Errno
+		dns   *net.DNSError
+		nerr  net.Error
+	)
+	switch {
+	case errors.As(err, &pgErr):
+		return &connError{where: where, msg: pgErr.Message + " (SQLSTATE " + pgErr.Code + ")", err: err}
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		return &connError{where: where, msg: fmt.Sprintf("timed out after %s", cc.ConnectTimeout), err: err}
+	case errors.As(err, &errno):
+		return &connError{where: where, msg: errno.Error(), err: err}
+	case errors.As(err, &dns):
+		return &connError{where: where, msg: dns.Error(), err: err}
+	}
+	// Peel pgx's "failed to connect to `user=… database=…`:" and per-dial
+	// layers, which repeat what where already says.
+	inner := err
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		inner = ce.Unwrap()
+		if u := errors.Unwrap(inner); u != nil {
+			inner = u
+		}
+	}
+	return &connError{where: where, msg: inner.Error(), err: err}
+}
+
+type connError struct {
+	where, msg string
+	err        error
+}
+
+func (e *connError) Error() string { return "connect to " + e.where + ": " + e.msg }
+func (e *connError) Unwrap() error { return e.err }
+
+// Close closes the admin connection; the DB cannot be used afterwards.
+func (db *DB) Close(ctx context.Context) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.closed = true
+	if db.conn == nil {
+		return nil
+	}
+	err := db.conn.Close(ctx)
+	db.conn = nil
+	return db.redact(err)
+}
+
+// admin returns the live admin connection, reconnecting when a timeout or a
+// network error closed the previous one. Call with db.mu held.
+func (db *DB) admin(ctx context.Context) (*pgx.Conn, error) {
+	if db.conn != nil && !db.conn.IsClosed() {
+		return db.conn, nil
+	}
+	if db.closed {
+		return nil, errors.New("database connection is closed")
+	}
+	conn, err := db.dial(ctx, db.cfg.Password, "")
+	if err != nil {
+		return nil, err
+	}
+	db.conn = conn
+	return conn, nil
+}
+
+// roundTrip bounds one call to the server on the client side: a little over
+// the server's statement_timeout, so that the server's clearer error wins
+// when the server is alive.
+func (db *DB) roundTrip(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, db.cfg.statementTimeout()+2*time.Second)
+}
+
+// redact replaces every password this DB knows with [password].
+func (db *DB) redact(err error) error {
+	return redact(err, db.secrets...)
+}
+
+func redact(err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	redacted := msg
+	for _, s := range secrets {
+		if s == "" {
+			continue
+		}
+		for _, form := range []string{s, url.PathEscape(s), url.QueryEscape(s), escapeUserinfo(s)} {
+			redacted = strings.ReplaceAll(redacted, form, "[password]")
+		}
+	}
+	if redacted == msg {
+		return err
+	}
+	return &redactedError{msg: redacted, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// IsTransient reports whether err is a failure that the same work may not
+// meet when retried at once: a serialization failure, a deadlock, or
+// concurrent catalog updates.
+func IsTransient(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01": // serialization_failure, deadlock_detected
+		return true
+	case "XX000":
+		return strings.Contains(pgErr.Message, "tuple concurrently updated")
+	}
+	return false
+}
+
+// sqlState returns the SQLSTATE of err, or "".
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// pgError formats a PostgreSQL error with its DETAIL and HINT, which say
+// which objects block a DROP ROLE; pgx's own message leaves them out.
+func pgError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	msg := pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"
+	if pgErr.Detail != "" {
+		msg += ": " + strings.ReplaceAll(pgErr.Detail, "\n", "; ")
+	}
+	if pgErr.Hint != "" {
+		msg += " (hint: " + pgErr.Hint + ")"
+	}
+	return &detailedError{msg: msg, err: err}
+}
+
+type detailedError struct {
+	msg string
+	err error
+}
+
+func (e *detailedError) Error() string { return e.msg }
+func (e *detailedError) Unwrap() error { return e.err }

@@ -1,0 +1,402 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// DefaultRenewStatement and DefaultRotateRootStatement are Vault's defaults.
+const (
+	DefaultRenewStatement      = `ALTER ROLE "{{name}}" VALID UNTIL '{{expiration}}';`
+	DefaultRotateRootStatement = `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}';`
+)
+
+// transientAttempts is how many times a transaction is tried when
+// PostgreSQL reports a transient conflict (concurrent CREATE ROLE/GRANT on
+// the same catalog rows).
+const transientAttempts = 6
+
+// backoff is the pause before retry number attempt: growing, and jittered
+// so that two issuers that collided do not collide again in step.
+func backoff(attempt int) time.Duration {
+	base := time.Duration(attempt*attempt) * 10 * time.Millisecond
+	return base + mrand.N(base)
+}
+
+// CreateUserRequest is one role to create.
+type CreateUserRequest struct {
+	Username   string
+	Password   string
+	Expiration time.Time
+	// Statements are the role's creation_statements elements, unsplit.
+	Statements []string
+	// Comment is written with COMMENT ON ROLE in the same transaction;
+	// "" writes none.
+	Comment string
+}
+
+func checkRoleName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty username")
+	case len(name) > MaxIdentifierLength:
+		return fmt.Errorf("username %q is %d bytes, over PostgreSQL's limit of %d", name, len(name), MaxIdentifierLength)
+	case strings.IndexByte(name, 0) >= 0:
+		return fmt.Errorf("username %q contains a NUL byte", name)
+	}
+	return nil
+}
+
+// prepare splits each element into statements and substitutes vals.
+func prepare(elements []string, vals map[string]string) ([]string, error) {
+	var out []string
+	for _, e := range elements {
+		for _, stmt := range SplitStatements(e) {
+			s, err := substitute(stmt, vals)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// passwordValue is what {{password}} becomes: a SCRAM verifier unless the
+// config asks for plaintext.
+func (db *DB) passwordValue(password string) (string, error) {
+	if !db.cfg.scram() {
+		return password, nil
+	}
+	return ScramVerifier(password, rand.Reader)
+}
+
+// CreateUser creates the role in one transaction: the creation statements,
+// a check that a role named exactly r.Username now exists (an unquoted
+// {{name}} would have been folded to lower case), and COMMENT ON ROLE. Any
+// failure rolls it all back. Transient conflicts are retried.
+func (db *DB) CreateUser(ctx context.Context, r CreateUserRequest) error {
+	if err := db.createUser(ctx, r); err != nil {
+		return db.redact(fmt.Errorf("create user %s: %w", r.Username, err))
+	}
+	return nil
+}
+
+func (db *DB) createUser(ctx context.Context, r CreateUserRequest) error {
+	if err := checkRoleName(r.Username); err != nil {
+		return err
+	}
+	if len(r.Statements) == 0 {
+		return errors.New("empty creation statements")
+	}
+	pw, err := db.passwordValue(r.Password)
+	if err != nil {
+		return err
+	}
+	vals := map[string]string{
+		"name":       r.Username,
+		"username":   r.Username,
+		"password":   pw,
+		"expiration": FormatExpiration(r.Expiration),
+	}
+	stmts, err := prepare(r.Statements, vals)
+	if err != nil {
+		return err
+	}
+	if len(stmts) == 0 {
+		return errors.New("empty creation statements")
+	}
+	if strings.IndexByte(r.Comment, 0) >= 0 {
+		return errors.New("comment contains a NUL byte")
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		err = db.createOnce(ctx, r, stmts)
+		if err == nil || !IsTransient(err) || attempt == transientAttempts {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []string) error {
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		for i, s := range stmts {
+			if err := db.exec(ctx, tx, s); err != nil {
+				return fmt.Errorf("creation statement %d: %w", i+1, err)
+			}
+		}
+		var exists bool
+		if err := db.queryRow(ctx, tx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, []any{r.Username}, &exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("creation statements did not create role %q: write \"{{name}}\" in double quotes", r.Username)
+		}
+		if r.Comment != "" {
+			c := "COMMENT ON ROLE " + pgx.Identifier{r.Username}.Sanitize() + " IS " + quoteLiteral(r.Comment)
+			if err := db.exec(ctx, tx, c); err != nil {
+				return fmt.Errorf("comment on role: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// quoteLiteral writes s as an E'…' literal, which means the same whatever
+// standard_conforming_strings says.
+func quoteLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
+}
+
+// inTx runs fn in a transaction on conn, committing when fn succeeds.
+func (db *DB) inTx(ctx context.Context, conn *pgx.Conn, fn func(pgx.Tx) error) error {
+	rctx, cancel := db.roundTrip(ctx)
+	tx, err := conn.Begin(rctx)
+	cancel()
+	if err != nil {
+		return pgError(err)
+	}
+	if err := fn(tx); err != nil {
+		rctx, cancel := db.roundTrip(context.WithoutCancel(ctx))
+		_ = tx.Rollback(rctx)
+		cancel()
+		return err
+	}
+	rctx, cancel = db.roundTrip(ctx)
+	defer cancel()
+	if err := tx.Commit(rctx); err != nil {
+		return pgError(err)
+	}
+	return nil
+}
+
+// querier is what a connection and a transaction have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// exec runs one statement with the client-side round-trip bound.
+func (db *DB) exec(ctx context.Context, q querier, sql string, args ...any) error {
+	rctx, cancel := db.roundTrip(ctx)
+	defer cancel()
+	_, err := q.Exec(rctx, sql, args...)
+	return pgError(err)
+}
+
+func (db *DB) queryRow(ctx context.Context, q querier, sql string, args []any, dest ...any) error {
+	rctx, cancel := db.roundTrip(ctx)
+	defer cancel()
+	return pgError(q.QueryRow(rctx, sql, args...).Scan(dest...))
+}
+
+// RenewUser moves the role's expiry, in one transaction. With the default
+// statement it reads rolvaliduntil back and checks it within a second.
+func (db *DB) RenewUser(ctx context.Context, username string, expiration time.Time, statements []string) error {
+	if err := db.renewUser(ctx, username, expiration, statements); err != nil {
+		return db.redact(fmt.Errorf("renew user %s: %w", username, err))
+	}
+	return nil
+}
+
+func (db *DB) renewUser(ctx context.Context, username string, expiration time.Time, statements []string) error {
+	if err := checkRoleName(username); err != nil {
+		return err
+	}
+	isDefault := len(statements) == 0
+	if isDefault {
+		statements = []string{DefaultRenewStatement}
+	}
+	stmts, err := prepare(statements, map[string]string{
+		"name":       username,
+		"username":   username,
+		"expiration": FormatExpiration(expiration),
+	})
+	if err != nil {
+		return err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		for i, s := range stmts {
+			if err := db.exec(ctx, tx, s); err != nil {
+				return fmt.Errorf("renew statement %d: %w", i+1, err)
+			}
+		}
+		if !isDefault {
+			return nil
+		}
+		var until pgtype.Timestamptz
+		if err := db.queryRow(ctx, tx, `SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1`, []any{username}, &until); err != nil {
+			return err
+		}
+		if !until.Valid || until.InfinityModifier != pgtype.Finite || absDuration(until.Time.Sub(expiration)) > time.Second {
+			return fmt.Errorf("rolvaliduntil reads back as %v, not %s", until.Time, FormatExpiration(expiration))
+		}
+		return nil
+	})
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// RotateRootPassword sets the admin role's password to newPassword (by
+// default with ALTER ROLE, as a SCRAM verifier under scram-sha-256), then
+// proves that a fresh login with it works. If that login fails, the old
+// password is put back so the tool is not locked out, and the error says so.
+// On success the DB uses the new password for every later connection.
+func (db *DB) RotateRootPassword(ctx context.Context, newPassword string, statements []string) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.addSecret(newPassword)
+	if err := db.rotateRoot(ctx, newPassword, statements); err != nil {
+		return db.redact(fmt.Errorf("rotate root password of %s: %w", db.cfg.Username, err))
+	}
+	return nil
+}
+
+func (db *DB) rotateRoot(ctx context.Context, newPassword string, statements []string) error {
+	if db.cfg.Username == "" {
+		return errors.New("no username in configuration")
+	}
+	if db.cfg.Password == "" {
+		return errors.New("no password in configuration")
+	}
+	if newPassword == "" {
+		return errors.New("empty new password")
+	}
+	if len(statements) == 0 {
+		statements = []string{DefaultRotateRootStatement}
+	}
+	setPassword := func(password string, statements []string) error {
+		pw, err := db.passwordValue(password)
+		if err != nil {
+			return err
+		}
+		stmts, err := prepare(statements, map[string]string{
+			"name":     db.cfg.Username,
+			"username": db.cfg.Username,
+			"password": pw,
+		})
+		if err != nil {
+			return err
+		}
+		conn, err := db.admin(ctx)
+		if err != nil {
+			return err
+		}
+		return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+			for i, s := range stmts {
+				if err := db.exec(ctx, tx, s); err != nil {
+					return fmt.Errorf("rotation statement %d: %w", i+1, err)
+				}
+			}
+			return nil
+		})
+	}
+	if err := setPassword(newPassword, statements); err != nil {
+		return err
+	}
+	fresh, err := db.dial(ctx, newPassword, "")
+	if err != nil {
+		// The admin connection is still logged in with the old password:
+		// use it to undo the change, with the default statement, as the
+		// custom ones may be what went wrong.
+		if rerr := setPassword(db.cfg.Password, []string{DefaultRotateRootStatement}); rerr != nil {
+			return fmt.Errorf("login with the new password failed (%w) and restoring the old password failed too: %v", err, rerr)
+		}
+		return fmt.Errorf("login with the new password failed, old password restored: %w", err)
+	}
+	old := db.conn
+	db.conn = fresh
+	db.cfg.Password = newPassword
+	if old != nil {
+		old.Close(context.WithoutCancel(ctx))
+	}
+	return nil
+}
+
+// ManagedRole is a role found by its comment.
+type ManagedRole struct {
+	Name    string
+	Comment string
+	// ValidUntil is the role's rolvaliduntil; nil when it has none (or it
+	// is infinity).
+	ValidUntil *time.Time
+}
+
+// ListRolesWithCommentPrefix returns the roles whose COMMENT ON ROLE starts
+// with prefix, ordered by name: the roles lessor made, even when its own
+// records of them are lost.
+func (db *DB) ListRolesWithCommentPrefix(ctx context.Context, prefix string) ([]ManagedRole, error) {
+	roles, err := db.listRoles(ctx, prefix)
+	if err != nil {
+		return nil, db.redact(fmt.Errorf("list roles with comment prefix %q: %w", prefix, err))
+	}
+	return roles, nil
+}
+
+func (db *DB) listRoles(ctx context.Context, prefix string) ([]ManagedRole, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := db.roundTrip(ctx)
+	defer cancel()
+	rows, err := conn.Query(rctx, `
+SELECT r.rolname, d.description, r.rolvaliduntil
+FROM pg_roles r
+JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+WHERE left(d.description, length($1)) = $1
+ORDER BY r.rolname`, prefix)
+	if err != nil {
+		return nil, pgError(err)
+	}
+	var out []ManagedRole
+	for rows.Next() {
+		var (
+			m     ManagedRole
+			until pgtype.Timestamptz
+		)
+		if err := rows.Scan(&m.Name, &m.Comment, &until); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if until.Valid && until.InfinityModifier == pgtype.Finite {
+			t := until.Time.UTC()
+			m.ValidUntil = &t
+		}
+		out = append(out, m)
+	}
+	return out, pgError(rows.Err())
+}

@@ -1,0 +1,192 @@
+package database
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// roleEnv is a backend without PostgreSQL: roles never touch the database.
+func roleEnv(t *testing.T) *env {
+	sys := &fakeSystem{now: time.Now(), storeID: "s"}
+	return &env{t: t, b: New(Options{}), st: storage.NewMemory(), sys: sys,
+		leases: &fakeLeases{sys: sys, pending: map[string]*fakeLease{}}}
+}
+
+func TestRoleWriteReadListDelete(t *testing.T) {
+	e := roleEnv(t)
+	e.must(logical.CreateOperation, "roles/readonly", map[string]any{
+		"db_name":             "postgresql",
+		"creation_statements": ` CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}"; `,
+		"default_ttl":         "1h",
+		"max_ttl":             "24h",
+	})
+	got := e.must(logical.ReadOperation, "roles/readonly", nil)
+	want := `{"creation_statements":["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";"],` +
+		`"credential_type":"password","db_name":"postgresql","default_ttl":3600,"max_ttl":86400,` +
+		`"renew_statements":[],"revocation_statements":[],"rollback_statements":[]}`
+	if g := jsonOf(t, got.Data); g != want {
+		t.Fatalf("read:\n got %s\nwant %s", g, want)
+	}
+
+	// An update keeps what it does not send; lists stay lists.
+	e.must(logical.UpdateOperation, "roles/readonly", map[string]any{
+		"revocation_statements": []any{`DROP ROLE "{{name}}"`, "  ", "SELECT 1"},
+		"renew_statements":      "",
+		"max_ttl":               json.Number("7200"),
+	})
+	got = e.must(logical.ReadOperation, "roles/readonly", nil)
+	want = `{"creation_statements":["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{{name}}\";"],` +
+		`"credential_type":"password","db_name":"postgresql","default_ttl":3600,"max_ttl":7200,` +
+		`"renew_statements":[],"revocation_statements":["DROP ROLE \"{{name}}\"","SELECT 1"],"rollback_statements":[]}`
+	if g := jsonOf(t, got.Data); g != want {
+		t.Fatalf("read after update:\n got %s\nwant %s", g, want)
+	}
+
+	e.must(logical.UpdateOperation, "roles/dev-a.b_c", map[string]any{"db_name": "pg"})
+	if g := jsonOf(t, e.must(logical.ListOperation, "roles", nil).Data); g != `{"keys":["dev-a.b_c","readonly"]}` {
+		t.Fatalf("list = %s", g)
+	}
+	e.must(logical.DeleteOperation, "roles/readonly", nil)
+	if r := e.must(logical.ReadOperation, "roles/readonly", nil); r != nil {
+		t.Fatalf("read after delete = %+v", r)
+	}
+	if g := jsonOf(t, e.must(logical.ListOperation, "roles/", nil).Data); g != `{"keys":["dev-a.b_c"]}` {
+		t.Fatalf("list after delete = %s", g)
+	}
+}
+
+func TestRoleBadInputStoresNothing(t *testing.T) {
+	e := roleEnv(t)
+	for _, tc := range []struct {
+		name, path string
+		data       map[string]any
+		want       string
+	}{
+		{"no db_name", "roles/broken", map[string]any{"creation_statements": "SELECT 1"}, "database name is required"},
+		{"hostile db_name", "roles/r", map[string]any{"db_name": `pg";--`}, `invalid name "pg\";--"` + nameRule},
+		{"quote", `roles/r"`, map[string]any{"db_name": "pg"}, `invalid name "r\""` + nameRule},
+		{"semicolon", "roles/r;x", map[string]any{"db_name": "pg"}, `invalid name "r;x"` + nameRule},
+		{"unknown fields", "roles/r", map[string]any{"db_name": "pg", "default_tll": "1h", "creation_statement": "x"}, "unknown fields: creation_statement, default_tll"},
+		{"negative ttl", "roles/r", map[string]any{"db_name": "pg", "default_ttl": -5}, "default_ttl: duration cannot be negative"},
+		{"bad ttl", "roles/r", map[string]any{"db_name": "pg", "max_ttl": "soon"}, `max_ttl: "soon" is not a duration (use seconds, "1h" or "1d")`},
+		{"credential type", "roles/r", map[string]any{"db_name": "pg", "credential_type": "rsa_private_key"}, `unsupported credential_type "rsa_private_key": only "password" is supported`},
+		{"statements object", "roles/r", map[string]any{"db_name": "pg", "creation_statements": map[string]any{}}, "creation_statements: expected a string or a list of strings, got an object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.do(logical.UpdateOperation, tc.path, tc.data)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("error = %v\nwant    %s", err, tc.want)
+			}
+			if keys := e.storedKeys(); len(keys) != 0 {
+				t.Fatalf("store holds %v", keys)
+			}
+		})
+	}
+}
+
+func TestParseDurationSecond(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want time.Duration
+		err  string
+	}{
+		{3600, time.Hour, ""},
+		{"3600", time.Hour, ""},
+		{json.Number("90"), 90 * time.Second, ""},
+		{float64(60), time.Minute, ""},
+		{"1h", time.Hour, ""},
+		{"1h30m", 90 * time.Minute, ""},
+		{"1d", 24 * time.Hour, ""},
+		{"7d", 7 * 24 * time.Hour, ""},
+		{"1.5s", time.Second, ""},
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"-1", 0, "ttl: duration cannot be negative"},
+		{"-1h", 0, "ttl: duration cannot be negative"},
+		{"1w", 0, `ttl: "1w" is not a duration (use seconds, "1h" or "1d")`},
+		{"99999999999999999999", 0, `ttl: "99999999999999999999" is not a duration (use seconds, "1h" or "1d")`},
+		{true, 0, "ttl: expected a duration, got a boolean"},
+	} {
+		got, err := parseDurationSecond("ttl", tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("%#v: error %v, want %s", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%#v: got %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestListParsing(t *testing.T) {
+	for _, tc := range []struct {
+		in         any
+		comma, stm string
+	}{
+		{"a,b , c,,", `["a","b","c"]`, `["a,b , c,,"]`},
+		{[]any{"a", " b "}, `["a","b"]`, `["a","b"]`},
+		{"", `[]`, `[]`},
+		{"SELECT 1; SELECT 2", `["SELECT 1; SELECT 2"]`, `["SELECT 1; SELECT 2"]`},
+	} {
+		c, err := parseCommaList("f", tc.in)
+		if err != nil || jsonOf(t, c) != tc.comma {
+			t.Errorf("parseCommaList(%#v) = %s, %v; want %s", tc.in, jsonOf(t, c), err, tc.comma)
+		}
+		s, err := parseStatements("f", tc.in)
+		if err != nil || jsonOf(t, s) != tc.stm {
+			t.Errorf("parseStatements(%#v) = %s, %v; want %s", tc.in, jsonOf(t, s), err, tc.stm)
+		}
+	}
+}
+
+func TestGlobMatch(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"*", "anything", true},
+		{"readonly", "readonly", true},
+		{"readonly", "readonly2", false},
+		{"dev-*", "dev-ro", true},
+		{"dev-*", "prod-ro", false},
+		{"*-ro", "dev-ro", true},
+		{"*-ro", "dev-rw", false},
+		{"a*b*c", "aXXbYYc", true},
+		{"a*b*c", "acb", false},
+		{"a*a", "a", false},
+		{"a*a", "aa", true},
+		{"", "", true},
+		{"", "x", false},
+	} {
+		if got := globMatch(tc.pattern, tc.s); got != tc.want {
+			t.Errorf("globMatch(%q, %q) = %v", tc.pattern, tc.s, got)
+		}
+	}
+}
+
+func TestUnsupportedPaths(t *testing.T) {
+	e := roleEnv(t)
+	for _, tc := range []struct {
+		op   logical.Operation
+		path string
+		want string
+	}{
+		{logical.ReadOperation, "nope/x", "nope/x: unsupported path"},
+		{logical.ReadOperation, "creds", "creds: unsupported path"},
+		{logical.UpdateOperation, "creds/x", "update on creds/x: unsupported operation"},
+		{logical.ReadOperation, "rotate-root/x", "read on rotate-root/x: unsupported operation"},
+		{logical.ReadOperation, "roles", "read on roles: unsupported operation"},
+		{logical.ReadOperation, `creds/x'; DROP ROLE postgres; --`, `invalid name "x'; DROP ROLE postgres; --"` + nameRule},
+	} {
+		_, err := e.do(tc.op, tc.path, nil)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s %s: %v, want %s", tc.op, tc.path, err, tc.want)
+		}
+	}
+}

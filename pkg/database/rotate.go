@@ -1,0 +1,204 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// pendingRoot is an admin password that rotate-root has generated and may
+// have set in PostgreSQL, but has not yet verified and stored in the
+// config. It lives at rotate-root-pending/<name> until one of the two
+// passwords is known to be the right one.
+type pendingRoot struct {
+	Username string    `json:"username"`
+	Password string    `json:"password"`
+	Created  time.Time `json:"created"`
+}
+
+// isAuthFailure reports whether PostgreSQL refused the password
+// (SQLSTATE 28P01, invalid_password).
+func isAuthFailure(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "28P01"
+}
+
+// open is connect with the connection's name on its error.
+func (b *Backend) open(ctx context.Context, st storage.Store, name string, cfg *dbConfig) (*postgres.DB, error) {
+	db, err := b.connect(ctx, st, name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connection %q: %w", name, err)
+	}
+	return db, nil
+}
+
+// connect connects with the stored admin credentials. When PostgreSQL
+// refuses the stored password and a rotation left a pending one, connect
+// tries the pending password; if that works, the rotation had reached
+// PostgreSQL, so the pending password becomes the stored one and cfg is
+// updated.
+func (b *Backend) connect(ctx context.Context, st storage.Store, name string, cfg *dbConfig) (*postgres.DB, error) {
+	db, err := postgres.Connect(ctx, cfg.pluginConfig())
+	if err == nil {
+		return db, nil
+	}
+	connErr := cfg.redact(err)
+	if !isAuthFailure(err) {
+		return nil, connErr
+	}
+	var p pendingRoot
+	var found bool
+	if err := st.View(ctx, func(tx storage.Tx) error {
+		var err error
+		found, err = getJSON(tx, pendingPrefix+name, &p)
+		return err
+	}); err != nil {
+		return nil, errors.Join(connErr, err)
+	}
+	if !found || p.Username != cfg.Connection.Username || p.Password == cfg.Connection.Password {
+		return nil, connErr
+	}
+	alt := *cfg
+	alt.Connection.Password = p.Password
+	db, err = postgres.Connect(ctx, alt.pluginConfig())
+	if err != nil {
+		// Neither password works; report the stored one's failure.
+		return nil, connErr
+	}
+	if err := adoptPending(ctx, st, name, cfg.Connection.Password, p.Password); err != nil {
+		db.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("store the rotated admin password: %w", err)
+	}
+	cfg.Connection.Password = p.Password
+	return db, nil
+}
+
+// adoptPending makes a verified password the stored one and drops the
+// pending record, unless the config changed meanwhile (another process
+// finished the rotation, or an operator wrote new credentials).
+func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newPassword string) error {
+	return st.Update(ctx, func(tx storage.Tx) error {
+		var cur dbConfig
+		found, err := getJSON(tx, configPrefix+name, &cur)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return missingConfig(name)
+		}
+		if cur.Connection.Password == oldPassword {
+			cur.Connection.Password = newPassword
+			if err := putJSON(tx, configPrefix+name, &cur); err != nil {
+				return err
+			}
+		}
+		var p pendingRoot
+		pfound, err := getJSON(tx, pendingPrefix+name, &p)
+		if err != nil {
+			return err
+		}
+		if pfound && p.Password == newPassword {
+			return tx.Delete(pendingPrefix + name)
+		}
+		return nil
+	})
+}
+
+// rotateRoot gives the configured admin a new random password in two
+// phases, so that a crash at any point leaves a password lessor can use:
+// (1) commit the new password as pending; (2) ALTER ROLE in PostgreSQL;
+// (3) log in afresh with it; (4) store it in the config and drop the
+// pending record in one transaction. After a crash between (2) and (4),
+// open() finds the stored password refused and adopts the pending one.
+func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name string) error {
+	cfg, err := b.loadConfig(ctx, req.Storage, name)
+	if err != nil {
+		return err
+	}
+	switch {
+	case cfg == nil:
+		return missingConfig(name)
+	case cfg.Connection.Username == "":
+		return errors.New("unable to rotate root credentials: no username in configuration")
+	case cfg.Connection.Password == "":
+		return errors.New("unable to rotate root credentials: no password in configuration")
+	}
+
+	db, err := b.open(ctx, req.Storage, name, cfg)
+	if err != nil {
+		return fmt.Errorf("unable to rotate root credentials: %w", err)
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+
+	newPassword, err := postgres.GeneratePassword(b.rand)
+	if err != nil {
+		return fmt.Errorf("unable to rotate root credentials: generate password: %w", err)
+	}
+	pending := pendingRoot{Username: cfg.Connection.Username, Password: newPassword, Created: req.System.Now().UTC()}
+	if err := req.Storage.Update(ctx, func(tx storage.Tx) error {
+		return putJSON(tx, pendingPrefix+name, &pending)
+	}); err != nil {
+		return fmt.Errorf("unable to rotate root credentials: record pending password: %w", err)
+	}
+
+	if err := db.RotateRootPassword(ctx, newPassword, cfg.RootRotationStatements); err != nil {
+		rerr := fmt.Errorf("unable to rotate root credentials: %w", cfg.redact(err, newPassword))
+		// The error's shape cannot say for sure which password PostgreSQL
+		// holds now (the plugin may have failed to put the old one back),
+		// so ask PostgreSQL: log in with the new one.
+		fresh := *cfg
+		fresh.Connection.Password = newPassword
+		probe, perr := postgres.Connect(ctx, fresh.pluginConfig())
+		switch {
+		case perr == nil:
+			probe.Close(context.WithoutCancel(ctx))
+			if aerr := adoptPending(ctx, req.Storage, name, cfg.Connection.Password, newPassword); aerr != nil {
+				return errors.Join(rerr, fmt.Errorf("store new password: %w", aerr))
+			}
+			return nil
+		case isAuthFailure(perr):
+			// PostgreSQL kept the old password; the pending one is void.
+			if derr := dropPending(ctx, req.Storage, name, newPassword); derr != nil {
+				return errors.Join(rerr, derr)
+			}
+		}
+		return rerr
+	}
+	if b.testOnlyAfterRotate != nil {
+		if err := b.testOnlyAfterRotate(); err != nil {
+			return err
+		}
+	}
+
+	fresh := *cfg
+	fresh.Connection.Password = newPassword
+	vdb, err := postgres.Connect(ctx, fresh.pluginConfig())
+	if err != nil {
+		return fmt.Errorf("unable to rotate root credentials: PostgreSQL accepted the new password but logging in with it failed (it stays pending and is tried when the stored one is refused): %w",
+			fresh.redact(err, cfg.Connection.Password))
+	}
+	vdb.Close(context.WithoutCancel(ctx))
+
+	if err := adoptPending(ctx, req.Storage, name, cfg.Connection.Password, newPassword); err != nil {
+		return fmt.Errorf("unable to rotate root credentials: store new password (it stays pending and is tried when the stored one is refused): %w", err)
+	}
+	return nil
+}
+
+func dropPending(ctx context.Context, st storage.Store, name, password string) error {
+	return st.Update(context.WithoutCancel(ctx), func(tx storage.Tx) error {
+		var p pendingRoot
+		found, err := getJSON(tx, pendingPrefix+name, &p)
+		if err != nil || !found || p.Password != password {
+			return err
+		}
+		return tx.Delete(pendingPrefix + name)
+	})
+}

@@ -1,0 +1,201 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// adminEnv is an env whose connection "pg" logs in as a dedicated
+// CREATEROLE admin (never the test superuser, whose password must survive).
+func adminEnv(t *testing.T) (e *env, admin, initial string) {
+	e = newEnv(t)
+	admin = "lessor_adm_" + randHex(t, 4)
+	initial = "initial-" + randHex(t, 8)
+	conn := e.db.Conn(t)
+	if _, err := conn.Exec(context.Background(), fmt.Sprintf(
+		`CREATE ROLE %s WITH LOGIN CREATEROLE PASSWORD '%s'`, pgx.Identifier{admin}.Sanitize(), initial)); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.DropRolesAtCleanup(t, admin)
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{
+		"plugin_name": PluginName, "connection_url": e.templatedURL(),
+		"username": admin, "password": initial, "allowed_roles": "*",
+	})
+	e.writeRole("plain", map[string]any{
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
+	})
+	return e, admin, initial
+}
+
+func (e *env) pending(name string) *pendingRoot {
+	e.t.Helper()
+	var p pendingRoot
+	var found bool
+	if err := e.st.View(context.Background(), func(tx storage.Tx) error {
+		var err error
+		found, err = getJSON(tx, pendingPrefix+name, &p)
+		return err
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	if !found {
+		return nil
+	}
+	return &p
+}
+
+func TestRotateRoot(t *testing.T) {
+	e, admin, initial := adminEnv(t)
+	ctx := context.Background()
+
+	if resp := e.must(logical.UpdateOperation, "rotate-root/pg", nil); resp != nil {
+		t.Fatalf("rotate-root returned %+v, want nothing", resp)
+	}
+	if err := e.srv.CanLogin(ctx, admin, initial, e.db.Name); err == nil || !isAuthFailure(err) {
+		t.Fatalf("old admin password after rotation: %v, want refused", err)
+	}
+	stored := e.storedConfig("pg").Connection.Password
+	if stored == initial || len(stored) != 20 {
+		t.Fatalf("stored password %q: not a new 20-character password", stored)
+	}
+	if err := e.srv.CanLogin(ctx, admin, stored, e.db.Name); err != nil {
+		t.Fatalf("new admin password: %v", err)
+	}
+	if p := e.pending("pg"); p != nil {
+		t.Fatalf("pending record left after a successful rotation: %+v", p)
+	}
+	read := jsonOf(t, e.must(logical.ReadOperation, "config/pg", nil))
+	if strings.Contains(read, stored) || strings.Contains(read, initial) || strings.Contains(read, `"password"`) {
+		t.Fatalf("config read shows a password: %s", read)
+	}
+
+	// lessor keeps working with the password nobody else knows.
+	resp := e.issue("plain")
+	if err := e.srv.CanLogin(ctx, resp.Data["username"].(string), resp.Data["password"].(string), e.db.Name); err != nil {
+		t.Fatalf("credential issued after rotation: %v", err)
+	}
+	e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+	if again := e.storedConfig("pg").Connection.Password; again == stored {
+		t.Fatal("second rotation kept the password")
+	}
+}
+
+func TestRotateRootRefusals(t *testing.T) {
+	e := roleEnv(t)
+	e.must(logical.UpdateOperation, "config/nouser", map[string]any{
+		"plugin_name": PluginName, "verify_connection": false,
+		"connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:1/x", "password": "p",
+	})
+	e.must(logical.UpdateOperation, "config/nopw", map[string]any{
+		"plugin_name": PluginName, "verify_connection": false,
+		"connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:1/x", "username": "u",
+	})
+	for path, want := range map[string]string{
+		"rotate-root/nouser":  "unable to rotate root credentials: no username in configuration",
+		"rotate-root/nopw":    "unable to rotate root credentials: no password in configuration",
+		"rotate-root/missing": `failed to find entry for connection with name: "missing"`,
+		`rotate-root/a'b`:     `invalid name "a'b"` + nameRule,
+	} {
+		if _, err := e.do(logical.UpdateOperation, path, nil); err == nil || err.Error() != want {
+			t.Errorf("%s: %v, want %s", path, err, want)
+		}
+	}
+	if e.pending("nouser") != nil || e.pending("nopw") != nil {
+		t.Fatal("a refused rotation left a pending record")
+	}
+}
+
+// TestRotateRootCrashRecovery stops a rotation after PostgreSQL took the
+// new password and before lessor stored it, as a crash would, and checks
+// that the next request that connects, whatever it is, adopts the pending
+// password.
+func TestRotateRootCrashRecovery(t *testing.T) {
+	for _, next := range []struct {
+		name string
+		run  func(e *env)
+	}{
+		{"creds", func(e *env) {
+			resp := e.issue("plain")
+			if err := e.srv.CanLogin(context.Background(), resp.Data["username"].(string), resp.Data["password"].(string), e.db.Name); err != nil {
+				e.t.Fatalf("credential issued during recovery: %v", err)
+			}
+		}},
+		{"config merge", func(e *env) {
+			e.must(logical.UpdateOperation, "config/pg", map[string]any{"allowed_roles": "plain"})
+		}},
+		{"rotate again", func(e *env) {
+			e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+		}},
+	} {
+		t.Run(next.name, func(t *testing.T) {
+			e, admin, initial := adminEnv(t)
+			ctx := context.Background()
+			errCrash := errors.New("crash")
+			e.b.testOnlyAfterRotate = func() error { return errCrash }
+
+			if _, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil); !errors.Is(err, errCrash) {
+				t.Fatalf("rotate-root: %v, want the simulated crash", err)
+			}
+			e.b.testOnlyAfterRotate = nil
+			if got := e.storedConfig("pg").Connection.Password; got != initial {
+				t.Fatalf("stored password changed before verification")
+			}
+			p := e.pending("pg")
+			if p == nil || p.Username != admin || p.Password == initial {
+				t.Fatalf("pending record = %+v", p)
+			}
+			if err := e.srv.CanLogin(ctx, admin, initial, e.db.Name); err == nil {
+				t.Fatal("old password still works: the simulated crash came too early")
+			}
+			if err := e.srv.CanLogin(ctx, admin, p.Password, e.db.Name); err != nil {
+				t.Fatalf("pending password: %v", err)
+			}
+
+			next.run(e)
+
+			stored := e.storedConfig("pg").Connection.Password
+			if stored == initial || (next.name != "rotate again" && stored != p.Password) {
+				t.Fatal("pending password not adopted")
+			}
+			if err := e.srv.CanLogin(ctx, admin, stored, e.db.Name); err != nil {
+				t.Fatalf("stored password after recovery: %v", err)
+			}
+			if e.pending("pg") != nil {
+				t.Fatal("pending record left after recovery")
+			}
+		})
+	}
+}
+
+// TestRotateRootRejectedByPostgres: when PostgreSQL refuses the rotation
+// statement, the old password stays in force and in the store, and the
+// pending password is dropped.
+func TestRotateRootRejectedByPostgres(t *testing.T) {
+	e, admin, initial := adminEnv(t)
+	ctx := context.Background()
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{
+		"root_rotation_statements": `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}' VALID UNTIL 'not a date'`,
+	})
+	_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	want := "unable to rotate root credentials: rotate root password of " + admin + ": rotation statement 1: "
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "SQLSTATE 22007") {
+		t.Fatalf("error = %v\nwant prefix %s", err, want)
+	}
+	if err := e.srv.CanLogin(ctx, admin, initial, e.db.Name); err != nil {
+		t.Fatalf("old password after a rejected rotation: %v", err)
+	}
+	if got := e.storedConfig("pg").Connection.Password; got != initial {
+		t.Fatal("stored password changed by a rejected rotation")
+	}
+	if p := e.pending("pg"); p != nil {
+		t.Fatalf("pending record left after a rejected rotation: %+v", p)
+	}
+}

@@ -1,0 +1,195 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// issued is what a lease's internal data says about its database role.
+type issued struct {
+	username, dbName, role string
+	revocation, renewStmts []string
+}
+
+func issuedFrom(s *logical.SecretRequest) (issued, error) {
+	str := func(k string) string { v, _ := s.InternalData[k].(string); return v }
+	is := issued{
+		username:   str("username"),
+		dbName:     str("db_name"),
+		role:       str("role"),
+		revocation: stringList(s.InternalData["revocation_statements"]),
+		renewStmts: stringList(s.InternalData["renew_statements"]),
+	}
+	if is.username == "" || is.dbName == "" {
+		return is, fmt.Errorf("lease %s: internal data names no username or db_name", s.LeaseID)
+	}
+	return is, nil
+}
+
+func noRole(name string) error {
+	return fmt.Errorf("could not find role with name %q", name)
+}
+
+// SecretLimits returns the issuing role's current default_ttl and
+// max_ttl; a lease whose role was deleted can no longer be renewed.
+func (b *Backend) SecretLimits(ctx context.Context, s *logical.SecretRequest) (ttl, maxTTL time.Duration, err error) {
+	is, err := issuedFrom(s)
+	if err != nil {
+		return 0, 0, err
+	}
+	r, err := b.loadRole(ctx, s.Storage, is.role)
+	if err != nil {
+		return 0, 0, err
+	}
+	if r == nil {
+		return 0, 0, noRole(is.role)
+	}
+	return r.defaultTTL(), r.maxTTL(), nil
+}
+
+// RenewSecret moves the role's VALID UNTIL to expiration plus the same
+// buffer as at issue, with the role's current renew_statements. The
+// connection is the one the role was created through (the lease's
+// db_name), even if the role now points elsewhere.
+func (b *Backend) RenewSecret(ctx context.Context, s *logical.SecretRequest, expiration time.Time) error {
+	is, err := issuedFrom(s)
+	if err != nil {
+		return err
+	}
+	var role roleEntry
+	var cfg dbConfig
+	var haveRole, haveCfg bool
+	err = s.Storage.View(ctx, func(tx storage.Tx) error {
+		var err error
+		if haveRole, err = getJSON(tx, rolePrefix+is.role, &role); err != nil {
+			return err
+		}
+		haveCfg, err = getJSON(tx, configPrefix+is.dbName, &cfg)
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case !haveRole:
+		return noRole(is.role)
+	case !haveCfg:
+		return missingConfig(is.dbName)
+	}
+	db, err := b.open(ctx, s.Storage, is.dbName, &cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close(context.WithoutCancel(ctx))
+	if err := db.RenewUser(ctx, is.username, expiration.Add(expirationBuffer), role.RenewStatements); err != nil {
+		return cfg.redact(err)
+	}
+	return nil
+}
+
+// RevokeSecrets drops the roles behind the given leases: one connection
+// per database connection config and one RevokeUsers batch on it. Each
+// role is revoked with its role's current revocation_statements, or, when
+// the role was deleted, with the statements recorded at issue.
+func (b *Backend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest) []error {
+	errs := make([]error, len(ss))
+	type item struct {
+		idx int
+		is  issued
+	}
+	type group struct {
+		st    storage.Store
+		name  string
+		items []item
+	}
+	var groups []*group
+	byKey := map[string]*group{}
+	for i, s := range ss {
+		is, err := issuedFrom(s)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		// A backend call carries one mount's leases, so one storage;
+		// keying by it as well keeps a mixed batch correct anyway.
+		key := fmt.Sprintf("%p\x00%s", s.Storage, is.dbName)
+		g := byKey[key]
+		if g == nil {
+			g = &group{st: s.Storage, name: is.dbName}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.items = append(g.items, item{i, is})
+	}
+
+	for _, g := range groups {
+		fail := func(err error) {
+			for _, it := range g.items {
+				errs[it.idx] = err
+			}
+		}
+		var cfg dbConfig
+		var haveCfg bool
+		live := map[string]*roleEntry{}
+		err := g.st.View(ctx, func(tx storage.Tx) error {
+			var err error
+			if haveCfg, err = getJSON(tx, configPrefix+g.name, &cfg); err != nil {
+				return err
+			}
+			for _, it := range g.items {
+				if _, seen := live[it.is.role]; seen || it.is.role == "" {
+					continue
+				}
+				var r roleEntry
+				found, err := getJSON(tx, rolePrefix+it.is.role, &r)
+				if err != nil {
+					return err
+				}
+				live[it.is.role] = nil
+				if found {
+					live[it.is.role] = &r
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fail(err)
+			continue
+		}
+		if !haveCfg {
+			fail(missingConfig(g.name))
+			continue
+		}
+		db, err := b.open(ctx, g.st, g.name, &cfg)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		reqs := make([]postgres.RevokeRequest, len(g.items))
+		for i, it := range g.items {
+			stmts := it.is.revocation
+			if r := live[it.is.role]; r != nil {
+				stmts = r.RevocationStatements
+			}
+			reqs[i] = postgres.RevokeRequest{Username: it.is.username, Statements: stmts}
+		}
+		out := db.RevokeUsers(ctx, reqs)
+		for i, it := range g.items {
+			switch {
+			case i >= len(out):
+				errs[it.idx] = errors.New("plugin returned no result")
+			case out[i] != nil:
+				errs[it.idx] = cfg.redact(out[i])
+			}
+		}
+		// The revocations have run; a failed close changes nothing about
+		// their outcome.
+		db.Close(context.WithoutCancel(ctx))
+	}
+	return errs
+}

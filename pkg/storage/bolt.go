@@ -1,0 +1,604 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// Errors of the file backend. Each is returned wrapped in an error whose text
+// names the store file; test for them with errors.Is.
+var (
+	// ErrNoStore: the store file does not exist.
+	ErrNoStore = errors.New("no store")
+	// ErrStoreExists: CreateBolt found a file at the path.
+	ErrStoreExists = errors.New("store already exists")
+	// ErrBusy: another process held the store's lock for longer than
+	// BoltOptions.LockTimeout.
+	ErrBusy = errors.New("store is busy")
+	// ErrCorrupt: the store's bytes are damaged. pkg/barrier uses the same
+	// value for records that fail authentication, so one errors.Is covers
+	// every kind of damage.
+	ErrCorrupt = errors.New("store is damaged")
+)
+
+// DefaultLockTimeout is how long a transaction waits for another process's
+// lock when BoltOptions.LockTimeout is zero.
+const DefaultLockTimeout = 30 * time.Second
+
+// dataBucket is the one bbolt bucket that holds every key.
+var dataBucket = []byte("lessor")
+
+// BoltOptions tunes a Bolt store.
+type BoltOptions struct {
+	// LockTimeout bounds the wait for another process's lock on the file;
+	// zero means DefaultLockTimeout. The context passed to View or Update
+	// can end the wait sooner.
+	LockTimeout time.Duration
+}
+
+// Bolt is a Store kept in one bbolt file.
+//
+// Every View and Update opens the file, takes bbolt's flock (shared for
+// View, exclusive for Update), runs one transaction and closes the file, so
+// the lock is never held between transactions, and a caller that talks to
+// PostgreSQL between two transactions blocks nobody. Keeping the file open
+// across transactions would save some 50 µs each, but the backend cannot
+// tell a burst of transactions from a caller about to make a network call,
+// so it never does.
+//
+// Before bbolt reads a byte, the file's structure is checked (see
+// boltcheck.go): on a damaged file bbolt can loop for ever, overflow its
+// stack, allocate without bound or copy memory from outside the file into
+// it, and none of this can be recovered from. The check reads the meta
+// pages, the freelist and the branch pages, about 15 µs for 1,000 records
+// and 200 µs for 100,000, and then each leaf a lookup or write reaches.
+// Panics that bbolt raises on damage it does detect, and memory faults on
+// the mapped file, become errors wrapping ErrCorrupt. Check does the
+// thorough, slower check.
+type Bolt struct {
+	path string
+	opts BoltOptions
+}
+
+// OpenBolt returns the store kept in the bbolt file at path. It checks that
+// the file exists and is a regular file, but does not open it: each
+// transaction does.
+func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &pathError{msg: "no store at " + path, kind: ErrNoStore}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("open store: %s is not a regular file", path)
+	}
+	return &Bolt{path: path, opts: opts}, nil
+}
+
+// CreateBolt creates a new, empty store file at path, mode 0600, creating
+// missing parent directories with mode 0700. It refuses to replace an
+// existing file.
+//
+// The file is built under a temporary name in the same directory and then
+// hard-linked into place, so a crash never leaves a half-made store at path
+// and two processes racing to create it cannot both succeed.
+func CreateBolt(path string, opts BoltOptions) (*Bolt, error) {
+	if _, err := os.Lstat(path); err == nil {
+		return nil, &pathError{msg: "store " + path + " already exists", kind: ErrStoreExists}
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	var suffix [8]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".new-"+hex.EncodeToString(suffix[:]))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	f.Close()
+	defer os.Remove(tmp)
+
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket(dataBucket)
+		return err
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, &pathError{msg: "store " + path + " already exists", kind: ErrStoreExists}
+		}
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	return &Bolt{path: path, opts: opts}, nil
+}
+
+// Path returns the store file's path.
+func (b *Bolt) Path() string { return b.path }
+
+// View runs fn in a read-only transaction under a shared lock.
+func (b *Bolt) View(ctx context.Context, fn func(Tx) error) error {
+	return b.run(ctx, false, fn)
+}
+
+// Update runs fn in a read-write transaction under an exclusive lock and
+// commits it, with fsync, if fn returns nil. If ctx is done by the time fn
+// returns, nothing is committed and the context's error is returned.
+func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
+	return b.run(ctx, true, fn)
+}
+
+// Check verifies the whole file: both meta pages, every page's structure
+// (also the element counts and separator keys that View and Update do not
+// read), and bbolt's own consistency check (every page reachable exactly
+// once or free, keys in order). It reads every page, so it is for a doctor
+// command, not for every run. A damaged meta page is reported here although
+// transactions work around it: bbolt then falls back to the previous commit,
+// which is also what a power loss in the middle of a commit looks like.
+func (b *Bolt) Check(ctx context.Context) (err error) {
+	db, f, l, err := b.open(ctx, false, true)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			f.Close()
+			err = b.damaged("%v", p)
+		}
+	}()
+	defer db.Close()
+	if err := checkMetaPages(f); err != nil {
+		return b.damaged("%v", err)
+	}
+	return db.View(func(tx *bolt.Tx) error {
+		var problems []string
+		for cerr := range tx.Check() {
+			problems = append(problems, cerr.Error())
+		}
+		if len(problems) > 0 {
+			return b.damaged("%s", strings.Join(problems, "; "))
+		}
+		return nil
+	})
+}
+
+func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// bbolt reads pages through a shared mapping of the file; a page outside
+	// the file faults. PanicOnFault turns that fault into a panic, which the
+	// guards below turn into ErrCorrupt.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+
+	db, f, l, err := b.open(ctx, write, false)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	closed := false
+	closeDB := func() error {
+		if closed {
+			return nil
+		}
+		closed = true
+		defer func() {
+			if p := recover(); p != nil {
+				// The descriptor must still be closed: it holds the flock.
+				f.Close()
+			}
+		}()
+		return db.Close()
+	}
+	defer closeDB()
+	t := &boltTx{b: b, write: write, l: l, size: uintptr(len(l.data)), written: map[string]bool{}}
+	// Also on a panic in fn: bbolt's Close waits for an open write
+	// transaction, so it must be rolled back first.
+	defer t.rollback()
+
+	func() {
+		defer t.guard(&err)
+		t.tx, err = db.Begin(write)
+		if err != nil {
+			err = fmt.Errorf("begin transaction on store %s: %w", b.path, err)
+			return
+		}
+		t.bkt = t.tx.Bucket(dataBucket)
+		if t.bkt == nil {
+			err = b.damaged("the data bucket is missing")
+		}
+		t.base = db.Info().Data
+	}()
+	if err != nil {
+		t.rollback()
+		return err
+	}
+
+	ferr := fn(t)
+	switch {
+	case t.broken != nil:
+		err = t.broken
+	case ferr != nil:
+		err = ferr
+	case !write:
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	default:
+		func() {
+			defer t.guard(&err)
+			if cerr := t.tx.Commit(); cerr != nil {
+				err = fmt.Errorf("commit to store %s: %w", b.path, cerr)
+			}
+			t.tx = nil
+		}()
+		if err != nil {
+			t.rollback()
+			return err
+		}
+		return closeDB()
+	}
+	t.rollback()
+	return err
+}
+
+// open opens the bbolt file with the lock taken (exclusive if write) and
+// its structure checked. It returns the descriptor too, so that it can be
+// closed, and the lock released, even if bbolt panics.
+func (b *Bolt) open(ctx context.Context, write, full bool) (db *bolt.DB, f *os.File, l *layout, err error) {
+	timeout := b.opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		// Never let bbolt create the file: a store deleted after OpenBolt
+		// must not come back empty.
+		fd, err := os.OpenFile(name, flag&^os.O_CREATE, perm)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &pathError{msg: "no store at " + b.path, kind: ErrNoStore}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		if err := b.lock(ctx, fd, write, timeout); err != nil {
+			fd.Close()
+			return nil, err
+		}
+		if l, err = mapLayout(fd, full); err != nil {
+			fd.Close()
+			return nil, b.damaged("%v", err)
+		}
+		f = fd
+		return fd, nil
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			if f != nil {
+				f.Close()
+			}
+			l.close()
+			db, f, l, err = nil, nil, nil, b.damaged("%v", p)
+		}
+	}()
+	// The lock is already held when bbolt asks for it again on the same
+	// descriptor, so bbolt's own timeout never comes into play.
+	db, err = bolt.Open(b.path, 0o600, &bolt.Options{
+		ReadOnly: !write,
+		Timeout:  time.Second,
+		OpenFile: openFile,
+	})
+	if err != nil {
+		l.close()
+		var pe *pathError
+		if errors.As(err, &pe) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil, nil, err
+		}
+		// Anything bbolt itself rejects after our checks (bad meta pages,
+		// a wrong version) means the file is not a usable store.
+		return nil, nil, nil, b.damaged("%v", err)
+	}
+	return db, f, l, nil
+}
+
+// lock takes flock on fd, polling so that the wait can end on ctx or the
+// timeout; flock(2) itself cannot be interrupted.
+func (b *Bolt) lock(ctx context.Context, fd *os.File, exclusive bool, timeout time.Duration) error {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	deadline := time.Now().Add(timeout)
+	delay := time.Millisecond
+	for {
+		err := unix.Flock(int(fd.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("lock store %s: %w", b.path, err)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return &pathError{msg: "store " + b.path + " is busy (locked by another lessor process)", kind: ErrBusy}
+		}
+		wait = min(wait, delay)
+		delay = min(2*delay, 20*time.Millisecond)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+func (b *Bolt) damaged(format string, args ...any) error {
+	return &pathError{msg: "store " + b.path + " is damaged: " + fmt.Sprintf(format, args...), kind: ErrCorrupt}
+}
+
+// pathError carries a message that already names the file, and the
+// sentinel it stands for.
+type pathError struct {
+	msg  string
+	kind error
+}
+
+func (e *pathError) Error() string { return e.msg }
+func (e *pathError) Unwrap() error { return e.kind }
+
+type boltTx struct {
+	b      *Bolt
+	tx     *bolt.Tx
+	bkt    *bolt.Bucket
+	write  bool
+	gen    int   // bumped by every write, so Walk knows to re-seek
+	broken error // set when bbolt panicked; nothing more may run or commit
+
+	l       *layout
+	base    uintptr         // where bbolt maps the file
+	size    uintptr         // the file's size when checked
+	written map[string]bool // keys put in this transaction
+	values  map[*byte]int   // values put in this transaction, by address
+}
+
+// fromFile reports whether b, a key or value that bbolt returned, lies in
+// its mapping of the file. A damaged leaf could make it point anywhere in
+// memory, and the backend must not copy that out; what a write transaction
+// put itself lies on the heap, and is told apart by the caller. A bucket
+// small enough to be stored inline in its parent's leaf was checked in full
+// with that leaf, but bbolt may read it from a copy on the heap, so there
+// this answers true.
+func (t *boltTx) fromFile(b []byte) bool {
+	if len(b) == 0 || t.l.tree == 0 {
+		return true
+	}
+	a := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return a >= t.base && a-t.base <= t.size && uintptr(len(b)) <= t.size-(a-t.base)
+}
+
+// checkPath checks the leaves bbolt will read for key (see
+// layout.checkPath).
+func (t *boltTx) checkPath(key string, siblings bool) error {
+	if err := t.l.checkPath([]byte(key), siblings); err != nil {
+		return t.fail("%v", err)
+	}
+	return nil
+}
+
+// fail reports damage found in this transaction, which may then neither
+// read on nor commit.
+func (t *boltTx) fail(format string, args ...any) error {
+	t.broken = t.b.damaged(format, args...)
+	return t.broken
+}
+
+// guard is deferred around every call into bbolt: a panic there means bbolt
+// met a page it could not make sense of.
+func (t *boltTx) guard(err *error) {
+	if p := recover(); p != nil {
+		t.broken = t.b.damaged("%v", p)
+		*err = t.broken
+	}
+}
+
+func (t *boltTx) rollback() {
+	if t.tx == nil {
+		return
+	}
+	defer func() { _ = recover() }()
+	_ = t.tx.Rollback()
+	t.tx = nil
+}
+
+func (t *boltTx) Get(key string) (v []byte, err error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
+	defer t.guard(&err)
+	if err := t.checkPath(key, false); err != nil {
+		return nil, err
+	}
+	// A cursor rather than Bucket.Get, which answers nil both for a missing
+	// key and for a nested bucket; the data bucket has no nested buckets, so
+	// meeting one means a damaged leaf.
+	k, val := t.bkt.Cursor().Seek([]byte(key))
+	if !bytes.Equal(k, []byte(key)) {
+		return nil, nil
+	}
+	if val == nil {
+		return nil, t.fail("key %q is marked as a bucket", key)
+	}
+	if !t.fromFile(val) && t.values[unsafe.SliceData(val)] != len(val) {
+		return nil, t.fail("the value of key %q lies outside the file", key)
+	}
+	return bytes.Clone(val), nil
+}
+
+func (t *boltTx) Put(key string, value []byte) (err error) {
+	if t.broken != nil {
+		return t.broken
+	}
+	if !t.write {
+		return fmt.Errorf("put %q: %w", key, errReadOnly)
+	}
+	if key == "" {
+		return errors.New("put: empty key")
+	}
+	defer t.guard(&err)
+	if err := t.checkPath(key, true); err != nil {
+		return err
+	}
+	t.gen++
+	// bbolt keeps the slice until commit, so it must not alias the caller's.
+	v := bytes.Clone(value)
+	if v == nil {
+		v = []byte{}
+	}
+	if err := t.bkt.Put([]byte(key), v); err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
+	t.written[key] = true
+	if len(v) > 0 {
+		if t.values == nil {
+			t.values = map[*byte]int{}
+		}
+		t.values[unsafe.SliceData(v)] = len(v)
+	}
+	return nil
+}
+
+func (t *boltTx) Delete(key string) (err error) {
+	if t.broken != nil {
+		return t.broken
+	}
+	if !t.write {
+		return fmt.Errorf("delete %q: %w", key, errReadOnly)
+	}
+	if key == "" {
+		return nil
+	}
+	defer t.guard(&err)
+	if err := t.checkPath(key, true); err != nil {
+		return err
+	}
+	t.gen++
+	if err := t.bkt.Delete([]byte(key)); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+func (t *boltTx) List(prefix string) ([]string, error) {
+	var keys []string
+	err := t.Walk(prefix, func(k string) error { keys = append(keys, k); return nil })
+	return keys, err
+}
+
+func (t *boltTx) Walk(prefix string, fn func(string) error) error {
+	if t.broken != nil {
+		return t.broken
+	}
+	var (
+		c    *bolt.Cursor
+		last []byte
+		gen  = -1
+	)
+	// step advances the cursor under the panic guard and copies the key out
+	// of the mapped file. The callback runs outside the guard, so a panic
+	// in the caller's code stays the caller's.
+	step := func() (key string, ok bool, err error) {
+		defer t.guard(&err)
+		var k, v []byte
+		switch {
+		case last == nil:
+			c = t.bkt.Cursor()
+			k, v = c.Seek([]byte(prefix))
+		case gen != t.gen:
+			// fn wrote to the bucket, which invalidates bbolt cursors:
+			// find our place again.
+			c = t.bkt.Cursor()
+			k, v = c.Seek(last)
+			if k != nil && bytes.Equal(k, last) {
+				k, v = c.Next()
+			}
+		default:
+			k, v = c.Next()
+		}
+		gen = t.gen
+		if k == nil {
+			return "", false, nil
+		}
+		if !t.fromFile(k) && (len(k) > bolt.MaxKeySize || !t.written[string(k)]) {
+			return "", false, t.fail("a key after %q lies outside the file", last)
+		}
+		if !bytes.HasPrefix(k, []byte(prefix)) {
+			return "", false, nil
+		}
+		if last != nil && bytes.Compare(k, last) <= 0 {
+			return "", false, t.fail("keys out of order after %q", last)
+		}
+		if v == nil {
+			return "", false, t.fail("key %q is marked as a bucket", k)
+		}
+		last = bytes.Clone(k)
+		return string(last), true, nil
+	}
+	for {
+		k, ok, err := step()
+		if err != nil || !ok {
+			return err
+		}
+		if err := fn(k); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+		if t.broken != nil {
+			return t.broken
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

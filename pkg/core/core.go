@@ -1,0 +1,434 @@
+// Package core is lessor's request pipeline: every command becomes one
+// logical.Request that goes through Handle, in this order: token lookup,
+// routing by the longest mount prefix, ACL check (with sudo for the
+// root-protected paths), audit of the request, the backend, activation of
+// the leases it recorded, audit of the response.
+//
+// The core owns the mount table (core/mounts), the policies
+// (sys/policy/<name>), the audit configuration (core/audit) and wires the
+// token store (sys/token/) and the lease manager (sys/lease/) to the
+// backends. Each backend gets its own prefix of the sealed store,
+// logical/<mount uuid>/.
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/audit"
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+	"github.com/lessorhq/lessor/pkg/token"
+)
+
+// SystemDefaultTTL and SystemMaxTTL are the system-wide lease TTLs, as in
+// Vault (768h = 32 days).
+const (
+	SystemDefaultTTL = 768 * time.Hour
+	SystemMaxTTL     = 768 * time.Hour
+)
+
+// Factory builds the backend for one mount type.
+type Factory func() logical.Backend
+
+// Config wires a Core.
+type Config struct {
+	// Store is the sealed (barrier) store.
+	Store   storage.Store
+	StoreID string
+	// Factories maps mount types ("database") to their backends.
+	Factories  map[string]Factory
+	Now        func() time.Time
+	Rand       io.Reader
+	RemoteUser string
+}
+
+// Core runs requests.
+type Core struct {
+	store     storage.Store
+	storeID   string
+	factories map[string]Factory
+	now       func() time.Time
+	rand      io.Reader
+	user      string
+
+	tokens *token.Store
+	leases *lease.Manager
+	sys    *systemBackend
+
+	mu       sync.Mutex
+	backends map[string]logical.Backend // by mount uuid
+	broker   *audit.Broker
+	brokerOK bool
+}
+
+// New returns a Core over an unsealed store.
+func New(cfg Config) *Core {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	c := &Core{
+		store: cfg.Store, storeID: cfg.StoreID, factories: cfg.Factories,
+		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser,
+		backends: map[string]logical.Backend{},
+	}
+	c.leases = lease.New(cfg.Store, c.resolveLeaseMount, lease.Options{Now: cfg.Now, Rand: cfg.Rand})
+	c.tokens = token.New(storage.Prefixed(cfg.Store, "sys/token/"), token.Options{
+		Now: cfg.Now, Rand: cfg.Rand,
+		DefaultTTL: SystemDefaultTTL, MaxTTL: SystemMaxTTL,
+		PolicyExists: c.policyExists,
+		OnRevoke:     c.leases.RevokeByToken,
+	})
+	c.sys = &systemBackend{c: c}
+	return c
+}
+
+// Leases returns the lease manager.
+func (c *Core) Leases() *lease.Manager { return c.leases }
+
+// Tokens returns the token store.
+func (c *Core) Tokens() *token.Store { return c.tokens }
+
+// StoreID returns the store's id.
+func (c *Core) StoreID() string { return c.storeID }
+
+// Initialize writes what a new store needs (the audit HMAC key) and creates
+// the root token, which it returns; it is shown once and never stored.
+func (c *Core) Initialize(ctx context.Context) (string, error) {
+	key := make([]byte, 32)
+	if _, err := io.ReadFull(c.rand, key); err != nil {
+		return "", fmt.Errorf("generate audit key: %w", err)
+	}
+	if err := c.store.Update(ctx, func(tx storage.Tx) error {
+		if err := tx.Put(auditKeyPath, key); err != nil {
+			return err
+		}
+		return saveMounts(tx, nil)
+	}); err != nil {
+		return "", err
+	}
+	tok, _, err := c.tokens.CreateRoot(ctx)
+	return tok, err
+}
+
+// PermissionError is a denied request; it names the operation and path.
+type PermissionError struct {
+	Operation logical.Operation
+	Path      string
+	Reason    string
+}
+
+func (e *PermissionError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("permission denied: %s", e.Reason)
+	}
+	return "permission denied"
+}
+
+// Unwrap makes errors.Is(err, logical.ErrPermissionDenied) true.
+func (e *PermissionError) Unwrap() error { return logical.ErrPermissionDenied }
+
+// sudoPaths are root-protected: the ACL must grant sudo as well as the
+// operation's capability (Vault's list, as far as lessor has the paths).
+var sudoPrefixes = []string{
+	"sys/leases/revoke-prefix/", "sys/leases/revoke-force/", "sys/leases/lookup/", "sys/leases/entries",
+	"sys/audit", "sys/remount", "sys/raw",
+}
+
+func needsSudo(path string, op logical.Operation) bool {
+	if path == "sys/leases/lookup" || strings.HasPrefix(path, "sys/leases/lookup/") {
+		return op == logical.ListOperation
+	}
+	for _, p := range sudoPrefixes {
+		if strings.HasPrefix(path+"/", p) || strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Core) requestID() string {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(c.rand, b); err != nil {
+		return ""
+	}
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// Handle runs one request through the pipeline.
+func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	req.Path = strings.TrimLeft(req.Path, "/")
+	if req.Operation != logical.ListOperation {
+		req.Path = strings.TrimRight(req.Path, "/")
+	}
+	if req.ID == "" {
+		req.ID = c.requestID()
+	}
+	fullPath := req.Path
+
+	te, err := c.tokens.Lookup(ctx, req.ClientToken)
+	if err != nil {
+		if errors.Is(err, token.ErrBadToken) {
+			return nil, &PermissionError{Operation: req.Operation, Path: fullPath, Reason: "missing, invalid or expired token"}
+		}
+		return nil, err
+	}
+	acl, err := c.aclFor(ctx, te.Policies)
+	if err != nil {
+		return nil, err
+	}
+	be, mount, rel, err := c.route(ctx, fullPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req.DisplayName = te.DisplayName
+	req.TokenAccessor = te.Accessor
+	req.TokenPolicies = te.Policies
+	req.IsRoot = containsString(te.Policies, "root")
+	req.MountPoint = mount.Path
+	req.MountType = mount.Type
+	req.MountAccessor = mount.Accessor
+	req.System = c.systemView(mount)
+	req.Storage = c.mountStorage(mount)
+
+	aclOp := req.Operation
+	if aclOp == logical.CreateOperation || aclOp == logical.UpdateOperation {
+		inner := *req
+		inner.Path = rel
+		ok, exists, err := be.ExistenceCheck(ctx, &inner)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !exists {
+			aclOp = logical.CreateOperation
+		} else {
+			aclOp = logical.UpdateOperation
+		}
+		req.Operation = aclOp
+	}
+
+	broker, err := c.auditBroker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ae := &audit.Entry{
+		RequestID: req.ID, Operation: string(aclOp), Path: fullPath, MountType: mount.Type,
+		ClientToken: req.ClientToken, Accessor: te.Accessor, DisplayName: te.DisplayName,
+		Policies: te.Policies, RemoteUser: c.user, Data: req.Data,
+	}
+	// A denied request is audited too: who tried what is the point.
+	deny := func(err error) (*logical.Response, error) {
+		ae.Err = err
+		if aerr := broker.LogResponse(ctx, ae); aerr != nil {
+			return nil, fmt.Errorf("audit: %w", aerr)
+		}
+		return nil, err
+	}
+	res := acl.Allow(aclOp, fullPath, req.Data)
+	if !res.Allowed {
+		return deny(&PermissionError{Operation: aclOp, Path: fullPath})
+	}
+	req.HasSudo = res.Sudo || req.IsRoot
+	if needsSudo(fullPath, aclOp) && !req.HasSudo {
+		return deny(&PermissionError{Operation: aclOp, Path: fullPath, Reason: "this path also needs the sudo capability"})
+	}
+	if err := c.tokens.Use(ctx, te); err != nil {
+		return deny(err)
+	}
+	if te.NumUses < 0 {
+		// That was the token's last use: revoke it (and what it created
+		// in this very request) once the request is done.
+		defer func() { _ = c.tokens.Revoke(context.WithoutCancel(ctx), te) }()
+	}
+	if err := broker.LogRequest(ctx, ae); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+
+	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System)
+	req.Leases = rec
+	req.Path = rel
+	resp, herr := be.HandleRequest(ctx, req)
+	req.Path = fullPath
+	if herr == nil {
+		if ids := rec.Prepared(); len(ids) > 0 {
+			herr = c.leases.Activate(ctx, ids...)
+		}
+	}
+	ae.Response, ae.Err = resp, herr
+	if err := broker.LogResponse(ctx, ae); err != nil && herr == nil {
+		// The secret exists and its lease is active, so reap will clean up
+		// after it; but it must not be handed out unaudited.
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return resp, herr
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// route finds the backend for a full path and the path below its mount.
+func (c *Core) route(ctx context.Context, p string) (logical.Backend, *MountEntry, string, error) {
+	switch {
+	case p == "sys" || strings.HasPrefix(p, "sys/"):
+		return c.sys, sysMount, strings.TrimPrefix(strings.TrimPrefix(p, "sys"), "/"), nil
+	case p == "auth/token" || strings.HasPrefix(p, "auth/token/"):
+		return c.tokens.Backend(), tokenMount, strings.TrimPrefix(strings.TrimPrefix(p, "auth/token"), "/"), nil
+	}
+	ms, err := c.mounts(ctx)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	m := findMount(ms, strings.TrimSuffix(p, "/"))
+	if m == nil {
+		return nil, nil, "", &logical.CodedError{Status: 404, Msg: fmt.Sprintf("no secrets engine is mounted at %q (see `lessor secrets list`)", p)}
+	}
+	be, err := c.backend(m)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	// The path below the mount keeps a list's trailing slash.
+	rel := strings.TrimPrefix(p, m.Path)
+	if !strings.HasSuffix(p, "/") {
+		rel = strings.TrimSuffix(strings.TrimPrefix(p+"/", m.Path), "/")
+	}
+	return be, m, rel, nil
+}
+
+var (
+	sysMount   = &MountEntry{Path: "sys/", Type: "system", UUID: "system", Accessor: "system"}
+	tokenMount = &MountEntry{Path: "auth/token/", Type: "token", UUID: "token", Accessor: "auth_token"}
+)
+
+func (c *Core) backend(m *MountEntry) (logical.Backend, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if be, ok := c.backends[m.UUID]; ok {
+		return be, nil
+	}
+	f, ok := c.factories[m.Type]
+	if !ok {
+		return nil, fmt.Errorf("mount %s has unknown type %q", m.Path, m.Type)
+	}
+	be := f()
+	c.backends[m.UUID] = be
+	return be, nil
+}
+
+func (c *Core) mountStorage(m *MountEntry) storage.Store {
+	return storage.Prefixed(c.store, "logical/"+m.UUID+"/")
+}
+
+// resolveLeaseMount gives the lease manager what it needs to renew or
+// revoke a lease of the mount with this uuid.
+func (c *Core) resolveLeaseMount(ctx context.Context, uuid string) (*lease.Mount, error) {
+	m, err := c.mountByUUID(ctx, uuid)
+	if err != nil {
+		return nil, err
+	}
+	be, err := c.backend(m)
+	if err != nil {
+		return nil, err
+	}
+	sb, ok := be.(logical.SecretBackend)
+	if !ok {
+		return nil, fmt.Errorf("mount %s (%s) does not issue leases", m.Path, m.Type)
+	}
+	return &lease.Mount{Backend: sb, MountPoint: m.Path, Storage: c.mountStorage(m), System: c.systemView(m)}, nil
+}
+
+// systemView is what a backend of one mount may ask of the system.
+type systemView struct {
+	m       *MountEntry
+	storeID string
+	now     func() time.Time
+}
+
+func (c *Core) systemView(m *MountEntry) logical.SystemView {
+	return &systemView{m: m, storeID: c.storeID, now: c.now}
+}
+
+func (s *systemView) DefaultLeaseTTL() time.Duration {
+	if s.m.Config.DefaultLeaseTTL > 0 {
+		return s.m.Config.DefaultLeaseTTL
+	}
+	return SystemDefaultTTL
+}
+
+func (s *systemView) MaxLeaseTTL() time.Duration {
+	if s.m.Config.MaxLeaseTTL > 0 {
+		return s.m.Config.MaxLeaseTTL
+	}
+	return SystemMaxTTL
+}
+
+func (s *systemView) StoreID() string { return s.storeID }
+func (s *systemView) Now() time.Time  { return s.now() }
+
+// Counts reports how much the store holds, for `operator status`.
+type Counts struct {
+	Mounts, Policies, Tokens, Leases int
+}
+
+// Count returns the store's counts.
+func (c *Core) Count(ctx context.Context) (Counts, error) {
+	var n Counts
+	ms, err := c.mounts(ctx)
+	if err != nil {
+		return n, err
+	}
+	n.Mounts = len(ms)
+	names, err := c.policyNames(ctx)
+	if err != nil {
+		return n, err
+	}
+	n.Policies = len(names)
+	if n.Tokens, err = c.tokens.Count(ctx); err != nil {
+		return n, err
+	}
+	n.Leases, err = c.leases.Count(ctx)
+	return n, err
+}
+
+// ReapResult is what a reap did to leases and tokens.
+type ReapResult struct {
+	*lease.ReapSummary
+	TokensRevoked int `json:"tokens_revoked"`
+}
+
+// Reap revokes expired tokens (and with them their leases), then every due
+// lease.
+func (c *Core) Reap(ctx context.Context, o lease.ReapOptions) (*ReapResult, error) {
+	res := &ReapResult{}
+	if !o.DryRun {
+		n, err := c.tokens.RevokeExpired(ctx)
+		res.TokensRevoked = n
+		if err != nil {
+			var re *lease.RevokeError
+			if !errors.As(err, &re) {
+				return res, err
+			}
+		}
+	}
+	sum, err := c.leases.Reap(ctx, o)
+	res.ReapSummary = sum
+	return res, err
+}

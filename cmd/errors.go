@@ -1,0 +1,120 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+// Exit codes, documented in `lessor help exit-codes`.
+const (
+	exitOK          = 0
+	exitLocal       = 1 // usage, bad input, local files and the store
+	exitFailed      = 2 // the operation was refused or failed
+	exitReapPending = 3 // reap finished, but some revocations failed and will be retried
+)
+
+// usageError is a mistake in how lessor was invoked, or in local input
+// (a missing file, a bad key=value): exit 1.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// localError is a failure of the local environment (store, key file,
+// config): exit 1.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// exitCodeError carries an explicit exit code (reap's 3) and an optional
+// message.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *exitCodeError) Unwrap() error { return e.err }
+
+// hintError adds a hint line below the error.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() }
+func (e *hintError) Unwrap() error { return e.err }
+
+func withHint(err error, format string, args ...any) error {
+	return &hintError{err: err, hint: fmt.Sprintf(format, args...)}
+}
+
+// requestError wraps a pipeline error with what was being done. Local
+// errors (the store, the key, the token file) already say what they are
+// about and are passed on as they are.
+func requestError(verb, path string, err error) error {
+	var le *localError
+	var ue *usageError
+	if errors.As(err, &le) || errors.As(err, &ue) {
+		return err
+	}
+	return fmt.Errorf("%s %s: %w", verb, path, err)
+}
+
+// exitCode maps an error to lessor's exit code: the one place that does.
+func exitCode(err error) int {
+	var ce *exitCodeError
+	var ue *usageError
+	var le *localError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &ue), errors.As(err, &le):
+		return exitLocal
+	}
+	return exitFailed
+}
+
+// printError prints err once, as `lessor: error: …` with optional hint
+// lines; secrets never reach error text (the plugin redacts passwords).
+func printError(w io.Writer, err error) {
+	msg := strings.TrimSpace(err.Error())
+	if msg == "" {
+		return
+	}
+	fmt.Fprintf(w, "lessor: error: %s\n", oneLine(msg))
+	var he *hintError
+	if errors.As(err, &he) && he.hint != "" {
+		fmt.Fprintf(w, "lessor: hint: %s\n", he.hint)
+	}
+	if errors.Is(err, logical.ErrPermissionDenied) && !errors.As(err, &he) {
+		fmt.Fprintln(w, "lessor: hint: check the token's policies with `lessor token capabilities PATH`")
+	}
+}
+
+// oneLine keeps an error on one line: PostgreSQL and parser errors may
+// carry newlines.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\r", " ")
+	parts := strings.Split(s, "\n")
+	for i := range parts {
+		parts[i] = strings.TrimSpace(parts[i])
+	}
+	return strings.Join(parts, "; ")
+}

@@ -1,0 +1,371 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+	"golang.org/x/term"
+
+	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// IOStreams are the command's standard streams and whether they are
+// terminals; tests inject buffers.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	Err    io.Writer
+	InTTY  bool
+	OutTTY bool
+	ErrTTY bool
+}
+
+// Factory holds what commands need, built lazily: help, version and
+// completion never open the store, prompt, or dial PostgreSQL.
+type Factory struct {
+	IO     *IOStreams
+	Getenv func(string) string
+	Now    func() time.Time
+	v      *viper.Viper
+	flags  map[string]string
+
+	// ReadPassword reads a secret from the terminal without echo.
+	ReadPassword func(prompt string) ([]byte, error)
+
+	core    *core.Core
+	barrier *barrier.Barrier
+}
+
+func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
+	f := &Factory{
+		IO:     &IOStreams{In: stdin, Out: stdout, Err: stderr},
+		Getenv: getenv,
+		Now:    time.Now,
+		v:      viper.New(),
+		flags:  map[string]string{},
+	}
+	f.defaults()
+	f.IO.InTTY = isTerminal(stdin)
+	f.IO.OutTTY = isTerminal(stdout)
+	f.IO.ErrTTY = isTerminal(stderr)
+	if skew := getenv("LESSOR_TESTONLY_CLOCK_SKEW"); skew != "" {
+		// A test seam: scripts move lessor's clock forward to test expiry
+		// without sleeping. PostgreSQL keeps its own clock.
+		if d, err := time.ParseDuration(skew); err == nil {
+			f.Now = func() time.Time { return time.Now().Add(d) }
+		}
+	}
+	f.ReadPassword = func(prompt string) ([]byte, error) {
+		tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+		if err != nil {
+			return nil, errors.New("no terminal to prompt on; set LESSOR_PASSPHRASE_FILE")
+		}
+		defer tty.Close()
+		fmt.Fprint(tty, prompt)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return b, err
+	}
+	return f
+}
+
+func isTerminal(x any) bool {
+	f, ok := x.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// Settings, each with its flag, environment variable and config key; the
+// precedence is flag > env > config file > default.
+type setting struct {
+	key, flag, env, desc string
+}
+
+var settings = []setting{
+	{"store", "store", "LESSOR_STORE", "path of the encrypted state file"},
+	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
+	{"format", "format", "LESSOR_FORMAT", "output format: table, json or yaml"},
+	{"unseal_key", "", "LESSOR_UNSEAL_KEY", "the unseal key itself, base64 (instead of a key file; for CI)"},
+	{"passphrase_file", "", "LESSOR_PASSPHRASE_FILE", "file holding the passphrase of a passphrase-protected store"},
+	{"token", "", "LESSOR_TOKEN", "the token to use (overrides the token file)"},
+	{"token_file", "", "LESSOR_TOKEN_FILE", "where `lessor login` stores the token"},
+}
+
+func (f *Factory) home() string {
+	if h := f.Getenv("HOME"); h != "" {
+		return h
+	}
+	h, _ := os.UserHomeDir()
+	return h
+}
+
+func (f *Factory) xdg(env, fallback string) string {
+	if d := f.Getenv(env); d != "" && filepath.IsAbs(d) {
+		return d
+	}
+	return filepath.Join(f.home(), fallback)
+}
+
+func (f *Factory) defaults() {
+	f.v.SetDefault("store", filepath.Join(f.xdg("XDG_DATA_HOME", ".local/share"), "lessor", "lessor.db"))
+	f.v.SetDefault("key_file", filepath.Join(f.xdg("XDG_CONFIG_HOME", ".config"), "lessor", "unseal.key"))
+	f.v.SetDefault("format", "table")
+	f.v.SetDefault("token_file", filepath.Join(f.home(), ".lessor-token"))
+}
+
+// setFlag records a flag the user set; it outranks everything else.
+func (f *Factory) setFlag(key, value string) { f.flags[key] = value }
+
+// get returns a setting: flag (if set) > environment > config file >
+// default. The environment is read through Getenv so that tests stay
+// hermetic.
+func (f *Factory) get(key string) string {
+	if v, ok := f.flags[key]; ok {
+		return v
+	}
+	for _, s := range settings {
+		if s.key == key {
+			if v := f.Getenv(s.env); v != "" {
+				return v
+			}
+		}
+	}
+	return f.v.GetString(key)
+}
+
+// loadConfigFile reads the YAML config file, if there is one. A file that
+// was named explicitly must exist.
+func (f *Factory) loadConfigFile(path string, explicit bool) error {
+	if path == "" {
+		path = filepath.Join(f.xdg("XDG_CONFIG_HOME", ".config"), "lessor", "config.yaml")
+	}
+	if _, err := os.Stat(path); err != nil {
+		if !explicit && errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
+	}
+	f.v.SetConfigFile(path)
+	f.v.SetConfigType("yaml")
+	if err := f.v.ReadInConfig(); err != nil {
+		return &localError{fmt.Errorf("config file %s: %v", path, err)}
+	}
+	for _, k := range f.v.AllKeys() {
+		known := false
+		for _, s := range settings {
+			known = known || s.key == k
+		}
+		if !known {
+			return &localError{fmt.Errorf("config file %s: unknown key %q", path, k)}
+		}
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (f *Factory) storePath() string { return expandHome(f.get("store"), f.home()) }
+
+func expandHome(p, home string) string {
+	if p == "~" {
+		return home
+	}
+	if strings.HasPrefix(p, "~/") {
+		return filepath.Join(home, p[2:])
+	}
+	return p
+}
+
+// openPhysical opens the store file without unsealing it.
+func (f *Factory) openPhysical() (*storage.Bolt, error) {
+	path := f.storePath()
+	phys, err := storage.OpenBolt(path, storage.BoltOptions{})
+	if err != nil {
+		if errors.Is(err, storage.ErrNoStore) {
+			return nil, &localError{withHint(err, "run `lessor operator init` to create it, or point -store / LESSOR_STORE at an existing one")}
+		}
+		return nil, &localError{err}
+	}
+	return phys, nil
+}
+
+// unsealKey picks the unseal key for a store of the given kind:
+// LESSOR_UNSEAL_KEY, else the key file, for key-file stores; the passphrase
+// file, else a terminal prompt, for passphrase stores.
+func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
+	if kind == barrier.KindPassphrase {
+		if pf := f.get("passphrase_file"); pf != "" {
+			b, err := readSecretFile(expandHome(pf, f.home()))
+			if err != nil {
+				return barrier.UnsealKey{}, &localError{fmt.Errorf("passphrase file: %w", err)}
+			}
+			return barrier.KeyFromPassphrase(b), nil
+		}
+		b, err := f.ReadPassword("Passphrase for " + f.storePath() + ": ")
+		if err != nil {
+			return barrier.UnsealKey{}, &localError{fmt.Errorf("read passphrase: %w", err)}
+		}
+		return barrier.KeyFromPassphrase(b), nil
+	}
+	if k := f.get("unseal_key"); k != "" {
+		key, err := barrier.KeyFromBase64(k)
+		if err != nil {
+			return barrier.UnsealKey{}, &localError{fmt.Errorf("LESSOR_UNSEAL_KEY: %w", err)}
+		}
+		return key, nil
+	}
+	path := expandHome(f.get("key_file"), f.home())
+	key, err := barrier.KeyFromFile(path)
+	if err != nil {
+		return barrier.UnsealKey{}, &localError{err}
+	}
+	return key, nil
+}
+
+// readSecretFile reads a passphrase file, refusing one that others can
+// read, and drops one trailing newline.
+func readSecretFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is readable by group or others (mode %04o); run: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	b = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return b, nil
+}
+
+// Barrier opens and unseals the store.
+func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
+	if f.barrier != nil {
+		return f.barrier, nil
+	}
+	phys, err := f.openPhysical()
+	if err != nil {
+		return nil, err
+	}
+	kind, err := barrier.UnsealKind(ctx, phys)
+	if err != nil {
+		return nil, f.storeError(err)
+	}
+	key, err := f.unsealKey(kind)
+	if err != nil {
+		return nil, err
+	}
+	b, err := barrier.Open(ctx, phys, key)
+	if err != nil {
+		return nil, f.storeError(err)
+	}
+	f.barrier = b
+	return b, nil
+}
+
+// storeError names the store in errors about it.
+func (f *Factory) storeError(err error) error {
+	path := f.storePath()
+	switch {
+	case errors.Is(err, barrier.ErrWrongKey):
+		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "check -key-file / LESSOR_KEY_FILE, LESSOR_UNSEAL_KEY or the passphrase")}
+	case errors.Is(err, barrier.ErrNotInitialized):
+		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "run `lessor operator init`")}
+	}
+	if strings.Contains(err.Error(), path) {
+		return &localError{err}
+	}
+	return &localError{fmt.Errorf("store %s: %w", path, err)}
+}
+
+// Core returns the request pipeline over the unsealed store.
+func (f *Factory) Core(ctx context.Context) (*core.Core, error) {
+	if f.core != nil {
+		return f.core, nil
+	}
+	b, err := f.Barrier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.core = f.newCore(b)
+	return f.core, nil
+}
+
+func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
+	return core.New(core.Config{
+		Store:   b,
+		StoreID: b.StoreID(),
+		Factories: map[string]core.Factory{
+			"database": func() logical.Backend { return database.New(database.Options{}) },
+		},
+		Now:        f.Now,
+		RemoteUser: osUser(),
+	})
+}
+
+func osUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return fmt.Sprint(os.Getuid())
+}
+
+// Token returns the caller's token: LESSOR_TOKEN, else the token file.
+func (f *Factory) Token() (string, error) {
+	if t := f.Getenv("LESSOR_TOKEN"); t != "" {
+		return strings.TrimSpace(t), nil
+	}
+	path := f.tokenFile()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		return "", &localError{fmt.Errorf("token file %s: %w", path, unwrapPathError(err))}
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (f *Factory) tokenFile() string { return expandHome(f.get("token_file"), f.home()) }
+
+// Request runs one request through the pipeline with the caller's token.
+func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	c, err := f.Core(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.ClientToken == "" {
+		tok, err := f.Token()
+		if err != nil {
+			return nil, err
+		}
+		if tok == "" {
+			return nil, withHint(fmt.Errorf("%s %s: no token", req.Operation, req.Path),
+				"set LESSOR_TOKEN or run `lessor login` (the root token was printed by `lessor operator init`)")
+		}
+		req.ClientToken = tok
+	}
+	return c.Handle(ctx, req)
+}

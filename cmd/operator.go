@@ -1,0 +1,328 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+func newOperatorCmd(f *Factory, g *globalOptions) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "operator <subcommand>",
+		Short: "Create the store, show its status, rotate and rekey it",
+		Example: `  lessor operator init
+  lessor operator status
+  lessor operator rotate`,
+	}
+	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g))
+	return c
+}
+
+// passphrase reads a new passphrase: LESSOR_PASSPHRASE_FILE, else twice
+// from the terminal.
+func newPassphrase(f *Factory) ([]byte, error) {
+	if pf := f.get("passphrase_file"); pf != "" {
+		b, err := readSecretFile(expandHome(pf, f.home()))
+		if err != nil {
+			return nil, usageErrorf("passphrase file: %v", err)
+		}
+		return b, nil
+	}
+	p1, err := f.ReadPassword("New passphrase: ")
+	if err != nil {
+		return nil, usageErrorf("read passphrase: %v", err)
+	}
+	p2, err := f.ReadPassword("Repeat passphrase: ")
+	if err != nil {
+		return nil, usageErrorf("read passphrase: %v", err)
+	}
+	if !bytes.Equal(p1, p2) {
+		return nil, usageErrorf("the passphrases do not match")
+	}
+	if len(p1) < 12 {
+		return nil, usageErrorf("the passphrase is too short: use at least 12 characters")
+	}
+	return p1, nil
+}
+
+func newOperatorInitCmd(f *Factory, g *globalOptions) *cobra.Command {
+	var usePassphrase, noStoreToken bool
+	c := &cobra.Command{
+		Use:   "init [flags]",
+		Short: "Create a new encrypted store, its unseal key and the root token",
+		Long: `Creates the store file (0600, in a 0700 directory) and its unseal key, then
+creates the root token and prints it once. The key is, by default, a new
+key file (-key-file / LESSOR_KEY_FILE, created 0600) so that cron and
+scripts unseal at no cost; with -passphrase, a passphrase (from
+LESSOR_PASSPHRASE_FILE or typed twice) stretched with Argon2id; with
+LESSOR_UNSEAL_KEY set, that key. The root token is also written to the
+token file (~/.lessor-token) unless -no-store-token.
+
+init never touches an existing store.`,
+		Example: `  lessor operator init
+  lessor operator init -store=/var/lib/lessor/lessor.db -key-file=/etc/lessor/unseal.key
+  LESSOR_PASSPHRASE_FILE=./pass lessor operator init -passphrase -format=json`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			path := f.storePath()
+			if _, err := os.Lstat(path); err == nil {
+				return &localError{withHint(fmt.Errorf("a store already exists at %s; init refuses to touch it", path),
+					"use -store to create another one, or `lessor operator status` to inspect this one")}
+			}
+			var key barrier.UnsealKey
+			var keyFile string
+			var err error
+			switch {
+			case usePassphrase:
+				pass, err := newPassphrase(f)
+				if err != nil {
+					return err
+				}
+				key = barrier.KeyFromPassphrase(pass)
+			case f.get("unseal_key") != "":
+				if key, err = barrier.KeyFromBase64(f.get("unseal_key")); err != nil {
+					return usageErrorf("LESSOR_UNSEAL_KEY: %v", err)
+				}
+			default:
+				keyFile = expandHome(f.get("key_file"), f.home())
+				if _, err := os.Lstat(keyFile); err == nil {
+					return &localError{withHint(fmt.Errorf("key file %s already exists; init will not reuse or overwrite it", keyFile),
+						"choose another with -key-file, or move the old one away")}
+				}
+				if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
+					return &localError{fmt.Errorf("create key file directory: %w", err)}
+				}
+				if err := barrier.GenerateKeyFile(keyFile); err != nil {
+					return &localError{fmt.Errorf("create key file %s: %w", keyFile, err)}
+				}
+				if key, err = barrier.KeyFromFile(keyFile); err != nil {
+					os.Remove(keyFile)
+					return &localError{err}
+				}
+			}
+			tok, storeID, err := initStore(ctx, f, path, key)
+			if err != nil {
+				if keyFile != "" {
+					os.Remove(keyFile)
+				}
+				return err
+			}
+			if !noStoreToken {
+				if err := storeToken(f.tokenFile(), tok); err != nil {
+					return &localError{fmt.Errorf("store the root token in %s: %w (the store was created; the token is shown below)", f.tokenFile(), err)}
+				}
+			}
+			unseal := "key file " + keyFile
+			switch {
+			case usePassphrase:
+				unseal = "passphrase"
+			case keyFile == "":
+				unseal = "LESSOR_UNSEAL_KEY"
+			}
+			data := map[string]any{"root_token": tok, "store_path": path, "store_id": storeID, "unseal": unseal}
+			if keyFile != "" {
+				data["key_file"] = keyFile
+			}
+			o := g.formatOptions(f)
+			if o.Format == "table" && o.Field == "" {
+				fmt.Fprintf(f.IO.Out, "Store:         %s\nStore ID:      %s\nUnseal:        %s\nRoot Token:    %s\n\n", path, storeID, unseal, tok)
+				fmt.Fprintln(f.IO.Out, "The root token is shown once. It can do anything: keep it for set-up and")
+				fmt.Fprintln(f.IO.Out, "emergencies, and create tokens with narrower policies for daily use.")
+				if !noStoreToken {
+					fmt.Fprintf(f.IO.Out, "It was written to %s, so the next commands use it.\n", f.tokenFile())
+				}
+				if keyFile != "" {
+					fmt.Fprintf(f.IO.Out, "Whoever can read %s can decrypt the store: keep it off backups of the store.\n", keyFile)
+				}
+				return nil
+			}
+			return flatOut(f, g, data)
+		},
+	}
+	c.Flags().BoolVar(&usePassphrase, "passphrase", false, "protect the store with a passphrase instead of a key file")
+	c.Flags().BoolVar(&noStoreToken, "no-store-token", false, "do not write the root token to the token file")
+	return c
+}
+
+// initStore creates the store file and initialises it; on any failure the
+// new file is removed, so that init can simply be run again.
+func initStore(ctx context.Context, f *Factory, path string, key barrier.UnsealKey) (tok, storeID string, err error) {
+	phys, err := storage.CreateBolt(path, storage.BoltOptions{})
+	if err != nil {
+		return "", "", &localError{err}
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+	b, err := barrier.Init(ctx, phys, key, barrier.InitOptions{Now: f.Now})
+	if err != nil {
+		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
+	}
+	tok, err = f.newCore(b).Initialize(ctx)
+	if err != nil {
+		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
+	}
+	return tok, b.StoreID(), nil
+}
+
+func newOperatorStatusCmd(f *Factory, g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the store exists, its format, key term and counts",
+		Long: `Shows the store's path, format version, id, unseal kind and key term, and
+how many mounts, policies, tokens and leases it holds. Exits 2 when there is
+no store at the path.`,
+		Example: `  lessor operator status
+  lessor operator status -format=json`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			path := f.storePath()
+			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+				if err := flatOut(f, g, map[string]any{"initialized": false, "store_path": path}); err != nil {
+					return err
+				}
+				return &exitCodeError{code: exitFailed}
+			}
+			b, err := f.Barrier(ctx)
+			if err != nil {
+				return err
+			}
+			cr, err := f.Core(ctx)
+			if err != nil {
+				return err
+			}
+			n, err := cr.Count(ctx)
+			if err != nil {
+				return f.storeError(err)
+			}
+			info := b.Info()
+			data := map[string]any{
+				"initialized":    true,
+				"store_path":     path,
+				"store_id":       info.StoreID,
+				"format_version": info.FormatVersion,
+				"key_term":       info.Term,
+				"unseal":         info.UnsealKind,
+				"mounts":         n.Mounts,
+				"policies":       n.Policies,
+				"tokens":         n.Tokens,
+				"leases":         n.Leases,
+			}
+			return flatOut(f, g, data)
+		},
+	}
+}
+
+func newOperatorRotateCmd(f *Factory, g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate",
+		Short: "Start a new data-encryption key term",
+		Long: `Adds a new data key to the keyring; every value written from now on is sealed
+with it, and older values stay readable and are re-sealed when next
+written. The unseal key does not change (see rekey for that).`,
+		Example: `  lessor operator rotate`,
+		Args:    exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			b, err := f.Barrier(c.Context())
+			if err != nil {
+				return err
+			}
+			term, err := b.Rotate(c.Context())
+			if err != nil {
+				return f.storeError(err)
+			}
+			fmt.Fprintf(f.IO.Out, "Success! Rotated the data key; the active key term is now %d\n", term)
+			return nil
+		},
+	}
+}
+
+func newOperatorRekeyCmd(f *Factory, g *globalOptions) *cobra.Command {
+	var usePassphrase bool
+	var newKeyFile string
+	c := &cobra.Command{
+		Use:   "rekey [flags]",
+		Short: "Replace the unseal key (key file or passphrase)",
+		Long: `Wraps the store's root key under a new unseal key; the data is not
+re-encrypted, and the old key stops working at once.
+
+With a key-file store and no flags, a new key file replaces the current one
+in place: the new key is written next to it (<key file>.new) first, the
+store is rekeyed, then the new file is renamed over the old one. If lessor
+is interrupted in between, <key file>.new is the key that works.
+-new-key-file writes the new key elsewhere instead; -passphrase switches to
+a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
+		Example: `  lessor operator rekey
+  lessor operator rekey -new-key-file=/etc/lessor/unseal-2026.key
+  LESSOR_PASSPHRASE_FILE=./new-pass lessor operator rekey -passphrase`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			b, err := f.Barrier(ctx)
+			if err != nil {
+				return err
+			}
+			if usePassphrase {
+				if newKeyFile != "" {
+					return usageErrorf("-passphrase and -new-key-file exclude each other")
+				}
+				pass, err := newPassphrase(f)
+				if err != nil {
+					return err
+				}
+				if err := b.Rekey(ctx, barrier.KeyFromPassphrase(pass), barrier.InitOptions{Now: f.Now}); err != nil {
+					return f.storeError(err)
+				}
+				fmt.Fprintln(f.IO.Out, "Success! The store is now unsealed by the new passphrase; the old key no longer works.")
+				return nil
+			}
+			current := expandHome(f.get("key_file"), f.home())
+			target, inPlace := newKeyFile, newKeyFile == ""
+			if inPlace {
+				target = current + ".new"
+				os.Remove(target) // a leftover from an interrupted rekey that never reached the store
+			}
+			if _, err := os.Lstat(target); err == nil {
+				return usageErrorf("%s already exists; choose another -new-key-file", target)
+			}
+			if err := barrier.GenerateKeyFile(target); err != nil {
+				return &localError{fmt.Errorf("create key file %s: %w", target, err)}
+			}
+			key, err := barrier.KeyFromFile(target)
+			if err != nil {
+				return &localError{err}
+			}
+			if err := b.Rekey(ctx, key, barrier.InitOptions{Now: f.Now}); err != nil {
+				os.Remove(target)
+				return f.storeError(err)
+			}
+			if inPlace {
+				if err := os.Rename(target, current); err != nil {
+					return &localError{fmt.Errorf("the store was rekeyed, but moving %s over %s failed: %w; use %s from now on", target, current, err, target)}
+				}
+				if d, err := os.Open(filepath.Dir(current)); err == nil {
+					d.Sync()
+					d.Close()
+				}
+				target = current
+			}
+			fmt.Fprintf(f.IO.Out, "Success! The store is now unsealed by the key file %s; the old key no longer works.\n", target)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&usePassphrase, "passphrase", false, "switch to a passphrase")
+	c.Flags().StringVar(&newKeyFile, "new-key-file", "", "write the new key to this file instead of replacing the current one")
+	return c
+}

@@ -1,0 +1,206 @@
+// Package cmd is lessor's command line: cobra commands built by
+// constructors over a Factory of lazy dependencies. Main runs the root
+// command, and is the one place that prints errors and picks exit codes.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/lessorhq/lessor/pkg/format"
+)
+
+// Main runs lessor with the process's arguments and streams and returns the
+// exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f := newFactory(os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+	return run(ctx, f, os.Args[1:])
+}
+
+// run executes one command line and returns its exit code.
+func run(ctx context.Context, f *Factory, args []string) int {
+	root := newRootCmd(f)
+	root.SetArgs(normalizeFlags(root, args))
+	root.SetIn(f.IO.In)
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.Err)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		printError(f.IO.Err, err)
+	}
+	return exitCode(err)
+}
+
+type globalOptions struct {
+	format  string
+	field   string
+	store   string
+	keyFile string
+	config  string
+}
+
+func newRootCmd(f *Factory) *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "lessor <command> [args]",
+		Short: "Short-lived PostgreSQL credentials from a local encrypted store",
+		Long: `lessor hands out short-lived PostgreSQL credentials the way Vault's database
+secrets engine does, with no server: every command opens one local state
+file encrypted with AES-256-GCM, does its work and exits, and ` + "`lessor reap`" + `,
+run from cron or a systemd timer, revokes what has expired.
+
+Flags take one dash or two: -format=json and --format=json are the same.`,
+		Example: `  lessor operator init
+  lessor secrets enable database
+  lessor write database/config/postgresql plugin_name=postgresql-database-plugin \
+      allowed_roles=readonly connection_url='postgresql://{{username}}:{{password}}@127.0.0.1:5432/myapp' \
+      username=lessor_admin password=@admin-password.txt
+  lessor write database/roles/readonly db_name=postgresql creation_statements=@readonly.sql default_ttl=1h max_ttl=24h
+  lessor read database/creds/readonly`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{},
+		PersistentPreRunE: func(c *cobra.Command, args []string) error {
+			return g.apply(f, c)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.format, "format", "", "output format: table, json or yaml (env LESSOR_FORMAT)")
+	pf.StringVar(&g.field, "field", "", "print only this field of the response, with no trailing newline when piped")
+	pf.StringVar(&g.store, "store", "", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
+	pf.StringVar(&g.keyFile, "key-file", "", "path of the unseal key file (env LESSOR_KEY_FILE; default $XDG_CONFIG_HOME/lessor/unseal.key)")
+	pf.StringVar(&g.config, "config", "", "config file (env LESSOR_CONFIG; default $XDG_CONFIG_HOME/lessor/config.yaml)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usageError{fmt.Errorf("%w (see `%s -h`)", err, c.CommandPath())}
+	})
+
+	root.AddGroup(
+		&cobra.Group{ID: "secrets", Title: "Secrets:"},
+		&cobra.Group{ID: "access", Title: "Access:"},
+		&cobra.Group{ID: "ops", Title: "Operations:"},
+	)
+	add := func(group string, cs ...*cobra.Command) {
+		for _, c := range cs {
+			c.GroupID = group
+			root.AddCommand(c)
+		}
+	}
+	add("secrets", newReadCmd(f, g), newWriteCmd(f, g), newListCmd(f, g), newDeleteCmd(f, g), newSecretsCmd(f, g))
+	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g))
+	add("access", newPolicyCmd(f, g), newTokenCmd(f, g), newLoginCmd(f, g), newAuditCmd(f, g))
+	add("ops", newOperatorCmd(f, g), newReapCmd(f, g), newVersionCmd(f))
+	root.AddCommand(newEnvironmentTopic(), newExitCodesTopic())
+	root.SetHelpCommandGroupID("ops")
+	root.SetCompletionCommandGroupID("ops")
+	return root
+}
+
+// apply records the global flags the user set and validates the format.
+func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
+	flags := c.Flags()
+	set := func(name, key string) {
+		if fl := flags.Lookup(name); fl != nil && fl.Changed {
+			f.setFlag(key, fl.Value.String())
+		}
+	}
+	set("format", "format")
+	set("store", "store")
+	set("key-file", "key_file")
+	cfg, explicit := g.config, g.config != ""
+	if !explicit {
+		if e := f.Getenv("LESSOR_CONFIG"); e != "" {
+			cfg, explicit = e, true
+		}
+	}
+	if err := f.loadConfigFile(cfg, explicit); err != nil {
+		return err
+	}
+	if err := format.ValidateFormat(f.get("format")); err != nil {
+		return &usageError{err}
+	}
+	return nil
+}
+
+func (g *globalOptions) formatOptions(f *Factory) format.Options {
+	return format.Options{Format: strings.ToLower(f.get("format")), Field: g.field, TTY: f.IO.OutTTY}
+}
+
+// normalizeFlags lets Vault-style single-dash long flags through:
+// -format=json becomes --format=json when "format" is a long flag of some
+// command. Arguments after "--" are left alone.
+func normalizeFlags(root *cobra.Command, args []string) []string {
+	long := map[string]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		visit := func(fl *pflag.Flag) { long[fl.Name] = true }
+		c.Flags().VisitAll(visit)
+		c.PersistentFlags().VisitAll(visit)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			// Every word-like single-dash flag is a long flag (lessor's
+			// only shorthands are -f and -h), so an unknown one is
+			// reported as "unknown flag: --nope".
+			name, _, _ := strings.Cut(a[1:], "=")
+			if len(name) > 1 && (long[name] || isLetter(name[0])) {
+				a = "-" + a
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func isLetter(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' }
+
+// exactArgs is cobra.ExactArgs with Vault's wording and exit code 1.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		switch {
+		case len(args) < n:
+			return usageErrorf("not enough arguments (expected %d, got %d); see `%s -h`", n, len(args), c.CommandPath())
+		case len(args) > n:
+			return usageErrorf("too many arguments (expected %d, got %d); see `%s -h`", n, len(args), c.CommandPath())
+		}
+		return nil
+	}
+}
+
+func minArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageErrorf("not enough arguments (expected at least %d, got %d); see `%s -h`", n, len(args), c.CommandPath())
+		}
+		return nil
+	}
+}
+
+func rangeArgs(lo, hi int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
+			return usageErrorf("expected %d to %d arguments, got %d; see `%s -h`", lo, hi, len(args), c.CommandPath())
+		}
+		return nil
+	}
+}
+
+var errSilent = errors.New("")

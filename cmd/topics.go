@@ -1,0 +1,61 @@
+package cmd
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Help topics are commands with no Run: cobra lists them under
+// "Additional help topics" and `lessor help <topic>` prints them.
+
+func newEnvironmentTopic() *cobra.Command {
+	var b strings.Builder
+	b.WriteString("lessor reads these environment variables. A flag beats its variable, which\n")
+	b.WriteString("beats the config file ($XDG_CONFIG_HOME/lessor/config.yaml, or -config /\n")
+	b.WriteString("LESSOR_CONFIG), which beats the default.\n\n")
+	for _, s := range settings {
+		flag := ""
+		if s.flag != "" {
+			flag = " (flag -" + s.flag + ")"
+		}
+		fmt.Fprintf(&b, "  %-24s %s%s\n", s.env, s.desc, flag)
+	}
+	fmt.Fprintf(&b, "  %-24s %s\n", "LESSOR_CONFIG", "path of the config file (flag -config)")
+	b.WriteString(`
+The config file is YAML with the keys store, key_file, format,
+passphrase_file and token_file. Keep secrets out of it.
+
+LESSOR_UNSEAL_KEY and LESSOR_TOKEN are secrets: every child process
+inherits them and the same user can read them from /proc. Prefer the key
+file and the token file outside of CI.
+
+Tests read LESSOR_TEST_DATABASE_URL (a PostgreSQL superuser URL),
+LESSOR_TEST_REQUIRE_PG=1 (fail instead of skipping without PostgreSQL) and
+LESSOR_TEST_PG_LOG (the server log, for the no-password-in-logs test).`)
+	return &cobra.Command{
+		Use:   "environment",
+		Short: "Environment variables and the config file",
+		Long:  b.String(),
+	}
+}
+
+func newExitCodesTopic() *cobra.Command {
+	return &cobra.Command{
+		Use:   "exit-codes",
+		Short: "What lessor's exit codes mean",
+		Long: `  0  success
+  1  usage or local error: a wrong flag or argument, bad KEY=VALUE data, a
+     missing or unreadable file, a missing, damaged or tampered store, a
+     wrong unseal key, a -field that is not in the response
+  2  the operation was refused or failed: permission denied, nothing found
+     at the path, a backend or PostgreSQL error
+  3  (reap only) reap finished, but some revocations failed; they are
+     recorded and will be retried by the next runs
+
+Any other code means lessor itself failed: treat it as an error.
+Every error is one line on stderr, "lessor: error: …", sometimes followed by
+a "lessor: hint: …" line.`,
+	}
+}

@@ -131,11 +131,11 @@ func newPolicyDeleteCmd(f *Factory, g *globalOptions) *cobra.Command {
 
 func newPolicyFmtCmd(f *Factory) *cobra.Command {
 	return &cobra.Command{
-		Use:   "fmt FILE",
-		Short: "Rewrite a policy file in canonical form",
-		Long:  "Parses FILE (it must be a valid policy) and rewrites it in place in canonical HCL.",
+		Use:     "fmt FILE",
+		Short:   "Rewrite a policy file in canonical form",
+		Long:    "Parses FILE (it must be a valid policy) and rewrites it in place in canonical HCL.",
 		Example: `  lessor policy fmt apps-policy.hcl`,
-		Args: exactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			path := args[0]
 			text, err := os.ReadFile(path)

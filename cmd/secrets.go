@@ -237,4 +237,3 @@ their ids name the old path.`,
 		},
 	}
 }
-

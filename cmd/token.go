@@ -25,13 +25,13 @@ func newTokenCmd(f *Factory, g *globalOptions) *cobra.Command {
 
 func newTokenCreateCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var (
-		policies                []string
+		policies                 []string
 		ttl, explicitMax, period string
-		displayName             string
-		orphan, noDefault       bool
-		useLimit                int
-		renewable               bool
-		meta                    []string
+		displayName              string
+		orphan, noDefault        bool
+		useLimit                 int
+		renewable                bool
+		meta                     []string
 	)
 	c := &cobra.Command{
 		Use:   "create [flags]",

@@ -130,8 +130,12 @@ func newTokenLookupCmd(f *Factory, g *globalOptions) *cobra.Command {
 				req.Operation = logical.UpdateOperation
 				req.Path, req.Data["accessor"] = "auth/token/lookup-accessor", args[0]
 			case len(args) == 1:
+				tok, err := tokenArg(f, args[0])
+				if err != nil {
+					return err
+				}
 				req.Operation = logical.UpdateOperation
-				req.Path, req.Data["token"] = "auth/token/lookup", args[0]
+				req.Path, req.Data["token"] = "auth/token/lookup", tok
 			}
 			resp, err := f.Request(c.Context(), req)
 			if err != nil {
@@ -155,7 +159,11 @@ func newTokenRenewCmd(f *Factory, g *globalOptions) *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			req := &logical.Request{Operation: logical.UpdateOperation, Path: "auth/token/renew-self", Data: map[string]any{}}
 			if len(args) == 1 {
-				req.Path, req.Data["token"] = "auth/token/renew", args[0]
+				tok, err := tokenArg(f, args[0])
+				if err != nil {
+					return err
+				}
+				req.Path, req.Data["token"] = "auth/token/renew", tok
 			}
 			if increment != "" {
 				d, err := logical.ParseDuration(increment)
@@ -181,10 +189,10 @@ func newTokenRevokeCmd(f *Factory, g *globalOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "revoke [flags] [TOKEN]",
 		Short: "Revoke a token, its children and their leases",
-		Example: `  lessor token revoke lsr_2zP8…
-  lessor token revoke -accessor 4nLeqlfn2cDkLuMcUnbZmJCF
+		Example: `  lessor token revoke -accessor 4nLeqlfn2cDkLuMcUnbZmJCF
+  lessor token revoke - < leaked-token.txt
   lessor token revoke -self
-  lessor token revoke -mode=orphan lsr_2zP8…`,
+  lessor token revoke -mode=orphan - < token.txt`,
 		Args: rangeArgs(0, 1),
 		RunE: func(c *cobra.Command, args []string) error {
 			req := &logical.Request{Operation: logical.UpdateOperation, Data: map[string]any{}}
@@ -198,7 +206,11 @@ func newTokenRevokeCmd(f *Factory, g *globalOptions) *cobra.Command {
 			case accessor:
 				req.Path, req.Data["accessor"] = "auth/token/revoke-accessor", args[0]
 			default:
-				req.Path, req.Data["token"] = "auth/token/revoke", args[0]
+				tok, err := tokenArg(f, args[0])
+				if err != nil {
+					return err
+				}
+				req.Path, req.Data["token"] = "auth/token/revoke", tok
 			}
 			switch mode {
 			case "", "path":
@@ -228,13 +240,17 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Use:   "capabilities [TOKEN] PATH",
 		Short: "Show what a token may do on a path",
 		Example: `  lessor token capabilities database/creds/readonly
-  lessor token capabilities lsr_2zP8… sys/mounts/database`,
+  lessor token capabilities - sys/mounts/database < token.txt`,
 		Args: rangeArgs(1, 2),
 		RunE: func(c *cobra.Command, args []string) error {
 			req := &logical.Request{Operation: logical.UpdateOperation, Path: "sys/capabilities-self", Data: map[string]any{}}
 			path := args[len(args)-1]
 			if len(args) == 2 {
-				req.Path, req.Data["token"] = "sys/capabilities", args[0]
+				tok, err := tokenArg(f, args[0])
+				if err != nil {
+					return err
+				}
+				req.Path, req.Data["token"] = "sys/capabilities", tok
 			}
 			req.Data["path"] = path
 			resp, err := f.Request(c.Context(), req)
@@ -250,4 +266,21 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// tokenArg returns a token given as an argument; "-" reads it from
+// standard input, which keeps it out of argv and shell history.
+func tokenArg(f *Factory, arg string) (string, error) {
+	if arg != "-" {
+		return arg, nil
+	}
+	data, err := parseData(f, []string{"token=-"})
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(logical.String(data["token"]))
+	if tok == "" {
+		return "", usageErrorf("no token on standard input")
+	}
+	return tok, nil
 }

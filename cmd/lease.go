@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -168,7 +169,10 @@ error. Needs sudo on sys/leases/entries.`,
 				return requestError("list leases", prefix, err)
 			}
 			if resp == nil {
-				return fmt.Errorf("no leases found under %q", prefix)
+				if prefix == "" {
+					return errors.New("no leases found")
+				}
+				return fmt.Errorf("no leases found under %s", prefix)
 			}
 			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
 				return render(f, g, req, resp)

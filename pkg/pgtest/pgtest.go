@@ -3,10 +3,11 @@
 //
 // Require finds the server once per test process: the superuser URL in
 // LESSOR_TEST_DATABASE_URL (TCP, with a password), or else a throwaway
-// cluster started from the local initdb/pg_ctl on a free 127.0.0.1 port, with
-// scram-sha-256 as the only accepted authentication and a random superuser
-// password. A throwaway cluster lives until pgtest.Main (or WithCluster)
-// stops it, so a test binary that may start one must say so in TestMain:
+// cluster (package devcluster) started from the local initdb/pg_ctl on a free
+// 127.0.0.1 port, with scram-sha-256 as the only accepted authentication and
+// a random superuser password. A throwaway cluster lives until pgtest.Main
+// (or WithCluster) stops it, so a test binary that may start one must say so
+// in TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //

@@ -1,0 +1,432 @@
+// Package devcluster starts and stops throwaway PostgreSQL clusters from the
+// local initdb and pg_ctl, for `lessor dev -postgres` and for tests.
+//
+// A cluster promises:
+//   - it listens on 127.0.0.1 only, on a free port, with no Unix socket;
+//   - pg_hba.conf accepts scram-sha-256 over TCP from 127.0.0.1 and nothing
+//     else, so a successful login proves the password;
+//   - its superuser has a random password, known to the caller only (it is
+//     handed to initdb in a 0600 file that is removed at once, never in
+//     argv);
+//   - everything it owns (data directory, log, a note of the binaries used)
+//     lives in one directory, and Stop leaves neither a server process nor
+//     that directory behind.
+//
+// initdb and postgres refuse to run as root, so a root caller runs them as
+// another OS user (default "postgres") and hands the directory to that user.
+// The cluster is tuned for speed, not durability (fsync off): it exists to
+// be thrown away.
+package devcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoBinaries means initdb and pg_ctl were found neither on $PATH nor
+// under /usr/lib/postgresql/*/bin.
+var ErrNoBinaries = errors.New("initdb and pg_ctl not found on $PATH or under /usr/lib/postgresql/*/bin")
+
+// Options tune Start. The zero value is usable.
+type Options struct {
+	// Parent is the directory in which the cluster's own directory is
+	// created. Default: os.TempDir(), or /tmp when the server's OS user
+	// cannot reach os.TempDir().
+	Parent string
+	// Prefix starts the name of the cluster's directory. Default
+	// "lessor-pg-".
+	Prefix string
+	// Superuser is the name of the cluster's superuser. Default "postgres".
+	Superuser string
+	// RunAs is the OS user that runs the server when the caller is root.
+	// Default "postgres". Ignored for other callers, who run it themselves.
+	RunAs string
+	// MaxConnections sets max_connections; 0 keeps PostgreSQL's default.
+	MaxConnections int
+	// Rand is the source of the superuser password. Default crypto/rand.
+	Rand io.Reader
+}
+
+// Cluster is a running throwaway cluster.
+type Cluster struct {
+	Dir     string // the one directory holding everything below
+	DataDir string
+	LogFile string
+	BinDir  string // where initdb and pg_ctl were found
+	Host    string // always 127.0.0.1
+	Port    int
+	User    string // the superuser
+	// Password is the superuser's password. It is not stored anywhere on
+	// disk by this package.
+	Password string
+	// OSUser names the OS user the server runs as.
+	OSUser string
+
+	cred *syscall.Credential // non-nil when the server runs as another OS user
+}
+
+// binNote is the file in Dir naming the binaries' directory, so that Stop
+// uses the pg_ctl that matches the server.
+const binNote = "bindir"
+
+// FindBinDir returns a directory holding initdb and pg_ctl: the one on
+// $PATH when both are there together, else the newest
+// /usr/lib/postgresql/*/bin.
+func FindBinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if q, err := exec.LookPath("pg_ctl"); err == nil && filepath.Dir(p) == filepath.Dir(q) {
+			return filepath.Dir(p), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if isFile(filepath.Join(d, "initdb")) && isFile(filepath.Join(d, "pg_ctl")) {
+			return d, nil
+		}
+	}
+	return "", ErrNoBinaries
+}
+
+func versionOf(binDir string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	return v
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// serverCredential returns the credential to run the server with: nil when
+// the caller is not root, else runAs's.
+func serverCredential(runAs string) (*syscall.Credential, string, error) {
+	if os.Geteuid() != 0 {
+		name := strconv.Itoa(os.Geteuid())
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+		return nil, name, nil
+	}
+	if runAs == "" {
+		runAs = "postgres"
+	}
+	u, err := user.Lookup(runAs)
+	if err != nil {
+		return nil, "", fmt.Errorf("running as root, and PostgreSQL refuses to; no OS user %q to run it as: %w", runAs, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil || uid == 0 {
+		return nil, "", fmt.Errorf("OS user %q (uid %s) cannot run PostgreSQL", runAs, u.Uid)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, runAs, nil
+}
+
+// reachable reports whether uid/gid may traverse every directory from the
+// root down to dir, so that a server running as that user finds its data.
+func reachable(dir string, uid, gid uint32) bool {
+	dir = filepath.Clean(dir)
+	for {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return false
+		}
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return false
+		}
+		perm := st.Mode().Perm()
+		switch {
+		case sys.Uid == uid:
+			if perm&0o100 == 0 {
+				return false
+			}
+		case sys.Gid == gid:
+			if perm&0o010 == 0 {
+				return false
+			}
+		case perm&0o001 == 0:
+			return false
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return true
+		}
+		dir = parent
+	}
+}
+
+// Start creates and starts a cluster. On failure nothing is left behind.
+func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
+	bin, err := FindBinDir()
+	if err != nil {
+		return nil, err
+	}
+	cred, osUser, err := serverCredential(o.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	parent := o.Parent
+	if parent == "" {
+		parent = os.TempDir()
+		if cred != nil && !reachable(parent, cred.Uid, cred.Gid) {
+			// A private $TMPDIR (0700, root's) would hide the data
+			// directory from the server.
+			parent = "/tmp"
+		}
+	}
+	if cred != nil && !reachable(parent, cred.Uid, cred.Gid) {
+		return nil, fmt.Errorf("start cluster: OS user %s cannot reach %s", osUser, parent)
+	}
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = "lessor-pg-"
+	}
+	dir, err := os.MkdirTemp(parent, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("start cluster: %w", err)
+	}
+	c := &Cluster{
+		Dir:     dir,
+		DataDir: filepath.Join(dir, "data"),
+		LogFile: filepath.Join(dir, "server.log"),
+		BinDir:  bin,
+		Host:    "127.0.0.1",
+		User:    o.Superuser,
+		OSUser:  osUser,
+		cred:    cred,
+	}
+	if c.User == "" {
+		c.User = "postgres"
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("start cluster: hand %s to %s: %w", dir, osUser, err)
+		}
+	}
+	if err := c.writeFile(filepath.Join(dir, binNote), bin+"\n"); err != nil {
+		return nil, err
+	}
+	if c.Password, err = randomPassword(o.Rand); err != nil {
+		return nil, err
+	}
+	if err := c.initdb(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.start(ctx, o.MaxConnections); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func randomPassword(r io.Reader) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("generate superuser password: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func (c *Cluster) initdb(ctx context.Context) error {
+	// The password reaches initdb in a file, never in argv.
+	pwFile := filepath.Join(c.Dir, "pwfile")
+	if err := c.writeFile(pwFile, c.Password+"\n"); err != nil {
+		return err
+	}
+	defer os.Remove(pwFile)
+	return run(ctx, c.Dir, c.cred, filepath.Join(c.BinDir, "initdb"), "-D", c.DataDir, "-U", c.User,
+		"--pwfile="+pwFile, "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions")
+}
+
+func (c *Cluster) start(ctx context.Context, maxConns int) error {
+	// No trust, no socket: only a password over TCP from 127.0.0.1.
+	if err := c.writeFile(filepath.Join(c.DataDir, "pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n"); err != nil {
+		return err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return fmt.Errorf("start cluster: %w", err)
+		}
+		conf := fmt.Sprintf(`listen_addresses = '127.0.0.1'
+port = %d
+unix_socket_directories = ''
+password_encryption = 'scram-sha-256'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_line_prefix = '%%m [%%p] %%q%%u@%%d '
+`, port)
+		if maxConns > 0 {
+			conf += fmt.Sprintf("max_connections = %d\n", maxConns)
+		}
+		if err := c.writeFile(filepath.Join(c.DataDir, "postgresql.auto.conf"), conf); err != nil {
+			return err
+		}
+		lastErr = run(ctx, c.Dir, c.cred, filepath.Join(c.BinDir, "pg_ctl"), "start", "-w", "-t", "60", "-D", c.DataDir, "-l", c.LogFile)
+		if lastErr == nil {
+			c.Port = port
+			return nil
+		}
+		// Most likely another process took the port between freePort and
+		// the server's bind; try another.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if b, err := os.ReadFile(c.LogFile); err == nil {
+		lastErr = fmt.Errorf("%w\nserver log:\n%s", lastErr, b)
+	}
+	return lastErr
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeFile writes a 0600 file owned by the server's OS user.
+func (c *Cluster) writeFile(name, content string) error {
+	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
+	if c.cred != nil {
+		if err := os.Chown(name, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return fmt.Errorf("start cluster: %w", err)
+		}
+	}
+	return nil
+}
+
+// run runs a PostgreSQL tool as cred (nil: as the caller) and returns its
+// output in the error when it fails.
+func run(ctx context.Context, dir string, cred *syscall.Credential, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// A server started by pg_ctl must not share the caller's process group,
+	// so a Ctrl-C in the caller's terminal does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), args[0], err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+// URL returns the superuser's URL into database db, with sslmode=disable.
+func (c *Cluster) URL(db string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(c.User, c.Password),
+		Host:     net.JoinHostPort(c.Host, strconv.Itoa(c.Port)),
+		Path:     "/" + db,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Stop stops the cluster and removes its directory.
+func (c *Cluster) Stop() error { return Stop(c.Dir) }
+
+// Stop stops the cluster whose directory (Cluster.Dir) is dir, waiting
+// until the server has exited, and removes dir. A dir that does not exist
+// is already stopped. The server is stopped as the OS user that owns its
+// data directory, so another process (`lessor dev -stop`) can do it.
+func Stop(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	data := filepath.Join(dir, "data")
+	if _, err := os.Stat(filepath.Join(data, "postmaster.pid")); err == nil {
+		if err := stopServer(dir, data); err != nil {
+			return fmt.Errorf("stop cluster in %s: %w", dir, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("stop cluster: %w", err)
+	}
+	return nil
+}
+
+func stopServer(dir, data string) error {
+	bin := ""
+	if b, err := os.ReadFile(filepath.Join(dir, binNote)); err == nil {
+		bin = strings.TrimSpace(string(b))
+	}
+	if !isFile(filepath.Join(bin, "pg_ctl")) {
+		var err error
+		if bin, err = FindBinDir(); err != nil {
+			return err
+		}
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		st, err := os.Stat(data)
+		if err != nil {
+			return err
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+			cred = &syscall.Credential{Uid: sys.Uid, Gid: sys.Gid}
+		}
+	}
+	// immediate: the data is about to be deleted, so there is nothing to
+	// checkpoint; -w waits until postmaster.pid is gone, which the
+	// postmaster removes only after every backend has exited.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := run(ctx, dir, cred, filepath.Join(bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-t", "30", "-D", data)
+	if err != nil && !serverRunning(data) {
+		// A stale postmaster.pid (the machine rebooted): nothing to stop.
+		return nil
+	}
+	return err
+}
+
+// serverRunning reports whether the postmaster named in data's
+// postmaster.pid is alive.
+func serverRunning(data string) bool {
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}

@@ -3,6 +3,7 @@ package cmd
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +13,7 @@ import (
 )
 
 func newReapCmd(f *Factory, g *globalOptions) *cobra.Command {
-	var dryRun, verbose bool
+	var dryRun, verbose, orphans bool
 	c := &cobra.Command{
 		Use:   "reap [flags]",
 		Short: "Revoke every expired lease and token (run it from cron or a systemd timer)",
@@ -26,6 +27,15 @@ with jitter) for ever; nothing is silently given up.
 reap needs the unseal key (key file, LESSOR_UNSEAL_KEY or passphrase file)
 but no token: it is the store's own housekeeping. Two reaps may run at once;
 they never revoke the same lease twice.
+
+With -orphans, reap then asks every configured database connection for
+the roles whose comment says this store created them, and revokes (with
+the full default teardown) those of which the store holds no lease record
+and whose recorded expiry has passed: roles left behind when the store
+was restored from an older backup or a record was lost. Orphans not yet
+expired are reported and left alone. A role without lessor's comment, or
+created by another store, is never touched. The sweep lists every lessor
+role of each server, so run it daily rather than every minute.
 
 It prints nothing when there is nothing to say and stdout is not a
 terminal (cron mails only failures); -verbose prints a summary anyway, and
@@ -61,6 +71,7 @@ and /etc/systemd/system/lessor-reap.timer:
 then: systemctl enable --now lessor-reap.timer`,
 		Example: `  lessor reap
   lessor reap -dry-run
+  lessor reap -orphans -dry-run
   lessor reap -format=json`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -83,51 +94,112 @@ then: systemctl enable --now lessor-reap.timer`,
 			if err != nil {
 				return err
 			}
-			if err := printReap(f, g, res, dryRun, verbose); err != nil {
+			out := &reapOutput{ReapResult: res}
+			if orphans {
+				if out.Orphans, err = cr.ReapOrphans(c.Context(), dryRun); err != nil {
+					return err
+				}
+			}
+			if err := printReap(f, g, out, dryRun, verbose); err != nil {
 				return err
 			}
 			if !dryRun && (res.Failed > 0 || res.Pending > 0) {
 				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%d revocations failed in this run and %d leases are waiting to be retried; see `lessor lease list`", res.Failed, res.Pending)}
+			}
+			if o := out.Orphans; !dryRun && o != nil && (o.Failed > 0 || len(o.Errors) > 0) {
+				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%d orphaned roles could not be revoked and %d connections could not be swept; the next `lessor reap -orphans` retries them", o.Failed, len(o.Errors))}
 			}
 			return nil
 		},
 	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be revoked and why, and change nothing")
 	c.Flags().BoolVar(&verbose, "verbose", false, "print a summary even when not on a terminal")
+	c.Flags().BoolVar(&orphans, "orphans", false, "also revoke expired roles this store created but has no lease record of")
 	return c
 }
 
-func printReap(f *Factory, g *globalOptions, res *core.ReapResult, dryRun, verbose bool) error {
+// reapOutput is reap's summary; orphans is there only with -orphans.
+type reapOutput struct {
+	*core.ReapResult
+	Orphans *core.OrphanSummary `json:"orphans,omitempty" yaml:"orphans,omitempty"`
+}
+
+func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bool) error {
+	res := out.ReapResult
 	o := g.formatOptions(f)
 	switch o.Format {
 	case "json":
-		b, err := json.MarshalIndent(res, "", "  ")
+		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(f.IO.Out, string(b))
 		return nil
 	case "yaml":
-		return yamlOut(f.IO.Out, res)
+		return yamlOut(f.IO.Out, out)
 	}
 	if dryRun {
 		if len(res.Due) == 0 {
 			fmt.Fprintln(f.IO.Out, "Nothing is due.")
-			return nil
+		} else {
+			rows := make([][]string, 0, len(res.Due))
+			for _, d := range res.Due {
+				rows = append(rows, []string{d.LeaseID, d.Reason, d.DueSince.Format(time.RFC3339), fmt.Sprint(d.Attempts)})
+			}
+			format.Table(f.IO.Out, []string{"Lease ID", "Reason", "Due Since", "Attempts"}, rows)
 		}
-		rows := make([][]string, 0, len(res.Due))
-		for _, d := range res.Due {
-			rows = append(rows, []string{d.LeaseID, d.Reason, d.DueSince.Format("2006-01-02T15:04:05Z07:00"), fmt.Sprint(d.Attempts)})
+		if out.Orphans != nil {
+			fmt.Fprintln(f.IO.Out)
+			printOrphans(f, out.Orphans, true)
 		}
-		format.Table(f.IO.Out, []string{"Lease ID", "Reason", "Due Since", "Attempts"}, rows)
 		return nil
 	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(f.IO.Err, "lessor: revoke %s failed: %s\n", e.LeaseID, oneLine(e.Error))
 	}
+	if o := out.Orphans; o != nil {
+		for _, ce := range o.Errors {
+			fmt.Fprintf(f.IO.Err, "lessor: list roles of %sconfig/%s failed: %s\n", ce.Mount, ce.Connection, oneLine(ce.Error))
+		}
+		for _, or := range o.Orphans {
+			if or.Error != "" {
+				fmt.Fprintf(f.IO.Err, "lessor: revoke orphaned role %s failed: %s\n", or.Username, oneLine(or.Error))
+			}
+		}
+	}
 	if f.IO.OutTTY || verbose {
 		fmt.Fprintf(f.IO.Out, "revoked %d leases and %d tokens; %d failed, %d waiting for retry, %d skipped\n",
 			res.Revoked, res.TokensRevoked, res.Failed, res.Pending, res.Skipped)
+		if out.Orphans != nil {
+			printOrphans(f, out.Orphans, false)
+		}
 	}
 	return nil
+}
+
+// printOrphans shows the orphans found: all of them in a dry run, else a
+// count line and the ones left for later.
+func printOrphans(f *Factory, o *core.OrphanSummary, dryRun bool) {
+	if !dryRun {
+		fmt.Fprintf(f.IO.Out, "revoked %d orphaned roles; %d failed, %d not yet expired\n", o.Revoked, o.Failed, o.NotExpired)
+	}
+	var rows [][]string
+	for _, or := range o.Orphans {
+		action := "orphan, not yet expired"
+		switch {
+		case or.Expired && dryRun:
+			action = "would revoke (expired)"
+		case or.Revoked:
+			continue
+		case or.Error != "":
+			action = "revocation failed"
+		}
+		rows = append(rows, []string{or.Username, or.LeaseID, or.Expires.Format(time.RFC3339), action})
+	}
+	switch {
+	case len(rows) > 0:
+		format.Table(f.IO.Out, []string{"Orphaned Role", "Lease ID", "Expires", "Action"}, rows)
+	case dryRun:
+		fmt.Fprintln(f.IO.Out, "No orphaned roles.")
+	}
 }

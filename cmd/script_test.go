@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,7 +79,7 @@ func scriptSetup(env *testscript.Env) error {
 	if err := os.WriteFile(filepath.Join(env.WorkDir, "admin-password"), []byte(srv.Password), 0o600); err != nil {
 		return err
 	}
-	env.Defer(func() { dropScriptRoles(srv, db.Name, rootUser) })
+	env.Defer(func() { dropScriptRoles(srv, db.Name, scriptStoreID(home), rootUser) })
 	return nil
 }
 
@@ -101,9 +103,28 @@ func pgOf(ts *testscript.TestScript) *scriptPG {
 	return p
 }
 
+// scriptStoreID returns the id of the store a script made in its HOME, ""
+// when there is none that opens without a prompt.
+func scriptStoreID(home string) string {
+	f := newFactory(strings.NewReader(""), io.Discard, io.Discard, func(k string) string {
+		if k == "HOME" {
+			return home
+		}
+		return ""
+	})
+	f.ReadPassword = func(string) ([]byte, error) { return nil, errors.New("no prompt in cleanup") }
+	b, err := f.Barrier(context.Background())
+	if err != nil {
+		return ""
+	}
+	return b.StoreID()
+}
+
 // dropScriptRoles removes the roles a script's credentials created: they
-// are cluster-wide, so the database drop alone would leave them.
-func dropScriptRoles(srv *pgtest.Server, dbName string, extra ...string) {
+// are cluster-wide, so the database drop alone would leave them. Only the
+// roles of the script's own store go (scripts run in parallel on one
+// cluster), unless its store cannot be read.
+func dropScriptRoles(srv *pgtest.Server, dbName, storeID string, extra ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, srv.URL(dbName))
@@ -111,7 +132,7 @@ func dropScriptRoles(srv *pgtest.Server, dbName string, extra ...string) {
 		return
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE 'lessor:%'`)
+	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE 'lessor:{"store":"' || $1 || '%'`, storeID)
 	if err != nil {
 		return
 	}
@@ -127,6 +148,8 @@ func dropScriptRoles(srv *pgtest.Server, dbName string, extra ...string) {
 }
 
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
+	// leasecheck: checks that store and PostgreSQL agree (crash_test.go).
+	"leasecheck": cmdLeaseCheck,
 	// sql QUERY...: runs the query as the superuser in the script's
 	// database and prints each row as values joined by "|".
 	"sql": func(ts *testscript.TestScript, neg bool, args []string) {

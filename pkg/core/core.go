@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/audit"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -264,7 +265,9 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	req.Path = fullPath
 	if herr == nil {
 		if ids := rec.Prepared(); len(ids) > 0 {
+			failpoint.Hit(failpoint.IssueBeforeActivate)
 			herr = c.leases.Activate(ctx, ids...)
+			failpoint.Hit(failpoint.IssueAfterActivate)
 		}
 	}
 	ae.Response, ae.Err = resp, herr

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -687,6 +688,7 @@ type Result struct {
 // the failures (or, with force, deletes them too).
 func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool) (Result, error) {
 	var res Result
+	failpoint.Hit(failpoint.RevokeAfterClaim)
 	byMount := map[string][]*Entry{}
 	var order []string
 	for _, e := range claimed {
@@ -718,6 +720,7 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 			}
 		}
 	}
+	failpoint.Hit(failpoint.RevokeAfterBackend)
 	now := m.now()
 	err := m.store.Update(ctx, func(tx storage.Tx) error {
 		res = Result{}

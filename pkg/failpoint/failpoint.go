@@ -1,0 +1,90 @@
+// Package failpoint names the steps of lessor's multi-step operations
+// (issuing, revoking) so that a test can stop a real process at exactly
+// one of them and check what is left behind.
+//
+// failpoint.Hit(step) does nothing unless the environment variable
+// LESSOR_FAILPOINT names that step (or is a comma-separated list that
+// includes it) and an action was installed with SetAction. Packages under
+// pkg/ never exit, so the action is the command's business: lessor's cmd
+// package installs one that kills its own process with SIGKILL, the
+// crash no deferred cleanup can soften.
+//
+// The cost of an unarmed Hit is one load of an atomic pointer.
+package failpoint
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// EnvVar names the steps at which the action runs.
+const EnvVar = "LESSOR_FAILPOINT"
+
+// Steps lessor hits, in the order they happen.
+const (
+	// IssueAfterPending: the pending lease record is committed, nothing
+	// exists in PostgreSQL yet.
+	IssueAfterPending = "issue/after-pending"
+	// IssueAfterCreate: PostgreSQL committed the new role; the lease is
+	// still pending.
+	IssueAfterCreate = "issue/after-create"
+	// IssueBeforeActivate: the backend answered; the core is about to
+	// mark the lease active.
+	IssueBeforeActivate = "issue/before-activate"
+	// IssueAfterActivate: the lease is active; the credentials have not
+	// been printed.
+	IssueAfterActivate = "issue/after-activate"
+	// RevokeAfterClaim: leases are claimed (state revoking), nothing was
+	// asked of PostgreSQL yet.
+	RevokeAfterClaim = "revoke/after-claim"
+	// RevokeAfterBackend: the backend revoked the roles; the records are
+	// not yet deleted.
+	RevokeAfterBackend = "revoke/after-backend"
+)
+
+// All lists every step, for tests that walk the whole matrix.
+var All = []string{
+	IssueAfterPending, IssueAfterCreate, IssueBeforeActivate, IssueAfterActivate,
+	RevokeAfterClaim, RevokeAfterBackend,
+}
+
+type armed struct {
+	steps  []string
+	action func(step string)
+}
+
+var current atomic.Pointer[armed]
+
+// SetAction arms the failpoints named by LESSOR_FAILPOINT, as read now,
+// with action; nil disarms them. It returns the steps armed.
+func SetAction(action func(step string)) []string {
+	return Arm(os.Getenv(EnvVar), action)
+}
+
+// Arm arms the comma-separated steps in spec with action, replacing what
+// was armed before; an empty spec or a nil action disarms everything.
+func Arm(spec string, action func(step string)) []string {
+	var steps []string
+	for s := range strings.SplitSeq(spec, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			steps = append(steps, s)
+		}
+	}
+	if len(steps) == 0 || action == nil {
+		current.Store(nil)
+		return nil
+	}
+	current.Store(&armed{steps: steps, action: action})
+	return steps
+}
+
+// Hit runs the installed action if step is armed.
+func Hit(step string) {
+	a := current.Load()
+	if a == nil || !slices.Contains(a.steps, step) {
+		return
+	}
+	a.action(step)
+}

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/viper"
@@ -367,5 +368,19 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 		}
 		req.ClientToken = tok
 	}
-	return c.Handle(ctx, req)
+	resp, err := c.Handle(ctx, req)
+	if err != nil && isStoreFailure(err) {
+		// The store failed under the request (damage found in a record, a
+		// full disk, a read-only file system): a local error, named after
+		// the store, like the ones found when it is opened.
+		return nil, f.storeError(err)
+	}
+	return resp, err
+}
+
+// isStoreFailure tells a failure of the local store apart from a refused
+// or failed operation.
+func isStoreFailure(err error) bool {
+	return errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrBusy) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EDQUOT)
 }

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -68,6 +69,11 @@ func normalizeMountPath(p string) string {
 func checkMountPath(path string, existing []*MountEntry) error {
 	if path == "" {
 		return logical.Errorf("mount path cannot be empty")
+	}
+	if !utf8.ValidString(path) {
+		// The mount table is stored as JSON, which would turn the bad bytes
+		// into U+FFFD: the mount would exist but never match its own path.
+		return logical.Errorf("invalid mount path %q: it must be valid UTF-8", path)
 	}
 	for _, r := range reservedPrefixes {
 		if strings.HasPrefix(path, r) || path == strings.TrimSuffix(r, "/")+"/" {

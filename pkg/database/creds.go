@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -146,6 +147,7 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	if err != nil {
 		return nil, fmt.Errorf("record lease for role %q: %w", name, err)
 	}
+	failpoint.Hit(failpoint.IssueAfterPending)
 
 	err = db.CreateUser(ctx, postgres.CreateUserRequest{
 		Username:   username,
@@ -167,6 +169,7 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		// COMMIT): the pending lease stays for reap to revoke.
 		return nil, cerr
 	}
+	failpoint.Hit(failpoint.IssueAfterCreate)
 
 	return &logical.Response{
 		Data: map[string]any{"username": username, "password": password},
@@ -183,5 +186,5 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 // anything.
 func isDefiniteFailure(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) || pgconn.SafeToRetry(err)
+	return errors.As(err, &pgErr) || pgconn.SafeToRetry(err) || errors.Is(err, postgres.ErrNotCreated)
 }

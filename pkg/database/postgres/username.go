@@ -57,6 +57,10 @@ func ValidateUsernameTemplate(tmpl string) error {
 	if len(name) > MaxIdentifierLength {
 		return fmt.Errorf("username template can produce %d-byte names (with %d-byte display and role names), over PostgreSQL's limit of %d: add a truncate", len(name), validationNameLen, MaxIdentifierLength)
 	}
+	if strings.IndexByte(name, 0) >= 0 || !utf8.ValidString(name) {
+		// RenderUsername refuses these, so such a role could never issue.
+		return errors.New("username template renders a NUL byte or invalid UTF-8")
+	}
 	// Like Vault, also render with empty metadata: a template may fail only
 	// on that path. Its result may be empty; real display names are not.
 	_, err = render(tmpl, UsernameMetadata{}, rand.Reader)
@@ -64,8 +68,8 @@ func ValidateUsernameTemplate(tmpl string) error {
 }
 
 // RenderUsername renders tmpl with m, drawing randomness from r. It fails
-// when the result is empty, over 63 bytes, or holds a NUL byte, rather than
-// letting PostgreSQL truncate it.
+// when the result is empty, over 63 bytes, holds a NUL byte or is not
+// valid UTF-8, rather than letting PostgreSQL truncate or reject it.
 func RenderUsername(tmpl string, m UsernameMetadata, r io.Reader) (string, error) {
 	name, err := render(tmpl, m, r)
 	if err != nil {
@@ -78,6 +82,9 @@ func RenderUsername(tmpl string, m UsernameMetadata, r io.Reader) (string, error
 		return "", fmt.Errorf("username %q is %d bytes, over PostgreSQL's limit of %d", name, len(name), MaxIdentifierLength)
 	case strings.IndexByte(name, 0) >= 0:
 		return "", errors.New("username template rendered a NUL byte")
+	case !utf8.ValidString(name):
+		// PostgreSQL identifiers are text in the database encoding.
+		return "", fmt.Errorf("username %q is not valid UTF-8", name)
 	}
 	return name, nil
 }

@@ -91,7 +91,26 @@ func (db *DB) CreateUser(ctx context.Context, r CreateUserRequest) error {
 	return nil
 }
 
+// ErrNotCreated marks a creation that certainly created nothing: it was
+// refused before anything reached the server (an unsafe placeholder value,
+// a bad username), so its lease need not wait for reap.
+var ErrNotCreated = errors.New("no role was created")
+
+type notCreatedError struct{ err error }
+
+func (e *notCreatedError) Error() string   { return e.err.Error() }
+func (e *notCreatedError) Unwrap() []error { return []error{e.err, ErrNotCreated} }
+
 func (db *DB) createUser(ctx context.Context, r CreateUserRequest) error {
+	if err := db.checkCreate(&r); err != nil {
+		return &notCreatedError{err}
+	}
+	return db.createChecked(ctx, r)
+}
+
+// checkCreate refuses a request before any round trip and substitutes the
+// statements into r.Statements.
+func (db *DB) checkCreate(r *CreateUserRequest) error {
 	if err := checkRoleName(r.Username); err != nil {
 		return err
 	}
@@ -118,10 +137,16 @@ func (db *DB) createUser(ctx context.Context, r CreateUserRequest) error {
 	if strings.IndexByte(r.Comment, 0) >= 0 {
 		return errors.New("comment contains a NUL byte")
 	}
+	r.Statements = stmts
+	return nil
+}
+
+func (db *DB) createChecked(ctx context.Context, r CreateUserRequest) error {
+	stmts := r.Statements
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		err = db.createOnce(ctx, r, stmts)
+		err := db.createOnce(ctx, r, stmts)
 		if err == nil || !IsTransient(err) || attempt == transientAttempts {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/format"
 )
 
@@ -23,6 +24,7 @@ import (
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	failpoint.SetAction(killSelf)
 	f := newFactory(os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	return run(ctx, f, os.Args[1:])
 }
@@ -99,9 +101,11 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g))
 	add("access", newPolicyCmd(f, g), newTokenCmd(f, g), newLoginCmd(f, g), newAuditCmd(f, g))
 	add("ops", newOperatorCmd(f, g), newReapCmd(f, g), newVersionCmd(f))
+	add("ops", newDevCmd(f, g))
 	root.AddCommand(newEnvironmentTopic(), newExitCodesTopic())
 	root.SetHelpCommandGroupID("ops")
 	root.SetCompletionCommandGroupID("ops")
+	addToolingCmds(f, root)
 	return root
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"sort"
 
@@ -25,13 +26,14 @@ import (
 // lock and before bbolt maps the file: the meta page bbolt will use, the
 // freelist it will load, and the tree reachable from that meta.
 //
-// Every transaction runs the quick check, which reads the meta pages, the
-// freelist and the branch pages, about one page in a hundred, so that its
-// cost hardly grows with the store. bbolt keeps every leaf of a tree at the
-// same depth; the quick check learns that depth from the leftmost path and
-// only claims the pages that branch pages name at it, without reading them:
-// claimed twice, free, or out of range is damage, and a pointer that was
-// bent towards any branch page (the only way to a cycle) is one of those.
+// Every transaction runs the quick check (or reuses it, see layoutCache),
+// which reads the meta pages, the freelist and the branch pages, about one
+// page in fifty, so that its cost grows slowly with the store. bbolt keeps
+// every leaf of a tree at the same depth; the quick check learns that
+// depth from the leftmost path and only claims the pages that branch pages
+// name at it, without reading them: claimed twice, free, or out of range
+// is damage, and a pointer that was bent towards any branch page (the only
+// way to a cycle) is one of those.
 //
 // bbolt also trusts a leaf's element sizes and positions: a damaged one
 // makes it read, and on commit copy into the file, memory far outside the
@@ -95,9 +97,15 @@ func readMeta(b []byte) boltMeta {
 	}
 }
 
-// mapLayout maps f and checks the structure that bbolt will rely on; full
-// selects the full check. The mapping stays until close, so that the leaves
-// a transaction touches can be checked as it goes (see checkPath).
+// mapLayout checks the structure of f that bbolt will rely on; full
+// selects the full check. The layout keeps f, so that the leaves a
+// transaction touches can be checked as it goes (see checkPath).
+//
+// Pages are read with pread, not through a mapping: on kernels that cache
+// files in large folios, touching one page of a mapping maps up to 2 MiB
+// around it, so the quick check's scattered branch pages mapped the whole
+// file (a 180 MB store put 180 MB in every command's RSS, and unmapping it
+// cost milliseconds per transaction).
 func mapLayout(f *os.File, full bool) (*layout, error) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -107,26 +115,85 @@ func mapLayout(f *os.File, full bool) (*layout, error) {
 	if size < 4*1024 {
 		return nil, fmt.Errorf("file is too short to be a store (%d bytes)", size)
 	}
-	// A mapping rather than a read: the quick check looks at about one page
-	// in a hundred.
-	data, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("map file: %w", err)
-	}
-	l, err := checkLayout(data, full)
-	if err != nil {
-		unix.Munmap(data)
-		return nil, err
-	}
-	return l, nil
+	return checkLayout(f, uint64(size), full)
 }
 
-// close unmaps the file.
+// close lets go of the file; the layout does not own it.
 func (l *layout) close() {
-	if l != nil && l.data != nil {
-		unix.Munmap(l.data)
-		l.data = nil
+	if l != nil {
+		l.f = nil
 	}
+}
+
+// read returns n bytes of the file at off, or an error wrapping the
+// short read.
+func (l *layout) read(off, n uint64) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := l.f.ReadAt(b, int64(off)); err != nil {
+		return nil, fmt.Errorf("read %d bytes at %d: %w", n, off, err)
+	}
+	return b, nil
+}
+
+// layoutCache keeps the last quick check of a store file, so that the
+// many short transactions of one command do not each read every branch
+// page again (at 100,000 leases that was some 3 ms a transaction, a dozen
+// times per command). It is reused only while the file provably has not
+// changed: same device and inode, size, change and modification times
+// (which any write(2) moves, with fine-grained timestamps once they have
+// been read), and the same bytes in both meta pages (which every bbolt
+// commit rewrites). Leaves are still checked afresh in every transaction.
+type layoutCache struct {
+	key layoutKey
+	l   *layout
+}
+
+type layoutKey struct {
+	dev, ino     uint64
+	size         int64
+	ctime, mtime unix.Timespec
+	meta         [2][80]byte
+}
+
+// layoutKeyOf identifies the state of f; ok is false when it cannot, and
+// then nothing is cached.
+func layoutKeyOf(f *os.File) (k layoutKey, ok bool) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return k, false
+	}
+	k.dev, k.ino, k.size, k.ctime, k.mtime = uint64(st.Dev), st.Ino, st.Size, st.Ctim, st.Mtim
+	if _, err := f.ReadAt(k.meta[0][:], 0); err != nil {
+		return k, false
+	}
+	m := readMeta(k.meta[0][:])
+	if !m.valid {
+		return k, false
+	}
+	if _, err := f.ReadAt(k.meta[1][:], int64(m.pageSize)); err != nil {
+		return k, false
+	}
+	return k, true
+}
+
+// checkedLayout returns the quick check of f, from c when f has not
+// changed since c was filled, and refills c otherwise.
+func (c *layoutCache) checkedLayout(f *os.File) (*layout, error) {
+	k, ok := layoutKeyOf(f)
+	if ok && c.l != nil && c.key == k {
+		l := *c.l
+		l.f, l.checked, l.branches = f, map[uint64]bool{}, map[uint64][]byte{}
+		return &l, nil
+	}
+	l, err := mapLayout(f, false)
+	if err != nil || !ok {
+		c.l = nil
+		return l, err
+	}
+	keep := *l
+	keep.f, keep.checked, keep.branches = nil, nil, nil
+	c.key, c.l = k, &keep
+	return l, nil
 }
 
 // checkMetaPages reports a damaged meta page, which bbolt silently works
@@ -150,7 +217,8 @@ func checkMetaPages(f *os.File) error {
 }
 
 type layout struct {
-	data []byte
+	f    io.ReaderAt
+	size uint64 // the file's size when checked
 	ps   uint64
 	hwm  uint64
 	free []bool
@@ -163,13 +231,28 @@ type layout struct {
 	tree      uint64
 	leafLevel int
 	checked   map[uint64]bool
+	// branches keeps the branch pages read, about one page in a hundred,
+	// because every lookup and write descends through them again.
+	branches map[uint64][]byte
 }
 
-func checkLayout(data []byte, full bool) (*layout, error) {
-	size := uint64(len(data))
+func checkLayout(f io.ReaderAt, size uint64, full bool) (*layout, error) {
+	l := &layout{f: f, size: size, full: full, checked: map[uint64]bool{}, branches: map[uint64][]byte{}}
+	// readMetaAt reads the meta page at off; a page that cannot be read is
+	// an invalid one.
+	readMetaAt := func(off uint64) boltMeta {
+		if off+80 > size {
+			return boltMeta{}
+		}
+		b, err := l.read(off, 80)
+		if err != nil {
+			return boltMeta{}
+		}
+		return readMeta(b)
+	}
 	// Find the page size as bbolt does: from meta page 0 if it is valid,
 	// else from a valid meta page 1 at any power-of-two offset.
-	m0 := readMeta(data)
+	m0 := readMetaAt(0)
 	ps := uint64(m0.pageSize)
 	if !m0.valid {
 		ps = 0
@@ -178,7 +261,7 @@ func checkLayout(data []byte, full bool) (*layout, error) {
 			if pos >= size-1024 {
 				break
 			}
-			if m := readMeta(data[pos:]); m.valid {
+			if m := readMetaAt(pos); m.valid {
 				ps = uint64(m.pageSize)
 				break
 			}
@@ -196,7 +279,7 @@ func checkLayout(data []byte, full bool) (*layout, error) {
 
 	// Pick the meta page bbolt will pick: the higher transaction id if that
 	// page is valid, else the other.
-	m0, m1 := readMeta(data[0:]), readMeta(data[ps:])
+	m0, m1 := readMetaAt(0), readMetaAt(ps)
 	a, b := m0, m1
 	if m1.txid > m0.txid {
 		a, b = m1, m0
@@ -215,8 +298,7 @@ func checkLayout(data []byte, full bool) (*layout, error) {
 		return nil, fmt.Errorf("high-water mark %d is outside the file (%d pages)", m.pgid, size/ps)
 	}
 
-	l := &layout{data: data, ps: ps, hwm: m.pgid, free: make([]bool, m.pgid), used: make([]bool, m.pgid), full: full,
-		checked: map[uint64]bool{}}
+	l.ps, l.hwm, l.free, l.used = ps, m.pgid, make([]bool, m.pgid), make([]bool, m.pgid)
 	l.used[0], l.used[1] = true, true
 	if m.freelist != noFreelist {
 		if err := l.checkFreelist(m.freelist); err != nil {
@@ -235,7 +317,13 @@ func (l *layout) header(id uint64) (flags, count uint16, span []byte, err error)
 	if id < 2 || id >= l.hwm {
 		return 0, 0, nil, fmt.Errorf("page %d is out of range (high-water mark %d)", id, l.hwm)
 	}
-	p := l.data[id*l.ps:]
+	if p, ok := l.branches[id]; ok {
+		return flagBranch, ne.Uint16(p[10:]), p, nil
+	}
+	p, err := l.read(id*l.ps, l.ps)
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
+	}
 	if got := ne.Uint64(p[0:]); got != id {
 		return 0, 0, nil, fmt.Errorf("page %d says it is page %d", id, got)
 	}
@@ -244,7 +332,15 @@ func (l *layout) header(id uint64) (flags, count uint16, span []byte, err error)
 	if overflow >= l.hwm-id {
 		return 0, 0, nil, fmt.Errorf("page %d overflows past the high-water mark", id)
 	}
-	return flags, count, p[:(1+overflow)*l.ps], nil
+	if overflow > 0 {
+		if p, err = l.read(id*l.ps, (1+overflow)*l.ps); err != nil {
+			return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
+		}
+	}
+	if flags == flagBranch {
+		l.branches[id] = p
+	}
+	return flags, count, p, nil
 }
 
 // claim marks the pages of a span as in use, refusing a page that is free

@@ -1,0 +1,812 @@
+package cmd
+
+// Whole-process benchmarks: the lessor binary, built into a temporary
+// directory, is timed against a real PostgreSQL, and compared with the
+// floor (testdata/bench/floor), a minimal program that opens a fresh pgx
+// connection and runs the same CREATE ROLE/GRANT/COMMENT transaction.
+// Ratios are taken within one run, with lessor and the floor interleaved so
+// that both see the same machine noise.
+//
+// They are slow and create thousands of roles, so they run only with
+// LESSOR_BENCH=1 (see .ci/bench), never in `go test ./...`. Every figure is
+// printed as a line starting with "BENCH|" for .ci/bench to tabulate.
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// benchRig is one benchmark's world: the built binaries, a database with
+// six tables and a group role that may read them, an admin role for lessor,
+// and any number of lessor stores.
+type benchRig struct {
+	t         *testing.T
+	bin       string // directory of the built binaries
+	adminURL  *url.URL
+	dbName    string
+	group     string // the group role issued roles are granted
+	lessorAdm string // the PostgreSQL role lessor connects as
+	admConn   *pgx.Conn
+	storeIDs  []string // of every store made, to find their roles
+}
+
+// benchStore is one initialised lessor store with the database engine
+// mounted, configured, and two roles: "group" (GRANT of the group role)
+// and "tables6" (six per-table grants).
+type benchStore struct {
+	rig     *benchRig
+	home    string
+	env     []string
+	storeID string
+}
+
+func requireBench(t *testing.T) *benchRig {
+	t.Helper()
+	if testing.Short() || os.Getenv("LESSOR_BENCH") != "1" {
+		t.Skip("whole-process benchmarks run only with LESSOR_BENCH=1 (see .ci/bench)")
+	}
+	raw := os.Getenv("LESSOR_BENCH_DATABASE_URL")
+	if raw == "" {
+		raw = os.Getenv("LESSOR_TEST_DATABASE_URL")
+	}
+	if raw == "" {
+		t.Fatal("LESSOR_BENCH needs LESSOR_BENCH_DATABASE_URL or LESSOR_TEST_DATABASE_URL (a superuser URL)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("database url: %v", err)
+	}
+	r := &benchRig{t: t, adminURL: u, bin: benchBinaries(t)}
+	ctx := context.Background()
+	sfx := fmt.Sprintf("%08x", rand.Uint32())
+	r.dbName = "lessor_bench_" + sfx
+	r.group = "lessor_bench_readers_" + sfx
+	r.lessorAdm = "lessor_bench_admin_" + sfx
+	root, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer root.Close(ctx)
+	t.Cleanup(r.cleanup)
+	mustExec(t, root, "CREATE DATABASE "+ident(r.dbName))
+	mustExec(t, root, "CREATE ROLE "+ident(r.group)+" NOLOGIN")
+	mustExec(t, root, "CREATE ROLE "+ident(r.lessorAdm)+" LOGIN SUPERUSER PASSWORD 'bench-admin-pw'")
+	r.admConn, err = pgx.Connect(ctx, r.url(u.User.Username(), "", r.dbName))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	// Sixty tables: PostgreSQL keeps a table's ACL in one row, which holds
+	// about 2,000 grantees, so 10,000 roles with six per-table grants each
+	// are spread over ten sets of six, 1,000 roles a set.
+	for i := 1; i <= 60; i++ {
+		tbl := ident(fmt.Sprintf("t%d", i))
+		mustExec(t, r.admConn, "CREATE TABLE "+tbl+" (id int)")
+		if i <= 6 {
+			mustExec(t, r.admConn, "GRANT SELECT ON "+tbl+" TO "+ident(r.group))
+		}
+	}
+	return r
+}
+
+// benchBinaries builds lessor and the floor once per test process.
+var benchBinaries = func() func(t *testing.T) string {
+	var once sync.Once
+	var dir string
+	var err error
+	return func(t *testing.T) string {
+		once.Do(func() {
+			dir, err = os.MkdirTemp("", "lessor-bench-bin")
+			if err != nil {
+				return
+			}
+			for _, b := range [][2]string{{"lessor", ".."}, {"floor", "../testdata/bench/floor"}} {
+				out, e := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), b[1]).CombinedOutput()
+				if e != nil {
+					err = fmt.Errorf("go build %s: %v\n%s", b[1], e, out)
+					return
+				}
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+}()
+
+// lessorBin is the binary under test: the one built from this tree, or
+// LESSOR_BENCH_LESSOR_BIN, to compare two builds (before and after a
+// change) against the same floor.
+func (r *benchRig) lessorBin() string {
+	if b := os.Getenv("LESSOR_BENCH_LESSOR_BIN"); b != "" {
+		return b
+	}
+	return filepath.Join(r.bin, "lessor")
+}
+
+func (r *benchRig) url(user, password, db string) string {
+	u := *r.adminURL
+	if password == "" {
+		u.User = r.adminURL.User
+	} else {
+		u.User = url.UserPassword(user, password)
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+// cleanup drops the database first (which drops the per-table grants that
+// would block DROP ROLE), then every role the run created.
+func (r *benchRig) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if r.admConn != nil {
+		r.admConn.Close(ctx)
+	}
+	root, err := pgx.Connect(ctx, r.adminURL.String())
+	if err != nil {
+		r.t.Logf("cleanup: %v", err)
+		return
+	}
+	defer root.Close(ctx)
+	if _, err := root.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(r.dbName)+" WITH (FORCE)"); err != nil {
+		r.t.Logf("cleanup: %v", err)
+	}
+	// Only this run's roles: other tests may be issuing roles on the same
+	// server right now.
+	var patterns []string
+	for _, id := range r.storeIDs {
+		patterns = append(patterns, database.CommentPrefix+`{"store":"`+id+`"%`, "bench-%-"+id[:8]+"-%")
+	}
+	rows, err := root.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'floor-%'
+		OR shobj_description(oid, 'pg_authid') LIKE ANY($1) OR rolname LIKE ANY($1)`, patterns)
+	if err != nil {
+		r.t.Logf("cleanup: %v", err)
+		return
+	}
+	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	names = append(names, r.group, r.lessorAdm)
+	for len(names) > 0 {
+		n := min(len(names), 1000)
+		var b strings.Builder
+		b.WriteString("DROP ROLE IF EXISTS ")
+		for i, nm := range names[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(ident(nm))
+		}
+		if _, err := root.Exec(ctx, b.String()); err != nil {
+			r.t.Logf("cleanup: %v", err)
+		}
+		names = names[n:]
+	}
+}
+
+func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+func mustExec(t *testing.T, c *pgx.Conn, sql string) {
+	t.Helper()
+	if _, err := c.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%.200s: %v", sql, err)
+	}
+}
+
+// newStore initialises a store (key file, or passphrase when pass is not
+// empty) and configures the database engine through the binary, as an
+// operator would.
+func (r *benchRig) newStore(pass string) *benchStore {
+	t := r.t
+	home := t.TempDir()
+	s := &benchStore{rig: r, home: home}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "LESSOR_") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "XDG_") {
+			s.env = append(s.env, kv)
+		}
+	}
+	s.env = append(s.env, "HOME="+home)
+	initArgs := []string{"operator", "init", "-format=json"}
+	if pass != "" {
+		pf := filepath.Join(home, "pass")
+		writeFile(t, pf, pass)
+		s.env = append(s.env, "LESSOR_PASSPHRASE_FILE="+pf)
+		initArgs = append(initArgs, "-passphrase")
+	}
+	out := s.lessor(initArgs...)
+	var init struct {
+		RootToken string `json:"root_token"`
+	}
+	if err := json.Unmarshal([]byte(out), &init); err != nil || init.RootToken == "" {
+		t.Fatalf("operator init: %v\n%s", err, out)
+	}
+	s.env = append(s.env, "LESSOR_TOKEN="+init.RootToken)
+	s.lessor("secrets", "enable", "database")
+	writeFile(t, filepath.Join(home, "pw"), "bench-admin-pw")
+	host, port := r.adminURL.Hostname(), r.adminURL.Port()
+	if port == "" {
+		port = "5432"
+	}
+	s.lessor("write", "database/config/pg", "plugin_name=postgresql-database-plugin",
+		"allowed_roles=group,tables6", "username="+r.lessorAdm, "password=@"+filepath.Join(home, "pw"),
+		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%s/%s?sslmode=disable", host, port, r.dbName))
+	writeFile(t, filepath.Join(home, "group.sql"),
+		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT `+ident(r.group)+` TO "{{name}}";`)
+	var six strings.Builder
+	six.WriteString(`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
+	for i := 1; i <= 6; i++ {
+		fmt.Fprintf(&six, ` GRANT SELECT ON t%d TO "{{name}}";`, i)
+	}
+	writeFile(t, filepath.Join(home, "tables6.sql"), six.String())
+	for _, role := range []string{"group", "tables6"} {
+		s.lessor("write", "database/roles/"+role, "db_name=pg", "creation_statements=@"+filepath.Join(home, role+".sql"),
+			"default_ttl=1h", "max_ttl=24h")
+	}
+	b := s.open()
+	s.storeID = b.StoreID()
+	r.storeIDs = append(r.storeIDs, s.storeID)
+	return s
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *benchStore) storePath() string {
+	return filepath.Join(s.home, ".local", "share", "lessor", "lessor.db")
+}
+
+// open unseals the store in this process; the Bolt backend holds no file
+// handle between transactions, so the binaries can run meanwhile.
+func (s *benchStore) open() *barrier.Barrier {
+	t := s.rig.t
+	ctx := context.Background()
+	phys, err := storage.OpenBolt(s.storePath(), storage.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key barrier.UnsealKey
+	if pf := s.getenv("LESSOR_PASSPHRASE_FILE"); pf != "" {
+		b, _ := os.ReadFile(pf)
+		key = barrier.KeyFromPassphrase(b)
+	} else if key, err = barrier.KeyFromFile(filepath.Join(s.home, ".config", "lessor", "unseal.key")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := barrier.Open(ctx, phys, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (s *benchStore) getenv(k string) string {
+	for _, kv := range slices.Backward(s.env) {
+		if v, ok := strings.CutPrefix(kv, k+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// procRun is one finished process: its output, wall time and peak RSS.
+type procRun struct {
+	out  string
+	wall time.Duration
+	rss  int64 // bytes; 0 when not measured
+	err  error
+}
+
+// timeBin is GNU time, which measures peak RSS. The process's own rusage
+// cannot: Go starts children with vfork, and Linux counts the parent's
+// resident memory (here, a test holding 100,000 leases) in the child's
+// ru_maxrss. A grandchild of the test, started by time, is clean.
+const timeBin = "/usr/bin/time"
+
+func timed(env []string, name string, args ...string) procRun {
+	return timedRSS(false, env, name, args...)
+}
+
+// timedRSS runs name, through GNU time when rss is set (which then adds
+// a fork and an exec to the wall time).
+func timedRSS(rss bool, env []string, name string, args ...string) procRun {
+	bin, argv := name, args
+	if rss {
+		bin, argv = timeBin, append([]string{"-f", "%M", name}, args...)
+	}
+	c := exec.Command(bin, argv...)
+	c.Env = env
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	start := time.Now()
+	err := c.Run()
+	r := procRun{out: out.String(), wall: time.Since(start)}
+	stderr := errb.String()
+	if rss {
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		kb, perr := strconv.ParseInt(lines[len(lines)-1], 10, 64)
+		if perr == nil {
+			r.rss = kb * 1024
+			stderr = strings.Join(lines[:len(lines)-1], "\n")
+		}
+	}
+	if err != nil {
+		r.err = fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, stderr)
+	}
+	return r
+}
+
+func haveTime() bool {
+	_, err := os.Stat(timeBin)
+	return err == nil
+}
+
+func (s *benchStore) run(args ...string) procRun {
+	return timed(s.env, s.rig.lessorBin(), args...)
+}
+
+// runRSS runs lessor through GNU time, for its peak RSS.
+func (s *benchStore) runRSS(args ...string) procRun {
+	return timedRSS(haveTime(), s.env, s.rig.lessorBin(), args...)
+}
+
+func (s *benchStore) lessor(args ...string) string {
+	s.rig.t.Helper()
+	r := s.run(args...)
+	if r.err != nil {
+		s.rig.t.Fatal(r.err)
+	}
+	return r.out
+}
+
+func (r *benchRig) floor() procRun {
+	return timed(os.Environ(), filepath.Join(r.bin, "floor"), r.url(r.lessorAdm, "bench-admin-pw", r.dbName),
+		"GRANT "+ident(r.group)+" TO {{name}}")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func benchRuns() int {
+	if n, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 21
+}
+
+func report(t *testing.T, metric, value, target string) {
+	t.Helper()
+	fmt.Printf("BENCH|%s|%s|%s\n", metric, value, target)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func mib(b int64) string {
+	if b == 0 {
+		return "n/a (no " + timeBin + ")"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+}
+
+// issueVsFloor times n `lessor read database/creds/group` processes and n
+// floor processes, interleaved, after a warm-up; it returns both medians
+// and the peak RSS of one more, measured.
+func (s *benchStore) issueVsFloor(n int) (lessor, floor time.Duration, rss int64) {
+	t := s.rig.t
+	var ls, fs []time.Duration
+	for i := -2; i < n; i++ {
+		f := s.rig.floor()
+		l := s.run("read", "-format=json", "database/creds/group")
+		for _, r := range []procRun{f, l} {
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+		}
+		if i >= 0 {
+			ls, fs = append(ls, l.wall), append(fs, f.wall)
+		}
+	}
+	res := s.runRSS("read", "-format=json", "database/creds/group")
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	return median(ls), median(fs), res.rss
+}
+
+// addLeases writes n active lease records straight into the store, in
+// large transactions, copying the mount, token and role of a lease lessor
+// itself issued. The key layout mirrors pkg/lease's (record, due index,
+// token index); if that layout changes, lessor will not see these leases
+// and TestBenchScale's lease count check fails.
+func (s *benchStore) addLeases(n int, expireAt func(i int) time.Time, usernames func(i int) string) []string {
+	t := s.rig.t
+	ctx := context.Background()
+	b := s.open()
+	es, err := lease.New(b, nil, lease.Options{}).Entries(ctx, "database/creds/group/")
+	if err != nil || len(es) == 0 {
+		t.Fatalf("template lease: %v (%d leases)", err, len(es))
+	}
+	tmpl := es[0]
+	ids := make([]string, 0, n)
+	const chunk = 5000
+	for done := 0; done < n; {
+		m := min(chunk, n-done)
+		err := b.Update(ctx, func(tx storage.Tx) error {
+			for i := done; i < done+m; i++ {
+				e := *tmpl
+				e.ID = tmpl.Path + "/" + randID()
+				expire := expireAt(i).UTC().Truncate(time.Second)
+				e.State = lease.StateActive
+				e.IssueTime = expire.Add(-time.Hour)
+				e.ExpireTime = expire
+				e.InternalData = map[string]any{}
+				for k, v := range tmpl.InternalData {
+					e.InternalData[k] = v
+				}
+				e.InternalData["username"] = usernames(i)
+				e.DueKey = fmt.Sprintf("sys/lease/due/%012d/%s", expire.Unix(), e.ID)
+				raw, err := json.Marshal(&e)
+				if err != nil {
+					return err
+				}
+				for k, v := range map[string][]byte{"sys/lease/id/" + e.ID: raw, e.DueKey: nil, "sys/lease/token/" + e.TokenAccessor + "/" + e.ID: nil} {
+					if err := tx.Put(k, v); err != nil {
+						return err
+					}
+				}
+				ids = append(ids, e.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("add leases: %v", err)
+		}
+		done += m
+	}
+	return ids
+}
+
+// at gives every lease the same expiry.
+func at(t time.Time) func(int) time.Time { return func(int) time.Time { return t } }
+
+const base62Bench = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+func randID() string {
+	b := make([]byte, 24)
+	for i := range b {
+		b[i] = base62Bench[rand.IntN(len(base62Bench))]
+	}
+	return string(b)
+}
+
+func (s *benchStore) leaseCount() int {
+	n, err := lease.New(s.open(), nil, lease.Options{}).Count(context.Background())
+	if err != nil {
+		s.rig.t.Fatal(err)
+	}
+	return n
+}
+
+// rolesOfStore counts the roles in PostgreSQL whose comment names this
+// store.
+func (s *benchStore) rolesOfStore() int {
+	var n int
+	err := s.rig.admConn.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE $1`,
+		database.CommentPrefix+`{"store":"`+s.storeID+`"%`).Scan(&n)
+	if err != nil {
+		s.rig.t.Fatal(err)
+	}
+	return n
+}
+
+// TestBenchIssueScale is targets 1 and 2: issue latency against the floor
+// at 0, 1,000, 10,000 and 100,000 active leases. The bulk leases have no
+// PostgreSQL roles: issuing a credential never reads other leases' roles,
+// so only the store's size matters here.
+func TestBenchIssueScale(t *testing.T) {
+	r := requireBench(t)
+	s := r.newStore("")
+	n := benchRuns()
+	var l0 time.Duration
+	total := 0
+	for _, level := range []int{0, 1000, 10000, 100000} {
+		if level > total {
+			s.addLeases(level-total, at(time.Now().Add(24*time.Hour)), func(i int) string { return fmt.Sprintf("bench-%d", i) })
+			total = level
+		}
+		l, f, rss := s.issueVsFloor(n)
+		if level == 0 {
+			l0 = l
+		}
+		report(t, fmt.Sprintf("issue @%d leases: lessor / floor", level), fmt.Sprintf("%s / %s = %.2fx", ms(l), ms(f), float64(l)/float64(f)), "<= 1.5x")
+		report(t, fmt.Sprintf("issue @%d leases vs @0", level), fmt.Sprintf("%.2fx", float64(l)/float64(l0)), "<= 1.2x")
+		report(t, fmt.Sprintf("issue @%d leases: peak RSS", level), mib(rss), "< 64 MiB")
+		total += n + 3
+	}
+	if got, want := s.leaseCount(), 100000+n+3; got != want {
+		t.Errorf("store holds %d leases, want %d", got, want)
+	}
+	st, err := os.Stat(s.storePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	report(t, "store file @100000 leases", mib(st.Size()), "")
+}
+
+// TestBenchConcurrency is target 3: 8 processes issuing 100 credentials
+// each, against one process issuing 100, on fresh stores; no error, no
+// lost lease, one role per lease.
+func TestBenchConcurrency(t *testing.T) {
+	r := requireBench(t)
+	const per = 100
+	for _, workers := range []int{1, 8} {
+		s := r.newStore("")
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*per)
+		start := time.Now()
+		for range workers {
+			wg.Go(func() {
+				for range per {
+					if res := s.run("read", "-format=json", "database/creds/group"); res.err != nil {
+						errs <- res.err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		el := time.Since(start)
+		close(errs)
+		nerr := 0
+		for err := range errs {
+			if nerr < 3 {
+				t.Error(err)
+			}
+			nerr++
+		}
+		leases, roles := s.leaseCount(), s.rolesOfStore()
+		report(t, fmt.Sprintf("concurrency %dx%d: throughput", workers, per), fmt.Sprintf("%.1f issues/s (%s)", float64(workers*per)/el.Seconds(), el.Round(time.Millisecond)), "")
+		report(t, fmt.Sprintf("concurrency %dx%d: errors, leases, roles", workers, per), fmt.Sprintf("%d, %d, %d", nerr, leases, roles), fmt.Sprintf("0, %d, %d", workers*per, workers*per))
+		if leases != workers*per || roles != workers*per {
+			t.Errorf("%d workers: %d leases and %d roles, want %d of each", workers, leases, roles, workers*per)
+		}
+	}
+}
+
+// TestBenchReap is target 4: one `lessor reap` revoking 10,000 due leases
+// whose roles really exist, once with roles that are members of a group
+// role and once with roles holding six per-table grants.
+func TestBenchReap(t *testing.T) {
+	r := requireBench(t)
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_REAP")); err == nil && v > 0 {
+		n = v
+	}
+	for _, kind := range []string{"group", "tables6"} {
+		s := r.newStore("")
+		s.dueLeases(n, kind)
+		ctx := context.Background()
+		// The template lease is not due; everything added is.
+		peak := 0
+		stop := make(chan struct{})
+		var mon sync.WaitGroup
+		mc, err := pgx.Connect(ctx, r.adminURL.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mon.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var c int
+				if err := mc.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, r.lessorAdm).Scan(&c); err == nil {
+					peak = max(peak, c)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+		res := s.runRSS("reap", "-format=json")
+		close(stop)
+		mon.Wait()
+		mc.Close(ctx)
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		var sum struct {
+			Revoked, Failed int
+		}
+		if err := json.Unmarshal([]byte(res.out), &sum); err != nil {
+			t.Fatalf("reap output: %v\n%s", err, res.out)
+		}
+		var left int
+		if err := r.admConn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, "bench-"+kind+"-"+s.storeID[:8]+"-%").Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		report(t, fmt.Sprintf("reap %d (%s): rate", n, kind), fmt.Sprintf("%.0f leases/s (%s)", float64(sum.Revoked)/res.wall.Seconds(), res.wall.Round(time.Millisecond)), ">= 2000/s")
+		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, kind), fmt.Sprintf("%d, %d, %d, %d", sum.Revoked, sum.Failed, left, s.leaseCount()), fmt.Sprintf("%d, 0, 0, 1", n))
+		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, kind), fmt.Sprintf("%d, %s", peak, mib(res.rss)), "< 64 MiB")
+		if sum.Revoked != n || left != 0 {
+			t.Errorf("%s: revoked %d of %d, %d roles left", kind, sum.Revoked, n, left)
+		}
+	}
+}
+
+// dueLeases creates n roles in PostgreSQL, members of the group role
+// (kind "group") or holding six per-table grants ("tables6"), and a due
+// lease for each, plus one lease lessor issues itself, which is not due.
+func (s *benchStore) dueLeases(n int, kind string) {
+	r, t := s.rig, s.rig.t
+	s.lessor("read", "database/creds/group") // the template lease
+	names := make([]string, n)
+	var b strings.Builder
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%s-%s-%d", kind, s.storeID[:8], i)
+		id := ident(names[i])
+		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN; COMMENT ON ROLE %s IS 'lessor-bench';", id, id)
+		if kind == "group" {
+			fmt.Fprintf(&b, "GRANT %s TO %s;", ident(r.group), id)
+		} else {
+			for k := 1; k <= 6; k++ {
+				fmt.Fprintf(&b, "GRANT SELECT ON t%d TO %s;", 6*(i/1000%10)+k, id)
+			}
+		}
+		if i%1000 == 999 || i == n-1 {
+			mustExec(t, r.admConn, b.String())
+			b.Reset()
+		}
+	}
+	// The roles of one set expire in the same second, so that reap's
+	// batches (due order, 1,000 at a time) line up with the sets, as
+	// when the credentials of one role definition are due together.
+	now := time.Now()
+	s.addLeases(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
+		func(i int) string { return names[i] })
+}
+
+// TestBenchUnseal is target 5: the cost of unsealing per command, key file
+// against passphrase (Argon2id), measured on `lessor secrets list`, which
+// does nothing but unseal and read the mount table.
+func TestBenchUnseal(t *testing.T) {
+	r := requireBench(t)
+	n := benchRuns()
+	for _, pass := range []string{"", "correct horse battery staple"} {
+		s := r.newStore(pass)
+		var ds []time.Duration
+		var rss int64
+		for i := -2; i < n; i++ {
+			res := s.run("secrets", "list")
+			if res.err != nil {
+				t.Fatal(res.err)
+			}
+			if i >= 0 {
+				ds = append(ds, res.wall)
+			}
+		}
+		res := s.runRSS("secrets", "list")
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		rss = res.rss
+		kind := "key file"
+		if pass != "" {
+			kind = "passphrase"
+		}
+		report(t, "unseal ("+kind+"): `secrets list`", ms(median(ds))+", peak RSS "+mib(rss), "")
+	}
+}
+
+// TestProfileIssue runs `read database/creds/group` in this process, with
+// LESSOR_BENCH_LEASES (default 100,000) leases in the store, and writes a
+// CPU profile to LESSOR_BENCH_CPUPROFILE when set: the whole-process
+// benchmarks show what is slow, this shows why.
+func TestProfileIssue(t *testing.T) {
+	r := requireBench(t)
+	s := r.newStore("")
+	s.lessor("read", "database/creds/group")
+	leases := 100000
+	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_LEASES")); err == nil && v >= 0 {
+		leases = v
+	}
+	if leases > 0 {
+		s.addLeases(leases, at(time.Now().Add(24*time.Hour)), func(i int) string { return fmt.Sprintf("bench-%d", i) })
+	}
+	if p := os.Getenv("LESSOR_BENCH_KEEP_STORE"); p != "" {
+		// A copy for package-level benchmarks (pkg/storage).
+		b, err := os.ReadFile(s.storePath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, p, string(b))
+	}
+	if p := os.Getenv("LESSOR_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	n := benchRuns()
+	var ds []time.Duration
+	for range n {
+		var out, errb bytes.Buffer
+		f := newFactory(strings.NewReader(""), &out, &errb, s.getenv)
+		start := time.Now()
+		if code := run(context.Background(), f, []string{"read", "database/creds/group"}); code != 0 {
+			t.Fatalf("exit %d: %s", code, errb.String())
+		}
+		ds = append(ds, time.Since(start))
+	}
+	report(t, fmt.Sprintf("in-process issue @%d leases", leases), ms(median(ds)), "")
+}
+
+// TestProfileReap runs `reap` in this process over LESSOR_BENCH_REAP
+// (default 10,000) due leases of LESSOR_BENCH_KIND ("group" or "tables6"),
+// writing a CPU profile to LESSOR_BENCH_CPUPROFILE when set.
+func TestProfileReap(t *testing.T) {
+	r := requireBench(t)
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_REAP")); err == nil && v > 0 {
+		n = v
+	}
+	kind := cmp.Or(os.Getenv("LESSOR_BENCH_KIND"), "group")
+	s := r.newStore("")
+	s.dueLeases(n, kind)
+	if p := os.Getenv("LESSOR_BENCH_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var out, errb bytes.Buffer
+	f := newFactory(strings.NewReader(""), &out, &errb, s.getenv)
+	start := time.Now()
+	if code := run(context.Background(), f, []string{"reap", "-format=json"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	el := time.Since(start)
+	report(t, fmt.Sprintf("in-process reap %d (%s)", n, kind), fmt.Sprintf("%.0f leases/s (%s)", float64(n)/el.Seconds(), el.Round(time.Millisecond)), "")
+}

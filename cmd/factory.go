@@ -270,15 +270,25 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 	if err != nil {
 		return nil, err
 	}
-	kind, err := barrier.UnsealKind(ctx, phys)
+	// One read of the header and keyring serves both choosing the key and
+	// unsealing: each read transaction opens and locks the file again.
+	sealed, err := barrier.Peek(ctx, phys)
 	if err != nil {
 		return nil, f.storeError(err)
 	}
+	kind := sealed.UnsealKind()
 	key, err := f.unsealKey(kind)
 	if err != nil {
 		return nil, err
 	}
-	b, err := barrier.Open(ctx, phys, key)
+	var b *barrier.Barrier
+	if kind == barrier.KindPassphrase {
+		// A prompt may wait a long time: read the header again after it,
+		// in case the store was rekeyed meanwhile.
+		b, err = barrier.Open(ctx, phys, key)
+	} else {
+		b, err = sealed.Unseal(key)
+	}
 	if err != nil {
 		return nil, f.storeError(err)
 	}
@@ -291,7 +301,13 @@ func (f *Factory) storeError(err error) error {
 	path := f.storePath()
 	switch {
 	case errors.Is(err, barrier.ErrWrongKey):
-		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "check -key-file / LESSOR_KEY_FILE, LESSOR_UNSEAL_KEY or the passphrase")}
+		hint := "check -key-file / LESSOR_KEY_FILE, LESSOR_UNSEAL_KEY or the passphrase"
+		if next := expandHome(f.get("key_file"), f.home()) + ".new"; fileExists(next) {
+			// operator rekey writes the new key there, rekeys, then renames
+			// it over the old one; an interruption leaves it behind.
+			hint = fmt.Sprintf("an interrupted `lessor operator rekey` left the new key in %s: try -key-file=%s, then move it over the old key file", next, next)
+		}
+		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "%s", hint)}
 	case errors.Is(err, barrier.ErrNotInitialized):
 		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "run `lessor operator init`")}
 	}
@@ -383,4 +399,9 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 func isStoreFailure(err error) bool {
 	return errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrBusy) ||
 		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EDQUOT)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -66,6 +66,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -139,25 +140,73 @@ type Barrier struct {
 // unseals the barrier in phys, so that a caller knows whether to ask for a
 // passphrase before calling Open.
 func UnsealKind(ctx context.Context, phys storage.Store) (string, error) {
-	var raw []byte
+	s, err := Peek(ctx, phys)
+	if err != nil {
+		return "", err
+	}
+	return s.UnsealKind(), nil
+}
+
+// Sealed is a barrier as read from its store but not unsealed: what a
+// command needs to choose its unseal key and then to unseal, from one read
+// transaction instead of two (each one opens and locks the store file).
+type Sealed struct {
+	phys    storage.Store
+	hdr     *header
+	hdrRaw  []byte
+	ringRaw []byte
+}
+
+// Peek reads the barrier's header and keyring from phys in one read
+// transaction and checks the header. It fails with ErrNotInitialized for an
+// empty store.
+func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
+	var hdrRaw, ringRaw []byte
 	err := phys.View(ctx, func(tx storage.Tx) error {
 		var err error
-		if raw, err = tx.Get(headerKey); err != nil || raw != nil {
+		if hdrRaw, err = tx.Get(headerKey); err != nil {
 			return err
 		}
-		if err := checkEmpty(tx); err != nil {
-			return err
+		if hdrRaw == nil {
+			if err := checkEmpty(tx); err != nil {
+				return err
+			}
+			return ErrNotInitialized
 		}
-		return ErrNotInitialized
+		ringRaw, err = tx.Get(keyringKey)
+		return err
 	})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	h, err := parseHeader(raw)
+	h, err := parseHeader(hdrRaw)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return h.kind.String(), nil
+	return &Sealed{phys: phys, hdr: h, hdrRaw: hdrRaw, ringRaw: ringRaw}, nil
+}
+
+// UnsealKind is KindKeyFile or KindPassphrase.
+func (s *Sealed) UnsealKind() string { return s.hdr.kind.String() }
+
+// Unseal opens the barrier with key, from what Peek read and without
+// reading the store again. What Peek read may since have changed: a
+// rotation is picked up by the next transaction, a rekey makes Unseal fail
+// as with a wrong key; a caller that may wait long between the two (a
+// passphrase prompt) should call Open instead.
+func (s *Sealed) Unseal(key UnsealKey) (*Barrier, error) {
+	if key.kind == 0 {
+		return nil, errNoKey
+	}
+	rk, err := unwrapRootKey(s.hdr, key)
+	if err != nil {
+		return nil, fmt.Errorf("open barrier: %w", err)
+	}
+	ring, err := openKeyring(rk, s.hdr.storeID, s.ringRaw)
+	if err != nil {
+		return nil, fmt.Errorf("open barrier: %w", err)
+	}
+	return &Barrier{phys: s.phys, rand: rand.Reader, now: time.Now, storeID: s.hdr.storeID, hdr: s.hdr, hdrRaw: s.hdrRaw, rk: rk, ring: ring}, nil
 }
 
 // Initialized reports whether phys holds a barrier. A store that holds
@@ -261,37 +310,11 @@ func Open(ctx context.Context, phys storage.Store, key UnsealKey) (*Barrier, err
 	if key.kind == 0 {
 		return nil, errNoKey
 	}
-	var hdrRaw, ringRaw []byte
-	err := phys.View(ctx, func(tx storage.Tx) error {
-		var err error
-		if hdrRaw, err = tx.Get(headerKey); err != nil {
-			return err
-		}
-		if hdrRaw == nil {
-			if err := checkEmpty(tx); err != nil {
-				return err
-			}
-			return ErrNotInitialized
-		}
-		ringRaw, err = tx.Get(keyringKey)
-		return err
-	})
+	s, err := Peek(ctx, phys)
 	if err != nil {
 		return nil, fmt.Errorf("open barrier: %w", err)
 	}
-	h, err := parseHeader(hdrRaw)
-	if err != nil {
-		return nil, fmt.Errorf("open barrier: %w", err)
-	}
-	rk, err := unwrapRootKey(h, key)
-	if err != nil {
-		return nil, fmt.Errorf("open barrier: %w", err)
-	}
-	ring, err := openKeyring(rk, h.storeID, ringRaw)
-	if err != nil {
-		return nil, fmt.Errorf("open barrier: %w", err)
-	}
-	return &Barrier{phys: phys, rand: rand.Reader, now: time.Now, storeID: h.storeID, hdr: h, hdrRaw: hdrRaw, rk: rk, ring: ring}, nil
+	return s.Unseal(key)
 }
 
 // StoreID returns the store's random id in hex.
@@ -362,11 +385,16 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 		if next.raw, err = sealKeyring(b.rk, b.storeID, next, b.rand); err != nil {
 			return err
 		}
-		return tx.Put(keyringKey, next.raw)
+		if err := tx.Put(keyringKey, next.raw); err != nil {
+			return err
+		}
+		failpoint.Hit(failpoint.BarrierRotateBeforeCommit)
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("rotate barrier key: %w", err)
 	}
+	failpoint.Hit(failpoint.BarrierRotateAfterCommit)
 	b.setRing(next)
 	return next.active, nil
 }
@@ -398,11 +426,16 @@ func (b *Barrier) Rekey(ctx context.Context, newKey UnsealKey, opts InitOptions)
 		if !bytes.Equal(cur, oldRaw) {
 			return errors.New("the store header changed since the store was opened (rekeyed by another process?); open it again")
 		}
-		return tx.Put(headerKey, newRaw)
+		if err := tx.Put(headerKey, newRaw); err != nil {
+			return err
+		}
+		failpoint.Hit(failpoint.BarrierRekeyBeforeCommit)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("rekey barrier: %w", err)
 	}
+	failpoint.Hit(failpoint.BarrierRekeyAfterCommit)
 	b.mu.Lock()
 	b.hdr, b.hdrRaw = &h, newRaw
 	b.mu.Unlock()

@@ -26,6 +26,7 @@ import (
 	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/policy"
 	"github.com/lessorhq/lessor/pkg/storage"
 	"github.com/lessorhq/lessor/pkg/token"
 )
@@ -69,7 +70,13 @@ type Core struct {
 	backends map[string]logical.Backend // by mount uuid
 	broker   *audit.Broker
 	brokerOK bool
+	// brokerGen counts resetBroker calls, so that an audit configuration
+	// read before a reset is not cached after it.
+	brokerGen uint64
 }
+
+// tokenStoragePrefix is the token store's part of the sealed store.
+const tokenStoragePrefix = "sys/token/"
 
 // New returns a Core over an unsealed store.
 func New(cfg Config) *Core {
@@ -85,7 +92,7 @@ func New(cfg Config) *Core {
 		backends: map[string]logical.Backend{},
 	}
 	c.leases = lease.New(cfg.Store, c.resolveLeaseMount, lease.Options{Now: cfg.Now, Rand: cfg.Rand})
-	c.tokens = token.New(storage.Prefixed(cfg.Store, "sys/token/"), token.Options{
+	c.tokens = token.New(storage.Prefixed(cfg.Store, tokenStoragePrefix), token.Options{
 		Now: cfg.Now, Rand: cfg.Rand,
 		DefaultTTL: SystemDefaultTTL, MaxTTL: SystemMaxTTL,
 		PolicyExists: c.policyExists,
@@ -179,18 +186,15 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	}
 	fullPath := req.Path
 
-	te, err := c.tokens.Lookup(ctx, req.ClientToken)
+	pre, err := c.prefetch(ctx, req.ClientToken, fullPath)
 	if err != nil {
 		if errors.Is(err, token.ErrBadToken) {
 			return nil, &PermissionError{Operation: req.Operation, Path: fullPath, Reason: "missing, invalid or expired token"}
 		}
 		return nil, err
 	}
-	acl, err := c.aclFor(ctx, te.Policies)
-	if err != nil {
-		return nil, err
-	}
-	be, mount, rel, err := c.route(ctx, fullPath)
+	te, acl := pre.token, pre.acl
+	be, mount, rel, err := c.route(fullPath, pre.mounts)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +225,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		req.Operation = aclOp
 	}
 
-	broker, err := c.auditBroker(ctx)
+	broker, err := c.prefetchedBroker(ctx, pre)
 	if err != nil {
 		return nil, err
 	}
@@ -288,17 +292,70 @@ func containsString(ss []string, s string) bool {
 	return false
 }
 
-// route finds the backend for a full path and the path below its mount.
-func (c *Core) route(ctx context.Context, p string) (logical.Backend, *MountEntry, string, error) {
+// prefetched is what Handle reads from the store before the backend runs.
+// It is read in one transaction because each transaction opens and locks
+// the store file again, which a command pays for before its real work.
+type prefetched struct {
+	token  *token.Entry
+	acl    *policy.ACL
+	mounts []*MountEntry // only for a path that is not a built-in mount
+
+	// The audit configuration, unless the core already had it. Handle
+	// used to read it only after routing and the existence check, so an
+	// error reading it waits until then.
+	auditRead bool
+	devices   []audit.Device
+	auditKey  []byte
+	auditErr  error
+	auditGen  uint64
+}
+
+// prefetch reads, in one read transaction and in the order Handle needs
+// them, the caller's token entry, its policies, the mount table (if the
+// path needs it) and the audit configuration (if not yet known).
+func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched, error) {
+	pre := &prefetched{}
+	c.mu.Lock()
+	pre.auditRead, pre.auditGen = !c.brokerOK, c.brokerGen
+	c.mu.Unlock()
+	err := c.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		if pre.token, err = c.tokens.LookupTx(storage.PrefixedTx(tx, tokenStoragePrefix), tok); err != nil {
+			return err
+		}
+		if pre.acl, err = aclForTx(tx, pre.token.Policies); err != nil {
+			return err
+		}
+		if !builtinMount(fullPath) {
+			if pre.mounts, err = loadMounts(tx); err != nil {
+				return err
+			}
+		}
+		if pre.auditRead {
+			pre.devices, pre.auditKey, pre.auditErr = loadAudit(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pre, nil
+}
+
+// builtinMount tells whether p is served by sys/ or auth/token/, which
+// are not in the mount table.
+func builtinMount(p string) bool {
+	return p == "sys" || strings.HasPrefix(p, "sys/") || p == "auth/token" || strings.HasPrefix(p, "auth/token/")
+}
+
+// route finds the backend for a full path and the path below its mount;
+// ms is the mount table, which built-in mounts do not need.
+func (c *Core) route(p string, ms []*MountEntry) (logical.Backend, *MountEntry, string, error) {
 	switch {
 	case p == "sys" || strings.HasPrefix(p, "sys/"):
 		return c.sys, sysMount, strings.TrimPrefix(strings.TrimPrefix(p, "sys"), "/"), nil
 	case p == "auth/token" || strings.HasPrefix(p, "auth/token/"):
 		return c.tokens.Backend(), tokenMount, strings.TrimPrefix(strings.TrimPrefix(p, "auth/token"), "/"), nil
-	}
-	ms, err := c.mounts(ctx)
-	if err != nil {
-		return nil, nil, "", err
 	}
 	m := findMount(ms, strings.TrimSuffix(p, "/"))
 	if m == nil {

@@ -55,30 +55,35 @@ func (c *Core) policyExists(ctx context.Context, name string) (bool, error) {
 // aclFor builds the ACL of a token's policies. Policies that no longer
 // exist grant nothing.
 func (c *Core) aclFor(ctx context.Context, names []string) (*policy.ACL, error) {
-	var ps []*policy.Policy
+	var acl *policy.ACL
 	err := c.store.View(ctx, func(tx storage.Tx) error {
-		for _, n := range names {
-			if n == "root" {
-				ps = append(ps, &policy.Policy{Name: "root"})
-				continue
-			}
-			text, ok, err := loadPolicy(tx, n)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
-			p, err := policy.Parse(n, text)
-			if err != nil {
-				return fmt.Errorf("stored policy %s: %w", n, err)
-			}
-			ps = append(ps, p)
-		}
-		return nil
+		var err error
+		acl, err = aclForTx(tx, names)
+		return err
 	})
-	if err != nil {
-		return nil, err
+	return acl, err
+}
+
+// aclForTx is aclFor inside a transaction the caller holds.
+func aclForTx(tx storage.Tx, names []string) (*policy.ACL, error) {
+	var ps []*policy.Policy
+	for _, n := range names {
+		if n == "root" {
+			ps = append(ps, &policy.Policy{Name: "root"})
+			continue
+		}
+		text, ok, err := loadPolicy(tx, n)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		p, err := policy.Parse(n, text)
+		if err != nil {
+			return nil, fmt.Errorf("stored policy %s: %w", n, err)
+		}
+		ps = append(ps, p)
 	}
 	return policy.NewACL(ps...)
 }

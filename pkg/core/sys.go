@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/audit"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -227,6 +228,7 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 		}
 		return nil, err
 	}
+	failpoint.Hit(failpoint.DisableAfterRevoke)
 	prefix := "logical/" + m.UUID + "/"
 	err = c.store.Update(ctx, func(tx storage.Tx) error {
 		ms, err := loadMounts(tx)
@@ -505,9 +507,31 @@ func (c *Core) auditBroker(ctx context.Context) (*audit.Broker, error) {
 	return c.broker, nil
 }
 
+// prefetchedBroker is auditBroker from the audit configuration that
+// prefetch read, if it read it.
+func (c *Core) prefetchedBroker(ctx context.Context, pre *prefetched) (*audit.Broker, error) {
+	if !pre.auditRead {
+		return c.auditBroker(ctx)
+	}
+	if pre.auditErr != nil {
+		return nil, pre.auditErr
+	}
+	b := audit.NewBroker(pre.devices, pre.auditKey, c.now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.brokerOK {
+		return c.broker, nil
+	}
+	if c.brokerGen == pre.auditGen {
+		c.broker, c.brokerOK = b, true
+	}
+	return b, nil
+}
+
 func (c *Core) resetBroker() {
 	c.mu.Lock()
 	c.brokerOK = false
+	c.brokerGen++
 	c.mu.Unlock()
 }
 

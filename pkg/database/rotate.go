@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -147,6 +148,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	}); err != nil {
 		return fmt.Errorf("unable to rotate root credentials: record pending password: %w", err)
 	}
+	failpoint.Hit(failpoint.RotateRootAfterPending)
 
 	if err := db.RotateRootPassword(ctx, newPassword, cfg.RootRotationStatements); err != nil {
 		rerr := fmt.Errorf("unable to rotate root credentials: %w", cfg.redact(err, newPassword))
@@ -171,6 +173,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 		}
 		return rerr
 	}
+	failpoint.Hit(failpoint.RotateRootAfterAlter)
 	if b.testOnlyAfterRotate != nil {
 		if err := b.testOnlyAfterRotate(); err != nil {
 			return err

@@ -1,5 +1,6 @@
 // Package failpoint names the steps of lessor's multi-step operations
-// (issuing, revoking) so that a test can stop a real process at exactly
+// (issuing, renewing, revoking, rotating keys and passwords, disabling
+// mounts, revoking tokens) so that a test can stop a real process at exactly
 // one of them and check what is left behind.
 //
 // failpoint.Hit(step) does nothing unless the environment variable
@@ -42,12 +43,47 @@ const (
 	// RevokeAfterBackend: the backend revoked the roles; the records are
 	// not yet deleted.
 	RevokeAfterBackend = "revoke/after-backend"
+	// RenewAfterBackend: PostgreSQL moved the role's VALID UNTIL; the
+	// lease record still holds the old expiry.
+	RenewAfterBackend = "renew/after-backend"
+	// RotateRootAfterPending: the new admin password is recorded as
+	// pending; PostgreSQL still has the old one.
+	RotateRootAfterPending = "rotate-root/after-pending"
+	// RotateRootAfterAlter: PostgreSQL accepted the new admin password;
+	// the config still holds the old one.
+	RotateRootAfterAlter = "rotate-root/after-alter"
+	// BarrierRotateBeforeCommit: the new keyring is written in the
+	// transaction, which has not committed.
+	BarrierRotateBeforeCommit = "operator-rotate/before-commit"
+	// BarrierRotateAfterCommit: the new keyring is committed.
+	BarrierRotateAfterCommit = "operator-rotate/after-commit"
+	// BarrierRekeyBeforeCommit: the header wrapped for the new key is
+	// written in the transaction, which has not committed.
+	BarrierRekeyBeforeCommit = "operator-rekey/before-commit"
+	// BarrierRekeyAfterCommit: the new header is committed; an in-place
+	// rekey has not yet renamed <key file>.new over the key file.
+	BarrierRekeyAfterCommit = "operator-rekey/after-commit"
+	// DisableAfterRevoke: every lease of the mount is revoked; the mount
+	// and its data are still there.
+	DisableAfterRevoke = "disable/after-revoke"
+	// TokenRevokeAfterMark: the token tree is marked pending revocation;
+	// its leases were not touched.
+	TokenRevokeAfterMark = "token-revoke/after-mark"
+	// TokenRevokeAfterLeases: the tree's leases are revoked; the tokens
+	// are not yet deleted.
+	TokenRevokeAfterLeases = "token-revoke/after-leases"
 )
 
 // All lists every step, for tests that walk the whole matrix.
 var All = []string{
 	IssueAfterPending, IssueAfterCreate, IssueBeforeActivate, IssueAfterActivate,
 	RevokeAfterClaim, RevokeAfterBackend,
+	RenewAfterBackend,
+	RotateRootAfterPending, RotateRootAfterAlter,
+	BarrierRotateBeforeCommit, BarrierRotateAfterCommit,
+	BarrierRekeyBeforeCommit, BarrierRekeyAfterCommit,
+	DisableAfterRevoke,
+	TokenRevokeAfterMark, TokenRevokeAfterLeases,
 }
 
 type armed struct {

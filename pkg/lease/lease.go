@@ -527,6 +527,7 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 	if err := mnt.Backend.RenewSecret(ctx, sreq, expire); err != nil {
 		return nil, fmt.Errorf("renew %s: %w", id, err)
 	}
+	failpoint.Hit(failpoint.RenewAfterBackend)
 	if err := m.store.Update(ctx, func(tx storage.Tx) error {
 		cur, err := get(tx, id)
 		if err != nil {

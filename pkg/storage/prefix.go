@@ -22,6 +22,11 @@ func (ps *prefixStore) Update(ctx context.Context, fn func(Tx) error) error {
 	return ps.s.Update(ctx, func(tx Tx) error { return fn(&prefixTx{tx: tx, p: ps.p}) })
 }
 
+// PrefixedTx is Prefixed for one transaction: a caller that holds a
+// transaction on s can hand a component whose storage is Prefixed(s,
+// prefix) the view that component expects.
+func PrefixedTx(tx Tx, prefix string) Tx { return &prefixTx{tx: tx, p: prefix} }
+
 type prefixTx struct {
 	tx Tx
 	p  string

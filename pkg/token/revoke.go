@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -147,6 +148,7 @@ func (s *Store) finishRevoke(ctx context.Context, tree []*Entry) (int, error) {
 	if len(tree) == 0 {
 		return 0, nil
 	}
+	failpoint.Hit(failpoint.TokenRevokeAfterMark)
 	if s.o.OnRevoke != nil {
 		accessors := make([]string, len(tree))
 		for i, e := range tree {
@@ -156,6 +158,7 @@ func (s *Store) finishRevoke(ctx context.Context, tree []*Entry) (int, error) {
 			return 0, fmt.Errorf("revoke leases of %d tokens: %w", len(tree), err)
 		}
 	}
+	failpoint.Hit(failpoint.TokenRevokeAfterLeases)
 	n := 0
 	err := s.st.Update(ctx, func(tx storage.Tx) error {
 		n = 0

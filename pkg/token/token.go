@@ -209,6 +209,14 @@ func (s *Store) Lookup(ctx context.Context, token string) (*Entry, error) {
 	return s.lookup(ctx, token, false)
 }
 
+// LookupTx is Lookup inside a transaction the caller holds on the token
+// store's storage (keys as this store sees them, without the prefix the
+// core gives it), so that the caller can read what else it needs in the
+// same transaction.
+func (s *Store) LookupTx(tx storage.Tx, token string) (*Entry, error) {
+	return s.lookupTx(tx, token, false)
+}
+
 // lookup is Lookup that, with pending, also returns a token whose
 // revocation is pending, so that a token on its last use can still look
 // itself up and revoke itself within that use.
@@ -216,25 +224,36 @@ func (s *Store) lookup(ctx context.Context, token string, pending bool) (*Entry,
 	if !validTokenForm(token) {
 		return nil, ErrBadToken
 	}
-	salt, err := s.loadSalt(ctx, false)
+	var e *Entry
+	var ferr error
+	err := s.st.View(ctx, func(tx storage.Tx) error {
+		e, ferr = s.lookupTx(tx, token, pending)
+		return ferr
+	})
+	if err != nil && err != ferr {
+		// The transaction itself failed, not the lookup inside it.
+		return nil, fmt.Errorf("look up token: %w", err)
+	}
+	return e, err
+}
+
+// lookupTx reads the salt (unless cached) and the token's entry in tx.
+func (s *Store) lookupTx(tx storage.Tx, token string, pending bool) (*Entry, error) {
+	if !validTokenForm(token) {
+		return nil, ErrBadToken
+	}
+	salt, err := s.saltTx(tx)
 	if err != nil {
 		return nil, err
 	}
 	if salt == nil {
 		return nil, ErrBadToken
 	}
-	id := hashToken(salt, token)
-	now := s.now()
-	var e *Entry
-	err = s.st.View(ctx, func(tx storage.Tx) error {
-		var err error
-		e, err = getEntry(tx, id)
-		return err
-	})
+	e, err := getEntry(tx, hashToken(salt, token))
 	if err != nil {
 		return nil, fmt.Errorf("look up token: %w", err)
 	}
-	if e == nil || !usable(e, now, pending) {
+	if e == nil || !usable(e, s.now(), pending) {
 		return nil, ErrBadToken
 	}
 	return e, nil
@@ -416,6 +435,27 @@ func (s *Store) loadSalt(ctx context.Context, create bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("create token salt: %w", err)
 		}
+	}
+	if salt != nil {
+		s.mu.Lock()
+		s.salt = salt
+		s.mu.Unlock()
+	}
+	return salt, nil
+}
+
+// saltTx returns the cached salt, else the one stored in tx (and caches
+// it); nil when no token was ever created.
+func (s *Store) saltTx(tx storage.Tx) ([]byte, error) {
+	s.mu.Lock()
+	salt := s.salt
+	s.mu.Unlock()
+	if salt != nil {
+		return salt, nil
+	}
+	salt, err := tx.Get(saltKey)
+	if err != nil {
+		return nil, fmt.Errorf("read token salt: %w", err)
 	}
 	if salt != nil {
 		s.mu.Lock()

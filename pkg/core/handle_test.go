@@ -1,0 +1,128 @@
+package core
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+var ctx = context.Background()
+
+// countingStore counts the transactions run on a store: each one opens and
+// locks the store file again in a real command.
+type countingStore struct {
+	storage.Store
+	views, updates atomic.Int32
+}
+
+func (s *countingStore) View(ctx context.Context, fn func(storage.Tx) error) error {
+	s.views.Add(1)
+	return s.Store.View(ctx, fn)
+}
+
+func (s *countingStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	s.updates.Add(1)
+	return s.Store.Update(ctx, fn)
+}
+
+func (s *countingStore) reset() { s.views.Store(0); s.updates.Store(0) }
+
+// echoBackend answers every request with its path, touching no storage.
+type echoBackend struct{}
+
+func (echoBackend) HandleRequest(_ context.Context, req *logical.Request) (*logical.Response, error) {
+	return &logical.Response{Data: map[string]any{"path": req.Path}}, nil
+}
+
+func (echoBackend) ExistenceCheck(context.Context, *logical.Request) (bool, bool, error) {
+	return false, false, nil
+}
+
+func do(t *testing.T, c *Core, tok string, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	t.Helper()
+	return c.Handle(ctx, &logical.Request{Operation: op, Path: path, Data: data, ClientToken: tok})
+}
+
+func must(t *testing.T, c *Core, tok string, op logical.Operation, path string, data map[string]any) *logical.Response {
+	t.Helper()
+	resp, err := do(t, c, tok, op, path, data)
+	if err != nil {
+		t.Fatalf("%s %s: %v", op, path, err)
+	}
+	return resp
+}
+
+// TestHandleReadsInOneTransaction: before the backend runs, Handle reads
+// the token, its policies, the mount table and the audit configuration in
+// one read transaction, and still enforces and audits as before.
+func TestHandleReadsInOneTransaction(t *testing.T) {
+	st := &countingStore{Store: storage.NewMemory()}
+	newCore := func() *Core {
+		return New(Config{Store: st, StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
+	}
+	c := newCore()
+	root, err := c.Initialize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "audit.log")
+	must(t, c, root, logical.UpdateOperation, "sys/mounts/kv", map[string]any{"type": "echo"})
+	must(t, c, root, logical.UpdateOperation, "sys/audit/file", map[string]any{"type": "file", "file_path": log})
+	must(t, c, root, logical.UpdateOperation, "sys/policy/reader", map[string]any{"policy": `path "kv/ok" { capabilities = ["read"] }`})
+	resp := must(t, c, root, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "reader"})
+	tok := resp.Auth.ClientToken
+
+	// A fresh core, as in a new process: nothing cached but the token salt.
+	for _, tc := range []struct {
+		tok, path string
+		denied    bool
+	}{
+		{root, "kv/any", false},
+		{tok, "kv/ok", false},
+		{tok, "kv/other", true},
+	} {
+		c := newCore()
+		st.reset()
+		resp, err := do(t, c, tc.tok, logical.ReadOperation, tc.path, nil)
+		if tc.denied {
+			if err == nil || err.Error() != "permission denied" {
+				t.Errorf("read %s: %v, want permission denied", tc.path, err)
+			}
+		} else if err != nil {
+			t.Errorf("read %s: %v", tc.path, err)
+		} else if want := map[string]any{"path": strings.TrimPrefix(tc.path, "kv/")}; !reflect.DeepEqual(resp.Data, want) {
+			t.Errorf("read %s: data %v, want %v", tc.path, resp.Data, want)
+		}
+		if v, u := st.views.Load(), st.updates.Load(); v != 1 || u != 0 {
+			t.Errorf("read %s ran %d views and %d updates, want 1 and 0", tc.path, v, u)
+		}
+	}
+
+	if _, err := do(t, newCore(), strings.Repeat("x", len(root)), logical.ReadOperation, "kv/any", nil); err == nil ||
+		err.Error() != "permission denied: missing, invalid or expired token" {
+		t.Errorf("read with a bad token: %v", err)
+	}
+	if _, err := do(t, newCore(), root, logical.ReadOperation, "nothing/here", nil); err == nil ||
+		err.Error() != `no secrets engine is mounted at "nothing/here" (see `+"`lessor secrets list`"+`)` {
+		t.Errorf("read of an unmounted path: %v", err)
+	}
+
+	raw, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each of the three requests is audited: a request and a response
+	// entry when allowed, one response entry when denied.
+	for path, want := range map[string]int{`"kv/any"`: 2, `"kv/ok"`: 2, `"kv/other"`: 1} {
+		if got := strings.Count(string(raw), path); got != want {
+			t.Errorf("audit log names %s %d times, want %d:\n%s", path, got, want, raw)
+		}
+	}
+}

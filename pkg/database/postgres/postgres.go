@@ -195,7 +195,7 @@ type DB struct {
 	secrets []string // passwords to redact: the current and any former one
 }
 
-// Connect opens the admin connection and checks it with a ping.
+// Connect opens the admin connection (authenticated, ready for queries).
 func Connect(ctx context.Context, cfg Config) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -225,12 +225,11 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 	if dbName != "" {
 		cc.Database = dbName
 	}
+	// ConnectConfig returns only after authentication and the server's
+	// ReadyForQuery, so the connection is proven; a ping would only add a
+	// round trip to every command.
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, db.redact(connectError(cc, err))
-	}
-	if err := conn.Ping(ctx); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
 		return nil, db.redact(connectError(cc, err))
 	}
 	if db.version == 0 {

@@ -232,6 +232,10 @@ func (db *DB) exec(ctx context.Context, q querier, sql string, args ...any) erro
 func (db *DB) queryRow(ctx context.Context, q querier, sql string, args []any, dest ...any) error {
 	rctx, cancel := db.roundTrip(ctx)
 	defer cancel()
+	// Exec mode sends parse, bind and execute in one round trip; the
+	// default would first prepare and describe the statement, a second
+	// round trip that a one-command connection never gets back.
+	args = append([]any{pgx.QueryExecModeExec}, args...)
 	return pgError(q.QueryRow(rctx, sql, args...).Scan(dest...))
 }
 

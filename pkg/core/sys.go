@@ -453,11 +453,9 @@ func (c *Core) capabilities(ctx context.Context, tok string, data map[string]any
 		return nil, logical.Errorf("missing paths")
 	}
 	out := map[string]any{}
-	var all []string
 	for _, p := range paths {
 		caps := acl.Capabilities(strings.Trim(p, "/"))
 		out[p] = caps
-		all = append(all, caps...)
 	}
 	if len(paths) == 1 {
 		out["capabilities"] = out[paths[0]]

@@ -187,7 +187,6 @@ var (
 	ErrPermissionDenied     = errors.New("permission denied")
 	ErrUnsupportedPath      = errors.New("unsupported path")
 	ErrUnsupportedOperation = errors.New("unsupported operation")
-	ErrInvalidRequest       = errors.New("invalid request")
 )
 
 // CodedError is an error with an HTTP-like status, kept so that an HTTP API

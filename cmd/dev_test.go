@@ -106,15 +106,27 @@ func (s *devSandbox) run(t *testing.T, env []string, args ...string) (stdout, st
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bin, args...)
-	cmd.Dir = s.home
-	cmd.Env = append([]string{"HOME=" + s.home, "TMPDIR=" + s.tmp, "PATH=" + os.Getenv("PATH")}, env...)
 	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	if s.u.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.u.cred}
+	// The binary was just copied into place; a child forked at that moment
+	// by a parallel test may still hold the write descriptor until it
+	// execs, and exec then fails with ETXTBSY. That is a race of the test,
+	// not of lessor, so retry it briefly.
+	for attempt := 0; ; attempt++ {
+		cmd := exec.CommandContext(ctx, s.bin, args...)
+		cmd.Dir = s.home
+		cmd.Env = append([]string{"HOME=" + s.home, "TMPDIR=" + s.tmp, "PATH=" + os.Getenv("PATH")}, env...)
+		o.Reset()
+		e.Reset()
+		cmd.Stdout, cmd.Stderr = &o, &e
+		if s.u.cred != nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.u.cred}
+		}
+		err = cmd.Run()
+		if !errors.Is(err, syscall.ETXTBSY) || attempt == 50 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	err = cmd.Run()
 	return o.String(), e.String(), err
 }
 

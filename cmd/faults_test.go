@@ -700,7 +700,7 @@ func TestFaultStoreTruncated(t *testing.T) {
 	wantRead := c.must("policy", "read", "p19")
 	wantToken := withoutRequestID(c.must("token", "lookup", "-format=json"))
 	failed, same := 0, 0
-	for _, size := range truncationSizes(len(whole)) {
+	for _, size := range truncationSizes(len(whole), storePageSize(t, whole)) {
 		if err := os.WriteFile(store, whole[:size], 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -726,7 +726,7 @@ func TestFaultStoreTruncated(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("truncated store (%d bytes) at %d lengths: %d commands refused, %d answered as before", len(whole), len(truncationSizes(len(whole))), failed, same)
+	t.Logf("truncated store (%d bytes) at %d lengths: %d commands refused, %d answered as before", len(whole), len(truncationSizes(len(whole), storePageSize(t, whole))), failed, same)
 	if failed == 0 {
 		t.Fatal("no truncation was noticed")
 	}
@@ -744,12 +744,26 @@ var requestIDLine = regexp.MustCompile(`(?m)^  "request_id": .*\n`)
 // withoutRequestID drops the one field that differs between two runs.
 func withoutRequestID(s string) string { return requestIDLine.ReplaceAllString(s, "") }
 
+// storePageSize reads the page size from a store file's first meta page
+// (bbolt writes it in the machine's byte order, little-endian here).
+func storePageSize(t *testing.T, whole []byte) int {
+	t.Helper()
+	if len(whole) < 28 {
+		t.Fatalf("store file is %d bytes", len(whole))
+	}
+	ps := int(binary.LittleEndian.Uint32(whole[24:]))
+	if ps < 1024 || ps&(ps-1) != 0 {
+		t.Fatalf("store file gives page size %d", ps)
+	}
+	return ps
+}
+
 // truncationSizes: empty, inside the first page, each page boundary and
 // the middle of each page, and one byte short.
-func truncationSizes(n int) []int {
-	sizes := []int{0, 1, 100, 4095}
-	for off := 4096; off < n; off += 4096 {
-		sizes = append(sizes, off, off+2048)
+func truncationSizes(n, ps int) []int {
+	sizes := []int{0, 1, 100, ps - 1}
+	for off := ps; off < n; off += ps {
+		sizes = append(sizes, off, off+ps/2)
 	}
 	sizes = append(sizes, n-1)
 	out := sizes[:0]
@@ -785,8 +799,9 @@ func TestFaultStoreFlippedByte(t *testing.T) {
 		want[i] = withoutRequestID(c.must(args...))
 	}
 	failed, same := 0, 0
-	for page := 0; page*4096 < len(whole); page++ {
-		for _, off := range []int{page*4096 + 10, page*4096 + 2048, page*4096 + 4095} {
+	ps := storePageSize(t, whole)
+	for page := 0; page*ps < len(whole); page++ {
+		for _, off := range []int{page*ps + 10, page*ps + ps/2, page*ps + ps - 1} {
 			damaged := bytes.Clone(whole)
 			damaged[off] ^= 0x20
 			if err := os.WriteFile(store, damaged, 0o600); err != nil {
@@ -808,7 +823,7 @@ func TestFaultStoreFlippedByte(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("flipped bytes in %d pages: %d commands refused, %d answered as before", len(whole)/4096, failed, same)
+	t.Logf("flipped bytes in %d pages: %d commands refused, %d answered as before", len(whole)/ps, failed, same)
 	if failed == 0 {
 		t.Fatal("no flipped byte was noticed")
 	}

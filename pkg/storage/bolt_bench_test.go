@@ -143,3 +143,101 @@ func TestLayoutCacheSeesChanges(t *testing.T) {
 		t.Fatalf("after damage: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestLayoutAdoptedAfterCommit guards the other half of the reuse: after a
+// handle's own commit, the layout it adopts without walking the branch
+// pages (layoutCache.adopt) must be exactly the one a fresh quick check of
+// the file finds, through commits that split pages, grow the tree a level,
+// move its root, and shrink it again; and the next transaction must use
+// it rather than check again.
+func TestLayoutAdoptedAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	s, err := CreateBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := bytes.Repeat([]byte("v"), 300)
+	levels := map[int]bool{}
+	compare := func(step string) {
+		t.Helper()
+		s.mu.Lock()
+		got, key := s.layout.l, s.layout.key
+		s.mu.Unlock()
+		if got == nil {
+			t.Fatalf("%s: nothing adopted after the commit", step)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		now, ok := layoutKeyOf(f)
+		if !ok || now != key {
+			t.Fatalf("%s: adopted key does not match the file", step)
+		}
+		want, err := mapLayout(f, false)
+		if err != nil {
+			t.Fatalf("%s: fresh check: %v", step, err)
+		}
+		if got.size != want.size || got.ps != want.ps || got.hwm != want.hwm || got.tree != want.tree || got.leafLevel != want.leafLevel {
+			t.Fatalf("%s: adopted size %d ps %d hwm %d tree %d leafLevel %d; fresh check finds %d %d %d %d %d",
+				step, got.size, got.ps, got.hwm, got.tree, got.leafLevel, want.size, want.ps, want.hwm, want.tree, want.leafLevel)
+		}
+		levels[want.leafLevel] = true
+	}
+	update := func(step string, fn func(tx Tx) error) {
+		t.Helper()
+		if err := s.Update(ctx, fn); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		compare(step)
+	}
+	for round := range 12 {
+		update(fmt.Sprintf("insert round %d", round), func(tx Tx) error {
+			for i := range 1500 {
+				if err := tx.Put(fmt.Sprintf("k/%03d/%05d", (i*7919)%997, round*1500+i), value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	for round := range 12 {
+		update(fmt.Sprintf("delete round %d", round), func(tx Tx) error {
+			var keys []string
+			if err := tx.Walk("k/", func(k string) error {
+				keys = append(keys, k)
+				return nil
+			}); err != nil {
+				return err
+			}
+			for i, k := range keys {
+				if i%12 <= round || round == 11 {
+					if err := tx.Delete(k); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	if len(levels) < 2 {
+		t.Fatalf("the tree's depth never changed (leaf levels %v): the test proves too little", levels)
+	}
+	// The next transaction reuses the adopted layout rather than checking
+	// the file again, which would replace it.
+	update("one more write", func(tx Tx) error { return tx.Put("k/last", value) })
+	s.mu.Lock()
+	before := s.layout.l
+	s.mu.Unlock()
+	if err := s.View(ctx, func(tx Tx) error { _, err := tx.Get("k/last"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	after := s.layout.l
+	s.mu.Unlock()
+	if before != after {
+		t.Fatal("the read after a commit checked the file again instead of reusing the adopted layout")
+	}
+}

@@ -142,7 +142,9 @@ func (l *layout) read(off, n uint64) ([]byte, error) {
 // changed: same device and inode, size, change and modification times
 // (which any write(2) moves, with fine-grained timestamps once they have
 // been read), and the same bytes in both meta pages (which every bbolt
-// commit rewrites). Leaves are still checked afresh in every transaction.
+// commit rewrites). The handle's own commits refill it (adopt), so that a
+// command that writes twice still walks the branch pages once. Leaves are
+// still checked afresh in every transaction.
 type layoutCache struct {
 	key layoutKey
 	l   *layout
@@ -191,9 +193,80 @@ func (c *layoutCache) checkedLayout(f *os.File) (*layout, error) {
 		return l, err
 	}
 	keep := *l
-	keep.f, keep.checked, keep.branches = nil, nil, nil
+	keep.f, keep.checked, keep.branches, keep.scratch = nil, nil, nil, nil
+	keep.free, keep.used = nil, nil // only the walk itself needs them
 	c.key, c.l = k, &keep
 	return l, nil
+}
+
+// adopt fills c with the state that this process's own commit has just
+// left in f, while the lock it took for that commit is still held, so that
+// the command's next transaction need not walk the branch pages again.
+// prev is the layout the committing transaction was checked against.
+//
+// bbolt built that state from pages this transaction checked or wrote
+// itself: untouched subtrees keep their (claimed) pages, the freelist is
+// the checked one plus what the commit freed, and every new page came from
+// bbolt's memory. So the structure the quick check proves still holds, and
+// what must be learnt afresh is only where things now are: the page size
+// and high-water mark, the data tree's root and the depth of its leaves.
+// Anything unexpected leaves c empty, and the next transaction checks the
+// file in full.
+func (c *layoutCache) adopt(f *os.File, prev *layout) {
+	c.l = nil
+	if prev == nil || prev.full {
+		return
+	}
+	k, ok := layoutKeyOf(f)
+	if !ok {
+		return
+	}
+	ps := prev.ps
+	m, err := pickMeta(readMeta(k.meta[0][:]), readMeta(k.meta[1][:]), ps, uint64(k.size))
+	if err != nil {
+		return
+	}
+	l := &layout{f: f, size: uint64(k.size), ps: ps, hwm: m.pgid, branches: map[uint64][]byte{}}
+	tree, err := l.dataTree(m.root)
+	if err != nil {
+		return
+	}
+	if tree != 0 {
+		if l.leafLevel, err = l.findLeafLevel(tree); err != nil {
+			return
+		}
+	}
+	l.tree, l.f, l.branches = tree, nil, nil
+	c.key, c.l = k, l
+}
+
+// dataTree returns the root page of the data bucket's tree (0 when the
+// bucket is inline), found in the root bucket's tree, which must be a
+// single leaf, as it is while a store has a handful of buckets.
+func (l *layout) dataTree(root uint64) (uint64, error) {
+	flags, count, span, err := l.header(root)
+	if err != nil {
+		return 0, err
+	}
+	if flags != flagLeaf {
+		return 0, fmt.Errorf("root bucket page %d is not a leaf", root)
+	}
+	if err := checkElements(span, count); err != nil {
+		return 0, fmt.Errorf("page %d: %w", root, err)
+	}
+	for i := range uint64(count) {
+		e := pageHeaderSize + elementSize*i
+		pos := e + uint64(ne.Uint32(span[e+4:]))
+		ksize, vsize := uint64(ne.Uint32(span[e+8:])), uint64(ne.Uint32(span[e+12:]))
+		if ne.Uint32(span[e:])&leafFlagBucket == 0 || !bytes.Equal(span[pos:pos+ksize], dataBucket) {
+			continue
+		}
+		if vsize < bucketHeaderLen {
+			return 0, fmt.Errorf("page %d: bucket header is %d bytes", root, vsize)
+		}
+		return ne.Uint64(span[pos+ksize:]), nil
+	}
+	return 0, fmt.Errorf("page %d: no data bucket", root)
 }
 
 // checkMetaPages reports a damaged meta page, which bbolt silently works
@@ -231,9 +304,10 @@ type layout struct {
 	tree      uint64
 	leafLevel int
 	checked   map[uint64]bool
-	// branches keeps the branch pages read, about one page in a hundred,
+	// branches keeps the branch pages read above the parents of leaves,
 	// because every lookup and write descends through them again.
 	branches map[uint64][]byte
+	scratch  []byte // see page
 }
 
 func checkLayout(f io.ReaderAt, size uint64, full bool) (*layout, error) {
@@ -277,25 +351,9 @@ func checkLayout(f io.ReaderAt, size uint64, full bool) (*layout, error) {
 		return nil, fmt.Errorf("file is too short to be a store (%d bytes)", size)
 	}
 
-	// Pick the meta page bbolt will pick: the higher transaction id if that
-	// page is valid, else the other.
-	m0, m1 := readMetaAt(0), readMetaAt(ps)
-	a, b := m0, m1
-	if m1.txid > m0.txid {
-		a, b = m1, m0
-	}
-	m := a
-	if !a.valid {
-		m = b
-	}
-	if !m.valid {
-		return nil, errors.New("both meta pages are invalid")
-	}
-	if uint64(m.pageSize) != ps {
-		return nil, fmt.Errorf("meta page gives page size %d, expected %d", m.pageSize, ps)
-	}
-	if m.pgid < 4 || m.pgid > size/ps {
-		return nil, fmt.Errorf("high-water mark %d is outside the file (%d pages)", m.pgid, size/ps)
+	m, err := pickMeta(readMetaAt(0), readMetaAt(ps), ps, size)
+	if err != nil {
+		return nil, err
 	}
 
 	l.ps, l.hwm, l.free, l.used = ps, m.pgid, make([]bool, m.pgid), make([]bool, m.pgid)
@@ -311,16 +369,61 @@ func checkLayout(f io.ReaderAt, size uint64, full bool) (*layout, error) {
 	return l, nil
 }
 
+// pickMeta picks the meta page bbolt will pick, the higher transaction id
+// if that page is valid, else the other, and checks it against the page
+// size and the file's size.
+func pickMeta(m0, m1 boltMeta, ps, size uint64) (boltMeta, error) {
+	a, b := m0, m1
+	if m1.txid > m0.txid {
+		a, b = m1, m0
+	}
+	m := a
+	if !a.valid {
+		m = b
+	}
+	if !m.valid {
+		return m, errors.New("both meta pages are invalid")
+	}
+	if uint64(m.pageSize) != ps {
+		return m, fmt.Errorf("meta page gives page size %d, expected %d", m.pageSize, ps)
+	}
+	if m.pgid < 4 || m.pgid > size/ps {
+		return m, fmt.Errorf("high-water mark %d is outside the file (%d pages)", m.pgid, size/ps)
+	}
+	return m, nil
+}
+
 // header reads the page header of page id, checking that the page, with its
 // overflow pages, lies below the high-water mark and says it is page id.
 func (l *layout) header(id uint64) (flags, count uint16, span []byte, err error) {
+	return l.page(id, true)
+}
+
+// page is header; keep says whether a branch page is kept for later
+// descents. A page not kept is read into a buffer that the next such read
+// reuses: the quick check reads every parent of a leaf once and never
+// again (a later lookup reads the one it needs afresh), and keeping them
+// all cost a megabyte of garbage per 10,000 leases; leaves are read once
+// each, to be checked.
+func (l *layout) page(id uint64, keep bool) (flags, count uint16, span []byte, err error) {
 	if id < 2 || id >= l.hwm {
 		return 0, 0, nil, fmt.Errorf("page %d is out of range (high-water mark %d)", id, l.hwm)
 	}
 	if p, ok := l.branches[id]; ok {
 		return flagBranch, ne.Uint16(p[10:]), p, nil
 	}
-	p, err := l.read(id*l.ps, l.ps)
+	var p []byte
+	if keep {
+		p, err = l.read(id*l.ps, l.ps)
+	} else {
+		if uint64(len(l.scratch)) != l.ps {
+			l.scratch = make([]byte, l.ps)
+		}
+		p = l.scratch
+		if _, err = l.f.ReadAt(p, int64(id*l.ps)); err != nil {
+			err = fmt.Errorf("read %d bytes at %d: %w", l.ps, id*l.ps, err)
+		}
+	}
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
 	}
@@ -337,7 +440,7 @@ func (l *layout) header(id uint64) (flags, count uint16, span []byte, err error)
 			return 0, 0, nil, fmt.Errorf("page %d: %w", id, err)
 		}
 	}
-	if flags == flagBranch {
+	if flags == flagBranch && keep {
 		l.branches[id] = p
 	}
 	return flags, count, p, nil
@@ -421,7 +524,7 @@ func (l *layout) walk(id uint64, level, leafLevel int, buckets bool, lo, hi []by
 		}
 		return l.claimPage(id)
 	}
-	flags, count, span, err := l.header(id)
+	flags, count, span, err := l.page(id, level+1 != leafLevel)
 	if err != nil {
 		return err
 	}
@@ -588,7 +691,8 @@ func (l *layout) checkLeaf(id uint64, lo, hi []byte) error {
 	if l.checked[id] {
 		return nil
 	}
-	flags, count, span, err := l.header(id)
+	// Not kept: once checked, a leaf is left to bbolt.
+	flags, count, span, err := l.page(id, false)
 	if err != nil {
 		return err
 	}

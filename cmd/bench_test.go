@@ -658,6 +658,8 @@ func TestBenchReap(t *testing.T) {
 			t.Fatal(err)
 		}
 		report(t, fmt.Sprintf("reap %d (%s): rate", n, kind), fmt.Sprintf("%.0f leases/s (%s)", float64(sum.Revoked)/res.wall.Seconds(), res.wall.Round(time.Millisecond)), ">= 2000/s")
+		floor := r.reapFloor(n, kind)
+		report(t, fmt.Sprintf("reap %d (%s): SQL floor, lessor / floor", n, kind), fmt.Sprintf("%.0f roles/s (%s), %.2fx", float64(n)/floor.Seconds(), floor.Round(time.Millisecond), float64(res.wall)/float64(floor)), "")
 		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, kind), fmt.Sprintf("%d, %d, %d, %d", sum.Revoked, sum.Failed, left, s.leaseCount()), fmt.Sprintf("%d, 0, 0, 1", n))
 		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, kind), fmt.Sprintf("%d, %s", peak, mib(res.rss)), "< 64 MiB")
 		if sum.Revoked != n || left != 0 {
@@ -670,32 +672,81 @@ func TestBenchReap(t *testing.T) {
 // (kind "group") or holding six per-table grants ("tables6"), and a due
 // lease for each, plus one lease lessor issues itself, which is not due.
 func (s *benchStore) dueLeases(n int, kind string) {
-	r, t := s.rig, s.rig.t
 	s.lessor("read", "database/creds/group") // the template lease
-	names := make([]string, n)
-	var b strings.Builder
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-%s-%s-%d", kind, s.storeID[:8], i)
-		id := ident(names[i])
-		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN; COMMENT ON ROLE %s IS 'lessor-bench';", id, id)
-		if kind == "group" {
-			fmt.Fprintf(&b, "GRANT %s TO %s;", ident(r.group), id)
-		} else {
-			for k := 1; k <= 6; k++ {
-				fmt.Fprintf(&b, "GRANT SELECT ON t%d TO %s;", 6*(i/1000%10)+k, id)
-			}
-		}
-		if i%1000 == 999 || i == n-1 {
-			mustExec(t, r.admConn, b.String())
-			b.Reset()
-		}
-	}
+	names := s.rig.benchRoles(fmt.Sprintf("bench-%s-%s-", kind, s.storeID[:8]), n, kind)
 	// The roles of one set expire in the same second, so that reap's
 	// batches (due order, 1,000 at a time) line up with the sets, as
 	// when the credentials of one role definition are due together.
 	now := time.Now()
 	s.addLeases(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
 		func(i int) string { return names[i] })
+}
+
+// benchRoles creates n roles named prefix+i, members of the group role
+// (kind "group") or holding six per-table grants ("tables6": the tables
+// of set i/1000), and returns their names.
+func (r *benchRig) benchRoles(prefix string, n int, kind string) []string {
+	names := make([]string, n)
+	var b strings.Builder
+	for i := range names {
+		names[i] = prefix + strconv.Itoa(i)
+		id := ident(names[i])
+		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN; COMMENT ON ROLE %s IS 'lessor-bench';", id, id)
+		if kind == "group" {
+			fmt.Fprintf(&b, "GRANT %s TO %s;", ident(r.group), id)
+		} else {
+			for _, tbl := range setTables(i) {
+				fmt.Fprintf(&b, "GRANT SELECT ON %s TO %s;", tbl, id)
+			}
+		}
+		if i%1000 == 999 || i == n-1 {
+			mustExec(r.t, r.admConn, b.String())
+			b.Reset()
+		}
+	}
+	return names
+}
+
+// setTables names the six tables a "tables6" role i holds grants on.
+func setTables(i int) []string {
+	tables := make([]string, 6)
+	for k := range tables {
+		tables[k] = fmt.Sprintf("t%d", 6*(i/1000%10)+k+1)
+	}
+	return tables
+}
+
+// reapFloor creates n roles as benchRoles does, without leases, and times
+// the least SQL that removes them, on one fresh connection: per set of
+// 1,000, one REVOKE naming the set on the tables it holds grants on (kind
+// "tables6") and one DROP ROLE naming the set. Whatever revokes these
+// roles pays PostgreSQL at least this much.
+func (r *benchRig) reapFloor(n int, kind string) time.Duration {
+	t := r.t
+	ctx := context.Background()
+	names := r.benchRoles("floor-reap-"+kind+"-"+randID()[:8]+"-", n, kind)
+	start := time.Now()
+	c, err := pgx.Connect(ctx, r.url(r.lessorAdm, "bench-admin-pw", r.dbName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for from := 0; from < n; from += 1000 {
+		set := names[from:min(from+1000, n)]
+		ids := make([]string, len(set))
+		for i, nm := range set {
+			ids[i] = ident(nm)
+		}
+		list := strings.Join(ids, ", ")
+		sql := "DROP ROLE " + list
+		if kind != "group" {
+			sql = "REVOKE ALL ON " + strings.Join(setTables(from), ", ") + " FROM " + list + "; " + sql
+		}
+		if _, err := c.Exec(ctx, sql); err != nil {
+			t.Fatalf("floor reap: %v", err)
+		}
+	}
+	return time.Since(start)
 }
 
 // TestBenchUnseal is target 5: the cost of unsealing per command, key file

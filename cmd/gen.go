@@ -3,23 +3,22 @@ package cmd
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 )
 
-// The hidden __generate command writes every generated file from the real
+// The hidden __generate command writes generated files from the real
 // command tree: the completion scripts committed under completions/ (a
-// test regenerates and diffs them), and the man pages and systemd units
-// the release build packages. One source for each, so help, packages and
-// pages cannot drift apart.
+// test regenerates and diffs them), and the systemd units the release
+// build packages. One source for each, so help, packages and units cannot
+// drift apart. The man pages come from the same tree through cmd/gen, a
+// separate program, because the man page writer (cobra/doc and its
+// markdown parser) would otherwise be linked into, and initialised by,
+// every lessor process.
 
 // completionFiles are the committed scripts, by shell.
 var completionFiles = map[string]string{
@@ -30,24 +29,12 @@ var completionFiles = map[string]string{
 
 func newGenerateCmd(f *Factory) *cobra.Command {
 	c := &cobra.Command{
-		Use:    "__generate <completions|man|systemd> DIR",
+		Use:    "__generate <completions|systemd> DIR",
 		Short:  "Write the generated files of a release (for the build, not for users)",
 		Hidden: true,
 		Example: `  lessor __generate completions completions
-  lessor __generate man -gzip man
   lessor __generate systemd build/systemd`,
 	}
-	var gz bool
-	man := &cobra.Command{
-		Use:     "man [flags] DIR",
-		Short:   "Write one man page per command, and one per help topic",
-		Example: "  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) lessor __generate man -gzip man",
-		Args:    exactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			return generateMan(c.Root(), args[0], gz)
-		},
-	}
-	man.Flags().BoolVar(&gz, "gzip", false, "compress each page (name.1.gz), as Debian packages want")
 	c.AddCommand(
 		&cobra.Command{
 			Use:     "completions DIR",
@@ -58,7 +45,6 @@ func newGenerateCmd(f *Factory) *cobra.Command {
 				return generateCompletions(c.Root(), args[0])
 			},
 		},
-		man,
 		&cobra.Command{
 			Use:     "systemd DIR",
 			Short:   "Write lessor-reap.service and lessor-reap.timer, as `lessor reap -h` shows them",
@@ -88,109 +74,6 @@ func generateCompletions(root *cobra.Command, dir string) error {
 		}
 	}
 	return nil
-}
-
-// generateMan writes a page per available command and per help topic
-// (cobra's tree walk skips topics, yet `help environment` and `help
-// exit-codes` are what an administrator looks for). The page date comes
-// from SOURCE_DATE_EPOCH when it is a real time, so release builds are
-// reproducible; goreleaser passes 0 before the year 1 when it has no git
-// state, and a page dated 0001 helps nobody.
-func generateMan(root *cobra.Command, dir string, gz bool) error {
-	v, _, _ := buildVersion()
-	date := time.Now()
-	if epoch, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil && epoch > 0 {
-		date = time.Unix(epoch, 0)
-	}
-	header := func() *doc.GenManHeader {
-		return &doc.GenManHeader{Section: "1", Source: "lessor " + v, Manual: "lessor manual", Date: &date}
-	}
-	root.DisableAutoGenTag = true
-	var toMarkdown func(c *cobra.Command)
-	toMarkdown = func(c *cobra.Command) {
-		c.Long = manMarkdown(c.Long)
-		for _, sub := range c.Commands() {
-			toMarkdown(sub)
-		}
-	}
-	toMarkdown(root)
-	tmp, err := os.MkdirTemp("", "lessor-man-")
-	if err != nil {
-		return genError("man pages", err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := doc.GenManTree(root, header(), tmp); err != nil {
-		return genError("man pages", err)
-	}
-	for _, t := range root.Commands() {
-		if !t.IsAdditionalHelpTopicCommand() {
-			continue
-		}
-		var b bytes.Buffer
-		if err := doc.GenMan(t, header(), &b); err != nil {
-			return genError("man page "+t.Name(), err)
-		}
-		if err := os.WriteFile(filepath.Join(tmp, "lessor-"+t.Name()+".1"), b.Bytes(), 0o644); err != nil {
-			return genError("man page "+t.Name(), err)
-		}
-	}
-	pages, err := filepath.Glob(filepath.Join(tmp, "*.1"))
-	if err != nil {
-		return genError("man pages", err)
-	}
-	for _, p := range pages {
-		text, err := os.ReadFile(p)
-		if err != nil {
-			return genError("man page "+p, err)
-		}
-		name := filepath.Base(p)
-		if gz {
-			// No name or time in the gzip header: the same page gives the
-			// same bytes, release after release.
-			var b bytes.Buffer
-			w, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
-			if _, err := w.Write(text); err != nil {
-				return genError("man page "+name, err)
-			}
-			if err := w.Close(); err != nil {
-				return genError("man page "+name, err)
-			}
-			text, name = b.Bytes(), name+".gz"
-		}
-		if err := writeGenerated(dir, name, text); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// manMarkdown turns help text, written for a terminal, into the markdown
-// that cobra's man page writer expects: indented lines (tables, unit files,
-// command lines) become literal blocks instead of reflowed paragraphs, and
-// <, > and * stay literal instead of becoming tags and bullets.
-func manMarkdown(text string) string {
-	var b strings.Builder
-	inBlock, prevBlank := false, true
-	for _, line := range strings.Split(text, "\n") {
-		switch {
-		case strings.HasPrefix(line, "  "):
-			if !inBlock && !prevBlank {
-				b.WriteString("\n")
-			}
-			inBlock = true
-			b.WriteString("  " + line)
-		case line == "":
-		default:
-			if inBlock {
-				b.WriteString("\n")
-			}
-			inBlock = false
-			b.WriteString(strings.NewReplacer("<", `\<`, ">", `\>`, "*", `\*`).Replace(line))
-		}
-		b.WriteString("\n")
-		prevBlank = line == ""
-	}
-	return strings.TrimSuffix(b.String(), "\n")
 }
 
 // generateSystemd writes the reap service and timer exactly as `lessor

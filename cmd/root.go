@@ -6,6 +6,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -40,6 +41,16 @@ func run(ctx context.Context, f *Factory, args []string) int {
 		printError(f.IO.Err, err)
 	}
 	return exitCode(err)
+}
+
+// CommandTree returns lessor's command tree and version for programs that
+// write files from them at build time: cmd/gen writes the man pages, so
+// that the man page writer is not linked into lessor itself. The commands
+// are for reading; their factory has no streams and an empty environment.
+func CommandTree() (root *cobra.Command, version string) {
+	f := newFactory(strings.NewReader(""), io.Discard, io.Discard, func(string) string { return "" })
+	version, _, _ = buildVersion()
+	return newRootCmd(f), version
 }
 
 type globalOptions struct {

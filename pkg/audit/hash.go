@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // hashPrefix marks a hashed value, in the same form as Vault's audit log,
@@ -145,8 +146,12 @@ const passwordTemplate = "{{password}}"
 
 // passwordParam finds password=value in a libpq keyword/value string
 // ("host=db password=x") or a URL query ("?password=x"); it also matches
-// sslpassword, which unlocks the client's private key.
-var passwordParam = regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&']*)`)
+// sslpassword, which unlocks the client's private key. It is compiled on
+// first use, when a connection string is audited, rather than at the start
+// of every lessor process.
+var passwordParam = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&']*)`)
+})
 
 // hasInlinePassword reports whether a connection string carries a password
 // of its own. It errs towards yes: a false positive only hashes a string
@@ -163,7 +168,7 @@ func hasInlinePassword(s string) bool {
 			return true
 		}
 	}
-	for _, m := range passwordParam.FindAllStringSubmatch(s, -1) {
+	for _, m := range passwordParam().FindAllStringSubmatch(s, -1) {
 		v := strings.Trim(m[1], "'")
 		if v != "" && v != passwordTemplate {
 			return true

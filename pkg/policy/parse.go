@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -121,7 +122,7 @@ func parseAST(text string) (file *ast.File, isJSON bool, err error) {
 			return nil, isJSON, &ParseError{Line: pe.Pos.Line, Msg: pe.Err.Error()}
 		}
 		// The JSON scanner's errors are plain text: "line:column: msg".
-		if m := scannerError.FindStringSubmatch(err.Error()); m != nil {
+		if m := scannerError().FindStringSubmatch(err.Error()); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			return nil, isJSON, &ParseError{Line: line, Msg: m[2]}
 		}
@@ -133,7 +134,9 @@ func parseAST(text string) (file *ast.File, isJSON bool, err error) {
 	return file, isJSON, nil
 }
 
-var scannerError = regexp.MustCompile(`^(\d+):\d+: (.*)$`)
+// scannerError is compiled on first use, by a malformed JSON policy,
+// rather than at the start of every lessor process.
+var scannerError = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(\d+):\d+: (.*)$`) })
 
 // checkJSON finds, with their line, the errors that hcl's JSON parser
 // reports without a position, and refuses what it would get silently

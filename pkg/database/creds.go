@@ -123,13 +123,23 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		return nil, fmt.Errorf("generate password for role %q: %w", name, err)
 	}
 
-	// Connecting creates nothing, so it happens before the lease is
-	// recorded: an unreachable database then costs no store write.
-	db, err := b.open(ctx, req.Storage, role.DBName, &cfg)
-	if err != nil {
-		return nil, err
+	// Connecting creates nothing, so the handshake with PostgreSQL (TCP
+	// and SCRAM, several round trips) runs while the pending lease is
+	// committed (two fdatasyncs), and neither waits for the other. Only
+	// the first attempt runs alongside: the fallback to a rotation's
+	// pending password reads and writes the store, so it runs after.
+	type dialed struct {
+		db  *postgres.DB
+		err error
 	}
-	defer db.Close(context.WithoutCancel(ctx))
+	dialCtx, cancelDial := context.WithCancel(ctx)
+	defer cancelDial()
+	dial := make(chan dialed, 1)
+	pc := cfg.pluginConfig()
+	go func() {
+		db, err := postgres.Connect(dialCtx, pc)
+		dial <- dialed{db, err}
+	}()
 
 	prepared, err := req.Leases.Prepare(ctx, &logical.LeaseRequest{
 		Path:      req.MountPoint + req.Path,
@@ -145,9 +155,29 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		},
 	})
 	if err != nil {
+		cancelDial()
+		if d := <-dial; d.db != nil {
+			d.db.Close(context.WithoutCancel(ctx))
+		}
 		return nil, fmt.Errorf("record lease for role %q: %w", name, err)
 	}
 	failpoint.Hit(failpoint.IssueAfterPending)
+
+	d := <-dial
+	db, err := d.db, d.err
+	if err != nil {
+		db, err = b.retryPending(ctx, req.Storage, role.DBName, &cfg, err)
+	}
+	if err != nil {
+		// Nothing reached PostgreSQL: the pending lease goes (and if that
+		// fails, reap finds no role to revoke and drops it).
+		cerr := fmt.Errorf("connection %q: %w", role.DBName, err)
+		if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
+			return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))
+		}
+		return nil, cerr
+	}
+	defer db.Close(context.WithoutCancel(ctx))
 
 	err = db.CreateUser(ctx, postgres.CreateUserRequest{
 		Username:   username,

@@ -139,8 +139,10 @@ func TestCredsRefusedLeaveNothing(t *testing.T) {
 			}
 		})
 	}
-	if e.leases.n != 0 {
-		t.Fatalf("%d leases prepared for refused requests", e.leases.n)
+	// Only the unreachable database got as far as a pending lease (the
+	// connection is made while it is recorded), and it was discarded.
+	if got := jsonOf(t, e.leases.discarded); e.leases.n != 1 || len(e.leases.pending) != 0 || got != `["database/creds/downrole/lease001"]` {
+		t.Fatalf("refused requests prepared %d leases, left %v pending, discarded %s", e.leases.n, e.leases.pending, got)
 	}
 
 	// A glob in allowed_roles admits the role.
@@ -153,7 +155,7 @@ func TestCredsRefusedLeaveNothing(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), `relation "no_such_table" does not exist (SQLSTATE 42P01)`) {
 		t.Fatalf("badsql error = %v", err)
 	}
-	if got := jsonOf(t, e.leases.discarded); got != `["database/creds/badsql/lease002"]` {
+	if got := jsonOf(t, e.leases.discarded); got != `["database/creds/downrole/lease001","database/creds/badsql/lease003"]` {
 		t.Fatalf("discarded = %s", got)
 	}
 	if len(e.leases.pending) != 1 {

@@ -50,6 +50,12 @@ func (b *Backend) connect(ctx context.Context, st storage.Store, name string, cf
 	if err == nil {
 		return db, nil
 	}
+	return b.retryPending(ctx, st, name, cfg, err)
+}
+
+// retryPending is connect after the stored password's attempt failed with
+// err: it tries the pending password of an unfinished rotation, if any.
+func (b *Backend) retryPending(ctx context.Context, st storage.Store, name string, cfg *dbConfig, err error) (*postgres.DB, error) {
 	connErr := cfg.redact(err)
 	if !isAuthFailure(err) {
 		return nil, connErr
@@ -68,7 +74,7 @@ func (b *Backend) connect(ctx context.Context, st storage.Store, name string, cf
 	}
 	alt := *cfg
 	alt.Connection.Password = p.Password
-	db, err = postgres.Connect(ctx, alt.pluginConfig())
+	db, err := postgres.Connect(ctx, alt.pluginConfig())
 	if err != nil {
 		// Neither password works; report the stored one's failure.
 		return nil, connErr

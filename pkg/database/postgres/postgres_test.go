@@ -264,6 +264,16 @@ func TestCreateUserFailureLeavesNoRole(t *testing.T) {
 	if f.roleExists(t, req.Username) || f.roleExists(t, strings.ToLower(req.Username)) {
 		t.Error("unquoted name left a role")
 	}
+	// With a comment, the COMMENT ON ROLE of the exact name is the check.
+	req.Comment = "lessor-test"
+	err = f.db.CreateUser(f.ctx, req)
+	if err == nil || !strings.Contains(err.Error(), `creation statements did not create role "`+req.Username+`": write "{{name}}" in double quotes`) {
+		t.Errorf("unquoted name, with a comment: err = %v", err)
+	}
+	if f.roleExists(t, req.Username) || f.roleExists(t, strings.ToLower(req.Username)) {
+		t.Error("unquoted name, with a comment, left a role")
+	}
+	req.Comment = ""
 
 	req.Statements = []string{" ; "}
 	if err := f.db.CreateUser(f.ctx, req); err == nil || err.Error() != "create user "+req.Username+": empty creation statements" {

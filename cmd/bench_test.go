@@ -110,7 +110,8 @@ func requireBench(t *testing.T) *benchRig {
 	return r
 }
 
-// benchBinaries builds lessor and the floor once per test process.
+// benchBinaries builds lessor and the floor once per test process, both
+// with the release's flags.
 var benchBinaries = func() func(t *testing.T) string {
 	var once sync.Once
 	var dir string
@@ -122,7 +123,11 @@ var benchBinaries = func() func(t *testing.T) string {
 				return
 			}
 			for _, b := range [][2]string{{"lessor", ".."}, {"floor", "../testdata/bench/floor"}} {
-				out, e := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), b[1]).CombinedOutput()
+				// Built as the release builds them (.goreleaser.yaml):
+				// static, so start-up is what users' start-up is.
+				c := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, b[0]), b[1])
+				c.Env = append(os.Environ(), "CGO_ENABLED=0")
+				out, e := c.CombinedOutput()
 				if e != nil {
 					err = fmt.Errorf("go build %s: %v\n%s", b[1], e, out)
 					return

@@ -485,14 +485,14 @@ func TestRevokeCustomStatements(t *testing.T) {
 // database of five tables, with ten of them logged in, and reports the rate.
 func TestRevokeBatch(t *testing.T) {
 	f := setup(t)
-	admin(t, f.d, `CREATE TABLE a (id int); CREATE TABLE b (id int); CREATE TABLE c (id int); CREATE TABLE d (id serial)`)
+	admin(t, f.d, `CREATE TABLE a (id int); CREATE TABLE b (id int); CREATE TABLE c (id int); CREATE TABLE d (id serial); CREATE SCHEMA bs1; CREATE SCHEMA bs2`)
 	const n = 1000
 	names := make([]string, n)
 	var b strings.Builder
 	for i := range names {
 		names[i] = fmt.Sprintf("v-batch-%s-%04d", newName(t, "b")[2:8], i)
 		id := pgx.Identifier{names[i]}.Sanitize()
-		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN PASSWORD 'Batch-pw-1' VALID UNTIL 'infinity'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %s; COMMENT ON ROLE %s IS 'lessor:batch';", id, id, id, id)
+		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN PASSWORD 'Batch-pw-1' VALID UNTIL 'infinity'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO %s; GRANT USAGE ON SCHEMA bs1, bs2 TO %s; COMMENT ON ROLE %s IS 'lessor:batch';", id, id, id, id, id)
 	}
 	f.s.DropRolesAtCleanup(t, names...)
 	admin(t, f.d, b.String())
@@ -525,6 +525,9 @@ func TestRevokeBatch(t *testing.T) {
 	var acl int
 	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT cardinality(relacl) FROM pg_class WHERE relname = 'items'`).Scan(&acl); err != nil || acl != 1 {
 		t.Errorf("items ACL has %d entries after revoking every grantee, want 1 (the owner), %v", acl, err)
+	}
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT max(cardinality(nspacl)) FROM pg_namespace WHERE nspname IN ('bs1', 'bs2')`).Scan(&acl); err != nil || acl != 1 {
+		t.Errorf("schema ACLs have up to %d entries after revoking every grantee, want 1 (the owner), %v", acl, err)
 	}
 }
 

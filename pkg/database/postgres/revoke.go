@@ -264,10 +264,10 @@ GROUP BY 1, 2, 3`, names)
 }
 
 // sharedGrants lists, in the connection's database, the tables, sequences
-// and schemas on which more than one of the roles holds privileges, as the
-// object clause of a REVOKE.
+// and schemas on which more than one of the roles holds privileges: the
+// kind of object as a REVOKE names it, the object, and its holders.
 const sharedGrants = `
-SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || c.oid::regclass::text,
+SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass::text,
        array_agg(DISTINCT r.rolname ORDER BY r.rolname)
 FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid
@@ -277,7 +277,7 @@ WHERE s.refclassid = 'pg_authid'::regclass AND s.classid = 'pg_class'::regclass 
   AND r.rolname = ANY($1)
 GROUP BY c.oid, c.relkind HAVING count(DISTINCT r.rolname) > 1
 UNION ALL
-SELECT 'SCHEMA ' || quote_ident(n.nspname), array_agg(DISTINCT r.rolname ORDER BY r.rolname)
+SELECT 'SCHEMA', quote_ident(n.nspname), array_agg(DISTINCT r.rolname ORDER BY r.rolname)
 FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid
 JOIN pg_namespace n ON n.oid = s.objid
@@ -295,8 +295,17 @@ GROUP BY n.oid, n.nspname HAVING count(DISTINCT r.rolname) > 1`
 // so shared grants on tables, sequences and schemas, the common case, go
 // first; DROP OWNED then removes whatever else they hold, including grants
 // made by other grantors, which a superuser's REVOKE does not touch.
+// Objects of one kind with the same holders share one REVOKE: each
+// statement looks up every grantee by name again, and six statements of
+// 1,000 grantees cost about 1.4x one statement naming the six tables.
 func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string) error {
-	var b strings.Builder
+	type group struct {
+		kind    string
+		objects []string
+		holders []string
+	}
+	var groups []*group
+	byKey := map[string]*group{}
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, sharedGrants, roles)
 	if err != nil {
@@ -305,20 +314,32 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string) erro
 	}
 	for rows.Next() {
 		var (
-			object  string
-			holders []string
+			kind, object string
+			holders      []string
 		)
-		if err := rows.Scan(&object, &holders); err != nil {
+		if err := rows.Scan(&kind, &object, &holders); err != nil {
 			rows.Close()
 			cancel()
 			return fmt.Errorf("find shared grants: %w", err)
 		}
-		b.WriteString("REVOKE ALL ON " + object + " FROM " + identList(holders) + ";")
+		// Holders come sorted, and names hold no NUL.
+		key := kind + "\x00" + strings.Join(holders, "\x00")
+		g := byKey[key]
+		if g == nil {
+			g = &group{kind: kind, holders: holders}
+			byKey[key] = g
+			groups = append(groups, g)
+		}
+		g.objects = append(g.objects, object)
 	}
 	err = rows.Err()
 	cancel()
 	if err != nil {
 		return fmt.Errorf("find shared grants: %w", pgError(err))
+	}
+	var b strings.Builder
+	for _, g := range groups {
+		b.WriteString("REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(g.holders) + ";")
 	}
 	list := identList(roles)
 	b.WriteString("REASSIGN OWNED BY " + list + " TO CURRENT_USER; DROP OWNED BY " + list)

@@ -14,6 +14,7 @@ import (
 
 func newReapCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var dryRun, verbose, orphans bool
+	var parallel int
 	c := &cobra.Command{
 		Use:   "reap [flags]",
 		Short: "Revoke every expired lease and token (run it from cron or a systemd timer)",
@@ -23,6 +24,10 @@ reaper that died. Expired tokens are revoked with their child tokens and
 their leases. A failed revocation is recorded on its lease with the error,
 and retried by later runs with exponential backoff (10 s doubling to 1 h,
 with jitter) for ever; nothing is silently given up.
+
+Batches of 500 are revoked -parallel at a time (default 2), each on a
+connection of its own to each database it touches: set -parallel=1 where
+the admin role may hold only one connection.
 
 reap needs the unseal key (key file, LESSOR_UNSEAL_KEY or passphrase file)
 but no token: it is the store's own housekeeping. Two reaps may run at once;
@@ -75,11 +80,14 @@ then: systemctl enable --now lessor-reap.timer`,
   lessor reap -format=json`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
+			if parallel < 1 {
+				return usageErrorf("-parallel must be at least 1, not %d", parallel)
+			}
 			cr, err := f.Core(c.Context())
 			if err != nil {
 				return err
 			}
-			opts := lease.ReapOptions{DryRun: dryRun}
+			opts := lease.ReapOptions{DryRun: dryRun, Workers: parallel}
 			if f.IO.ErrTTY {
 				opts.Progress = func(done int) {
 					if done >= 1000 {
@@ -115,6 +123,7 @@ then: systemctl enable --now lessor-reap.timer`,
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be revoked and why, and change nothing")
 	c.Flags().BoolVar(&verbose, "verbose", false, "print a summary even when not on a terminal")
 	c.Flags().BoolVar(&orphans, "orphans", false, "also revoke expired roles this store created but has no lease record of")
+	c.Flags().IntVar(&parallel, "parallel", lease.DefaultReapWorkers, "how many batches to revoke at once, each on connections of its own")
 	return c
 }
 

@@ -111,6 +111,10 @@ type Options struct {
 	BatchSize int
 }
 
+// DefaultReapWorkers is how many batches Reap revokes at once unless
+// ReapOptions says otherwise.
+const DefaultReapWorkers = 2
+
 // Manager records, renews and revokes leases.
 type Manager struct {
 	store   storage.Store
@@ -139,7 +143,9 @@ func New(s storage.Store, resolve Resolver, o Options) *Manager {
 		o.RetryMax = time.Hour
 	}
 	if o.BatchSize == 0 {
-		o.BatchSize = 1000
+		// Two batches of 500 in flight hold about as much memory as one
+		// of 1,000 did (each commit rewrites the pages it touches).
+		o.BatchSize = 500
 	}
 	return &Manager{store: s, resolve: resolve, o: o}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -322,6 +323,44 @@ func TestConcurrentReapsNeverRevokeTwice(t *testing.T) {
 	}
 	if n := total[0] + total[1] + total[2] + total[3]; n != 300 || len(seen) != 300 {
 		t.Fatalf("revoked %d (%d distinct)", n, len(seen))
+	}
+}
+
+// One reap's workers share the work and the summary: every lease revoked
+// once, counted once, and progress reported up to the total.
+func TestReapWorkersShareOneSummary(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	for i := 0; i < 100; i++ {
+		issue(t, m, be, clk, "ro", time.Minute, "")
+	}
+	clk.advance(2 * time.Minute)
+	m.o.BatchSize = 7
+	var mu sync.Mutex
+	var progress []int
+	sum, err := m.Reap(ctx, ReapOptions{Workers: 3, Progress: func(done int) {
+		mu.Lock()
+		progress = append(progress, done)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, id := range be.revoked {
+		if seen[id] {
+			t.Fatalf("%s revoked twice", id)
+		}
+		seen[id] = true
+	}
+	if sum.Revoked != 100 || sum.Failed != 0 || len(seen) != 100 {
+		t.Fatalf("summary %+v, %d distinct revocations", sum, len(seen))
+	}
+	if len(progress) != 15 || progress[len(progress)-1] != 100 || !slices.IsSorted(progress) {
+		t.Fatalf("progress %v, want 15 calls rising to 100", progress)
+	}
+	if n, _ := m.Count(ctx); n != 0 {
+		t.Fatalf("%d leases left", n)
 	}
 }
 

@@ -25,9 +25,9 @@ their leases. A failed revocation is recorded on its lease with the error,
 and retried by later runs with exponential backoff (10 s doubling to 1 h,
 with jitter) for ever; nothing is silently given up.
 
-Batches of 500 are revoked -parallel at a time (default 2), each on a
-connection of its own to each database it touches: set -parallel=1 where
-the admin role may hold only one connection.
+Batches of 500 are revoked -parallel at a time (default 2, at most 16),
+each on a connection of its own to each database it touches: set
+-parallel=1 where the admin role may hold only one connection.
 
 reap needs the unseal key (key file, LESSOR_UNSEAL_KEY or passphrase file)
 but no token: it is the store's own housekeeping. Two reaps may run at once;
@@ -80,8 +80,8 @@ then: systemctl enable --now lessor-reap.timer`,
   lessor reap -format=json`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			if parallel < 1 {
-				return usageErrorf("-parallel must be at least 1, not %d", parallel)
+			if parallel < 1 || parallel > maxReapParallel {
+				return usageErrorf("-parallel must be from 1 to %d, not %d", maxReapParallel, parallel)
 			}
 			cr, err := f.Core(c.Context())
 			if err != nil {
@@ -126,6 +126,10 @@ then: systemctl enable --now lessor-reap.timer`,
 	c.Flags().IntVar(&parallel, "parallel", lease.DefaultReapWorkers, "how many batches to revoke at once, each on connections of its own")
 	return c
 }
+
+// maxReapParallel bounds -parallel: each worker holds connections of its
+// own to every database it revokes in.
+const maxReapParallel = 16
 
 // reapOutput is reap's summary; orphans is there only with -orphans.
 type reapOutput struct {

@@ -364,6 +364,82 @@ func TestReapWorkersShareOneSummary(t *testing.T) {
 	}
 }
 
+// failingStore fails the Update whose number (from 1) is failAt, and
+// closes failed when it has.
+type failingStore struct {
+	storage.Store
+	mu     sync.Mutex
+	n      int
+	failAt int
+	failed chan struct{}
+}
+
+func (s *failingStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	s.mu.Lock()
+	s.n++
+	fail := s.n == s.failAt
+	s.mu.Unlock()
+	if fail {
+		close(s.failed)
+		return errors.New("injected store failure")
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// blockingBackend holds the first RevokeSecrets call until release is
+// closed.
+type blockingBackend struct {
+	*fakeBackend
+	once    sync.Once
+	release chan struct{}
+}
+
+func (b *blockingBackend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest) []error {
+	b.once.Do(func() { <-b.release })
+	return b.fakeBackend.RevokeSecrets(ctx, ss)
+}
+
+// When one worker fails, the batch another worker has in flight still
+// runs to its end and is settled: its leases are revoked, removed and
+// counted, none left claimed.
+func TestReapWorkerFailureLetsOtherBatchFinish(t *testing.T) {
+	_, be, clk, st := setup(t)
+	fs := &failingStore{Store: st, failed: make(chan struct{})}
+	bb := &blockingBackend{fakeBackend: be, release: make(chan struct{})}
+	m := New(fs, func(ctx context.Context, uuid string) (*Mount, error) {
+		return &Mount{Backend: bb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}, Options{Now: clk.now, BatchSize: 10})
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		issue(t, m, be, clk, "ro", time.Minute, "")
+	}
+	clk.advance(2 * time.Minute)
+	// Updates so far: 20 issues x (prepare + activate). Next: the first
+	// worker's claim, then the second worker's claim, which fails.
+	fs.mu.Lock()
+	fs.failAt = fs.n + 2
+	fs.mu.Unlock()
+	go func() {
+		<-fs.failed
+		close(bb.release)
+	}()
+	sum, err := m.Reap(ctx, ReapOptions{Workers: 2})
+	if err == nil || err.Error() != "injected store failure" {
+		t.Fatalf("err = %v, want the injected failure", err)
+	}
+	if sum.Revoked != 10 || len(be.revoked) != 10 {
+		t.Fatalf("summary %+v, backend revoked %d; want the claimed batch of 10 finished", sum, len(be.revoked))
+	}
+	if n, _ := m.Count(ctx); n != 10 {
+		t.Fatalf("%d leases left, want the 10 never claimed", n)
+	}
+	// Nothing is left claimed: a second reap revokes the other 10 at once.
+	sum, err = m.Reap(ctx, ReapOptions{Workers: 2})
+	if err != nil || sum.Revoked != 10 {
+		t.Fatalf("second reap: %+v, %v", sum, err)
+	}
+}
+
 func TestRevokeByToken(t *testing.T) {
 	m, be, clk, _ := setup(t)
 	ctx := context.Background()

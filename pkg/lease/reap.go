@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -77,11 +78,14 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	// per-table grants, whose concurrent REVOKEs on one table PostgreSQL
 	// sometimes fails as "tuple concurrently updated" and the plugin
 	// retries.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// A worker that fails stops the others from claiming more, but a batch
+	// already claimed runs to its end and is settled: cut off in the
+	// middle, it would leave roles half torn down and leases claimed
+	// until the claim expires.
 	var (
 		mu       sync.Mutex
 		firstErr error
+		stop     atomic.Bool
 		wg       sync.WaitGroup
 	)
 	workers := o.Workers
@@ -90,7 +94,7 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	}
 	for range workers {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for !stop.Load() && ctx.Err() == nil {
 				claimed, skipped, err := m.claimDue(ctx, now)
 				var res Result
 				if err == nil && len(claimed) > 0 {
@@ -103,13 +107,16 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 				sum.Errors = append(sum.Errors, res.Failed...)
 				if err != nil && firstErr == nil {
 					firstErr = err
-					cancel()
 				}
 				if o.Progress != nil && len(claimed) > 0 {
 					o.Progress(sum.Revoked + sum.Failed)
 				}
 				mu.Unlock()
-				if err != nil || len(claimed) == 0 {
+				if err != nil {
+					stop.Store(true)
+					return
+				}
+				if len(claimed) == 0 {
 					return
 				}
 			}

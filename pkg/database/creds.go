@@ -169,8 +169,10 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		db, err = b.retryPending(ctx, req.Storage, role.DBName, &cfg, err)
 	}
 	if err != nil {
-		// Nothing reached PostgreSQL: the pending lease goes (and if that
-		// fails, reap finds no role to revoke and drops it).
+		// Nothing reached PostgreSQL: the pending lease goes. If that
+		// fails too, reap takes the record for a dead issuer's and drops
+		// it once the database answers (until then it fails, and retries,
+		// like any revocation).
 		cerr := fmt.Errorf("connection %q: %w", role.DBName, err)
 		if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
 			return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))

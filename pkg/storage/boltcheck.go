@@ -210,8 +210,8 @@ func (c *layoutCache) checkedLayout(f *os.File) (*layout, error) {
 // bbolt's memory. So the structure the quick check proves still holds, and
 // what must be learnt afresh is only where things now are: the page size
 // and high-water mark, the data tree's root and the depth of its leaves.
-// Anything unexpected leaves c empty, and the next transaction checks the
-// file in full.
+// Anything unexpected leaves c empty, and the next transaction walks the
+// branch pages again.
 func (c *layoutCache) adopt(f *os.File, prev *layout) {
 	c.l = nil
 	if prev == nil || prev.full {

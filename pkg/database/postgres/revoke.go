@@ -412,12 +412,7 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 	}
 	return db.retry(ctx, func() error {
 		return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-			for i, s := range stmts {
-				if err := db.exec(ctx, tx, s); err != nil {
-					return fmt.Errorf("revocation statement %d: %w", i+1, err)
-				}
-			}
-			return nil
+			return db.execEach(ctx, tx, "revocation", stmts)
 		})
 	})
 }

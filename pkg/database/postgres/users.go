@@ -164,10 +164,8 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 		return err
 	}
 	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-		for i, s := range stmts {
-			if err := db.exec(ctx, tx, s); err != nil {
-				return fmt.Errorf("creation statement %d: %w", i+1, err)
-			}
+		if err := db.execEach(ctx, tx, "creation", stmts); err != nil {
+			return err
 		}
 		// The role must exist under exactly its name: an unquoted {{name}}
 		// folds it to lower case. COMMENT ON ROLE names it quoted, so it
@@ -247,6 +245,17 @@ func (db *DB) exec(ctx context.Context, q querier, sql string, args ...any) erro
 	return pgError(err)
 }
 
+// execEach runs statements in order, naming the one that fails by its
+// kind and number ("creation statement 2: …").
+func (db *DB) execEach(ctx context.Context, q querier, kind string, stmts []string) error {
+	for i, s := range stmts {
+		if err := db.exec(ctx, q, s); err != nil {
+			return fmt.Errorf("%s statement %d: %w", kind, i+1, err)
+		}
+	}
+	return nil
+}
+
 func (db *DB) queryRow(ctx context.Context, q querier, sql string, args []any, dest ...any) error {
 	rctx, cancel := db.roundTrip(ctx)
 	defer cancel()
@@ -289,10 +298,8 @@ func (db *DB) renewUser(ctx context.Context, username string, expiration time.Ti
 		return err
 	}
 	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-		for i, s := range stmts {
-			if err := db.exec(ctx, tx, s); err != nil {
-				return fmt.Errorf("renew statement %d: %w", i+1, err)
-			}
+		if err := db.execEach(ctx, tx, "renew", stmts); err != nil {
+			return err
 		}
 		if !isDefault {
 			return nil
@@ -361,12 +368,7 @@ func (db *DB) rotateRoot(ctx context.Context, newPassword string, statements []s
 			return err
 		}
 		return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-			for i, s := range stmts {
-				if err := db.exec(ctx, tx, s); err != nil {
-					return fmt.Errorf("rotation statement %d: %w", i+1, err)
-				}
-			}
-			return nil
+			return db.execEach(ctx, tx, "rotation", stmts)
 		})
 	}
 	if err := setPassword(newPassword, statements); err != nil {

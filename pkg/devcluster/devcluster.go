@@ -8,12 +8,20 @@
 //   - its superuser has a random password, known to the caller only (it is
 //     handed to initdb in a 0600 file that is removed at once, never in
 //     argv);
-//   - everything it owns (data directory, log, a note of the binaries used)
-//     lives in one directory, and Stop leaves neither a server process nor
-//     that directory behind.
+//   - everything it owns (data directory, log) lives in one directory, and
+//     Stop leaves neither a server process nor that directory behind;
+//   - initdb, pg_ctl and the server get an environment of their own (PATH,
+//     TZ), none of the caller's: no LESSOR_* or PG* variable reaches them,
+//     nor /proc/<postmaster>/environ.
 //
 // initdb and postgres refuse to run as root, so a root caller runs them as
-// another OS user (default "postgres") and hands the directory to that user.
+// another OS user (default "postgres"). That user is not trusted with
+// root's power: the cluster's directory stays the caller's (0711, so the
+// server can pass through it), and only the data directory and the log
+// inside it are handed over. Root never writes through a path that user
+// can redirect, never runs a binary named in a file, and Stop runs pg_ctl
+// as the data directory's owner, never as root.
+//
 // The cluster is tuned for speed, not durability (fsync off): it exists to
 // be thrown away.
 package devcluster
@@ -65,7 +73,7 @@ type Options struct {
 
 // Cluster is a running throwaway cluster.
 type Cluster struct {
-	Dir     string // the one directory holding everything below
+	Dir     string // the one directory holding everything below; the caller's
 	DataDir string
 	LogFile string
 	BinDir  string // where initdb and pg_ctl were found
@@ -80,10 +88,6 @@ type Cluster struct {
 
 	cred *syscall.Credential // non-nil when the server runs as another OS user
 }
-
-// binNote is the file in Dir naming the binaries' directory, so that Stop
-// uses the pg_ctl that matches the server.
-const binNote = "bindir"
 
 // FindBinDir returns a directory holding initdb and pg_ctl: the one on
 // $PATH when both are there together, else the newest
@@ -199,6 +203,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if prefix == "" {
 		prefix = "lessor-pg-"
 	}
+	// MkdirTemp: a fresh name, made here, 0700; nobody else's.
 	dir, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
@@ -222,11 +227,21 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		}
 	}()
 	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			return nil, fmt.Errorf("start cluster: hand %s to %s: %w", dir, osUser, err)
+		// The server's user may pass through dir, not list or change it.
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("start cluster: %w", err)
 		}
 	}
-	if err := c.writeFile(filepath.Join(dir, binNote), bin+"\n"); err != nil {
+	// initdb fills an empty data directory owned by the user it runs as.
+	if err := os.Mkdir(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start cluster: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(c.DataDir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("start cluster: hand %s to %s: %w", c.DataDir, osUser, err)
+		}
+	}
+	if err := c.createFile(c.LogFile, ""); err != nil {
 		return nil, err
 	}
 	if c.Password, err = randomPassword(o.Rand); err != nil {
@@ -255,7 +270,7 @@ func randomPassword(r io.Reader) (string, error) {
 func (c *Cluster) initdb(ctx context.Context) error {
 	// The password reaches initdb in a file, never in argv.
 	pwFile := filepath.Join(c.Dir, "pwfile")
-	if err := c.writeFile(pwFile, c.Password+"\n"); err != nil {
+	if err := c.createFile(pwFile, c.Password+"\n"); err != nil {
 		return err
 	}
 	defer os.Remove(pwFile)
@@ -265,7 +280,7 @@ func (c *Cluster) initdb(ctx context.Context) error {
 
 func (c *Cluster) start(ctx context.Context, maxConns int) error {
 	// No trust, no socket: only a password over TCP from 127.0.0.1.
-	if err := c.writeFile(filepath.Join(c.DataDir, "pg_hba.conf"), "host all all 127.0.0.1/32 scram-sha-256\n"); err != nil {
+	if err := c.rewriteDataFile("pg_hba.conf", "host all all 127.0.0.1/32 scram-sha-256\n"); err != nil {
 		return err
 	}
 	var lastErr error
@@ -286,7 +301,7 @@ log_line_prefix = '%%m [%%p] %%q%%u@%%d '
 		if maxConns > 0 {
 			conf += fmt.Sprintf("max_connections = %d\n", maxConns)
 		}
-		if err := c.writeFile(filepath.Join(c.DataDir, "postgresql.auto.conf"), conf); err != nil {
+		if err := c.rewriteDataFile("postgresql.auto.conf", conf); err != nil {
 			return err
 		}
 		lastErr = run(ctx, c.Dir, c.cred, filepath.Join(c.BinDir, "pg_ctl"), "start", "-w", "-t", "60", "-D", c.DataDir, "-l", c.LogFile)
@@ -302,7 +317,7 @@ log_line_prefix = '%%m [%%p] %%q%%u@%%d '
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if b, err := os.ReadFile(c.LogFile); err == nil {
+	if b, err := readFileNoFollow(c.LogFile, 64<<10); err == nil {
 		lastErr = fmt.Errorf("%w\nserver log:\n%s", lastErr, b)
 	}
 	return lastErr
@@ -317,17 +332,91 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// writeFile writes a 0600 file owned by the server's OS user.
-func (c *Cluster) writeFile(name, content string) error {
-	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+// createFile creates a new 0600 file in Dir, owned by the server's OS user.
+// Dir is the caller's, so nothing there can be a planted symlink; O_EXCL
+// and O_NOFOLLOW say so anyway.
+func (c *Cluster) createFile(name, content string) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
 		return fmt.Errorf("start cluster: %w", err)
 	}
 	if c.cred != nil {
-		if err := os.Chown(name, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+		if err := f.Chown(int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			f.Close()
 			return fmt.Errorf("start cluster: %w", err)
 		}
 	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
 	return nil
+}
+
+// rewriteDataFile replaces the content of a file initdb made in the data
+// directory. The server's OS user owns that directory and may have swapped
+// the file for a symlink or a link to a file of root's, so the file is
+// opened without following a symlink and written only if it is a regular
+// file of that user's.
+func (c *Cluster) rewriteDataFile(name, content string) error {
+	p := filepath.Join(c.DataDir, name)
+	f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.Mode().IsRegular() || sys.Uid != c.serverUID() {
+		return fmt.Errorf("start cluster: %s is not a regular file of the server's OS user %s", p, c.OSUser)
+	}
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		return fmt.Errorf("start cluster: %w", err)
+	}
+	return f.Close()
+}
+
+func (c *Cluster) serverUID() uint32 {
+	if c.cred != nil {
+		return c.cred.Uid
+	}
+	return uint32(os.Geteuid())
+}
+
+// readFileNoFollow reads up to max bytes of a regular file, refusing a
+// symlink, and without blocking on a FIFO.
+func readFileNoFollow(name string, max int64) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	return io.ReadAll(io.LimitReader(f, max))
+}
+
+// serverEnv is the whole environment of initdb, pg_ctl and the server. The
+// caller's may hold secrets (LESSOR_*, PGPASSWORD) that the server's OS user
+// could read in /proc/<pid>/environ, and PG* variables that would change
+// what the tools do.
+func serverEnv() []string {
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		env = append(env, "TZ="+tz)
+	}
+	return env
 }
 
 // run runs a PostgreSQL tool as cred (nil: as the caller) and returns its
@@ -335,6 +424,7 @@ func (c *Cluster) writeFile(name, content string) error {
 func run(ctx context.Context, dir string, cred *syscall.Credential, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	cmd.Env = serverEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// A server started by pg_ctl must not share the caller's process group,
@@ -363,16 +453,38 @@ func (c *Cluster) Stop() error { return Stop(c.Dir) }
 
 // Stop stops the cluster whose directory (Cluster.Dir) is dir, waiting
 // until the server has exited, and removes dir. A dir that does not exist
-// is already stopped. The server is stopped as the OS user that owns its
-// data directory, so another process (`lessor dev -stop`) can do it.
+// is already stopped. Another process (`lessor dev -stop`) may call it with
+// a dir it read from a file, so Stop acts only on what it verifies: dir is
+// a directory of the caller's that others cannot write to, its data
+// directory is a directory (neither is a symlink) owned by the caller or,
+// for root, by the server's OS user; pg_ctl is the one FindBinDir finds,
+// run as the data directory's owner, never as root.
 func Stop(dir string) error {
-	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("stop cluster: %w", err)
+	}
+	if err := checkClusterDir(dir, fi); err != nil {
+		return fmt.Errorf("stop cluster: %w", err)
+	}
 	data := filepath.Join(dir, "data")
-	if _, err := os.Stat(filepath.Join(data, "postmaster.pid")); err == nil {
-		if err := stopServer(dir, data); err != nil {
-			return fmt.Errorf("stop cluster in %s: %w", dir, err)
+	switch fi, err := os.Lstat(data); {
+	case errors.Is(err, os.ErrNotExist):
+		// initdb never ran: no server.
+	case err != nil:
+		return fmt.Errorf("stop cluster: %w", err)
+	default:
+		cred, err := dataOwner(data, fi)
+		if err != nil {
+			return fmt.Errorf("stop cluster: %w", err)
+		}
+		if _, err := os.Lstat(filepath.Join(data, "postmaster.pid")); err == nil {
+			if err := stopServer(dir, data, cred); err != nil {
+				return fmt.Errorf("stop cluster in %s: %w", dir, err)
+			}
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -381,33 +493,72 @@ func Stop(dir string) error {
 	return nil
 }
 
-func stopServer(dir, data string) error {
-	bin := ""
-	if b, err := os.ReadFile(filepath.Join(dir, binNote)); err == nil {
-		bin = strings.TrimSpace(string(b))
+// checkClusterDir verifies that dir is a directory of the caller's that
+// no one else may list or write to (0711 lets the server's user through).
+func checkClusterDir(dir string, fi os.FileInfo) error {
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%s is a symlink; not following it", dir)
 	}
-	if !isFile(filepath.Join(bin, "pg_ctl")) {
-		var err error
-		if bin, err = FindBinDir(); err != nil {
-			return err
-		}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
 	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		st, err := os.Stat(data)
-		if err != nil {
-			return err
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner", dir)
+	}
+	if int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by you", dir, sys.Uid)
+	}
+	if fi.Mode().Perm()&0o066 != 0 {
+		return fmt.Errorf("%s is open to other users (mode %04o)", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// dataOwner returns the credential to run pg_ctl on data with: nil for
+// the caller itself, else the data directory's owner when the caller is
+// root. A root-owned data directory never held a running server (the
+// server refuses root), so it gets nil too, and stopServer runs nothing.
+func dataOwner(data string, fi os.FileInfo) (*syscall.Credential, error) {
+	if fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s is a symlink; not following it", data)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", data)
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, fmt.Errorf("%s: no owner", data)
+	}
+	euid := os.Geteuid()
+	switch {
+	case int(sys.Uid) == euid:
+		return nil, nil
+	case euid == 0:
+		return &syscall.Credential{Uid: sys.Uid, Gid: sys.Gid}, nil
+	}
+	return nil, fmt.Errorf("%s is owned by uid %d, not by you", data, sys.Uid)
+}
+
+func stopServer(dir, data string, cred *syscall.Credential) error {
+	if cred == nil && os.Geteuid() == 0 {
+		if serverRunning(data) {
+			return fmt.Errorf("a server runs on %s, which root owns; not stopping it", data)
 		}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-			cred = &syscall.Credential{Uid: sys.Uid, Gid: sys.Gid}
-		}
+		return nil
+	}
+	// The pg_ctl found as Start found it, never one named in a file that
+	// the server's OS user could write.
+	bin, err := FindBinDir()
+	if err != nil {
+		return err
 	}
 	// immediate: the data is about to be deleted, so there is nothing to
 	// checkpoint; -w waits until postmaster.pid is gone, which the
 	// postmaster removes only after every backend has exited.
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := run(ctx, dir, cred, filepath.Join(bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-t", "30", "-D", data)
+	err = run(ctx, dir, cred, filepath.Join(bin, "pg_ctl"), "stop", "-m", "immediate", "-w", "-t", "30", "-D", data)
 	if err != nil && !serverRunning(data) {
 		// A stale postmaster.pid (the machine rebooted): nothing to stop.
 		return nil
@@ -418,7 +569,7 @@ func stopServer(dir, data string) error {
 // serverRunning reports whether the postmaster named in data's
 // postmaster.pid is alive.
 func serverRunning(data string) bool {
-	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	b, err := readFileNoFollow(filepath.Join(data, "postmaster.pid"), 64)
 	if err != nil {
 		return false
 	}

@@ -90,6 +90,11 @@ func TestStartLoginStop(t *testing.T) {
 // A dead server's stale postmaster.pid does not stop Stop from cleaning up.
 func TestStopStalePID(t *testing.T) {
 	dir := t.TempDir()
+	// A cluster's directory is private, as Start makes it; Stop refuses
+	// one that others may write to.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
@@ -106,6 +111,40 @@ func TestStopStalePID(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s still exists", dir)
+	}
+}
+
+// Stop acts only on what it verifies: not a directory others may write to,
+// not a data directory that is a symlink (its target keeps its files).
+func TestStopRefuses(t *testing.T) {
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(open, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Stop(open); err == nil || err.Error() != "stop cluster: "+open+" is open to other users (mode 0777)" {
+		t.Errorf("Stop(0777 dir) = %v", err)
+	}
+
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(elsewhere, "postmaster.pid"), []byte("1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Stop(dir); err == nil || err.Error() != "stop cluster: "+filepath.Join(dir, "data")+" is a symlink; not following it" {
+		t.Errorf("Stop(symlinked data) = %v", err)
+	}
+	for _, p := range []string{filepath.Join(open, "data"), filepath.Join(dir, "data"), filepath.Join(elsewhere, "postmaster.pid")} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +23,14 @@ import (
 // devState is what `lessor dev` records in its directory so that a later
 // `lessor dev` and `lessor dev -stop` find what it made. It holds paths
 // and a port, never a secret.
+//
+// The default directory has a predictable name in a $TMPDIR that may be
+// shared, so another local user may have made it first. Nothing in it is
+// trusted unless the directory is the caller's alone (readDevState), and
+// the paths it records are checked against the ones dev derives: the store,
+// key and token files lie in the directory; the cluster directory is a
+// "lessor-dev-pg-" directory of the caller's (outside, because the server's
+// OS user must reach it: see devcluster), which devcluster.Stop verifies.
 type devState struct {
 	Store      string `json:"store"`
 	KeyFile    string `json:"key_file"`
@@ -39,7 +49,14 @@ const (
 	devRootTokenFile = "root-token"
 	devMount         = "database"
 	devRole          = "readonly"
+	devClusterPrefix = "lessor-dev-pg-"
+	// devStateMax bounds what is read from the state file.
+	devStateMax = 64 << 10
 )
+
+// errNoDevSetup: the directory exists and is the caller's, but holds no
+// dev.json.
+var errNoDevSetup = errors.New("no lessor dev setup")
 
 // devReadonlySQL is the seed guide's readonly role.
 const devReadonlySQL = `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
@@ -47,6 +64,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`
 
 type devOptions struct {
 	dir          string
+	dirGiven     bool
 	stop         bool
 	postgres     bool
 	connURL      string
@@ -79,6 +97,13 @@ or, with -connection-url, an existing server: give a templated URL
 (postgresql://{{username}}:{{password}}@host:port/db), -username and a
 -password-file; dev never takes a password in argv.
 
+The directory must be yours alone: dev creates it 0700 and refuses (as
+does -stop) one that another user made, one open to others, or a symlink.
+The throwaway cluster lives in a lessor-dev-pg-* directory of yours in
+$TMPDIR (as root: 0711, in /tmp if postgres cannot reach $TMPDIR) where
+only the data directory and log are the server's; the server gets none of
+your environment variables.
+
 Running dev again while one is set up prints its exports again.
 ` + "`lessor dev -stop`" + ` undoes everything: it revokes the leases issued against an
 existing server, stops the throwaway cluster, and removes the directory.`,
@@ -89,9 +114,15 @@ existing server, stops the throwaway cluster, and removes the directory.`,
       -username=lessor_admin -password-file=admin-password.txt`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			if o.dir == "" {
+			o.dirGiven = o.dir != ""
+			if !o.dirGiven {
 				o.dir = defaultDevDir(f)
 			}
+			dir, err := filepath.Abs(o.dir)
+			if err != nil {
+				return &localError{err}
+			}
+			o.dir = dir
 			if o.stop {
 				if o.postgres || o.connURL != "" {
 					return usageErrorf("-stop takes no other flag than -dir")
@@ -120,17 +151,106 @@ func defaultDevDir(f *Factory) string {
 	return filepath.Join(tmp, "lessor-dev-"+strconv.Itoa(os.Getuid()))
 }
 
+// devCommand is the dev command line with args, naming the directory when
+// the user named one, for the hints dev prints.
+func devCommand(o *devOptions, args ...string) string {
+	cmd := "lessor dev"
+	for _, a := range args {
+		cmd += " " + a
+	}
+	if o.dirGiven {
+		cmd += " -dir=" + shellQuote(o.dir)
+	}
+	return cmd
+}
+
+// readDevState reads the state of the dev setup in dir, trusting it only if
+// dir is the caller's alone: a directory, not a symlink, owned by the
+// caller, closed to everyone else, and dev.json likewise. It returns an
+// error satisfying errors.Is(err, os.ErrNotExist) when dir does not exist,
+// and errNoDevSetup when dir is the caller's but holds no dev.json.
 func readDevState(dir string) (*devState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, devStateFile))
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwn(dir, fi, true); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, devStateFile)
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		return nil, errNoDevSetup
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is open to other users (mode %04o)", dir, fi.Mode().Perm())
+	}
+	b, err := readOwnFile(p, devStateMax)
 	if err != nil {
 		return nil, err
 	}
 	var st devState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("dev state %s: %w", filepath.Join(dir, devStateFile), err)
+		return nil, fmt.Errorf("dev state %s: %w", p, err)
+	}
+	for _, f := range []struct{ got, want string }{
+		{st.Store, filepath.Join(dir, "lessor.db")},
+		{st.KeyFile, filepath.Join(dir, "unseal.key")},
+		{st.TokenFile, filepath.Join(dir, "token")},
+	} {
+		if f.got != f.want {
+			return nil, fmt.Errorf("dev state %s: names %q, not %s", p, f.got, f.want)
+		}
+	}
+	if c := st.ClusterDir; c != "" && (!filepath.IsAbs(c) || filepath.Clean(c) != c || !strings.HasPrefix(filepath.Base(c), devClusterPrefix)) {
+		return nil, fmt.Errorf("dev state %s: names %q, not a %s directory", p, c, devClusterPrefix)
 	}
 	return &st, nil
 }
+
+// checkOwn verifies what Lstat said of path: a directory (or a regular
+// file), not a symlink, owned by the caller.
+func checkOwn(path string, fi os.FileInfo, dir bool) error {
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("%s is a symlink; not following it", path)
+	case dir && !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", path)
+	case !dir && !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner", path)
+	}
+	if int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, not by you", path, sys.Uid)
+	}
+	return nil
+}
+
+// readOwnFile reads up to max bytes of a regular file of the caller's that
+// no one else may read or write, without following a symlink.
+func readOwnFile(path string, max int64) ([]byte, error) {
+	fd, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwn(path, fi, false); err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is open to other users (mode %04o)", path, fi.Mode().Perm())
+	}
+	return io.ReadAll(io.LimitReader(fd, max))
+}
+
+// devDirHint is the hint for a dev directory dev does not trust.
+const devDirHint = "lessor dev uses only a directory that is yours alone; look at what it holds, then remove it, or choose another with -dir"
 
 func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 	if o.connURL != "" {
@@ -145,15 +265,18 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 		return usageErrorf("-username and -password-file go with -connection-url")
 	}
 	dir := o.dir
-	if st, err := readDevState(dir); err == nil {
+	switch st, err := readDevState(dir); {
+	case err == nil:
 		fmt.Fprintf(f.IO.Err, "lessor dev is already set up in %s; its exports are below.\n", dir)
 		if o.postgres && st.ClusterDir == "" && !st.External {
-			fmt.Fprintf(f.IO.Err, "It has no PostgreSQL: run `lessor dev -stop` first, then `lessor dev -postgres`.\n")
+			fmt.Fprintf(f.IO.Err, "It has no PostgreSQL: run `%s` first, then `%s`.\n", devCommand(o, "-stop"), devCommand(o, "-postgres"))
 		}
 		printDevExports(f, st)
 		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return &localError{withHint(err, "remove %s, or run `lessor dev -stop`", dir)}
+	case errors.Is(err, errNoDevSetup):
+		return &localError{withHint(fmt.Errorf("%s exists but holds no lessor dev setup", dir), "remove it, or choose another with -dir")}
+	case !errors.Is(err, os.ErrNotExist):
+		return &localError{withHint(err, devDirHint)}
 	}
 	var password []byte
 	if o.passwordFile != "" {
@@ -162,6 +285,7 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 		}
 	}
 
+	// Mkdir fails if anyone made dir first: then it is not ours.
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return &localError{withHint(fmt.Errorf("%s exists but holds no lessor dev setup", dir), "remove it, or choose another with -dir")}
@@ -184,6 +308,10 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 			os.RemoveAll(dir)
 		}
 	}()
+	// Whatever the umask: the directory is the caller's alone.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return &localError{fmt.Errorf("create dev directory: %w", err)}
+	}
 
 	tok, err := devInitStore(ctx, f, st)
 	if err != nil {
@@ -193,7 +321,7 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 		conn := map[string]any{"connection_url": o.connURL, "username": o.username, "password": string(password)}
 		if o.connURL == "" {
 			fmt.Fprintln(f.IO.Err, "Starting a throwaway PostgreSQL cluster (initdb, pg_ctl)...")
-			cluster, err = devcluster.Start(ctx, devcluster.Options{Prefix: "lessor-dev-pg-", Superuser: "lessor_admin", RunAs: o.runAs})
+			cluster, err = devcluster.Start(ctx, devcluster.Options{Prefix: devClusterPrefix, Superuser: "lessor_admin", RunAs: o.runAs})
 			if err != nil {
 				if errors.Is(err, devcluster.ErrNoBinaries) {
 					return &localError{withHint(err, "install PostgreSQL's server package, or use an existing server with -connection-url")}
@@ -233,13 +361,13 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 		fmt.Fprintf(w, "  mounted %s/, configured %s/config/postgresql, role %s/roles/%s (SELECT on schema public, ttl 1h, max 24h)\n",
 			devMount, devMount, devMount, devRole)
 	}
-	fmt.Fprintln(w, "Use it: eval the export lines on stdout, e.g. eval \"$(lessor dev -postgres)\", then")
+	fmt.Fprintf(w, "Use it: eval the export lines on stdout, e.g. eval \"$(%s)\", then\n", devCommand(o, "-postgres"))
 	if o.postgres {
 		fmt.Fprintf(w, "  lessor read %s/creds/%s\n", devMount, devRole)
 	} else {
 		fmt.Fprintln(w, "  lessor secrets enable database")
 	}
-	fmt.Fprintln(w, "Undo it all: eval \"$(lessor dev -stop)\"")
+	fmt.Fprintf(w, "Undo it all: eval \"$(%s)\"\n", devCommand(o, "-stop"))
 	printDevExports(f, st)
 	return nil
 }
@@ -334,22 +462,27 @@ func shellQuote(s string) string {
 func devStop(ctx context.Context, f *Factory, o *devOptions) error {
 	dir := o.dir
 	st, err := readDevState(dir)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			if _, serr := os.Lstat(dir); serr == nil {
-				return &localError{withHint(fmt.Errorf("%s holds no lessor dev setup; not touching it", dir), "remove it yourself if it is yours")}
-			}
-			fmt.Fprintf(f.IO.Err, "lessor dev: nothing to stop (no %s)\n", dir)
-			printDevUnset(f)
-			return nil
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if other := devDirOfStore(f); !o.dirGiven && other != "" && other != dir {
+			// Printing the unset line now would make an eval forget the
+			// only pointer to the setup that is still there.
+			return &localError{withHint(fmt.Errorf("no lessor dev setup in %s; LESSOR_STORE is in the one in %s", dir, other),
+				"stop that one: eval \"$(lessor dev -stop -dir=%s)\"", shellQuote(other))}
 		}
-		return &localError{err}
+		fmt.Fprintf(f.IO.Err, "lessor dev: nothing to stop (no %s)\n", dir)
+		printDevUnset(f)
+		return nil
+	case errors.Is(err, errNoDevSetup):
+		return &localError{withHint(fmt.Errorf("%s holds no lessor dev setup; not touching it", dir), "remove it yourself if it is yours")}
+	case err != nil:
+		return &localError{withHint(err, "nothing was stopped or removed; "+devDirHint)}
 	}
 	w := f.IO.Err
 	if st.External {
 		// The roles live on a server dev does not own: revoke them as a
 		// user would, before the store that knows them is deleted.
-		tok, err := os.ReadFile(filepath.Join(dir, devRootTokenFile))
+		tok, err := readOwnFile(filepath.Join(dir, devRootTokenFile), 4<<10)
 		if err != nil {
 			return &localError{fmt.Errorf("dev root token: %w", err)}
 		}
@@ -364,7 +497,7 @@ func devStop(ctx context.Context, f *Factory, o *devOptions) error {
 	}
 	if st.ClusterDir != "" {
 		if err := devcluster.Stop(st.ClusterDir); err != nil {
-			return &localError{err}
+			return &localError{withHint(err, "nothing was removed; look at %s and %s, stop the server as its owner if one runs, then remove both", st.ClusterDir, dir)}
 		}
 		fmt.Fprintf(w, "Stopped PostgreSQL on 127.0.0.1:%d and removed %s\n", st.Port, st.ClusterDir)
 	}
@@ -374,6 +507,20 @@ func devStop(ctx context.Context, f *Factory, o *devOptions) error {
 	fmt.Fprintf(w, "Removed %s (store, key file, tokens)\n", dir)
 	printDevUnset(f)
 	return nil
+}
+
+// devDirOfStore returns the directory of $LESSOR_STORE when it holds a dev
+// setup: where an eval of dev's exports points this shell.
+func devDirOfStore(f *Factory) string {
+	store := f.Getenv("LESSOR_STORE")
+	if store == "" || !filepath.IsAbs(store) {
+		return ""
+	}
+	dir := filepath.Dir(store)
+	if _, err := os.Lstat(filepath.Join(dir, devStateFile)); err != nil {
+		return ""
+	}
+	return dir
 }
 
 // printDevUnset prints the line that undoes the exports, for

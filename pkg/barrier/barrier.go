@@ -234,6 +234,13 @@ func (s *Sealed) Unseal(key UnsealKey) (*Barrier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open barrier: %w", err)
 		}
+		// Each core record first on its own, so that a damaged one is
+		// named; then the set.
+		for _, rec := range s.core {
+			if _, err := openRecord(ring, s.hdr.storeID, rec.key, rec.sealed); err != nil {
+				return nil, fmt.Errorf("open barrier: %w", err)
+			}
+		}
 		if err := checkCore(s.core, root, st.sums.core); err != nil {
 			return nil, fmt.Errorf("open barrier: %w", err)
 		}

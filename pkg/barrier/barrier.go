@@ -13,16 +13,20 @@
 // key; the root key seals the keyring; the keyring holds numbered terms of
 // random 256-bit data keys, one of them active; data keys seal records.
 // Rotate adds a term (old ones stay, to read old records; a record moves to
-// the active term when it is next written). Rekey re-wraps the root key for a
-// new unseal key without touching any record.
+// the active term when it is next written); RotateReencrypt adds one,
+// re-seals every record with it and drops the others. Rekey generates a new
+// root key, re-seals the keyring under it and wraps it for a new unseal
+// key. Both rewrite the store into a new file (storage.Rewriter), because
+// bbolt leaves freed pages as they were: no old header, keyring or, after
+// RotateReencrypt, record ciphertext is left in the file.
 //
-// # Format (version 1)
+// # Format (version 2; version 1 is read, and upgraded on its first write)
 //
 // The barrier's own records live under "barrier/", a prefix callers may not
 // use.
 //
 //	barrier/header   plaintext, fixed 151 bytes, all integers big-endian:
-//	                 "lessorhd" | version u8 = 1 | store id [16] |
+//	                 "lessorhd" | version u8 | store id [16] |
 //	                 created unix seconds i64 | unseal kind u8 (1 key file,
 //	                 2 passphrase) | argon2id t u32 | m KiB u32 | p u8 |
 //	                 salt [16] (KDF fields zero for a key file) |
@@ -31,25 +35,52 @@
 //	barrier/keyring  0x01 | nonce [12] | AES-GCM under the root key of
 //	                 active term u32 | count u32 | count × (term u32 |
 //	                 created unix seconds i64 | key [32])
+//	barrier/state    (version 2) 0x01 | generation u64 | all-records sum
+//	                 [32] | core sum [32] | HMAC-SHA256 under the state key
+//	                 of "lessor/v2/state" | store id | the fields before [32]
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
 // Additional data binds each ciphertext to its place: the root key's wrap
 // covers every header field before the nonce ("lessor/v1/rk" | header[0:59]),
-// so KDF parameters cannot be downgraded unnoticed; the keyring covers the
-// store id and format version; a record covers the store id, its term and its
+// so KDF parameters cannot be downgraded unnoticed, nor the version turned
+// back to 1 (which has no state record); the keyring covers the store id and
+// the format version; a record covers the store id, its term and its
 // storage key, so a value copied to another key or another store does not
 // open. The header's unkeyed checksum tells a damaged header ("store header
 // is damaged") from a wrong key, whose wrap simply fails to open.
+//
+// The state record authenticates the set of records: each record (key,
+// sealed value) contributes HMAC-SHA256(set key, len(key) u32 | key |
+// sealed value), and the sums (mod 2^256) are kept over all records and over
+// the core ones (under core/ and sys/policy/: mounts, audit devices,
+// policies). Every write transaction adds the new and subtracts the old
+// contributions, bumps the generation and re-MACs the record: O(1) per
+// write. The set and state keys are HKDF-SHA256 of the root key (salt the
+// store id; "lessor v2 record set", "lessor v2 state").
+//
+// What is checked when: every unseal opens each core record and checks the
+// core sum, so deleting, adding or putting back an old copy of a mount
+// table, an audit device or a policy is refused by the next command, at a
+// cost that does not grow with tokens or leases. Verify (operator verify,
+// reap -orphans) reads every record and checks the full sum: a deleted,
+// added or restored token, lease or any other record. A rewrite checks the
+// old sum before it writes the new one, and later writes never correct a
+// wrong sum, so tampering is not laundered. Each record read is still
+// authenticated on its own.
+//
+// A whole older copy of the file is consistent in itself. TrackGeneration
+// compares the store's generation with the highest one this user saw
+// committed, kept in a file outside the store; it detects a rollback to a
+// copy older than the last write this user made or saw, not one made
+// before the user's first command, nor a rollback another user's commands
+// alone would reveal.
 //
 // Nonces are random: at one encryption per write per term, the 2^32 messages
 // per key that random 96-bit nonces allow are far beyond a CLI's life, and
 // Rotate starts a new key anyway.
 //
 // What is not protected: which keys exist, and each value's size and age.
-// Someone who can write the file can delete a record or put back an older
-// sealed value of the same key; pkg/storage's bbolt layer does not prevent
-// that either.
 package barrier
 
 import (

@@ -60,6 +60,24 @@ func BenchmarkCommitSmallWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkCommitSmallWriteTracked is BenchmarkCommitSmallWrite with the
+// generation file kept, as every lessor command keeps it.
+func BenchmarkCommitSmallWriteTracked(b *testing.B) {
+	_, bar := benchStore(b, testKey(b), InitOptions{})
+	if err := bar.TrackGeneration(ctx, filepath.Join(b.TempDir(), "generation"), false); err != nil {
+		b.Fatal(err)
+	}
+	v := []byte(strings.Repeat("v", 100))
+	i := 0
+	for b.Loop() {
+		i++
+		k := fmt.Sprintf("sys/expire/id/%d", i%1000)
+		if err := bar.Update(ctx, func(tx storage.Tx) error { return tx.Put(k, v) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkCommitSmallWriteLarge is BenchmarkCommitSmallWrite in a store
 // of 100,000 records: a write's cost must not grow with the store.
 func BenchmarkCommitSmallWriteLarge(b *testing.B) {

@@ -47,6 +47,9 @@ type Factory struct {
 
 	core    *core.Core
 	barrier *barrier.Barrier
+	// acceptRollback: the store may be older than the generation this user
+	// last saw (operator verify -accept-rollback).
+	acceptRollback bool
 }
 
 func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
@@ -292,8 +295,20 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 	if err != nil {
 		return nil, f.storeError(err)
 	}
+	if err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), f.acceptRollback); err != nil {
+		return nil, f.storeError(err)
+	}
 	f.barrier = b
 	return b, nil
+}
+
+// generationFile is where this user keeps the highest generation of the
+// store it has seen committed, to detect the store file being put back
+// from an older copy (see barrier.TrackGeneration). It lives in the user's
+// own state directory, not next to the store, which whoever could roll the
+// store back may also write.
+func (f *Factory) generationFile(storeID string) string {
+	return filepath.Join(f.xdg("XDG_STATE_HOME", ".local/state"), "lessor", "generation", storeID)
 }
 
 // storeError names the store in errors about it.
@@ -310,6 +325,12 @@ func (f *Factory) storeError(err error) error {
 		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "%s", hint)}
 	case errors.Is(err, barrier.ErrNotInitialized):
 		return &localError{withHint(fmt.Errorf("store %s: %w", path, err), "run `lessor operator init`")}
+	case errors.Is(err, barrier.ErrRolledBack):
+		return &localError{withHint(fmt.Errorf("store %s: %w", path, err),
+			"if you restored this copy on purpose, run `lessor operator verify -accept-rollback`; otherwise someone put an old copy back: restore the newest backup")}
+	case errors.As(err, new(*barrier.TamperedError)):
+		return &localError{withHint(fmt.Errorf("store %s: %w", path, err),
+			"someone with write access to the file changed it; restore it from a backup, and check it with `lessor operator verify`")}
 	}
 	if strings.Contains(err.Error(), path) {
 		return &localError{err}

@@ -847,6 +847,12 @@ func TestFaultStoreOlderCopyRestored(t *testing.T) {
 	if err := os.WriteFile(store, old, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The store refuses an older copy of itself until the operator says
+	// the restore was on purpose.
+	if r := e.run("reap", "-orphans", "-dry-run"); r.code != 1 || !strings.Contains(r.stderr, "store was rolled back") {
+		t.Fatalf("reap on a restored older copy: exit %d: %s", r.code, r.stderr)
+	}
+	e.must("operator", "verify", "-accept-rollback")
 
 	out := e.must("reap", "-orphans", "-dry-run")
 	if !regexp.MustCompile(`(?m)^.*`+regexp.QuoteMeta(lost)+`.*orphan, not yet expired`).MatchString(out) || strings.Contains(out, kept) {

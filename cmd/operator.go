@@ -22,7 +22,8 @@ func newOperatorCmd(f *Factory, g *globalOptions) *cobra.Command {
   lessor operator status
   lessor operator rotate`,
 	}
-	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g))
+	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g),
+		newOperatorVerifyCmd(f, g))
 	return c
 }
 
@@ -169,6 +170,9 @@ func initStore(ctx context.Context, f *Factory, path string, key barrier.UnsealK
 	if err != nil {
 		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
 	}
+	if err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), true); err != nil {
+		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
+	}
 	tok, err = f.newCore(b).Initialize(ctx)
 	if err != nil {
 		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
@@ -226,18 +230,37 @@ no store at the path.`,
 }
 
 func newOperatorRotateCmd(f *Factory, g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "rotate",
+	var reencrypt bool
+	c := &cobra.Command{
+		Use:   "rotate [flags]",
 		Short: "Start a new data-encryption key term",
 		Long: `Adds a new data key to the keyring; every value written from now on is sealed
 with it, and older values stay readable and are re-sealed when next
-written. The unseal key does not change (see rekey for that).`,
-		Example: `  lessor operator rotate`,
-		Args:    exactArgs(0),
+written. The unseal key does not change (see rekey for that).
+
+With -reencrypt, every value is sealed again with the new key at once and
+the older keys are dropped, so that an old data key (from an old copy of
+the store and an old unseal key) decrypts nothing in the store any more.
+The store is rewritten into a new file, which is renamed over the old one;
+no old key or value is left in it. This reads and writes the whole store
+while holding its lock (about a second per 100,000 leases): other commands
+wait. If it is interrupted, the store is as it was before, and running it
+again does the job.`,
+		Example: `  lessor operator rotate
+  lessor operator rotate -reencrypt`,
+		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			b, err := f.Barrier(c.Context())
 			if err != nil {
 				return err
+			}
+			if reencrypt {
+				term, err := b.RotateReencrypt(c.Context())
+				if err != nil {
+					return f.storeError(err)
+				}
+				fmt.Fprintf(f.IO.Out, "Success! Re-encrypted every value with a new data key; the active key term is now %d and older terms were dropped\n", term)
+				return nil
 			}
 			term, err := b.Rotate(c.Context())
 			if err != nil {
@@ -247,6 +270,53 @@ written. The unseal key does not change (see rekey for that).`,
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&reencrypt, "reencrypt", false, "re-encrypt every value with the new key and drop the older keys")
+	return c
+}
+
+func newOperatorVerifyCmd(f *Factory, g *globalOptions) *cobra.Command {
+	var acceptRollback bool
+	c := &cobra.Command{
+		Use:   "verify [flags]",
+		Short: "Check every record of the store against its checksum",
+		Long: `Reads every record of the store, opens (authenticates) each one, and checks
+the set of records against the store's record checksum, which every write
+keeps up to date: a record deleted, added, or replaced by an older copy by
+anything but lessor is found. Every command already checks the mount table,
+the audit devices and the policies this way when it opens the store;
+verify checks the rest (tokens, leases, roles, connections). It costs a
+pass over the whole store. A store written by an older lessor gets its
+checksum here (or at its first write).
+
+Every command also compares the store's generation with the newest one
+this user has seen (kept under $XDG_STATE_HOME/lessor/generation/), so a
+store file put back from an older copy is refused. After restoring a backup
+on purpose, run verify -accept-rollback once.
+
+Exits 1 when the store was tampered with.`,
+		Example: `  lessor operator verify
+  lessor operator verify -accept-rollback`,
+		Args: exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			f.acceptRollback = acceptRollback
+			b, err := f.Barrier(c.Context())
+			if err != nil {
+				return err
+			}
+			res, err := b.Verify(c.Context(), true)
+			if err != nil {
+				return f.storeError(err)
+			}
+			o := g.formatOptions(f)
+			if o.Format == "table" && o.Field == "" {
+				fmt.Fprintf(f.IO.Out, "Success! %d records verified at generation %d: each one opens, and none is missing or extra.\n", res.Records, res.Generation)
+				return nil
+			}
+			return flatOut(f, g, map[string]any{"store_path": f.storePath(), "records": res.Records, "generation": res.Generation})
+		},
+	}
+	c.Flags().BoolVar(&acceptRollback, "accept-rollback", false, "accept a store older than the newest one seen (a backup restored on purpose)")
+	return c
 }
 
 func newOperatorRekeyCmd(f *Factory, g *globalOptions) *cobra.Command {
@@ -255,8 +325,13 @@ func newOperatorRekeyCmd(f *Factory, g *globalOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rekey [flags]",
 		Short: "Replace the unseal key (key file or passphrase)",
-		Long: `Wraps the store's root key under a new unseal key; the data is not
-re-encrypted, and the old key stops working at once.
+		Long: `Generates a new root key, seals the keyring under it and wraps it under a
+new unseal key; the old key stops working at once. The store is rewritten
+into a new file (renamed over the old one) so that no copy of the old
+header is left in it: the old key opens nothing in the store, even with a
+header from an old backup put back. The values themselves are not
+re-encrypted: to make the data keys of old copies worthless as well, run
+` + "`lessor operator rotate -reencrypt`" + ` too.
 
 With a key-file store and no flags, a new key file replaces the current one
 in place: the new key is written next to it (<key file>.new) first, the

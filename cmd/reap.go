@@ -40,7 +40,11 @@ and whose recorded expiry has passed: roles left behind when the store
 was restored from an older backup or a record was lost. Orphans not yet
 expired are reported and left alone. A role without lessor's comment, or
 created by another store, is never touched. The sweep lists every lessor
-role of each server, so run it daily rather than every minute.
+role of each server, so run it daily rather than every minute. -orphans
+first checks the whole store against its record checksum, as
+` + "`lessor operator verify`" + ` does (without decrypting): a record deleted, or
+put back from an old copy (a revoked token, a revoked lease), stops the
+reap with an error.
 
 It prints nothing when there is nothing to say and stdout is not a
 terminal (cron mails only failures); -verbose prints a summary anyway, and
@@ -86,6 +90,19 @@ then: systemctl enable --now lessor-reap.timer`,
 			cr, err := f.Core(c.Context())
 			if err != nil {
 				return err
+			}
+			if orphans {
+				// The daily sweep also checks the whole record set, so that
+				// a revoked token or lease put back into the file is found
+				// (every command checks only the mounts, audit devices and
+				// policies, which costs nothing as leases grow).
+				b, err := f.Barrier(c.Context())
+				if err != nil {
+					return err
+				}
+				if _, err := b.Verify(c.Context(), false); err != nil {
+					return f.storeError(err)
+				}
 			}
 			opts := lease.ReapOptions{DryRun: dryRun, Workers: parallel}
 			if f.IO.ErrTTY {

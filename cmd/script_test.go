@@ -53,7 +53,7 @@ func scriptSetup(env *testscript.Env) error {
 		return err
 	}
 	env.Setenv("HOME", home)
-	for _, k := range []string{"XDG_DATA_HOME", "XDG_CONFIG_HOME", "LESSOR_STORE", "LESSOR_KEY_FILE", "LESSOR_TOKEN",
+	for _, k := range []string{"XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "LESSOR_STORE", "LESSOR_KEY_FILE", "LESSOR_TOKEN",
 		"LESSOR_UNSEAL_KEY", "LESSOR_PASSPHRASE_FILE", "LESSOR_FORMAT", "LESSOR_CONFIG", "LESSOR_TOKEN_FILE"} {
 		env.Setenv(k, "")
 	}
@@ -156,6 +156,9 @@ func dropScriptRoles(srv *pgtest.Server, dbName, storeID string, extra ...string
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	// leasecheck: checks that store and PostgreSQL agree (crash_test.go).
 	"leasecheck": cmdLeaseCheck,
+	// rawstore: changes the store file with plain bbolt, as anyone who may
+	// write it can without a key (script_raw_test.go).
+	"rawstore": cmdRawStore,
 	// sql QUERY...: runs the query as the superuser in the script's
 	// database and prints each row as values joined by "|".
 	"sql": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -27,6 +27,11 @@ func newEnvironmentTopic() *cobra.Command {
 The config file is YAML with the keys store, key_file, format,
 passphrase_file and token_file. Keep secrets out of it.
 
+lessor also keeps, per user, the newest generation of each store it saw
+committed under $XDG_STATE_HOME/lessor/generation/ (default
+~/.local/state/lessor/generation/), to refuse a store file put back from an
+older copy; see lessor operator verify -h.
+
 LESSOR_UNSEAL_KEY and LESSOR_TOKEN are secrets: every child process
 inherits them and the same user can read them from /proc. Prefer the key
 file and the token file outside of CI.
@@ -47,8 +52,8 @@ func newExitCodesTopic() *cobra.Command {
 		Short: "What lessor's exit codes mean",
 		Long: `  0  success
   1  usage or local error: a wrong flag or argument, bad KEY=VALUE data, a
-     missing or unreadable file, a missing, damaged or tampered store, a
-     wrong unseal key, a -field that is not in the response
+     missing or unreadable file, a missing, damaged, tampered or rolled-back
+     store, a wrong unseal key, a -field that is not in the response
   2  the operation was refused or failed: permission denied, nothing found
      at the path, a backend or PostgreSQL error
   3  (reap only) reap finished, but some revocations failed; they are

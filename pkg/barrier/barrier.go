@@ -13,16 +13,20 @@
 // key; the root key seals the keyring; the keyring holds numbered terms of
 // random 256-bit data keys, one of them active; data keys seal records.
 // Rotate adds a term (old ones stay, to read old records; a record moves to
-// the active term when it is next written). Rekey re-wraps the root key for a
-// new unseal key without touching any record.
+// the active term when it is next written); RotateReencrypt adds one,
+// re-seals every record with it and drops the others. Rekey generates a new
+// root key, re-seals the keyring under it and wraps it for a new unseal
+// key. Both rewrite the store into a new file (storage.Rewriter), because
+// bbolt leaves freed pages as they were: no old header, keyring or, after
+// RotateReencrypt, record ciphertext is left in the file.
 //
-// # Format (version 1)
+// # Format (version 2; version 1 is read, and upgraded on its first write)
 //
 // The barrier's own records live under "barrier/", a prefix callers may not
 // use.
 //
 //	barrier/header   plaintext, fixed 151 bytes, all integers big-endian:
-//	                 "lessorhd" | version u8 = 1 | store id [16] |
+//	                 "lessorhd" | version u8 | store id [16] |
 //	                 created unix seconds i64 | unseal kind u8 (1 key file,
 //	                 2 passphrase) | argon2id t u32 | m KiB u32 | p u8 |
 //	                 salt [16] (KDF fields zero for a key file) |
@@ -31,25 +35,52 @@
 //	barrier/keyring  0x01 | nonce [12] | AES-GCM under the root key of
 //	                 active term u32 | count u32 | count × (term u32 |
 //	                 created unix seconds i64 | key [32])
+//	barrier/state    (version 2) 0x01 | generation u64 | all-records sum
+//	                 [32] | core sum [32] | HMAC-SHA256 under the state key
+//	                 of "lessor/v2/state" | store id | the fields before [32]
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
 // Additional data binds each ciphertext to its place: the root key's wrap
 // covers every header field before the nonce ("lessor/v1/rk" | header[0:59]),
-// so KDF parameters cannot be downgraded unnoticed; the keyring covers the
-// store id and format version; a record covers the store id, its term and its
+// so KDF parameters cannot be downgraded unnoticed, nor the version turned
+// back to 1 (which has no state record); the keyring covers the store id and
+// the format version; a record covers the store id, its term and its
 // storage key, so a value copied to another key or another store does not
 // open. The header's unkeyed checksum tells a damaged header ("store header
 // is damaged") from a wrong key, whose wrap simply fails to open.
+//
+// The state record authenticates the set of records: each record (key,
+// sealed value) contributes HMAC-SHA256(set key, len(key) u32 | key |
+// sealed value), and the sums (mod 2^256) are kept over all records and over
+// the core ones (under core/ and sys/policy/: mounts, audit devices,
+// policies). Every write transaction adds the new and subtracts the old
+// contributions, bumps the generation and re-MACs the record: O(1) per
+// write. The set and state keys are HKDF-SHA256 of the root key (salt the
+// store id; "lessor v2 record set", "lessor v2 state").
+//
+// What is checked when: every unseal opens each core record and checks the
+// core sum, so deleting, adding or putting back an old copy of a mount
+// table, an audit device or a policy is refused by the next command, at a
+// cost that does not grow with tokens or leases. Verify (operator verify,
+// reap -orphans) reads every record and checks the full sum: a deleted,
+// added or restored token, lease or any other record. A rewrite checks the
+// old sum before it writes the new one, and later writes never correct a
+// wrong sum, so tampering is not laundered. Each record read is still
+// authenticated on its own.
+//
+// A whole older copy of the file is consistent in itself. TrackGeneration
+// compares the store's generation with the highest one this user saw
+// committed, kept in a file outside the store; it detects a rollback to a
+// copy older than the last write this user made or saw, not one made
+// before the user's first command, nor a rollback another user's commands
+// alone would reveal.
 //
 // Nonces are random: at one encryption per write per term, the 2^32 messages
 // per key that random 96-bit nonces allow are far beyond a CLI's life, and
 // Rotate starts a new key anyway.
 //
 // What is not protected: which keys exist, and each value's size and age.
-// Someone who can write the file can delete a record or put back an older
-// sealed value of the same key; pkg/storage's bbolt layer does not prevent
-// that either.
 package barrier
 
 import (
@@ -72,7 +103,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this package writes
 // and the only one it reads.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // Physical keys of the barrier's own records, and the prefix reserved for
 // them.
@@ -128,12 +159,15 @@ type Barrier struct {
 	rand    io.Reader
 	now     func() time.Time
 	storeID [16]byte // never changes; copied out of hdr so that it needs no lock
-	rk      []byte   // never changes once unsealed
 
-	mu     sync.Mutex
-	hdr    *header
-	hdrRaw []byte
-	ring   *keyring
+	mu      sync.Mutex
+	root    *rootKeys // replaced by Rekey
+	kek     []byte    // wraps the root key; kept to upgrade a version 1 header
+	hdr     *header
+	hdrRaw  []byte
+	ring    *keyring
+	gen     uint64
+	genPath string
 }
 
 // UnsealKind reports which kind of key (KindKeyFile or KindPassphrase)
@@ -151,39 +185,49 @@ func UnsealKind(ctx context.Context, phys storage.Store) (string, error) {
 // command needs to choose its unseal key and then to unseal, from one read
 // transaction instead of two (each one opens and locks the store file).
 type Sealed struct {
-	phys    storage.Store
-	hdr     *header
-	hdrRaw  []byte
-	ringRaw []byte
+	phys     storage.Store
+	hdr      *header
+	hdrRaw   []byte
+	ringRaw  []byte
+	stateRaw []byte      // version 2
+	core     []rawRecord // version 2: the records under corePrefixes
 }
 
 // Peek reads the barrier's header and keyring from phys in one read
 // transaction and checks the header. It fails with ErrNotInitialized for an
 // empty store.
 func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
-	var hdrRaw, ringRaw []byte
+	s := &Sealed{phys: phys}
 	err := phys.View(ctx, func(tx storage.Tx) error {
 		var err error
-		if hdrRaw, err = tx.Get(headerKey); err != nil {
+		if s.hdrRaw, err = tx.Get(headerKey); err != nil {
 			return err
 		}
-		if hdrRaw == nil {
+		if s.hdrRaw == nil {
 			if err := checkEmpty(tx); err != nil {
 				return err
 			}
 			return ErrNotInitialized
 		}
-		ringRaw, err = tx.Get(keyringKey)
+		if s.hdr, err = parseHeader(s.hdrRaw); err != nil {
+			return err
+		}
+		if s.ringRaw, err = tx.Get(keyringKey); err != nil {
+			return err
+		}
+		if s.hdr.version < 2 {
+			return nil
+		}
+		if s.stateRaw, err = tx.Get(stateKey); err != nil {
+			return err
+		}
+		s.core, err = readCore(tx)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	h, err := parseHeader(hdrRaw)
-	if err != nil {
-		return nil, err
-	}
-	return &Sealed{phys: phys, hdr: h, hdrRaw: hdrRaw, ringRaw: ringRaw}, nil
+	return s, nil
 }
 
 // UnsealKind is KindKeyFile or KindPassphrase.
@@ -198,15 +242,42 @@ func (s *Sealed) Unseal(key UnsealKey) (*Barrier, error) {
 	if key.kind == 0 {
 		return nil, errNoKey
 	}
-	rk, err := unwrapRootKey(s.hdr, key)
+	kek, err := deriveKEK(s.hdr, key)
 	if err != nil {
 		return nil, fmt.Errorf("open barrier: %w", err)
 	}
-	ring, err := openKeyring(rk, s.hdr.storeID, s.ringRaw)
+	rk, err := unwrapRootKey(s.hdr, kek)
 	if err != nil {
 		return nil, fmt.Errorf("open barrier: %w", err)
 	}
-	return &Barrier{phys: s.phys, rand: rand.Reader, now: time.Now, storeID: s.hdr.storeID, hdr: s.hdr, hdrRaw: s.hdrRaw, rk: rk, ring: ring}, nil
+	root, err := deriveRootKeys(rk, s.hdr.storeID)
+	if err != nil {
+		return nil, fmt.Errorf("open barrier: %w", err)
+	}
+	ring, err := openKeyring(rk, s.hdr.storeID, s.hdr.version, s.ringRaw)
+	if err != nil {
+		return nil, fmt.Errorf("open barrier: %w", err)
+	}
+	b := &Barrier{phys: s.phys, rand: rand.Reader, now: time.Now, storeID: s.hdr.storeID, hdr: s.hdr, hdrRaw: s.hdrRaw,
+		root: root, kek: kek, ring: ring}
+	if s.hdr.version >= 2 {
+		st, err := parseState(s.stateRaw, root, s.hdr.storeID)
+		if err != nil {
+			return nil, fmt.Errorf("open barrier: %w", err)
+		}
+		// Each core record first on its own, so that a damaged one is
+		// named; then the set.
+		for _, rec := range s.core {
+			if _, err := openRecord(ring, s.hdr.storeID, rec.key, rec.sealed); err != nil {
+				return nil, fmt.Errorf("open barrier: %w", err)
+			}
+		}
+		if err := checkCore(s.core, root, st.sums.core); err != nil {
+			return nil, fmt.Errorf("open barrier: %w", err)
+		}
+		b.gen = st.gen
+	}
+	return b, nil
 }
 
 // Initialized reports whether phys holds a barrier. A store that holds
@@ -265,7 +336,15 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 	if err := b.setUnsealKey(h, key, opts.KDF); err != nil {
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
-	if err := b.wrapRootKey(h, key, rk); err != nil {
+	kek, err := deriveKEK(h, key)
+	if err != nil {
+		return nil, fmt.Errorf("init barrier: %w", err)
+	}
+	if err := b.wrapRootKey(h, kek, rk); err != nil {
+		return nil, fmt.Errorf("init barrier: %w", err)
+	}
+	root, err := deriveRootKeys(rk, h.storeID)
+	if err != nil {
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	dk, err := b.random(32)
@@ -276,10 +355,11 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 	if err := ring.add(1, time.Unix(h.created, 0), dk); err != nil {
 		return nil, err
 	}
-	if ring.raw, err = sealKeyring(rk, h.storeID, ring, b.rand); err != nil {
+	if ring.raw, err = sealKeyring(rk, h.storeID, h.version, ring, b.rand); err != nil {
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	hdrRaw := h.marshal()
+	st := &state{gen: 1}
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
 		cur, err := tx.Get(headerKey)
@@ -295,12 +375,15 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 		if err := tx.Put(headerKey, hdrRaw); err != nil {
 			return err
 		}
-		return tx.Put(keyringKey, ring.raw)
+		if err := tx.Put(keyringKey, ring.raw); err != nil {
+			return err
+		}
+		return tx.Put(stateKey, st.marshal(root, h.storeID))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
-	b.hdr, b.hdrRaw, b.rk, b.ring, b.storeID = h, hdrRaw, rk, ring, h.storeID
+	b.hdr, b.hdrRaw, b.root, b.kek, b.ring, b.storeID, b.gen = h, hdrRaw, root, kek, ring, h.storeID, st.gen
 	return b, nil
 }
 
@@ -347,24 +430,168 @@ func (b *Barrier) Info() Info {
 // View runs fn in a read-only transaction that opens each value it reads.
 func (b *Barrier) View(ctx context.Context, fn func(storage.Tx) error) error {
 	return b.phys.View(ctx, func(tx storage.Tx) error {
-		return fn(&sealedTx{b: b, tx: tx, ring: b.cachedRing()})
+		ring, root := b.current()
+		return fn(&sealedTx{b: b, tx: tx, ring: ring, root: root})
 	})
 }
 
 // Update runs fn in a read-write transaction that seals each value it
-// writes with the active data key term.
+// writes with the active data key term. If fn changed a record, the
+// transaction also updates the record checksum and the generation in the
+// state record; a version 1 store gets them here, on its first write.
 func (b *Barrier) Update(ctx context.Context, fn func(storage.Tx) error) error {
-	return b.phys.Update(ctx, func(tx storage.Tx) error {
-		return fn(&sealedTx{b: b, tx: tx, ring: b.cachedRing(), write: true})
+	return b.update(ctx, false, fn)
+}
+
+// Upgrade gives a store of format version 1 its record checksum (a full
+// pass over the store) without waiting for its first write. It does
+// nothing to a version 2 store.
+func (b *Barrier) Upgrade(ctx context.Context) error {
+	b.mu.Lock()
+	v1 := b.hdr.version < 2
+	b.mu.Unlock()
+	if !v1 {
+		return nil
+	}
+	return b.update(ctx, true, func(storage.Tx) error { return nil })
+}
+
+func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) error) error {
+	var done func()
+	var gen uint64
+	err := b.phys.Update(ctx, func(tx storage.Tx) error {
+		done, gen = nil, 0
+		h, err := b.checkHeader(tx)
+		if err != nil {
+			return err
+		}
+		ring, root := b.current()
+		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true}
+		if err := fn(t); err != nil {
+			return err
+		}
+		if !t.changed && !force {
+			return nil
+		}
+		if h.version < 2 {
+			done, gen, err = b.upgrade(tx, h)
+			return err
+		}
+		raw, err := tx.Get(stateKey)
+		if err != nil {
+			return err
+		}
+		st, err := parseState(raw, t.root, b.storeID)
+		if err != nil {
+			return err
+		}
+		st.gen++
+		st.sums.addSums(t.delta)
+		gen = st.gen
+		return tx.Put(stateKey, st.marshal(t.root, b.storeID))
 	})
+	if err != nil {
+		return err
+	}
+	if done != nil {
+		done()
+	}
+	if gen != 0 {
+		b.noteGeneration(gen, false)
+	}
+	return nil
+}
+
+var errRekeyed = errors.New("the store was rekeyed since this command opened it; run the command again")
+
+// checkHeader returns the header stored in tx, which is the one this
+// barrier was opened with unless another process upgraded it to version 2
+// since (which this barrier adopts). Any other change is a rekey, after
+// which this barrier's root key no longer seals anything.
+func (b *Barrier) checkHeader(tx storage.Tx) (*header, error) {
+	raw, err := tx.Get(headerKey)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bytes.Equal(raw, b.hdrRaw) {
+		return b.hdr, nil
+	}
+	if raw == nil {
+		return nil, &damageError{"store header is missing"}
+	}
+	h, err := parseHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	if h.version < b.hdr.version || h.storeID != b.storeID {
+		return nil, errHeaderReplaced
+	}
+	rk, err := unwrapRootKey(h, b.kek)
+	if err != nil || !bytes.Equal(rk, b.root.rk) {
+		return nil, errRekeyed
+	}
+	b.hdr, b.hdrRaw = h, raw
+	return h, nil
+}
+
+var errHeaderReplaced = &damageError{"store header was replaced by an older one (tampered)"}
+
+// upgrade turns a version 1 store into version 2 in tx: the header and the
+// keyring are sealed again with version 2 in their additional data (so
+// that neither can be passed off as version 1 without the keys), and the
+// state record is computed from every record. It returns what to adopt
+// once tx commits.
+func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
+	b.mu.Lock()
+	kek, root, ring := b.kek, b.root, b.ring
+	b.mu.Unlock()
+	h := *old
+	h.version = 2
+	if err := b.wrapRootKey(&h, kek, root.rk); err != nil {
+		return nil, 0, err
+	}
+	ring, err := b.loadRing(tx)
+	if err != nil {
+		return nil, 0, err
+	}
+	next := ring.clone()
+	if next.raw, err = sealKeyring(root.rk, b.storeID, h.version, next, b.rand); err != nil {
+		return nil, 0, err
+	}
+	sums, _, err := sumRecords(tx, root, "", nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	st := &state{gen: 1, sums: sums}
+	hdrRaw := h.marshal()
+	if err := tx.Put(headerKey, hdrRaw); err != nil {
+		return nil, 0, err
+	}
+	if err := tx.Put(keyringKey, next.raw); err != nil {
+		return nil, 0, err
+	}
+	if err := tx.Put(stateKey, st.marshal(root, b.storeID)); err != nil {
+		return nil, 0, err
+	}
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.hdr, b.hdrRaw, b.ring = &h, hdrRaw, next
+	}, st.gen, nil
 }
 
 // Rotate adds a new data key term and makes it the active one. Records
 // sealed with older terms stay readable and move to the new term when they
-// are next written.
+// are next written; RotateReencrypt moves all of them at once.
 func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 	var next *keyring
 	err := b.phys.Update(ctx, func(tx storage.Tx) error {
+		h, err := b.checkHeader(tx)
+		if err != nil {
+			return err
+		}
 		cur, err := b.loadRing(tx)
 		if err != nil {
 			return err
@@ -382,7 +609,8 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 			return err
 		}
 		next.active = t
-		if next.raw, err = sealKeyring(b.rk, b.storeID, next, b.rand); err != nil {
+		_, root := b.current()
+		if next.raw, err = sealKeyring(root.rk, b.storeID, h.version, next, b.rand); err != nil {
 			return err
 		}
 		if err := tx.Put(keyringKey, next.raw); err != nil {
@@ -399,47 +627,228 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 	return next.active, nil
 }
 
-// Rekey re-wraps the root key for newKey (which may be of the other kind)
-// with a fresh nonce and, for a passphrase, a fresh salt and opts.KDF (zero:
-// DefaultArgon2); it uses no other field of opts. Records are not
-// re-encrypted. Afterwards the old key no longer opens the store.
+// RotateReencrypt starts a new data key term, seals every record again
+// with it and drops every older term, so that an old data key (from an old
+// copy of the keyring and an old unseal key) opens nothing in the store any
+// more. It rewrites the store into a new file (see storage.Rewriter): a
+// crash leaves either the old store or the new one, and running it again
+// finishes the job. Its cost is a full pass over the store, in bounded
+// memory.
+func (b *Barrier) RotateReencrypt(ctx context.Context) (uint32, error) {
+	r, err := b.rewrite(ctx, rewritePlan{reencrypt: true, failpoint: failpoint.BarrierReencryptBeforeRename})
+	if err != nil {
+		return 0, fmt.Errorf("rotate and re-encrypt: %w", err)
+	}
+	return r.active, nil
+}
+
+// Rekey generates a new root key, wraps it for newKey (which may be of the
+// other kind) with a fresh nonce and, for a passphrase, a fresh salt and
+// opts.KDF (zero: DefaultArgon2), and seals the keyring and the record
+// checksum under it; it uses no other field of opts. Records are not
+// re-encrypted (RotateReencrypt does that). The store is rewritten into a
+// new file, so no copy of the old header or keyring is left in it: the old
+// key opens nothing in the store, not even with an old header put back.
 func (b *Barrier) Rekey(ctx context.Context, newKey UnsealKey, opts InitOptions) error {
 	if newKey.kind == 0 {
 		return errNoKey
 	}
+	if _, err := b.rewrite(ctx, rewritePlan{key: newKey, kdf: opts.KDF, failpoint: failpoint.BarrierRekeyBeforeCommit}); err != nil {
+		return fmt.Errorf("rekey barrier: %w", err)
+	}
+	failpoint.Hit(failpoint.BarrierRekeyAfterCommit)
+	return nil
+}
+
+type rewritePlan struct {
+	key       UnsealKey // a new unseal key and root key; zero keeps both
+	kdf       Argon2Params
+	reencrypt bool
+	failpoint string
+}
+
+// rewrite copies the store into a new file, changing it as plan says, and
+// returns the new keyring. A version 1 store comes out as version 2. The
+// old record checksum is checked on the way: a rewrite must not make
+// tampering look legitimate.
+func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, error) {
+	rw, ok := b.phys.(storage.Rewriter)
+	if !ok {
+		return nil, errors.New("this store cannot be rewritten")
+	}
 	b.mu.Lock()
-	h := *b.hdr
-	oldRaw := b.hdrRaw
+	oldRaw, oldHdr, kek, oldRoot := b.hdrRaw, *b.hdr, b.kek, b.root
 	b.mu.Unlock()
-	if err := b.setUnsealKey(&h, newKey, opts.KDF); err != nil {
-		return fmt.Errorf("rekey barrier: %w", err)
+
+	h := oldHdr
+	h.version = FormatVersion
+	root := oldRoot
+	if plan.key.kind != 0 {
+		if err := b.setUnsealKey(&h, plan.key, plan.kdf); err != nil {
+			return nil, err
+		}
+		var err error
+		if kek, err = deriveKEK(&h, plan.key); err != nil {
+			return nil, err
+		}
+		rk, err := b.random(32)
+		if err != nil {
+			return nil, err
+		}
+		if root, err = deriveRootKeys(rk, b.storeID); err != nil {
+			return nil, err
+		}
 	}
-	if err := b.wrapRootKey(&h, newKey, b.rk); err != nil {
-		return fmt.Errorf("rekey barrier: %w", err)
+	if err := b.wrapRootKey(&h, kek, root.rk); err != nil {
+		return nil, err
 	}
-	newRaw := h.marshal()
-	err := b.phys.Update(ctx, func(tx storage.Tx) error {
-		cur, err := tx.Get(headerKey)
+	hdrRaw := h.marshal()
+
+	var next *keyring
+	var st *state
+	err := rw.Rewrite(ctx, func(src, dst storage.Tx) error {
+		cur, err := src.Get(headerKey)
 		if err != nil {
 			return err
 		}
 		if !bytes.Equal(cur, oldRaw) {
 			return errors.New("the store header changed since the store was opened (rekeyed by another process?); open it again")
 		}
-		if err := tx.Put(headerKey, newRaw); err != nil {
+		ring, err := b.loadRing(src)
+		if err != nil {
 			return err
 		}
-		failpoint.Hit(failpoint.BarrierRekeyBeforeCommit)
+		var old *state
+		if oldHdr.version >= 2 {
+			raw, err := src.Get(stateKey)
+			if err != nil {
+				return err
+			}
+			if old, err = parseState(raw, oldRoot, b.storeID); err != nil {
+				return err
+			}
+		}
+		next = ring.clone()
+		if plan.reencrypt {
+			t := slices.Max(slices.Collect(maps.Keys(ring.terms))) + 1
+			if t == 0 {
+				return errors.New("no key term left")
+			}
+			dk, err := b.random(32)
+			if err != nil {
+				return err
+			}
+			next = &keyring{active: t, terms: map[uint32]*term{}}
+			if err := next.add(t, time.Unix(b.now().Unix(), 0), dk); err != nil {
+				return err
+			}
+		}
+		if next.raw, err = sealKeyring(root.rk, b.storeID, h.version, next, b.rand); err != nil {
+			return err
+		}
+		var sums setSums
+		e := root.hasher()
+		oldSums, _, err := sumRecords(src, oldRoot, "", func(k string, sealed []byte) error {
+			if plan.reencrypt {
+				if t, ok := recordTerm(sealed); !ok || t != next.active {
+					v, err := openRecord(ring, b.storeID, k, sealed)
+					if err != nil {
+						return err
+					}
+					if sealed, err = sealRecord(next, b.storeID, k, v, b.rand); err != nil {
+						return err
+					}
+				}
+			}
+			sums.add(e, k, sealed)
+			return dst.Put(k, sealed)
+		})
+		if err != nil {
+			return err
+		}
+		st = &state{gen: 1, sums: sums}
+		if old != nil {
+			if oldSums != old.sums {
+				return &TamperedError{Core: oldSums.core != old.sums.core}
+			}
+			st.gen = old.gen + 1
+		}
+		for _, kv := range []struct {
+			k string
+			v []byte
+		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, st.marshal(root, b.storeID)}} {
+			if err := dst.Put(kv.k, kv.v); err != nil {
+				return err
+			}
+		}
+		failpoint.Hit(plan.failpoint)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("rekey barrier: %w", err)
+		return nil, err
 	}
-	failpoint.Hit(failpoint.BarrierRekeyAfterCommit)
 	b.mu.Lock()
-	b.hdr, b.hdrRaw = &h, newRaw
+	b.hdr, b.hdrRaw, b.root, b.kek, b.ring = &h, hdrRaw, root, kek, next
 	b.mu.Unlock()
-	return nil
+	b.noteGeneration(st.gen, false)
+	return next, nil
+}
+
+// VerifyResult is what Verify found.
+type VerifyResult struct {
+	Records    int    // records checked
+	Generation uint64 // the store's generation
+	Opened     bool   // every record was also opened (authenticated)
+}
+
+// Verify checks the whole store against its record checksum: any record
+// deleted, added, or replaced by an older copy since lessor last wrote
+// fails it with a *TamperedError. With open, it also opens every record,
+// which authenticates each one and finds any that no key term opens. It
+// reads every record (O(n)), in one read transaction. A version 1 store
+// has no checksum yet: Verify upgrades it first (see Upgrade).
+func (b *Barrier) Verify(ctx context.Context, open bool) (VerifyResult, error) {
+	if err := b.Upgrade(ctx); err != nil {
+		return VerifyResult{}, fmt.Errorf("verify store: %w", err)
+	}
+	var res VerifyResult
+	err := b.phys.View(ctx, func(tx storage.Tx) error {
+		if _, err := b.checkHeader(tx); err != nil {
+			return err
+		}
+		_, root := b.current()
+		raw, err := tx.Get(stateKey)
+		if err != nil {
+			return err
+		}
+		st, err := parseState(raw, root, b.storeID)
+		if err != nil {
+			return err
+		}
+		ring, err := b.loadRing(tx)
+		if err != nil {
+			return err
+		}
+		sums, n, err := sumRecords(tx, root, "", func(k string, sealed []byte) error {
+			if !open {
+				return nil
+			}
+			_, err := openRecord(ring, b.storeID, k, sealed)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if sums != st.sums {
+			return &TamperedError{Core: sums.core != st.sums.core}
+		}
+		res = VerifyResult{Records: n, Generation: st.gen, Opened: open}
+		return nil
+	})
+	if err != nil {
+		return VerifyResult{}, fmt.Errorf("verify store: %w", err)
+	}
+	return res, nil
 }
 
 func (b *Barrier) random(n int) ([]byte, error) {
@@ -452,6 +861,13 @@ func (b *Barrier) cachedRing() *keyring {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.ring
+}
+
+// current returns the keyring and root keys as of the last transaction.
+func (b *Barrier) current() (*keyring, *rootKeys) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ring, b.root
 }
 
 func (b *Barrier) setRing(r *keyring) {
@@ -467,11 +883,13 @@ func (b *Barrier) loadRing(tx storage.Tx) (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	cached := b.cachedRing()
+	b.mu.Lock()
+	cached, root, version := b.ring, b.root, b.hdr.version
+	b.mu.Unlock()
 	if bytes.Equal(raw, cached.raw) {
 		return cached, nil
 	}
-	ring, err := openKeyring(b.rk, b.storeID, raw)
+	ring, err := openKeyring(root.rk, b.storeID, version, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -481,11 +899,30 @@ func (b *Barrier) loadRing(tx storage.Tx) (*keyring, error) {
 
 // sealedTx is a transaction as the rest of lessor sees it.
 type sealedTx struct {
-	b     *Barrier
-	tx    storage.Tx
-	ring  *keyring
-	write bool
-	fresh bool // ring was compared with the stored keyring in this tx
+	b       *Barrier
+	tx      storage.Tx
+	ring    *keyring
+	root    *rootKeys
+	write   bool
+	fresh   bool // ring was compared with the stored keyring in this tx
+	changed bool // a record was put or deleted
+	delta   setSums
+	hash    *elementHasher
+}
+
+// track accounts for the record at key changing from old (nil: absent) to
+// new (nil: deleted) in the record checksum.
+func (t *sealedTx) track(key string, old, new []byte) {
+	if t.hash == nil {
+		t.hash = t.root.hasher()
+	}
+	if old != nil {
+		t.delta.sub(t.hash, key, old)
+	}
+	if new != nil {
+		t.delta.add(t.hash, key, new)
+	}
+	t.changed = true
 }
 
 func checkKey(key string) error {
@@ -535,14 +972,35 @@ func (t *sealedTx) Put(key string, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("seal %q: %w", key, err)
 	}
-	return t.tx.Put(key, sealed)
+	old, err := t.tx.Get(key)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Put(key, sealed); err != nil {
+		return err
+	}
+	t.track(key, old, sealed)
+	return nil
 }
 
 func (t *sealedTx) Delete(key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	return t.tx.Delete(key)
+	if !t.write {
+		return t.tx.Delete(key)
+	}
+	old, err := t.tx.Get(key)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Delete(key); err != nil {
+		return err
+	}
+	if old != nil {
+		t.track(key, old, nil)
+	}
+	return nil
 }
 
 func (t *sealedTx) List(prefix string) ([]string, error) {

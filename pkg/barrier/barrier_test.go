@@ -174,7 +174,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			var physKeys []string
 			phys.View(ctx, func(tx storage.Tx) error { physKeys, err = tx.List(""); return err })
-			wantPhys := []string{"barrier/header", "barrier/keyring", "core/mounts", "logical/uuid/config/postgresql", "sys/expire/id/database/creds/ro/1"}
+			wantPhys := []string{"barrier/header", "barrier/keyring", "barrier/state", "core/mounts", "logical/uuid/config/postgresql", "sys/expire/id/database/creds/ro/1"}
 			if !reflect.DeepEqual(physKeys, wantPhys) {
 				t.Fatalf("physical keys %q, want %q", physKeys, wantPhys)
 			}
@@ -329,7 +329,7 @@ func TestInfo(t *testing.T) {
 		}
 		id := make([]byte, 16)
 		detRand(1).Read(id)
-		want := Info{FormatVersion: 1, StoreID: hex.EncodeToString(id), Term: 1, Terms: []uint32{1},
+		want := Info{FormatVersion: 2, StoreID: hex.EncodeToString(id), Term: 1, Terms: []uint32{1},
 			UnsealKind: c.kind, KDF: c.kdf, Created: created}
 		if got := b.Info(); !reflect.DeepEqual(got, want) {
 			t.Fatalf("info\n got %+v\nwant %+v", got, want)
@@ -488,7 +488,10 @@ func TestHeaderDamageAndTampering(t *testing.T) {
 		{"too many passes", true, func(h []byte) { be.PutUint32(h[34:], 11) }, ErrCorrupt, ""},
 		{"no lanes", true, func(h []byte) { h[42] = 0 }, ErrCorrupt, ""},
 		{"unknown kind", true, func(h []byte) { h[33] = 3 }, ErrCorrupt, "open barrier: store header has unknown unseal kind 3"},
-		{"future version", true, func(h []byte) { h[8] = 2 }, nil, "open barrier: store format version 2 is not supported (this lessor reads version 1)"},
+		{"future version", true, func(h []byte) { h[8] = 3 }, nil, "open barrier: store format version 3 is not supported (this lessor reads versions 1 and 2)"},
+		// Passing a version 2 header off as version 1 (which has no record
+		// checksum) fails like any other change to it.
+		{"downgraded version", true, func(h []byte) { h[8] = 1 }, ErrWrongKey, "open barrier: wrong unseal key"},
 		{"not a header", true, func(h []byte) { h[0] = 'X' }, ErrCorrupt, "open barrier: store header is not a lessor header"},
 	}
 	for _, c := range cases {

@@ -60,6 +60,84 @@ func BenchmarkCommitSmallWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkCommitSmallWriteTracked is BenchmarkCommitSmallWrite with the
+// generation file kept, as every lessor command keeps it.
+func BenchmarkCommitSmallWriteTracked(b *testing.B) {
+	_, bar := benchStore(b, testKey(b), InitOptions{})
+	if err := bar.TrackGeneration(ctx, filepath.Join(b.TempDir(), "generation"), false); err != nil {
+		b.Fatal(err)
+	}
+	v := []byte(strings.Repeat("v", 100))
+	i := 0
+	for b.Loop() {
+		i++
+		k := fmt.Sprintf("sys/expire/id/%d", i%1000)
+		if err := bar.Update(ctx, func(tx storage.Tx) error { return tx.Put(k, v) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCommitSmallWriteLarge is BenchmarkCommitSmallWrite in a store
+// of 100,000 records: a write's cost must not grow with the store.
+func BenchmarkCommitSmallWriteLarge(b *testing.B) {
+	bar := largeStore(b, 100000)
+	v := []byte(strings.Repeat("v", 100))
+	i := 0
+	for b.Loop() {
+		i++
+		k := fmt.Sprintf("sys/expire/id/%08d", (i*7919)%100000)
+		if err := bar.Update(ctx, func(tx storage.Tx) error { return tx.Put(k, v) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// largeStore is a store of n records of 150 bytes.
+func largeStore(b *testing.B, n int) *Barrier {
+	_, bar := benchStore(b, testKey(b), InitOptions{})
+	v := []byte(strings.Repeat("v", 150))
+	for start := 0; start < n; start += 10000 {
+		err := bar.Update(ctx, func(tx storage.Tx) error {
+			for i := start; i < min(n, start+10000); i++ {
+				if err := tx.Put(fmt.Sprintf("sys/expire/id/%08d", i), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return bar
+}
+
+// BenchmarkVerify checks the record set of 100,000 records, with and
+// without opening each one.
+func BenchmarkVerify(b *testing.B) {
+	bar := largeStore(b, 100000)
+	for _, open := range []bool{false, true} {
+		b.Run(fmt.Sprintf("open=%v", open), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := bar.Verify(ctx, open); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRotateReencrypt rewrites a store of 100,000 records.
+func BenchmarkRotateReencrypt(b *testing.B) {
+	bar := largeStore(b, 100000)
+	for b.Loop() {
+		if _, err := bar.RotateReencrypt(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkViewGet reads one record in one View, at two store sizes: the
 // difference is what the structural check costs as a store grows.
 func BenchmarkViewGet(b *testing.B) {

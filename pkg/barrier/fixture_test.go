@@ -1,7 +1,9 @@
 package barrier
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,9 +13,12 @@ import (
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
-var updateFixture = flag.Bool("update-fixture", false, "rewrite testdata/v1-keyfile.db (only when the format version changes)")
+var updateFixture = flag.Bool("update-fixture", false, "write testdata/v<FormatVersion>-keyfile.db (only when the format version changes)")
 
-const fixturePath = "testdata/v1-keyfile.db"
+// fixturePath is the fixture written by format version v. Each one is kept
+// for as long as lessor reads that version: a store written by a released
+// lessor opens for ever.
+func fixturePath(v int) string { return fmt.Sprintf("testdata/v%d-keyfile.db", v) }
 
 var fixtureWant = map[string]string{
 	"core/mounts":          `{"database/":{"type":"database"}}`,
@@ -29,7 +34,56 @@ func TestFormatV1Fixture(t *testing.T) {
 	if *updateFixture {
 		writeFixture(t)
 	}
-	data, err := os.ReadFile(fixturePath)
+	b, phys := openFixture(t, 1)
+	if got := mustReadAll(t, b); !reflect.DeepEqual(got, fixtureWant) {
+		t.Fatalf("fixture reads %v", got)
+	}
+	want := Info{FormatVersion: 1, StoreID: "0123456789abcdef0123456789abcdef", Term: 2, Terms: []uint32{1, 2},
+		UnsealKind: "keyfile", Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if got := b.Info(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("fixture info\n got %+v\nwant %+v", got, want)
+	}
+	v1Header := physGet(t, phys, "barrier/header")
+	// It still takes writes, and the first one gives it a record checksum
+	// (format version 2).
+	put(t, b, "after", "x")
+	if v := b.Info().FormatVersion; v != 2 {
+		t.Fatalf("after the first write, format version %d", v)
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := b2.Verify(ctx, true); err != nil || res.Records != len(fixtureWant)+1 || res.Generation != 1 {
+		t.Fatalf("verify the upgraded fixture: %+v, %v", res, err)
+	}
+	// The version 1 header put back does not turn the checksum off: its
+	// keyring no longer opens under version 1.
+	physPut(t, phys, "barrier/header", v1Header)
+	if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("upgraded store with its version 1 header put back: %v", err)
+	}
+}
+
+// TestFormatV2Fixture opens a store written by format version 2.
+func TestFormatV2Fixture(t *testing.T) {
+	b, _ := openFixture(t, 2)
+	if got := mustReadAll(t, b); !reflect.DeepEqual(got, fixtureWant) {
+		t.Fatalf("fixture reads %v", got)
+	}
+	want := Info{FormatVersion: 2, StoreID: "0123456789abcdef0123456789abcdef", Term: 2, Terms: []uint32{1, 2},
+		UnsealKind: "keyfile", Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+	if got := b.Info(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("fixture info\n got %+v\nwant %+v", got, want)
+	}
+	if res, err := b.Verify(ctx, true); err != nil || res.Records != len(fixtureWant) || res.Generation != 3 {
+		t.Fatalf("verify: %+v, %v", res, err)
+	}
+	put(t, b, "after", "x")
+}
+
+func openFixture(t *testing.T, version int) (*Barrier, *storage.Bolt) {
+	data, err := os.ReadFile(fixturePath(version))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,16 +102,7 @@ func TestFormatV1Fixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mustReadAll(t, b); !reflect.DeepEqual(got, fixtureWant) {
-		t.Fatalf("fixture reads %v", got)
-	}
-	want := Info{FormatVersion: 1, StoreID: "0123456789abcdef0123456789abcdef", Term: 2, Terms: []uint32{1, 2},
-		UnsealKind: "keyfile", Created: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
-	if got := b.Info(); !reflect.DeepEqual(got, want) {
-		t.Fatalf("fixture info\n got %+v\nwant %+v", got, want)
-	}
-	// It still takes writes.
-	put(t, b, "after", "x")
+	return b, phys
 }
 
 // writeFixture builds the fixture. Its store id is fixed by patching the
@@ -84,10 +129,10 @@ func writeFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(fixturePath), 0o755); err != nil {
+	if err := os.MkdirAll("testdata", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(fixturePath, data, 0o644); err != nil {
+	if err := os.WriteFile(fixturePath(FormatVersion), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -98,8 +98,8 @@ func parseHeader(b []byte) (*header, error) {
 		return nil, &damageError{"store header is not a lessor header"}
 	}
 	h := &header{version: b[8]}
-	if h.version != FormatVersion {
-		return nil, fmt.Errorf("store format version %d is not supported (this lessor reads version %d)", h.version, FormatVersion)
+	if h.version != 1 && h.version != FormatVersion {
+		return nil, fmt.Errorf("store format version %d is not supported (this lessor reads versions 1 and %d)", h.version, FormatVersion)
 	}
 	copy(h.storeID[:], b[9:25])
 	h.created = int64(be.Uint64(b[25:]))
@@ -153,12 +153,8 @@ func (b *Barrier) setUnsealKey(h *header, key UnsealKey, kdf Argon2Params) error
 	return err
 }
 
-// wrapRootKey seals rk under key's KEK into h, with a fresh nonce.
-func (b *Barrier) wrapRootKey(h *header, key UnsealKey, rk []byte) error {
-	kek, err := deriveKEK(h, key)
-	if err != nil {
-		return err
-	}
+// wrapRootKey seals rk under kek into h, with a fresh nonce.
+func (b *Barrier) wrapRootKey(h *header, kek, rk []byte) error {
 	aead, err := newGCM(kek)
 	if err != nil {
 		return err
@@ -170,11 +166,7 @@ func (b *Barrier) wrapRootKey(h *header, key UnsealKey, rk []byte) error {
 	return nil
 }
 
-func unwrapRootKey(h *header, key UnsealKey) ([]byte, error) {
-	kek, err := deriveKEK(h, key)
-	if err != nil {
-		return nil, err
-	}
+func unwrapRootKey(h *header, kek []byte) ([]byte, error) {
 	aead, err := newGCM(kek)
 	if err != nil {
 		return nil, err
@@ -217,12 +209,12 @@ func (r *keyring) clone() *keyring {
 	return &keyring{raw: r.raw, active: r.active, terms: maps.Clone(r.terms)}
 }
 
-func keyringAAD(storeID [16]byte) []byte {
+func keyringAAD(storeID [16]byte, version uint8) []byte {
 	aad := append([]byte("lessor/v1/keyring"), storeID[:]...)
-	return append(aad, FormatVersion)
+	return append(aad, version)
 }
 
-func sealKeyring(rk []byte, storeID [16]byte, r *keyring, rand io.Reader) ([]byte, error) {
+func sealKeyring(rk []byte, storeID [16]byte, version uint8, r *keyring, rand io.Reader) ([]byte, error) {
 	terms := slices.Sorted(maps.Keys(r.terms))
 	pt := be.AppendUint32(nil, r.active)
 	pt = be.AppendUint32(pt, uint32(len(terms)))
@@ -240,12 +232,12 @@ func sealKeyring(rk []byte, storeID [16]byte, r *keyring, rand io.Reader) ([]byt
 	if _, err := io.ReadFull(rand, out[1:]); err != nil {
 		return nil, err
 	}
-	return aead.Seal(out, out[1:], pt, keyringAAD(storeID)), nil
+	return aead.Seal(out, out[1:], pt, keyringAAD(storeID, version)), nil
 }
 
 var errKeyringDamaged = &damageError{"keyring failed authentication (damaged or tampered)"}
 
-func openKeyring(rk []byte, storeID [16]byte, raw []byte) (*keyring, error) {
+func openKeyring(rk []byte, storeID [16]byte, version uint8, raw []byte) (*keyring, error) {
 	if raw == nil {
 		return nil, &damageError{"keyring is missing"}
 	}
@@ -256,7 +248,7 @@ func openKeyring(rk []byte, storeID [16]byte, raw []byte) (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	pt, err := aead.Open(nil, raw[1:1+nonceLen], raw[1+nonceLen:], keyringAAD(storeID))
+	pt, err := aead.Open(nil, raw[1:1+nonceLen], raw[1+nonceLen:], keyringAAD(storeID, version))
 	if err != nil {
 		return nil, errKeyringDamaged
 	}

@@ -63,6 +63,10 @@ const (
 	// BarrierRekeyAfterCommit: the new header is committed; an in-place
 	// rekey has not yet renamed <key file>.new over the key file.
 	BarrierRekeyAfterCommit = "operator-rekey/after-commit"
+	// BarrierReencryptBeforeRename: operator rotate -reencrypt has
+	// written the re-encrypted copy of the store, not yet renamed into
+	// place.
+	BarrierReencryptBeforeRename = "operator-rotate/reencrypt-before-rename"
 	// DisableAfterRevoke: every lease of the mount is revoked; the mount
 	// and its data are still there.
 	DisableAfterRevoke = "disable/after-revoke"
@@ -82,6 +86,7 @@ var All = []string{
 	RotateRootAfterPending, RotateRootAfterAlter,
 	BarrierRotateBeforeCommit, BarrierRotateAfterCommit,
 	BarrierRekeyBeforeCommit, BarrierRekeyAfterCommit,
+	BarrierReencryptBeforeRename,
 	DisableAfterRevoke,
 	TokenRevokeAfterMark, TokenRevokeAfterLeases,
 }

@@ -307,6 +307,25 @@ func (b *Bolt) open(ctx context.Context, write, full bool) (db *bolt.DB, f *os.F
 			fd.Close()
 			return nil, err
 		}
+		// Rewrite replaces the file by rename while holding the lock on the
+		// old one: a process that was waiting for that lock now holds it on
+		// a file nobody will read again. Start over on the new one.
+		for tries := 0; !samePath(fd, b.path); tries++ {
+			fd.Close()
+			if tries == 100 {
+				return nil, fmt.Errorf("open store %s: the file keeps being replaced", b.path)
+			}
+			if fd, err = os.OpenFile(name, flag&^os.O_CREATE, perm); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil, &pathError{msg: "no store at " + b.path, kind: ErrNoStore}
+				}
+				return nil, &pathError{msg: "open store: " + err.Error(), kind: err}
+			}
+			if err := b.lock(ctx, fd, write, timeout); err != nil {
+				fd.Close()
+				return nil, err
+			}
+		}
 		if full {
 			l, err = mapLayout(fd, true)
 		} else {
@@ -610,6 +629,15 @@ func (t *boltTx) Walk(prefix string, fn func(string) error) error {
 			return t.broken
 		}
 	}
+}
+
+// samePath reports whether fd is still the file at path.
+func samePath(fd *os.File, path string) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(int(fd.Fd()), &a) != nil || unix.Stat(path, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 func syncDir(dir string) error {

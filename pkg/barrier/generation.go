@@ -1,0 +1,154 @@
+package barrier
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// ErrRolledBack: the store is older than one this user has already seen,
+// so it was put back from a copy.
+var ErrRolledBack = errors.New("store was rolled back")
+
+// RollbackError says how far back the store went.
+type RollbackError struct {
+	Path        string // the generation file
+	Store, Seen uint64
+}
+
+func (e *RollbackError) Error() string {
+	return fmt.Sprintf("store was rolled back: it is at generation %d, but generation %d was already committed (recorded in %s)", e.Store, e.Seen, e.Path)
+}
+
+func (e *RollbackError) Unwrap() error { return ErrRolledBack }
+
+// Generation is the store's generation as of this barrier's last
+// transaction: the number of transactions that changed a record since the
+// store was created (or got its record checksum). A store of format
+// version 1 has none and reports 0.
+func (b *Barrier) Generation() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gen
+}
+
+// TrackGeneration detects whole-file rollback, which the file alone cannot
+// show: path is a small file outside the store (in the user's own state
+// directory) that holds the highest generation this user saw committed.
+// TrackGeneration fails with a *RollbackError when the store is older than
+// that, unless accept is set (the operator restored a copy on purpose);
+// from then on, every transaction of b that commits writes its generation
+// to path. Writing it is best effort and not synced: a crash can only leave
+// it behind the store, which weakens the check but never fails it.
+func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool) error {
+	seen := readGeneration(path)
+	cur := b.Generation()
+	if seen > cur && !accept {
+		// Another process may have committed after this one read the
+		// state and before it read the file: read the state again.
+		if err := b.phys.View(ctx, func(tx storage.Tx) error { return b.refreshState(tx) }); err != nil {
+			return err
+		}
+		if cur = b.Generation(); seen > cur {
+			return &RollbackError{Path: path, Store: cur, Seen: seen}
+		}
+	}
+	b.mu.Lock()
+	b.genPath = path
+	b.mu.Unlock()
+	if cur > seen || accept {
+		b.noteGeneration(cur, accept)
+	}
+	return nil
+}
+
+// refreshState reads the state record again (a version 2 store) and
+// remembers its generation.
+func (b *Barrier) refreshState(tx storage.Tx) error {
+	b.mu.Lock()
+	v2, root := b.hdr.version >= 2, b.root
+	b.mu.Unlock()
+	if !v2 {
+		return nil
+	}
+	raw, err := tx.Get(stateKey)
+	if err != nil {
+		return err
+	}
+	s, err := parseState(raw, root, b.storeID)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.gen = max(b.gen, s.gen)
+	b.mu.Unlock()
+	return nil
+}
+
+func readGeneration(path string) uint64 {
+	if path == "" {
+		return 0
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// A file left empty or torn by a crash reads as 0: only someone who can
+	// write the user's own files can make it so, and such a user has the
+	// key anyway.
+	n, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// noteGeneration records gen, after a commit, in the generation file.
+func (b *Barrier) noteGeneration(gen uint64, force bool) {
+	b.mu.Lock()
+	b.gen = max(b.gen, gen)
+	path := b.genPath
+	if force {
+		b.gen = gen
+	}
+	b.mu.Unlock()
+	if path != "" && gen > 0 {
+		_ = writeGeneration(path, gen)
+	}
+}
+
+func writeGeneration(path string, gen uint64) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var suffix [6]byte
+	if _, err := rand.Read(suffix[:]); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(suffix[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strconv.FormatUint(gen, 10) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}

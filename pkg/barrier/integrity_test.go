@@ -1,0 +1,280 @@
+package barrier
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// rawFile returns the store file's bytes.
+func rawFile(t *testing.T, phys *storage.Bolt) []byte {
+	t.Helper()
+	data, err := os.ReadFile(phys.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// plainBolt changes the store file with bbolt itself, as anyone who may
+// write the file can, without any key.
+func plainBolt(t *testing.T, path string, fn func(b *bolt.Bucket) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return fn(tx.Bucket([]byte("lessor"))) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRekeyCutsOffTheOldKey: after a rekey, the file holds no byte of the
+// old header's wrapped root key nor of the old keyring, and the old key
+// opens nothing even with the old header put back into the file.
+func TestRekeyCutsOffTheOldKey(t *testing.T) {
+	phys := newBolt(t, t.TempDir())
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		put(t, b, fmt.Sprintf("sys/token/id/%02d", i), strings.Repeat("t", 300))
+	}
+	oldHeader := physGet(t, phys, "barrier/header")
+	oldRing := physGet(t, phys, "barrier/keyring")
+	if !bytes.Contains(rawFile(t, phys), oldHeader[59:119]) {
+		t.Fatal("the scan cannot find the header it looks for")
+	}
+
+	if err := b.Rekey(ctx, otherKey(t), InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawFile(t, phys)
+	if bytes.Contains(raw, oldHeader[71:119]) {
+		t.Error("the old wrapped root key is still in the file")
+	}
+	if bytes.Contains(raw, oldRing[1+nonceLen:]) {
+		t.Error("the old keyring is still in the file")
+	}
+	if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("old key on the rekeyed file: %v", err)
+	}
+	// The old header, as any backup holds it, written back into the
+	// current file: it unwraps the old root key, which opens nothing.
+	physPut(t, phys, "barrier/header", oldHeader)
+	old, err := Open(ctx, phys, testKey(t))
+	if err == nil {
+		got, rerr := readAll(ctx, old)
+		t.Fatalf("the old key opened the current file with the old header put back (read %d records, %v)", len(got), rerr)
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("old key with the old header: %v", err)
+	}
+	// With the new header back, the new key reads everything.
+	physPut(t, phys, "barrier/header", b.hdrRaw)
+	b2, err := Open(ctx, phys, otherKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustReadAll(t, b2); len(got) != 50 {
+		t.Fatalf("after rekey: %d records", len(got))
+	}
+}
+
+// TestRotateReencrypt: every record moves to a new term, older terms leave
+// the keyring, and neither the old keyring nor an old ciphertext is left in
+// the file.
+func TestRotateReencrypt(t *testing.T) {
+	phys := newBolt(t, t.TempDir())
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := range 200 {
+		k, v := fmt.Sprintf("sys/expire/id/%03d", i), strings.Repeat(fmt.Sprint(i%10), 200)
+		put(t, b, k, v)
+		want[k] = v
+		if i == 100 {
+			if _, err := b.Rotate(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	oldRing := physGet(t, phys, "barrier/keyring")
+	oldRecord := physGet(t, phys, "sys/expire/id/007")
+	term, err := b.RotateReencrypt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := b.Info(); term != 3 || info.Term != 3 || len(info.Terms) != 1 {
+		t.Fatalf("after re-encrypting: term %d, %+v", term, info)
+	}
+	raw := rawFile(t, phys)
+	if bytes.Contains(raw, oldRing[1+nonceLen:]) {
+		t.Error("the old keyring is still in the file")
+	}
+	if bytes.Contains(raw, oldRecord[recordHdrLen:]) {
+		t.Error("an old ciphertext is still in the file")
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustReadAll(t, b2); len(got) != len(want) || got["sys/expire/id/150"] != want["sys/expire/id/150"] {
+		t.Fatalf("after re-encrypting: %d records", len(got))
+	}
+	if tm, _ := recordTerm(physGet(t, phys, "sys/expire/id/007")); tm != 3 {
+		t.Fatalf("record still sealed with term %d", tm)
+	}
+	if res, err := b2.Verify(ctx, true); err != nil || res.Records != len(want) {
+		t.Fatalf("verify: %+v, %v", res, err)
+	}
+}
+
+// TestRecordSetTampering: records deleted, put back or replaced with plain
+// bbolt are found: those under core/ and sys/policy/ when the store is
+// opened, any other by Verify.
+func TestRecordSetTampering(t *testing.T) {
+	setup := func(t *testing.T) (*storage.Bolt, *Barrier) {
+		phys := newBolt(t, t.TempDir())
+		b, err := Init(ctx, phys, testKey(t), InitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, b, "core/mounts", "m", "core/audit", `{"file/":{}}`, "sys/policy/ops", `path "*" { capabilities = ["deny"] }`,
+			"sys/token/id/abc", "token abc", "sys/token/accessor/xyz", "abc")
+		if _, err := b.Verify(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		return phys, b
+	}
+	for _, key := range []string{"core/audit", "sys/policy/ops"} {
+		t.Run("delete "+key, func(t *testing.T) {
+			phys, _ := setup(t)
+			plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Delete([]byte(key)) })
+			_, err := Open(ctx, phys, testKey(t))
+			var te *TamperedError
+			if !errors.As(err, &te) || !te.Core || !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("open after deleting %s: %v", key, err)
+			}
+		})
+	}
+	t.Run("replace core/audit with an older copy", func(t *testing.T) {
+		phys, b := setup(t)
+		old := physGet(t, phys, "core/audit")
+		put(t, b, "core/audit", `{}`)
+		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Put([]byte("core/audit"), old) })
+		if _, err := Open(ctx, phys, testKey(t)); !errors.As(err, new(*TamperedError)) {
+			t.Fatalf("open after restoring core/audit: %v", err)
+		}
+	})
+	t.Run("revoked token copied back", func(t *testing.T) {
+		phys, b := setup(t)
+		id, acc := physGet(t, phys, "sys/token/id/abc"), physGet(t, phys, "sys/token/accessor/xyz")
+		err := b.Update(ctx, func(tx storage.Tx) error {
+			if err := tx.Delete("sys/token/id/abc"); err != nil {
+				return err
+			}
+			return tx.Delete("sys/token/accessor/xyz")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Verify(ctx, false); err != nil {
+			t.Fatalf("verify after the revocation: %v", err)
+		}
+		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error {
+			if err := bk.Put([]byte("sys/token/id/abc"), id); err != nil {
+				return err
+			}
+			return bk.Put([]byte("sys/token/accessor/xyz"), acc)
+		})
+		b2, err := Open(ctx, phys, testKey(t))
+		if err != nil {
+			t.Fatal(err) // tokens are not checked on every open, only by Verify
+		}
+		_, err = b2.Verify(ctx, false)
+		var te *TamperedError
+		if !errors.As(err, &te) || te.Core {
+			t.Fatalf("verify after the token was copied back: %v", err)
+		}
+		// A later write does not launder it.
+		put(t, b2, "sys/token/id/other", "x")
+		if _, err := b2.Verify(ctx, false); !errors.As(err, &te) {
+			t.Fatalf("verify after a later write: %v", err)
+		}
+		// Nor does a rekey: it refuses to rewrite a tampered store.
+		if err := b2.Rekey(ctx, otherKey(t), InitOptions{}); !errors.As(err, &te) {
+			t.Fatalf("rekey of a tampered store: %v", err)
+		}
+	})
+	t.Run("the state record deleted", func(t *testing.T) {
+		phys, _ := setup(t)
+		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Delete([]byte("barrier/state")) })
+		if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("open without the state record: %v", err)
+		}
+	})
+}
+
+// TestGenerationDetectsRollback: a whole older copy of the store file put
+// back is consistent in itself; the generation file outside it tells.
+func TestGenerationDetectsRollback(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	gen := filepath.Join(dir, "state", "store.generation")
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/abc", "token")
+	backup := rawFile(t, phys)
+	put(t, b, "sys/token/id/abc", "revoked")
+	if raw, err := os.ReadFile(gen); err != nil || string(raw) != "3\n" {
+		t.Fatalf("generation file %q, %v", raw, err)
+	}
+	if fi, err := os.Stat(gen); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("generation file mode: %v", err)
+	}
+	if err := os.WriteFile(phys.Path(), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b2.Verify(ctx, true); err != nil {
+		t.Fatalf("the old copy is consistent in itself: %v", err)
+	}
+	err = b2.TrackGeneration(ctx, gen, false)
+	var re *RollbackError
+	if !errors.As(err, &re) || !errors.Is(err, ErrRolledBack) || re.Store != 2 || re.Seen != 3 {
+		t.Fatalf("rolled back store: %v", err)
+	}
+	// The operator restored it on purpose.
+	if err := b2.TrackGeneration(ctx, gen, true); err != nil {
+		t.Fatal(err)
+	}
+	put(t, b2, "x", "y")
+	b3, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b3.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+}

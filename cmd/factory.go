@@ -61,11 +61,9 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	f.IO.InTTY = isTerminal(stdin)
 	f.IO.OutTTY = isTerminal(stdout)
 	f.IO.ErrTTY = isTerminal(stderr)
-	if skew := getenv("LESSOR_TESTONLY_CLOCK_SKEW"); skew != "" {
-		// A test seam: scripts move lessor's clock forward to test expiry
-		// without sleeping. PostgreSQL keeps its own clock.
-		if d, err := time.ParseDuration(skew); err == nil {
-			f.Now = func() time.Time { return time.Now().Add(d) }
+	if testOnlyClock != nil {
+		if now := testOnlyClock(getenv); now != nil {
+			f.Now = now
 		}
 	}
 	f.ReadPassword = func(prompt string) ([]byte, error) {
@@ -81,6 +79,13 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	}
 	return f
 }
+
+// testOnlyClock is a test seam, set only by the test binary's TestMain:
+// given a factory's environment it returns the clock lessor runs on, or
+// nil for the real one, so that tests can move lessor's clock forward to
+// check expiry without sleeping. A shipped binary leaves it nil: nothing
+// in its environment or flags can move its clock.
+var testOnlyClock func(getenv func(string) string) func() time.Time
 
 func isTerminal(x any) bool {
 	f, ok := x.(*os.File)

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,14 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
 	"github.com/lessorhq/lessor/pkg/barrier"
@@ -162,22 +166,66 @@ func (f *Factory) loadConfigFile(path string, explicit bool) error {
 		}
 		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
-	f.v.SetConfigFile(path)
-	f.v.SetConfigType("yaml")
-	if err := f.v.ReadInConfig(); err != nil {
-		return &localError{fmt.Errorf("config file %s: %v", path, err)}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
-	for _, k := range f.v.AllKeys() {
-		known := false
-		for _, s := range settings {
-			known = known || s.key == k
+	// Checked by hand before viper sees it: the YAML library's errors
+	// quote the file (a value it cannot decode, an anchor's name, a
+	// duplicated key), and LESSOR_CONFIG pointed at a key or token file
+	// must not print it. Errors name the file and a line, never contents.
+	if err := checkConfigYAML(raw); err != nil {
+		return &localError{fmt.Errorf("config file %s: %w", path, err)}
+	}
+	f.v.SetConfigType("yaml")
+	if err := f.v.ReadConfig(bytes.NewReader(raw)); err != nil {
+		return &localError{fmt.Errorf("config file %s: not a valid config file", path)}
+	}
+	return nil
+}
+
+// checkConfigYAML checks that raw is a YAML mapping of known settings to
+// single values. Its errors give line numbers and lessor's own setting
+// names, never text from the file.
+func checkConfigYAML(raw []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Errorf("line %s: not valid YAML", m[1])
 		}
-		if !known {
-			return &localError{fmt.Errorf("config file %s: unknown key %q", path, k)}
+		return errors.New("not valid YAML")
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty: no settings
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: not a mapping of settings (key: value)", top.Line)
+	}
+	var known []string
+	for _, s := range settings {
+		known = append(known, s.key)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k, v := top.Content[i], top.Content[i+1]
+		// viper folds case; so does this check.
+		name := strings.ToLower(k.Value)
+		if k.Kind != yaml.ScalarNode || !slices.Contains(known, name) {
+			return fmt.Errorf("line %d: unknown key (known: %s)", k.Line, strings.Join(known, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("line %d: %s is set twice", k.Line, name)
+		}
+		seen[name] = true
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: %s must be a single value", v.Line, name)
 		}
 	}
 	return nil
 }
+
+var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
 
 func unwrapPathError(err error) error {
 	var pe *os.PathError

@@ -408,14 +408,44 @@ func (f *Factory) Token() (string, error) {
 		return strings.TrimSpace(t), nil
 	}
 	path := f.tokenFile()
-	b, err := os.ReadFile(path)
+	b, err := readTokenFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", nil
 		}
-		return "", &localError{fmt.Errorf("token file %s: %w", path, unwrapPathError(err))}
+		return "", &localError{err}
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// readTokenFile reads the token file, refusing, as for the key file, one
+// that is not a regular file or that group or others can read: a token
+// (the root token, after `operator init`) others could read is a token
+// others hold.
+func readTokenFile(path string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO in its place cannot block the open; it is then
+	// refused as not regular.
+	tf, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, unwrapPathError(err))
+	}
+	defer tf.Close()
+	fi, err := tf.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("token file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, withHint(fmt.Errorf("token file %s is readable by group or others (mode %04o)", path, perm),
+			"run: chmod 600 %s (and revoke the token if others may have read it)", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(tf, 4096))
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	return b, nil
 }
 
 func (f *Factory) tokenFile() string { return expandHome(f.get("token_file"), f.home()) }

@@ -69,6 +69,9 @@ func buildRelease(t *testing.T) string {
 // appear nowhere in the binary, a clock skew of 30 days leaves a 1-hour
 // token's TTL alone, and an armed failpoint does not stop the command.
 func TestReleaseBinaryHasNoTestHooks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the release binary")
+	}
 	t.Parallel()
 	bin := buildRelease(t)
 	raw, err := os.ReadFile(bin)

@@ -27,7 +27,7 @@ func TestCrashScriptCoversEveryFailpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, step := range failpoint.All {
-		if !strings.Contains(string(raw), "env "+failpoint.EnvVar+"="+step+"\n") {
+		if !strings.Contains(string(raw), "env "+testOnlyFailpointEnv+"="+step+"\n") {
 			t.Errorf("reap_crash.txtar never crashes at %s", step)
 		}
 	}

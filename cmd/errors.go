@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // Exit codes, documented in `lessor help exit-codes`.
@@ -102,6 +103,10 @@ func printError(w io.Writer, err error) {
 	var he *hintError
 	if errors.As(err, &he) && he.hint != "" {
 		fmt.Fprintf(w, "lessor: hint: %s\n", he.hint)
+	}
+	var ud *storage.UnsafeDirError
+	if errors.As(err, &ud) && !errors.As(err, &he) {
+		fmt.Fprint(w, "lessor: hint: choose a path in a directory only you and root can change (lessor creates missing directories 0700), such as the defaults under ~/.local/share/lessor and ~/.config/lessor\n")
 	}
 	if errors.Is(err, logical.ErrPermissionDenied) && !errors.As(err, &he) {
 		fmt.Fprintln(w, "lessor: hint: check the token's policies with `lessor token capabilities PATH`")

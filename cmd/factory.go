@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,11 +9,14 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
 	"github.com/lessorhq/lessor/pkg/barrier"
@@ -64,11 +68,9 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	f.IO.InTTY = isTerminal(stdin)
 	f.IO.OutTTY = isTerminal(stdout)
 	f.IO.ErrTTY = isTerminal(stderr)
-	if skew := getenv("LESSOR_TESTONLY_CLOCK_SKEW"); skew != "" {
-		// A test seam: scripts move lessor's clock forward to test expiry
-		// without sleeping. PostgreSQL keeps its own clock.
-		if d, err := time.ParseDuration(skew); err == nil {
-			f.Now = func() time.Time { return time.Now().Add(d) }
+	if testOnlyClock != nil {
+		if now := testOnlyClock(getenv); now != nil {
+			f.Now = now
 		}
 	}
 	f.ReadPassword = func(prompt string) ([]byte, error) {
@@ -84,6 +86,13 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	}
 	return f
 }
+
+// testOnlyClock is a test seam, set only by the test binary's TestMain:
+// given a factory's environment it returns the clock lessor runs on, or
+// nil for the real one, so that tests can move lessor's clock forward to
+// check expiry without sleeping. A shipped binary leaves it nil: nothing
+// in its environment or flags can move its clock.
+var testOnlyClock func(getenv func(string) string) func() time.Time
 
 func isTerminal(x any) bool {
 	f, ok := x.(*os.File)
@@ -160,22 +169,66 @@ func (f *Factory) loadConfigFile(path string, explicit bool) error {
 		}
 		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
-	f.v.SetConfigFile(path)
-	f.v.SetConfigType("yaml")
-	if err := f.v.ReadInConfig(); err != nil {
-		return &localError{fmt.Errorf("config file %s: %v", path, err)}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
-	for _, k := range f.v.AllKeys() {
-		known := false
-		for _, s := range settings {
-			known = known || s.key == k
+	// Checked by hand before viper sees it: the YAML library's errors
+	// quote the file (a value it cannot decode, an anchor's name, a
+	// duplicated key), and LESSOR_CONFIG pointed at a key or token file
+	// must not print it. Errors name the file and a line, never contents.
+	if err := checkConfigYAML(raw); err != nil {
+		return &localError{fmt.Errorf("config file %s: %w", path, err)}
+	}
+	f.v.SetConfigType("yaml")
+	if err := f.v.ReadConfig(bytes.NewReader(raw)); err != nil {
+		return &localError{fmt.Errorf("config file %s: not a valid config file", path)}
+	}
+	return nil
+}
+
+// checkConfigYAML checks that raw is a YAML mapping of known settings to
+// single values. Its errors give line numbers and lessor's own setting
+// names, never text from the file.
+func checkConfigYAML(raw []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			return fmt.Errorf("line %s: not valid YAML", m[1])
 		}
-		if !known {
-			return &localError{fmt.Errorf("config file %s: unknown key %q", path, k)}
+		return errors.New("not valid YAML")
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty: no settings
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: not a mapping of settings (key: value)", top.Line)
+	}
+	var known []string
+	for _, s := range settings {
+		known = append(known, s.key)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k, v := top.Content[i], top.Content[i+1]
+		// viper folds case; so does this check.
+		name := strings.ToLower(k.Value)
+		if k.Kind != yaml.ScalarNode || !slices.Contains(known, name) {
+			return fmt.Errorf("line %d: unknown key (known: %s)", k.Line, strings.Join(known, ", "))
+		}
+		if seen[name] {
+			return fmt.Errorf("line %d: %s is set twice", k.Line, name)
+		}
+		seen[name] = true
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: %s must be a single value", v.Line, name)
 		}
 	}
 	return nil
 }
+
+var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
 
 func unwrapPathError(err error) error {
 	var pe *os.PathError
@@ -376,14 +429,44 @@ func (f *Factory) Token() (string, error) {
 		return strings.TrimSpace(t), nil
 	}
 	path := f.tokenFile()
-	b, err := os.ReadFile(path)
+	b, err := readTokenFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", nil
 		}
-		return "", &localError{fmt.Errorf("token file %s: %w", path, unwrapPathError(err))}
+		return "", &localError{err}
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// readTokenFile reads the token file, refusing, as for the key file, one
+// that is not a regular file or that group or others can read: a token
+// (the root token, after `operator init`) others could read is a token
+// others hold.
+func readTokenFile(path string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO in its place cannot block the open; it is then
+	// refused as not regular.
+	tf, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, unwrapPathError(err))
+	}
+	defer tf.Close()
+	fi, err := tf.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("token file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, withHint(fmt.Errorf("token file %s is readable by group or others (mode %04o)", path, perm),
+			"run: chmod 600 %s (and revoke the token if others may have read it)", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(tf, 4096))
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	return b, nil
 }
 
 func (f *Factory) tokenFile() string { return expandHome(f.get("token_file"), f.home()) }

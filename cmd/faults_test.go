@@ -475,7 +475,7 @@ func TestFaultServerStopped(t *testing.T) {
 	p.up()
 	// The retry is due after the backoff (10 s and jitter); move lessor's
 	// clock past it rather than sleep.
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = "1m"
+	e.env[testOnlyClockSkewEnv] = "1m"
 	e.must("reap")
 	if n := e.lessorRoles(user); n != 0 {
 		t.Fatalf("role %s still in pg_roles after the server came back and reap ran", user)
@@ -502,7 +502,7 @@ func TestFaultRestartMidReap(t *testing.T) {
 	skew := 2 * time.Hour
 	for _, cut := range []int64{200, 1200, 2500, 3000, 3500, 4000, 4500, 5000} {
 		p.cutAfter.Store(cut)
-		e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = skew.String()
+		e.env[testOnlyClockSkewEnv] = skew.String()
 		r := e.run("reap")
 		if r.code != 0 && r.code != 3 {
 			t.Fatalf("reap cut after %d bytes: exit %d: %s", cut, r.code, r.stderr)
@@ -518,7 +518,7 @@ func TestFaultRestartMidReap(t *testing.T) {
 		skew += 2 * time.Hour // past any backoff the failures set
 	}
 	p.cutAfter.Store(0)
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = skew.String()
+	e.env[testOnlyClockSkewEnv] = skew.String()
 	e.must("reap")
 	if roles := e.lessorRoles(prefix); roles != 0 {
 		t.Fatalf("%d roles left after the fault ended", roles)
@@ -863,7 +863,7 @@ func TestFaultStoreOlderCopyRestored(t *testing.T) {
 		t.Fatal("a dry run revoked the orphan")
 	}
 
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = "2h"
+	e.env[testOnlyClockSkewEnv] = "2h"
 	e.must("reap", "-orphans")
 	if n := e.lessorRoles(e.rolePrefix()); n != 0 {
 		t.Fatalf("%d roles left after reap -orphans past their expiry", n)
@@ -895,19 +895,19 @@ func TestFaultLostCommitReply(t *testing.T) {
 	if roles, leases := e.lessorRoles(prefix), e.leaseCount(); roles != 1 || leases != 1 {
 		t.Fatalf("after a lost COMMIT reply: %d roles, %d leases; want the role and its pending lease", roles, leases)
 	}
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = "10m" // past the pending grace, before the TTL
+	e.env[testOnlyClockSkewEnv] = "10m" // past the pending grace, before the TTL
 	e.must("reap")
 	if roles, leases := e.lessorRoles(prefix), e.leaseCount(); roles != 0 || leases != 0 {
 		t.Fatalf("reap after a lost COMMIT reply: %d roles, %d leases left", roles, leases)
 	}
 
-	delete(e.env, "LESSOR_TESTONLY_CLOCK_SKEW")
+	delete(e.env, testOnlyClockSkewEnv)
 	for range 5 {
 		e.issue("r")
 	}
 	drop := "drop role"
 	p.loseReplyTo.Store(&drop)
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = "2h"
+	e.env[testOnlyClockSkewEnv] = "2h"
 	r = e.run("reap")
 	p.loseReplyTo.Store(nil)
 	if r.code != 3 || p.lost.Load() != 2 {
@@ -917,7 +917,7 @@ func TestFaultLostCommitReply(t *testing.T) {
 	if roles, leases := e.lessorRoles(prefix), e.leaseCount(); roles != 0 || leases != 5 {
 		t.Fatalf("after a lost DROP ROLE reply: %d roles, %d leases; want 0 roles and 5 leases to retry", roles, leases)
 	}
-	e.env["LESSOR_TESTONLY_CLOCK_SKEW"] = "4h"
+	e.env[testOnlyClockSkewEnv] = "4h"
 	e.must("reap")
 	e.noLeases()
 }

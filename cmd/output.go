@@ -78,7 +78,7 @@ func flatOut(f *Factory, g *globalOptions, data map[string]any) error {
 	if o.Format == "yaml" || o.Format == "yml" {
 		return yamlOut(f.IO.Out, data)
 	}
-	b, err := json.MarshalIndent(data, "", "  ")
+	b, err := format.IndentJSON(data)
 	if err != nil {
 		return err
 	}

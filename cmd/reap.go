@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -159,7 +158,7 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 	o := g.formatOptions(f)
 	switch o.Format {
 	case "json":
-		b, err := json.MarshalIndent(out, "", "  ")
+		b, err := format.IndentJSON(out)
 		if err != nil {
 			return err
 		}

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/format"
 )
 
@@ -24,10 +23,18 @@ import (
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	failpoint.SetAction(killSelf)
+	if testOnlyArmFailpoints != nil {
+		testOnlyArmFailpoints()
+	}
 	f := newFactory(os.Stdin, os.Stdout, os.Stderr, os.Getenv)
 	return run(ctx, f, os.Args[1:])
 }
+
+// testOnlyArmFailpoints is a test seam, set only by the test binary's
+// TestMain: it arms pkg/failpoint's steps, so that crash tests can stop a
+// real lessor process at one of them. A shipped binary leaves it nil, and
+// no failpoint can be armed from its environment or flags.
+var testOnlyArmFailpoints func()
 
 // run executes one command line and returns its exit code.
 func run(ctx context.Context, f *Factory, args []string) int {

@@ -21,6 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	installTestHooks()
 	testscript.Main(pgtest.WithCluster(m), map[string]func(){
 		"lessor": func() { os.Exit(Main()) },
 	})

@@ -125,7 +125,7 @@ func (b *Broker) log(ctx context.Context, typ string, e *Entry) error {
 func (d *device) write(line []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	f, _, err := openLog(d.cfg)
+	f, _, err := openLog(d.cfg, false)
 	if err == nil {
 		_, err = f.Write(line)
 		if cerr := f.Close(); err == nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Device is one enabled audit device as the core stores it.
@@ -129,13 +130,14 @@ func parseDevice(d Device) (*fileConfig, error) {
 // ValidateDevice checks a device before the core stores it, and proves
 // that its file can be written: the file is created (with the device's
 // mode) if missing and opened for appending; nothing is written to it. An
-// existing file gets the device's mode, as the operator asked for it now.
+// existing file of the caller's gets the device's mode, as the operator
+// asked for it now, unless others could write it (see openLog).
 func ValidateDevice(d Device) error {
 	cfg, err := parseDevice(d)
 	if err != nil {
 		return err
 	}
-	f, created, err := openLog(cfg)
+	f, created, err := openLog(cfg, true)
 	if err == nil && !created && cfg.mode != 0 {
 		err = chmodIfNeeded(f, cfg.mode)
 	}
@@ -150,14 +152,22 @@ func ValidateDevice(d Device) error {
 	return nil
 }
 
-// openLog opens the log for appending, creating it when missing. It reports
-// whether it created the file.
-func openLog(cfg *fileConfig) (f *os.File, created bool, err error) {
+// openLog opens the log for appending, creating it when missing, and
+// reports whether it created the file. It never follows a symbolic link
+// at the log's name, and it refuses an existing file that is not a
+// regular file, that another user owns, or whose mode grants more than
+// the device's mode (0660 for mode 0000: nothing for others): a file
+// planted or loosened by someone else would let them read the log, or
+// forge or truncate it. Every command opens the log afresh, so a file
+// swapped in after a rotation is checked too. When enabling, an existing
+// file of the caller's that others may only read is accepted: the device's
+// mode is applied to it right after.
+func openLog(cfg *fileConfig, enabling bool) (f *os.File, created bool, err error) {
 	perm := cfg.mode
 	if perm == 0 {
 		perm = defaultMode
 	}
-	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, perm)
+	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
 	if err == nil {
 		if cfg.mode != 0 {
 			// The umask applied to OpenFile's mode; the operator's mode
@@ -175,21 +185,66 @@ func openLog(cfg *fileConfig) (f *os.File, created bool, err error) {
 	// Refuse anything but a regular file before opening it: opening a
 	// FIFO with no reader would hang the command, and a device such as
 	// /dev/null would quietly discard the record.
-	fi, err := os.Stat(cfg.path)
+	fi, err := os.Lstat(cfg.path)
 	if err != nil {
 		return nil, false, err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return nil, false, errSymlink
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, false, errNotRegular
 	}
-	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND, 0)
+	// O_NONBLOCK: should the name have become a FIFO since, the open
+	// fails rather than waits. It changes nothing for a regular file.
+	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			err = errSymlink
+		}
+		return nil, false, err
+	}
+	// What counts is the file opened, not the name looked at before.
+	if err := checkLogFile(f, cfg, enabling); err != nil {
+		f.Close()
 		return nil, false, err
 	}
 	return f, false, nil
 }
 
-var errNotRegular = errors.New("not a regular file")
+var (
+	errNotRegular = errors.New("not a regular file")
+	errSymlink    = errors.New("is a symbolic link, which lessor does not follow for its log: give the path of the file itself")
+)
+
+// checkLogFile checks an existing log lessor opened: a regular file, owned
+// by the user running lessor, with no more permission than the device
+// grants.
+func checkLogFile(f *os.File, cfg *fileConfig, enabling bool) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return errNotRegular
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("cannot tell who owns the file")
+	}
+	if euid := os.Geteuid(); int(st.Uid) != euid {
+		return fmt.Errorf("owned by uid %d, not by uid %d running lessor: another user could read or rewrite the log; remove it or give it to uid %d", st.Uid, euid, euid)
+	}
+	allowed := cfg.mode
+	if allowed == 0 {
+		allowed = 0o660
+	}
+	extra := fi.Mode().Perm() &^ allowed
+	if extra == 0 || enabling && cfg.mode != 0 && extra&0o022 == 0 {
+		return nil
+	}
+	return fmt.Errorf("mode %04o lets others read or write the log (the device allows %04o); run: chmod %o %s", fi.Mode().Perm(), allowed, allowed, cfg.path)
+}
 
 func chmodIfNeeded(f *os.File, mode fs.FileMode) error {
 	fi, err := f.Stat()

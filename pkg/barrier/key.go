@@ -11,10 +11,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // Argon2Params is the cost of deriving a key from a passphrase with
@@ -125,12 +128,16 @@ func KeyFromPassphrase(p []byte) UnsealKey {
 	return UnsealKey{kind: kindPassphrase, secret: bytes.Clone(p)}
 }
 
-// GenerateKeyFile writes a new random key to a new file at path, mode 0600.
+// GenerateKeyFile writes a new random key to a new file at path, mode 0600,
+// in a directory no other user can change (storage.CheckPrivateDir).
 // It never replaces an existing file; read the key with KeyFromFile.
 func GenerateKeyFile(path string) error {
 	key := make([]byte, keyLen)
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("generate key file: %w", err)
+	}
+	if err := storage.CheckPrivateDir(filepath.Dir(path)); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, fs.ErrExist) {

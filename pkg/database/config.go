@@ -68,30 +68,13 @@ func (c *dbConfig) roleAllowed(role string) bool {
 }
 
 // redact removes the admin password (and any password written inline in
-// the URL, and any more secrets given) from an error's text, keeping the error chain for errors.Is and
+// the URL, and any more secrets given) from an error's text, in the ways
+// postgres.Redact does, keeping the error chain for errors.Is and
 // errors.As. The plugin already redacts its errors; this is the second
 // line of defence, because a leaked admin password cannot be taken back.
 func (c *dbConfig) redact(err error, more ...string) error {
-	msg := err.Error()
-	clean := msg
-	for _, s := range append([]string{c.Connection.Password, inlinePassword(c.Connection.ConnectionURL)}, more...) {
-		if s != "" {
-			clean = strings.ReplaceAll(clean, s, "[password]")
-		}
-	}
-	if clean == msg {
-		return err
-	}
-	return &redactedError{msg: clean, err: err}
+	return postgres.Redact(err, append([]string{c.Connection.Password, inlinePassword(c.Connection.ConnectionURL)}, more...)...)
 }
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
 
 var configFields = map[string]bool{
 	"plugin_name": true, "plugin_version": true, "verify_connection": true,

@@ -3,25 +3,22 @@
 // mounts, revoking tokens) so that a test can stop a real process at exactly
 // one of them and check what is left behind.
 //
-// failpoint.Hit(step) does nothing unless the environment variable
-// LESSOR_FAILPOINT names that step (or is a comma-separated list that
-// includes it) and an action was installed with SetAction. Packages under
-// pkg/ never exit, so the action is the command's business: lessor's cmd
-// package installs one that kills its own process with SIGKILL, the
-// crash no deferred cleanup can soften.
+// failpoint.Hit(step) does nothing unless that step was armed with Arm,
+// and only tests arm steps: the package never reads the environment, and
+// lessor's cmd package arms steps only from its test binary (from the
+// LESSOR_FAILPOINT variable a crash script sets), so a shipped binary has
+// no failpoint anyone can trigger. Packages under pkg/ never exit, so the
+// action is the caller's business: the test binary installs one that kills
+// its own process with SIGKILL, the crash no deferred cleanup can soften.
 //
 // The cost of an unarmed Hit is one load of an atomic pointer.
 package failpoint
 
 import (
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
 )
-
-// EnvVar names the steps at which the action runs.
-const EnvVar = "LESSOR_FAILPOINT"
 
 // Steps lessor hits, in the order they happen.
 const (
@@ -97,12 +94,6 @@ type armed struct {
 }
 
 var current atomic.Pointer[armed]
-
-// SetAction arms the failpoints named by LESSOR_FAILPOINT, as read now,
-// with action; nil disarms them. It returns the steps armed.
-func SetAction(action func(step string)) []string {
-	return Arm(os.Getenv(EnvVar), action)
-}
 
 // Arm arms the comma-separated steps in spec with action, replacing what
 // was armed before; an empty spec or a nil action disarms everything.

@@ -33,16 +33,12 @@ func TestHitRunsOnlyArmedSteps(t *testing.T) {
 	}
 }
 
-func TestSetActionReadsTheEnvironment(t *testing.T) {
+// The package never arms itself from the environment: only Arm does.
+func TestEnvironmentArmsNothing(t *testing.T) {
 	defer Arm("", nil)
-	t.Setenv(EnvVar, RevokeAfterBackend)
-	n := 0
-	if armed := SetAction(func(string) { n++ }); !slices.Equal(armed, []string{RevokeAfterBackend}) {
-		t.Fatalf("SetAction armed %q", armed)
-	}
-	Hit(RevokeAfterClaim)
+	t.Setenv("LESSOR_FAILPOINT", RevokeAfterBackend)
 	Hit(RevokeAfterBackend)
-	if n != 1 {
-		t.Fatalf("action ran %d times, want 1", n)
+	if a := current.Load(); a != nil {
+		t.Fatalf("failpoints armed without Arm: %q", a.steps)
 	}
 }

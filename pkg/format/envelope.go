@@ -72,11 +72,55 @@ func newEnvelope(resp *logical.Response, requestID string) envelope {
 // encodeJSON is Vault's JSON output: MarshalIndent with 2 spaces and a
 // newline.
 func encodeJSON(v any) ([]byte, error) {
-	out, err := json.MarshalIndent(v, "", "  ")
+	out, err := IndentJSON(v)
 	if err != nil {
 		return nil, fmt.Errorf("encode json: %w", err)
 	}
 	return append(out, '\n'), nil
+}
+
+// IndentJSON is json.MarshalIndent with 2 spaces, and the C1 control
+// characters U+0080–U+009F written as \u escapes: encoding/json escapes
+// C0 controls but writes C1 ones as they are, and some terminals obey
+// U+009B as CSI. The JSON means the same.
+func IndentJSON(v any) ([]byte, error) {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return escapeC1(out), nil
+}
+
+// escapeC1 rewrites the UTF-8 encodings of U+0080–U+009F (C2 80 – C2 9F)
+// in JSON text as \u0080–\u009f. Valid JSON holds them only inside
+// strings, where the escape means the same character.
+func escapeC1(b []byte) []byte {
+	i := bytes.IndexByte(b, 0xc2)
+	if i < 0 {
+		return b
+	}
+	var out []byte
+	for i >= 0 {
+		if i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f {
+			if out == nil {
+				out = make([]byte, 0, len(b)+16)
+			}
+			out = append(out, b[:i]...)
+			out = fmt.Appendf(out, `\u%04x`, rune(b[i+1]))
+			b = b[i+2:]
+			i = bytes.IndexByte(b, 0xc2)
+			continue
+		}
+		next := bytes.IndexByte(b[i+1:], 0xc2)
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	if out == nil {
+		return b
+	}
+	return append(out, b...)
 }
 
 // encodeYAML is Vault's YAML output: the document without its surrounding

@@ -32,7 +32,6 @@
 package format
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -159,7 +158,7 @@ func writeField(w, errw io.Writer, warnings []string, val any, format string, tt
 	case formatJSON:
 		// No newline of its own: as for the table value, one is added
 		// only on a terminal.
-		if out, err = json.MarshalIndent(val, "", "  "); err != nil {
+		if out, err = IndentJSON(val); err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
 	case formatYAML:

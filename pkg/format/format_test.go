@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rogpeppe/go-internal/diff"
 
@@ -682,6 +683,63 @@ func TestWriteErrors(t *testing.T) {
 		}
 		if err := List(brokenWriter{}, io.Discard, []string{"k"}, "p", o); err == nil || err.Error() != "broken pipe" {
 			t.Errorf("List %+v: err = %v", o, err)
+		}
+	}
+}
+
+// Control characters in cells (a mount's description, token metadata)
+// reach the terminal escaped; newline and tab stay; JSON is unchanged.
+func TestTableEscapesControlCharacters(t *testing.T) {
+	var b bytes.Buffer
+	Table(&b, []string{"Path", "Description"}, [][]string{
+		{"evil/", "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\r\x7f"},
+		{"c1/", "a\u009b31mb \xff\x9b c"},
+		{"ok/", "tab\there é 宽"},
+	})
+	checkText(t, "table", b.String(), ""+
+		"Path     Description\n"+
+		"----     -----------\n"+
+		`evil/    \x1b]0;pwned\a\x1b[2J\x1b[31mred\r\x7f`+"\n"+
+		`c1/      a\u009b31mb \xff\x9b c`+"\n"+
+		"ok/      tab    here é 宽\n") // tablewriter expands the tab
+	if bytes.ContainsAny(b.Bytes(), "\x1b\x07\r\x7f\u009b") || !utf8.Valid(b.Bytes()) {
+		t.Errorf("raw control bytes in %q", b.String())
+	}
+
+	b.Reset()
+	Table(&b, []string{"Keys"}, [][]string{{"k\x1b[8m"}})
+	checkText(t, "one column", b.String(), "Keys\n----\n"+`k\x1b[8m`+"\n")
+
+	b.Reset()
+	resp := &logical.Response{Data: map[string]any{"description": "x\x1b[31m"}}
+	if err := Secret(&b, io.Discard, resp, Options{Format: "table"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `description    x\x1b[31m`) {
+		t.Errorf("secret table: %q", b.String())
+	}
+	b.Reset()
+	if err := Secret(&b, io.Discard, resp, Options{Format: "json"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"description": "x\u001b[31m"`) {
+		t.Errorf("json: %q", b.String())
+	}
+}
+
+func TestIndentJSONEscapesC1(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\u009b31mb\u0085é\u00a0\u0080": `"a\u009b31mb\u0085é` + "\u00a0" + `\u0080"`,
+		"plain":                          `"plain"`,
+		"\u00c2\u009f":                   `"Â\u009f"`,
+	} {
+		got, err := IndentJSON(in)
+		if err != nil || string(got) != want {
+			t.Errorf("IndentJSON(%q) = %s, %v; want %s", in, got, err, want)
+		}
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil || back != in {
+			t.Errorf("IndentJSON(%q) decodes to %q, %v", in, back, err)
 		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -28,8 +30,11 @@ const columnGap = "    "
 //	lease_id           database/creds/readonly/Bc3O1OvgG4pKBKIjvYRjXAEs
 //
 // Cells are trimmed of surrounding spaces and an empty cell prints as
-// `n/a`. A row shorter than the header is filled with `n/a`. Like any
-// terminal output, a failed write is not reported.
+// `n/a`. A row shorter than the header is filled with `n/a`. Control
+// characters other than newline and tab are shown escaped (see
+// escapeControls), so that a mount description or token metadata cannot
+// drive the terminal. Like any terminal output, a failed write is not
+// reported.
 func Table(w io.Writer, header []string, rows [][]string) {
 	_ = writeTable(w, header, rows)
 }
@@ -46,7 +51,7 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	head := make([]string, ncol)
 	under := make([]string, ncol)
 	for i, h := range header {
-		head[i] = strings.TrimSpace(h)
+		head[i] = escapeControls(strings.TrimSpace(h))
 		under[i] = strings.Repeat("-", len([]rune(head[i])))
 	}
 	lines = append(lines, head, under)
@@ -54,7 +59,7 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 		line := make([]string, ncol)
 		for i := range line {
 			if i < len(r) {
-				line[i] = strings.TrimSpace(r[i])
+				line[i] = escapeControls(strings.TrimSpace(r[i]))
 			}
 			if line[i] == "" {
 				line[i] = "n/a"
@@ -78,6 +83,50 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	}
 	_, err := w.Write(renderColumns(lines))
 	return err
+}
+
+// escapeControls returns s with every byte or character a terminal could
+// take as a command written as a Go escape: C0 controls (ESC is \x1b), DEL,
+// the C1 controls U+0080–U+009F (\u009b, a one-character CSI) and bytes
+// that are not UTF-8 (a lone 0x9b is CSI to a terminal that is not in
+// UTF-8 mode). Newline and tab stay: multi-line values such as a policy's
+// rules or a role's statements print as lines, as in Vault. Text with
+// nothing to escape is returned as it is, without copying.
+func escapeControls(s string) string {
+	i := 0
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if needsEscape(r, size) {
+			break
+		}
+		i += size
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s[:i])
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case needsEscape(r, size):
+			q := strconv.QuoteRune(r) // '\x1b', '\r', '\u009b'
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func needsEscape(r rune, size int) bool {
+	if r == '\n' || r == '\t' {
+		return false
+	}
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r == utf8.RuneError && size == 1)
 }
 
 // renderColumns lays out equally long lines with tablewriter.

@@ -99,7 +99,8 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 
 // CreateBolt creates a new, empty store file at path, mode 0600, creating
 // missing parent directories with mode 0700. It refuses to replace an
-// existing file.
+// existing file, and to create one in a directory another user could
+// change (see CheckPrivateDir).
 //
 // The file is built under a temporary name in the same directory and then
 // hard-linked into place, so a crash never leaves a half-made store at path
@@ -110,6 +111,9 @@ func CreateBolt(path string, opts BoltOptions) (*Bolt, error) {
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create store %s: %w", path, err)
+	}
+	if err := CheckPrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("create store %s: %w", path, err)
 	}
 	var suffix [8]byte

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,10 +130,17 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	if !c.DisableEscaping {
 		user, pw = escapeUserinfo(user), escapeUserinfo(pw)
 	}
+	if err := checkURLUserinfo(c.ConnectionURL); err != nil {
+		return nil, err
+	}
 	dsn := strings.NewReplacer(tmplUsername, user, tmplPassword, pw).Replace(c.ConnectionURL)
+	if err := checkURLUserinfo(dsn); err != nil {
+		// The URL is fine; the values put into it are not encoded.
+		return nil, fmt.Errorf("%w (disable_escaping=true puts the username and password into the URL as they are)", err)
+	}
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, redact(fmt.Errorf("parse connection_url: %w", err), c.Password, password)
+		return nil, Redact(fmt.Errorf("parse connection_url: %w", err), c.Password, password)
 	}
 	// Explicit username and password fields win over whatever the URL, the
 	// environment or ~/.pgpass supplied: they are what rotation changes.
@@ -178,6 +184,35 @@ func escapeUserinfo(s string) string {
 		b.WriteByte(hexDigits[c&15])
 	}
 	return b.String()
+}
+
+// checkURLUserinfo refuses a postgres:// URL whose user name or password
+// holds a character that ends the userinfo: an unencoded '@' (two in the
+// authority) or '/' (an '@' in the path). pgx would take the host to
+// start at the first '@', dial a "host" that is the rest of the password,
+// and print it in its error. The error quotes nothing from the URL.
+func checkURLUserinfo(dsn string) error {
+	if !isURL(dsn) {
+		return nil
+	}
+	_, rest, _ := strings.Cut(strings.TrimSpace(dsn), "://")
+	authority, path := rest, ""
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		authority = rest[:end]
+		if rest[end] == '/' {
+			path = rest[end:]
+			if q := strings.IndexAny(path, "?#"); q >= 0 {
+				path = path[:q]
+			}
+		}
+	}
+	switch {
+	case strings.Count(authority, "@") > 1:
+		return errors.New("connection_url: an '@' in the user name or password must be percent-encoded as %40")
+	case strings.Contains(path, "@"):
+		return errors.New("connection_url: an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)")
+	}
+	return nil
 }
 
 func isURL(s string) bool {
@@ -326,36 +361,8 @@ func (db *DB) roundTrip(ctx context.Context) (context.Context, context.CancelFun
 
 // redact replaces every password this DB knows with [password].
 func (db *DB) redact(err error) error {
-	return redact(err, db.secrets...)
+	return Redact(err, db.secrets...)
 }
-
-func redact(err error, secrets ...string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	redacted := msg
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		for _, form := range []string{s, url.PathEscape(s), url.QueryEscape(s), escapeUserinfo(s)} {
-			redacted = strings.ReplaceAll(redacted, form, "[password]")
-		}
-	}
-	if redacted == msg {
-		return err
-	}
-	return &redactedError{msg: redacted, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
 
 // IsTransient reports whether err is a failure that the same work may not
 // meet when retried at once: a serialization failure, a deadlock, or

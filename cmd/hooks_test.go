@@ -1,0 +1,59 @@
+package cmd
+
+import (
+	"os"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/failpoint"
+)
+
+// The test seams' environment variables. Only this test binary reads them
+// (TestReleaseBinaryHasNoTestHooks checks that the release binary does
+// not even contain their names).
+const (
+	// testOnlyClockSkewEnv moves lessor's clock forward by a duration, to
+	// test expiry without sleeping; PostgreSQL keeps its own clock.
+	testOnlyClockSkewEnv = "LESSOR_TESTONLY_CLOCK_SKEW"
+	// testOnlyFailpointEnv names the pkg/failpoint steps (comma-separated)
+	// at which a lessor process of this test binary kills itself.
+	testOnlyFailpointEnv = "LESSOR_FAILPOINT"
+)
+
+// installTestHooks sets the test seams; TestMain calls it before anything
+// runs, so that lessor run in-process, by testscript, or as a copy of
+// this binary (the dev tests) sees them.
+func installTestHooks() {
+	testOnlyClock = func(getenv func(string) string) func() time.Time {
+		skew := getenv(testOnlyClockSkewEnv)
+		if skew == "" {
+			return nil
+		}
+		d, err := time.ParseDuration(skew)
+		if err != nil {
+			return nil
+		}
+		return func() time.Time { return time.Now().Add(d) }
+	}
+	testOnlyArmFailpoints = func() {
+		failpoint.Arm(os.Getenv(testOnlyFailpointEnv), killSelf)
+	}
+}
+
+// killSelf is the action of the armed failpoints: the process dies there
+// by SIGKILL, so that no deferred function, store close or connection
+// shutdown runs: the crash-safety tests see exactly what a power cut would
+// leave.
+func killSelf(string) {
+	p, err := os.FindProcess(os.Getpid())
+	if err == nil {
+		err = p.Kill()
+	}
+	if err != nil {
+		// Still no deferred work: exit as a killed process would report.
+		os.Exit(137)
+	}
+	// The signal is asynchronous; nothing may run after the step.
+	for {
+		time.Sleep(time.Hour)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -220,6 +221,19 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	req.MountAccessor = mount.Accessor
 	req.System = c.systemView(mount)
 	req.Storage = c.mountStorage(mount)
+
+	// A backend that reads a value in another shape than it was sent
+	// ("apps,ops" as two policies) first puts it in that shape, so the
+	// ACL below judges what the backend will act on.
+	if dc, ok := be.(logical.DataCanonicalizer); ok && len(req.Data) > 0 {
+		inner := *req
+		inner.Path = rel
+		inner.Data = maps.Clone(req.Data)
+		if err := dc.CanonicalData(&inner); err != nil {
+			return nil, err
+		}
+		req.Data = inner.Data
+	}
 
 	aclOp := req.Operation
 	if aclOp == logical.CreateOperation || aclOp == logical.UpdateOperation {

@@ -179,3 +179,118 @@ func TestPolicySizeLimit(t *testing.T) {
 		t.Errorf("read after the policy was deleted: %v", err)
 	}
 }
+
+// storedKeys counts the records under prefix, to prove that a refused
+// request wrote nothing.
+func storedKeys(t *testing.T, c *Core, prefix string) int {
+	t.Helper()
+	var n int
+	err := c.store.View(ctx, func(tx storage.Tx) error {
+		keys, err := tx.List(prefix)
+		n = len(keys)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestTokenPoliciesCheckedAsTheBackendReadsThem: the hole left after
+// finding 4 of issue 12. auth/token/create split "policies" on commas and
+// lower-cased and trimmed each name after the ACL check, so a deny on
+// "ops" did not stop policies=OPS or policies=apps,ops, and an allow
+// pattern "apps*" matched the string "apps,ops". The token backend now
+// puts the value in the shape it reads before the check, and refuses a
+// name that is not canonical.
+func TestTokenPoliciesCheckedAsTheBackendReadsThem(t *testing.T) {
+	c, root := newEchoCore(t)
+	for _, name := range []string{"apps", "ops"} {
+		must(t, c, root, logical.UpdateOperation, "sys/policy/"+name, map[string]any{"policy": `path "x" { capabilities = ["read"] }`})
+	}
+	// Both minters have sudo, so the subset rule does not stop them.
+	denier := tokenWith(t, c, root, "denier", `
+path "auth/token/create" {
+  capabilities = ["update", "sudo"]
+  denied_parameters = { "policies" = ["ops"] }
+}`)
+	allower := tokenWith(t, c, root, "allower", `
+path "auth/token/create" {
+  capabilities = ["update", "sudo"]
+  allowed_parameters = { "policies" = ["apps*"] }
+}`)
+	const notCanonical = "is not canonical: policy names are lower case without surrounding white space"
+	for _, tc := range []struct {
+		name, tok string
+		policies  any
+		want      string // a substring of the error
+	}{
+		{"upper case", denier, "OPS", `policy name "OPS" ` + notCanonical + `; use "ops"`},
+		{"comma list", denier, "apps,ops", "permission denied"},
+		{"comma list with a space", denier, "apps, ops", `policy name " ops" ` + notCanonical + `; use "apps,ops"`},
+		{"trailing space", denier, "ops ", `policy name "ops " ` + notCanonical + `; use "ops"`},
+		{"empty element", denier, "apps,,ops", `"apps,,ops" holds an empty policy name; use "apps,ops"`},
+		{"repeated key", denier, []any{"apps", "ops"}, "permission denied"},
+		{"comma inside a repeated key", denier, []any{"apps", "x,ops"}, "permission denied"},
+		{"allow pattern and a comma list", allower, "apps,ops", "permission denied"},
+		{"allow pattern and a list", allower, []any{"apps", "ops"}, "permission denied"},
+	} {
+		before := storedKeys(t, c, tokenStoragePrefix)
+		resp, err := do(t, c, tc.tok, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": tc.policies})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: policies=%q: %v, %v; want an error with %q", tc.name, tc.policies, resp, err, tc.want)
+		}
+		if after := storedKeys(t, c, tokenStoragePrefix); after != before {
+			t.Errorf("%s: a refused create stored %d token records", tc.name, after-before)
+		}
+	}
+	for _, tok := range []string{denier, allower} {
+		resp := must(t, c, tok, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "apps"})
+		if got := resp.Auth.Policies; len(got) != 2 || got[0] != "apps" || got[1] != "default" {
+			t.Errorf("policies=apps gave %v", got)
+		}
+	}
+}
+
+// TestTokenMetaAndBoolsCheckedAsTheBackendReadsThem: meta is split on
+// commas like policies, and the booleans accept "1" for true; the check
+// now sees the pairs and the parsed booleans.
+func TestTokenMetaAndBoolsCheckedAsTheBackendReadsThem(t *testing.T) {
+	c, root := newEchoCore(t)
+	tok := tokenWith(t, c, root, "minter", `
+path "auth/token/create" {
+  capabilities = ["update", "sudo"]
+  denied_parameters = { "meta" = ["admin=*"], "renewable" = [false] }
+}`)
+	for _, data := range []map[string]any{
+		{"meta": "team=a,admin=yes"},
+		{"meta": []any{"team=a", " admin=yes"}},
+		{"renewable": "0"},
+		{"renewable": "F"},
+	} {
+		if _, err := do(t, c, tok, logical.UpdateOperation, "auth/token/create", data); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("create with %v: %v, want permission denied", data, err)
+		}
+	}
+	must(t, c, tok, logical.UpdateOperation, "auth/token/create", map[string]any{"meta": "team=a", "renewable": "1"})
+}
+
+// TestMountTypeNotTrimmedAfterTheCheck: sys/mounts trimmed the type after
+// the ACL check, so a deny on type "echo" did not stop " echo".
+func TestMountTypeNotTrimmedAfterTheCheck(t *testing.T) {
+	c, root := newEchoCore(t)
+	tok := tokenWith(t, c, root, "mounter", `
+path "sys/mounts/*" {
+  capabilities = ["create", "update", "sudo"]
+  denied_parameters = { "type" = ["echo"] }
+}`)
+	for _, typ := range []string{" echo", "echo ", "\techo"} {
+		_, err := do(t, c, tok, logical.UpdateOperation, "sys/mounts/x", map[string]any{"type": typ})
+		if err == nil || !strings.Contains(err.Error(), "surrounding white space") {
+			t.Errorf("mount type %q: %v", typ, err)
+		}
+	}
+	if m, err := c.mountAt(ctx, "x/"); err != nil || m != nil {
+		t.Errorf("mount x/: %v, %v; want none", m, err)
+	}
+}

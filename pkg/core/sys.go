@@ -184,9 +184,14 @@ func parseMountConfig(data map[string]any, cfg *MountConfig) error {
 }
 
 func (c *Core) enableMount(ctx context.Context, path string, data map[string]any) error {
-	typ := strings.TrimSpace(logical.String(data["type"]))
+	typ := logical.String(data["type"])
 	if typ == "" {
 		return logical.Errorf("missing secrets engine type")
+	}
+	// Refused rather than trimmed: the ACL checked the type as sent, so a
+	// deny on "database" must not be passed by " database".
+	if t := strings.TrimSpace(typ); t != typ {
+		return logical.Errorf("secrets engine type %q has surrounding white space; use %q", typ, t)
 	}
 	if _, ok := c.factories[typ]; !ok {
 		known := make([]string, 0, len(c.factories))

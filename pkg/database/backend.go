@@ -141,6 +141,29 @@ func unsupportedOp(req *logical.Request) error {
 	return fmt.Errorf("%s on %s: %w", req.Operation, req.Path, logical.ErrUnsupportedOperation)
 }
 
+// CanonicalData splits a connection's allowed_roles (a comma-separated
+// string, or a list of them) into the list of role patterns the backend
+// stores, before the ACL checks it: otherwise a deny on "admin" in
+// denied_parameters did not stop allowed_roles="readonly,admin".
+func (b *Backend) CanonicalData(req *logical.Request) error {
+	head, _, _ := strings.Cut(req.Path, "/")
+	if head != "config" {
+		return nil
+	}
+	if v, ok := req.Data["allowed_roles"]; ok {
+		roles, err := parseCommaList("allowed_roles", v)
+		if err != nil {
+			return nil // the handler refuses it
+		}
+		list := make([]any, len(roles))
+		for i, r := range roles {
+			list[i] = r
+		}
+		req.Data["allowed_roles"] = list
+	}
+	return nil
+}
+
 // ExistenceCheck lets the ACL tell creating a connection or a role from
 // updating one. Other paths have no existence check.
 func (b *Backend) ExistenceCheck(ctx context.Context, req *logical.Request) (ok, exists bool, err error) {

@@ -143,8 +143,10 @@ func unsupportedOp(req *logical.Request) error {
 
 // CanonicalData splits a connection's allowed_roles (a comma-separated
 // string, or a list of them) into the list of role patterns the backend
-// stores, before the ACL checks it: otherwise a deny on "admin" in
-// denied_parameters did not stop allowed_roles="readonly,admin".
+// stores, and parses its booleans, before the ACL checks them: otherwise
+// a deny on "admin" in denied_parameters did not stop
+// allowed_roles="readonly,admin", nor a deny on disable_escaping=true
+// the value "1".
 func (b *Backend) CanonicalData(req *logical.Request) error {
 	head, _, _ := strings.Cut(req.Path, "/")
 	if head != "config" {
@@ -160,6 +162,14 @@ func (b *Backend) CanonicalData(req *logical.Request) error {
 			list[i] = r
 		}
 		req.Data["allowed_roles"] = list
+	}
+	// "1", "T" and " true" all read as true: the check sees the boolean.
+	for _, field := range []string{"verify_connection", "disable_escaping"} {
+		if v, ok := req.Data[field]; ok {
+			if x, err := parseBool(field, v); err == nil {
+				req.Data[field] = x
+			}
+		}
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func newPolicyReadCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Example: `  lessor policy read apps`,
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			name := strings.ToLower(strings.TrimSpace(args[0]))
+			name := args[0]
 			req := &logical.Request{Operation: logical.ReadOperation, Path: "sys/policy/" + name}
 			resp, err := f.Request(c.Context(), req)
 			if err != nil {
@@ -118,7 +118,7 @@ func newPolicyDeleteCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Example: `  lessor policy delete apps`,
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			name := strings.ToLower(strings.TrimSpace(args[0]))
+			name := args[0]
 			req := &logical.Request{Operation: logical.DeleteOperation, Path: "sys/policy/" + name}
 			if _, err := f.Request(c.Context(), req); err != nil {
 				return requestError("delete policy", name, err)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -177,9 +178,15 @@ func (c *Core) requestID() string {
 
 // Handle runs one request through the pipeline.
 func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	req.Path = strings.TrimLeft(req.Path, "/")
-	if req.Operation != logical.ListOperation {
-		req.Path = strings.TrimRight(req.Path, "/")
+	// The path and keys are made canonical, or refused, once, here: the
+	// ACL below and the backend after it see the same strings.
+	p, err := logical.CanonicalPath(req.Path, req.Operation == logical.ListOperation)
+	if err != nil {
+		return nil, err
+	}
+	req.Path = p
+	if err := logical.CheckKeys(req.Data); err != nil {
+		return nil, err
 	}
 	if req.ID == "" {
 		req.ID = c.requestID()
@@ -196,6 +203,12 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	te, acl := pre.token, pre.acl
 	be, mount, rel, err := c.route(fullPath, pre.mounts)
 	if err != nil {
+		var nm *notMountedError
+		if errors.As(err, &nm) && !mayKnowMounts(acl, req.Operation, fullPath, req.Data) {
+			// As in Vault, the ACL comes before routing for a caller that
+			// may not list the mounts: it must not learn what is mounted.
+			return c.denyUnrouted(ctx, pre, req, te, &PermissionError{Operation: req.Operation, Path: fullPath})
+		}
 		return nil, err
 	}
 
@@ -208,6 +221,19 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	req.MountAccessor = mount.Accessor
 	req.System = c.systemView(mount)
 	req.Storage = c.mountStorage(mount)
+
+	// A backend that reads a value in another shape than it was sent
+	// ("apps,ops" as two policies) first puts it in that shape, so the
+	// ACL below judges what the backend will act on.
+	if dc, ok := be.(logical.DataCanonicalizer); ok && len(req.Data) > 0 {
+		inner := *req
+		inner.Path = rel
+		inner.Data = maps.Clone(req.Data)
+		if err := dc.CanonicalData(&inner); err != nil {
+			return nil, err
+		}
+		req.Data = inner.Data
+	}
 
 	aclOp := req.Operation
 	if aclOp == logical.CreateOperation || aclOp == logical.UpdateOperation {
@@ -249,6 +275,9 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	req.HasSudo = res.Sudo || req.IsRoot
 	if needsSudo(fullPath, aclOp) && !req.HasSudo {
 		return deny(&PermissionError{Operation: aclOp, Path: fullPath, Reason: "this path also needs the sudo capability"})
+	}
+	if err := c.checkLeaseTarget(ctx, acl, te, aclOp, fullPath, req.Data); err != nil {
+		return deny(err)
 	}
 	if err := c.tokens.Use(ctx, te); err != nil {
 		return deny(err)
@@ -359,7 +388,7 @@ func (c *Core) route(p string, ms []*MountEntry) (logical.Backend, *MountEntry, 
 	}
 	m := findMount(ms, strings.TrimSuffix(p, "/"))
 	if m == nil {
-		return nil, nil, "", &logical.CodedError{Status: 404, Msg: fmt.Sprintf("no secrets engine is mounted at %q (see `lessor secrets list`)", p)}
+		return nil, nil, "", newNotMountedError(p)
 	}
 	be, err := c.backend(m)
 	if err != nil {
@@ -371,6 +400,51 @@ func (c *Core) route(p string, ms []*MountEntry) (logical.Backend, *MountEntry, 
 		rel = strings.TrimSuffix(strings.TrimPrefix(p+"/", m.Path), "/")
 	}
 	return be, m, rel, nil
+}
+
+// notMountedError is a path under no mount. Only a caller that may know
+// the mounts sees it (mayKnowMounts); others are denied.
+type notMountedError struct{ coded *logical.CodedError }
+
+func newNotMountedError(p string) *notMountedError {
+	return &notMountedError{&logical.CodedError{Status: 404, Msg: fmt.Sprintf("no secrets engine is mounted at %q (see `lessor secrets list`)", p)}}
+}
+
+func (e *notMountedError) Error() string { return e.coded.Msg }
+
+// Unwrap gives the error its HTTP-like status.
+func (e *notMountedError) Unwrap() error { return e.coded }
+
+// mayKnowMounts tells whether a caller may learn that nothing is mounted
+// at path: a root token, a token whose ACL allows the operation there (it
+// would be told anyway once something is mounted), or one that may read
+// sys/mounts and so list them all.
+func mayKnowMounts(acl *policy.ACL, op logical.Operation, path string, data map[string]any) bool {
+	if acl.IsRoot() || acl.Allow(logical.ReadOperation, "sys/mounts", nil).Allowed {
+		return true
+	}
+	if op == logical.CreateOperation || op == logical.UpdateOperation {
+		return acl.Allow(logical.CreateOperation, path, data).Allowed || acl.Allow(logical.UpdateOperation, path, data).Allowed
+	}
+	return acl.Allow(op, path, data).Allowed
+}
+
+// denyUnrouted audits and returns the denial of a request that reached no
+// mount.
+func (c *Core) denyUnrouted(ctx context.Context, pre *prefetched, req *logical.Request, te *token.Entry, err error) (*logical.Response, error) {
+	broker, berr := c.prefetchedBroker(ctx, pre)
+	if berr != nil {
+		return nil, berr
+	}
+	ae := &audit.Entry{
+		RequestID: req.ID, Operation: string(req.Operation), Path: req.Path,
+		ClientToken: req.ClientToken, Accessor: te.Accessor, DisplayName: te.DisplayName,
+		Policies: te.Policies, RemoteUser: c.user, Data: req.Data, Err: err,
+	}
+	if aerr := broker.LogResponse(ctx, ae); aerr != nil {
+		return nil, fmt.Errorf("audit: %w", aerr)
+	}
+	return nil, err
 }
 
 var (

@@ -55,13 +55,20 @@ func saveMounts(tx storage.Tx, ms []*MountEntry) error {
 	return tx.Put(mountsKey, raw)
 }
 
-// normalizeMountPath trims slashes and adds the trailing one.
-func normalizeMountPath(p string) string {
-	p = strings.Trim(strings.TrimSpace(p), "/")
-	if p == "" {
-		return ""
+// canonicalMountPath returns a mount (or audit device) path with its
+// trailing slash, which it may be given with or without. Any other
+// difference from the canonical form (white space or slashes around it,
+// an empty segment) is refused rather than mapped: the ACL was checked on
+// the path as written, so the mount acted on must be that one.
+func canonicalMountPath(p string) (string, error) {
+	q := strings.TrimSuffix(p, "/")
+	if q == "" {
+		return "", nil
 	}
-	return p + "/"
+	if c, err := logical.CanonicalPath(q, false); err != nil || c != q {
+		return "", logical.Errorf("invalid mount path %q: write it without surrounding white space or slashes and without empty segments", p)
+	}
+	return q + "/", nil
 }
 
 // checkMountPath refuses paths that are reserved, malformed, or that

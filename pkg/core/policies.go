@@ -32,9 +32,17 @@ func loadPolicy(tx storage.Tx, name string) (string, bool, error) {
 		}
 		return "", false, nil
 	}
+	// JSON escaping at most sextuples a text; a record larger than that
+	// bound is refused before it costs a decode.
+	if len(raw) > 6*policy.MaxSize+1024 {
+		return "", false, fmt.Errorf("stored policy %s: %w; delete it and write a smaller one", name, policy.ErrTooLarge)
+	}
 	var sp storedPolicy
 	if err := json.Unmarshal(raw, &sp); err != nil {
 		return "", false, fmt.Errorf("decode policy %s: %w", name, err)
+	}
+	if len(sp.Raw) > policy.MaxSize {
+		return "", false, fmt.Errorf("stored policy %s: %w; delete it and write a smaller one", name, policy.ErrTooLarge)
 	}
 	return sp.Raw, true, nil
 }
@@ -43,10 +51,10 @@ func (c *Core) policyExists(ctx context.Context, name string) (bool, error) {
 	if name == "root" {
 		return true, nil
 	}
-	var ok bool
+	ok := name == "default"
 	err := c.store.View(ctx, func(tx storage.Tx) error {
-		var err error
-		_, ok, err = loadPolicy(tx, name)
+		raw, err := tx.Get(policyPrefix + name)
+		ok = ok || raw != nil
 		return err
 	})
 	return ok, err
@@ -104,6 +112,18 @@ func (c *Core) policyNames(ctx context.Context) ([]string, error) {
 	return out, err
 }
 
+// checkPolicyName refuses a policy name in a request path that is not in
+// the canonical form every policy is stored under (lower case, no white
+// space around it). Vault lower-cases it after the ACL check, so a deny on
+// sys/policy/ops did not stop a write to sys/policy/OPS; lessor refuses
+// instead, naming the canonical form.
+func checkPolicyName(name string) error {
+	if norm, changed := policy.NormalizeName(name); changed {
+		return logical.Errorf("policy name %q is not canonical: policy names are lower case without surrounding white space; use %q", name, norm)
+	}
+	return nil
+}
+
 // handlePolicy serves sys/policy[/name] and sys/policies/acl[/name].
 func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
 	if name == "" {
@@ -117,25 +137,27 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		names = append(names, "root")
 		return &logical.Response{Data: map[string]any{"keys": names, "policies": names}}, nil
 	}
-	norm, changed := policy.NormalizeName(name)
+	if err := checkPolicyName(name); err != nil {
+		return nil, err
+	}
 	switch req.Operation {
 	case logical.ReadOperation:
-		if norm == "root" {
+		if name == "root" {
 			return nil, nil
 		}
 		var text string
 		var ok bool
 		err := c.store.View(ctx, func(tx storage.Tx) error {
 			var err error
-			text, ok, err = loadPolicy(tx, norm)
+			text, ok, err = loadPolicy(tx, name)
 			return err
 		})
 		if err != nil || !ok {
 			return nil, err
 		}
-		return &logical.Response{Data: map[string]any{"name": norm, "policy": text, "rules": text}}, nil
+		return &logical.Response{Data: map[string]any{"name": name, "policy": text, "rules": text}}, nil
 	case logical.CreateOperation, logical.UpdateOperation:
-		if norm == "root" {
+		if name == "root" {
 			return nil, logical.Errorf("cannot update %q policy", "root")
 		}
 		text := logical.String(req.Data["policy"])
@@ -145,29 +167,28 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		if strings.TrimSpace(text) == "" {
 			return nil, logical.Errorf("policy text is empty")
 		}
-		if _, err := policy.Parse(norm, text); err != nil {
+		if len(text) > policy.MaxSize {
+			return nil, logical.Errorf("policy %s is %d bytes, larger than the limit of %d bytes (1 MiB)", name, len(text), policy.MaxSize)
+		}
+		if _, err := policy.Parse(name, text); err != nil {
 			return nil, logical.Errorf("failed to parse policy: %v", err)
 		}
-		raw, err := json.Marshal(storedPolicy{Name: norm, Raw: text})
+		raw, err := json.Marshal(storedPolicy{Name: name, Raw: text})
 		if err != nil {
 			return nil, err
 		}
-		if err := c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(policyPrefix+norm, raw) }); err != nil {
+		if err := c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(policyPrefix+name, raw) }); err != nil {
 			return nil, err
 		}
-		resp := &logical.Response{Data: map[string]any{"name": norm}}
-		if changed {
-			resp.AddWarning("Policy name was converted from %q to %q", name, norm)
-		}
-		return resp, nil
+		return &logical.Response{Data: map[string]any{"name": name}}, nil
 	case logical.DeleteOperation:
-		switch norm {
+		switch name {
 		case "default":
 			return nil, logical.Errorf("cannot delete default policy")
 		case "root":
 			return nil, logical.Errorf("cannot delete %q policy", "root")
 		}
-		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(policyPrefix + norm) })
+		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(policyPrefix + name) })
 	}
 	return nil, logical.ErrUnsupportedOperation
 }

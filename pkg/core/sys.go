@@ -12,7 +12,9 @@ import (
 	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/policy"
 	"github.com/lessorhq/lessor/pkg/storage"
+	"github.com/lessorhq/lessor/pkg/token"
 )
 
 // systemBackend serves sys/: mounts, policies, audit devices, leases and
@@ -24,14 +26,20 @@ func (s *systemBackend) ExistenceCheck(ctx context.Context, req *logical.Request
 	switch {
 	case strings.HasPrefix(p, "policy/"), strings.HasPrefix(p, "policies/acl/"):
 		name := p[strings.LastIndex(p, "/")+1:]
-		ok, err := s.c.policyExists(ctx, strings.ToLower(strings.TrimSpace(name)))
+		if err := checkPolicyName(name); err != nil {
+			return false, false, err
+		}
+		ok, err := s.c.policyExists(ctx, name)
 		return true, ok, err
 	case strings.HasPrefix(p, "mounts/") && !strings.HasSuffix(p, "/tune"):
+		path, err := canonicalMountPath(strings.TrimPrefix(p, "mounts/"))
+		if err != nil {
+			return false, false, err
+		}
 		ms, err := s.c.mounts(ctx)
 		if err != nil {
 			return false, false, err
 		}
-		path := normalizeMountPath(strings.TrimPrefix(p, "mounts/"))
 		for _, m := range ms {
 			if m.Path == path {
 				return true, true, nil
@@ -54,7 +62,10 @@ func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request)
 		}
 		return c.listMounts(ctx)
 	case strings.HasPrefix(p, "mounts/") && strings.HasSuffix(p, "/tune"):
-		path := normalizeMountPath(strings.TrimSuffix(strings.TrimPrefix(p, "mounts/"), "/tune"))
+		path, err := canonicalMountPath(strings.TrimSuffix(strings.TrimPrefix(p, "mounts/"), "/tune"))
+		if err != nil {
+			return nil, err
+		}
 		if op == logical.ReadOperation {
 			return c.readTune(ctx, path)
 		}
@@ -62,7 +73,10 @@ func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request)
 			return nil, c.tuneMount(ctx, path, req.Data)
 		}
 	case strings.HasPrefix(p, "mounts/"):
-		path := normalizeMountPath(strings.TrimPrefix(p, "mounts/"))
+		path, err := canonicalMountPath(strings.TrimPrefix(p, "mounts/"))
+		if err != nil {
+			return nil, err
+		}
 		switch {
 		case write:
 			return nil, c.enableMount(ctx, path, req.Data)
@@ -86,7 +100,10 @@ func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request)
 	case p == "audit" && (op == logical.ReadOperation || op == logical.ListOperation):
 		return c.listAudit(ctx)
 	case strings.HasPrefix(p, "audit/"):
-		path := normalizeMountPath(strings.TrimPrefix(p, "audit/"))
+		path, err := canonicalMountPath(strings.TrimPrefix(p, "audit/"))
+		if err != nil {
+			return nil, err
+		}
 		if write {
 			return nil, c.enableAudit(ctx, path, req.Data)
 		}
@@ -94,7 +111,11 @@ func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request)
 			return nil, c.disableAudit(ctx, path)
 		}
 	case (p == "audit-hash" || strings.HasPrefix(p, "audit-hash/")) && write:
-		return c.auditHash(ctx, normalizeMountPath(strings.TrimPrefix(strings.TrimPrefix(p, "audit-hash"), "/")), logical.String(req.Data["input"]))
+		path, err := canonicalMountPath(strings.TrimPrefix(strings.TrimPrefix(p, "audit-hash"), "/"))
+		if err != nil {
+			return nil, err
+		}
+		return c.auditHash(ctx, path, logical.String(req.Data["input"]))
 	case strings.HasPrefix(p, "leases/"):
 		return c.handleLeases(ctx, req, strings.TrimPrefix(req.Path, "leases/"))
 	case p == "capabilities-self" && write:
@@ -163,9 +184,14 @@ func parseMountConfig(data map[string]any, cfg *MountConfig) error {
 }
 
 func (c *Core) enableMount(ctx context.Context, path string, data map[string]any) error {
-	typ := strings.TrimSpace(logical.String(data["type"]))
+	typ := logical.String(data["type"])
 	if typ == "" {
 		return logical.Errorf("missing secrets engine type")
+	}
+	// Refused rather than trimmed: the ACL checked the type as sent, so a
+	// deny on "database" must not be passed by " database".
+	if t := strings.TrimSpace(typ); t != typ {
+		return logical.Errorf("secrets engine type %q has surrounding white space; use %q", typ, t)
 	}
 	if _, ok := c.factories[typ]; !ok {
 		known := make([]string, 0, len(c.factories))
@@ -309,7 +335,14 @@ func (c *Core) tuneMount(ctx context.Context, path string, data map[string]any) 
 // remount moves a mount; like Vault, it first revokes every lease issued
 // under the old path, since their ids name it.
 func (c *Core) remount(ctx context.Context, from, to string) error {
-	from, to = normalizeMountPath(from), normalizeMountPath(to)
+	from, err := canonicalMountPath(from)
+	if err != nil {
+		return err
+	}
+	to, err = canonicalMountPath(to)
+	if err != nil {
+		return err
+	}
 	if from == "" || to == "" {
 		return logical.Errorf("both 'from' and 'to' are required")
 	}
@@ -351,11 +384,16 @@ func (c *Core) remount(ctx context.Context, from, to string) error {
 func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest string) (*logical.Response, error) {
 	op := req.Operation
 	write := op == logical.CreateOperation || op == logical.UpdateOperation
-	leaseID := func(suffix string) string {
-		if id := logical.String(req.Data["lease_id"]); id != "" {
-			return id
+	// Handle has checked the ACL on the id this returns (checkLeaseTarget).
+	leaseID := func(suffix string) (string, error) {
+		_, _, bodyID, err := leaseTarget("sys/"+req.Path, req.Data)
+		if err != nil {
+			return "", err
 		}
-		return suffix
+		if bodyID != "" {
+			return bodyID, nil
+		}
+		return suffix, nil
 	}
 	cut := func(prefix string) (string, bool) {
 		if rest == prefix {
@@ -375,7 +413,11 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 			return &logical.Response{Data: map[string]any{"keys": keys}}, nil
 		}
 		if write {
-			e, err := c.leases.Lookup(ctx, leaseID(sub))
+			id, err := leaseID(sub)
+			if err != nil {
+				return nil, err
+			}
+			e, err := c.leases.Lookup(ctx, id)
 			if err != nil {
 				return nil, err
 			}
@@ -398,10 +440,18 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 		if err != nil {
 			return nil, logical.Errorf("increment: %v", err)
 		}
-		return c.leases.Renew(ctx, leaseID(sub), inc)
+		id, err := leaseID(sub)
+		if err != nil {
+			return nil, err
+		}
+		return c.leases.Renew(ctx, id, inc)
 	}
 	if sub, ok := cut("revoke"); ok && write {
-		return nil, c.leases.Revoke(ctx, leaseID(sub))
+		id, err := leaseID(sub)
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.leases.Revoke(ctx, id)
 	}
 	if sub, ok := cut("revoke-prefix"); ok && write {
 		force, err := logical.ParseBool(req.Data["force"])
@@ -414,6 +464,73 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 		return c.revokePrefix(ctx, sub, true)
 	}
 	return nil, &logical.CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on sys/leases/%s", op, rest)}
+}
+
+// leaseTarget reads a request on one of the sys/leases endpoints that act
+// on a single lease (renew, revoke and lookup), from the full path: which
+// endpoint, the lease id in the path after it, and the lease id in the
+// body. The two ids may not differ, and a body id must be canonical (as a
+// path is), so that the id the ACL is checked on is the one acted on.
+func leaseTarget(fullPath string, data map[string]any) (endpoint, pathID, bodyID string, err error) {
+	rest, ok := strings.CutPrefix(fullPath, "sys/leases/")
+	if !ok {
+		return "", "", "", nil
+	}
+	for _, ep := range []string{"renew", "revoke", "lookup"} {
+		if id, ok := strings.CutPrefix(rest, ep); ok && (id == "" || id[0] == '/') {
+			endpoint, pathID = ep, strings.TrimPrefix(id, "/")
+			break
+		}
+	}
+	v, ok := data["lease_id"]
+	if endpoint == "" || !ok {
+		return endpoint, pathID, "", nil
+	}
+	id, isString := v.(string)
+	if !isString {
+		return "", "", "", logical.Errorf("lease_id must be one string")
+	}
+	if canon, err := logical.CanonicalPath(id, false); err != nil || canon != id {
+		return "", "", "", logical.Errorf("invalid lease_id %q: give it as `lessor lease lookup` shows it, without surrounding slashes or white space", id)
+	}
+	if pathID != "" && id != "" && id != pathID {
+		return "", "", "", logical.Errorf("lease_id %q in the body differs from %q in the path", id, pathID)
+	}
+	return endpoint, pathID, id, nil
+}
+
+// checkLeaseTarget checks the ACL on the lease a write to sys/leases/renew,
+// revoke or lookup names only in its body, as if it were in the path: a
+// grant on sys/leases/revoke does not let a token revoke any lease it can
+// name. Lease ids are not secret (any database user reads them in role
+// comments), so for renew and lookup the token that created the lease may
+// act on it too, as in Vault; that is what the default policy relies on.
+func (c *Core) checkLeaseTarget(ctx context.Context, acl *policy.ACL, te *token.Entry, op logical.Operation, fullPath string, data map[string]any) error {
+	if op != logical.CreateOperation && op != logical.UpdateOperation {
+		return nil
+	}
+	ep, pathID, bodyID, err := leaseTarget(fullPath, data)
+	if err != nil || ep == "" || pathID != "" || bodyID == "" {
+		return err
+	}
+	target := "sys/leases/" + ep + "/" + bodyID
+	if acl.Allow(op, target, data).Allowed {
+		return nil
+	}
+	if ep != "revoke" && te.Accessor != "" {
+		e, err := c.leases.Lookup(ctx, bodyID)
+		switch {
+		case err == nil && e.TokenAccessor == te.Accessor:
+			return nil
+		case err != nil && !errors.Is(err, lease.ErrInvalidLease):
+			return err
+		}
+	}
+	reason := fmt.Sprintf("only the token that created a lease, or a policy granting %s on sys/leases/%s/<lease id>, may %s it", op, ep, ep)
+	if ep == "revoke" {
+		reason = fmt.Sprintf("revoking a lease named in the body needs %s on sys/leases/revoke/<lease id>", op)
+	}
+	return &PermissionError{Operation: op, Path: target, Reason: reason}
 }
 
 func (c *Core) revokePrefix(ctx context.Context, prefix string, force bool) (*logical.Response, error) {

@@ -141,6 +141,39 @@ func unsupportedOp(req *logical.Request) error {
 	return fmt.Errorf("%s on %s: %w", req.Operation, req.Path, logical.ErrUnsupportedOperation)
 }
 
+// CanonicalData splits a connection's allowed_roles (a comma-separated
+// string, or a list of them) into the list of role patterns the backend
+// stores, and parses its booleans, before the ACL checks them: otherwise
+// a deny on "admin" in denied_parameters did not stop
+// allowed_roles="readonly,admin", nor a deny on disable_escaping=true
+// the value "1".
+func (b *Backend) CanonicalData(req *logical.Request) error {
+	head, _, _ := strings.Cut(req.Path, "/")
+	if head != "config" {
+		return nil
+	}
+	if v, ok := req.Data["allowed_roles"]; ok {
+		roles, err := parseCommaList("allowed_roles", v)
+		if err != nil {
+			return nil // the handler refuses it
+		}
+		list := make([]any, len(roles))
+		for i, r := range roles {
+			list[i] = r
+		}
+		req.Data["allowed_roles"] = list
+	}
+	// "1", "T" and " true" all read as true: the check sees the boolean.
+	for _, field := range []string{"verify_connection", "disable_escaping"} {
+		if v, ok := req.Data[field]; ok {
+			if x, err := parseBool(field, v); err == nil {
+				req.Data[field] = x
+			}
+		}
+	}
+	return nil
+}
+
 // ExistenceCheck lets the ACL tell creating a connection or a role from
 // updating one. Other paths have no existence check.
 func (b *Backend) ExistenceCheck(ctx context.Context, req *logical.Request) (ok, exists bool, err error) {

@@ -112,6 +112,19 @@ type Backend interface {
 	ExistenceCheck(ctx context.Context, req *Request) (ok, exists bool, err error)
 }
 
+// DataCanonicalizer is implemented by a Backend that reads some request
+// values in another shape than they were sent: a comma-separated string
+// as a list, a name lower-cased or trimmed. The core calls CanonicalData
+// after routing and before the existence check and the ACL, with req.Path
+// below the mount, so that allowed_parameters and denied_parameters judge
+// exactly the values the backend will act on. CanonicalData rewrites
+// req.Data into that shape (a list value becomes a []any of its elements)
+// or refuses a value it cannot map without changing its meaning. A value
+// it cannot read is left alone for the backend to refuse.
+type DataCanonicalizer interface {
+	CanonicalData(req *Request) error
+}
+
 // SecretBackend is a Backend whose responses carry leases. The lease
 // manager calls it to renew and revoke what it issued.
 type SecretBackend interface {

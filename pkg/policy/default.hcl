@@ -22,12 +22,15 @@ path "sys/capabilities-self" {
   capabilities = ["update"]
 }
 
-# Renew a lease. Renewing needs the lease id, which only its holder has.
+# Renew a lease the calling token created. Lease ids are not secret (any
+# database user can read them in role comments), so this grants no other
+# lease: renewing one needs update on sys/leases/renew/<lease id>.
 path "sys/leases/renew" {
   capabilities = ["update"]
 }
 
-# Look up a lease by its id.
+# Look up a lease the calling token created; any other needs update on
+# sys/leases/lookup/<lease id>.
 path "sys/leases/lookup" {
   capabilities = ["update"]
 }

@@ -9,29 +9,29 @@ import (
 
 // paramsAllow applies the rule's parameter constraints to the keys a
 // request actually sent (defaults a backend fills in are not seen here).
-// Names are compared without regard to case. Values are compared in their
-// canonical string form, so `ttl = [3600]` in a policy matches the string
-// "3600" that the command line sends; Vault compares typed values, which
-// makes numbers in policies match nothing a CLI sends.
+// A required parameter must be sent under exactly its name, the one the
+// backends read. Every key sent is checked against the allowed and denied
+// lists under its lower-cased name, one key at a time: a key that differs
+// only in case from another must not hide the other's value (Handle also
+// refuses such requests). Values are compared in their canonical string
+// form, so `ttl = [3600]` in a policy matches the string "3600" that the
+// command line sends; Vault compares typed values, which makes numbers in
+// policies match nothing a CLI sends.
 func (r *rule) paramsAllow(data map[string]any) bool {
-	sent := make(map[string]any, len(data))
-	for k, v := range data {
-		sent[strings.ToLower(k)] = v
-	}
 	for _, name := range r.required {
-		if _, ok := sent[name]; !ok {
+		if _, ok := data[name]; !ok {
 			return false
 		}
 	}
-	if len(sent) == 0 {
+	if len(data) == 0 {
 		return true
 	}
 	if len(r.denied) > 0 {
 		if _, all := r.denied["*"]; all {
 			return false
 		}
-		for name, v := range sent {
-			if values, ok := r.denied[name]; ok && anyValueListed(v, values) {
+		for k, v := range data {
+			if values, ok := r.denied[strings.ToLower(k)]; ok && anyValueListed(v, values) {
 				return false
 			}
 		}
@@ -40,8 +40,8 @@ func (r *rule) paramsAllow(data map[string]any) bool {
 		return true
 	}
 	_, anyName := r.allowed["*"]
-	for name, v := range sent {
-		values, ok := r.allowed[name]
+	for k, v := range data {
+		values, ok := r.allowed[strings.ToLower(k)]
 		if !ok {
 			if anyName {
 				continue

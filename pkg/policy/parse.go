@@ -47,6 +47,9 @@ type node struct {
 // parse turns text into a Policy (without its name) and the doc that
 // Format prints.
 func parse(text string) (*Policy, *doc, error) {
+	if len(text) > MaxSize {
+		return nil, nil, ErrTooLarge
+	}
 	file, isJSON, err := parseAST(text)
 	if err != nil {
 		return nil, nil, err

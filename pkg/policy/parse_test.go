@@ -309,3 +309,17 @@ func TestDefaultPolicy(t *testing.T) {
 		t.Errorf("default policy is not in canonical form (%v):\n%s", err, formatted)
 	}
 }
+
+// TestParseSizeLimit: a text over MaxSize is refused before parsing.
+func TestParseSizeLimit(t *testing.T) {
+	text := `path "a" { capabilities = ["read"] }` + strings.Repeat(" ", MaxSize)
+	if _, err := Parse("big", text); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Parse of %d bytes: %v, want ErrTooLarge", len(text), err)
+	}
+	if _, err := Format(text); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Format of %d bytes: %v, want ErrTooLarge", len(text), err)
+	}
+	if _, err := Parse("small", text[:MaxSize]); err != nil {
+		t.Errorf("Parse of %d bytes: %v", MaxSize, err)
+	}
+}

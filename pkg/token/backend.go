@@ -122,8 +122,13 @@ type createInput struct {
 
 func parseCreate(d map[string]any) (*createInput, error) {
 	in := &createInput{renewable: true}
-	var err error
-	if in.policies, err = logical.ParseCommaStrings(d["policies"]); err != nil {
+	// The core has already made the list canonical (CanonicalData); a
+	// caller that skipped it is held to the same rule.
+	ps, err := canonicalPolicies(d["policies"])
+	if err != nil {
+		return nil, err
+	}
+	if in.policies, err = logical.ParseCommaStrings(ps); err != nil {
 		return nil, logical.Errorf("policies: %v", err)
 	}
 	bools := []struct {
@@ -638,4 +643,96 @@ func (s *Store) handleRevokeOrphan(ctx context.Context, req *logical.Request) (*
 		return nil, err
 	}
 	return nil, s.revokeOrphan(ctx, e)
+}
+
+// CanonicalData puts a create request's list fields in the shape the
+// backend reads them, before the ACL checks them: "policies" and "meta"
+// are split on commas into a list of their elements, so that
+// allowed_parameters and denied_parameters judge each policy name and
+// each key=value pair rather than the string "apps,ops". A policy name
+// that the backend would lower-case or trim, and an empty one, are
+// refused with the canonical form: mapping them after the check let
+// policies=OPS past a deny on "ops". The booleans become true or false,
+// so that "1" cannot pass for something other than "true".
+func (b *backend) CanonicalData(req *logical.Request) error {
+	switch strings.Trim(req.Path, "/") {
+	case "create", "create-orphan":
+	default:
+		return nil
+	}
+	d := req.Data
+	if v, ok := d["policies"]; ok {
+		ps, err := canonicalPolicies(v)
+		if err != nil {
+			return err
+		}
+		d["policies"] = ps
+	}
+	if v, ok := d["meta"]; ok {
+		switch v.(type) {
+		case map[string]any, map[string]string:
+		default:
+			if pairs, err := logical.ParseCommaStrings(v); err == nil {
+				d["meta"] = toAny(pairs)
+			}
+		}
+	}
+	for _, name := range []string{"no_default_policy", "no_parent", "renewable"} {
+		if v, ok := d[name]; ok {
+			if x, err := logical.ParseBool(v); err == nil {
+				d[name] = x
+			}
+		}
+	}
+	return nil
+}
+
+// canonicalPolicies splits a policies value (one comma-separated string
+// or a list of them) into the list of names the backend acts on, and
+// refuses any name that is not already in canonical form.
+func canonicalPolicies(v any) (any, error) {
+	var parts []string
+	switch x := v.(type) {
+	case nil:
+		return v, nil
+	case string:
+		if x == "" {
+			return v, nil // no policies: the parent's
+		}
+		parts = strings.Split(x, ",")
+	case []string:
+		for _, e := range x {
+			parts = append(parts, strings.Split(e, ",")...)
+		}
+	case []any:
+		for _, e := range x {
+			parts = append(parts, strings.Split(logical.String(e), ",")...)
+		}
+	default:
+		return v, nil // the backend refuses it
+	}
+	want := make([]string, 0, len(parts))
+	for _, p := range parts {
+		if p = strings.ToLower(strings.TrimSpace(p)); p != "" {
+			want = append(want, p)
+		}
+	}
+	for _, p := range parts {
+		norm := strings.ToLower(strings.TrimSpace(p))
+		switch {
+		case norm == "":
+			return nil, logical.Errorf("policies: %q holds an empty policy name; use %q", strings.Join(parts, ","), strings.Join(want, ","))
+		case norm != p:
+			return nil, logical.Errorf("policies: policy name %q is not canonical: policy names are lower case without surrounding white space; use %q", p, strings.Join(want, ","))
+		}
+	}
+	return toAny(parts), nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }

@@ -154,7 +154,14 @@ func TestCreatePolicies(t *testing.T) {
 	}{
 		{"root asks apps: default added", h.root, false, map[string]any{"policies": "apps"}, []string{"apps", "default"}, nil, ""},
 		{"root, no_default_policy", h.root, false, map[string]any{"policies": "apps", "no_default_policy": true}, []string{"apps"}, nil, ""},
-		{"names lower-cased, trimmed, deduplicated", h.root, false, map[string]any{"policies": " Apps ,DB,apps"}, []string{"apps", "db", "default"}, nil, ""},
+		// Issue 12: names used to be lower-cased and trimmed after the ACL
+		// check, which let policies=OPS past a deny on "ops"; now a name
+		// not in canonical form is refused, naming that form.
+		{"upper-case name refused", h.root, false, map[string]any{"policies": "apps,DB"}, nil, nil, `policies: policy name "DB" is not canonical: policy names are lower case without surrounding white space; use "apps,db"`},
+		{"name with white space refused", h.root, false, map[string]any{"policies": "apps, db"}, nil, nil, `policies: policy name " db" is not canonical: policy names are lower case without surrounding white space; use "apps,db"`},
+		{"name in a list refused", h.root, false, map[string]any{"policies": []any{"apps", "Db"}}, nil, nil, `policies: policy name "Db" is not canonical: policy names are lower case without surrounding white space; use "apps,db"`},
+		{"empty name refused", h.root, false, map[string]any{"policies": "apps,,db"}, nil, nil, `policies: "apps,,db" holds an empty policy name; use "apps,db"`},
+		{"names deduplicated", h.root, false, map[string]any{"policies": "apps,db,apps"}, []string{"apps", "db", "default"}, nil, ""},
 		{"list given by repeated key", h.root, false, map[string]any{"policies": []string{"db", "apps"}}, []string{"apps", "db", "default"}, nil, ""},
 		{"missing policy warns", h.root, false, map[string]any{"policies": "nope,apps"}, []string{"apps", "default", "nope"}, []string{`Policy "nope" does not exist`}, ""},
 		{"root in a list eclipses the rest", h.root, false, map[string]any{"policies": "apps,root"}, []string{"root"}, nil, ""},

@@ -18,9 +18,10 @@
 //     to create exists under exactly that name before committing; a failure
 //     at any point leaves no role behind.
 //   - Default revocation really removes the role: NOLOGIN, terminate its
-//     sessions, REASSIGN OWNED/DROP OWNED in every database where it owns or
-//     holds anything, then DROP ROLE IF EXISTS. A role already gone is
-//     success. Many roles are revoked in a few round trips.
+//     sessions, revoke every grant it holds as that grant's grantor and
+//     REASSIGN OWNED/DROP OWNED what it owns, in every database, then DROP
+//     ROLE IF EXISTS, with a superuser admin or a CREATEROLE one. A role
+//     already gone is success. Many roles are revoked in a few round trips.
 //   - Errors never contain the connection password: it is replaced with
 //     [password] in every error this package returns. Wrapped causes stay
 //     reachable through errors.As for their SQLSTATE; do not print their

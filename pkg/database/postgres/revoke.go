@@ -156,13 +156,16 @@ FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.su
 	}
 
 	// 2. End the sessions already open.
-	if err := db.terminate(ctx, conn, present); err != nil {
+	granted, err := db.terminate(ctx, conn, present, adm)
+	if err != nil {
+		db.giveBack(ctx, conn, granted)
 		return errs, err
 	}
 
 	// 3. Ownership and privileges, database by database. Roles the admin
 	// cannot tear down keep their error and are not dropped.
-	stuck, granted, err := db.dropOwned(ctx, conn, present, adm)
+	stuck, more, err := db.dropOwned(ctx, conn, present, adm)
+	granted = union(granted, more)
 	if err != nil {
 		db.giveBack(ctx, conn, granted)
 		return errs, err
@@ -200,8 +203,29 @@ func (db *DB) giveBack(ctx context.Context, conn *pgx.Conn, granted []string) {
 
 // terminate ends every session logged in as one of names and waits for it
 // to exit (PostgreSQL 14+), so DROP ROLE does not leave a session running
-// as a role that no longer exists.
-func (db *DB) terminate(ctx context.Context, conn *pgx.Conn, names []string) error {
+// as a role that no longer exists. Ending another role's session takes its
+// privileges or pg_signal_backend; an admin with neither (a CREATEROLE
+// admin) first grants itself membership in the roles that have sessions,
+// and returns them.
+func (db *DB) terminate(ctx context.Context, conn *pgx.Conn, names []string, adm adminRole) ([]string, error) {
+	var granted []string
+	if !adm.super {
+		var need []string
+		q := `SELECT coalesce(array_agg(DISTINCT usename::text), '{}') FROM pg_stat_activity
+WHERE usename = ANY($1) AND NOT pg_has_role('pg_signal_backend', 'USAGE') AND NOT pg_has_role(usename, 'USAGE')`
+		if err := db.queryRow(ctx, conn, q, []any{names}, &need); err != nil {
+			return nil, fmt.Errorf("terminate sessions: %w", err)
+		}
+		if len(need) > 0 {
+			if err := db.exec(ctx, conn, db.grantSelf(need)); err != nil {
+				if sqlState(err) == "42501" {
+					err = membershipHint(err, need, adm.name, db.version, "to end their sessions")
+				}
+				return nil, fmt.Errorf("terminate sessions: %w", err)
+			}
+			granted = need
+		}
+	}
 	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()`
 	args := []any{names, terminateWait.Milliseconds()}
 	if db.version < 140000 {
@@ -210,9 +234,20 @@ func (db *DB) terminate(ctx context.Context, conn *pgx.Conn, names []string) err
 	}
 	var n int64
 	if err := db.queryRow(ctx, conn, q, args, &n); err != nil {
-		return fmt.Errorf("terminate sessions: %w", err)
+		return granted, fmt.Errorf("terminate sessions: %w", err)
 	}
-	return nil
+	return granted, nil
+}
+
+// grantSelf is the statement that makes the admin a member of roles, with
+// their privileges and SET ROLE on PostgreSQL 16+, where that is no longer
+// what a GRANT gives by default.
+func (db *DB) grantSelf(roles []string) string {
+	grant := "GRANT " + identList(roles) + " TO CURRENT_USER"
+	if db.version >= 160000 {
+		grant += " WITH INHERIT TRUE, SET TRUE"
+	}
+	return grant
 }
 
 // adminRole is who the admin connection acts as.
@@ -490,12 +525,8 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 		}
 	}
 	rest, needMembership = keep(rest), keep(needMembership)
-	for _, r := range needMembership {
-		grant := "GRANT " + pgx.Identifier{r}.Sanitize() + " TO CURRENT_USER"
-		if db.version >= 160000 {
-			grant += " WITH INHERIT TRUE, SET TRUE"
-		}
-		b.WriteString(grant + ";")
+	if len(needMembership) > 0 {
+		b.WriteString(db.grantSelf(needMembership) + ";")
 	}
 	if len(rest) > 0 {
 		list := identList(rest)
@@ -508,7 +539,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 	err = db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) })
 	if err != nil {
 		if len(needMembership) > 0 && sqlState(err) == "42501" {
-			err = membershipHint(err, needMembership, adm.name, db.version)
+			err = membershipHint(err, needMembership, adm.name, db.version, "to reassign and drop what they own")
 		}
 		return nil, err
 	}
@@ -548,17 +579,17 @@ type PrivilegeError struct {
 func (e *PrivilegeError) Error() string { return e.msg }
 func (e *PrivilegeError) Unwrap() error { return e.err }
 
-// membershipHint explains a refused GRANT "role" TO CURRENT_USER, which
-// REASSIGN OWNED and DROP OWNED need a non-superuser admin to make.
-func membershipHint(err error, roles []string, admin string, version int) error {
+// membershipHint explains a refused GRANT "role" TO CURRENT_USER, which a
+// non-superuser admin makes for why.
+func membershipHint(err error, roles []string, admin string, version int, why string) error {
 	what := "CREATEROLE"
 	fix := "ALTER ROLE " + pgx.Identifier{admin}.Sanitize() + " CREATEROLE"
 	if version >= 160000 {
 		what = "ADMIN OPTION on " + identList(roles)
 		fix = "as a superuser, GRANT " + identList(roles) + " TO " + pgx.Identifier{admin}.Sanitize() + " WITH ADMIN OPTION"
 	}
-	return &PrivilegeError{msg: fmt.Sprintf("admin %s needs the privileges of %s to reassign and drop what it owns, and lacks %s to take them; fix: %s: %v",
-		pgx.Identifier{admin}.Sanitize(), identList(roles), what, fix, err), err: err}
+	return &PrivilegeError{msg: fmt.Sprintf("admin %s needs the privileges of %s %s, and lacks %s to take them; fix: %s: %v",
+		pgx.Identifier{admin}.Sanitize(), identList(roles), why, what, fix, err), err: err}
 }
 
 // dropRoleHint explains a refused DROP ROLE.
@@ -626,7 +657,9 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 		return err
 	}
 	var exists bool
-	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, []any{r.Username}, &exists); err != nil {
+	var adm adminRole
+	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), current_user, rolsuper FROM pg_roles WHERE rolname = current_user`,
+		[]any{r.Username}, &exists, &adm.name, &adm.super); err != nil {
 		return err
 	}
 	if !exists {
@@ -635,14 +668,18 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 	if err := db.exec(ctx, conn, "ALTER ROLE "+pgx.Identifier{r.Username}.Sanitize()+" NOLOGIN"); err != nil {
 		return fmt.Errorf("disable login: %w", err)
 	}
-	if err := db.terminate(ctx, conn, []string{r.Username}); err != nil {
-		return err
-	}
-	return db.retry(ctx, func() error {
-		return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-			return db.execEach(ctx, tx, "revocation", stmts)
+	granted, err := db.terminate(ctx, conn, []string{r.Username}, adm)
+	if err == nil {
+		err = db.retry(ctx, func() error {
+			return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+				return db.execEach(ctx, tx, "revocation", stmts)
+			})
 		})
-	})
+	}
+	if err != nil {
+		db.giveBack(ctx, conn, granted)
+	}
+	return err
 }
 
 var _ querier = (*pgx.Conn)(nil)

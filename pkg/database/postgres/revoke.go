@@ -152,7 +152,7 @@ FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.su
 		b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
 	}
 	if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
-		return errs, fmt.Errorf("disable login: %w", err)
+		return errs, fmt.Errorf("disable login: %w", roleAdminHint(err, present, adm.name, db.version))
 	}
 
 	// 2. End the sessions already open.
@@ -185,7 +185,7 @@ FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.su
 	// 4. The roles themselves; memberships go with them.
 	if err := db.retry(ctx, func() error { return db.exec(ctx, conn, "DROP ROLE IF EXISTS "+identList(drop)) }); err != nil {
 		db.giveBack(ctx, conn, granted)
-		return errs, fmt.Errorf("drop role: %w", dropRoleHint(err, drop, adm.name, db.version))
+		return errs, fmt.Errorf("drop role: %w", roleAdminHint(err, drop, adm.name, db.version))
 	}
 	return errs, nil
 }
@@ -592,18 +592,21 @@ func membershipHint(err error, roles []string, admin string, version int, why st
 		pgx.Identifier{admin}.Sanitize(), identList(roles), why, what, fix, err), err: err}
 }
 
-// dropRoleHint explains a refused DROP ROLE.
-func dropRoleHint(err error, roles []string, admin string, version int) error {
+// roleAdminHint explains a refused ALTER ROLE or DROP ROLE of roles.
+func roleAdminHint(err error, roles []string, admin string, version int) error {
 	if sqlState(err) != "42501" {
 		return err
 	}
 	what := "CREATEROLE"
 	fix := "ALTER ROLE " + pgx.Identifier{admin}.Sanitize() + " CREATEROLE"
 	if version >= 160000 {
+		// On 16+ CREATE ROLE gives the creator ADMIN OPTION only when it
+		// is not a superuser: roles made by another admin, or by this one
+		// while it was a superuser, lack it.
 		what = "CREATEROLE and ADMIN OPTION on " + identList(roles)
 		fix = "as a superuser, GRANT " + identList(roles) + " TO " + pgx.Identifier{admin}.Sanitize() + " WITH ADMIN OPTION (and ALTER ROLE " + pgx.Identifier{admin}.Sanitize() + " CREATEROLE if it lacks it)"
 	}
-	return &PrivilegeError{msg: fmt.Sprintf("admin %s lacks %s, which DROP ROLE needs; fix: %s: %v", pgx.Identifier{admin}.Sanitize(), what, fix, err), err: err}
+	return &PrivilegeError{msg: fmt.Sprintf("admin %s lacks %s, which disabling and dropping a role need; fix: %s: %v", pgx.Identifier{admin}.Sanitize(), what, fix, err), err: err}
 }
 
 func identList(names []string) string {

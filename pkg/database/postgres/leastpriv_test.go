@@ -252,3 +252,17 @@ func wantAdminOption(t *testing.T, err error, name, admin string) {
 		t.Fatalf("err = %v\nwant prefix %s", err, want)
 	}
 }
+
+// The server version is known whatever the server reports at login (only
+// 18+ sends server_version_num): the revocation's 14+ and 16+ paths
+// depend on it.
+func TestServerVersionKnown(t *testing.T) {
+	f := setup(t)
+	var want int
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT current_setting('server_version_num')::int`).Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	if f.db.version != want {
+		t.Errorf("version = %d, want %d", f.db.version, want)
+	}
+}

@@ -160,8 +160,8 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 	// rawstore: changes the store file with plain bbolt, as anyone who may
 	// write it can without a key (script_raw_test.go).
 	"rawstore": cmdRawStore,
-	// sql QUERY...: runs the query as the superuser in the script's
-	// database and prints each row as values joined by "|".
+	// sql QUERY... | sql -f FILE: runs the query as the superuser in the
+	// script's database and prints each row as values joined by "|".
 	"sql": func(ts *testscript.TestScript, neg bool, args []string) {
 		p := pgOf(ts)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -171,7 +171,12 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			ts.Fatalf("sql: connect: %v", err)
 		}
 		defer conn.Close(ctx)
-		rows, err := conn.Query(ctx, expandBraced(ts, strings.Join(args, " ")), pgx.QueryExecModeSimpleProtocol)
+		q := strings.Join(args, " ")
+		if len(args) == 2 && args[0] == "-f" {
+			// sql -f FILE runs FILE verbatim, as psql -f would.
+			q = ts.ReadFile(args[1])
+		}
+		rows, err := conn.Query(ctx, expandBraced(ts, q), pgx.QueryExecModeSimpleProtocol)
 		if err == nil {
 			var out bytes.Buffer
 			for rows.Next() {

@@ -29,6 +29,15 @@ type dbConfig struct {
 	RootRotationStatements []string    `json:"root_credentials_rotate_statements"`
 	VerifyConnection       bool        `json:"verify_connection"`
 	Connection             connDetails `json:"connection_details"`
+	// Admin is what the last verified write found the admin may do.
+	Admin *adminCheck `json:"admin_check,omitempty"`
+}
+
+// adminCheck is the server version and the admin's privilege verdict, as
+// postgres.CheckAdmin found them.
+type adminCheck struct {
+	ServerVersion string `json:"server_version"`
+	Verdict       string `json:"admin_privileges"`
 }
 
 // connDetails are the plugin's settings. The pool settings are accepted
@@ -147,6 +156,8 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	}
 	_, passwordSent := d["password"]
 	_, usernameSent := d["username"]
+	var warnings []string
+	cfg.Admin = nil // found again below, or unknown
 	if cfg.VerifyConnection {
 		var db *postgres.DB
 		if old != nil && !passwordSent && !usernameSent {
@@ -159,6 +170,13 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		if err != nil {
 			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
 		}
+		check, err := db.CheckAdmin(ctx)
+		if err != nil {
+			db.Close(context.WithoutCancel(ctx))
+			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
+		}
+		cfg.Admin = &adminCheck{ServerVersion: check.ServerVersion, Verdict: check.Verdict}
+		warnings = check.Warnings
 		if err := db.Close(context.WithoutCancel(ctx)); err != nil {
 			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
 		}
@@ -178,11 +196,16 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		return nil, err
 	}
 	if _, found := redactURL(cfg.Connection.ConnectionURL); found {
-		resp := &logical.Response{}
-		resp.AddWarning("%s", inlinePasswordWarning)
-		return resp, nil
+		warnings = append([]string{inlinePasswordWarning}, warnings...)
 	}
-	return nil, nil
+	if len(warnings) == 0 {
+		return nil, nil
+	}
+	resp := &logical.Response{}
+	for _, w := range warnings {
+		resp.AddWarning("%s", w)
+	}
+	return resp, nil
 }
 
 func applyConfigFields(cfg *dbConfig, d map[string]any) error {
@@ -284,7 +307,7 @@ func (b *Backend) configRead(ctx context.Context, req *logical.Request, name str
 	if cfg.Connection.MaxConnectionLifetime != "" {
 		details["max_connection_lifetime"] = cfg.Connection.MaxConnectionLifetime
 	}
-	return &logical.Response{Data: map[string]any{
+	resp := &logical.Response{Data: map[string]any{
 		"allowed_roles":                      nonNil(cfg.AllowedRoles),
 		"connection_details":                 details,
 		"password_policy":                    "",
@@ -292,7 +315,12 @@ func (b *Backend) configRead(ctx context.Context, req *logical.Request, name str
 		"plugin_version":                     "",
 		"root_credentials_rotate_statements": nonNil(cfg.RootRotationStatements),
 		"verify_connection":                  cfg.VerifyConnection,
-	}}, nil
+	}}
+	if cfg.Admin != nil {
+		resp.Data["server_version"] = cfg.Admin.ServerVersion
+		resp.Data["admin_privileges"] = cfg.Admin.Verdict
+	}
+	return resp, nil
 }
 
 // configDelete removes the connection. Like Vault it leaves the leases

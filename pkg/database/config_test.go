@@ -35,6 +35,10 @@ func TestConfigWriteReadMergeListDelete(t *testing.T) {
 		"plugin_version":                     "",
 		"root_credentials_rotate_statements": []string{},
 		"verify_connection":                  true,
+		// What the verified write found: the server's version and what
+		// the admin may do.
+		"server_version":   serverVersion(t, e),
+		"admin_privileges": "superuser",
 	}
 	got := e.must(logical.ReadOperation, "config/pg", nil)
 	if g, w := jsonOf(t, got.Data), jsonOf(t, want); g != w {

@@ -18,9 +18,10 @@
 //     to create exists under exactly that name before committing; a failure
 //     at any point leaves no role behind.
 //   - Default revocation really removes the role: NOLOGIN, terminate its
-//     sessions, REASSIGN OWNED/DROP OWNED in every database where it owns or
-//     holds anything, then DROP ROLE IF EXISTS. A role already gone is
-//     success. Many roles are revoked in a few round trips.
+//     sessions, revoke every grant it holds as that grant's grantor and
+//     REASSIGN OWNED/DROP OWNED what it owns, in every database, then DROP
+//     ROLE IF EXISTS, with a superuser admin or a CREATEROLE one. A role
+//     already gone is success. Many roles are revoked in a few round trips.
 //   - Errors never contain the connection password: it is replaced with
 //     [password] in every error this package returns. Wrapped causes stay
 //     reachable through errors.As for their SQLSTATE; do not print their
@@ -268,14 +269,28 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 		return nil, db.redact(connectError(cc, err))
 	}
 	if db.version == 0 {
-		db.version, _ = strconv.Atoi(conn.PgConn().ParameterStatus("server_version_num"))
-		if db.version == 0 {
-			// PostgreSQL < 10 reports only server_version; lessor needs
-			// SCRAM (PostgreSQL 10+) anyway.
-			db.version = 100000
-		}
+		db.version = versionNum(conn.PgConn())
 	}
 	return conn, nil
+}
+
+// versionNum is the server's version as server_version_num would give it.
+// Only PostgreSQL 18+ reports server_version_num when a session starts;
+// older servers report server_version ("17.10", "16.4 (Debian …)"), whose
+// major and minor numbers say as much. Anything unreadable counts as 10,
+// the oldest server with SCRAM, which lessor needs anyway.
+func versionNum(pc *pgconn.PgConn) int {
+	if n, err := strconv.Atoi(pc.ParameterStatus("server_version_num")); err == nil && n > 0 {
+		return n
+	}
+	v, _, _ := strings.Cut(pc.ParameterStatus("server_version"), " ")
+	major, minor, _ := strings.Cut(v, ".")
+	ma, err := strconv.Atoi(major)
+	if err != nil || ma < 10 {
+		return 100000
+	}
+	mi, _ := strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
+	return ma*10000 + mi
 }
 
 // connectError says where the connection went and why it failed, without

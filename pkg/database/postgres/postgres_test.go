@@ -222,6 +222,9 @@ $$;`, `GRANT USAGE ON SCHEMA app TO "{{name}}";`})
 
 func TestCreateUserBeginAtomic(t *testing.T) {
 	f := setup(t)
+	if f.db.version < 140000 {
+		t.Skip("BEGIN ATOMIC bodies are PostgreSQL 14+")
+	}
 	name := newName(t, "v-atomic")
 	f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN;
 CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM items; END;

@@ -449,3 +449,58 @@ ORDER BY r.rolname`, prefix)
 	}
 	return out, pgError(rows.Err())
 }
+
+// AdminCheck is what the admin may do on the server, as seen when a
+// connection is configured.
+type AdminCheck struct {
+	// ServerVersion is the server's server_version, e.g. "17.10".
+	ServerVersion string
+	Superuser     bool
+	CreateRole    bool
+	// Verdict is "superuser", "createrole" (on PostgreSQL 16+ "createrole
+	// (revokes the roles it created)") or "cannot create roles".
+	Verdict string
+	// Warnings say what the admin lacks and the statement that gives it.
+	Warnings []string
+}
+
+// CheckAdmin reads the admin's attributes and says whether it can create
+// and revoke roles on this server version.
+func (db *DB) CheckAdmin(ctx context.Context) (AdminCheck, error) {
+	c, err := db.checkAdmin(ctx)
+	if err != nil {
+		return c, db.redact(fmt.Errorf("check admin privileges: %w", err))
+	}
+	return c, nil
+}
+
+func (db *DB) checkAdmin(ctx context.Context) (AdminCheck, error) {
+	var c AdminCheck
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return c, err
+	}
+	var name string
+	err = db.queryRow(ctx, conn, `SELECT current_setting('server_version'), current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
+		nil, &c.ServerVersion, &name, &c.Superuser, &c.CreateRole)
+	if err != nil {
+		return c, err
+	}
+	admin := pgx.Identifier{name}.Sanitize()
+	switch {
+	case c.Superuser:
+		c.Verdict = "superuser"
+	case c.CreateRole:
+		c.Verdict = "createrole"
+		if db.version >= 160000 {
+			// Its CREATE ROLE gives it ADMIN OPTION, which DROP ROLE needs.
+			c.Verdict = "createrole (revokes the roles it created)"
+		}
+	default:
+		c.Verdict = "cannot create roles"
+		c.Warnings = append(c.Warnings, fmt.Sprintf("admin %s has neither SUPERUSER nor CREATEROLE, so it can neither create nor revoke roles; fix: ALTER ROLE %s CREATEROLE", admin, admin))
+	}
+	return c, nil
+}

@@ -164,3 +164,51 @@ func pathWithoutLessor(goDir string) string {
 	}
 	return strings.Join(keep, string(filepath.ListSeparator))
 }
+
+// The README's least-privilege recipe is the SQL that
+// least_privilege_recipe.txtar runs: the same statements, in the same
+// order, so that what the README tells a DBA to run is what is tested.
+func TestReadmeLeastPrivilegeRecipeIsTested(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Least-privilege admin\n")
+	if !ok {
+		t.Fatal("README.md has no section \"## Least-privilege admin\"")
+	}
+	_, block, ok := strings.Cut(section, "```sql\n")
+	if !ok {
+		t.Fatal("README.md's least-privilege section has no ```sql block")
+	}
+	block, _, _ = strings.Cut(block, "```")
+
+	script, err := os.ReadFile(filepath.Join("..", "testdata", "script", "least_privilege_recipe.txtar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tested, ok := strings.Cut(string(script), "\n-- as-master.sql --\n")
+	if !ok {
+		t.Fatal("least_privilege_recipe.txtar has no as-master.sql")
+	}
+	if loc := regexp.MustCompile(`(?m)^-- \S+ --$`).FindStringIndex(tested); loc != nil {
+		tested = tested[:loc[0]] // the next file of the archive
+	}
+
+	statements := func(sql string, skipSetRole bool) []string {
+		var out []string
+		for _, line := range strings.Split(sql, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "--") || skipSetRole && strings.HasPrefix(line, "SET ROLE ") {
+				continue
+			}
+			out = append(out, line)
+		}
+		return out
+	}
+	want, got := statements(block, false), statements(tested, true)
+	if len(want) == 0 || strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("the README's recipe is not what least_privilege_recipe.txtar runs:\nREADME:\n%s\n\ntested:\n%s",
+			strings.Join(want, "\n"), strings.Join(got, "\n"))
+	}
+}

@@ -50,6 +50,36 @@ func (s *systemBackend) ExistenceCheck(ctx context.Context, req *logical.Request
 	return false, false, nil
 }
 
+// CanonicalData lifts a mount's nested config map ({"config":
+// {"max_lease_ttl": …}}, as Vault's API sends it) to the top-level keys
+// parseMountConfig reads, so that allowed_parameters and
+// denied_parameters on "max_lease_ttl" judge the value that takes effect
+// whichever way it was sent.
+func (s *systemBackend) CanonicalData(req *logical.Request) error {
+	if req.Operation != logical.CreateOperation && req.Operation != logical.UpdateOperation {
+		return nil
+	}
+	if !strings.HasPrefix(req.Path, "mounts/") {
+		return nil
+	}
+	raw, ok := req.Data["config"]
+	if !ok {
+		return nil
+	}
+	cfg, ok := raw.(map[string]any)
+	if !ok {
+		return logical.Errorf("config: want a map of mount settings, got %T", raw)
+	}
+	for k, v := range cfg {
+		if _, dup := req.Data[k]; dup {
+			return logical.Errorf("%s is given both at the top level and in config; give it once", k)
+		}
+		req.Data[k] = v
+	}
+	delete(req.Data, "config")
+	return nil
+}
+
 func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	c := s.c
 	p := strings.TrimSuffix(req.Path, "/")

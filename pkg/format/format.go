@@ -154,7 +154,14 @@ func writeField(w, errw io.Writer, warnings []string, val any, format string, tt
 	var err error
 	switch format {
 	case formatTable:
-		out = []byte(Value(val))
+		v := Value(val)
+		if tty {
+			// On a terminal a field is read, not parsed: escape what
+			// would drive the terminal, as tables do. Piped, it is the
+			// exact value a script asked for.
+			v = escapeControls(v)
+		}
+		out = []byte(v)
 	case formatJSON:
 		// No newline of its own: as for the table value, one is added
 		// only on a terminal.

@@ -743,3 +743,24 @@ func TestIndentJSONEscapesC1(t *testing.T) {
 		}
 	}
 }
+
+// -field on a terminal escapes control characters as tables do; piped, it
+// gives the exact value.
+func TestFieldEscapesControlsOnlyOnATerminal(t *testing.T) {
+	resp := &logical.Response{Data: map[string]any{"description": "x\x1b]0;pwned\x07"}}
+	for _, tc := range []struct {
+		tty  bool
+		want string
+	}{
+		{true, `x\x1b]0;pwned\a` + "\n"},
+		{false, "x\x1b]0;pwned\x07"},
+	} {
+		var b bytes.Buffer
+		if err := Secret(&b, io.Discard, resp, Options{Format: "table", Field: "description", TTY: tc.tty}); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("-field, tty=%v: %q, want %q", tc.tty, b.String(), tc.want)
+		}
+	}
+}

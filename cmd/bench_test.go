@@ -39,24 +39,27 @@ import (
 )
 
 // benchRig is one benchmark's world: the built binaries, a database with
-// six tables and a group role that may read them, an admin role for lessor,
-// and any number of lessor stores.
+// six tables and a group role that may read them, an admin role for lessor
+// (a superuser, and on demand a CREATEROLE one), and any number of lessor
+// stores.
 type benchRig struct {
 	t         *testing.T
 	bin       string // directory of the built binaries
 	adminURL  *url.URL
 	dbName    string
 	group     string // the group role issued roles are granted
-	lessorAdm string // the PostgreSQL role lessor connects as
+	lessorAdm string // the PostgreSQL role lessor connects as: a superuser
+	crAdm     string // a CREATEROLE admin, once createRoleAdmin made it
 	admConn   *pgx.Conn
 	storeIDs  []string // of every store made, to find their roles
 }
 
 // benchStore is one initialised lessor store with the database engine
-// mounted, configured, and two roles: "group" (GRANT of the group role)
-// and "tables6" (six per-table grants).
+// mounted, configured to connect as admin, and two roles: "group" (GRANT
+// of the group role) and "tables6" (six per-table grants).
 type benchStore struct {
 	rig     *benchRig
+	admin   string
 	home    string
 	env     []string
 	storeID string
@@ -193,6 +196,9 @@ func (r *benchRig) cleanup() {
 	}
 	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 	names = append(names, r.group, r.lessorAdm)
+	if r.crAdm != "" {
+		names = append(names, r.crAdm)
+	}
 	for len(names) > 0 {
 		n := min(len(names), 1000)
 		var b strings.Builder
@@ -221,11 +227,15 @@ func mustExec(t *testing.T, c *pgx.Conn, sql string) {
 
 // newStore initialises a store (key file, or passphrase when pass is not
 // empty) and configures the database engine through the binary, as an
-// operator would.
-func (r *benchRig) newStore(pass string) *benchStore {
+// operator would, with the superuser admin.
+func (r *benchRig) newStore(pass string) *benchStore { return r.newStoreAs(pass, r.lessorAdm) }
+
+// newStoreAs is newStore with lessor connecting as admin, whose password
+// is the superuser admin's.
+func (r *benchRig) newStoreAs(pass, admin string) *benchStore {
 	t := r.t
 	home := t.TempDir()
-	s := &benchStore{rig: r, home: home}
+	s := &benchStore{rig: r, admin: admin, home: home}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "LESSOR_") && !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "XDG_") {
 			s.env = append(s.env, kv)
@@ -254,7 +264,7 @@ func (r *benchRig) newStore(pass string) *benchStore {
 		port = "5432"
 	}
 	s.lessor("write", "database/config/pg", "plugin_name=postgresql-database-plugin",
-		"allowed_roles=group,tables6", "username="+r.lessorAdm, "password=@"+filepath.Join(home, "pw"),
+		"allowed_roles=group,tables6", "username="+admin, "password=@"+filepath.Join(home, "pw"),
 		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%s/%s?sslmode=disable", host, port, r.dbName))
 	writeFile(t, filepath.Join(home, "group.sql"),
 		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT `+ident(r.group)+` TO "{{name}}";`)
@@ -612,17 +622,36 @@ func TestBenchConcurrency(t *testing.T) {
 
 // TestBenchReap is target 4: one `lessor reap` revoking 10,000 due leases
 // whose roles really exist, once with roles that are members of a group
-// role and once with roles holding six per-table grants.
+// role and once with roles holding six per-table grants; and, right after
+// the group case, the group case again with lessor connecting as a
+// CREATEROLE admin instead of a superuser (issue 13), for the ratio of the
+// two rates in one run.
 func TestBenchReap(t *testing.T) {
 	r := requireBench(t)
 	n := 10000
 	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_REAP")); err == nil && v > 0 {
 		n = v
 	}
-	for _, kind := range []string{"group", "tables6"} {
-		s := r.newStore("")
-		s.dueLeases(n, kind)
+	cases := []struct {
+		kind, admin, label string
+	}{
+		{"group", r.lessorAdm, "group"},
+		{"group", r.createRoleAdmin(), "group, CREATEROLE admin"},
+		{"tables6", r.lessorAdm, "tables6"},
+	}
+	rate := map[string]float64{}
+	for _, c := range cases {
+		s := r.newStoreAs("", c.admin)
+		s.dueLeases(n, c.kind)
 		ctx := context.Background()
+		prefix := "bench-" + c.kind + "-" + s.storeID[:8] + "-%"
+		var before int
+		if err := r.admConn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, prefix).Scan(&before); err != nil {
+			t.Fatal(err)
+		}
+		if before != n {
+			t.Fatalf("%s: %d roles before reaping, want %d", c.label, before, n)
+		}
 		// The template lease is not due; everything added is.
 		peak := 0
 		stop := make(chan struct{})
@@ -638,9 +667,9 @@ func TestBenchReap(t *testing.T) {
 					return
 				default:
 				}
-				var c int
-				if err := mc.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, r.lessorAdm).Scan(&c); err == nil {
-					peak = max(peak, c)
+				var conns int
+				if err := mc.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, c.admin).Scan(&conns); err == nil {
+					peak = max(peak, conns)
 				}
 				time.Sleep(2 * time.Millisecond)
 			}
@@ -659,26 +688,64 @@ func TestBenchReap(t *testing.T) {
 			t.Fatalf("reap output: %v\n%s", err, res.out)
 		}
 		var left int
-		if err := r.admConn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, "bench-"+kind+"-"+s.storeID[:8]+"-%").Scan(&left); err != nil {
+		if err := r.admConn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE $1`, prefix).Scan(&left); err != nil {
 			t.Fatal(err)
 		}
-		report(t, fmt.Sprintf("reap %d (%s): rate", n, kind), fmt.Sprintf("%.0f leases/s (%s)", float64(sum.Revoked)/res.wall.Seconds(), res.wall.Round(time.Millisecond)), ">= 2000/s")
-		floor := r.reapFloor(n, kind)
-		report(t, fmt.Sprintf("reap %d (%s): SQL floor, lessor / floor", n, kind), fmt.Sprintf("%.0f roles/s (%s), %.2fx", float64(n)/floor.Seconds(), floor.Round(time.Millisecond), float64(res.wall)/float64(floor)), "")
-		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, kind), fmt.Sprintf("%d, %d, %d, %d", sum.Revoked, sum.Failed, left, s.leaseCount()), fmt.Sprintf("%d, 0, 0, 1", n))
-		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, kind), fmt.Sprintf("%d, %s", peak, mib(res.rss)), "< 64 MiB")
-		if sum.Revoked != n || left != 0 {
-			t.Errorf("%s: revoked %d of %d, %d roles left", kind, sum.Revoked, n, left)
+		leases := s.leaseCount()
+		rate[c.label] = float64(sum.Revoked) / res.wall.Seconds()
+		report(t, fmt.Sprintf("reap %d (%s): rate", n, c.label), fmt.Sprintf("%.0f leases/s (%s)", rate[c.label], res.wall.Round(time.Millisecond)), ">= 2000/s")
+		if c.admin == r.lessorAdm {
+			floor := r.reapFloor(n, c.kind)
+			report(t, fmt.Sprintf("reap %d (%s): SQL floor, lessor / floor", n, c.label), fmt.Sprintf("%.0f roles/s (%s), %.2fx", float64(n)/floor.Seconds(), floor.Round(time.Millisecond), float64(res.wall)/float64(floor)), "")
+		}
+		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, c.label), fmt.Sprintf("%d, %d, %d, %d", sum.Revoked, sum.Failed, left, leases), fmt.Sprintf("%d, 0, 0, 1", n))
+		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, c.label), fmt.Sprintf("%d, %s", peak, mib(res.rss)), "< 64 MiB")
+		// n roles existed and none is left; n revocations succeeded and
+		// only the template lease remains, so each due lease was revoked
+		// exactly once.
+		if sum.Revoked != n || sum.Failed != 0 || left != 0 || leases != 1 {
+			t.Errorf("%s: revoked %d of %d, %d failed, %d roles left, %d leases left (want 1)", c.label, sum.Revoked, n, sum.Failed, left, leases)
 		}
 	}
+	su, cr := rate["group"], rate["group, CREATEROLE admin"]
+	report(t, fmt.Sprintf("reap %d (group): CREATEROLE / superuser admin", n), fmt.Sprintf("%.0f / %.0f leases/s = %.2fx", cr, su, cr/su), "")
+}
+
+// createRoleAdmin makes, once, a least-privilege admin for lessor (the
+// recipe of issue 13): LOGIN and CREATEROLE and no other attribute, the
+// superuser admin's password, and the group role WITH ADMIN OPTION, so
+// that it may grant the group (PostgreSQL 16+ asks for that; 15 lets
+// CREATEROLE grant any role but a superuser).
+func (r *benchRig) createRoleAdmin() string {
+	if r.crAdm == "" {
+		name := strings.Replace(r.lessorAdm, "_admin_", "_cradmin_", 1)
+		mustExec(r.t, r.admConn, "CREATE ROLE "+ident(name)+" LOGIN CREATEROLE PASSWORD 'bench-admin-pw'")
+		r.crAdm = name
+		mustExec(r.t, r.admConn, "GRANT "+ident(r.group)+" TO "+ident(name)+" WITH ADMIN OPTION")
+	}
+	return r.crAdm
 }
 
 // dueLeases creates n roles in PostgreSQL, members of the group role
 // (kind "group") or holding six per-table grants ("tables6"), and a due
 // lease for each, plus one lease lessor issues itself, which is not due.
+// A store with the superuser admin gets roles made by the bench's
+// superuser, as before; one with another admin gets roles that admin
+// made, as lessor would have (on PostgreSQL 16+ their creator holds ADMIN
+// OPTION on them, which revocation relies on).
 func (s *benchStore) dueLeases(n int, kind string) {
+	r := s.rig
 	s.lessor("read", "database/creds/group") // the template lease
-	names := s.rig.benchRoles(fmt.Sprintf("bench-%s-%s-", kind, s.storeID[:8]), n, kind)
+	c := r.admConn
+	if s.admin != r.lessorAdm {
+		ctx := context.Background()
+		var err error
+		if c, err = pgx.Connect(ctx, r.url(s.admin, "bench-admin-pw", r.dbName)); err != nil {
+			r.t.Fatal(err)
+		}
+		defer c.Close(ctx)
+	}
+	names := r.benchRoles(c, fmt.Sprintf("bench-%s-%s-", kind, s.storeID[:8]), n, kind)
 	// The roles of one set of 1,000 expire in the same second, so that
 	// reap's batches (due order, 500 at a time) fall within a set, as
 	// when the credentials of one role definition are due together.
@@ -687,10 +754,10 @@ func (s *benchStore) dueLeases(n int, kind string) {
 		func(i int) string { return names[i] })
 }
 
-// benchRoles creates n roles named prefix+i, members of the group role
-// (kind "group") or holding six per-table grants ("tables6": the tables
-// of set i/1000), and returns their names.
-func (r *benchRig) benchRoles(prefix string, n int, kind string) []string {
+// benchRoles creates n roles named prefix+i over c, members of the group
+// role (kind "group") or holding six per-table grants ("tables6": the
+// tables of set i/1000), and returns their names.
+func (r *benchRig) benchRoles(c *pgx.Conn, prefix string, n int, kind string) []string {
 	names := make([]string, n)
 	var b strings.Builder
 	for i := range names {
@@ -705,7 +772,7 @@ func (r *benchRig) benchRoles(prefix string, n int, kind string) []string {
 			}
 		}
 		if i%1000 == 999 || i == n-1 {
-			mustExec(r.t, r.admConn, b.String())
+			mustExec(r.t, c, b.String())
 			b.Reset()
 		}
 	}
@@ -729,7 +796,7 @@ func setTables(i int) []string {
 func (r *benchRig) reapFloor(n int, kind string) time.Duration {
 	t := r.t
 	ctx := context.Background()
-	names := r.benchRoles("floor-reap-"+kind+"-"+randID()[:8]+"-", n, kind)
+	names := r.benchRoles(r.admConn, "floor-reap-"+kind+"-"+randID()[:8]+"-", n, kind)
 	start := time.Now()
 	c, err := pgx.Connect(ctx, r.url(r.lessorAdm, "bench-admin-pw", r.dbName))
 	if err != nil {

@@ -43,11 +43,81 @@ func run(ctx context.Context, f *Factory, args []string) int {
 	root.SetIn(f.IO.In)
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.Err)
+	unknown := refuseUnknownSubcommands(root)
 	err := root.ExecuteContext(ctx)
+	if err == nil {
+		err = *unknown
+	}
 	if err != nil {
 		printError(f.IO.Err, err)
 	}
 	return exitCode(err)
+}
+
+// refuseUnknownSubcommands makes a word that names no subcommand of a
+// command group (`lessor lease revok`, `lessor nosuch`) a usage error
+// instead of the group's help and exit 0, so that a script with a typo
+// fails rather than "succeeds" without doing anything. Cobra shows a
+// group's help through its help function whether or not words follow, so
+// the check sits there: the returned error is set, and no help printed,
+// when the group was given a word it does not know.
+func refuseUnknownSubcommands(root *cobra.Command) *error {
+	var unknown error
+	// The root gets an Args of its own, so that cobra sends an unknown
+	// top-level word here too instead of failing with its own multi-line
+	// message and exit code.
+	root.Args = cobra.ArbitraryArgs
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) {
+		if c.HasSubCommands() && !c.Runnable() && c.Flags().Parsed() {
+			if rest := c.Flags().Args(); len(rest) > 0 {
+				unknown = unknownSubcommand(c, rest[0])
+				return
+			}
+		}
+		help(c, args)
+	})
+	// `lessor help lease revok` and `lessor help nosuch` likewise.
+	root.InitDefaultHelpCmd()
+	for _, h := range root.Commands() {
+		if h.Name() != "help" || h.Run == nil {
+			continue
+		}
+		show := h.Run
+		h.Run = nil
+		h.RunE = func(c *cobra.Command, args []string) error {
+			if target, rest, err := root.Find(args); err == nil && target.HasSubCommands() && len(rest) > 0 {
+				return unknownSubcommand(target, rest[0])
+			}
+			show(c, args)
+			return nil
+		}
+	}
+	return &unknown
+}
+
+// vaultOnlyCommands are Vault's top-level commands that lessor has under
+// another name.
+var vaultOnlyCommands = map[string]string{
+	"status": "operator status",
+	"unseal": "operator status",
+	"revoke": "lease revoke",
+}
+
+func unknownSubcommand(c *cobra.Command, word string) error {
+	err := usageErrorf("unknown command %q for %q", word, c.CommandPath())
+	if !c.HasParent() {
+		if alt, ok := vaultOnlyCommands[word]; ok {
+			return withHint(err, "did you mean `lessor %s`?", alt)
+		}
+	}
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // cobra's default, set only on its own path
+	}
+	if s := c.SuggestionsFor(word); len(s) > 0 {
+		return withHint(err, "did you mean `%s %s`?", c.CommandPath(), strings.Join(s, "` or `"+c.CommandPath()+" "))
+	}
+	return withHint(err, "see `%s -h` for its commands", c.CommandPath())
 }
 
 // CommandTree returns lessor's command tree and version for programs that

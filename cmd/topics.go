@@ -51,9 +51,10 @@ func newExitCodesTopic() *cobra.Command {
 		Use:   "exit-codes",
 		Short: "What lessor's exit codes mean",
 		Long: `  0  success
-  1  usage or local error: a wrong flag or argument, bad KEY=VALUE data, a
-     missing or unreadable file, a missing, damaged, tampered or rolled-back
-     store, a wrong unseal key, a -field that is not in the response
+  1  usage or local error: an unknown command, a wrong flag or argument,
+     bad KEY=VALUE data, a missing or unreadable file, a missing, damaged,
+     tampered or rolled-back store, a wrong unseal key, a -field that is not
+     in the response
   2  the operation was refused or failed: permission denied, nothing found
      at the path, a backend or PostgreSQL error
   3  (reap only) reap finished, but some revocations failed; they are

@@ -921,3 +921,65 @@ func TestFaultLostCommitReply(t *testing.T) {
 	e.must("reap")
 	e.noLeases()
 }
+
+// rekey and rotate -reencrypt write a whole new copy of the store before
+// renaming it over the old one. When the disk has no room for that copy,
+// each fails with the system's reason, leaves no partial copy behind, and
+// the store still opens with the same key and holds everything it held.
+func TestFaultStoreRewriteDiskFull(t *testing.T) {
+	t.Parallel()
+	dir := mountTmpfs(t, "1m")
+	c := newCLI(t)
+	c.env["LESSOR_STORE"] = filepath.Join(dir, "lessor.db")
+	c.initStore()
+	body := c.writeFile("p.hcl", policyBody("p", 60000))
+	var written []string
+	for i := range 40 {
+		name := fmt.Sprintf("p%02d", i)
+		if r := c.run("policy", "write", name, body); r.code != 0 {
+			break
+		}
+		written = append(written, name)
+	}
+	// Leave room for small writes but not for a second copy of the store.
+	c.must("policy", "delete", written[len(written)-1])
+	written = written[:len(written)-1]
+	key, err := os.ReadFile(c.env["HOME"] + "/.config/lessor/unseal.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join(append([]string{"default"}, written...), "\n") + "\nroot\n"
+	for _, args := range [][]string{{"operator", "rekey"}, {"operator", "rotate", "-reencrypt"}} {
+		r := c.run(args...)
+		if r.code == 0 || !strings.Contains(r.stderr, "no space left on device") {
+			t.Fatalf("lessor %s on a full disk: exit %d, stderr %q", strings.Join(args, " "), r.code, r.stderr)
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 1 || entries[0].Name() != "lessor.db" {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("after a failed %s the store's directory holds %q, want only lessor.db", strings.Join(args, " "), names)
+		}
+		if got, _ := os.ReadFile(c.env["HOME"] + "/.config/lessor/unseal.key"); !bytes.Equal(got, key) {
+			t.Errorf("a failed %s changed the key file", strings.Join(args, " "))
+		}
+		if m, _ := filepath.Glob(c.env["HOME"] + "/.config/lessor/unseal.key?*"); len(m) > 0 {
+			t.Errorf("a failed %s left %q beside the key file", strings.Join(args, " "), m)
+		}
+		if got := c.must("policy", "list"); got != want {
+			t.Fatalf("after a failed %s, policy list:\n%s\nwant:\n%s", strings.Join(args, " "), got, want)
+		}
+	}
+	c.must("operator", "verify")
+	remount(t, dir, "size=16m")
+	c.must("operator", "rotate", "-reencrypt")
+	c.must("operator", "rekey")
+	if got := c.must("policy", "list"); got != want {
+		t.Fatalf("after rekey with room, policy list:\n%s\nwant:\n%s", got, want)
+	}
+}

@@ -348,14 +348,51 @@ func TestInfo(t *testing.T) {
 
 func TestDefaultKDF(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs Argon2id with 64 MiB")
+		t.Skip("runs Argon2id with 46 and 64 MiB")
 	}
 	b, err := Init(ctx, storage.NewMemory(), passphrase(t, "pw"), InitOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := b.Info().KDF; got != (Argon2Params{Time: 3, MemoryKiB: 65536, Threads: 2}) {
+	if got := b.Info().KDF; got != (Argon2Params{Time: 1, MemoryKiB: 46 * 1024, Threads: 1}) {
 		t.Fatalf("default KDF %+v", got)
+	}
+
+	// A store made with the earlier default keeps its cost, which is in
+	// its header, and still opens; rekeying it to a passphrase takes the
+	// new default.
+	old := Argon2Params{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
+	phys := storage.NewMemory()
+	if _, err := Init(ctx, phys, passphrase(t, "pw"), InitOptions{KDF: old}); err != nil {
+		t.Fatal(err)
+	}
+	b, err = Open(ctx, phys, passphrase(t, "pw"))
+	if err != nil {
+		t.Fatalf("open a store with the earlier default cost: %v", err)
+	}
+	if got := b.Info().KDF; got != old {
+		t.Fatalf("earlier default KDF read back as %+v", got)
+	}
+}
+
+func TestArgon2Floor(t *testing.T) {
+	for _, c := range []struct {
+		p  Argon2Params
+		ok bool
+	}{
+		{Argon2Params{Time: 1, MemoryKiB: 46 * 1024, Threads: 1}, true},
+		{Argon2Params{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}, true},
+		{Argon2Params{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}, true},
+		{Argon2Params{Time: 1, MemoryKiB: 46*1024 - 1, Threads: 1}, false},
+		{Argon2Params{Time: 1, MemoryKiB: 19 * 1024, Threads: 1}, false},
+		{Argon2Params{Time: 2, MemoryKiB: 19*1024 - 1, Threads: 1}, false},
+		{Argon2Params{Time: 0, MemoryKiB: 64 * 1024, Threads: 1}, false},
+		{Argon2Params{Time: 11, MemoryKiB: 64 * 1024, Threads: 1}, false},
+		{Argon2Params{Time: 1, MemoryKiB: 46 * 1024, Threads: 0}, false},
+	} {
+		if err := c.p.Validate(); (err == nil) != c.ok {
+			t.Errorf("%+v: Validate() = %v, want ok=%v", c.p, err, c.ok)
+		}
 	}
 }
 
@@ -483,7 +520,7 @@ func TestHeaderDamageAndTampering(t *testing.T) {
 		{"changed created", true, func(h []byte) { h[32] ^= 1 }, ErrWrongKey, "open barrier: wrong unseal key"},
 		// Outside the range, the reader refuses before running the KDF.
 		{"memory below the floor", true, func(h []byte) { be.PutUint32(h[38:], 1024) }, ErrCorrupt,
-			"open barrier: store header: argon2id cost t=3 m=1024 KiB p=1 is outside the accepted range (t 2..10, m 19 MiB..4 GiB, p 1..16)"},
+			"open barrier: store header: argon2id cost t=3 m=1024 KiB p=1 is outside the accepted range (t 2..10 with m 19 MiB..4 GiB, or t 1 with m 46 MiB..4 GiB; p 1..16)"},
 		{"memory above the cap", true, func(h []byte) { be.PutUint32(h[38:], 5*1024*1024) }, ErrCorrupt, ""},
 		{"too many passes", true, func(h []byte) { be.PutUint32(h[34:], 11) }, ErrCorrupt, ""},
 		{"no lanes", true, func(h []byte) { h[42] = 0 }, ErrCorrupt, ""},

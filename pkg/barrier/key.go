@@ -29,21 +29,26 @@ type Argon2Params struct {
 }
 
 var (
-	// DefaultArgon2 is RFC 9106's second recommendation with two lanes
-	// (about 0.2 s of compute on a small two-core machine).
-	DefaultArgon2 = Argon2Params{Time: 3, MemoryKiB: 64 * 1024, Threads: 2}
+	// DefaultArgon2 is OWASP's first recommended setting (m=46 MiB, t=1,
+	// p=1), rated as strong as its m=19 MiB, t=2 and well under the
+	// 64 MiB a lessor command may use at its peak. Stores made with the
+	// earlier default (RFC 9106's m=64 MiB, t=3, p=2) keep it: the cost
+	// is in each store's header.
+	DefaultArgon2 = Argon2Params{Time: 1, MemoryKiB: 46 * 1024, Threads: 1}
 	// MinimumArgon2 is OWASP's floor, the weakest cost a store may ask
 	// for; tests use it to stay fast.
 	MinimumArgon2 = Argon2Params{Time: 2, MemoryKiB: 19 * 1024, Threads: 1}
 )
 
 // Validate refuses a cost outside what a reader accepts: at least OWASP's
-// floor, so a header cannot be crafted to make passphrases cheap to guess,
-// and at most t=10, 4 GiB, 16 lanes, so it cannot be crafted to make
-// unsealing take for ever or exhaust memory.
+// floor (m >= 19 MiB with t >= 2, or m >= 46 MiB with t = 1), so a header
+// cannot be crafted to make passphrases cheap to guess, and at most t=10,
+// 4 GiB, 16 lanes, so it cannot be crafted to make unsealing take for
+// ever or exhaust memory.
 func (p Argon2Params) Validate() error {
-	if p.Time < 2 || p.Time > 10 || p.MemoryKiB < 19*1024 || p.MemoryKiB > 4*1024*1024 || p.Threads < 1 || p.Threads > 16 {
-		return fmt.Errorf("argon2id cost t=%d m=%d KiB p=%d is outside the accepted range (t 2..10, m 19 MiB..4 GiB, p 1..16)",
+	weak := p.Time < 1 || p.MemoryKiB < 19*1024 || p.Time == 1 && p.MemoryKiB < 46*1024
+	if weak || p.Time > 10 || p.MemoryKiB > 4*1024*1024 || p.Threads < 1 || p.Threads > 16 {
+		return fmt.Errorf("argon2id cost t=%d m=%d KiB p=%d is outside the accepted range (t 2..10 with m 19 MiB..4 GiB, or t 1 with m 46 MiB..4 GiB; p 1..16)",
 			p.Time, p.MemoryKiB, p.Threads)
 	}
 	return nil

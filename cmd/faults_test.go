@@ -611,6 +611,24 @@ func policyBody(name string, n int) string {
 	return "# " + strings.Repeat("x", n) + "\npath \"secret/" + name + "\" {\n  capabilities = [\"read\"]\n}\n"
 }
 
+// fillWithPolicies writes policies p00, p01… from the file body until a
+// write fails (the store's disk is full), and returns the names written
+// and the failed write.
+func (c *cli) fillWithPolicies(body string) ([]string, cliResult) {
+	c.t.Helper()
+	var written []string
+	for i := range 40 {
+		name := fmt.Sprintf("p%02d", i)
+		r := c.run("policy", "write", name, body)
+		if r.code != 0 {
+			return written, r
+		}
+		written = append(written, name)
+	}
+	c.t.Fatal("40 policies of 60 kB fitted in the store's tmpfs")
+	return nil, cliResult{}
+}
+
 // The disk fills while committing: the write fails with the system's
 // reason, the store still opens with every earlier write and none of the
 // failed one, and writing works again once there is room.
@@ -621,20 +639,7 @@ func TestFaultStoreDiskFull(t *testing.T) {
 	c.env["LESSOR_STORE"] = filepath.Join(dir, "lessor.db")
 	c.initStore()
 	body := c.writeFile("p.hcl", policyBody("p", 60000))
-	var written []string
-	var full cliResult
-	for i := range 40 {
-		name := fmt.Sprintf("p%02d", i)
-		r := c.run("policy", "write", name, body)
-		if r.code != 0 {
-			full = r
-			break
-		}
-		written = append(written, name)
-	}
-	if full.code == 0 {
-		t.Fatal("40 policies of 60 kB fitted in a 512 kB tmpfs")
-	}
+	written, full := c.fillWithPolicies(body)
 	t.Logf("disk full after %d policies: exit %d in %s: %s", len(written), full.code, full.took.Round(time.Millisecond), strings.TrimSpace(full.stderr))
 	if full.code != 1 && full.code != 2 || !strings.Contains(full.stderr, "no space left on device") {
 		t.Fatalf("disk full: exit %d, stderr %q", full.code, full.stderr)
@@ -933,14 +938,11 @@ func TestFaultStoreRewriteDiskFull(t *testing.T) {
 	c.env["LESSOR_STORE"] = filepath.Join(dir, "lessor.db")
 	c.initStore()
 	body := c.writeFile("p.hcl", policyBody("p", 60000))
-	var written []string
-	for i := range 40 {
-		name := fmt.Sprintf("p%02d", i)
-		if r := c.run("policy", "write", name, body); r.code != 0 {
-			break
-		}
-		written = append(written, name)
+	written, _ := c.fillWithPolicies(body)
+	if len(written) < 2 {
+		t.Fatalf("only %d policies fitted in a 1 MiB tmpfs", len(written))
 	}
+	t.Logf("disk full after %d policies", len(written))
 	// Leave room for small writes but not for a second copy of the store.
 	c.must("policy", "delete", written[len(written)-1])
 	written = written[:len(written)-1]

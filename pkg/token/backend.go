@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/policy"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -711,18 +712,19 @@ func canonicalPolicies(v any) (any, error) {
 	default:
 		return v, nil // the backend refuses it
 	}
+	// The rule is the one sys/policy/<name> applies (policy.NormalizeName),
+	// so a name a token may carry is a name a policy can be written under.
 	want := make([]string, 0, len(parts))
 	for _, p := range parts {
-		if p = strings.ToLower(strings.TrimSpace(p)); p != "" {
-			want = append(want, p)
+		if norm, _ := policy.NormalizeName(p); norm != "" {
+			want = append(want, norm)
 		}
 	}
 	for _, p := range parts {
-		norm := strings.ToLower(strings.TrimSpace(p))
-		switch {
+		switch norm, changed := policy.NormalizeName(p); {
 		case norm == "":
 			return nil, logical.Errorf("policies: %q holds an empty policy name; use %q", strings.Join(parts, ","), strings.Join(want, ","))
-		case norm != p:
+		case changed:
 			return nil, logical.Errorf("policies: policy name %q is not canonical: policy names are lower case without surrounding white space; use %q", p, strings.Join(want, ","))
 		}
 	}

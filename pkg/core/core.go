@@ -148,7 +148,7 @@ func (e *PermissionError) Error() string {
 // Unwrap makes errors.Is(err, logical.ErrPermissionDenied) true.
 func (e *PermissionError) Unwrap() error { return logical.ErrPermissionDenied }
 
-// sudoPaths are root-protected: the ACL must grant sudo as well as the
+// sudoPrefixes are root-protected: the ACL must grant sudo as well as the
 // operation's capability (Vault's list, as far as lessor has the paths).
 var sudoPrefixes = []string{
 	"sys/leases/revoke-prefix/", "sys/leases/revoke-force/", "sys/leases/lookup/", "sys/leases/entries",

@@ -1,0 +1,38 @@
+package core
+
+import (
+	"context"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+func (c *Core) capabilities(ctx context.Context, tok string, data map[string]any) (*logical.Response, error) {
+	te, err := c.tokens.Lookup(ctx, tok)
+	if err != nil {
+		return nil, logical.Errorf("invalid token")
+	}
+	acl, err := c.aclFor(ctx, te.Policies)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := logical.ParseCommaStrings(data["paths"])
+	if err != nil {
+		return nil, logical.Errorf("paths: %v", err)
+	}
+	if p := logical.String(data["path"]); p != "" {
+		paths = append(paths, p)
+	}
+	if len(paths) == 0 {
+		return nil, logical.Errorf("missing paths")
+	}
+	out := map[string]any{}
+	for _, p := range paths {
+		caps := acl.Capabilities(strings.Trim(p, "/"))
+		out[p] = caps
+	}
+	if len(paths) == 1 {
+		out["capabilities"] = out[paths[0]]
+	}
+	return &logical.Response{Data: out}, nil
+}

@@ -1,0 +1,182 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/policy"
+	"github.com/lessorhq/lessor/pkg/token"
+)
+
+func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest string) (*logical.Response, error) {
+	op := req.Operation
+	write := op == logical.CreateOperation || op == logical.UpdateOperation
+	// Handle has checked the ACL on the id this returns (checkLeaseTarget).
+	leaseID := func(suffix string) (string, error) {
+		_, _, bodyID, err := leaseTarget("sys/"+req.Path, req.Data)
+		if err != nil {
+			return "", err
+		}
+		if bodyID != "" {
+			return bodyID, nil
+		}
+		return suffix, nil
+	}
+	cut := func(prefix string) (string, bool) {
+		if rest == prefix {
+			return "", true
+		}
+		if strings.HasPrefix(rest, prefix+"/") {
+			return strings.TrimPrefix(rest, prefix+"/"), true
+		}
+		return "", false
+	}
+	if sub, ok := cut("lookup"); ok {
+		if op == logical.ListOperation {
+			keys, err := c.leases.List(ctx, sub)
+			if err != nil || len(keys) == 0 {
+				return nil, err
+			}
+			return &logical.Response{Data: map[string]any{"keys": keys}}, nil
+		}
+		if write {
+			id, err := leaseID(sub)
+			if err != nil {
+				return nil, err
+			}
+			e, err := c.leases.Lookup(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			return &logical.Response{Data: c.leases.LookupData(e)}, nil
+		}
+	}
+	if sub, ok := cut("entries"); ok && op == logical.ReadOperation {
+		es, err := c.leases.Entries(ctx, sub)
+		if err != nil || len(es) == 0 {
+			return nil, err
+		}
+		out := make([]map[string]any, 0, len(es))
+		for _, e := range es {
+			out = append(out, c.leases.LookupData(e))
+		}
+		return &logical.Response{Data: map[string]any{"leases": out}}, nil
+	}
+	if sub, ok := cut("renew"); ok && write {
+		inc, err := logical.ParseDuration(req.Data["increment"])
+		if err != nil {
+			return nil, logical.Errorf("increment: %v", err)
+		}
+		id, err := leaseID(sub)
+		if err != nil {
+			return nil, err
+		}
+		return c.leases.Renew(ctx, id, inc)
+	}
+	if sub, ok := cut("revoke"); ok && write {
+		id, err := leaseID(sub)
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.leases.Revoke(ctx, id)
+	}
+	if sub, ok := cut("revoke-prefix"); ok && write {
+		force, err := logical.ParseBool(req.Data["force"])
+		if err != nil {
+			return nil, logical.Errorf("force: %v", err)
+		}
+		return c.revokePrefix(ctx, sub, force)
+	}
+	if sub, ok := cut("revoke-force"); ok && write {
+		return c.revokePrefix(ctx, sub, true)
+	}
+	return nil, &logical.CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on sys/leases/%s", op, rest)}
+}
+
+// leaseTarget reads a request on one of the sys/leases endpoints that act
+// on a single lease (renew, revoke and lookup), from the full path: which
+// endpoint, the lease id in the path after it, and the lease id in the
+// body. The two ids may not differ, and a body id must be canonical (as a
+// path is), so that the id the ACL is checked on is the one acted on.
+func leaseTarget(fullPath string, data map[string]any) (endpoint, pathID, bodyID string, err error) {
+	rest, ok := strings.CutPrefix(fullPath, "sys/leases/")
+	if !ok {
+		return "", "", "", nil
+	}
+	for _, ep := range []string{"renew", "revoke", "lookup"} {
+		if id, ok := strings.CutPrefix(rest, ep); ok && (id == "" || id[0] == '/') {
+			endpoint, pathID = ep, strings.TrimPrefix(id, "/")
+			break
+		}
+	}
+	v, ok := data["lease_id"]
+	if endpoint == "" || !ok {
+		return endpoint, pathID, "", nil
+	}
+	id, isString := v.(string)
+	if !isString {
+		return "", "", "", logical.Errorf("lease_id must be one string")
+	}
+	if canon, err := logical.CanonicalPath(id, false); err != nil || canon != id {
+		return "", "", "", logical.Errorf("invalid lease_id %q: give it as `lessor lease lookup` shows it, without surrounding slashes or white space", id)
+	}
+	if pathID != "" && id != "" && id != pathID {
+		return "", "", "", logical.Errorf("lease_id %q in the body differs from %q in the path", id, pathID)
+	}
+	return endpoint, pathID, id, nil
+}
+
+// checkLeaseTarget checks the ACL on the lease a write to sys/leases/renew,
+// revoke or lookup names only in its body, as if it were in the path: a
+// grant on sys/leases/revoke does not let a token revoke any lease it can
+// name. Lease ids are not secret (any database user reads them in role
+// comments), so for renew and lookup the token that created the lease may
+// act on it too, as in Vault; that is what the default policy relies on.
+func (c *Core) checkLeaseTarget(ctx context.Context, acl *policy.ACL, te *token.Entry, op logical.Operation, fullPath string, data map[string]any) error {
+	if op != logical.CreateOperation && op != logical.UpdateOperation {
+		return nil
+	}
+	ep, pathID, bodyID, err := leaseTarget(fullPath, data)
+	if err != nil || ep == "" || pathID != "" || bodyID == "" {
+		return err
+	}
+	target := "sys/leases/" + ep + "/" + bodyID
+	if acl.Allow(op, target, data).Allowed {
+		return nil
+	}
+	if ep != "revoke" && te.Accessor != "" {
+		e, err := c.leases.Lookup(ctx, bodyID)
+		switch {
+		case err == nil && e.TokenAccessor == te.Accessor:
+			return nil
+		case err != nil && !errors.Is(err, lease.ErrInvalidLease):
+			return err
+		}
+	}
+	reason := fmt.Sprintf("only the token that created a lease, or a policy granting %s on sys/leases/%s/<lease id>, may %s it", op, ep, ep)
+	if ep == "revoke" {
+		reason = fmt.Sprintf("revoking a lease named in the body needs %s on sys/leases/revoke/<lease id>", op)
+	}
+	return &PermissionError{Operation: op, Path: target, Reason: reason}
+}
+
+func (c *Core) revokePrefix(ctx context.Context, prefix string, force bool) (*logical.Response, error) {
+	if strings.Trim(prefix, "/") == "" {
+		return nil, logical.Errorf("a prefix is required")
+	}
+	failed, err := c.leases.RevokePrefix(ctx, prefix, force)
+	if err != nil {
+		return nil, err
+	}
+	if force && len(failed) > 0 {
+		resp := &logical.Response{Data: map[string]any{"forgotten": failed}}
+		resp.AddWarning("%d leases were forgotten although their revocation failed; their database roles may still exist: %s (first error: %s)",
+			len(failed), failed[0].LeaseID, failed[0].Error)
+		return resp, nil
+	}
+	return nil, nil
+}

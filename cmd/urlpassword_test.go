@@ -21,7 +21,7 @@ func TestInlinePasswordWithAtShowsNoPiece(t *testing.T) {
 	c.must("audit", "enable", "file", "file_path="+auditLog)
 
 	const password = "Xq9@Zk2Lm"
-	r := c.fails(2, `connection_url: an '@' in the user name or password must be percent-encoded as %40`,
+	r := c.fails(2, `unable to parse connection url \(a postgresql:// URL\): an '@' in the user name or password must be percent-encoded as %40`,
 		"write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=*",
 		"connection_url=postgresql://root:"+password+"@127.0.0.1:5432/postgres?sslmode=disable")
 	raw, err := os.ReadFile(auditLog)

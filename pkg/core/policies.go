@@ -128,7 +128,7 @@ func checkPolicyName(name string) error {
 func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
 	if name == "" {
 		if req.Operation != logical.ListOperation && req.Operation != logical.ReadOperation {
-			return nil, logical.ErrUnsupportedOperation
+			return nil, logical.UnsupportedOperation(req)
 		}
 		names, err := c.policyNames(ctx)
 		if err != nil {
@@ -190,5 +190,5 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		}
 		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(policyPrefix + name) })
 	}
-	return nil, logical.ErrUnsupportedOperation
+	return nil, logical.UnsupportedOperation(req)
 }

@@ -2,7 +2,7 @@ package core
 
 import (
 	"context"
-	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -71,7 +71,101 @@ func (s *systemBackend) CanonicalData(req *logical.Request) error {
 	return nil
 }
 
+// sysFields returns the fields a sys path knows for an operation, and
+// whether the path takes any field (audit devices take their options as
+// top-level fields, as Vault's do). Every other field is ignored, with
+// Vault's warning.
+func sysFields(p string, op logical.Operation) (fields logical.FieldSchema, arbitrary bool) {
+	write := op == logical.CreateOperation || op == logical.UpdateOperation
+	switch {
+	case strings.HasPrefix(p, "mounts/") && strings.HasSuffix(p, "/tune") && write:
+		return mountTuneFields, false
+	case strings.HasPrefix(p, "mounts/") && write:
+		return mountFields, false
+	case strings.HasPrefix(p, "mounts/") && op == logical.DeleteOperation:
+		return forceField, false
+	case p == "remount":
+		return remountFields, false
+	case strings.HasPrefix(p, "policy/"), strings.HasPrefix(p, "policies/acl/"):
+		if write {
+			return policyFields, false
+		}
+	case strings.HasPrefix(p, "audit/") && write:
+		return nil, true
+	case p == "audit-hash" || strings.HasPrefix(p, "audit-hash/"):
+		return auditHashFields, false
+	case strings.HasPrefix(p, "leases/revoke-prefix/"):
+		return forceField, false
+	case strings.HasPrefix(p, "leases/renew"):
+		return leaseRenewFields, false
+	case strings.HasPrefix(p, "leases/lookup"), strings.HasPrefix(p, "leases/revoke"):
+		if write {
+			return leaseIDField, false
+		}
+	case p == "capabilities-self":
+		return capabilitiesSelfFields, false
+	case p == "capabilities":
+		return capabilitiesFields, false
+	}
+	return nil, false
+}
+
+var (
+	mountTTLFields = logical.FieldSchema{
+		"default_lease_ttl": {Type: logical.TypeString, Description: "default lease TTL: a duration, or \"system\""},
+		"max_lease_ttl":     {Type: logical.TypeString, Description: "max lease TTL: a duration, or \"system\""},
+		"description":       {Type: logical.TypeString, Description: "what the mount is for"},
+	}
+	mountTuneFields = mountTTLFields
+	mountFields     = withFields(mountTTLFields, logical.FieldSchema{
+		"type":   {Type: logical.TypeString, Description: "the secrets engine type"},
+		"config": {Type: logical.TypeMap, Description: "default_lease_ttl and max_lease_ttl, nested as Vault's API sends them"},
+	})
+	forceField    = logical.FieldSchema{"force": {Type: logical.TypeBool, Description: "forget leases whose revocation fails"}}
+	remountFields = logical.FieldSchema{
+		"from": {Type: logical.TypeString, Description: "the mount's path now"},
+		"to":   {Type: logical.TypeString, Description: "its new path"},
+	}
+	policyFields = logical.FieldSchema{
+		"policy": {Type: logical.TypeString, Description: "the policy's HCL or JSON text"},
+		"rules":  {Type: logical.TypeString, Description: "the same, under its older name"},
+	}
+	auditHashFields  = logical.FieldSchema{"input": {Type: logical.TypeString, Description: "the value to hash"}}
+	leaseIDField     = logical.FieldSchema{"lease_id": {Type: logical.TypeString, Description: "the lease"}}
+	leaseRenewFields = withFields(leaseIDField, logical.FieldSchema{
+		"increment": {Type: logical.TypeDurationSecond, Description: "requested TTL from now"},
+	})
+	capabilitiesSelfFields = logical.FieldSchema{
+		"paths": {Type: logical.TypeCommaStringSlice, Description: "the paths to report on"},
+		"path":  {Type: logical.TypeString, Description: "one path (older name)"},
+	}
+	capabilitiesFields = withFields(capabilitiesSelfFields, logical.FieldSchema{
+		"token": {Type: logical.TypeString, Description: "the token to report on"},
+	})
+)
+
+func withFields(a, b logical.FieldSchema) logical.FieldSchema {
+	out := make(logical.FieldSchema, len(a)+len(b))
+	maps.Copy(out, a)
+	maps.Copy(out, b)
+	return out
+}
+
 func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	p := strings.TrimSuffix(req.Path, "/")
+	schema, arbitrary := sysFields(p, req.Operation)
+	fd, err := logical.ParseFields(schema, req.Data)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.route(ctx, req)
+	if err != nil || arbitrary {
+		return resp, err
+	}
+	return logical.WarnIgnored(resp, fd.Unknown), nil
+}
+
+func (s *systemBackend) route(ctx context.Context, req *logical.Request) (*logical.Response, error) {
 	c := s.c
 	p := strings.TrimSuffix(req.Path, "/")
 	op := req.Operation
@@ -144,7 +238,7 @@ func (s *systemBackend) HandleRequest(ctx context.Context, req *logical.Request)
 	case p == "capabilities" && write:
 		return c.capabilities(ctx, logical.String(req.Data["token"]), req.Data)
 	default:
-		return nil, &logical.CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", "sys/"+req.Path)}
+		return nil, logical.UnsupportedPath(req)
 	}
-	return nil, &logical.CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on sys/%s", op, req.Path)}
+	return nil, logical.UnsupportedOperation(req)
 }

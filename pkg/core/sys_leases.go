@@ -94,7 +94,7 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 	if sub, ok := cut("revoke-force"); ok && write {
 		return c.revokePrefix(ctx, sub, true)
 	}
-	return nil, &logical.CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on sys/leases/%s", op, rest)}
+	return nil, logical.UnsupportedOperation(req)
 }
 
 // leaseTarget reads a request on one of the sys/leases endpoints that act

@@ -77,8 +77,37 @@ const (
 	pendingPrefix = "rotate-root-pending/"
 )
 
-// HandleRequest routes a request by the path below the mount.
+// fieldsFor returns the fields a path knows for a write; every other
+// request knows none. Any other field is ignored, with Vault's warning.
+func fieldsFor(path string, op logical.Operation) logical.FieldSchema {
+	if op != logical.CreateOperation && op != logical.UpdateOperation {
+		return nil
+	}
+	switch head, _, _ := strings.Cut(path, "/"); head {
+	case "config":
+		return configFields
+	case "roles":
+		return roleFields
+	}
+	return nil
+}
+
+// HandleRequest reads the request's fields against the path's schema,
+// routes it by the path below the mount, and warns about the fields the
+// path does not know.
 func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	fd, err := logical.ParseFields(fieldsFor(req.Path, req.Operation), req.Data)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := b.route(ctx, req, fd)
+	if err != nil {
+		return nil, err
+	}
+	return logical.WarnIgnored(resp, fd.Unknown), nil
+}
+
+func (b *Backend) route(ctx context.Context, req *logical.Request, fd *logical.FieldData) (*logical.Response, error) {
 	head, name, hasName := strings.Cut(req.Path, "/")
 	op := req.Operation
 	write := op == logical.CreateOperation || op == logical.UpdateOperation
@@ -86,7 +115,7 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	switch {
 	case (head == "config" || head == "roles") && name == "":
 		if op != logical.ListOperation {
-			return nil, unsupportedOp(req)
+			return nil, logical.UnsupportedOperation(req)
 		}
 		prefix := configPrefix
 		if head == "roles" {
@@ -94,7 +123,7 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 		}
 		return b.list(ctx, req.Storage, prefix)
 	case !hasName:
-		return nil, fmt.Errorf("%s: %w", req.Path, logical.ErrUnsupportedPath)
+		return nil, logical.UnsupportedPath(req)
 	}
 	if err := checkName(name); err != nil {
 		return nil, err
@@ -104,7 +133,7 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	case "config":
 		switch {
 		case write:
-			return b.configWrite(ctx, req, name)
+			return b.configWrite(ctx, req, name, fd)
 		case op == logical.ReadOperation:
 			return b.configRead(ctx, req, name)
 		case op == logical.DeleteOperation:
@@ -113,7 +142,7 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	case "roles":
 		switch {
 		case write:
-			return b.roleWrite(ctx, req, name)
+			return b.roleWrite(ctx, req, name, fd)
 		case op == logical.ReadOperation:
 			return b.roleRead(ctx, req, name)
 		case op == logical.DeleteOperation:
@@ -132,45 +161,18 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 			return nil, b.reset(ctx, req, name)
 		}
 	default:
-		return nil, fmt.Errorf("%s: %w", req.Path, logical.ErrUnsupportedPath)
+		return nil, logical.UnsupportedPath(req)
 	}
-	return nil, unsupportedOp(req)
+	return nil, logical.UnsupportedOperation(req)
 }
 
-func unsupportedOp(req *logical.Request) error {
-	return fmt.Errorf("%s on %s: %w", req.Operation, req.Path, logical.ErrUnsupportedOperation)
-}
-
-// CanonicalData splits a connection's allowed_roles (a comma-separated
-// string, or a list of them) into the list of role patterns the backend
-// stores, and parses its booleans, before the ACL checks them: otherwise
-// a deny on "admin" in denied_parameters did not stop
-// allowed_roles="readonly,admin", nor a deny on disable_escaping=true
-// the value "1".
+// CanonicalData puts the list, statements and boolean fields of a write
+// in the shape the backend stores them, before the ACL checks them:
+// otherwise a deny on "admin" in denied_parameters did not stop
+// allowed_roles="readonly,admin", a deny on disable_escaping=true the
+// value "1", nor a deny on a statement the same SQL sent in base64.
 func (b *Backend) CanonicalData(req *logical.Request) error {
-	head, _, _ := strings.Cut(req.Path, "/")
-	if head != "config" {
-		return nil
-	}
-	if v, ok := req.Data["allowed_roles"]; ok {
-		roles, err := parseCommaList("allowed_roles", v)
-		if err != nil {
-			return nil // the handler refuses it
-		}
-		list := make([]any, len(roles))
-		for i, r := range roles {
-			list[i] = r
-		}
-		req.Data["allowed_roles"] = list
-	}
-	// "1", "T" and " true" all read as true: the check sees the boolean.
-	for _, field := range []string{"verify_connection", "disable_escaping"} {
-		if v, ok := req.Data[field]; ok {
-			if x, err := parseBool(field, v); err == nil {
-				req.Data[field] = x
-			}
-		}
-	}
+	fieldsFor(req.Path, logical.UpdateOperation).Canonicalize(req.Data)
 	return nil
 }
 

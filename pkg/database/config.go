@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -85,14 +86,6 @@ func (c *dbConfig) redact(err error, more ...string) error {
 	return postgres.Redact(err, append([]string{c.Connection.Password, inlinePassword(c.Connection.ConnectionURL)}, more...)...)
 }
 
-var configFields = map[string]bool{
-	"plugin_name": true, "plugin_version": true, "verify_connection": true,
-	"allowed_roles": true, "root_rotation_statements": true, "password_policy": true,
-	"connection_url": true, "username": true, "password": true,
-	"password_authentication": true, "username_template": true, "disable_escaping": true,
-	"max_open_connections": true, "max_idle_connections": true, "max_connection_lifetime": true,
-}
-
 func (b *Backend) loadConfig(ctx context.Context, st storage.Store, name string) (*dbConfig, error) {
 	var cfg dbConfig
 	var found bool
@@ -114,11 +107,7 @@ func missingConfig(name string) error {
 // configWrite creates a connection or merges an update over the stored one
 // (fields left out keep their values), checks it, connects once unless
 // verify_connection=false, and only then stores it.
-func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
-	d := req.Data
-	if err := checkFields(d, configFields); err != nil {
-		return nil, err
-	}
+func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name string, fd *logical.FieldData) (*logical.Response, error) {
 	old, err := b.loadConfig(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -127,16 +116,14 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	if old != nil {
 		cfg = *old
 	}
-	if err := applyConfigFields(&cfg, d); err != nil {
+	if err := applyConfigFields(&cfg, fd); err != nil {
 		return nil, err
 	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.
 	cfg.VerifyConnection = true
-	if v, ok := d["verify_connection"]; ok {
-		if cfg.VerifyConnection, err = parseBool("verify_connection", v); err != nil {
-			return nil, err
-		}
+	if fd.Has("verify_connection") {
+		cfg.VerifyConnection = fd.Bool("verify_connection")
 	}
 
 	switch {
@@ -150,13 +137,18 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			return nil, logical.Errorf("invalid username_template: %v", err)
 		}
 	}
+	var warnings []string
 	pc := cfg.pluginConfig()
 	if err := pc.Validate(); err != nil {
-		return nil, logical.Errorf("error creating database object: %v", cfg.redact(err))
+		var ue *postgres.URLError
+		if cfg.VerifyConnection || !errors.As(err, &ue) {
+			return nil, logical.Errorf("error creating database object: %v", cfg.redact(err))
+		}
+		// As in Vault, a connection that is not verified is stored as it
+		// is: the URL may be fixed later, or be meant for a newer lessor.
+		warnings = append(warnings, fmt.Sprintf("connection_url was stored unverified (verify_connection=false), but %v; every request that uses this connection will fail until it is fixed", cfg.redact(err)))
 	}
-	_, passwordSent := d["password"]
-	_, usernameSent := d["username"]
-	var warnings []string
+	passwordSent, usernameSent := fd.Has("password"), fd.Has("username")
 	cfg.Admin = nil // found again below, or unknown
 	if cfg.VerifyConnection {
 		var db *postgres.DB
@@ -208,73 +200,48 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	return resp, nil
 }
 
-func applyConfigFields(cfg *dbConfig, d map[string]any) error {
-	var err error
-	str := func(field string, dst *string) {
-		if v, ok := d[field]; ok && err == nil {
-			*dst, err = parseString(field, v)
+func applyConfigFields(cfg *dbConfig, fd *logical.FieldData) error {
+	for field, dst := range map[string]*string{
+		"plugin_name":             &cfg.PluginName,
+		"connection_url":          &cfg.Connection.ConnectionURL,
+		"username":                &cfg.Connection.Username,
+		"password":                &cfg.Connection.Password,
+		"password_authentication": &cfg.Connection.PasswordAuthentication,
+		"username_template":       &cfg.Connection.UsernameTemplate,
+	} {
+		if fd.Has(field) {
+			*dst = fd.String(field)
 		}
 	}
-	str("plugin_name", &cfg.PluginName)
-	str("connection_url", &cfg.Connection.ConnectionURL)
-	str("username", &cfg.Connection.Username)
-	str("password", &cfg.Connection.Password)
-	str("password_authentication", &cfg.Connection.PasswordAuthentication)
-	str("username_template", &cfg.Connection.UsernameTemplate)
-	if err != nil {
-		return err
+	if v := fd.String("plugin_version"); v != "" {
+		return logical.Errorf("plugin_version %q: %s is built in and has no other versions", v, PluginName)
 	}
-	var version, policy string
-	str("plugin_version", &version)
-	str("password_policy", &policy)
-	if err != nil {
-		return err
-	}
-	if version != "" {
-		return logical.Errorf("plugin_version %q: %s is built in and has no other versions", version, PluginName)
-	}
-	if policy != "" {
+	if fd.String("password_policy") != "" {
 		return logical.Errorf("password_policy is not supported: lessor generates 20-character passwords from [A-Za-z0-9-]")
 	}
 	if cfg.Connection.PasswordAuthentication == "" {
 		cfg.Connection.PasswordAuthentication = DefaultPasswordAuthentication
 	}
-	if v, ok := d["allowed_roles"]; ok {
-		if cfg.AllowedRoles, err = parseCommaList("allowed_roles", v); err != nil {
-			return err
-		}
+	if fd.Has("allowed_roles") {
+		cfg.AllowedRoles = fd.Strings("allowed_roles")
 	}
-	if v, ok := d["root_rotation_statements"]; ok {
-		if cfg.RootRotationStatements, err = parseStatements("root_rotation_statements", v); err != nil {
-			return err
-		}
+	if fd.Has("root_rotation_statements") {
+		cfg.RootRotationStatements = fd.Strings("root_rotation_statements")
 	}
-	if v, ok := d["disable_escaping"]; ok {
-		if cfg.Connection.DisableEscaping, err = parseBool("disable_escaping", v); err != nil {
-			return err
-		}
+	if fd.Has("disable_escaping") {
+		cfg.Connection.DisableEscaping = fd.Bool("disable_escaping")
 	}
 	for field, dst := range map[string]**int{
 		"max_open_connections": &cfg.Connection.MaxOpenConnections,
 		"max_idle_connections": &cfg.Connection.MaxIdleConnections,
 	} {
-		if v, ok := d[field]; ok {
-			n, err := parseInt(field, v)
-			if err != nil {
-				return err
-			}
-			if n < 0 {
-				return logical.Errorf("%s cannot be negative", field)
-			}
+		if fd.Has(field) {
+			n := fd.Int(field)
 			*dst = &n
 		}
 	}
-	if v, ok := d["max_connection_lifetime"]; ok {
-		dur, err := parseDurationSecond("max_connection_lifetime", v)
-		if err != nil {
-			return err
-		}
-		cfg.Connection.MaxConnectionLifetime = logical.HumanDuration(dur)
+	if fd.Has("max_connection_lifetime") {
+		cfg.Connection.MaxConnectionLifetime = logical.HumanDuration(fd.Duration("max_connection_lifetime"))
 	}
 	return nil
 }

@@ -233,7 +233,6 @@ func TestConfigBadInputStoresNothing(t *testing.T) {
 		{"template over 63", "config/pg", good(map[string]any{"username_template": `{{ printf "v-%s-%s-%s" .DisplayName .RoleName (random 20) }}`}),
 			"invalid username_template: username template can produce"},
 		{"template parse", "config/pg", good(map[string]any{"username_template": `{{ .Nope`}), "invalid username_template: parse username template"},
-		{"unknown field", "config/pg", good(map[string]any{"conection_url": "x", "zzz": 1}), "unknown fields: conection_url, zzz"},
 		{"bad bool", "config/pg", good(map[string]any{"verify_connection": "maybe"}), `verify_connection: "maybe" is not a boolean`},
 		{"password policy", "config/pg", good(map[string]any{"password_policy": "strong"}), "password_policy is not supported"},
 	} {

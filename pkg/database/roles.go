@@ -24,12 +24,6 @@ type roleEntry struct {
 func (r *roleEntry) defaultTTL() time.Duration { return time.Duration(r.DefaultTTL) * time.Second }
 func (r *roleEntry) maxTTL() time.Duration     { return time.Duration(r.MaxTTL) * time.Second }
 
-var roleFields = map[string]bool{
-	"db_name": true, "creation_statements": true, "revocation_statements": true,
-	"renew_statements": true, "rollback_statements": true,
-	"default_ttl": true, "max_ttl": true, "credential_type": true,
-}
-
 func (b *Backend) loadRole(ctx context.Context, st storage.Store, name string) (*roleEntry, error) {
 	var r roleEntry
 	var found bool
@@ -47,19 +41,16 @@ func (b *Backend) loadRole(ctx context.Context, st storage.Store, name string) (
 // roleWrite creates a role or updates one; fields left out keep their
 // stored values. Whether db_name names an existing connection is checked
 // when credentials are issued, as in Vault.
-func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
-	d := req.Data
-	if err := checkFields(d, roleFields); err != nil {
-		return nil, err
+func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name string, fd *logical.FieldData) (*logical.Response, error) {
+	if ct := fd.String("credential_type"); ct != "" && ct != "password" {
+		return nil, logical.Errorf("unsupported credential_type %q: only \"password\" is supported", ct)
 	}
 	return nil, req.Storage.Update(ctx, func(tx storage.Tx) error {
 		r := roleEntry{CredentialType: "password"}
 		if _, err := getJSON(tx, rolePrefix+name, &r); err != nil {
 			return err
 		}
-		if err := applyRoleFields(&r, d); err != nil {
-			return err
-		}
+		applyRoleFields(&r, fd)
 		if r.DBName == "" {
 			return logical.Errorf("database name is required")
 		}
@@ -70,13 +61,12 @@ func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name stri
 	})
 }
 
-func applyRoleFields(r *roleEntry, d map[string]any) error {
-	if v, ok := d["db_name"]; ok {
-		s, err := parseString("db_name", v)
-		if err != nil {
-			return err
-		}
-		r.DBName = s
+// applyRoleFields sets the fields that were sent; the others keep their
+// stored values. Statements arrive decoded (base64, JSON arrays) by the
+// schema, so what is stored and read back is the SQL that runs.
+func applyRoleFields(r *roleEntry, fd *logical.FieldData) {
+	if fd.Has("db_name") {
+		r.DBName = fd.String("db_name")
 	}
 	for field, dst := range map[string]*[]string{
 		"creation_statements":   &r.CreationStatements,
@@ -84,33 +74,15 @@ func applyRoleFields(r *roleEntry, d map[string]any) error {
 		"renew_statements":      &r.RenewStatements,
 		"rollback_statements":   &r.RollbackStatements,
 	} {
-		if v, ok := d[field]; ok {
-			s, err := parseStatements(field, v)
-			if err != nil {
-				return err
-			}
-			*dst = s
+		if fd.Has(field) {
+			*dst = fd.Strings(field)
 		}
 	}
 	for field, dst := range map[string]*int64{"default_ttl": &r.DefaultTTL, "max_ttl": &r.MaxTTL} {
-		if v, ok := d[field]; ok {
-			dur, err := parseDurationSecond(field, v)
-			if err != nil {
-				return err
-			}
-			*dst = int64(dur / time.Second)
+		if fd.Has(field) {
+			*dst = int64(fd.Duration(field) / time.Second)
 		}
 	}
-	if v, ok := d["credential_type"]; ok {
-		s, err := parseString("credential_type", v)
-		if err != nil {
-			return err
-		}
-		if s != "" && s != "password" {
-			return logical.Errorf("unsupported credential_type %q: only \"password\" is supported", s)
-		}
-	}
-	return nil
 }
 
 func (b *Backend) roleRead(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {

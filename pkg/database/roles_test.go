@@ -70,7 +70,6 @@ func TestRoleBadInputStoresNothing(t *testing.T) {
 		{"hostile db_name", "roles/r", map[string]any{"db_name": `pg";--`}, `invalid name "pg\";--"` + nameRule},
 		{"quote", `roles/r"`, map[string]any{"db_name": "pg"}, `invalid name "r\""` + nameRule},
 		{"semicolon", "roles/r;x", map[string]any{"db_name": "pg"}, `invalid name "r;x"` + nameRule},
-		{"unknown fields", "roles/r", map[string]any{"db_name": "pg", "default_tll": "1h", "creation_statement": "x"}, "unknown fields: creation_statement, default_tll"},
 		{"negative ttl", "roles/r", map[string]any{"db_name": "pg", "default_ttl": -5}, "default_ttl: duration cannot be negative"},
 		{"bad ttl", "roles/r", map[string]any{"db_name": "pg", "max_ttl": "soon"}, `max_ttl: "soon" is not a duration (use seconds, "1h" or "1d")`},
 		{"credential type", "roles/r", map[string]any{"db_name": "pg", "credential_type": "rsa_private_key"}, `unsupported credential_type "rsa_private_key": only "password" is supported`},
@@ -85,63 +84,6 @@ func TestRoleBadInputStoresNothing(t *testing.T) {
 				t.Fatalf("store holds %v", keys)
 			}
 		})
-	}
-}
-
-func TestParseDurationSecond(t *testing.T) {
-	for _, tc := range []struct {
-		in   any
-		want time.Duration
-		err  string
-	}{
-		{3600, time.Hour, ""},
-		{"3600", time.Hour, ""},
-		{json.Number("90"), 90 * time.Second, ""},
-		{float64(60), time.Minute, ""},
-		{"1h", time.Hour, ""},
-		{"1h30m", 90 * time.Minute, ""},
-		{"1d", 24 * time.Hour, ""},
-		{"7d", 7 * 24 * time.Hour, ""},
-		{"1.5s", time.Second, ""},
-		{"", 0, ""},
-		{"0", 0, ""},
-		{"-1", 0, "ttl: duration cannot be negative"},
-		{"-1h", 0, "ttl: duration cannot be negative"},
-		{"1w", 0, `ttl: "1w" is not a duration (use seconds, "1h" or "1d")`},
-		{"99999999999999999999", 0, `ttl: "99999999999999999999" is not a duration (use seconds, "1h" or "1d")`},
-		{true, 0, "ttl: expected a duration, got a boolean"},
-	} {
-		got, err := parseDurationSecond("ttl", tc.in)
-		if tc.err != "" {
-			if err == nil || err.Error() != tc.err {
-				t.Errorf("%#v: error %v, want %s", tc.in, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("%#v: got %v, %v; want %v", tc.in, got, err, tc.want)
-		}
-	}
-}
-
-func TestListParsing(t *testing.T) {
-	for _, tc := range []struct {
-		in         any
-		comma, stm string
-	}{
-		{"a,b , c,,", `["a","b","c"]`, `["a,b , c,,"]`},
-		{[]any{"a", " b "}, `["a","b"]`, `["a","b"]`},
-		{"", `[]`, `[]`},
-		{"SELECT 1; SELECT 2", `["SELECT 1; SELECT 2"]`, `["SELECT 1; SELECT 2"]`},
-	} {
-		c, err := parseCommaList("f", tc.in)
-		if err != nil || jsonOf(t, c) != tc.comma {
-			t.Errorf("parseCommaList(%#v) = %s, %v; want %s", tc.in, jsonOf(t, c), err, tc.comma)
-		}
-		s, err := parseStatements("f", tc.in)
-		if err != nil || jsonOf(t, s) != tc.stm {
-			t.Errorf("parseStatements(%#v) = %s, %v; want %s", tc.in, jsonOf(t, s), err, tc.stm)
-		}
 	}
 }
 
@@ -177,11 +119,11 @@ func TestUnsupportedPaths(t *testing.T) {
 		path string
 		want string
 	}{
-		{logical.ReadOperation, "nope/x", "nope/x: unsupported path"},
-		{logical.ReadOperation, "creds", "creds: unsupported path"},
-		{logical.UpdateOperation, "creds/x", "update on creds/x: unsupported operation"},
-		{logical.ReadOperation, "rotate-root/x", "read on rotate-root/x: unsupported operation"},
-		{logical.ReadOperation, "roles", "read on roles: unsupported operation"},
+		{logical.ReadOperation, "nope/x", `unsupported path "database/nope/x"`},
+		{logical.ReadOperation, "creds", `unsupported path "database/creds"`},
+		{logical.UpdateOperation, "creds/x", `unsupported operation update on "database/creds/x"`},
+		{logical.ReadOperation, "rotate-root/x", `unsupported operation read on "database/rotate-root/x"`},
+		{logical.ReadOperation, "roles", `unsupported operation read on "database/roles"`},
 		{logical.ReadOperation, `creds/x'; DROP ROLE postgres; --`, `invalid name "x'; DROP ROLE postgres; --"` + nameRule},
 	} {
 		_, err := e.do(tc.op, tc.path, nil)

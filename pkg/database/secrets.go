@@ -23,8 +23,8 @@ func issuedFrom(s *logical.SecretRequest) (issued, error) {
 		username:   str("username"),
 		dbName:     str("db_name"),
 		role:       str("role"),
-		revocation: stringList(s.InternalData["revocation_statements"]),
-		renewStmts: stringList(s.InternalData["renew_statements"]),
+		revocation: logical.StringList(s.InternalData["revocation_statements"]),
+		renewStmts: logical.StringList(s.InternalData["renew_statements"]),
 	}
 	if is.username == "" || is.dbName == "" {
 		return is, fmt.Errorf("lease %s: internal data names no username or db_name", s.LeaseID)

@@ -208,9 +208,28 @@ var (
 type CodedError struct {
 	Status int
 	Msg    string
+	// Err, when set, is the sentinel the error stands for
+	// (ErrUnsupportedPath…), so that errors.Is finds it.
+	Err error
 }
 
 func (e *CodedError) Error() string { return e.Msg }
+
+// Unwrap returns the sentinel, if any.
+func (e *CodedError) Unwrap() error { return e.Err }
+
+// UnsupportedPath is the error every backend returns for a path it does
+// not serve: 404, naming the full path, and errors.Is ErrUnsupportedPath.
+func UnsupportedPath(req *Request) error {
+	return &CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", req.MountPoint+req.Path), Err: ErrUnsupportedPath}
+}
+
+// UnsupportedOperation is the error every backend returns for a path it
+// serves but not with this operation: 405, naming the operation and the
+// full path, and errors.Is ErrUnsupportedOperation.
+func UnsupportedOperation(req *Request) error {
+	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, req.MountPoint+req.Path), Err: ErrUnsupportedOperation}
+}
 
 // Errorf returns a 400 error: the request was wrong.
 func Errorf(format string, args ...any) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -22,7 +21,7 @@ type backend struct{ s *Store }
 // it knows (others draw Vault's "ignored" warning) and its handler.
 type route struct {
 	ops    []logical.Operation
-	fields []string
+	fields logical.FieldSchema
 	handle func(ctx context.Context, req *logical.Request) (*logical.Response, error)
 }
 
@@ -31,8 +30,24 @@ var (
 	write        = []logical.Operation{logical.CreateOperation, logical.UpdateOperation}
 	update       = []logical.Operation{logical.UpdateOperation}
 
-	createFields = []string{"policies", "no_default_policy", "ttl", "explicit_max_ttl", "period",
-		"num_uses", "no_parent", "display_name", "meta", "renewable", "type", "id"}
+	createFields = logical.FieldSchema{
+		"policies":          {Type: logical.TypeCommaStringSlice, Description: "policies of the new token (default: the parent's)"},
+		"no_default_policy": {Type: logical.TypeBool, Description: "leave out the default policy"},
+		"ttl":               {Type: logical.TypeDurationSecond, Description: "initial TTL"},
+		"explicit_max_ttl":  {Type: logical.TypeDurationSecond, Description: "hard limit, renewals included"},
+		"period":            {Type: logical.TypeDurationSecond, Description: "periodic token: each renewal grants this again"},
+		"num_uses":          {Type: logical.TypeInt, Description: "uses before the token is revoked (0: unlimited)"},
+		"no_parent":         {Type: logical.TypeBool, Description: "create an orphan token"},
+		"display_name":      {Type: logical.TypeString, Description: "name shown in the audit log"},
+		"meta":              {Type: logical.TypeKVPairs, Description: "key=value metadata"},
+		"renewable":         {Type: logical.TypeBool, Description: "whether the token may be renewed (default true)"},
+		"type":              {Type: logical.TypeString, Description: "service (the only type)"},
+		"id":                {Type: logical.TypeString, Description: "not supported: lessor always generates the token"},
+	}
+	tokenField     = logical.FieldSchema{"token": {Type: logical.TypeString, Description: "the token"}}
+	accessorField  = logical.FieldSchema{"accessor": {Type: logical.TypeString, Description: "the token's accessor"}}
+	incrementField = logical.FieldSchema{"increment": {Type: logical.TypeDurationSecond, Description: "requested TTL from now"}}
+	renewFields    = logical.FieldSchema{"token": tokenField["token"], "increment": incrementField["increment"]}
 )
 
 func (s *Store) route(path string) (route, bool) {
@@ -42,23 +57,23 @@ func (s *Store) route(path string) (route, bool) {
 	case "create-orphan":
 		return route{write, createFields, s.handleCreateOrphan}, true
 	case "lookup":
-		return route{readOrUpdate, []string{"token"}, s.handleLookup}, true
+		return route{readOrUpdate, tokenField, s.handleLookup}, true
 	case "lookup-self":
 		return route{readOrUpdate, nil, s.handleLookupSelf}, true
 	case "lookup-accessor":
-		return route{readOrUpdate, []string{"accessor"}, s.handleLookupAccessor}, true
+		return route{readOrUpdate, accessorField, s.handleLookupAccessor}, true
 	case "renew":
-		return route{update, []string{"token", "increment"}, s.handleRenew}, true
+		return route{update, renewFields, s.handleRenew}, true
 	case "renew-self":
-		return route{update, []string{"increment"}, s.handleRenewSelf}, true
+		return route{update, incrementField, s.handleRenewSelf}, true
 	case "revoke":
-		return route{update, []string{"token"}, s.handleRevoke}, true
+		return route{update, tokenField, s.handleRevoke}, true
 	case "revoke-self":
 		return route{update, nil, s.handleRevokeSelf}, true
 	case "revoke-accessor":
-		return route{update, []string{"accessor"}, s.handleRevokeAccessor}, true
+		return route{update, accessorField, s.handleRevokeAccessor}, true
 	case "revoke-orphan":
-		return route{update, []string{"token"}, s.handleRevokeOrphan}, true
+		return route{update, tokenField, s.handleRevokeOrphan}, true
 	}
 	return route{}, false
 }
@@ -67,47 +82,30 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	p := strings.Trim(req.Path, "/")
 	rt, ok := b.s.route(p)
 	if !ok {
-		return nil, fmt.Errorf("auth/token/%s: %w", p, logical.ErrUnsupportedPath)
+		return nil, logical.UnsupportedPath(req)
 	}
 	allowed := false
 	for _, op := range rt.ops {
 		allowed = allowed || op == req.Operation
 	}
 	if !allowed {
-		return nil, fmt.Errorf("%s auth/token/%s: %w", req.Operation, p, logical.ErrUnsupportedOperation)
+		return nil, logical.UnsupportedOperation(req)
+	}
+	fd, err := logical.ParseFields(rt.fields, req.Data)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := rt.handle(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if unknown := unknownFields(req.Data, rt.fields); len(unknown) > 0 {
-		if resp == nil {
-			resp = &logical.Response{}
-		}
-		resp.AddWarning("Endpoint ignored these unrecognized parameters: %v", unknown)
-	}
-	return resp, nil
+	return logical.WarnIgnored(resp, fd.Unknown), nil
 }
 
 // ExistenceCheck reports no check: every write here is an update (or, for
 // the create paths, allowed by either capability).
 func (b *backend) ExistenceCheck(context.Context, *logical.Request) (bool, bool, error) {
 	return false, false, nil
-}
-
-func unknownFields(data map[string]any, known []string) []string {
-	var out []string
-	for k := range data {
-		found := false
-		for _, f := range known {
-			found = found || f == k
-		}
-		if !found {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // createInput is a create request's fields, parsed.
@@ -159,7 +157,7 @@ func parseCreate(d map[string]any) (*createInput, error) {
 	}
 	in.displayName = logical.String(d["display_name"])
 	if in.meta, err = parseMeta(d["meta"]); err != nil {
-		return nil, logical.Errorf("meta: %v", err)
+		return nil, err
 	}
 	if logical.String(d["id"]) != "" {
 		return nil, logical.Errorf("custom token IDs are not supported: lessor always generates the token")
@@ -175,48 +173,11 @@ func parseCreate(d map[string]any) (*createInput, error) {
 // parseMeta accepts a map, or "k=v" strings (one, a list, or
 // comma-separated) as a command line gives them.
 func parseMeta(v any) (map[string]string, error) {
-	switch t := v.(type) {
-	case nil:
-		return nil, nil
-	case map[string]string:
-		if len(t) == 0 {
-			return nil, nil
-		}
-		out := make(map[string]string, len(t))
-		for k, v := range t {
-			out[k] = v
-		}
-		return out, nil
-	case map[string]any:
-		if len(t) == 0 {
-			return nil, nil
-		}
-		out := make(map[string]string, len(t))
-		for k, v := range t {
-			s, ok := v.(string)
-			if !ok {
-				return nil, fmt.Errorf("value of %q is not a string", k)
-			}
-			out[k] = s
-		}
-		return out, nil
-	}
-	pairs, err := logical.ParseCommaStrings(v)
+	m, err := createFields["meta"].Parse("meta", v)
 	if err != nil {
 		return nil, err
 	}
-	if len(pairs) == 0 {
-		return nil, nil
-	}
-	out := make(map[string]string, len(pairs))
-	for _, p := range pairs {
-		k, val, ok := strings.Cut(p, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not key=value", p)
-		}
-		out[k] = val
-	}
-	return out, nil
+	return m.(map[string]string), nil
 }
 
 // displayName is Vault's: "token-" + name with characters outside

@@ -137,11 +137,15 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	dsn := strings.NewReplacer(tmplUsername, user, tmplPassword, pw).Replace(c.ConnectionURL)
 	if err := checkURLUserinfo(dsn); err != nil {
 		// The URL is fine; the values put into it are not encoded.
-		return nil, fmt.Errorf("%w (disable_escaping=true puts the username and password into the URL as they are)", err)
+		err.(*URLError).Reason += " (disable_escaping=true puts the username and password into the URL as they are)"
+		return nil, err
 	}
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, Redact(fmt.Errorf("parse connection_url: %w", err), c.Password, password)
+		// pgx's error quotes the string (with its password masked only
+		// where pgx found one) and the URL parser's reason, which may be a
+		// piece of the password: none of it is shown.
+		return nil, &URLError{Scheme: urlScheme(c.ConnectionURL), Reason: "it is neither a postgres:// URL nor a keyword/value connection string that PostgreSQL's libpq rules accept"}
 	}
 	// Explicit username and password fields win over whatever the URL, the
 	// environment or ~/.pgpass supplied: they are what rotation changes.
@@ -209,11 +213,41 @@ func checkURLUserinfo(dsn string) error {
 	}
 	switch {
 	case strings.Count(authority, "@") > 1:
-		return errors.New("connection_url: an '@' in the user name or password must be percent-encoded as %40")
+		return &URLError{Scheme: urlScheme(dsn), Reason: "an '@' in the user name or password must be percent-encoded as %40"}
 	case strings.Contains(path, "@"):
-		return errors.New("connection_url: an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)")
+		return &URLError{Scheme: urlScheme(dsn), Reason: "an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)"}
 	}
 	return nil
+}
+
+// URLError is an error about the connection string itself: it does not
+// parse. Like Vault's "unable to parse connection url", its text quotes
+// nothing of the string but the scheme, because a string that does not
+// parse may hold a password where no redaction would find it.
+type URLError struct {
+	Scheme string // "postgres" or "postgresql"; "" for a keyword/value string
+	Reason string
+}
+
+func (e *URLError) Error() string {
+	msg := "unable to parse connection url"
+	if e.Scheme != "" {
+		msg += " (a " + e.Scheme + ":// URL)"
+	}
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// urlScheme returns the scheme of a postgres:// or postgresql:// URL, and
+// "" for anything else (a keyword/value string quotes no scheme).
+func urlScheme(s string) string {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(s), "://")
+	if ok && (scheme == "postgres" || scheme == "postgresql") {
+		return scheme
+	}
+	return ""
 }
 
 func isURL(s string) bool {

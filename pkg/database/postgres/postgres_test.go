@@ -785,7 +785,7 @@ func TestValidate(t *testing.T) {
 		"template in user": {Config{ConnectionURL: "postgres://h/db", Username: "{{username}}"}, "username and/or password cannot contain the template variables"},
 		"template in pw":   {Config{ConnectionURL: "postgres://h/db", Password: "a{{password}}"}, "username and/or password cannot contain the template variables"},
 		"auth type":        {Config{ConnectionURL: "postgres://h/db", PasswordAuthentication: "md5"}, "'md5' is not a valid password authentication type"},
-		"bad url":          {Config{ConnectionURL: "postgres://{{username}}:{{password}}@h:notaport/db", Username: "u", Password: "s3cret"}, "parse connection_url"},
+		"bad url":          {Config{ConnectionURL: "postgres://{{username}}:{{password}}@h:notaport/db", Username: "u", Password: "s3cret"}, "unable to parse connection url (a postgres:// URL): it is neither"},
 		"ok":               {Config{ConnectionURL: "postgres://{{username}}:{{password}}@h/db", Username: "u", Password: "p@ss/w:rd"}, ""},
 		"ok kv":            {Config{ConnectionURL: "host=h user={{username}} password={{password}}", Username: "u", Password: "p", DisableEscaping: true, PasswordAuthentication: "password"}, ""},
 	}

@@ -39,8 +39,8 @@ func TestRedactPiecesOfAPassword(t *testing.T) {
 }
 
 func TestURLWithUnencodedAtIsRefused(t *testing.T) {
-	const at = "connection_url: an '@' in the user name or password must be percent-encoded as %40"
-	const slash = "connection_url: an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)"
+	const at = "unable to parse connection url (a postgresql:// URL): an '@' in the user name or password must be percent-encoded as %40"
+	const slash = "unable to parse connection url (a postgresql:// URL): an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)"
 	for _, tc := range []struct {
 		cfg  Config
 		want string
@@ -48,7 +48,7 @@ func TestURLWithUnencodedAtIsRefused(t *testing.T) {
 		{Config{ConnectionURL: "postgresql://root:Xq9@Zk2Lm@127.0.0.1:5432/db"}, at},
 		{Config{ConnectionURL: "postgresql://root:Ab3d/Zk2Lm@127.0.0.1:5432/db?sslmode=disable"}, slash},
 		{Config{ConnectionURL: "postgres://{{username}}:{{password}}@h/db", Username: "u", Password: "Xq9@Zk2Lm", DisableEscaping: true},
-			at + " (disable_escaping=true puts the username and password into the URL as they are)"},
+			strings.Replace(at, "postgresql://", "postgres://", 1) + " (disable_escaping=true puts the username and password into the URL as they are)"},
 		{Config{ConnectionURL: "postgres://{{username}}:{{password}}@h/db", Username: "u", Password: "Xq9@Zk2Lm"}, ""},
 		{Config{ConnectionURL: "postgresql://root:Xq9%40Zk2Lm@h/db?options=a@b"}, ""},
 		{Config{ConnectionURL: "host=h user=root password=Xq9@Zk2Lm"}, ""},

@@ -18,6 +18,14 @@ const (
 	exitReapPending = 3 // reap finished, but some revocations failed and will be retried
 )
 
+// errNoTerminal is ReadPassword's error when there is no terminal to
+// prompt on (cron, a pipe, a service): each caller adds the hint that fits
+// what it was asking for, the store's passphrase or a token.
+var errNoTerminal = errors.New("no terminal to prompt on")
+
+// passphraseHint is the way around a passphrase prompt with no terminal.
+const passphraseHint = "put the store's passphrase in a file only you can read and set LESSOR_PASSPHRASE_FILE to it"
+
 // usageError is a mistake in how lessor was invoked, or in local input
 // (a missing file, a bad key=value): exit 1.
 type usageError struct{ err error }

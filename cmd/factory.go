@@ -76,7 +76,7 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	f.ReadPassword = func(prompt string) ([]byte, error) {
 		tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 		if err != nil {
-			return nil, errors.New("no terminal to prompt on; set LESSOR_PASSPHRASE_FILE")
+			return nil, errNoTerminal
 		}
 		defer tty.Close()
 		fmt.Fprint(tty, prompt)
@@ -276,6 +276,9 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 			return barrier.KeyFromPassphrase(b), nil
 		}
 		b, err := f.ReadPassword("Passphrase for " + f.storePath() + ": ")
+		if errors.Is(err, errNoTerminal) {
+			return barrier.UnsealKey{}, withHint(&localError{fmt.Errorf("read passphrase for %s: %w", f.storePath(), err)}, passphraseHint)
+		}
 		if err != nil {
 			return barrier.UnsealKey{}, &localError{fmt.Errorf("read passphrase: %w", err)}
 		}

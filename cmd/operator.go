@@ -38,10 +38,16 @@ func newPassphrase(f *Factory) ([]byte, error) {
 		return b, nil
 	}
 	p1, err := f.ReadPassword("New passphrase: ")
+	if errors.Is(err, errNoTerminal) {
+		return nil, withHint(usageErrorf("read new passphrase: %w", err), passphraseHint)
+	}
 	if err != nil {
 		return nil, usageErrorf("read passphrase: %v", err)
 	}
 	p2, err := f.ReadPassword("Repeat passphrase: ")
+	if errors.Is(err, errNoTerminal) {
+		return nil, withHint(usageErrorf("read new passphrase: %w", err), passphraseHint)
+	}
 	if err != nil {
 		return nil, usageErrorf("read passphrase: %v", err)
 	}

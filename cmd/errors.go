@@ -8,6 +8,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
+	"github.com/lessorhq/lessor/pkg/token"
 )
 
 // Exit codes, documented in `lessor help exit-codes`.
@@ -81,6 +82,9 @@ func requestError(verb, path string, err error) error {
 	if errors.As(err, &le) || errors.As(err, &ue) {
 		return err
 	}
+	if path == "" {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
 	return fmt.Errorf("%s %s: %w", verb, path, err)
 }
 
@@ -116,7 +120,11 @@ func printError(w io.Writer, err error) {
 	if errors.As(err, &ud) && !errors.As(err, &he) {
 		fmt.Fprint(w, "lessor: hint: choose a path in a directory only you and root can change (lessor creates missing directories 0700), such as the defaults under ~/.local/share/lessor and ~/.config/lessor\n")
 	}
-	if errors.Is(err, logical.ErrPermissionDenied) && !errors.As(err, &he) {
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, token.ErrBadToken):
+		fmt.Fprintln(w, "lessor: hint: log in with `lessor login`, or set LESSOR_TOKEN to a valid token")
+	case errors.Is(err, logical.ErrPermissionDenied):
 		fmt.Fprintln(w, "lessor: hint: check the token's policies with `lessor token capabilities PATH`")
 	}
 }

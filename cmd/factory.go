@@ -486,7 +486,7 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 			return nil, err
 		}
 		if tok == "" {
-			return nil, withHint(fmt.Errorf("%s %s: no token", req.Operation, req.Path),
+			return nil, withHint(errors.New("no token"), // the caller names the request
 				"set LESSOR_TOKEN or run `lessor login` (the root token was printed by `lessor operator init`)")
 		}
 		req.ClientToken = tok

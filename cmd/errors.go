@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 	"github.com/lessorhq/lessor/pkg/token"
@@ -26,6 +27,10 @@ var errNoTerminal = errors.New("no terminal to prompt on")
 
 // passphraseHint is the way around a passphrase prompt with no terminal.
 const passphraseHint = "put the store's passphrase in a file only you can read and set LESSOR_PASSPHRASE_FILE to it"
+
+// newlineHint answers postgres.ErrPasswordEndsInNewline.
+const newlineHint = "lessor: hint: the configured admin password ends in a newline, which is most likely not part of the password; " +
+	"remove it (tr -d '\\n' < FILE > NEWFILE) and write the connection config again\n"
 
 // usageError is a mistake in how lessor was invoked, or in local input
 // (a missing file, a bad key=value): exit 1.
@@ -119,6 +124,9 @@ func printError(w io.Writer, err error) {
 	var ud *storage.UnsafeDirError
 	if errors.As(err, &ud) && !errors.As(err, &he) {
 		fmt.Fprint(w, "lessor: hint: choose a path in a directory only you and root can change (lessor creates missing directories 0700), such as the defaults under ~/.local/share/lessor and ~/.config/lessor\n")
+	}
+	if errors.Is(err, postgres.ErrPasswordEndsInNewline) {
+		io.WriteString(w, newlineHint)
 	}
 	switch {
 	case errors.As(err, &he):

@@ -208,11 +208,20 @@ var (
 type CodedError struct {
 	Status int
 	Msg    string
+	// Cause, when set, stays in the chain for errors.Is/As (a cause the
+	// CLI answers with a hint); Msg alone is the text.
+	Cause error
 }
 
 func (e *CodedError) Error() string { return e.Msg }
+func (e *CodedError) Unwrap() error { return e.Cause }
 
 // Errorf returns a 400 error: the request was wrong.
 func Errorf(format string, args ...any) error {
 	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...)}
+}
+
+// WrapErrorf is Errorf that keeps cause in the chain.
+func WrapErrorf(cause error, format string, args ...any) error {
+	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...), Cause: cause}
 }

@@ -315,7 +315,7 @@ Exits 1 when the store was tampered with.`,
 			}
 			o := g.formatOptions(f)
 			if o.Format == "table" && o.Field == "" {
-				fmt.Fprintf(f.IO.Out, "Success! %d records verified at generation %d: each one opens, and none is missing or extra.\n", res.Records, res.Generation)
+				fmt.Fprintf(f.IO.Out, "Success! %s verified at generation %d: each one opens, and none is missing or extra.\n", count(res.Records, "record", "records"), res.Generation)
 				return nil
 			}
 			return flatOut(f, g, map[string]any{"store_path": f.storePath(), "records": res.Records, "generation": res.Generation})

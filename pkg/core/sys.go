@@ -275,7 +275,7 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 	if err != nil || m == nil {
 		return nil, err // disabling nothing succeeds, as in Vault
 	}
-	failed, err := c.leases.RevokePrefix(ctx, m.Path, force)
+	revoked, failed, err := c.leases.RevokePrefixCount(ctx, m.Path, force)
 	if err != nil {
 		var re *lease.RevokeError
 		if errors.As(err, &re) {
@@ -314,12 +314,11 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 	if err != nil {
 		return nil, err
 	}
+	resp := &logical.Response{Data: map[string]any{"revoked_leases": revoked}}
 	if len(failed) > 0 {
-		resp := &logical.Response{}
 		resp.AddWarning("Force-removed %d leases whose revocation failed; their database roles may still exist (find them with `lessor reap -orphans -dry-run`)", len(failed))
-		return resp, nil
 	}
-	return nil, nil
+	return resp, nil
 }
 
 func (c *Core) readTune(ctx context.Context, path string) (*logical.Response, error) {

@@ -90,7 +90,18 @@ func requestError(verb, path string, err error) error {
 	if path == "" {
 		return fmt.Errorf("%s: %w", verb, err)
 	}
+	if namesAlready(err, path) {
+		return err
+	}
 	return fmt.Errorf("%s %s: %w", verb, path, err)
+}
+
+// namesAlready tells whether err's text opens by naming path ("revoke
+// <lease id>: …", "audit device file/: …"): wrapping it again would say
+// the thing twice.
+func namesAlready(err error, path string) bool {
+	head, _, ok := strings.Cut(err.Error(), ": ")
+	return ok && strings.HasSuffix(head, " "+path)
 }
 
 // exitCode maps an error to lessor's exit code: the one place that does.

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/format"
-	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -105,10 +104,6 @@ An unknown lease id succeeds silently, as in Vault.`,
 				fmt.Fprintln(f.IO.Err, "Warning! Force-removing leases can leave their roles alive in PostgreSQL; `lessor reap -orphans -dry-run` lists what remains.")
 			}
 			resp, err := f.Request(c.Context(), req)
-			var re *lease.RevokeError
-			if errors.As(err, &re) && len(re.Failed) == 1 && re.Failed[0].LeaseID == id {
-				return err // it already says "revoke <id>: …"
-			}
 			if err != nil {
 				return requestError("revoke", id, err)
 			}

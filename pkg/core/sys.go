@@ -268,8 +268,9 @@ func (c *Core) mountAt(ctx context.Context, path string) (*MountEntry, error) {
 
 // disableMount revokes every lease of the mount, then removes the mount
 // and all of its data. It refuses while any revocation fails, unless
-// forced: Vault's behaviour, minus the stranded roles of P12, since failed
-// leases stay visible.
+// forced: Vault's behaviour, minus Vault's roles stranded by a forced
+// revocation that nothing lists afterwards, since failed leases stay
+// visible.
 func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logical.Response, error) {
 	m, err := c.mountAt(ctx, path)
 	if err != nil || m == nil {

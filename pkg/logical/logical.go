@@ -153,7 +153,8 @@ type SecretRequest struct {
 }
 
 // LeaseRequest asks the lease manager to record a lease before the secret
-// it stands for exists (DESIGN.md §6).
+// it stands for exists, so that a crash between the two leaves a pending
+// record for reap rather than a credential nothing knows about.
 type LeaseRequest struct {
 	// Path is the full request path; the lease id is Path + "/" + a random
 	// suffix.

@@ -10,8 +10,9 @@ import (
 )
 
 // The responses below carry the values that OpenBao v2.6.2 printed in a
-// recorded session, and each want is that session's output, byte for byte (stderr and stdout apart; the
-// transcript shows them combined, warnings first). The only change is
+// recorded session, and each want is that session's output, byte for
+// byte (stderr and stdout apart; the session showed them combined,
+// warnings first). The only change is
 // "Vault" → "lessor" in the warning header.
 
 var transcriptCreds = &logical.Response{

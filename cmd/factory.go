@@ -21,7 +21,6 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
-	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -411,9 +410,7 @@ func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
 	return core.New(core.Config{
 		Store:   b,
 		StoreID: b.StoreID(),
-		Factories: map[string]core.Factory{
-			"database": func() logical.Backend { return database.New(database.Options{}) },
-		},
+		Factories: backendFactories(),
 		Now:        f.Now,
 		RemoteUser: osUser(),
 	})

@@ -408,9 +408,9 @@ func (f *Factory) Core(ctx context.Context) (*core.Core, error) {
 
 func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
 	return core.New(core.Config{
-		Store:   b,
-		StoreID: b.StoreID(),
-		Factories: backendFactories(),
+		Store:      b,
+		StoreID:    b.StoreID(),
+		Factories:  backendFactories(),
 		Now:        f.Now,
 		RemoteUser: osUser(),
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -47,7 +48,11 @@ func addToolingCmds(f *Factory, root *cobra.Command) {
 		if c.Name() == "help" && c.Example == "" {
 			c.Example = "  lessor help read\n  lessor help environment\n  lessor help exit-codes"
 		}
+		if c.Name() == "help" {
+			c.ValidArgsFunction = completeHelp(c.ValidArgsFunction)
+		}
 	}
+	_ = root.RegisterFlagCompletionFunc("format", completeFormats)
 	find := func(path ...string) *cobra.Command {
 		c, _, err := root.Find(path)
 		if err != nil || c.Name() != path[len(path)-1] {
@@ -66,10 +71,65 @@ func addToolingCmds(f *Factory, root *cobra.Command) {
 	if c := find("lease", "list"); c != nil && c.ValidArgsFunction == nil {
 		c.ValidArgsFunction = completeLeases(f)
 	}
+	if c := find("secrets", "enable"); c != nil && c.ValidArgsFunction == nil {
+		c.ValidArgsFunction = completeEngineTypes
+	}
 	for _, name := range []string{"disable", "tune", "move"} {
 		if c := find("secrets", name); c != nil && c.ValidArgsFunction == nil {
 			c.ValidArgsFunction = completeMounts(f)
 		}
+	}
+}
+
+// formatCandidates are the -format values completion may offer; only
+// those the format package accepts are offered, so a name it drops or
+// adds later needs no change here beyond this list.
+var formatCandidates = []string{"table", "json", "yaml", "env", "dotenv", "pgpass", "dsn"}
+
+func completeFormats(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	var out []cobra.Completion
+	for _, name := range formatCandidates {
+		if strings.HasPrefix(name, toComplete) && format.ValidateFormat(name) == nil {
+			out = append(out, name)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeEngineTypes offers the secrets engine types lessor knows.
+func completeEngineTypes(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []cobra.Completion
+	for _, typ := range engineTypes() {
+		if strings.HasPrefix(typ, toComplete) {
+			out = append(out, typ)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeHelp adds the help topics (environment, exit-codes: commands
+// with nothing to run, which cobra leaves out) to what `lessor help`
+// completes.
+func completeHelp(next cobra.CompletionFunc) cobra.CompletionFunc {
+	return func(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		var out []cobra.Completion
+		dir := cobra.ShellCompDirectiveNoFileComp
+		if next != nil {
+			out, dir = next(c, args, toComplete)
+		}
+		if len(args) > 0 {
+			return out, dir
+		}
+		for _, t := range c.Root().Commands() {
+			if t.IsAdditionalHelpTopicCommand() && !t.Hidden && strings.HasPrefix(t.Name(), toComplete) {
+				out = append(out, cobra.CompletionWithDesc(t.Name(), t.Short))
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out, dir
 	}
 }
 
@@ -83,6 +143,10 @@ policy names by asking the store, but only when that costs no prompt: the
 unseal key must come from the key file or LESSOR_UNSEAL_KEY (never a
 passphrase) and the token from LESSOR_TOKEN or the token file. Otherwise it
 offers nothing.
+
+The bash script needs the bash-completion package (2.x: bash-completion on
+Debian, Ubuntu, Fedora and Homebrew), which most distributions install by
+default but minimal images and containers often lack.
 
 Packages install the scripts for you; to load them by hand:
 

@@ -6,8 +6,10 @@ import (
 	"io"
 	"strings"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
+	"github.com/lessorhq/lessor/pkg/token"
 )
 
 // Exit codes, documented in `lessor help exit-codes`.
@@ -17,6 +19,18 @@ const (
 	exitFailed      = 2 // the operation was refused or failed
 	exitReapPending = 3 // reap finished, but some revocations failed and will be retried
 )
+
+// errNoTerminal is ReadPassword's error when there is no terminal to
+// prompt on (cron, a pipe, a service): each caller adds the hint that fits
+// what it was asking for, the store's passphrase or a token.
+var errNoTerminal = errors.New("no terminal to prompt on")
+
+// passphraseHint is the way around a passphrase prompt with no terminal.
+const passphraseHint = "put the store's passphrase in a file only you can read and set LESSOR_PASSPHRASE_FILE to it"
+
+// newlineHint answers postgres.ErrPasswordEndsInNewline.
+const newlineHint = "lessor: hint: the configured admin password ends in a newline, which is most likely not part of the password; " +
+	"remove it (tr -d '\\n' < FILE > NEWFILE) and write the connection config again\n"
 
 // usageError is a mistake in how lessor was invoked, or in local input
 // (a missing file, a bad key=value): exit 1.
@@ -73,7 +87,21 @@ func requestError(verb, path string, err error) error {
 	if errors.As(err, &le) || errors.As(err, &ue) {
 		return err
 	}
+	if path == "" {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	if namesAlready(err, path) {
+		return err
+	}
 	return fmt.Errorf("%s %s: %w", verb, path, err)
+}
+
+// namesAlready tells whether err's text opens by naming path ("revoke
+// <lease id>: …", "audit device file/: …"): wrapping it again would say
+// the thing twice.
+func namesAlready(err error, path string) bool {
+	head, _, ok := strings.Cut(err.Error(), ": ")
+	return ok && strings.HasSuffix(head, " "+path)
 }
 
 // exitCode maps an error to lessor's exit code: the one place that does.
@@ -108,7 +136,14 @@ func printError(w io.Writer, err error) {
 	if errors.As(err, &ud) && !errors.As(err, &he) {
 		fmt.Fprint(w, "lessor: hint: choose a path in a directory only you and root can change (lessor creates missing directories 0700), such as the defaults under ~/.local/share/lessor and ~/.config/lessor\n")
 	}
-	if errors.Is(err, logical.ErrPermissionDenied) && !errors.As(err, &he) {
+	if errors.Is(err, postgres.ErrPasswordEndsInNewline) {
+		io.WriteString(w, newlineHint)
+	}
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, token.ErrBadToken):
+		fmt.Fprintln(w, "lessor: hint: log in with `lessor login`, or set LESSOR_TOKEN to a valid token")
+	case errors.Is(err, logical.ErrPermissionDenied):
 		fmt.Fprintln(w, "lessor: hint: check the token's policies with `lessor token capabilities PATH`")
 	}
 }

@@ -21,7 +21,6 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
-	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -76,7 +75,7 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 	f.ReadPassword = func(prompt string) ([]byte, error) {
 		tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 		if err != nil {
-			return nil, errors.New("no terminal to prompt on; set LESSOR_PASSPHRASE_FILE")
+			return nil, errNoTerminal
 		}
 		defer tty.Close()
 		fmt.Fprint(tty, prompt)
@@ -276,6 +275,9 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 			return barrier.KeyFromPassphrase(b), nil
 		}
 		b, err := f.ReadPassword("Passphrase for " + f.storePath() + ": ")
+		if errors.Is(err, errNoTerminal) {
+			return barrier.UnsealKey{}, withHint(&localError{fmt.Errorf("read passphrase for %s: %w", f.storePath(), err)}, passphraseHint)
+		}
 		if err != nil {
 			return barrier.UnsealKey{}, &localError{fmt.Errorf("read passphrase: %w", err)}
 		}
@@ -406,11 +408,9 @@ func (f *Factory) Core(ctx context.Context) (*core.Core, error) {
 
 func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
 	return core.New(core.Config{
-		Store:   b,
-		StoreID: b.StoreID(),
-		Factories: map[string]core.Factory{
-			"database": func() logical.Backend { return database.New(database.Options{}) },
-		},
+		Store:      b,
+		StoreID:    b.StoreID(),
+		Factories:  backendFactories(),
 		Now:        f.Now,
 		RemoteUser: osUser(),
 	})
@@ -483,7 +483,7 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 			return nil, err
 		}
 		if tok == "" {
-			return nil, withHint(fmt.Errorf("%s %s: no token", req.Operation, req.Path),
+			return nil, withHint(errors.New("no token"), // the caller names the request
 				"set LESSOR_TOKEN or run `lessor login` (the root token was printed by `lessor operator init`)")
 		}
 		req.ClientToken = tok

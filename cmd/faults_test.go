@@ -507,7 +507,7 @@ func TestFaultRestartMidReap(t *testing.T) {
 		if r.code != 0 && r.code != 3 {
 			t.Fatalf("reap cut after %d bytes: exit %d: %s", cut, r.code, r.stderr)
 		}
-		if r.code == 3 && !strings.Contains(r.stderr, "will be retried") && !strings.Contains(r.stderr, "waiting to be retried") {
+		if r.code == 3 && !strings.Contains(r.stderr, "will be retried") && !strings.Contains(r.stderr, "waiting for retry") {
 			t.Fatalf("reap cut after %d bytes: stderr %q", cut, r.stderr)
 		}
 		roles, leases := e.lessorRoles(prefix), e.leaseCount()

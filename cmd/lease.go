@@ -152,8 +152,9 @@ func newLeaseListCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Use:   "list [PREFIX]",
 		Short: "List leases with their state, expiry and last error",
 		Long: `Lists every lease under PREFIX (all leases by default) with its state
-(pending, active, revoking, failed), expiry, revocation attempts and last
-error. Needs sudo on sys/leases/entries.`,
+(pending, active, expired, revoking, failed), expiry, revocation attempts
+and last error. An expired lease is one past its expiry that reap has not
+revoked yet. Needs sudo on sys/leases/entries.`,
 		Example: `  lessor lease list
   lessor lease list database/creds/readonly
   lessor lease list -format=json`,

@@ -40,8 +40,11 @@ Prefer those to typing the token into argv, where other users can see it.`,
 				tok = args[0]
 			default:
 				b, err := f.ReadPassword("Token (will be hidden): ")
+				if errors.Is(err, errNoTerminal) {
+					return withHint(usageErrorf("read token: %w", err), "pass the token on standard input: `lessor login - < FILE`")
+				}
 				if err != nil {
-					return usageErrorf("read token: %v (pass it as an argument or on stdin with -)", err)
+					return usageErrorf("read token: %v", err)
 				}
 				tok = string(b)
 			}

@@ -38,10 +38,16 @@ func newPassphrase(f *Factory) ([]byte, error) {
 		return b, nil
 	}
 	p1, err := f.ReadPassword("New passphrase: ")
+	if errors.Is(err, errNoTerminal) {
+		return nil, withHint(usageErrorf("read new passphrase: %w", err), passphraseHint)
+	}
 	if err != nil {
 		return nil, usageErrorf("read passphrase: %v", err)
 	}
 	p2, err := f.ReadPassword("Repeat passphrase: ")
+	if errors.Is(err, errNoTerminal) {
+		return nil, withHint(usageErrorf("read new passphrase: %w", err), passphraseHint)
+	}
 	if err != nil {
 		return nil, usageErrorf("read passphrase: %v", err)
 	}
@@ -309,7 +315,7 @@ Exits 1 when the store was tampered with.`,
 			}
 			o := g.formatOptions(f)
 			if o.Format == "table" && o.Field == "" {
-				fmt.Fprintf(f.IO.Out, "Success! %d records verified at generation %d: each one opens, and none is missing or extra.\n", res.Records, res.Generation)
+				fmt.Fprintf(f.IO.Out, "Success! %s verified at generation %d: each one opens, and none is missing or extra.\n", count(res.Records, "record", "records"), res.Generation)
 				return nil
 			}
 			return flatOut(f, g, map[string]any{"store_path": f.storePath(), "records": res.Records, "generation": res.Generation})

@@ -127,11 +127,13 @@ then: systemctl enable --now lessor-reap.timer`,
 			if err := printReap(f, g, out, dryRun, verbose); err != nil {
 				return err
 			}
-			if !dryRun && (res.Failed > 0 || res.Pending > 0) {
-				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%d revocations failed in this run and %d leases are waiting to be retried; see `lessor lease list`", res.Failed, res.Pending)}
+			if !dryRun && (res.Failed > 0 || res.WaitingRetry > 0) {
+				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s in this run and %s waiting for retry; see `lessor lease list`",
+					count(res.Failed, "revocation failed", "revocations failed"), count(res.WaitingRetry, "lease is", "leases are"))}
 			}
 			if o := out.Orphans; !dryRun && o != nil && (o.Failed > 0 || len(o.Errors) > 0) {
-				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%d orphaned roles could not be revoked and %d connections could not be swept; the next `lessor reap -orphans` retries them", o.Failed, len(o.Errors))}
+				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s could not be revoked and %s could not be swept; the next `lessor reap -orphans` retries them",
+					count(o.Failed, "orphaned role", "orphaned roles"), count(len(o.Errors), "connection", "connections"))}
 			}
 			return nil
 		},
@@ -197,8 +199,8 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 		}
 	}
 	if f.IO.OutTTY || verbose {
-		fmt.Fprintf(f.IO.Out, "revoked %d leases and %d tokens; %d failed, %d waiting for retry, %d skipped\n",
-			res.Revoked, res.TokensRevoked, res.Failed, res.Pending, res.Skipped)
+		fmt.Fprintf(f.IO.Out, "revoked %s and %s; %d failed, %d waiting for retry, %d skipped\n",
+			count(res.Revoked, "lease", "leases"), count(res.TokensRevoked, "token", "tokens"), res.Failed, res.WaitingRetry, res.Skipped)
 		if out.Orphans != nil {
 			printOrphans(f, out.Orphans, false)
 		}

@@ -169,6 +169,12 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 	pf.StringVar(&g.store, "store", "", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
 	pf.StringVar(&g.keyFile, "key-file", "", "path of the unseal key file (env LESSOR_KEY_FILE; default $XDG_CONFIG_HOME/lessor/unseal.key)")
 	pf.StringVar(&g.config, "config", "", "config file (env LESSOR_CONFIG; default $XDG_CONFIG_HOME/lessor/config.yaml)")
+	// -v and --version, as most tools (and vault) have them, print what
+	// `lessor version` prints, without opening anything.
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.InitDefaultVersionFlag()
+	root.Flags().Lookup("version").Usage = "print lessor's version, as the version command does"
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{fmt.Errorf("%w (see `%s -h`)", err, c.CommandPath())}
 	})

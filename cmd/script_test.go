@@ -298,6 +298,9 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			ts.Fatalf("flipbyte: %v", err)
 		}
 	},
+	// readmewalk HEADING: runs the commands of that README section's
+	// console block verbatim with sh (readme_walk_test.go).
+	"readmewalk": cmdReadmeWalk,
 }
 
 // expandBraced replaces ${NAME} with the script's variable, leaving every

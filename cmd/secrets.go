@@ -112,10 +112,17 @@ forgotten, and their roles may remain (find them with reap -orphans).`,
 			if err != nil {
 				return requestError("disable", path, err)
 			}
-			if resp != nil {
-				warn(f, resp.Warnings)
+			if resp == nil {
+				fmt.Fprintf(f.IO.Out, "Success! Disabled the secrets engine (if it existed) at: %s\n", path)
+				return nil
 			}
-			fmt.Fprintf(f.IO.Out, "Success! Disabled the secrets engine (if it existed) at: %s\n", path)
+			warn(f, resp.Warnings)
+			n, _ := resp.Data["revoked_leases"].(int)
+			if n == 0 {
+				fmt.Fprintf(f.IO.Out, "Success! Disabled the secrets engine at: %s\n", path)
+				return nil
+			}
+			fmt.Fprintf(f.IO.Out, "Success! Disabled the secrets engine at: %s (revoked %s)\n", path, count(n, "lease", "leases"))
 			return nil
 		},
 	}

@@ -44,20 +44,26 @@ func newVersionCmd(f *Factory) *cobra.Command {
 		Example: `  lessor version`,
 		Args:    exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
-			v, cm, d := buildVersion()
-			out := "lessor " + v
-			if cm != "" {
-				if len(cm) > 12 {
-					cm = cm[:12]
-				}
-				out += " (" + cm
-				if d != "" {
-					out += ", " + d
-				}
-				out += ")"
-			}
-			fmt.Fprintln(f.IO.Out, out)
+			fmt.Fprintln(f.IO.Out, versionLine())
 			return nil
 		},
 	}
+}
+
+// versionLine is what `lessor version`, `lessor -v` and `lessor --version`
+// print: "lessor v1.2.3 (0123456789ab, 2026-01-02T03:04:05Z)".
+func versionLine() string {
+	v, cm, d := buildVersion()
+	out := "lessor " + v
+	if cm != "" {
+		if len(cm) > 12 {
+			cm = cm[:12]
+		}
+		out += " (" + cm
+		if d != "" {
+			out += ", " + d
+		}
+		out += ")"
+	}
+	return out
 }

@@ -15,8 +15,8 @@
 //     operator can grep for a value.
 //   - Everything else stays in clear, usernames and lease ids above all,
 //     so that the log answers "who held database user X, and when"
-//     without brute-forcing hashes (Vault hashes them; reference
-//     pain-points P37). Accessors are clear unless a device sets
+//     without brute-forcing hashes (Vault hashes them, and users of its
+//     audit log cannot answer that question). Accessors are clear unless a device sets
 //     hmac_accessor=true.
 //   - A request that cannot be audited fails: LogRequest and LogResponse
 //     return a *DeviceError when any device could not be written, and the

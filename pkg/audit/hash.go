@@ -42,7 +42,7 @@ const (
 // secretKeys are the keys whose values are always hashed. Everything not
 // named here (usernames, lease ids, accessors, paths, policies) stays in
 // clear, because the audit log's main question is "who held role X when",
-// which a hashed username cannot answer (reference/pain-points.md P37).
+// which a hashed username cannot answer.
 var secretKeys = map[string]bool{
 	"password":     true,
 	"new_password": true,

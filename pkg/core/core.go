@@ -136,6 +136,10 @@ type PermissionError struct {
 	Operation logical.Operation
 	Path      string
 	Reason    string
+	// Cause is why, when it is more than the ACL's no: token.ErrBadToken
+	// for a missing, invalid or expired token, which the CLI answers with
+	// a different hint than a policy that says no.
+	Cause error
 }
 
 func (e *PermissionError) Error() string {
@@ -145,8 +149,14 @@ func (e *PermissionError) Error() string {
 	return "permission denied"
 }
 
-// Unwrap makes errors.Is(err, logical.ErrPermissionDenied) true.
-func (e *PermissionError) Unwrap() error { return logical.ErrPermissionDenied }
+// Unwrap makes errors.Is(err, logical.ErrPermissionDenied) true, and
+// errors.Is(err, Cause).
+func (e *PermissionError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{logical.ErrPermissionDenied}
+	}
+	return []error{logical.ErrPermissionDenied, e.Cause}
+}
 
 // sudoPrefixes are root-protected: the ACL must grant sudo as well as the
 // operation's capability (Vault's list, as far as lessor has the paths).
@@ -196,7 +206,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	pre, err := c.prefetch(ctx, req.ClientToken, fullPath)
 	if err != nil {
 		if errors.Is(err, token.ErrBadToken) {
-			return nil, &PermissionError{Operation: req.Operation, Path: fullPath, Reason: "missing, invalid or expired token"}
+			return nil, &PermissionError{Operation: req.Operation, Path: fullPath, Reason: "missing, invalid or expired token", Cause: token.ErrBadToken}
 		}
 		return nil, err
 	}

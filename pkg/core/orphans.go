@@ -4,20 +4,13 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/lessorhq/lessor/pkg/database"
-	"github.com/lessorhq/lessor/pkg/storage"
+	"github.com/lessorhq/lessor/pkg/logical"
 )
-
-// orphanReaper is a backend whose secrets can outlive their lease records
-// and be found again without them (the database engine, by role comment).
-type orphanReaper interface {
-	ReapOrphans(ctx context.Context, st storage.Store, o database.OrphanOptions) (*database.OrphanReport, error)
-}
 
 // MountOrphan is an orphan found through one mount.
 type MountOrphan struct {
 	Mount string `json:"mount"`
-	database.Orphan
+	logical.Orphan
 }
 
 // OrphanSummary is what one orphan sweep found and did.
@@ -36,7 +29,7 @@ type OrphanSummary struct {
 // MountConnectionError is a connection of a mount that could not be swept.
 type MountConnectionError struct {
 	Mount string `json:"mount"`
-	database.ConnectionError
+	logical.ConnectionError
 }
 
 // ReapOrphans sweeps every database mount for roles that this store
@@ -68,11 +61,11 @@ func (c *Core) ReapOrphans(ctx context.Context, dryRun bool) (*OrphanSummary, er
 		if err != nil {
 			return sum, err
 		}
-		or, ok := be.(orphanReaper)
+		or, ok := be.(logical.OrphanReaper)
 		if !ok {
 			continue
 		}
-		rep, err := or.ReapOrphans(ctx, c.mountStorage(m), database.OrphanOptions{
+		rep, err := or.ReapOrphans(ctx, c.mountStorage(m), logical.OrphanOptions{
 			StoreID: c.storeID, Now: now, HasLease: hasLease, DryRun: dryRun,
 		})
 		if err != nil {

@@ -123,14 +123,15 @@ func (c *Core) mountAt(ctx context.Context, path string) (*MountEntry, error) {
 
 // disableMount revokes every lease of the mount, then removes the mount
 // and all of its data. It refuses while any revocation fails, unless
-// forced: Vault's behaviour, minus the stranded roles of P12, since failed
-// leases stay visible.
+// forced: Vault's behaviour, minus Vault's roles stranded by a forced
+// revocation that nothing lists afterwards, since failed leases stay
+// visible.
 func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logical.Response, error) {
 	m, err := c.mountAt(ctx, path)
 	if err != nil || m == nil {
 		return nil, err // disabling nothing succeeds, as in Vault
 	}
-	failed, err := c.leases.RevokePrefix(ctx, m.Path, force)
+	revoked, failed, err := c.leases.RevokePrefixCount(ctx, m.Path, force)
 	if err != nil {
 		var re *lease.RevokeError
 		if errors.As(err, &re) {
@@ -169,12 +170,11 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 	if err != nil {
 		return nil, err
 	}
+	resp := &logical.Response{Data: map[string]any{"revoked_leases": revoked}}
 	if len(failed) > 0 {
-		resp := &logical.Response{}
 		resp.AddWarning("Force-removed %d leases whose revocation failed; their database roles may still exist (find them with `lessor reap -orphans -dry-run`)", len(failed))
-		return resp, nil
 	}
-	return nil, nil
+	return resp, nil
 }
 
 func (c *Core) readTune(ctx context.Context, path string) (*logical.Response, error) {

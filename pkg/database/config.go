@@ -160,7 +160,8 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			db, err = postgres.Connect(ctx, pc)
 		}
 		if err != nil {
-			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
+			err = cfg.redact(err)
+			return nil, logical.WrapErrorf(err, "error creating database object: error verifying connection: %v", err)
 		}
 		check, err := db.CheckAdmin(ctx)
 		if err != nil {

@@ -79,7 +79,8 @@ func ParseRoleComment(comment string) (RoleMetadata, error) {
 	return RoleMetadata{StoreID: rc.Store, LeaseID: rc.Lease, Expires: exp.UTC()}, nil
 }
 
-// credsRead issues a credential (DESIGN.md §6). Everything that can be
+// credsRead issues a credential: the lease is recorded (pending) before
+// the role is created, and activated after. Everything that can be
 // refused is checked before the lease is recorded, so a refused request
 // leaves nothing behind; after Prepare, the pending lease is discarded
 // only when PostgreSQL certainly rolled the creation back.

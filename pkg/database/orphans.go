@@ -5,56 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
-// Orphan is a role that this store's lessor created (its comment names the
-// store) but of which the store holds no lease record: the record was lost
-// to a restored backup or a deleted file.
-type Orphan struct {
-	Connection string `json:"connection"`
-	Username   string `json:"username"`
-	LeaseID    string `json:"lease_id"`
-	// Expires is when the role's lease ran out: the later of the expiry
-	// written into its comment and its VALID UNTIL less the issue buffer
-	// (a renewal moves VALID UNTIL, not the comment).
-	Expires time.Time `json:"expires"`
-	// Expired orphans are revoked; the others are reported and left alone.
-	Expired bool   `json:"expired"`
-	Revoked bool   `json:"revoked"`
-	Error   string `json:"error,omitempty"`
-}
+// The orphan report's types live in pkg/logical, so that the core sweeps
+// any backend that finds orphans without importing this package; these
+// names keep reading naturally here.
+type (
+	// Orphan is a role that this store's lessor created (its comment
+	// names the store) but of which the store holds no lease record. Its
+	// Expires is the later of the expiry written into its comment and its
+	// VALID UNTIL less the issue buffer (a renewal moves VALID UNTIL, not
+	// the comment).
+	Orphan = logical.Orphan
+	// ConnectionError is a connection whose roles could not be listed.
+	ConnectionError = logical.ConnectionError
+	// OrphanOptions configure one orphan sweep.
+	OrphanOptions = logical.OrphanOptions
+	// OrphanReport is what one sweep found and did.
+	OrphanReport = logical.OrphanReport
+)
 
-// ConnectionError is a connection whose roles could not be listed.
-type ConnectionError struct {
-	Connection string `json:"connection"`
-	Error      string `json:"error"`
-}
-
-// OrphanOptions configure one orphan sweep.
-type OrphanOptions struct {
-	// StoreID is the store whose roles are swept; a role whose comment
-	// names another store is never touched.
-	StoreID string
-	// Now decides which orphans have expired.
-	Now time.Time
-	// HasLease reports whether the store holds a record of the lease, in
-	// any state: a pending or failed record makes its role no orphan, as
-	// reap's own path deals with it.
-	HasLease func(ctx context.Context, leaseID string) (bool, error)
-	// DryRun finds orphans and revokes none.
-	DryRun bool
-}
-
-// OrphanReport is what one sweep found and did, connection by
-// connection, roles by name.
-type OrphanReport struct {
-	Orphans []Orphan          `json:"orphans"`
-	Errors  []ConnectionError `json:"errors"`
-}
+var _ logical.OrphanReaper = (*Backend)(nil)
 
 // ReapOrphans finds, through every connection of the mount whose storage
 // is st, the roles whose lessor comment names o.StoreID and whose lease

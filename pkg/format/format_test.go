@@ -639,7 +639,7 @@ func TestWrapLeastRaggedness(t *testing.T) {
 }
 
 // BenchmarkList100k is `lessor list sys/leases/lookup/<prefix>` over
-// 100,000 leases, the scale DESIGN.md §9 budgets for.
+// 100,000 leases, the largest store lessor is meant to serve.
 func BenchmarkList100k(b *testing.B) {
 	keys := make([]string, 100000)
 	for i := range keys {

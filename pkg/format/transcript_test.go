@@ -9,10 +9,10 @@ import (
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
-// The responses below carry the values that OpenBao v2.6.2 printed in
-// shared/reference/openbao-transcript.md, and each want is that
-// transcript's output, byte for byte (stderr and stdout apart; the
-// transcript shows them combined, warnings first). The only change is
+// The responses below carry the values that OpenBao v2.6.2 printed in a
+// recorded session, and each want is that session's output, byte for
+// byte (stderr and stdout apart; the session showed them combined,
+// warnings first). The only change is
 // "Vault" → "lessor" in the warning header.
 
 var transcriptCreds = &logical.Response{

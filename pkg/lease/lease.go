@@ -44,6 +44,9 @@ const (
 	StateActive   = "active"
 	StateRevoking = "revoking"
 	StateFailed   = "failed"
+	// StateExpired is never stored: it is how LookupData shows an active
+	// lease whose expiry has passed and that reap has not revoked yet.
+	StateExpired = "expired"
 )
 
 const (
@@ -395,6 +398,11 @@ func (m *Manager) LookupData(e *Entry) map[string]any {
 		"ttl":          int64(ttl / time.Second),
 		"state":        e.State,
 	}
+	if e.State == StateActive && !e.ExpireTime.After(now) {
+		// Due but not yet reaped: PostgreSQL already refuses its logins
+		// (VALID UNTIL), so "active" would mislead.
+		d["state"] = StateExpired
+	}
 	if e.LastRenewal != nil {
 		d["last_renewal"] = e.LastRenewal.Format(time.RFC3339Nano)
 	}
@@ -585,7 +593,7 @@ func (e *RevokeError) Error() string {
 // Revoke revokes one lease now. An unknown id succeeds, as in Vault.
 func (m *Manager) Revoke(ctx context.Context, id string) error {
 	id = strings.Trim(id, "/")
-	_, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
+	_, _, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
 		raw, err := tx.Get(idPrefix + id)
 		if err != nil || raw == nil {
 			return nil, err
@@ -599,6 +607,13 @@ func (m *Manager) Revoke(ctx context.Context, id string) error {
 // With force, leases whose revocation fails are forgotten anyway; the
 // returned list names them so that the caller can warn and audit.
 func (m *Manager) RevokePrefix(ctx context.Context, prefix string, force bool) ([]Failure, error) {
+	_, failed, err := m.RevokePrefixCount(ctx, prefix, force)
+	return failed, err
+}
+
+// RevokePrefixCount is RevokePrefix that also says how many leases it
+// revoked, for callers that tell the user (secrets disable).
+func (m *Manager) RevokePrefixCount(ctx context.Context, prefix string, force bool) (revoked int, failed []Failure, err error) {
 	return m.revokeSelected(ctx, force, func(tx storage.Tx) ([]string, error) {
 		return idsUnder(tx, prefix)
 	})
@@ -607,7 +622,7 @@ func (m *Manager) RevokePrefix(ctx context.Context, prefix string, force bool) (
 // RevokeByToken revokes every lease created by the tokens with these
 // accessors. Failures stay recorded for reap and are reported.
 func (m *Manager) RevokeByToken(ctx context.Context, accessors []string) error {
-	_, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
+	_, _, err := m.revokeSelected(ctx, false, func(tx storage.Tx) ([]string, error) {
 		var ids []string
 		for _, acc := range accessors {
 			err := tx.Walk(tokenPrefix+acc+"/", func(k string) error {
@@ -626,32 +641,32 @@ func (m *Manager) RevokeByToken(ctx context.Context, accessors []string) error {
 // revokeSelected claims the selected leases in one transaction, revokes
 // them through their backends outside any transaction, and settles the
 // outcome in another. It works in batches so that memory stays bounded.
-func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(storage.Tx) ([]string, error)) ([]Failure, error) {
+func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(storage.Tx) ([]string, error)) (revoked int, failed []Failure, err error) {
 	var ids []string
 	if err := m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
 		ids, err = sel(tx)
 		return err
 	}); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	var failed []Failure
 	for start := 0; start < len(ids); start += m.o.BatchSize {
 		end := min(start+m.o.BatchSize, len(ids))
 		claimed, err := m.claim(ctx, ids[start:end], true)
 		if err != nil {
-			return failed, err
+			return revoked, failed, err
 		}
 		res, err := m.revokeClaimed(ctx, claimed, force)
+		revoked += len(res.Revoked)
 		failed = append(failed, res.Failed...)
 		if err != nil {
-			return failed, err
+			return revoked, failed, err
 		}
 	}
 	if len(failed) > 0 && !force {
-		return failed, &RevokeError{Failed: failed}
+		return revoked, failed, &RevokeError{Failed: failed}
 	}
-	return failed, nil
+	return revoked, failed, nil
 }
 
 // claim marks the given leases as being revoked by this process. Without

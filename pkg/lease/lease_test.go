@@ -193,7 +193,7 @@ func TestReapRevokesOnlyWhatIsDue(t *testing.T) {
 		t.Fatalf("dry run: %+v %v revoked %v", dry, err, be.revoked)
 	}
 	sum, err := m.Reap(ctx, ReapOptions{})
-	if err != nil || sum.Revoked != 3 || sum.Failed != 0 || sum.Pending != 0 {
+	if err != nil || sum.Revoked != 3 || sum.Failed != 0 || sum.WaitingRetry != 0 {
 		t.Fatalf("reap: %+v %v", sum, err)
 	}
 	for _, id := range short {
@@ -227,7 +227,7 @@ func TestReapRetriesFailuresForEver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum.Failed != 50 || sum.Pending != 50 || sum.Revoked != 0 {
+		if sum.Failed != 50 || sum.WaitingRetry != 50 || sum.Revoked != 0 {
 			t.Fatalf("run %d: %+v", run, sum)
 		}
 		e, err := m.Lookup(ctx, ids[0])
@@ -241,14 +241,14 @@ func TestReapRetriesFailuresForEver(t *testing.T) {
 		// Not due yet: an immediate reap has nothing to try, but still
 		// reports the backlog.
 		sum, _ = m.Reap(ctx, ReapOptions{})
-		if sum.Failed != 0 || sum.Pending != 50 {
+		if sum.Failed != 0 || sum.WaitingRetry != 50 {
 			t.Fatalf("run %d immediate: %+v", run, sum)
 		}
 		clk.t = e.NextAttempt.Add(2 * time.Hour)
 	}
 	be.fail = nil
 	sum, err := m.Reap(ctx, ReapOptions{})
-	if err != nil || sum.Revoked != 50 || sum.Pending != 0 {
+	if err != nil || sum.Revoked != 50 || sum.WaitingRetry != 0 {
 		t.Fatalf("after recovery: %+v %v", sum, err)
 	}
 	if n, _ := m.Count(ctx); n != 0 {

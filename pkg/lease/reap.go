@@ -30,9 +30,10 @@ type ReapSummary struct {
 	Revoked int `json:"revoked"`
 	// Failed counts revocations that failed in this run.
 	Failed int `json:"failed"`
-	// Pending counts leases whose revocation failed (in this or an
-	// earlier run) and that wait for their next attempt.
-	Pending int `json:"pending"`
+	// WaitingRetry counts leases whose revocation failed (in this or an
+	// earlier run) and that wait for their next attempt. (Not "pending":
+	// that is the state of a lease whose issuer has not finished.)
+	WaitingRetry int `json:"waiting_retry"`
 	// Skipped counts due leases another live reaper had claimed.
 	Skipped int        `json:"skipped"`
 	Errors  []Failure  `json:"errors"`
@@ -136,7 +137,7 @@ func (m *Manager) countPending(ctx context.Context, sum *ReapSummary) error {
 	return m.store.View(ctx, func(tx storage.Tx) error {
 		n := 0
 		err := tx.Walk(failedPrefix, func(string) error { n++; return nil })
-		sum.Pending = n
+		sum.WaitingRetry = n
 		return err
 	})
 }

@@ -153,7 +153,8 @@ type SecretRequest struct {
 }
 
 // LeaseRequest asks the lease manager to record a lease before the secret
-// it stands for exists (DESIGN.md §6).
+// it stands for exists, so that a crash between the two leaves a pending
+// record for reap rather than a credential nothing knows about.
 type LeaseRequest struct {
 	// Path is the full request path; the lease id is Path + "/" + a random
 	// suffix.
@@ -208,30 +209,33 @@ var (
 type CodedError struct {
 	Status int
 	Msg    string
-	// Err, when set, is the sentinel the error stands for
-	// (ErrUnsupportedPath…), so that errors.Is finds it.
-	Err error
+	// Cause, when set, stays in the chain for errors.Is/As (a cause the
+	// CLI answers with a hint); Msg alone is the text.
+	Cause error
 }
 
 func (e *CodedError) Error() string { return e.Msg }
-
-// Unwrap returns the sentinel, if any.
-func (e *CodedError) Unwrap() error { return e.Err }
+func (e *CodedError) Unwrap() error { return e.Cause }
 
 // UnsupportedPath is the error every backend returns for a path it does
 // not serve: 404, naming the full path, and errors.Is ErrUnsupportedPath.
 func UnsupportedPath(req *Request) error {
-	return &CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", req.MountPoint+req.Path), Err: ErrUnsupportedPath}
+	return &CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", req.MountPoint+req.Path), Cause: ErrUnsupportedPath}
 }
 
 // UnsupportedOperation is the error every backend returns for a path it
 // serves but not with this operation: 405, naming the operation and the
 // full path, and errors.Is ErrUnsupportedOperation.
 func UnsupportedOperation(req *Request) error {
-	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, req.MountPoint+req.Path), Err: ErrUnsupportedOperation}
+	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, req.MountPoint+req.Path), Cause: ErrUnsupportedOperation}
 }
 
 // Errorf returns a 400 error: the request was wrong.
 func Errorf(format string, args ...any) error {
 	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...)}
+}
+
+// WrapErrorf is Errorf that keeps cause in the chain.
+func WrapErrorf(cause error, format string, args ...any) error {
+	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...), Cause: cause}
 }

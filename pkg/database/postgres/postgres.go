@@ -300,7 +300,11 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 	// round trip to every command.
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, db.redact(connectError(cc, err))
+		cerr := connectError(cc, err)
+		if ce, ok := cerr.(*connError); ok && endsInNewline(password) && isAuthFailure(err) {
+			ce.cause = ErrPasswordEndsInNewline
+		}
+		return nil, db.redact(cerr)
 	}
 	if db.version == 0 {
 		db.version = versionNum(conn.PgConn())
@@ -366,10 +370,37 @@ func connectError(cc *pgx.ConnConfig, err error) error {
 type connError struct {
 	where, msg string
 	err        error
+	// cause is a likely reason lessor can name (ErrPasswordEndsInNewline),
+	// nil when there is none.
+	cause error
 }
 
 func (e *connError) Error() string { return "connect to " + e.where + ": " + e.msg }
-func (e *connError) Unwrap() error { return e.err }
+func (e *connError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.err}
+	}
+	return []error{e.err, e.cause}
+}
+
+// ErrPasswordEndsInNewline is in the chain of a connect error when
+// PostgreSQL refused the password and the password ends in a newline:
+// most likely it came from a file written with echo (password=@file keeps
+// the file's bytes as they are), and the newline is not part of the real
+// password. The CLI turns it into a hint; the password is never shown.
+var ErrPasswordEndsInNewline = errors.New("the configured password ends in a newline")
+
+func endsInNewline(password string) bool {
+	return strings.HasSuffix(password, "\n") || strings.HasSuffix(password, "\r")
+}
+
+// isAuthFailure: PostgreSQL refused the password (28P01), or the
+// authentication as a whole (28000, as pg_hba's reject or a failed
+// SCRAM exchange reports).
+func isAuthFailure(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000")
+}
 
 // Close closes the admin connection; the DB cannot be used afterwards.
 func (db *DB) Close(ctx context.Context) error {

@@ -1,0 +1,27 @@
+package cmd
+
+import (
+	"sort"
+
+	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/logical"
+)
+
+// backendFactories are the secrets engine types lessor knows, by the name
+// `secrets enable` takes.
+func backendFactories() map[string]core.Factory {
+	return map[string]core.Factory{
+		"database": func() logical.Backend { return database.New(database.Options{}) },
+	}
+}
+
+// engineTypes are backendFactories' names, sorted.
+func engineTypes() []string {
+	var out []string
+	for typ := range backendFactories() {
+		out = append(out, typ)
+	}
+	sort.Strings(out)
+	return out
+}

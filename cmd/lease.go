@@ -174,7 +174,7 @@ error. Needs sudo on sys/leases/entries.`,
 				}
 				return fmt.Errorf("no leases found under %s", prefix)
 			}
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
 			leases, _ := resp.Data["leases"].([]map[string]any)

@@ -32,7 +32,6 @@ var commandOutputs = map[string]format.Output{
 	"lessor operator status":    format.Flat,
 	"lessor operator verify":    format.Flat,
 	"lessor reap":               format.Document,
-	"lessor exec":               format.Response,
 }
 
 // checkFormat refuses a format that command c cannot print.

@@ -78,8 +78,9 @@ func leaseVars(resp *logical.Response) []Var {
 }
 
 // reservedNames are variables that change how a shell, or any program it
-// starts, behaves: a data key must not set one by accident when the
-// output is eval'd. LESSOR_ names are lessor's own settings.
+// starts, behaves: a data key that would set one (or one of lessor's own
+// LESSOR_ settings) is written with a LESSOR_ prefix instead, so that
+// eval'ing the output never changes PATH, IFS or the token lessor uses.
 var reservedNames = []string{"PATH", "IFS", "ENV", "BASH_ENV", "CDPATH", "HOME", "SHELL",
 	"SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "PROMPT_COMMAND", "PS1", "PS2", "PS3", "PS4"}
 
@@ -91,7 +92,7 @@ func reserved(name string) bool {
 // envVars lists the variables -format=env and dotenv print: a
 // credential's libpq settings, else the lease, the token and each data
 // key as a shell name (upper case; what is not a letter, digit or
-// underscore becomes an underscore).
+// underscore becomes an underscore; LESSOR_ before a reserved name).
 func envVars(resp *logical.Response) ([]Var, error) {
 	if vars, ok := Credential(resp); ok {
 		return vars, nil
@@ -108,7 +109,8 @@ func envVars(resp *logical.Response) ([]Var, error) {
 	for _, k := range slices.Sorted(maps.Keys(resp.Data)) {
 		name := shellName(k)
 		if reserved(name) {
-			return nil, cannot("data key %q would set %s; read it with -format=json or -field=%s", k, name, k)
+			// lease lookup's "path" must not set PATH when eval'd.
+			name = "LESSOR_" + name
 		}
 		if prev, dup := from[name]; dup {
 			return nil, cannot("data keys %q and %q would both set %s; use -format=json", prev, k, name)

@@ -92,7 +92,7 @@ func newAuditListCmd(f *Factory, g *globalOptions) *cobra.Command {
 			if err != nil {
 				return requestError("list audit devices", "sys/audit", err)
 			}
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
 			if resp == nil || len(resp.Data) == 0 {
@@ -149,7 +149,7 @@ to read the value from standard input and keep it out of argv.`,
 			if err != nil {
 				return requestError("hash", "sys/audit-hash", err)
 			}
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
 			fmt.Fprintln(f.IO.Out, logical.String(resp.Data["hash"]))

@@ -107,7 +107,7 @@ type setting struct {
 var settings = []setting{
 	{"store", "store", "LESSOR_STORE", "path of the encrypted state file"},
 	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
-	{"format", "format", "LESSOR_FORMAT", "output format: table, json or yaml"},
+	{"format", "format", "LESSOR_FORMAT", "output format: table, json, yaml, env, dotenv, pgpass or dsn"},
 	{"unseal_key", "", "LESSOR_UNSEAL_KEY", "the unseal key itself, base64 (instead of a key file; for CI)"},
 	{"passphrase_file", "", "LESSOR_PASSPHRASE_FILE", "file holding the passphrase of a passphrase-protected store"},
 	{"token", "", "LESSOR_TOKEN", "the token to use (overrides the token file)"},

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -170,12 +169,11 @@ revoked yet. Needs sudo on sys/leases/entries.`,
 				return requestError("list leases", prefix, err)
 			}
 			if resp == nil {
-				if prefix == "" {
-					return errors.New("no leases found")
-				}
-				return fmt.Errorf("no leases found under %s", prefix)
+				// No leases is an answer, not a failure: the same shape
+				// as a list, with none in it.
+				resp = &logical.Response{Data: map[string]any{"leases": []map[string]any{}}}
 			}
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
 			leases, _ := resp.Data["leases"].([]map[string]any)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -73,7 +74,7 @@ Prefer those to typing the token into argv, where other users can see it.`,
 				return nil
 			}
 			auth := authFromLookup(tok, resp)
-			if g.formatOptions(f).Format == "table" && g.field == "" {
+			if g.formatOptions(f).Format == format.NameTable && g.field == "" {
 				if noStore {
 					fmt.Fprintln(f.IO.Out, "Success! You are now authenticated. The token was not stored (-no-store).")
 				} else {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -140,7 +141,7 @@ init never touches an existing store.`,
 				data["key_file"] = keyFile
 			}
 			o := g.formatOptions(f)
-			if o.Format == "table" && o.Field == "" {
+			if o.Format == format.NameTable && o.Field == "" {
 				fmt.Fprintf(f.IO.Out, "Store:         %s\nStore ID:      %s\nUnseal:        %s\nRoot Token:    %s\n\n", path, storeID, unseal, tok)
 				fmt.Fprintln(f.IO.Out, "The root token is shown once. It can do anything: keep it for set-up and")
 				fmt.Fprintln(f.IO.Out, "emergencies, and create tokens with narrower policies for daily use.")
@@ -314,7 +315,7 @@ Exits 1 when the store was tampered with.`,
 				return f.storeError(err)
 			}
 			o := g.formatOptions(f)
-			if o.Format == "table" && o.Field == "" {
+			if o.Format == format.NameTable && o.Field == "" {
 				fmt.Fprintf(f.IO.Out, "Success! %s verified at generation %d: each one opens, and none is missing or extra.\n", count(res.Records, "record", "records"), res.Generation)
 				return nil
 			}

@@ -1,12 +1,8 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -18,7 +14,7 @@ func render(f *Factory, g *globalOptions, req *logical.Request, resp *logical.Re
 	o := g.formatOptions(f)
 	o.RequestID = req.ID
 	if err := format.Secret(f.IO.Out, f.IO.Err, resp, o); err != nil {
-		if errors.Is(err, format.ErrFieldMissing) {
+		if errors.Is(err, format.ErrFieldMissing) || errors.Is(err, format.ErrUnsupported) {
 			return &usageError{err}
 		}
 		return err
@@ -30,7 +26,7 @@ func render(f *Factory, g *globalOptions, req *logical.Request, resp *logical.Re
 // (other formats print nothing, so that stdout stays parseable), unless
 // always is set.
 func success(f *Factory, g *globalOptions, always bool, msg string, args ...any) {
-	if !always && g.formatOptions(f).Format != "table" && g.formatOptions(f).Format != "" {
+	if !always && g.formatOptions(f).Format != format.NameTable {
 		return
 	}
 	fmt.Fprintf(f.IO.Out, "Success! "+msg+"\n", args...)
@@ -49,39 +45,13 @@ func listOut(f *Factory, g *globalOptions, keys []string, path string) error {
 	return format.List(f.IO.Out, f.IO.Err, keys, path, o)
 }
 
-// yamlOut prints v as YAML with its JSON field names.
-func yamlOut(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	var generic any
-	if err := json.Unmarshal(b, &generic); err != nil {
-		return err
-	}
-	out, err := yaml.Marshal(generic)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(out)
-	return err
-}
-
 // flatOut prints the data of a local command (operator init, status) the
 // way Vault's operator commands do: a Key/Value table, or a flat JSON or
-// YAML object with no request envelope.
+// YAML object with no request envelope (env and dotenv as for a response).
 func flatOut(f *Factory, g *globalOptions, data map[string]any) error {
 	o := g.formatOptions(f)
-	if o.Field != "" || o.Format == "table" || o.Format == "" {
+	if o.Field != "" || !o.Format.Encoded() {
 		return render(f, g, &logical.Request{}, &logical.Response{Data: data})
 	}
-	if o.Format == "yaml" || o.Format == "yml" {
-		return yamlOut(f.IO.Out, data)
-	}
-	b, err := format.IndentJSON(data)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(f.IO.Out, string(b))
-	return err
+	return format.Encode(f.IO.Out, data, o.Format)
 }

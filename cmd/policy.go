@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/policy"
 )
@@ -78,7 +79,7 @@ func newPolicyReadCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return fmt.Errorf("no policy named: %s", name)
 			}
 			text := logical.String(resp.Data["policy"])
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"policy": text}})
 			}
 			fmt.Fprintln(f.IO.Out, strings.TrimSpace(text))
@@ -100,7 +101,7 @@ func newPolicyListCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return requestError("list", "sys/policy", err)
 			}
 			keys, _ := logical.ParseCommaStrings(resp.Data["keys"])
-			if o := g.formatOptions(f); o.Format != "table" {
+			if o := g.formatOptions(f); o.Format != format.NameTable {
 				return listOut(f, g, keys, "sys/policy")
 			}
 			for _, k := range keys {

@@ -17,10 +17,17 @@ func newReadCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Long: `Reads the data at PATH. Reading a database engine's creds/<role> path issues
 a new PostgreSQL credential with a lease.
 
-KEY=VALUE pairs are passed as request data, parsed like write's.`,
+KEY=VALUE pairs are passed as request data, parsed like write's.
+
+Every read of a creds/<role> path issues a new credential: two calls with
+-field=username and -field=password give a username and a password that do
+not belong together. Take both from one call: ` + "`lessor exec PATH -- COMMAND`" + `
+runs a command with them in its environment, and -format=env (or dotenv,
+pgpass, dsn) prints them together.`,
 		Example: `  lessor read database/creds/readonly
   lessor read -format=json database/creds/readonly
-  lessor read -field=username database/creds/readonly
+  eval "$(lessor read -format=env database/creds/readonly)" && psql -c 'SELECT 1'
+  lessor exec database/creds/readonly -- psql -c 'SELECT 1'
   lessor read database/config/postgresql`,
 		Args: minArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -88,7 +95,13 @@ Keep secrets out of argv: pass passwords as key=@file or key=-.`,
 			if err != nil {
 				return requestError("write", path, err)
 			}
-			if resp == nil || (resp.Data == nil && resp.Secret == nil && resp.Auth == nil) {
+			empty := resp == nil || (resp.Data == nil && resp.Secret == nil && resp.Auth == nil)
+			if o := g.formatOptions(f); empty && resp != nil && len(resp.Warnings) > 0 && o.Format.Encoded() && o.Field == "" {
+				// Vault prints the envelope, its warnings array holding
+				// them, so that a script parsing stdout sees them.
+				return render(f, g, req, resp)
+			}
+			if empty {
 				if resp != nil {
 					warn(f, resp.Warnings)
 				}

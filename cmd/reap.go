@@ -157,17 +157,8 @@ type reapOutput struct {
 
 func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bool) error {
 	res := out.ReapResult
-	o := g.formatOptions(f)
-	switch o.Format {
-	case "json":
-		b, err := format.IndentJSON(out)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(f.IO.Out, string(b))
-		return nil
-	case "yaml":
-		return yamlOut(f.IO.Out, out)
+	if o := g.formatOptions(f); o.Format.Encoded() {
+		return format.Encode(f.IO.Out, out, o.Format)
 	}
 	if dryRun {
 		if len(res.Due) == 0 {

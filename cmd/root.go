@@ -131,6 +131,7 @@ func CommandTree() (root *cobra.Command, version string) {
 }
 
 type globalOptions struct {
+	name    format.Name // the parsed format, set by apply
 	format  string
 	field   string
 	store   string
@@ -164,7 +165,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.format, "format", "", "output format: table, json or yaml (env LESSOR_FORMAT)")
+	pf.StringVar(&g.format, "format", "", "output format: "+strings.Join(format.Names(), ", ")+" (env LESSOR_FORMAT)")
 	pf.StringVar(&g.field, "field", "", "print only this field of the response, with no trailing newline when piped")
 	pf.StringVar(&g.store, "store", "", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
 	pf.StringVar(&g.keyFile, "key-file", "", "path of the unseal key file (env LESSOR_KEY_FILE; default $XDG_CONFIG_HOME/lessor/unseal.key)")
@@ -191,7 +192,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 		}
 	}
 	add("secrets", newReadCmd(f, g), newWriteCmd(f, g), newListCmd(f, g), newDeleteCmd(f, g), newSecretsCmd(f, g))
-	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g))
+	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g), newExecCmd(f, g))
 	add("access", newPolicyCmd(f, g), newTokenCmd(f, g), newLoginCmd(f, g), newAuditCmd(f, g))
 	add("ops", newOperatorCmd(f, g), newReapCmd(f, g), newVersionCmd(f))
 	add("ops", newDevCmd(f, g))
@@ -222,14 +223,22 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	if err := f.loadConfigFile(cfg, explicit); err != nil {
 		return err
 	}
-	if err := format.ValidateFormat(f.get("format")); err != nil {
+	name, err := format.Parse(f.get("format"))
+	if err != nil {
 		return &usageError{err}
 	}
-	return nil
+	g.name = name
+	return checkFormat(c, name)
 }
 
+// formatOptions are the output options of this run; apply has parsed the
+// format from the flag, LESSOR_FORMAT or the config file.
 func (g *globalOptions) formatOptions(f *Factory) format.Options {
-	return format.Options{Format: strings.ToLower(f.get("format")), Field: g.field, TTY: f.IO.OutTTY}
+	name := g.name
+	if name == "" {
+		name = format.NameTable
+	}
+	return format.Options{Format: name, Field: g.field, TTY: f.IO.OutTTY}
 }
 
 // normalizeFlags lets Vault-style single-dash long flags through:

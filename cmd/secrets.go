@@ -146,7 +146,7 @@ func newSecretsListCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return requestError("list", "sys/mounts", err)
 			}
 			o := g.formatOptions(f)
-			if o.Format != "table" || o.Field != "" {
+			if o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
 			paths := make([]string, 0, len(resp.Data))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -258,7 +259,7 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return requestError("capabilities", path, err)
 			}
 			caps, _ := logical.ParseCommaStrings(resp.Data["capabilities"])
-			if o := g.formatOptions(f); o.Format != "table" || o.Field != "" {
+			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"capabilities": caps}})
 			}
 			sort.Strings(caps)

@@ -54,11 +54,15 @@ func newExitCodesTopic() *cobra.Command {
   1  usage or local error: an unknown command, a wrong flag or argument,
      bad KEY=VALUE data, a missing or unreadable file, a missing, damaged,
      tampered or rolled-back store, a wrong unseal key, a -field that is not
-     in the response
+     in the response, a -format that cannot print the command's output
   2  the operation was refused or failed: permission denied, nothing found
      at the path, a backend or PostgreSQL error
   3  (reap only) reap finished, but some revocations failed; they are
      recorded and will be retried by the next runs
+
+exec exits with its command's code (128+N if signal N killed it), or with
+1 or 2 as above if it failed before the command ran. If the command
+exited 0 but the lease could not be revoked, exec exits 2.
 
 Any other code means lessor itself failed: treat it as an error.
 Every error is one line on stderr, "lessor: error: …", sometimes followed by

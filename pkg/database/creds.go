@@ -204,12 +204,14 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	}
 	failpoint.Hit(failpoint.IssueAfterCreate)
 
+	host, port, dbName := db.Target()
 	return &logical.Response{
 		Data: map[string]any{"username": username, "password": password},
 		Secret: &logical.Secret{
 			LeaseID: prepared.ID, TTL: prepared.TTL, Renewable: true,
 		},
-		Warnings: prepared.Warnings,
+		Warnings:   prepared.Warnings,
+		Connection: &logical.Connection{Host: host, Port: port, Database: dbName},
 	}, nil
 }
 

@@ -19,9 +19,12 @@
 //     `<`, `>` and `&` are escaped as \u003c…, as Vault does).
 //   - YAML: the JSON envelope re-encoded as YAML, which, as in Vault (it
 //     converts through JSON), sorts the keys.
-//   - -field: one value, printed with %v (JSON/YAML encoded under those
-//     formats), with a trailing newline only when stdout is a terminal, so
-//     that `$(lessor read -field=password …)` is exactly the value.
+//   - -field: one value, printed as it is (a list or a map as JSON;
+//     JSON/YAML encoded under those formats), with a trailing newline only
+//     when stdout is a terminal, so that `$(lessor read -field=password …)`
+//     is exactly the value.
+//   - env, dotenv, pgpass, dsn: a client's settings (env.go); format names
+//     and what each renders are in registry.go.
 //
 // Known differences from Vault, all deliberate: warnings are printed to
 // errw in the json and yaml formats too; the general -field names
@@ -44,9 +47,8 @@ import (
 
 // Options say how to render. The zero value is the table format.
 type Options struct {
-	// Format is "table" (the default, also for ""), "json", "yaml" or
-	// "yml", in any letter case.
-	Format string
+	// Format is a Name; any spelling Parse accepts works ("" is table).
+	Format Name
 	// Field, when set, prints only that field (-field).
 	Field string
 	// TTY reports whether w is a terminal; only -field output depends on it.
@@ -68,8 +70,34 @@ var ErrNoEntries = errors.New("no entries")
 
 type formatError struct{ format string }
 
-func (e *formatError) Error() string        { return "invalid output format: " + e.format }
+func (e *formatError) Error() string {
+	return "invalid output format: " + e.format + " (valid: " + strings.Join(Names(), ", ") + ")"
+}
 func (e *formatError) Is(target error) bool { return target == ErrInvalidFormat }
+
+// ErrUnsupported is wrapped by the error for output that the chosen format
+// cannot carry: a list as pgpass, a response without a credential as dsn,
+// a data key that env would turn into PATH. The CLI exits 1 on it.
+var ErrUnsupported = errors.New("format cannot print this output")
+
+// UnsupportedError is the error for a format that cannot render what a
+// command prints (-format=pgpass for a list, say). The CLI exits 1 on it.
+type UnsupportedError struct {
+	Format Name
+	Output Output
+	What   string // what the command prints, e.g. "a list"
+}
+
+func (e *UnsupportedError) Error() string {
+	valid := FormatsFor(e.Output)
+	names := make([]string, len(valid))
+	for i, n := range valid {
+		names[i] = string(n)
+	}
+	return fmt.Sprintf("-format=%s cannot print %s (use %s)", e.Format, e.What, strings.Join(names, ", "))
+}
+
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
 
 type fieldError struct{ field string }
 
@@ -81,37 +109,18 @@ type noEntriesError struct{ path string }
 func (e *noEntriesError) Error() string        { return "no value found at " + e.path }
 func (e *noEntriesError) Is(target error) bool { return target == ErrNoEntries }
 
-const (
-	formatTable = "table"
-	formatJSON  = "json"
-	formatYAML  = "yaml"
-)
-
-// normalize maps a -format value onto one of the three formats.
-func normalize(s string) (string, error) {
-	switch strings.ToLower(s) {
-	case "", formatTable:
-		return formatTable, nil
-	case formatJSON:
-		return formatJSON, nil
-	case formatYAML, "yml":
-		return formatYAML, nil
-	}
-	return "", &formatError{format: s}
-}
-
 // ValidateFormat reports whether s is a -format value this package
-// renders: `invalid output format: X` when it is not. The CLI calls it
-// before doing any work, so that a typo costs nothing.
+// renders: `invalid output format: X (valid: …)` when it is not. The CLI
+// calls it before doing any work, so that a typo costs nothing.
 func ValidateFormat(s string) error {
-	_, err := normalize(s)
+	_, err := Parse(s)
 	return err
 }
 
 // Secret writes resp to w in the format o asks for, and its warnings to
 // errw. A nil resp is treated as an empty response.
 func Secret(w, errw io.Writer, resp *logical.Response, o Options) error {
-	format, err := normalize(o.Format)
+	format, err := Parse(string(o.Format))
 	if err != nil {
 		return err
 	}
@@ -130,16 +139,20 @@ func Secret(w, errw io.Writer, resp *logical.Response, o Options) error {
 
 	var out []byte
 	switch format {
-	case formatJSON:
+	case NameJSON:
 		out, err = encodeJSON(newEnvelope(resp, o.RequestID))
-	case formatYAML:
+	case NameYAML:
 		out, err = encodeYAML(newEnvelope(resp, o.RequestID))
+	case NameEnv, NameDotenv:
+		out, err = encodeEnv(resp, format)
+	case NamePgpass, NameDSN:
+		out, err = encodeClient(resp, format)
 	}
 	if err != nil {
 		return err
 	}
 	Warnings(errw, resp.Warnings)
-	if format == formatTable {
+	if format == NameTable {
 		if rows := secretRows(resp); len(rows) > 0 {
 			return writeTable(w, []string{"Key", "Value"}, rows)
 		}
@@ -149,11 +162,19 @@ func Secret(w, errw io.Writer, resp *logical.Response, o Options) error {
 	return err
 }
 
-func writeField(w, errw io.Writer, warnings []string, val any, format string, tty bool) error {
+func writeField(w, errw io.Writer, warnings []string, val any, format Name, tty bool) error {
 	var out []byte
 	var err error
 	switch format {
-	case formatTable:
+	default:
+		// A list or a map is printed as JSON: a script can parse that,
+		// and Go's map[k:v] it could not.
+		if structured(val) {
+			if out, err = IndentJSON(val); err != nil {
+				return fmt.Errorf("encode json: %w", err)
+			}
+			break
+		}
 		v := Value(val)
 		if tty {
 			// On a terminal a field is read, not parsed: escape what
@@ -162,13 +183,13 @@ func writeField(w, errw io.Writer, warnings []string, val any, format string, tt
 			v = escapeControls(v)
 		}
 		out = []byte(v)
-	case formatJSON:
+	case NameJSON:
 		// No newline of its own: as for the table value, one is added
 		// only on a terminal.
 		if out, err = IndentJSON(val); err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
-	case formatYAML:
+	case NameYAML:
 		// Vault prints the YAML document as the encoder ends it, with its
 		// newline, and adds another one on a terminal; so does lessor.
 		if out, err = yamlDocument(val); err != nil {
@@ -227,9 +248,12 @@ func fieldValue(resp *logical.Response, field, requestID string) (any, bool) {
 // YAML array. An empty list writes nothing and returns an error wrapping
 // ErrNoEntries ("no value found at <path>"), Vault's message for it.
 func List(w, errw io.Writer, keys []string, path string, o Options) error {
-	format, err := normalize(o.Format)
+	format, err := Parse(string(o.Format))
 	if err != nil {
 		return err
+	}
+	if !format.Prints(Document) {
+		return &UnsupportedError{Format: format, Output: Document, What: "a list"}
 	}
 	if len(keys) == 0 {
 		return &noEntriesError{path: path}
@@ -239,16 +263,16 @@ func List(w, errw io.Writer, keys []string, path string, o Options) error {
 
 	var out []byte
 	switch format {
-	case formatTable:
+	case NameJSON:
+		out, err = encodeJSON(sorted)
+	case NameYAML:
+		out, err = encodeYAML(sorted)
+	default:
 		rows := make([][]string, len(sorted))
 		for i, k := range sorted {
 			rows[i] = []string{k}
 		}
 		return writeTable(w, []string{"Keys"}, rows)
-	case formatJSON:
-		out, err = encodeJSON(sorted)
-	case formatYAML:
-		out, err = encodeYAML(sorted)
 	}
 	if err != nil {
 		return err

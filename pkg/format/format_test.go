@@ -172,14 +172,14 @@ func TestGoldenCredsTableIsTranscript(t *testing.T) {
 }
 
 func TestValidateFormat(t *testing.T) {
-	for _, ok := range []string{"", "table", "json", "yaml", "yml", "JSON", "Table", "YML"} {
+	for _, ok := range []string{"", "table", "json", "yaml", "yml", "JSON", "Table", "YML", "env", "dotenv", "pgpass", "dsn", "ENV"} {
 		if err := ValidateFormat(ok); err != nil {
 			t.Errorf("ValidateFormat(%q) = %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"xml", "pretty", "raw", " json", "tab"} {
 		err := ValidateFormat(bad)
-		if err == nil || err.Error() != "invalid output format: "+bad || !errors.Is(err, ErrInvalidFormat) {
+		if err == nil || err.Error() != "invalid output format: "+bad+" (valid: table, json, yaml, yml, env, dotenv, pgpass, dsn)" || !errors.Is(err, ErrInvalidFormat) {
 			t.Errorf("ValidateFormat(%q) = %v", bad, err)
 		}
 	}
@@ -188,7 +188,7 @@ func TestValidateFormat(t *testing.T) {
 func TestInvalidFormatWritesNothing(t *testing.T) {
 	resp := &logical.Response{Data: map[string]any{"a": 1}, Warnings: []string{"w"}}
 	out, errOut, err := render(resp, Options{Format: "xml"})
-	if !errors.Is(err, ErrInvalidFormat) || err.Error() != "invalid output format: xml" {
+	if !errors.Is(err, ErrInvalidFormat) || err.Error() != "invalid output format: xml"+" (valid: table, json, yaml, yml, env, dotenv, pgpass, dsn)" {
 		t.Fatalf("err = %v", err)
 	}
 	if out != "" || errOut != "" {
@@ -349,10 +349,11 @@ func TestField(t *testing.T) {
 		{"refresh_interval", creds, "refresh_interval", "", false, "3600"},
 		{"renewable", creds, "renewable", "", false, "true"},
 		{"request_id", creds, "request_id", "", false, "req-9"},
+		// Lists and maps print as JSON in every format, not as Go's %v.
 		{"data is the whole map", creds, "data", "", false,
-			"map[gone:<nil> n:42 nested:map[k:[a b]] password:p@ss word\n username:v-u]"},
-		{"data prefers data.data", wrapped, "data", "", false, "map[inner:1]"},
-		{"map field", creds, "nested", "", false, "map[k:[a b]]"},
+			"{\n  \"gone\": null,\n  \"n\": 42,\n  \"nested\": {\n    \"k\": [\n      \"a\",\n      \"b\"\n    ]\n  },\n  \"password\": \"p@ss word\\n\",\n  \"username\": \"v-u\"\n}"},
+		{"data prefers data.data", wrapped, "data", "", false, "{\n  \"inner\": 1\n}"},
+		{"map field", creds, "nested", "", false, "{\n  \"k\": [\n    \"a\",\n    \"b\"\n  ]\n}"},
 		{"json string", creds, "username", "json", false, `"v-u"`},
 		{"json string on a tty", creds, "username", "json", true, "\"v-u\"\n"},
 		{"json number stays a number", creds, "n", "json", false, "42"},
@@ -364,8 +365,8 @@ func TestField(t *testing.T) {
 		{"token_accessor", token, "token_accessor", "", false, "acc"},
 		{"token_duration is seconds", token, "token_duration", "", false, "3600"},
 		{"token_renewable", token, "token_renewable", "", false, "true"},
-		{"token_policies", token, "token_policies", "", false, "[apps default]"},
-		{"identity_policies nil", token, "identity_policies", "", false, "[]"},
+		{"token_policies", token, "token_policies", "", false, "[\n  \"apps\",\n  \"default\"\n]"},
+		{"identity_policies nil", token, "identity_policies", "", false, "null"},
 		{"identity_policies nil in json", token, "identity_policies", "json", false, "null"},
 		{"policies json", token, "policies", "json", false, "[\n  \"apps\",\n  \"default\"\n]"},
 		{"lease_id on a token response", token, "lease_id", "", false, "x"},
@@ -373,12 +374,12 @@ func TestField(t *testing.T) {
 		{"auth names are data keys without auth", &logical.Response{Data: map[string]any{"token": "d"}}, "token", "", false, "d"},
 		{"no secret: empty lease id", &logical.Response{}, "lease_id", "", false, ""},
 		{"no secret: zero duration", &logical.Response{}, "lease_duration", "json", false, "0"},
-		{"nil data map", &logical.Response{}, "data", "", false, "map[]"},
+		{"nil data map", &logical.Response{}, "data", "", false, "null"},
 		{"nil data map in json", &logical.Response{}, "data", "json", false, "null"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, errOut, err := render(tt.resp, Options{Field: tt.field, Format: tt.format, TTY: tt.tty, RequestID: "req-9"})
+			out, errOut, err := render(tt.resp, Options{Field: tt.field, Format: Name(tt.format), TTY: tt.tty, RequestID: "req-9"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -396,7 +397,7 @@ func TestFieldMissing(t *testing.T) {
 	}
 	for _, field := range []string{"lease_renewable", "last_renewal", "nope", "token", "token_duration", "Username"} {
 		for _, format := range []string{"table", "json", "yaml"} {
-			out, errOut, err := render(creds, Options{Field: field, Format: format})
+			out, errOut, err := render(creds, Options{Field: field, Format: Name(format)})
 			if !errors.Is(err, ErrFieldMissing) {
 				t.Fatalf("field %q (%s): err = %v, want ErrFieldMissing", field, format, err)
 			}
@@ -450,14 +451,14 @@ func TestJSONEnvelope(t *testing.T) {
 	// What JSON cannot encode fails before anything is written.
 	bad := &logical.Response{Data: map[string]any{"c": make(chan int)}, Warnings: []string{"w"}}
 	for _, f := range []string{"json", "yaml"} {
-		out, errOut, err := render(bad, Options{Format: f})
+		out, errOut, err := render(bad, Options{Format: Name(f)})
 		if err == nil || !strings.HasPrefix(err.Error(), "encode "+f+": json: unsupported type: chan int") {
 			t.Errorf("%s: err = %v", f, err)
 		}
 		if out != "" || errOut != "" {
 			t.Errorf("%s: wrote %q / %q", f, out, errOut)
 		}
-		out, errOut, err = render(bad, Options{Format: f, Field: "c"})
+		out, errOut, err = render(bad, Options{Format: Name(f), Field: "c"})
 		if err == nil || err.Error() != "encode "+f+": json: unsupported type: chan int" {
 			t.Errorf("%s field: err = %v", f, err)
 		}
@@ -476,7 +477,7 @@ func TestList(t *testing.T) {
 	}
 	for format, w := range want {
 		var out, errOut bytes.Buffer
-		if err := List(&out, &errOut, keys, "database/roles", Options{Format: format, Field: "ignored"}); err != nil {
+		if err := List(&out, &errOut, keys, "database/roles", Options{Format: Name(format), Field: "ignored"}); err != nil {
 			t.Fatal(err)
 		}
 		checkText(t, format, out.String(), w)
@@ -487,7 +488,7 @@ func TestList(t *testing.T) {
 	}
 	for _, format := range []string{"table", "json", "yaml"} {
 		var out bytes.Buffer
-		err := List(&out, &out, nil, "sys/leases/lookup/database/creds/readonly", Options{Format: format})
+		err := List(&out, &out, nil, "sys/leases/lookup/database/creds/readonly", Options{Format: Name(format)})
 		if !errors.Is(err, ErrNoEntries) || err.Error() != "no value found at sys/leases/lookup/database/creds/readonly" {
 			t.Errorf("%s: err = %v", format, err)
 		}
@@ -649,7 +650,7 @@ func BenchmarkList100k(b *testing.B) {
 		b.Run(format, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := List(io.Discard, io.Discard, keys, "p", Options{Format: format}); err != nil {
+				if err := List(io.Discard, io.Discard, keys, "p", Options{Format: Name(format)}); err != nil {
 					b.Fatal(err)
 				}
 			}

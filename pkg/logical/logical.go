@@ -75,6 +75,20 @@ type Response struct {
 	Secret   *Secret
 	Auth     *Auth
 	Warnings []string
+	// Connection says where a database credential logs in, when the
+	// backend knows. It is not part of Vault's JSON envelope: the CLI uses
+	// it only to build a client's settings (-format=env, pgpass, dsn and
+	// `lessor exec`), and the audit log leaves it out.
+	Connection *Connection
+}
+
+// Connection is the non-secret part of a database credential's client
+// settings, from the connection config that issued it. An empty field is
+// unknown.
+type Connection struct {
+	Host     string // a host name, an address, or a Unix socket directory
+	Port     uint16
+	Database string
 }
 
 // AddWarning appends a warning that the CLI prints on stderr.

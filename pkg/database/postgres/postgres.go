@@ -280,6 +280,19 @@ func Connect(ctx context.Context, cfg Config) (*DB, error) {
 	return db, nil
 }
 
+// Target says where the admin connection logged in: the host (a name, an
+// address or a socket directory), the port and the database. Credentials
+// that this connection creates log in there too.
+func (db *DB) Target() (host string, port uint16, database string) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.conn == nil {
+		return "", 0, ""
+	}
+	cc := db.conn.Config()
+	return cc.Host, cc.Port, cc.Database
+}
+
 func (db *DB) addSecret(s string) {
 	if s != "" {
 		db.secrets = append(db.secrets, s)

@@ -374,6 +374,16 @@ func UpgradePostgres(ctx context.Context, raw string, opts PostgresOptions) (fro
 	return from, p.wrap("upgrade", err)
 }
 
+// Drop removes the store's tables (not the schema, which may have been
+// there before): operator init's undo when it fails half way.
+func (p *Postgres) Drop(ctx context.Context) error {
+	err := p.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `DROP TABLE IF EXISTS `+p.ident()+`.kv, `+p.ident()+`.meta`)
+		return err
+	})
+	return p.wrap("drop", err)
+}
+
 // Name returns the store's URL with its password redacted.
 func (p *Postgres) Name() string { return p.name }
 

@@ -23,7 +23,7 @@ func newOperatorCmd(f *Factory, g *globalOptions) *cobra.Command {
   lessor operator rotate`,
 	}
 	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g),
-		newOperatorVerifyCmd(f, g))
+		newOperatorVerifyCmd(f, g), newOperatorMigrateCmd(f, g))
 	return c
 }
 

@@ -160,3 +160,40 @@ func migrate(ctx context.Context, src, dst storage.Store, key barrier.UnsealKey)
 	}
 	return n, res, err
 }
+
+func newOperatorUpgradeSchemaCmd(f *Factory, g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade-schema",
+		Short: "Bring a PostgreSQL store's tables to this lessor's schema version",
+		Long: `A PostgreSQL store records the version of its tables. A lessor that finds
+an older version refuses the store until this command upgrades it (never
+as a side effect of another command), in one transaction that holds the
+store's write lock; a newer version is refused: upgrade lessor instead.
+Upgrade every host's lessor before running it. A file store has no schema
+to upgrade.`,
+		Example: `  lessor operator upgrade-schema -store='postgres://lessor@db.internal/ops'`,
+		Args:    exactArgs(0),
+		RunE: func(c *cobra.Command, args []string) error {
+			u, err := f.storeURL()
+			if err != nil {
+				return err
+			}
+			if u == "" {
+				return usageErrorf("store %s is a file: only a PostgreSQL store has a schema to upgrade", f.storeName())
+			}
+			from, err := storage.UpgradePostgres(c.Context(), u, storage.PostgresOptions{})
+			if err != nil {
+				if errors.Is(err, storage.ErrNoStore) {
+					return &localError{err}
+				}
+				return f.storeError(err)
+			}
+			if from == storage.PostgresSchemaVersion {
+				fmt.Fprintf(f.IO.Out, "The schema of %s is already at version %d.\n", f.storeName(), from)
+				return nil
+			}
+			fmt.Fprintf(f.IO.Out, "Success! Upgraded the schema of %s from version %d to %d.\n", f.storeName(), from, storage.PostgresSchemaVersion)
+			return nil
+		},
+	}
+}

@@ -23,7 +23,8 @@ func newOperatorCmd(f *Factory, g *globalOptions) *cobra.Command {
   lessor operator rotate`,
 	}
 	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g),
-		newOperatorVerifyCmd(f, g), newOperatorMigrateCmd(f, g))
+		newOperatorVerifyCmd(f, g), newOperatorMigrateCmd(f, g),
+		newOperatorUpgradeSchemaCmd(f, g))
 	return c
 }
 

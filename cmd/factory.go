@@ -50,6 +50,8 @@ type Factory struct {
 
 	core    *core.Core
 	barrier *barrier.Barrier
+	// closers run when the command ends (a PostgreSQL store's connections).
+	closers []func()
 	// acceptRollback: the store may be older than the generation this user
 	// last saw (operator verify -accept-rollback).
 	acceptRollback bool
@@ -105,7 +107,7 @@ type setting struct {
 }
 
 var settings = []setting{
-	{"store", "store", "LESSOR_STORE", "path of the encrypted state file"},
+	{"store", "store", "LESSOR_STORE", "the encrypted store: a file path, or a postgres:// URL (?schema=NAME, default lessor)"},
 	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
 	{"format", "format", "LESSOR_FORMAT", "output format: table, json, yaml, env, dotenv, pgpass or dsn"},
 	{"unseal_key", "", "LESSOR_UNSEAL_KEY", "the unseal key itself, base64 (instead of a key file; for CI)"},
@@ -237,7 +239,49 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-func (f *Factory) storePath() string { return expandHome(f.get("store"), f.home()) }
+// storePath is the store setting as given: a file path (with ~ expanded)
+// or a store URL, which may hold a password; say storeName in messages.
+func (f *Factory) storePath() string {
+	raw := f.get("store")
+	if storage.LooksLikeURL(raw) {
+		return raw
+	}
+	return expandHome(raw, f.home())
+}
+
+// storeName names the store in messages and output: the path, or the URL
+// with its password redacted.
+func (f *Factory) storeName() string {
+	raw := f.storePath()
+	if storage.LooksLikeURL(raw) {
+		return storage.RedactURL(raw)
+	}
+	return raw
+}
+
+// storeURL returns the store URL, "" for a file store, and refuses a value
+// that looks like a URL of a kind lessor does not support: it must never
+// become a file named after it.
+func (f *Factory) storeURL() (string, error) {
+	raw := f.storePath()
+	switch {
+	case storage.IsPostgresURL(raw):
+		return raw, nil
+	case storage.LooksLikeURL(raw):
+		return "", usageErrorf("store %s: unsupported store URL; use a file path or a postgres:// or postgresql:// URL", storage.RedactURL(raw))
+	}
+	return "", nil
+}
+
+func (f *Factory) onClose(fn func()) { f.closers = append(f.closers, fn) }
+
+// close releases what the command opened.
+func (f *Factory) close() {
+	for _, fn := range f.closers {
+		fn()
+	}
+	f.closers = nil
+}
 
 func expandHome(p, home string) string {
 	if p == "~" {
@@ -249,8 +293,23 @@ func expandHome(p, home string) string {
 	return p
 }
 
-// openPhysical opens the store file without unsealing it.
-func (f *Factory) openPhysical() (*storage.Bolt, error) {
+// openPhysical opens the store without unsealing it.
+func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
+	u, err := f.storeURL()
+	if err != nil {
+		return nil, err
+	}
+	if u != "" {
+		p, err := storage.OpenPostgres(ctx, u, storage.PostgresOptions{})
+		if err != nil {
+			if errors.Is(err, storage.ErrNoStore) {
+				return nil, &localError{withHint(err, "run `lessor operator init` to create it, or point -store / LESSOR_STORE at an existing one")}
+			}
+			return nil, f.storeError(err)
+		}
+		f.onClose(p.Close)
+		return p, nil
+	}
 	path := f.storePath()
 	phys, err := storage.OpenBolt(path, storage.BoltOptions{})
 	if err != nil {
@@ -274,9 +333,9 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 			}
 			return barrier.KeyFromPassphrase(b), nil
 		}
-		b, err := f.ReadPassword("Passphrase for " + f.storePath() + ": ")
+		b, err := f.ReadPassword("Passphrase for " + f.storeName() + ": ")
 		if errors.Is(err, errNoTerminal) {
-			return barrier.UnsealKey{}, withHint(&localError{fmt.Errorf("read passphrase for %s: %w", f.storePath(), err)}, passphraseHint)
+			return barrier.UnsealKey{}, withHint(&localError{fmt.Errorf("read passphrase for %s: %w", f.storeName(), err)}, passphraseHint)
 		}
 		if err != nil {
 			return barrier.UnsealKey{}, &localError{fmt.Errorf("read passphrase: %w", err)}
@@ -324,7 +383,7 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 	if f.barrier != nil {
 		return f.barrier, nil
 	}
-	phys, err := f.openPhysical()
+	phys, err := f.openPhysical(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -368,8 +427,15 @@ func (f *Factory) generationFile(storeID string) string {
 
 // storeError names the store in errors about it.
 func (f *Factory) storeError(err error) error {
-	path := f.storePath()
+	path := f.storeName()
 	switch {
+	case errors.Is(err, storage.ErrUnavailable):
+		// The database behind the store failed: the operation failed
+		// (exit 2), nothing local is wrong. The message names the store.
+		if strings.Contains(err.Error(), path) {
+			return err
+		}
+		return fmt.Errorf("store %s: %w", path, err)
 	case errors.Is(err, barrier.ErrWrongKey):
 		hint := "check -key-file / LESSOR_KEY_FILE, LESSOR_UNSEAL_KEY or the passphrase"
 		if next := expandHome(f.get("key_file"), f.home()) + ".new"; fileExists(next) {
@@ -501,7 +567,8 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 // isStoreFailure tells a failure of the local store apart from a refused
 // or failed operation.
 func isStoreFailure(err error) bool {
-	return errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrBusy) ||
+	return errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrBusy) || errors.Is(err, storage.ErrUnavailable) ||
+		errors.Is(err, storage.ErrSchemaVersion) ||
 		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EDQUOT)
 }
 

@@ -24,7 +24,8 @@ func newOperatorCmd(f *Factory, g *globalOptions) *cobra.Command {
   lessor operator rotate`,
 	}
 	c.AddCommand(newOperatorInitCmd(f, g), newOperatorStatusCmd(f, g), newOperatorRotateCmd(f, g), newOperatorRekeyCmd(f, g),
-		newOperatorVerifyCmd(f, g))
+		newOperatorVerifyCmd(f, g), newOperatorMigrateCmd(f, g),
+		newOperatorUpgradeSchemaCmd(f, g))
 	return c
 }
 
@@ -81,14 +82,19 @@ init never touches an existing store.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			path := f.storePath()
-			if _, err := os.Lstat(path); err == nil {
-				return &localError{withHint(fmt.Errorf("a store already exists at %s; init refuses to touch it", path),
-					"use -store to create another one, or `lessor operator status` to inspect this one")}
+			storeURL, err := f.storeURL()
+			if err != nil {
+				return err
+			}
+			path := f.storeName()
+			if storeURL == "" {
+				if _, err := os.Lstat(path); err == nil {
+					return &localError{withHint(fmt.Errorf("a store already exists at %s; init refuses to touch it", path),
+						"use -store to create another one, or `lessor operator status` to inspect this one")}
+				}
 			}
 			var key barrier.UnsealKey
 			var keyFile string
-			var err error
 			switch {
 			case usePassphrase:
 				pass, err := newPassphrase(f)
@@ -117,7 +123,7 @@ init never touches an existing store.`,
 					return &localError{err}
 				}
 			}
-			tok, storeID, err := initStore(ctx, f, path, key)
+			tok, storeID, err := initStore(ctx, f, storeURL, key)
 			if err != nil {
 				if keyFile != "" {
 					os.Remove(keyFile)
@@ -161,18 +167,40 @@ init never touches an existing store.`,
 	return c
 }
 
-// initStore creates the store file and initialises it; on any failure the
-// new file is removed, so that init can simply be run again.
-func initStore(ctx context.Context, f *Factory, path string, key barrier.UnsealKey) (tok, storeID string, err error) {
-	phys, err := storage.CreateBolt(path, storage.BoltOptions{})
-	if err != nil {
-		return "", "", &localError{err}
-	}
-	defer func() {
+// initStore creates the store (a file, or the tables of a PostgreSQL
+// schema when storeURL is set) and initialises it; on any failure what it
+// created is removed, so that init can simply be run again.
+func initStore(ctx context.Context, f *Factory, storeURL string, key barrier.UnsealKey) (tok, storeID string, err error) {
+	path := f.storeName()
+	var phys storage.Store
+	if storeURL != "" {
+		p, err := storage.CreatePostgres(ctx, storeURL, storage.PostgresOptions{})
 		if err != nil {
-			os.Remove(path)
+			if errors.Is(err, storage.ErrStoreExists) {
+				return "", "", &localError{withHint(fmt.Errorf("%w; init refuses to touch it", err),
+					"use ?schema=NAME in the URL to create another one, or `lessor operator status` to inspect this one")}
+			}
+			return "", "", f.storeError(err)
 		}
-	}()
+		f.onClose(p.Close)
+		defer func() {
+			if err != nil {
+				p.Drop(context.WithoutCancel(ctx))
+			}
+		}()
+		phys = p
+	} else {
+		b, err := storage.CreateBolt(path, storage.BoltOptions{})
+		if err != nil {
+			return "", "", &localError{err}
+		}
+		defer func() {
+			if err != nil {
+				os.Remove(path)
+			}
+		}()
+		phys = b
+	}
 	b, err := barrier.Init(ctx, phys, key, barrier.InitOptions{Now: f.Now})
 	if err != nil {
 		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
@@ -199,8 +227,23 @@ no store at the path.`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			path := f.storePath()
-			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			storeURL, err := f.storeURL()
+			if err != nil {
+				return err
+			}
+			path := f.storeName()
+			missing := false
+			if storeURL != "" {
+				p, err := storage.OpenPostgres(ctx, storeURL, storage.PostgresOptions{})
+				if err == nil {
+					p.Close()
+				}
+				missing = errors.Is(err, storage.ErrNoStore)
+			} else {
+				_, err := os.Stat(path)
+				missing = errors.Is(err, os.ErrNotExist)
+			}
+			if missing {
 				if err := flatOut(f, g, map[string]any{"initialized": false, "store_path": path}); err != nil {
 					return err
 				}
@@ -319,7 +362,7 @@ Exits 1 when the store was tampered with.`,
 				fmt.Fprintf(f.IO.Out, "Success! %s verified at generation %d: each one opens, and none is missing or extra.\n", count(res.Records, "record", "records"), res.Generation)
 				return nil
 			}
-			return flatOut(f, g, map[string]any{"store_path": f.storePath(), "records": res.Records, "generation": res.Generation})
+			return flatOut(f, g, map[string]any{"store_path": f.storeName(), "records": res.Records, "generation": res.Generation})
 		},
 	}
 	c.Flags().BoolVar(&acceptRollback, "accept-rollback", false, "accept a store older than the newest one seen (a backup restored on purpose)")

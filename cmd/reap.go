@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 func newReapCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var dryRun, verbose, orphans bool
 	var parallel int
+	var loop time.Duration
+	var once func(ctx context.Context, stop <-chan struct{}) error
 	c := &cobra.Command{
 		Use:   "reap [flags]",
 		Short: "Revoke every expired lease and token (run it from cron or a systemd timer)",
@@ -76,68 +79,99 @@ and /etc/systemd/system/lessor-reap.timer:
   [Install]
   WantedBy=timers.target
 
-then: systemctl enable --now lessor-reap.timer`,
+then: systemctl enable --now lessor-reap.timer
+
+With -loop=INTERVAL, reap runs until SIGTERM or SIGINT instead, starting a
+pass every INTERVAL (for hosts that prefer a long-running service to a
+timer). A failed pass is reported on stderr and the next one runs anyway.
+On SIGTERM it claims no further batch, finishes and settles the batches in
+hand, and exits 0. Several hosts may each run one against a shared
+PostgreSQL store: claims keep them off each other's leases.`,
 		Example: `  lessor reap
   lessor reap -dry-run
   lessor reap -orphans -dry-run
-  lessor reap -format=json`,
+  lessor reap -format=json
+  lessor reap -loop=30s`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			if parallel < 1 || parallel > maxReapParallel {
 				return usageErrorf("-parallel must be from 1 to %d, not %d", maxReapParallel, parallel)
 			}
-			cr, err := f.Core(c.Context())
-			if err != nil {
-				return err
+			if loop < 0 || c.Flags().Changed("loop") && loop < 100*time.Millisecond {
+				return usageErrorf("-loop must be at least 100ms, not %v", loop)
 			}
-			if orphans {
-				// The daily sweep also checks the whole record set, so that
-				// a revoked token or lease put back into the file is found
-				// (every command checks only the mounts, audit devices and
-				// policies, which costs nothing as leases grow).
-				b, err := f.Barrier(c.Context())
-				if err != nil {
-					return err
-				}
-				if _, err := b.Verify(c.Context(), false); err != nil {
-					return f.storeError(err)
-				}
+			if loop == 0 {
+				return once(c.Context(), nil)
 			}
-			opts := lease.ReapOptions{DryRun: dryRun, Workers: parallel}
-			if f.IO.ErrTTY {
-				opts.Progress = func(done int) {
-					if done >= 1000 {
-						fmt.Fprintf(f.IO.Err, "\rrevoked or tried %d leases…", done)
-					}
+			// The signal ends the loop and stops new claims; the work in
+			// hand runs on a context the signal does not cancel.
+			sig := c.Context()
+			work := context.WithoutCancel(sig)
+			for {
+				if err := once(work, sig.Done()); err != nil {
+					printError(f.IO.Err, err)
+				}
+				select {
+				case <-sig.Done():
+					return nil
+				case <-time.After(loop):
 				}
 			}
-			res, err := cr.Reap(c.Context(), opts)
-			if opts.Progress != nil && res != nil && res.ReapSummary != nil && res.Revoked+res.Failed >= 1000 {
-				fmt.Fprintln(f.IO.Err)
-			}
-			if err != nil {
-				return err
-			}
-			out := &reapOutput{ReapResult: res}
-			if orphans {
-				if out.Orphans, err = cr.ReapOrphans(c.Context(), dryRun); err != nil {
-					return err
-				}
-			}
-			if err := printReap(f, g, out, dryRun, verbose); err != nil {
-				return err
-			}
-			if !dryRun && (res.Failed > 0 || res.WaitingRetry > 0) {
-				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s in this run and %s waiting for retry; see `lessor lease list`",
-					count(res.Failed, "revocation failed", "revocations failed"), count(res.WaitingRetry, "lease is", "leases are"))}
-			}
-			if o := out.Orphans; !dryRun && o != nil && (o.Failed > 0 || len(o.Errors) > 0) {
-				return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s could not be revoked and %s could not be swept; the next `lessor reap -orphans` retries them",
-					count(o.Failed, "orphaned role", "orphaned roles"), count(len(o.Errors), "connection", "connections"))}
-			}
-			return nil
 		},
 	}
+	once = func(ctx context.Context, stopCh <-chan struct{}) error {
+		cr, err := f.Core(ctx)
+		if err != nil {
+			return err
+		}
+		if orphans {
+			// The daily sweep also checks the whole record set, so that
+			// a revoked token or lease put back into the file is found
+			// (every command checks only the mounts, audit devices and
+			// policies, which costs nothing as leases grow).
+			b, err := f.Barrier(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := b.Verify(ctx, false); err != nil {
+				return f.storeError(err)
+			}
+		}
+		opts := lease.ReapOptions{DryRun: dryRun, Workers: parallel, Stop: stopCh}
+		if f.IO.ErrTTY {
+			opts.Progress = func(done int) {
+				if done >= 1000 {
+					fmt.Fprintf(f.IO.Err, "\rrevoked or tried %d leases…", done)
+				}
+			}
+		}
+		res, err := cr.Reap(ctx, opts)
+		if opts.Progress != nil && res != nil && res.ReapSummary != nil && res.Revoked+res.Failed >= 1000 {
+			fmt.Fprintln(f.IO.Err)
+		}
+		if err != nil {
+			return err
+		}
+		out := &reapOutput{ReapResult: res}
+		if orphans {
+			if out.Orphans, err = cr.ReapOrphans(ctx, dryRun); err != nil {
+				return err
+			}
+		}
+		if err := printReap(f, g, out, dryRun, verbose); err != nil {
+			return err
+		}
+		if !dryRun && (res.Failed > 0 || res.WaitingRetry > 0) {
+			return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s in this run and %s waiting for retry; see `lessor lease list`",
+				count(res.Failed, "revocation failed", "revocations failed"), count(res.WaitingRetry, "lease is", "leases are"))}
+		}
+		if o := out.Orphans; !dryRun && o != nil && (o.Failed > 0 || len(o.Errors) > 0) {
+			return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s could not be revoked and %s could not be swept; the next `lessor reap -orphans` retries them",
+				count(o.Failed, "orphaned role", "orphaned roles"), count(len(o.Errors), "connection", "connections"))}
+		}
+		return nil
+	}
+	c.Flags().DurationVar(&loop, "loop", 0, "run until SIGTERM, a pass every `INTERVAL` (e.g. 30s)")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be revoked and why, and change nothing")
 	c.Flags().BoolVar(&verbose, "verbose", false, "print a summary even when not on a terminal")
 	c.Flags().BoolVar(&orphans, "orphans", false, "also revoke expired roles this store created but has no lease record of")

@@ -45,6 +45,7 @@ func run(ctx context.Context, f *Factory, args []string) int {
 	root.SetErr(f.IO.Err)
 	unknown := refuseUnknownSubcommands(root)
 	err := root.ExecuteContext(ctx)
+	f.close()
 	if err == nil {
 		err = *unknown
 	}

@@ -50,7 +50,7 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("child process only")
 	}
 	child, _ := strconv.Atoi(os.Getenv(childEnv))
-	phys, err := storage.OpenBolt(os.Getenv(storeEnv), storage.BoltOptions{})
+	phys, err := openLocation(os.Getenv(storeEnv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestHelperProcess(t *testing.T) {
 	}
 }
 
-func initStore(t *testing.T) (string, *storage.Bolt) {
+func initStore(t *testing.T) (string, storage.Store) {
 	t.Helper()
 	path := filepath.Join(fastDir(t), "lessor.db")
 	phys, err := storage.CreateBolt(path, storage.BoltOptions{})
@@ -119,6 +119,13 @@ func initStore(t *testing.T) (string, *storage.Bolt) {
 // reopen opens the store as a new process would, and checks the whole file.
 func reopen(t *testing.T, path string) *Barrier {
 	t.Helper()
+	if storage.IsPostgresURL(path) {
+		b, err := Open(ctx, openPG(t, path), testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
 	phys, err := storage.OpenBolt(path, storage.BoltOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +140,10 @@ func reopen(t *testing.T, path string) *Barrier {
 	return b
 }
 
-func TestConcurrentProcesses(t *testing.T) {
+func TestConcurrentProcesses(t *testing.T)         { testConcurrentProcesses(t, initStore) }
+func TestConcurrentProcessesPostgres(t *testing.T) { testConcurrentProcesses(t, initPostgresStore) }
+
+func testConcurrentProcesses(t *testing.T, initStore func(*testing.T) (string, storage.Store)) {
 	path, _ := initStore(t)
 	start := time.Now()
 	var cmds []*exec.Cmd
@@ -171,7 +181,10 @@ func TestConcurrentProcesses(t *testing.T) {
 		elapsed.Round(time.Millisecond), float64(children*writesEach)/elapsed.Seconds())
 }
 
-func TestCrashInsideUpdate(t *testing.T) {
+func TestCrashInsideUpdate(t *testing.T)         { testCrashInsideUpdate(t, initStore) }
+func TestCrashInsideUpdatePostgres(t *testing.T) { testCrashInsideUpdate(t, initPostgresStore) }
+
+func testCrashInsideUpdate(t *testing.T, initStore func(*testing.T) (string, storage.Store)) {
 	path, _ := initStore(t)
 	put(t, reopen(t, path), "before", "kept")
 	cmd := helper(t, "die-mid-update", path, 0)
@@ -187,7 +200,12 @@ func TestCrashInsideUpdate(t *testing.T) {
 	put(t, reopen(t, path), "after", "x")
 }
 
-func TestKilledBetweenAndDuringCommits(t *testing.T) {
+func TestKilledBetweenAndDuringCommits(t *testing.T) { testKilledBetweenAndDuringCommits(t, initStore) }
+func TestKilledBetweenAndDuringCommitsPostgres(t *testing.T) {
+	testKilledBetweenAndDuringCommits(t, initPostgresStore)
+}
+
+func testKilledBetweenAndDuringCommits(t *testing.T, initStore func(*testing.T) (string, storage.Store)) {
 	rounds := 6
 	if raceEnabled {
 		rounds = 2

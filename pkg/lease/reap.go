@@ -48,6 +48,10 @@ type ReapOptions struct {
 	// Workers is how many batches are revoked at once, each on database
 	// connections of its own (0: DefaultReapWorkers).
 	Workers int
+	// Stop, when closed, makes the run claim no further batch; the
+	// batches already claimed are revoked and settled (with ctx, which a
+	// caller that stops on a signal therefore keeps alive).
+	Stop <-chan struct{}
 }
 
 // Reap revokes every lease that is due: expired, waiting for a retry, left
@@ -95,7 +99,7 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	}
 	for range workers {
 		wg.Go(func() {
-			for !stop.Load() && ctx.Err() == nil {
+			for !stop.Load() && ctx.Err() == nil && !closed(o.Stop) {
 				claimed, skipped, err := m.claimDue(ctx, now)
 				var res Result
 				if err == nil && len(claimed) > 0 {
@@ -229,4 +233,14 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed []*Entry
 		return nil
 	})
 	return claimed, skipped, err
+}
+
+// closed reports whether c is closed; a nil channel never is.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }

@@ -213,11 +213,20 @@ func TestPrefixedStore(t *testing.T) {
 // every shape bbolt produces (splits, merges, overflow pages, a tree that
 // grows and shrinks): a false alarm fails here. Check must pass at the end.
 func TestBoltMatchesMemory(t *testing.T) {
-	ctx := context.Background()
 	b, err := CreateBolt(filepath.Join(t.TempDir(), "lessor.db"), BoltOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	testMatchesMemory(t, b)
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testMatchesMemory runs random transactions against b and a Memory store
+// and compares the two after each.
+func testMatchesMemory(t *testing.T, b Store) {
+	ctx := context.Background()
 	m := NewMemory()
 	rng := rand.New(rand.NewPCG(5, 6))
 	value := func() []byte {
@@ -266,9 +275,6 @@ func TestBoltMatchesMemory(t *testing.T) {
 		if gb, gm := snapshot(t, b), snapshot(t, m); !reflect.DeepEqual(gb, gm) {
 			t.Fatalf("after transaction %d the stores differ (%d and %d keys)", i, len(gb), len(gm))
 		}
-	}
-	if err := b.Check(ctx); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -1,0 +1,756 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// PostgresSchemaVersion is the layout of the tables this package writes and
+// the only one it opens. A store at another version is refused; moving it
+// to this one is UpgradePostgres, which only an operator command calls.
+const PostgresSchemaVersion = 1
+
+// DefaultPostgresSchema is the schema a store URL without ?schema= uses.
+const DefaultPostgresSchema = "lessor"
+
+// Errors of the PostgreSQL backend besides ErrNoStore, ErrStoreExists and
+// ErrBusy, which it shares with the file backend.
+var (
+	// ErrUnavailable: the server could not be reached, or the connection
+	// broke in the middle of a transaction. Nothing of that transaction was
+	// applied, except that a break during COMMIT leaves it unknown whether
+	// the whole transaction was.
+	ErrUnavailable = errors.New("store is unavailable")
+	// ErrSchemaVersion: the store's schema is at another version than this
+	// lessor's.
+	ErrSchemaVersion = errors.New("store schema version differs")
+)
+
+// IsPostgresURL reports whether s names a PostgreSQL store: a postgres://
+// or postgresql:// URL.
+func IsPostgresURL(s string) bool {
+	l := strings.ToLower(s)
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+}
+
+// LooksLikeURL reports whether s has the form scheme://…, which is never
+// taken for a file path: a mistyped or unsupported store URL must not
+// become a file named after it (its password included).
+func LooksLikeURL(s string) bool {
+	i := strings.Index(s, "://")
+	if i <= 0 {
+		return false
+	}
+	for j, r := range s[:i] {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || j > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// RedactURL returns a store URL fit for messages: the password, in the
+// user part or in a password= parameter, is replaced by xxxxx. A value that
+// does not parse is reduced to its scheme.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.Index(raw, "://"); i > 0 {
+			return raw[:i] + "://(unparsable URL)"
+		}
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	q := u.Query()
+	changed := false
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q[k] = []string{"xxxxx"}
+			changed = true
+		}
+	}
+	if changed {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// PostgresOptions tunes a Postgres store.
+type PostgresOptions struct {
+	// LockTimeout bounds the wait for another writer; zero means
+	// DefaultLockTimeout. Past it a transaction fails with ErrBusy.
+	LockTimeout time.Duration
+}
+
+// Postgres is a Store kept in one schema of a PostgreSQL database:
+//
+//	<schema>.meta  one row: schema_version, created
+//	<schema>.kv    key bytea primary key, value bytea
+//
+// Keys are bytea so that their order is byte order whatever the
+// database's collation. Values arrive sealed by pkg/barrier: the server
+// sees key names and ciphertext, as a copy of a store file would show.
+//
+// Isolation. Every Update is one PostgreSQL transaction at READ COMMITTED
+// that first locks the meta row (SELECT … FOR UPDATE), so writers run one
+// at a time, as they do on the file store under its exclusive flock. With
+// no other writer running, every statement of the transaction sees the same
+// data plus its own writes, so the transaction behaves as if it ran alone:
+// no lost update, no torn read. SERIALIZABLE would give the same result by
+// aborting one of two overlapping writers instead of making it wait; since
+// every write of a lessor store also rewrites the barrier's state record,
+// any two writers overlap, and aborting and re-running them would only
+// waste their work. Every View is one REPEATABLE READ READ ONLY
+// transaction: one snapshot for all its reads, never blocked by writers
+// and never blocking them. A transaction PostgreSQL aborts anyway with a
+// serialization failure (40001) or a deadlock (40P01), which a lessor
+// transaction can only meet against someone else's locks, is run again,
+// fn included, after a short random backoff; fn must not keep state
+// between runs.
+//
+// A broken connection ends the transaction with an error wrapping
+// ErrUnavailable; PostgreSQL rolls back what the transaction wrote. Errors
+// name the store by its URL with the password replaced by xxxxx.
+//
+// Connections are opened on first use and kept for the next transaction
+// (only between transactions, never holding a lock); Close closes them.
+type Postgres struct {
+	cfg    *pgx.ConnConfig
+	schema string
+	name   string // the URL, redacted
+	opts   PostgresOptions
+
+	mu     sync.Mutex
+	idle   []*pgx.Conn
+	closed bool
+}
+
+// maxIdle is how many connections a Postgres keeps open between
+// transactions.
+const maxIdle = 4
+
+// ParsePostgresURL checks a store URL and returns the connection config and
+// the schema it names. The schema comes from the query parameter schema
+// (lessor's own: it is taken out before the rest goes to the driver),
+// default DefaultPostgresSchema. Everything else is libpq's: several
+// hosts (host1:5432,host2:5432) with target_session_attrs=read-write,
+// sslmode, connect_timeout, and the password from the URL, a passfile=
+// parameter, PGPASSFILE or ~/.pgpass.
+func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
+	name := RedactURL(raw)
+	if !IsPostgresURL(raw) {
+		return nil, "", fmt.Errorf("store %s: not a postgres:// or postgresql:// URL", name)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("store %s: not a valid URL", name)
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, "", fmt.Errorf("store %s: not a valid URL query", name)
+	}
+	schema := DefaultPostgresSchema
+	if vs, ok := q["schema"]; ok {
+		if len(vs) != 1 || vs[0] == "" {
+			return nil, "", fmt.Errorf("store %s: schema= must name one schema", name)
+		}
+		schema = vs[0]
+		delete(q, "schema")
+	}
+	if !validSchemaName(schema) {
+		return nil, "", fmt.Errorf("store %s: schema %q: use lower-case letters, digits and _ (at most 63), starting with a letter or _", name, schema)
+	}
+	if _, ok := q["application_name"]; !ok {
+		q.Set("application_name", "lessor")
+	}
+	if _, ok := q["connect_timeout"]; !ok {
+		q.Set("connect_timeout", "10")
+	}
+	u.RawQuery = q.Encode()
+	cfg, err := pgx.ParseConfig(u.String())
+	if err != nil {
+		// pgx's message quotes the URL (redacted, best effort); say
+		// only what was wrong.
+		var pe *pgconn.ParseConfigError
+		msg := "not a valid PostgreSQL URL"
+		if errors.As(err, &pe) && pe.Unwrap() == nil {
+			msg = "not a valid PostgreSQL URL"
+		}
+		return nil, "", fmt.Errorf("store %s: %s", name, msg)
+	}
+	// One round trip per statement and no named prepared statements, which
+	// poolers in transaction mode do not keep.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	return cfg, schema, nil
+}
+
+func validSchemaName(s string) bool {
+	if s == "" || len(s) > 63 || strings.HasPrefix(s, "pg_") {
+		return false
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func newPostgres(raw string, opts PostgresOptions) (*Postgres, error) {
+	cfg, schema, err := ParsePostgresURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Postgres{cfg: cfg, schema: schema, name: RedactURL(raw), opts: opts}, nil
+}
+
+// OpenPostgres connects to the store at the URL raw and checks that its
+// schema exists and is at PostgresSchemaVersion.
+func OpenPostgres(ctx context.Context, raw string, opts PostgresOptions) (*Postgres, error) {
+	p, err := newPostgres(raw, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.SchemaVersion(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// CreatePostgres creates the store's tables in the schema the URL names:
+// it creates the schema, or uses an empty one (a database administrator
+// may create it for a role that may not create schemas). It refuses a
+// schema that holds any table, a store or not, with ErrStoreExists.
+func CreatePostgres(ctx context.Context, raw string, opts PostgresOptions) (*Postgres, error) {
+	p, err := newPostgres(raw, opts)
+	if err != nil {
+		return nil, err
+	}
+	err = p.withConn(ctx, func(c *pgx.Conn) error {
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		var exists bool
+		var tables int
+		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
+			(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1)`,
+			p.schema).Scan(&exists, &tables)
+		if err != nil {
+			return err
+		}
+		if tables > 0 {
+			return &pathError{msg: fmt.Sprintf("store %s already exists (schema %s is not empty)", p.name, p.schema), kind: ErrStoreExists}
+		}
+		s := p.ident()
+		stmts := []string{
+			`CREATE TABLE ` + s + `.meta (
+				id int PRIMARY KEY CHECK (id = 1),
+				schema_version int NOT NULL,
+				created timestamptz NOT NULL DEFAULT now())`,
+			`INSERT INTO ` + s + `.meta (id, schema_version) VALUES (1, ` + fmt.Sprint(PostgresSchemaVersion) + `)`,
+			`CREATE TABLE ` + s + `.kv (key bytea PRIMARY KEY, value bytea NOT NULL)`,
+			`COMMENT ON SCHEMA ` + s + ` IS 'lessor store: values are sealed by lessor; do not edit'`,
+		}
+		if !exists {
+			stmts = append([]string{`CREATE SCHEMA ` + s}, stmts...)
+		}
+		for _, q := range stmts {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && (pe.Code == "42P06" || pe.Code == "42P07" || pe.Code == "23505") {
+					// Another init got there first.
+					return &pathError{msg: fmt.Sprintf("store %s already exists", p.name), kind: ErrStoreExists}
+				}
+				return err
+			}
+		}
+		return tx.Commit(ctx)
+	})
+	if err != nil {
+		p.Close()
+		return nil, p.wrap("create", err)
+	}
+	return p, nil
+}
+
+// SchemaVersion reads the store's schema version. It fails with ErrNoStore
+// when there is no store in the schema, and with ErrSchemaVersion when the
+// version is not PostgresSchemaVersion (returning it as well).
+func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := p.withConn(ctx, func(c *pgx.Conn) error {
+		var found bool
+		if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
+			return err
+		}
+		if !found {
+			return &pathError{msg: fmt.Sprintf("no store at %s (schema %s has no lessor tables)", p.name, p.schema), kind: ErrNoStore}
+		}
+		return c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1`).Scan(&v)
+	})
+	if err != nil {
+		return 0, p.wrap("open", err)
+	}
+	return v, p.checkVersion(v)
+}
+
+func (p *Postgres) checkVersion(v int) error {
+	switch {
+	case v == PostgresSchemaVersion:
+		return nil
+	case v > PostgresSchemaVersion:
+		return &pathError{msg: fmt.Sprintf("store %s has schema version %d, newer than this lessor's %d: upgrade lessor", p.name, v, PostgresSchemaVersion), kind: ErrSchemaVersion}
+	default:
+		return &pathError{msg: fmt.Sprintf("store %s has schema version %d, older than this lessor's %d: run `lessor operator upgrade-schema`", p.name, v, PostgresSchemaVersion), kind: ErrSchemaVersion}
+	}
+}
+
+// postgresUpgrades[v] moves a schema from version v to v+1; there are none
+// yet.
+var postgresUpgrades = map[int][]string{}
+
+// UpgradePostgres brings the schema of the store at raw to
+// PostgresSchemaVersion, in one transaction that holds the writers' lock.
+// It returns the version found. A newer schema is refused.
+func UpgradePostgres(ctx context.Context, raw string, opts PostgresOptions) (from int, err error) {
+	p, err := newPostgres(raw, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	err = p.withConn(ctx, func(c *pgx.Conn) error {
+		tx, err := c.BeginTx(ctx, pgx.TxOptions{})
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		var found bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
+			return err
+		}
+		if !found {
+			return &pathError{msg: fmt.Sprintf("no store at %s", p.name), kind: ErrNoStore}
+		}
+		if err := tx.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1 FOR UPDATE`).Scan(&from); err != nil {
+			return err
+		}
+		if from > PostgresSchemaVersion {
+			return p.checkVersion(from)
+		}
+		for v := from; v < PostgresSchemaVersion; v++ {
+			stmts, ok := postgresUpgrades[v]
+			if !ok {
+				return fmt.Errorf("store %s: no upgrade from schema version %d", p.name, v)
+			}
+			for _, q := range stmts {
+				if _, err := tx.Exec(ctx, strings.ReplaceAll(q, "{schema}", p.ident())); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE `+p.ident()+`.meta SET schema_version = $1 WHERE id = 1`, PostgresSchemaVersion); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	return from, p.wrap("upgrade", err)
+}
+
+// Drop removes the store's tables (not the schema, which may have been
+// there before): operator init's undo when it fails half way.
+func (p *Postgres) Drop(ctx context.Context) error {
+	err := p.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `DROP TABLE IF EXISTS `+p.ident()+`.kv, `+p.ident()+`.meta`)
+		return err
+	})
+	return p.wrap("drop", err)
+}
+
+// Name returns the store's URL with its password redacted.
+func (p *Postgres) Name() string { return p.name }
+
+// Schema returns the store's schema.
+func (p *Postgres) Schema() string { return p.schema }
+
+// Close closes the connections kept between transactions.
+func (p *Postgres) Close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, c := range idle {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.Close(ctx)
+		cancel()
+	}
+}
+
+func (p *Postgres) ident() string { return pgx.Identifier{p.schema}.Sanitize() }
+
+// withConn runs fn on an idle connection or a new one, and keeps the
+// connection afterwards if it is still healthy and not in a transaction.
+func (p *Postgres) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	var c *pgx.Conn
+	p.mu.Lock()
+	for len(p.idle) > 0 && c == nil {
+		c = p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if c.IsClosed() {
+			c = nil
+		}
+	}
+	p.mu.Unlock()
+	if c == nil {
+		var err error
+		if c, err = pgx.ConnectConfig(ctx, p.cfg.Copy()); err != nil {
+			return &driverError{err}
+		}
+	}
+	err := fn(c)
+	keep := !c.IsClosed() && c.PgConn().TxStatus() == 'I' && ctx.Err() == nil
+	p.mu.Lock()
+	if keep && !p.closed && len(p.idle) < maxIdle {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		c.Close(cctx)
+		cancel()
+	}
+	return err
+}
+
+// wrap names the store in err and classifies it: lost connections as
+// ErrUnavailable, lock timeouts as ErrBusy.
+func (p *Postgres) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pth *pathError
+	if errors.As(err, &pth) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) && !isTimeout(err) {
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "55P03":
+			return &pathError{msg: fmt.Sprintf("store %s is busy (another lessor process held its lock for too long)", p.name), kind: ErrBusy}
+		case strings.HasPrefix(pe.Code, "08"), pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", pe.Code == "25006":
+			return &pathError{msg: fmt.Sprintf("%s store %s: %s (SQLSTATE %s)", op, p.name, pe.Message, pe.Code), kind: ErrUnavailable}
+		}
+		return fmt.Errorf("%s store %s: %s (SQLSTATE %s)", op, p.name, pe.Message, pe.Code)
+	}
+	// Anything else from the driver is the network or the server going
+	// away. Its text names hosts and users, never a password.
+	return &pathError{msg: fmt.Sprintf("%s store %s: %v", op, p.name, oneLine(err)), kind: ErrUnavailable}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// driverError marks an error that came from PostgreSQL or the driver, as
+// opposed to one fn returned, which run passes on as it is.
+type driverError struct{ err error }
+
+func (e *driverError) Error() string { return e.err.Error() }
+func (e *driverError) Unwrap() error { return e.err }
+
+// retryable: PostgreSQL aborted the transaction and it may simply be run
+// again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// maxAttempts bounds the runs of one transaction that PostgreSQL keeps
+// aborting.
+const maxAttempts = 10
+
+// View runs fn in a REPEATABLE READ READ ONLY transaction.
+func (p *Postgres) View(ctx context.Context, fn func(Tx) error) error {
+	return p.run(ctx, false, fn)
+}
+
+// Update runs fn in a READ COMMITTED transaction that holds the writers'
+// lock, and commits it if fn returns nil and ctx is not done.
+func (p *Postgres) Update(ctx context.Context, fn func(Tx) error) error {
+	return p.run(ctx, true, fn)
+}
+
+func (p *Postgres) run(ctx context.Context, write bool, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for attempt := 1; ; attempt++ {
+		err := p.withConn(ctx, func(c *pgx.Conn) error { return p.once(ctx, c, write, fn) })
+		var de *driverError
+		if !errors.As(err, &de) {
+			return err // fn's own
+		}
+		if !retryable(de.err) || attempt == maxAttempts {
+			return p.wrap("transaction on", de.err)
+		}
+		backoff := time.Duration(5<<min(attempt, 7)) * time.Millisecond
+		backoff = backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// once runs one attempt of a transaction on c.
+func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx) error) (err error) {
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	if write {
+		opts = pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite}
+	}
+	tx, err := c.BeginTx(ctx, opts)
+	if err != nil {
+		return &driverError{err}
+	}
+	defer func() {
+		if tx != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = tx.Rollback(rctx)
+			cancel()
+		}
+	}()
+	t := &pgTx{p: p, ctx: ctx, tx: tx, write: write, table: p.ident() + ".kv"}
+	if write {
+		timeout := p.opts.LockTimeout
+		if timeout <= 0 {
+			timeout = DefaultLockTimeout
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
+			return &driverError{err}
+		}
+		var v int
+		if err := tx.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1 FOR UPDATE`).Scan(&v); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return &pathError{msg: fmt.Sprintf("store %s is damaged: its meta row is missing", p.name), kind: ErrCorrupt}
+			}
+			return &driverError{err}
+		}
+		if err := p.checkVersion(v); err != nil {
+			return err
+		}
+	}
+	ferr := fn(t)
+	switch {
+	case t.failed != nil:
+		// The driver's error, even if fn swallowed it: the transaction is
+		// aborted, and a serialization failure is retried.
+		return &driverError{t.failed}
+	case ferr != nil:
+		return ferr
+	case !write:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	err = tx.Commit(ctx)
+	tx = nil
+	if err != nil {
+		return &driverError{err}
+	}
+	return nil
+}
+
+// pgTx is one transaction of a Postgres store.
+type pgTx struct {
+	p      *Postgres
+	ctx    context.Context
+	tx     pgx.Tx
+	write  bool
+	table  string // the qualified table it reads and writes
+	failed error  // the first error from the server; the transaction is aborted
+}
+
+func (t *pgTx) fail(err error) error {
+	if t.failed == nil {
+		t.failed = err
+	}
+	return t.p.wrap("transaction on", err)
+}
+
+func (t *pgTx) Get(key string) ([]byte, error) {
+	if t.failed != nil {
+		return nil, t.p.wrap("transaction on", t.failed)
+	}
+	var v []byte
+	err := t.tx.QueryRow(t.ctx, `SELECT value FROM `+t.table+` WHERE key = $1`, []byte(key)).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+func (t *pgTx) Put(key string, value []byte) error {
+	if t.failed != nil {
+		return t.p.wrap("transaction on", t.failed)
+	}
+	if !t.write {
+		return fmt.Errorf("put %q: %w", key, errReadOnly)
+	}
+	if key == "" {
+		return errors.New("put: empty key")
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	_, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(key), value)
+	if err != nil {
+		return t.fail(err)
+	}
+	return nil
+}
+
+func (t *pgTx) Delete(key string) error {
+	if t.failed != nil {
+		return t.p.wrap("transaction on", t.failed)
+	}
+	if !t.write {
+		return fmt.Errorf("delete %q: %w", key, errReadOnly)
+	}
+	if key == "" {
+		return nil
+	}
+	if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.table+` WHERE key = $1`, []byte(key)); err != nil {
+		return t.fail(err)
+	}
+	return nil
+}
+
+func (t *pgTx) List(prefix string) ([]string, error) {
+	var keys []string
+	err := t.Walk(prefix, func(k string) error { keys = append(keys, k); return nil })
+	return keys, err
+}
+
+// walkPage is how many keys Walk reads per query. Each page is read in
+// full before fn sees its keys, so fn may use the transaction (a
+// connection runs one query at a time); a key fn writes after the current
+// one is seen by a later page, as on the file store.
+const walkPage = 1000
+
+func (t *pgTx) Walk(prefix string, fn func(string) error) error {
+	if t.failed != nil {
+		return t.p.wrap("transaction on", t.failed)
+	}
+	lo := []byte(prefix)
+	hi := prefixEnd(lo)
+	var last []byte
+	for {
+		args := []any{lo, hi, last, walkPage}
+		rows, err := t.tx.Query(t.ctx, `SELECT key FROM `+t.table+`
+			WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) AND ($3::bytea IS NULL OR key > $3)
+			ORDER BY key LIMIT $4`, args...)
+		if err != nil {
+			return t.fail(err)
+		}
+		keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var k []byte
+			err := r.Scan(&k)
+			return string(k), err
+		})
+		if err != nil {
+			return t.fail(err)
+		}
+		for _, k := range keys {
+			if err := fn(k); err != nil {
+				if errors.Is(err, ErrStop) {
+					return nil
+				}
+				return err
+			}
+			if t.failed != nil {
+				return t.p.wrap("transaction on", t.failed)
+			}
+		}
+		if len(keys) < walkPage {
+			return nil
+		}
+		last = []byte(keys[len(keys)-1])
+	}
+}
+
+// prefixEnd returns the smallest key greater than every key that starts
+// with prefix, or nil when there is none (an empty prefix or all 0xff).
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte{}, prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// Rewrite replaces the store's content (see Rewriter) in one transaction
+// that holds the writers' lock: fn writes the new content into a temporary
+// table, which then replaces the rows of the kv table. PostgreSQL keeps the
+// old rows as dead tuples until VACUUM (and in its WAL and backups): unlike
+// the file store, a rewrite alone does not erase old ciphertext from disk.
+func (p *Postgres) Rewrite(ctx context.Context, fn func(src, dst Tx) error) error {
+	return p.run(ctx, true, func(tx Tx) error {
+		src := tx.(*pgTx)
+		if _, err := src.tx.Exec(ctx, `CREATE TEMPORARY TABLE lessor_rewrite (key bytea PRIMARY KEY, value bytea NOT NULL) ON COMMIT DROP`); err != nil {
+			return src.fail(err)
+		}
+		dst := &pgTx{p: p, ctx: ctx, tx: src.tx, write: true, table: "pg_temp.lessor_rewrite"}
+		src.write = false // fn reads the old content and must not change it
+		err := fn(src, dst)
+		src.write = true
+		if dst.failed != nil {
+			return src.fail(dst.failed)
+		}
+		if err != nil || src.failed != nil {
+			return err
+		}
+		if _, err := src.tx.Exec(ctx, `DELETE FROM `+src.table); err != nil {
+			return src.fail(err)
+		}
+		if _, err := src.tx.Exec(ctx, `INSERT INTO `+src.table+` (key, value) SELECT key, value FROM pg_temp.lessor_rewrite`); err != nil {
+			return src.fail(err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,433 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// newPostgresURL creates a database for the test and returns a store URL
+// into it (no store created yet).
+func newPostgresURL(t *testing.T, schema string) string {
+	t.Helper()
+	db := pgtest.Require(t).NewDatabase(t)
+	u := db.URL
+	if schema != "" {
+		u += "&schema=" + schema
+	}
+	return u
+}
+
+func newTestPostgres(t *testing.T) (*Postgres, string) {
+	t.Helper()
+	u := newPostgresURL(t, "")
+	p, err := CreatePostgres(context.Background(), u, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, u
+}
+
+func openPostgres(t *testing.T, u string) *Postgres {
+	t.Helper()
+	p, err := OpenPostgres(context.Background(), u, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// backends gives, for each backend, a function that opens another handle
+// on one new store, as another process would.
+func backends(t *testing.T) map[string]func() Store {
+	return map[string]func() Store{
+		"bolt": func() func() Store {
+			path := filepath.Join(t.TempDir(), "lessor.db")
+			if _, err := CreateBolt(path, BoltOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			return func() Store {
+				b, err := OpenBolt(path, BoltOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+		}(),
+		"postgres": func() func() Store {
+			var u string
+			return func() Store {
+				if u == "" {
+					_, u = newTestPostgres(t)
+				}
+				return openPostgres(t, u)
+			}
+		}(),
+	}
+}
+
+func TestPostgresStore(t *testing.T) {
+	p, _ := newTestPostgres(t)
+	testStore(t, p)
+}
+
+func TestPostgresMatchesMemory(t *testing.T) {
+	p, _ := newTestPostgres(t)
+	testMatchesMemory(t, p)
+}
+
+// TestStoreNoLostUpdate: handles that each increment one counter many times
+// side by side end with every increment counted; and a reader never sees
+// two keys that every write changes together differ.
+func TestStoreNoLostUpdate(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			const writers, each = 4, 25
+			var wg sync.WaitGroup
+			errs := make(chan error, writers+1)
+			var done atomic.Bool
+			for range writers {
+				s := open()
+				wg.Go(func() {
+					for range each {
+						err := s.Update(ctx, func(tx Tx) error {
+							v, err := tx.Get("counter")
+							if err != nil {
+								return err
+							}
+							n, _ := strconv.Atoi(string(v))
+							next := []byte(strconv.Itoa(n + 1))
+							if err := tx.Put("counter", next); err != nil {
+								return err
+							}
+							return tx.Put("mirror", next)
+						})
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			reader := open()
+			var rg sync.WaitGroup
+			rg.Go(func() {
+				for !done.Load() {
+					err := reader.View(ctx, func(tx Tx) error {
+						a, err := tx.Get("counter")
+						if err != nil {
+							return err
+						}
+						b, err := tx.Get("mirror")
+						if err != nil {
+							return err
+						}
+						if string(a) != string(b) {
+							return fmt.Errorf("torn read: counter %q, mirror %q", a, b)
+						}
+						return nil
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+			wg.Wait()
+			done.Store(true)
+			rg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			err := open().View(ctx, func(tx Tx) error {
+				v, err := tx.Get("counter")
+				if string(v) != strconv.Itoa(writers*each) {
+					return fmt.Errorf("counter = %q, want %d", v, writers*each)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestStoreRewrite: a rewrite replaces the whole content, and one that
+// fails changes nothing.
+func TestStoreRewrite(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open()
+			err := s.Update(ctx, func(tx Tx) error {
+				for i := range 1500 {
+					if err := tx.Put(fmt.Sprintf("k/%04d", i), []byte("old")); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rw := s.(Rewriter)
+			boom := errors.New("boom")
+			err = rw.Rewrite(ctx, func(src, dst Tx) error {
+				if err := dst.Put("x", []byte("y")); err != nil {
+					return err
+				}
+				return boom
+			})
+			if !errors.Is(err, boom) {
+				t.Fatalf("failed rewrite: %v", err)
+			}
+			if got := snapshot(t, s); len(got) != 1500 {
+				t.Fatalf("a failed rewrite changed the store: %d keys", len(got))
+			}
+			err = rw.Rewrite(ctx, func(src, dst Tx) error {
+				if err := src.Put("z", nil); err == nil {
+					return errors.New("rewrite source is writable")
+				}
+				return src.Walk("k/", func(k string) error {
+					if !strings.HasSuffix(k, "0") {
+						return nil
+					}
+					v, err := src.Get(k)
+					if err != nil {
+						return err
+					}
+					if err := dst.Put(k, append(v, '!')); err != nil {
+						return err
+					}
+					got, err := dst.Get(k)
+					if string(got) != "old!" {
+						return fmt.Errorf("dst read %q: %v", got, err)
+					}
+					return err
+				})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := snapshot(t, open())
+			if len(got) != 150 || got["k/0010"] != "old!" {
+				t.Fatalf("after rewrite: %d keys, k/0010 = %q", len(got), got["k/0010"])
+			}
+		})
+	}
+}
+
+func TestPostgresCreateAndOpen(t *testing.T) {
+	ctx := context.Background()
+	u := newPostgresURL(t, "team_store")
+	if _, err := OpenPostgres(ctx, u, PostgresOptions{}); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("open before create: %v", err)
+	}
+	p, err := CreatePostgres(ctx, u, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := CreatePostgres(ctx, u, PostgresOptions{}); !errors.Is(err, ErrStoreExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	// Another schema of the same database is another store.
+	other := strings.Replace(u, "schema=team_store", "schema=lessor", 1)
+	if _, err := OpenPostgres(ctx, other, PostgresOptions{}); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("open of the default schema: %v", err)
+	}
+	for _, bad := range []string{"Lessor", "pg_x", "a-b", "a;drop"} {
+		if _, _, err := ParsePostgresURL(strings.Replace(u, "team_store", bad, 1)); err == nil {
+			t.Errorf("schema %q accepted", bad)
+		}
+	}
+	if _, err := OpenPostgres(ctx, u, PostgresOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresSchemaVersion: a store at another schema version is refused
+// with a message that says what to do, and only UpgradePostgres moves it.
+func TestPostgresSchemaVersion(t *testing.T) {
+	ctx := context.Background()
+	p, u := newTestPostgres(t)
+	set := func(v int) {
+		t.Helper()
+		c := pgtest.Require(t).Connect(t, pgtest.Require(t).User, pgtest.Require(t).Password, dbName(t, u))
+		if _, err := c.Exec(ctx, `UPDATE lessor.meta SET schema_version = $1`, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(PostgresSchemaVersion + 1)
+	_, err := OpenPostgres(ctx, u, PostgresOptions{})
+	if !errors.Is(err, ErrSchemaVersion) || !strings.Contains(err.Error(), "upgrade lessor") {
+		t.Fatalf("newer schema: %v", err)
+	}
+	if err := p.Update(ctx, func(tx Tx) error { return tx.Put("a", nil) }); !errors.Is(err, ErrSchemaVersion) {
+		t.Fatalf("write to a newer schema: %v", err)
+	}
+	if _, err := UpgradePostgres(ctx, u, PostgresOptions{}); !errors.Is(err, ErrSchemaVersion) {
+		t.Fatalf("upgrade of a newer schema: %v", err)
+	}
+	set(0)
+	_, err = OpenPostgres(ctx, u, PostgresOptions{})
+	if !errors.Is(err, ErrSchemaVersion) || !strings.Contains(err.Error(), "upgrade-schema") {
+		t.Fatalf("older schema: %v", err)
+	}
+	postgresUpgrades[0] = []string{`COMMENT ON TABLE {schema}.kv IS 'upgraded'`}
+	defer delete(postgresUpgrades, 0)
+	if from, err := UpgradePostgres(ctx, u, PostgresOptions{}); err != nil || from != 0 {
+		t.Fatalf("upgrade: %d, %v", from, err)
+	}
+	if _, err := OpenPostgres(ctx, u, PostgresOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dbName(t *testing.T, u string) string {
+	t.Helper()
+	cfg, _, err := ParsePostgresURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Database
+}
+
+// TestPostgresBrokenConnection: a connection killed in the middle of a
+// transaction fails it with ErrUnavailable, names the store without its
+// password, and leaves none of its writes.
+func TestPostgresBrokenConnection(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Require(t)
+	p, u := newTestPostgres(t)
+	admin := srv.Connect(t, srv.User, srv.Password, dbName(t, u))
+	err := p.Update(ctx, func(tx Tx) error {
+		if err := tx.Put("first", []byte("1")); err != nil {
+			return err
+		}
+		_, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'lessor'`)
+		if err != nil {
+			return err
+		}
+		return tx.Put("second", []byte("2"))
+	})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("update over a killed connection: %v", err)
+	}
+	if strings.Contains(err.Error(), ":"+srv.Password+"@") || !strings.Contains(err.Error(), "xxxxx@") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("error does not name the store, redacted, on one line: %q", err)
+	}
+	// The next transaction reconnects and finds nothing of the broken one.
+	if got := snapshot(t, p); len(got) != 0 {
+		t.Fatalf("half-applied: %v", got)
+	}
+}
+
+// TestPostgresRetriesDeadlock: a transaction that PostgreSQL aborts as a
+// deadlock victim (40P01) is run again and commits.
+func TestPostgresRetriesDeadlock(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Require(t)
+	p, u := newTestPostgres(t)
+	if err := p.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("0")) }); err != nil {
+		t.Fatal(err)
+	}
+	other := srv.Connect(t, srv.User, srv.Password, dbName(t, u))
+	locked := make(chan error, 1)
+	otherDone := make(chan error, 1)
+	runs := 0
+	err := p.Update(ctx, func(tx Tx) error {
+		runs++
+		if runs == 1 {
+			// Another session locks k, then (once this one waits for k)
+			// asks for the writers' lock this transaction holds.
+			go func() {
+				otx, err := other.Begin(ctx)
+				if err == nil {
+					_, err = otx.Exec(ctx, `UPDATE lessor.kv SET value = 'other' WHERE key = 'k'`)
+				}
+				locked <- err
+				if err != nil {
+					otherDone <- err
+					return
+				}
+				time.Sleep(300 * time.Millisecond)
+				if _, err = otx.Exec(ctx, `SELECT FROM lessor.meta FOR UPDATE`); err != nil {
+					otx.Rollback(ctx)
+					otherDone <- err
+					return
+				}
+				otherDone <- otx.Commit(ctx)
+			}()
+			if err := <-locked; err != nil {
+				return err
+			}
+		}
+		return tx.Put("k", []byte("mine"))
+	})
+	if err != nil {
+		t.Fatalf("update: %v (runs %d)", err, runs)
+	}
+	if err := <-otherDone; err != nil {
+		t.Fatalf("other session: %v", err)
+	}
+	if runs != 2 {
+		t.Fatalf("fn ran %d times, want 2 (aborted once as the deadlock victim)", runs)
+	}
+	if got := snapshot(t, p); got["k"] != "mine" {
+		t.Fatalf("k = %q", got["k"])
+	}
+}
+
+func TestStoreURLs(t *testing.T) {
+	for s, want := range map[string]bool{
+		"postgres://h/db": true, "postgresql://u:p@h/db": true, "POSTGRES://h": true,
+		"/var/lib/lessor.db": false, "mysql://h/db": false, "postgres:/h": false,
+	} {
+		if got := IsPostgresURL(s); got != want {
+			t.Errorf("IsPostgresURL(%q) = %v", s, got)
+		}
+	}
+	for s, want := range map[string]bool{
+		"mysql://h/db": true, "postgres://h": true, "s3+https://b/k": true, "file:///x": true,
+		"/tmp/a://b": false, "./x.db": false, "://x": false, "C:/x": false,
+	} {
+		if got := LooksLikeURL(s); got != want {
+			t.Errorf("LooksLikeURL(%q) = %v", s, got)
+		}
+	}
+	for in, want := range map[string]string{
+		"postgres://u:secret@h/db?sslmode=disable":   "postgres://u:xxxxx@h/db?sslmode=disable",
+		"postgres://u@h/db?password=secret&schema=x": "postgres://u@h/db?password=xxxxx&schema=x",
+		"postgresql://u:secret@a:5432,b:5433/db":     "postgresql://u:xxxxx@a:5432,b:5433/db",
+		"postgres://h/db":                            "postgres://h/db",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cfg, schema, err := ParsePostgresURL("postgres://u@a:5432,b:5433/db?target_session_attrs=read-write&schema=s1")
+	if err != nil || schema != "s1" || len(cfg.Fallbacks) == 0 || cfg.ValidateConnect == nil {
+		t.Fatalf("multi-host URL: %v, schema %q, %d fallbacks", err, schema, len(cfg.Fallbacks))
+	}
+	if _, ok := cfg.RuntimeParams["schema"]; ok {
+		t.Fatal("schema= was passed on to the server")
+	}
+}

@@ -81,15 +81,12 @@ func addToolingCmds(f *Factory, root *cobra.Command) {
 	}
 }
 
-// formatCandidates are the -format values completion may offer; only
-// those the format package accepts are offered, so a name it drops or
-// adds later needs no change here beyond this list.
-var formatCandidates = []string{"table", "json", "yaml", "env", "dotenv", "pgpass", "dsn"}
-
+// completeFormats offers the format registry's names, without aliases
+// (`yml` for `yaml`), so a format added there is offered here too.
 func completeFormats(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	var out []cobra.Completion
-	for _, name := range formatCandidates {
-		if strings.HasPrefix(name, toComplete) && format.ValidateFormat(name) == nil {
+	for _, name := range format.Names() {
+		if n, err := format.Parse(name); err == nil && string(n) == name && strings.HasPrefix(name, toComplete) {
 			out = append(out, name)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"text/template"
 	"time"
 	"unicode/utf8"
+
+	"github.com/lessorhq/lessor/pkg/randstr"
 )
 
 // DefaultUsernameTemplate is Vault's default for PostgreSQL: at most 51
@@ -30,8 +32,6 @@ type UsernameMetadata struct {
 	// means time.Now().
 	Now time.Time
 }
-
-const base62Chars = upperChars + lowerChars + digitChars
 
 // validationNameLen is the display and role name length used to prove a
 // template cannot outgrow PostgreSQL's identifier limit.
@@ -113,7 +113,7 @@ func templateFuncs(now time.Time, r io.Reader) template.FuncMap {
 			if n <= 0 || n > 1024 {
 				return "", fmt.Errorf("random: length %d out of range 1..1024", n)
 			}
-			return randomString(r, base62Chars, n)
+			return randstr.String(r, randstr.Base62, n)
 		},
 		"unix_time":        func() string { return strconv.FormatInt(now.Unix(), 10) },
 		"unix_time_millis": func() string { return strconv.FormatInt(now.UnixMilli(), 10) },

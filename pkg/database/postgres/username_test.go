@@ -17,10 +17,10 @@ func TestRenderDefaultUsername(t *testing.T) {
 		m    UsernameMetadata
 		want string
 	}{
-		{UsernameMetadata{DisplayName: "token", RoleName: "readonly", Now: fixedNow}, "v-token-readonly-ABCDEFGHIJKLMNOPQRST-1700000000"},
-		{UsernameMetadata{DisplayName: "token-operator", RoleName: "readonly-long", Now: fixedNow}, "v-token-op-readonly-ABCDEFGHIJKLMNOPQRST-1700000000"},
+		{UsernameMetadata{DisplayName: "token", RoleName: "readonly", Now: fixedNow}, "v-token-readonly-0123456789ABCDEFGHIJ-1700000000"},
+		{UsernameMetadata{DisplayName: "token-operator", RoleName: "readonly-long", Now: fixedNow}, "v-token-op-readonly-0123456789ABCDEFGHIJ-1700000000"},
 		// Empty parts are kept, as in Vault 1.7+.
-		{UsernameMetadata{RoleName: "r", Now: fixedNow}, "v--r-ABCDEFGHIJKLMNOPQRST-1700000000"},
+		{UsernameMetadata{RoleName: "r", Now: fixedNow}, "v--r-0123456789ABCDEFGHIJ-1700000000"},
 	}
 	for _, c := range cases {
 		got, err := RenderUsername(DefaultUsernameTemplate, c.m, &byteSeq{})
@@ -55,9 +55,9 @@ func TestTemplateFunctions(t *testing.T) {
 		`{{ unix_time }}`:                               "1700000000",
 		`{{ unix_time_millis }}`:                        "1700000000123",
 		`{{ timestamp "20060102T150405Z" }}`:            "20231114T221320Z",
-		`{{ random 5 }}`:                                "ABCDE",
+		`{{ random 5 }}`:                                "01234",
 		`{{ uuid }}`:                                    "00010203-0405-4607-8809-0a0b0c0d0e0f",
-		`{{ printf "%s_%s" .RoleName (random 3) }}`:     "role_ABC",
+		`{{ printf "%s_%s" .RoleName (random 3) }}`:     "role_012",
 	}
 	for tmpl, want := range cases {
 		got, err := RenderUsername(tmpl, m, &byteSeq{})

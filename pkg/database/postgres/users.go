@@ -169,6 +169,17 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 		return err
 	}
 	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		// A role of this name that exists already (a template whose
+		// random part is cut off at 63 bytes can repeat a name) would
+		// pass the check below although the statements made nothing, or
+		// made a folded name: refuse before they run.
+		var taken bool
+		if err := db.queryRow(ctx, tx, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}, &taken); err != nil {
+			return err
+		}
+		if taken {
+			return &notCreatedError{fmt.Errorf("role %q already exists: the username template repeated a name", r.Username)}
+		}
 		if err := db.execEach(ctx, tx, "creation", stmts); err != nil {
 			return err
 		}

@@ -132,8 +132,9 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	case cfg.PluginName != PluginName:
 		return nil, logical.Errorf("unknown plugin %q", cfg.PluginName)
 	}
+	var templateWarnings []string
 	if cfg.Connection.UsernameTemplate != "" {
-		if err := postgres.ValidateUsernameTemplate(cfg.Connection.UsernameTemplate); err != nil {
+		if templateWarnings, err = postgres.ValidateUsernameTemplate(cfg.Connection.UsernameTemplate); err != nil {
 			return nil, logical.Errorf("invalid username_template: %v", err)
 		}
 	}
@@ -191,6 +192,7 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	if _, found := redactURL(cfg.Connection.ConnectionURL); found {
 		warnings = append([]string{inlinePasswordWarning}, warnings...)
 	}
+	warnings = append(warnings, templateWarnings...)
 	if len(warnings) == 0 {
 		return nil, nil
 	}

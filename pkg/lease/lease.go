@@ -35,6 +35,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/randstr"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -242,19 +243,12 @@ func remove(tx storage.Tx, e *Entry) error {
 	return nil
 }
 
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
 func randomID(r io.Reader, n int) (string, error) {
-	b := make([]byte, n)
-	max := big.NewInt(int64(len(base62)))
-	for i := range b {
-		v, err := rand.Int(r, max)
-		if err != nil {
-			return "", fmt.Errorf("generate lease id: %w", err)
-		}
-		b[i] = base62[v.Int64()]
+	id, err := randstr.String(r, randstr.Base62, n)
+	if err != nil {
+		return "", fmt.Errorf("generate lease id: %w", err)
 	}
-	return string(b), nil
+	return id, nil
 }
 
 // Recorder returns the LeaseRecorder a backend uses during one request.

@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/randstr"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -272,7 +273,7 @@ func validTokenForm(token string) bool {
 		return false
 	}
 	for i := len(Prefix); i < len(token); i++ {
-		if strings.IndexByte(base62, token[i]) < 0 {
+		if strings.IndexByte(randstr.Base62, token[i]) < 0 {
 			return false
 		}
 	}
@@ -471,28 +472,13 @@ func hashToken(salt []byte, token string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-// random returns n base62 characters. Bytes of 248 and above are skipped so
-// that every character is equally likely.
+// random returns n base62 characters, every one equally likely. The
+// reader is held for the whole draw, since a test's reader need not be
+// safe for concurrent use.
 func (s *Store) random(n int) (string, error) {
-	out := make([]byte, 0, n)
-	buf := make([]byte, n+8)
-	for len(out) < n {
-		if err := s.readRand(buf); err != nil {
-			return "", err
-		}
-		for _, b := range buf {
-			if b >= 248 {
-				continue
-			}
-			out = append(out, base62[b%62])
-			if len(out) == n {
-				break
-			}
-		}
-	}
-	return string(out), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return randstr.String(s.o.Rand, randstr.Base62, n)
 }
 
 func (s *Store) readRand(b []byte) error {

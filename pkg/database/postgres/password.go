@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/lessorhq/lessor/pkg/randstr"
 )
 
 // PasswordLength is the length of generated passwords.
@@ -32,7 +34,7 @@ const maxPasswordAttempts = 1000
 // drawn again whole, so every acceptable password is equally likely.
 func GeneratePassword(r io.Reader) (string, error) {
 	for range maxPasswordAttempts {
-		p, err := randomString(r, passwordChars, PasswordLength)
+		p, err := randstr.String(r, passwordChars, PasswordLength)
 		if err != nil {
 			return "", fmt.Errorf("generate password: %w", err)
 		}
@@ -42,28 +44,6 @@ func GeneratePassword(r io.Reader) (string, error) {
 		}
 	}
 	return "", errors.New("generate password: random source gives no password with every character class")
-}
-
-// randomString draws n characters uniformly from alphabet (at most 256
-// symbols), rejecting the bytes that would bias a modulo.
-func randomString(r io.Reader, alphabet string, n int) (string, error) {
-	limit := 256 - 256%len(alphabet)
-	out := make([]byte, 0, n)
-	buf := make([]byte, n+n/2)
-	for len(out) < n {
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", fmt.Errorf("read random: %w", err)
-		}
-		for _, b := range buf {
-			if int(b) < limit {
-				out = append(out, alphabet[int(b)%len(alphabet)])
-				if len(out) == n {
-					break
-				}
-			}
-		}
-	}
-	return string(out), nil
 }
 
 // SCRAM parameters PostgreSQL itself uses for new verifiers.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/lessorhq/lessor/pkg/randstr"
 )
 
 func TestGeneratePassword(t *testing.T) {
@@ -66,12 +68,12 @@ func TestRandomStringRejectsBiasedBytes(t *testing.T) {
 	// 63 symbols: bytes 252..255 would favour the first four symbols, so
 	// they are skipped.
 	r := io.MultiReader(bytes.NewReader([]byte{252, 253, 254, 255, 0, 62, 63, 251}), &byteSeq{})
-	got, err := randomString(r, passwordChars, 5)
+	got, err := randstr.String(r, passwordChars, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := "A-A-A"; got != want {
-		t.Errorf("randomString = %q, want %q", got, want)
+		t.Errorf("randstr.String = %q, want %q", got, want)
 	}
 }
 

@@ -13,7 +13,7 @@
 //     would change the meaning of unquoted SQL is refused.
 //   - With scram-sha-256 (the default) {{password}} becomes a SCRAM verifier
 //     computed here, so no issued password reaches the server or its log.
-//   - {{expiration}} is always written in UTC with an explicit +00:00.
+//   - {{expiration}} is always written in UTC with an explicit +0000, as Vault writes it.
 //   - Creation runs in one transaction and checks that the role it was asked
 //     to create exists under exactly that name before committing; a failure
 //     at any point leaves no role behind.

@@ -276,6 +276,23 @@ func TestCreateUserFailureLeavesNoRole(t *testing.T) {
 	if f.roleExists(t, req.Username) || f.roleExists(t, strings.ToLower(req.Username)) {
 		t.Error("unquoted name, with a comment, left a role")
 	}
+	if !errors.Is(err, ErrNotCreated) {
+		t.Errorf("unquoted name: %v is not ErrNotCreated, so its lease would wait for reap", err)
+	}
+	// A DO block that quotes the name but creates nothing: no quoting
+	// hint, and certainly nothing created.
+	req.Statements = []string{`DO $$ BEGIN IF false THEN CREATE ROLE "{{name}}"; END IF; END $$`}
+	err = f.db.CreateUser(f.ctx, req)
+	if err == nil || !strings.HasSuffix(err.Error(), `creation statements ran but did not create role "`+req.Username+`"`) || !errors.Is(err, ErrNotCreated) {
+		t.Errorf("DO block creating nothing: err = %v", err)
+	}
+	// A COMMIT among the statements ends lessor's transaction: not a
+	// definite failure, whatever follows.
+	req.Statements = []string{`COMMIT; CREATE ROLE "{{name}}"`}
+	err = f.db.CreateUser(f.ctx, req)
+	if err == nil || !strings.Contains(err.Error(), "creation statements ended lessor's transaction") || errors.Is(err, ErrNotCreated) {
+		t.Errorf("COMMIT in statements: err = %v", err)
+	}
 	req.Comment = ""
 
 	req.Statements = []string{" ; "}

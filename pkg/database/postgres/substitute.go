@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// ExpirationLayout is how {{expiration}} is written: always in UTC with an
-// explicit offset, which PostgreSQL reads the same whatever the session or
-// server time zone.
-const ExpirationLayout = "2006-01-02 15:04:05-07:00"
+// ExpirationLayout is how {{expiration}} is written: Vault's layout
+// (expirationFormat in its PostgreSQL plugin), always in UTC, so the
+// offset is "+0000" as Vault's is. PostgreSQL reads the explicit offset
+// the same whatever the session or server time zone.
+const ExpirationLayout = "2006-01-02 15:04:05-0700"
 
 // FormatExpiration renders t for {{expiration}}.
 func FormatExpiration(t time.Time) string {

@@ -2,12 +2,9 @@ package postgres
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -18,8 +15,10 @@ import (
 // bytes, so the final truncate never cuts.
 const DefaultUsernameTemplate = `{{ printf "v-%s-%s-%s-%s" (.DisplayName | truncate 8) (.RoleName | truncate 8) (random 20) (unix_time) | truncate 63 }}`
 
-// MaxIdentifierLength is PostgreSQL's NAMEDATALEN-1: longer names are
-// silently truncated by the server, so lessor refuses them instead.
+// MaxIdentifierLength is PostgreSQL's NAMEDATALEN-1. The server cuts a
+// longer identifier to this many bytes (on a character boundary); lessor
+// cuts a rendered username the same way before using it, so the name it
+// records is the name the role has.
 const MaxIdentifierLength = 63
 
 // UsernameMetadata is what a username template can refer to.
@@ -31,55 +30,69 @@ type UsernameMetadata struct {
 	Now time.Time
 }
 
-const base62Chars = upperChars + lowerChars + digitChars
-
-// validationNameLen is the display and role name length used to prove a
-// template cannot outgrow PostgreSQL's identifier limit.
+// validationNameLen is the display and role name length used to find
+// out whether a template can outgrow PostgreSQL's identifier limit.
 const validationNameLen = 200
 
-// ValidateUsernameTemplate parses tmpl and renders it with 200-byte display
-// and role names, and with empty ones: a template that fails, renders an
-// empty name, or can give a name over 63 bytes is refused,
-// because PostgreSQL would silently truncate it (and two leases could then
-// share one role).
-func ValidateUsernameTemplate(tmpl string) error {
+// ValidateUsernameTemplate checks tmpl at config time. It refuses a
+// template that does not parse, fails to render (with 200-byte display
+// and role names, and, as Vault does, with empty ones), or renders an
+// empty name, a NUL byte or invalid UTF-8, since no credential could be
+// issued with it. It accepts, as Vault does, a template whose names can
+// be longer than 63 bytes, and returns a warning saying they will be
+// cut; and it warns when two renders give the same name, since two
+// credentials would then collide.
+func ValidateUsernameTemplate(tmpl string) (warnings []string, err error) {
 	long := UsernameMetadata{
 		DisplayName: strings.Repeat("d", validationNameLen),
 		RoleName:    strings.Repeat("r", validationNameLen),
+		Now:         time.Now(),
 	}
-	name, err := render(tmpl, long, rand.Reader)
+	full, err := render(tmpl, long, rand.Reader)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if strings.TrimSpace(name) == "" {
-		return errors.New("username template rendered an empty name")
+	first, err := checkName(full)
+	if err != nil {
+		return nil, err
 	}
-	if len(name) > MaxIdentifierLength {
-		return fmt.Errorf("username template can produce %d-byte names (with %d-byte display and role names), over PostgreSQL's limit of %d: add a truncate", len(name), validationNameLen, MaxIdentifierLength)
+	if len(full) > MaxIdentifierLength {
+		warnings = append(warnings, fmt.Sprintf("username_template can render names over PostgreSQL's limit of %d bytes (%d bytes with %d-byte display and role names): lessor cuts them to %d bytes, as PostgreSQL would",
+			MaxIdentifierLength, len(full), validationNameLen, MaxIdentifierLength))
 	}
-	if strings.IndexByte(name, 0) >= 0 || !utf8.ValidString(name) {
-		// RenderUsername refuses these, so such a role could never issue.
-		return errors.New("username template renders a NUL byte or invalid UTF-8")
+	again, err := RenderUsername(tmpl, long, rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if again == first {
+		warnings = append(warnings, "username_template renders the same name twice for the same role in the same second: two credentials would collide (add random, or keep it within the first 63 bytes)")
 	}
 	// Like Vault, also render with empty metadata: a template may fail only
 	// on that path. Its result may be empty; real display names are not.
-	_, err = render(tmpl, UsernameMetadata{}, rand.Reader)
-	return err
+	if _, err := render(tmpl, UsernameMetadata{}, rand.Reader); err != nil {
+		return nil, err
+	}
+	return warnings, nil
 }
 
-// RenderUsername renders tmpl with m, drawing randomness from r. It fails
-// when the result is empty, over 63 bytes, holds a NUL byte or is not
-// valid UTF-8, rather than letting PostgreSQL truncate or reject it.
+// RenderUsername renders tmpl with m, drawing randomness from r, and cuts
+// the result to 63 bytes on a character boundary, as PostgreSQL would. It
+// fails when the name is empty, holds a NUL byte or is not valid UTF-8.
 func RenderUsername(tmpl string, m UsernameMetadata, r io.Reader) (string, error) {
 	name, err := render(tmpl, m, r)
 	if err != nil {
 		return "", err
 	}
+	return checkName(name)
+}
+
+// checkName cuts a rendered name to MaxIdentifierLength and refuses one
+// PostgreSQL could not hold.
+func checkName(name string) (string, error) {
+	name = cutBytes(name, MaxIdentifierLength)
 	switch {
 	case strings.TrimSpace(name) == "":
 		return "", errors.New("username template rendered an empty name")
-	case len(name) > MaxIdentifierLength:
-		return "", fmt.Errorf("username %q is %d bytes, over PostgreSQL's limit of %d", name, len(name), MaxIdentifierLength)
 	case strings.IndexByte(name, 0) >= 0:
 		return "", errors.New("username template rendered a NUL byte")
 	case !utf8.ValidString(name):
@@ -105,68 +118,25 @@ func render(tmpl string, m UsernameMetadata, r io.Reader) (string, error) {
 	return b.String(), nil
 }
 
-func templateFuncs(now time.Time, r io.Reader) template.FuncMap {
-	return template.FuncMap{
-		"truncate":        truncate,
-		"truncate_sha256": truncateSHA256,
-		"random": func(n int) (string, error) {
-			if n <= 0 || n > 1024 {
-				return "", fmt.Errorf("random: length %d out of range 1..1024", n)
-			}
-			return randomString(r, base62Chars, n)
-		},
-		"unix_time":        func() string { return strconv.FormatInt(now.Unix(), 10) },
-		"unix_time_millis": func() string { return strconv.FormatInt(now.UnixMilli(), 10) },
-		"timestamp":        func(layout string) string { return now.UTC().Format(layout) },
-		"uppercase":        strings.ToUpper,
-		"lowercase":        strings.ToLower,
-		"replace":          func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
-		"sha256":           func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) },
-		"uuid":             func() (string, error) { return uuid(r) },
-	}
-}
-
-// truncate cuts s to at most n bytes, as Vault's does, but never inside a
-// UTF-8 sequence.
-func truncate(n int, s string) (string, error) {
-	if n <= 0 {
-		return "", fmt.Errorf("truncate: length %d must be positive", n)
-	}
+// cutBytes cuts s to at most n bytes. When byte n is inside a valid UTF-8
+// sequence, the cut moves back to the start of that sequence, as
+// PostgreSQL does when it truncates an identifier; bytes that are not
+// UTF-8 are cut where they fall.
+func cutBytes(s string, n int) string {
 	if len(s) <= n {
-		return s, nil
+		return s
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
+	if utf8.RuneStart(s[n]) {
+		return s[:n]
 	}
-	return s[:n], nil
-}
-
-// truncateSHA256 keeps names up to n bytes as they are; a longer one keeps
-// its first n-8 bytes and ends with 8 hex digits of the SHA-256 of the rest,
-// so two long names that share a prefix stay distinct.
-func truncateSHA256(n int, s string) (string, error) {
-	if n <= 8 {
-		return "", fmt.Errorf("truncate_sha256: length %d must be over 8", n)
+	for i := n - 1; i >= 0 && i > n-utf8.UTFMax; i-- {
+		if !utf8.RuneStart(s[i]) {
+			continue
+		}
+		if r, size := utf8.DecodeRuneInString(s[i:]); !(r == utf8.RuneError && size == 1) && i+size > n {
+			return s[:i]
+		}
+		break
 	}
-	if len(s) <= n {
-		return s, nil
-	}
-	cut := n - 8
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	h := sha256.Sum256([]byte(s[cut:]))
-	return s[:cut] + hex.EncodeToString(h[:])[:8], nil
-}
-
-// uuid returns a random (version 4) UUID.
-func uuid(r io.Reader) (string, error) {
-	var b [16]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return "", fmt.Errorf("uuid: read random: %w", err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+	return s[:n]
 }

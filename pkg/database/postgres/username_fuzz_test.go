@@ -66,7 +66,7 @@ func FuzzRenderUsername(f *testing.F) {
 		}
 		// What validation accepts at config time must issue later: with
 		// the names validation used, a validated template renders.
-		if ValidateUsernameTemplate(tmpl) != nil {
+		if _, err := ValidateUsernameTemplate(tmpl); err != nil {
 			return
 		}
 		long := UsernameMetadata{DisplayName: strings.Repeat("d", validationNameLen), RoleName: strings.Repeat("r", validationNameLen), Now: m.Now}

@@ -42,6 +42,10 @@ type CreateUserRequest struct {
 	// Comment is written with COMMENT ON ROLE in the same transaction;
 	// "" writes none.
 	Comment string
+
+	// nameUnquoted: the statements hold {{name}} or {{username}} outside
+	// double quotes (set by checkCreate, for the hint).
+	nameUnquoted bool
 }
 
 func checkRoleName(name string) error {
@@ -127,6 +131,7 @@ func (db *DB) checkCreate(r *CreateUserRequest) error {
 		"password":   pw,
 		"expiration": FormatExpiration(r.Expiration),
 	}
+	r.nameUnquoted = nameOutsideQuotes(r.Statements)
 	stmts, err := prepare(r.Statements, vals)
 	if err != nil {
 		return err
@@ -163,9 +168,27 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 	if err != nil {
 		return err
 	}
-	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		// A role of this name that exists already (a template whose
+		// random part is cut off at 63 bytes can repeat a name) would
+		// pass the check below although the statements made nothing, or
+		// made a folded name: refuse before they run.
+		var taken bool
+		if err := db.queryRow(ctx, tx, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}, &taken); err != nil {
+			return err
+		}
+		if taken {
+			return &notCreatedError{fmt.Errorf("role %q already exists: the username template repeated a name", r.Username)}
+		}
 		if err := db.execEach(ctx, tx, "creation", stmts); err != nil {
 			return err
+		}
+		if conn.PgConn().TxStatus() != 'T' {
+			// A COMMIT or ROLLBACK among the statements ended lessor's
+			// transaction: what ran after it is committed, whatever
+			// fails next. Not a definite failure, so the lease stays
+			// for reap.
+			return errors.New("creation statements ended lessor's transaction: remove COMMIT, ROLLBACK or END from creation_statements")
 		}
 		// The role must exist under exactly its name: an unquoted {{name}}
 		// folds it to lower case. COMMENT ON ROLE names it quoted, so it
@@ -178,7 +201,7 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 			err := db.exec(ctx, tx, c)
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object
-				return notCreated(r.Username)
+				return errNoRole
 			}
 			if err != nil {
 				return fmt.Errorf("comment on role: %w", err)
@@ -190,16 +213,70 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 			return err
 		}
 		if !exists {
-			return notCreated(r.Username)
+			return errNoRole
 		}
 		return nil
 	})
+	if err != errNoRole {
+		return err
+	}
+	// The statements ran without error but made no role of this name,
+	// and the transaction was rolled back. Check outside it that no such
+	// role exists before calling the failure definite (which discards
+	// the pending lease): if the check cannot run, the lease stays.
+	var n int
+	if qerr := db.queryRow(ctx, conn, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, []any{r.Username}, &n); qerr != nil {
+		return fmt.Errorf("creation statements did not create role %q; check after rollback: %w", r.Username, qerr)
+	}
+	if n != 0 {
+		return fmt.Errorf("creation statements did not create role %q in lessor's transaction, yet it exists", r.Username)
+	}
+	return &notCreatedError{notCreated(r)}
 }
 
+// errNoRole is createOnce's signal, inside the transaction, that the
+// statements made no role of the name they were given.
+var errNoRole = errors.New("no role of that name")
+
 // notCreated says that creation statements ran but made no role of the
-// name they were given.
-func notCreated(username string) error {
-	return fmt.Errorf("creation statements did not create role %q: write \"{{name}}\" in double quotes", username)
+// name they were given, with the hint about quoting only when an
+// unquoted name explains it: PostgreSQL folded it to lower case.
+func notCreated(r CreateUserRequest) error {
+	if r.nameUnquoted && strings.ToLower(r.Username) != r.Username {
+		return fmt.Errorf("creation statements did not create role %q: write \"{{name}}\" in double quotes", r.Username)
+	}
+	return fmt.Errorf("creation statements ran but did not create role %q", r.Username)
+}
+
+// nameOutsideQuotes reports whether {{name}} or {{username}} stands in
+// plain SQL (not inside "…", '…' or a comment) in any statement, looking
+// into dollar-quoted bodies too, since a DO block's body is SQL again.
+func nameOutsideQuotes(elements []string) bool {
+	var inPlain func(stmt string) bool
+	inPlain = func(stmt string) bool {
+		for _, t := range lex(stmt) {
+			switch t.kind {
+			case tokPlain:
+				if strings.Contains(t.text, "{{name}}") || strings.Contains(t.text, "{{username}}") {
+					return true
+				}
+			case tokDollar:
+				body := strings.TrimSuffix(t.text[len(t.tag):], t.tag)
+				if inPlain(body) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, e := range elements {
+		for _, stmt := range SplitStatements(e) {
+			if inPlain(stmt) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // quoteLiteral writes s as an E'…' literal, which means the same whatever

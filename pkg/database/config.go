@@ -70,7 +70,7 @@ func (c *dbConfig) pluginConfig() postgres.Config {
 // empty list allows nothing.
 func (c *dbConfig) roleAllowed(role string) bool {
 	for _, p := range c.AllowedRoles {
-		if globMatch(p, role) {
+		if postgres.Glob(p, role) {
 			return true
 		}
 	}

@@ -2,7 +2,6 @@ package database
 
 import (
 	"regexp"
-	"strings"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 )
@@ -50,30 +49,4 @@ func checkName(name string) error {
 		return logical.Errorf("invalid name %q: use letters, digits, \"_\", \"-\" and \".\", starting and ending with a letter, digit or \"_\"", name)
 	}
 	return nil
-}
-
-// globMatch reports whether s matches pattern, where "*" matches any run of
-// characters (including none) and every other character matches itself,
-// the rule Vault applies to allowed_roles.
-func globMatch(pattern, s string) bool {
-	if pattern == "*" {
-		return true
-	}
-	parts := strings.Split(pattern, "*")
-	if len(parts) == 1 {
-		return pattern == s
-	}
-	if !strings.HasPrefix(s, parts[0]) {
-		return false
-	}
-	s = s[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(s, p)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(p):]
-	}
-	return len(s) >= len(last) && strings.HasSuffix(s, last)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -106,8 +107,8 @@ func TestGlobMatch(t *testing.T) {
 		{"", "", true},
 		{"", "x", false},
 	} {
-		if got := globMatch(tc.pattern, tc.s); got != tc.want {
-			t.Errorf("globMatch(%q, %q) = %v", tc.pattern, tc.s, got)
+		if got := postgres.Glob(tc.pattern, tc.s); got != tc.want {
+			t.Errorf("Glob(%q, %q) = %v", tc.pattern, tc.s, got)
 		}
 	}
 }

@@ -41,7 +41,7 @@ func templateFuncs(now time.Time, r io.Reader) template.FuncMap {
 		// a name should not depend on the time zone of whoever issues it.
 		"timestamp": func(layout string) string { return now.UTC().Format(layout) },
 		"uuid":      func() (string, error) { return uuid(r) },
-		"glob":      glob,
+		"glob":      Glob,
 	}
 }
 
@@ -112,10 +112,11 @@ func uuid(r io.Reader) (string, error) {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 }
 
-// glob reports whether value matches pattern, where "*" matches any run
-// of characters and every other character matches itself (Vault's glob,
-// from ryanuber/go-glob).
-func glob(pattern, value string) bool {
+// Glob reports whether value matches pattern, where "*" matches any run
+// of characters (including none) and every other character matches itself:
+// Vault's glob (ryanuber/go-glob), used by the template function and by
+// allowed_roles.
+func Glob(pattern, value string) bool {
 	parts := strings.Split(pattern, "*")
 	if len(parts) == 1 {
 		return pattern == value

@@ -1,6 +1,9 @@
 package core
 
-import "github.com/lessorhq/lessor/pkg/logical"
+import (
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/token"
+)
 
 // sysPaths declares the system backend's paths, from the same field
 // schemas that sysFields gives the handlers, for path-help and completion.
@@ -42,3 +45,15 @@ func sysPaths() []logical.PathSpec {
 
 // PathSpecs declares the system backend's paths.
 func (s *systemBackend) PathSpecs() []logical.PathSpec { return sysPaths() }
+
+// BuiltinPathSpecs returns the paths of a built-in mount by its type in
+// the mount table ("system", "token"), or nil for any other type.
+func BuiltinPathSpecs(typ string) []logical.PathSpec {
+	switch typ {
+	case sysMount.Type:
+		return sysPaths()
+	case tokenMount.Type:
+		return token.PathSpecs()
+	}
+	return nil
+}

@@ -716,12 +716,16 @@ var tokenPaths = []struct{ path, description string }{
 	{"revoke-orphan", "revoke a token, leaving its children as orphans"},
 }
 
-// PathSpecs declares the backend's paths from the same routes that serve
-// them, for path-help and completion.
-func (b *backend) PathSpecs() []logical.PathSpec {
+// PathSpecs declares the backend's paths.
+func (b *backend) PathSpecs() []logical.PathSpec { return PathSpecs() }
+
+// PathSpecs declares the token backend's paths from the same routes that
+// serve them (operations and fields), for path-help and completion.
+func PathSpecs() []logical.PathSpec {
 	var out []logical.PathSpec
 	for _, p := range tokenPaths {
-		rt, _ := b.s.route(p.path)
+		// The routes' handlers are only named here, never called.
+		rt, _ := (*Store)(nil).route(p.path)
 		ops := map[logical.Operation]logical.FieldSchema{}
 		for _, op := range rt.ops {
 			ops[op] = rt.fields

@@ -68,9 +68,11 @@ func (p PathSpec) Fixed() string {
 // matches a pattern exactly, or names a listed directory without its
 // trailing "/", beats one that matches a ":name" segment.
 func FindPathSpec(specs []PathSpec, rel string) (PathSpec, bool) {
-	for _, s := range specs {
-		if s.Pattern == rel || s.Pattern == rel+"/" {
-			return s, true
+	for _, want := range []string{rel, rel + "/"} {
+		for _, s := range specs {
+			if s.Pattern == want {
+				return s, true
+			}
 		}
 	}
 	for _, s := range specs {

@@ -9,6 +9,8 @@ func TestPathSpecMatch(t *testing.T) {
 	specs := []PathSpec{
 		{Pattern: "roles/"},
 		{Pattern: "roles/:name"},
+		{Pattern: "lookup/"},
+		{Pattern: "lookup"},
 		{Pattern: "mounts/*path/tune"},
 		{Pattern: "mounts/*path"},
 	}
@@ -16,6 +18,7 @@ func TestPathSpecMatch(t *testing.T) {
 		"roles":          "roles/",
 		"roles/":         "roles/",
 		"roles/a":        "roles/:name",
+		"lookup":         "lookup",
 		"mounts/a/tune":  "mounts/*path/tune",
 		"mounts/a/b":     "mounts/*path",
 		"mounts/a/b/c":   "mounts/*path",

@@ -25,3 +25,20 @@ func engineTypes() []string {
 	sort.Strings(out)
 	return out
 }
+
+// mountPathSpecs returns the paths a mount of type typ declares (a secrets
+// engine's from its backend, sys and auth/token's from the core), for
+// completion: the same declarations path-help prints.
+func mountPathSpecs(typ string) []logical.PathSpec {
+	if specs := core.BuiltinPathSpecs(typ); specs != nil {
+		return specs
+	}
+	newBackend, ok := backendFactories()[typ]
+	if !ok {
+		return nil
+	}
+	if d, ok := newBackend().(logical.PathDescriber); ok {
+		return d.PathSpecs()
+	}
+	return nil
+}

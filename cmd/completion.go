@@ -236,17 +236,11 @@ func (x *completer) mounts() map[string]string {
 	return out
 }
 
-// Paths below a mount that cannot be listed, by mount type; the rest is
-// found by listing the directory being completed.
-var mountSubpaths = map[string][]string{
-	"database": {"config/", "roles/", "creds/", "rotate-root/", "reset/"},
-	"system":   {"policy/", "mounts", "leases/lookup/", "audit"},
-}
-
-// paths completes a request path: mount paths, the fixed paths of a
-// mount, and whatever listing the directory being completed returns.
-// creds/, rotate-root/ and reset/ cannot be listed themselves, so they
-// offer the names listed under roles/ and config/.
+// paths completes a request path: mount paths, the fixed part of each
+// path the mount's backend declares (mountPathSpecs), and whatever listing
+// the directory being completed returns. A directory whose names cannot be
+// listed there (creds/) offers the names listed where its backend says
+// they come from (roles/).
 func (x *completer) paths(toComplete string) []string {
 	toComplete = strings.TrimLeft(toComplete, "/")
 	dir := toComplete[:strings.LastIndex(toComplete, "/")+1]
@@ -262,15 +256,19 @@ func (x *completer) paths(toComplete string) []string {
 		}
 	}
 	if mount != "" {
-		typ, rest := mounts[mount], strings.TrimPrefix(dir, mount)
+		specs, rest := mountPathSpecs(mounts[mount]), strings.TrimPrefix(dir, mount)
 		listed := map[string]string{}
-		if typ == "database" {
-			listed = map[string]string{"creds/": "roles/", "rotate-root/": "config/", "reset/": "config/"}
+		for _, s := range specs {
+			if s.NamesFrom != "" {
+				listed[s.Fixed()] = s.NamesFrom
+			}
 		}
 		switch from, ok := listed[rest]; {
 		case rest == "":
-			for _, s := range mountSubpaths[typ] {
-				out = append(out, mount+s)
+			for _, s := range specs {
+				if fixed := s.Fixed(); fixed != "" {
+					out = append(out, mount+fixed)
+				}
 			}
 		case ok:
 			for _, k := range x.list(mount + from) {

@@ -32,6 +32,7 @@ var commandOutputs = map[string]format.Output{
 	"lessor operator status":    format.Flat,
 	"lessor operator verify":    format.Flat,
 	"lessor reap":               format.Document,
+	"lessor path-help":          format.Document,
 }
 
 // checkFormat refuses a format that command c cannot print.

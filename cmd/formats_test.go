@@ -62,6 +62,7 @@ func TestEveryFormatThroughEveryCommand(t *testing.T) {
 		"lessor operator status":    {"operator", "status"},
 		"lessor operator verify":    {"operator", "verify"},
 		"lessor reap":               {"reap", "-verbose"},
+		"lessor path-help":          {"path-help", "database/roles/readonly"},
 	}
 	for path := range commandOutputs {
 		if _, ok := commands[path]; !ok {

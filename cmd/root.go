@@ -193,7 +193,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 		}
 	}
 	add("secrets", newReadCmd(f, g), newWriteCmd(f, g), newListCmd(f, g), newDeleteCmd(f, g), newSecretsCmd(f, g))
-	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g), newExecCmd(f, g))
+	add("secrets", newLeaseCmd(f, g), newRenewCmd(f, g), newExecCmd(f, g), newPathHelpCmd(f, g))
 	add("access", newPolicyCmd(f, g), newTokenCmd(f, g), newLoginCmd(f, g), newAuditCmd(f, g))
 	add("ops", newOperatorCmd(f, g), newReapCmd(f, g), newVersionCmd(f))
 	add("ops", newDevCmd(f, g))

@@ -279,6 +279,9 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		return nil, err
 	}
 	res := acl.Allow(aclOp, fullPath, req.Data)
+	if aclOp == logical.HelpOperation {
+		res.Allowed = helpAllowed(acl, fullPath)
+	}
 	if !res.Allowed {
 		return deny(&PermissionError{Operation: aclOp, Path: fullPath})
 	}
@@ -288,6 +291,18 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	}
 	if err := c.checkLeaseTarget(ctx, acl, te, aclOp, fullPath, req.Data); err != nil {
 		return deny(err)
+	}
+	if aclOp == logical.HelpOperation {
+		// Help describes the path and does nothing: it is audited, but
+		// spends none of the token's uses.
+		req.Path = rel
+		resp, herr := logical.Help(be, req)
+		req.Path = fullPath
+		ae.Response, ae.Err = resp, herr
+		if err := broker.LogResponse(ctx, ae); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		return resp, herr
 	}
 	if err := c.tokens.Use(ctx, te); err != nil {
 		return deny(err)
@@ -433,10 +448,26 @@ func mayKnowMounts(acl *policy.ACL, op logical.Operation, path string, data map[
 	if acl.IsRoot() || acl.Allow(logical.ReadOperation, "sys/mounts", nil).Allowed {
 		return true
 	}
+	if op == logical.HelpOperation {
+		return helpAllowed(acl, path)
+	}
 	if op == logical.CreateOperation || op == logical.UpdateOperation {
 		return acl.Allow(logical.CreateOperation, path, data).Allowed || acl.Allow(logical.UpdateOperation, path, data).Allowed
 	}
 	return acl.Allow(op, path, data).Allowed
+}
+
+// helpAllowed tells whether a token may read a path's help: Vault's rule
+// that help is a request to the path like any other, so a token that may do
+// something there (any operation) may learn how, and one that may do
+// nothing there learns nothing, not even whether a mount is there.
+func helpAllowed(acl *policy.ACL, path string) bool {
+	for _, op := range []logical.Operation{logical.ReadOperation, logical.ListOperation, logical.CreateOperation, logical.UpdateOperation, logical.DeleteOperation} {
+		if acl.Allow(op, path, nil).Allowed {
+			return true
+		}
+	}
+	return false
 }
 
 // denyUnrouted audits and returns the denial of a request that reached no

@@ -50,3 +50,32 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+var writeOps = []logical.Operation{logical.CreateOperation, logical.UpdateOperation}
+
+// PathSpecs declares the engine's paths, for path-help and completion.
+func (b *Backend) PathSpecs() []logical.PathSpec {
+	ops := func(fields logical.FieldSchema, extra ...logical.Operation) map[logical.Operation]logical.FieldSchema {
+		m := map[logical.Operation]logical.FieldSchema{}
+		if fields != nil {
+			for _, op := range writeOps {
+				m[op] = fields
+			}
+		}
+		for _, op := range extra {
+			m[op] = nil
+		}
+		return m
+	}
+	list := map[logical.Operation]logical.FieldSchema{logical.ListOperation: nil}
+	update := map[logical.Operation]logical.FieldSchema{logical.UpdateOperation: nil}
+	return []logical.PathSpec{
+		{Pattern: "config/", Description: "list the connections", Operations: list},
+		{Pattern: "config/:name", Description: "configure a connection to a PostgreSQL server", Operations: ops(configFields, logical.ReadOperation, logical.DeleteOperation)},
+		{Pattern: "roles/", Description: "list the roles", Operations: list},
+		{Pattern: "roles/:name", Description: "manage a role: the SQL that creates and revokes its credentials", Operations: ops(roleFields, logical.ReadOperation, logical.DeleteOperation)},
+		{Pattern: "creds/:name", Description: "issue a credential of a role, with a lease", Operations: map[logical.Operation]logical.FieldSchema{logical.ReadOperation: nil}, NamesFrom: "roles/"},
+		{Pattern: "rotate-root/:name", Description: "rotate a connection's admin password", Operations: update, NamesFrom: "config/"},
+		{Pattern: "reset/:name", Description: "close and reopen a connection", Operations: update, NamesFrom: "config/"},
+	}
+}

@@ -699,3 +699,38 @@ func toAny(ss []string) []any {
 	}
 	return out
 }
+
+// tokenPaths are the backend's paths in the order path-help and completion
+// show them; route serves each.
+var tokenPaths = []struct{ path, description string }{
+	{"create", "create a child token"},
+	{"create-orphan", "create an orphan token"},
+	{"lookup", "look up a token"},
+	{"lookup-self", "look up the calling token"},
+	{"lookup-accessor", "look up a token by its accessor"},
+	{"renew", "renew a token"},
+	{"renew-self", "renew the calling token"},
+	{"revoke", "revoke a token and its children"},
+	{"revoke-self", "revoke the calling token and its children"},
+	{"revoke-accessor", "revoke a token by its accessor"},
+	{"revoke-orphan", "revoke a token, leaving its children as orphans"},
+}
+
+// PathSpecs declares the backend's paths.
+func (b *backend) PathSpecs() []logical.PathSpec { return PathSpecs() }
+
+// PathSpecs declares the token backend's paths from the same routes that
+// serve them (operations and fields), for path-help and completion.
+func PathSpecs() []logical.PathSpec {
+	var out []logical.PathSpec
+	for _, p := range tokenPaths {
+		// The routes' handlers are only named here, never called.
+		rt, _ := (*Store)(nil).route(p.path)
+		ops := map[logical.Operation]logical.FieldSchema{}
+		for _, op := range rt.ops {
+			ops[op] = rt.fields
+		}
+		out = append(out, logical.PathSpec{Pattern: p.path, Description: p.description, Operations: ops})
+	}
+	return out
+}

@@ -174,9 +174,24 @@ func (c *Core) revokePrefix(ctx context.Context, prefix string, force bool) (*lo
 	}
 	if force && len(failed) > 0 {
 		resp := &logical.Response{Data: map[string]any{"forgotten": failed}}
-		resp.AddWarning("%d leases were forgotten although their revocation failed; their database roles may still exist: %s (first error: %s)",
-			len(failed), failed[0].LeaseID, failed[0].Error)
+		resp.AddWarning("%s forgotten although %s: %s (first error: %s)",
+			plural(len(failed), "lease was", "leases were"),
+			plural1(len(failed), "its revocation failed; its database role may still exist", "their revocation failed; their database roles may still exist"),
+			failed[0].LeaseID, failed[0].Error)
 		return resp, nil
 	}
 	return nil, nil
+}
+
+// plural is "1 <one>" or "n <many>", for counts in messages.
+func plural(n int, one, many string) string {
+	return fmt.Sprintf("%d %s", n, plural1(n, one, many))
+}
+
+// plural1 is one when n is 1, else many.
+func plural1(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

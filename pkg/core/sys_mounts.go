@@ -172,7 +172,10 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 	}
 	resp := &logical.Response{Data: map[string]any{"revoked_leases": revoked}}
 	if len(failed) > 0 {
-		resp.AddWarning("Force-removed %d leases whose revocation failed; their database roles may still exist (find them with `lessor reap -orphans -dry-run`)", len(failed))
+		resp.AddWarning("Force-removed %s; %s (find %s with `lessor reap -orphans -dry-run`)",
+			plural(len(failed), "lease whose revocation failed", "leases whose revocation failed"),
+			plural1(len(failed), "its database role may still exist", "their database roles may still exist"),
+			plural1(len(failed), "it", "them"))
 	}
 	return resp, nil
 }

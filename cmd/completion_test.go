@@ -238,11 +238,14 @@ printf '%s\n' "${COMPREPLY[@]}"
 	}
 }
 
-// Lease ids complete one path segment at a time, down to the id.
-func TestCompleteLeaseIDs(t *testing.T) {
+// storeWithCredential is storeWithRoles with a connection to a fresh
+// database and one live credential of role readonly, revoked (and its
+// role dropped) at cleanup; it returns the database's name and the lease id.
+func storeWithCredential(t *testing.T) (c *compCLI, dbName, leaseID string) {
+	t.Helper()
 	srv := pgtest.Require(t)
 	db := srv.NewDatabase(t)
-	c := storeWithRoles(t)
+	c = storeWithRoles(t)
 	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=*",
 		"connection_url=postgres://{{username}}:{{password}}@"+srv.Host+":"+strconv.Itoa(srv.Port)+"/"+db.Name+"?sslmode=disable",
 		"username="+srv.User, "password=@"+c.file("admin-password", srv.Password))
@@ -254,7 +257,14 @@ func TestCompleteLeaseIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.DropRolesAtCleanup(t, cred.Data.Username)
-	t.Cleanup(func() { c.run("lease", "revoke", cred.LeaseID) })
+	t.Cleanup(func() { c.run("lease", "revoke", "-prefix", "database/creds") })
+	return c, db.Name, cred.LeaseID
+}
+
+// Lease ids complete one path segment at a time, down to the id.
+func TestCompleteLeaseIDs(t *testing.T) {
+	c, _, leaseID := storeWithCredential(t)
+	cred := struct{ LeaseID string }{leaseID}
 	id := strings.TrimPrefix(cred.LeaseID, "database/creds/readonly/")
 	for _, tc := range []struct {
 		words []string

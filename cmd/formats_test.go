@@ -5,14 +5,12 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lessorhq/lessor/pkg/format"
-	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
 // TestEveryFormatThroughEveryCommand runs each name -format accepts (and
@@ -22,21 +20,8 @@ import (
 // exports…); any other must be refused with exit 1, before the command
 // prints anything.
 func TestEveryFormatThroughEveryCommand(t *testing.T) {
-	srv := pgtest.Require(t)
-	db := srv.NewDatabase(t)
-	c := storeWithRoles(t)
-	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=*",
-		"connection_url=postgres://{{username}}:{{password}}@"+srv.Host+":"+strconv.Itoa(srv.Port)+"/"+db.Name+"?sslmode=disable",
-		"username="+srv.User, "password=@"+c.file("admin-password", srv.Password))
-	var cred struct {
-		LeaseID string `json:"lease_id"`
-		Data    struct{ Username string }
-	}
-	if err := json.Unmarshal([]byte(c.must("read", "-format=json", "database/creds/readonly")), &cred); err != nil {
-		t.Fatal(err)
-	}
-	srv.DropRolesAtCleanup(t, cred.Data.Username)
-	t.Cleanup(func() { c.run("lease", "revoke", "-prefix", "database/creds") })
+	c, dbName, leaseID := storeWithCredential(t)
+	cred := struct{ LeaseID string }{leaseID}
 
 	child := strings.TrimSpace(c.must("token", "create", "-policy=apps", "-field=token"))
 	// Each command that prints, with arguments that make it print.
@@ -127,9 +112,9 @@ func TestEveryFormatThroughEveryCommand(t *testing.T) {
 			case format.NameDotenv:
 				bad = slices.ContainsFunc(lines, func(l string) bool { return !dotenvLine.MatchString(l) })
 			case format.NamePgpass:
-				bad = len(lines) != 1 || strings.Count(lines[0], ":") != 4 || !strings.Contains(lines[0], ":"+db.Name+":v-")
+				bad = len(lines) != 1 || strings.Count(lines[0], ":") != 4 || !strings.Contains(lines[0], ":"+dbName+":v-")
 			case format.NameDSN:
-				bad = len(lines) != 1 || !strings.HasPrefix(lines[0], "postgresql://v-") || !strings.HasSuffix(lines[0], "/"+db.Name)
+				bad = len(lines) != 1 || !strings.HasPrefix(lines[0], "postgresql://v-") || !strings.HasSuffix(lines[0], "/"+dbName)
 			case format.NameTable:
 				bad = json.Valid([]byte(stdout)) || strings.HasPrefix(stdout, "export ")
 			}

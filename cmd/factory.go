@@ -106,7 +106,7 @@ type setting struct {
 	key, flag, env, desc string
 }
 
-var settings = []setting{
+var globalSettings = []setting{
 	{"store", "store", "LESSOR_STORE", "the encrypted store: a file path, or a postgres:// URL (?schema=NAME, default lessor)"},
 	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
 	{"format", "format", "LESSOR_FORMAT", "output format: table, json, yaml, env, dotenv, pgpass or dsn"},
@@ -115,6 +115,9 @@ var settings = []setting{
 	{"token", "", "LESSOR_TOKEN", "the token to use (overrides the token file)"},
 	{"token_file", "", "LESSOR_TOKEN_FILE", "where `lessor login` stores the token"},
 }
+
+// settings are every command's settings: the global ones, then serve's.
+var settings = append(globalSettings, serveSettings...)
 
 func (f *Factory) home() string {
 	if h := f.Getenv("HOME"); h != "" {

@@ -49,6 +49,11 @@ const (
 	serveMaxHeaderBytes    = 1 << 20
 )
 
+// testOnlyReadHeaderTimeout is a test seam, set only by tests in the test
+// binary: a shorter read-header timeout, so that the slow-client test does
+// not wait 10 s. A shipped binary leaves it zero.
+var testOnlyReadHeaderTimeout time.Duration
+
 // serveOptions are serve's settings, parsed.
 type serveOptions struct {
 	listen          string
@@ -61,6 +66,8 @@ type serveOptions struct {
 	requestTimeout  time.Duration
 	shutdownTimeout time.Duration
 	logFormat       string
+	// readHeaderTimeout is serveReadHeaderTimeout; tests shorten it.
+	readHeaderTimeout time.Duration
 }
 
 func newServeCmd(f *Factory, g *globalOptions) *cobra.Command {
@@ -140,7 +147,10 @@ func parseServeOptions(f *Factory) (*serveOptions, error) {
 		}
 		return def, false
 	}
-	o := &serveOptions{}
+	o := &serveOptions{readHeaderTimeout: serveReadHeaderTimeout}
+	if testOnlyReadHeaderTimeout > 0 {
+		o.readHeaderTimeout = testOnlyReadHeaderTimeout
+	}
 	o.listen, _ = get("listen", "127.0.0.1:8200")
 	o.unix, _ = get("unix", "")
 	o.tlsCert, _ = get("tls_cert", "")
@@ -321,7 +331,7 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 
 	srv := &http.Server{
 		Handler:           api.Handler(),
-		ReadHeaderTimeout: serveReadHeaderTimeout,
+		ReadHeaderTimeout: o.readHeaderTimeout,
 		ReadTimeout:       serveReadTimeout,
 		IdleTimeout:       serveIdleTimeout,
 		MaxHeaderBytes:    serveMaxHeaderBytes,
@@ -334,6 +344,12 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		srv.TLSConfig = &tls.Config{GetCertificate: reload.get}
 	}
 
+	// SIGHUP is caught before the first request is served: from then on
+	// it reloads the certificate and never kills the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
 		log.Info("listening", "address", l.Addr().String(), "network", l.Addr().Network(), "tls", reload != nil && l.Addr().Network() == "tcp")
@@ -343,10 +359,6 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 			}
 		}(l)
 	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	// The reaper: one pass every interval, on a context the signal does
 	// not cancel; the signal only stops it claiming further batches.

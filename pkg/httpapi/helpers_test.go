@@ -15,6 +15,7 @@ import (
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
 	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/httpapi"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/pgtest"
@@ -67,8 +68,11 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As lessor serve runs it: admin connections pooled.
+	pool := postgres.NewPool(4, 0)
+	t.Cleanup(pool.Close)
 	c := core.New(core.Config{Store: b, StoreID: b.StoreID(), Factories: map[string]core.Factory{
-		"database": func() logical.Backend { return database.New(database.Options{}) },
+		"database": func() logical.Backend { return database.New(database.Options{Pool: pool}) },
 	}})
 	root, err := c.Initialize(ctx)
 	if err != nil {

@@ -161,7 +161,9 @@ func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 			"duration_ms", float64(s.now().Sub(start).Microseconds())/1000,
 			"remote", remoteHost(r.RemoteAddr), "request_id", rec.requestID)
 	}()
-	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	// A client that goes away does not cut its request short: an issue
+	// that reached PostgreSQL still activates its lease.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.timeout)
 	defer cancel()
 	s.handle(ctx, w, r, &rec)
 }

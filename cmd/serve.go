@@ -103,7 +103,7 @@ or a request body.`,
 		Example: `  lessor serve
   lessor serve -listen=0.0.0.0:8200 -tls-cert=/etc/lessor/cert.pem -tls-key=/etc/lessor/key.pem
   lessor serve -listen= -unix=/run/lessor/lessor.sock -unix-mode=0660
-  VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=... vault read database/creds/readonly`,
+  lessor serve -reap-interval=1m -db-pool-size=8 -log-format=json`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			for _, s := range serveSettings {

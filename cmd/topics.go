@@ -25,7 +25,10 @@ func newEnvironmentTopic() *cobra.Command {
 	fmt.Fprintf(&b, "  %-24s %s\n", "LESSOR_CONFIG", "path of the config file (flag -config)")
 	b.WriteString(`
 The config file is YAML with the keys store, key_file, format,
-passphrase_file and token_file. Keep secrets out of it.
+passphrase_file and token_file, and lessor serve's keys: listen, unix,
+unix_mode, tls_cert, tls_key, tls_disable, reap_interval,
+max_request_size, request_timeout, shutdown_timeout, log_format and
+db_pool_size. Keep secrets out of it.
 
 lessor also keeps, per user, the newest generation of each store it saw
 committed under $XDG_STATE_HOME/lessor/generation/ (default

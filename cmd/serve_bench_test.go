@@ -294,6 +294,7 @@ func TestBenchServeRSS(t *testing.T) {
 	}
 	var next atomic.Int64
 	var failed atomic.Int64
+	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range 8 {
@@ -303,6 +304,7 @@ func TestBenchServeRSS(t *testing.T) {
 			for next.Add(1) <= int64(n) {
 				if _, err := r.issue(r.client); err != nil {
 					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()
@@ -324,6 +326,9 @@ func TestBenchServeRSS(t *testing.T) {
 		fmt.Sprintf("%s (%.0f/s, %d errors), %s (%.0f/s)", issued.Round(time.Millisecond), float64(n)/issued.Seconds(), failed.Load(),
 			revoked.Round(time.Millisecond), float64(n)/revoked.Seconds()), "")
 	report(t, "serve: peak RSS after issuing / after revoking", fmt.Sprintf("%.1f MiB / %.1f MiB, load %s", float64(afterIssue)/(1<<20), float64(peak)/(1<<20), loadavg()), "< 100 MiB")
+	if failed.Load() > 0 {
+		t.Errorf("%d errors issuing, the first: %v", failed.Load(), firstErr.Load())
+	}
 	if peak >= 100<<20 {
 		t.Errorf("peak RSS %d MiB", peak>>20)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	mrand "math/rand/v2"
 	"strings"
 	"time"
@@ -46,6 +47,9 @@ type CreateUserRequest struct {
 	// nameUnquoted: the statements hold {{name}} or {{username}} outside
 	// double quotes (set by checkCreate, for the hint).
 	nameUnquoted bool
+	// lockKey identifies the creation statements as written, before
+	// substitution (set by checkCreate).
+	lockKey int64
 }
 
 func checkRoleName(name string) error {
@@ -132,6 +136,9 @@ func (db *DB) checkCreate(r *CreateUserRequest) error {
 		"expiration": FormatExpiration(r.Expiration),
 	}
 	r.nameUnquoted = nameOutsideQuotes(r.Statements)
+	h := fnv.New64a()
+	h.Write([]byte("lessor create\x00" + strings.Join(r.Statements, "\x00")))
+	r.lockKey = int64(h.Sum64())
 	stmts, err := prepare(r.Statements, vals)
 	if err != nil {
 		return err
@@ -174,7 +181,18 @@ func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []strin
 		// pass the check below although the statements made nothing, or
 		// made a folded name: refuse before they run.
 		var taken bool
-		if err := db.queryRow(ctx, tx, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}, &taken); err != nil {
+		check, args := `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}
+		if db.pool != nil {
+			// A server issues for one role many times at once, and
+			// PostgreSQL answers concurrent GRANTs on one table with
+			// "tuple concurrently updated" rather than a wait: creations
+			// from the same statements take turns on an advisory lock,
+			// held until this transaction ends, so they queue instead of
+			// failing and retrying. (A command issues once, and retries.)
+			check = `SELECT to_regrole(quote_ident($1)) IS NOT NULL FROM (SELECT pg_advisory_xact_lock($2)) AS turn`
+			args = append(args, r.lockKey)
+		}
+		if err := db.queryRow(ctx, tx, check, args, &taken); err != nil {
 			return err
 		}
 		if taken {

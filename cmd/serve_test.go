@@ -482,3 +482,63 @@ func dropStoreRoles(t *testing.T, srv *pgtest.Server, db *pgtest.Database, store
 	}
 	srv.DropRolesAtCleanup(t, names...)
 }
+
+// TestServeReapsBesideCron: the server's reaper and a cron-like
+// `lessor reap` run side by side over the same store; every expired
+// credential is revoked once, neither reports a failure, and nothing is
+// left behind.
+func TestServeReapsBesideCron(t *testing.T) {
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	c := newCompCLI(t)
+	var ini struct {
+		Root    string `json:"root_token"`
+		StoreID string `json:"store_id"`
+	}
+	if err := json.Unmarshal([]byte(c.must("operator", "init", "-format=json")), &ini); err != nil {
+		t.Fatal(err)
+	}
+	c.env["LESSOR_TOKEN"] = ini.Root
+	c.must("secrets", "enable", "database")
+	pw := c.file("admin-pw", srv.Password)
+	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=short",
+		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
+		"username="+srv.User, "password=@"+pw)
+	c.must("write", "database/roles/short", "db_name=postgresql", "default_ttl=1s", "max_ttl=1s",
+		`creation_statements=CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
+	t.Cleanup(func() { dropStoreRoles(t, srv, db, ini.StoreID) })
+	addr := freeAddr(t)
+	stop, logs := startServe(t, c, "-listen="+addr, "-reap-interval=100ms")
+	base := "http://" + addr
+	waitHealthy(t, http.DefaultClient, base)
+	for range 30 {
+		req, _ := http.NewRequest("GET", base+"/v1/database/creds/short", nil)
+		req.Header.Set("X-Vault-Token", ini.Root)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("issue: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(storeRoles(t, srv, db, ini.StoreID)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("roles left 20 s after expiry; log:\n%s", logs)
+		}
+		if out, errs, code := c.run("reap", "-verbose"); code != 0 {
+			t.Fatalf("cron reap beside the server: exit %d\n%s%s", code, out, errs)
+		}
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d", code)
+	}
+	if strings.Contains(logs.String(), "revocation failed") || strings.Contains(logs.String(), "reap failed") {
+		t.Fatalf("the server's reaper reported a failure:\n%s", logs)
+	}
+	if out, _, code := c.run("list", "sys/leases/lookup/database/creds/short"); code == 0 {
+		t.Fatalf("leases left: %s", out)
+	}
+	if !strings.Contains(logs.String(), "msg=reaped") {
+		t.Fatalf("the server's reaper revoked nothing (the cron reap did it all); log:\n%s", logs)
+	}
+}

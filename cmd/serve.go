@@ -334,9 +334,6 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		if err != nil {
 			return &localError{fmt.Errorf("-listen %s: %w", o.listen, err)}
 		}
-		if reload != nil {
-			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get, NextProtos: []string{"h2", "http/1.1"}})
-		}
 		listeners = append(listeners, l)
 	}
 	if o.unix != "" {
@@ -360,7 +357,8 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	if reload != nil {
-		srv.TLSConfig = &tls.Config{GetCertificate: reload.get}
+		// ServeTLS sets up HTTP/2 next to HTTP/1.1 on this config.
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get}
 	}
 
 	// SIGHUP is caught before the first request is served: from then on
@@ -373,7 +371,13 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 	for _, l := range listeners {
 		log.Info("listening", "address", l.Addr().String(), "network", l.Addr().Network(), "tls", reload != nil && l.Addr().Network() == "tcp")
 		go func(l net.Listener) {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			var err error
+			if reload != nil && l.Addr().Network() == "tcp" {
+				err = srv.ServeTLS(l, "", "")
+			} else {
+				err = srv.Serve(l)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}(l)

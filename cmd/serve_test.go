@@ -202,6 +202,13 @@ func TestServeTLSReloadAndUnixSocket(t *testing.T) {
 	if got := serial(); got.Cmp(first) != 0 {
 		t.Fatalf("served certificate %v, want %v", got, first)
 	}
+	// HTTP/2 is offered beside HTTP/1.1.
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	if resp, err := h2.Get("https://" + addr + "/v1/sys/health"); err != nil || resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+		t.Fatalf("HTTP/2 over TLS: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Plain HTTP on the TLS port is refused.
 	if resp, err := http.Get("http://" + addr + "/v1/sys/health"); err == nil && resp.StatusCode == 200 {
 		t.Fatal("plain HTTP answered on the TLS listener")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,5 +325,56 @@ func TestSlowHeadersTimeOut(t *testing.T) {
 	_, err = conn.Read(buf)
 	if err == nil || time.Since(start) > 3*time.Second {
 		t.Fatalf("a slow header was not cut off: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestRequestDeadline: a request whose database never answers is cut off
+// at the server's per-request deadline with a 504, leaves no lease, and
+// the server goes on serving.
+func TestRequestDeadline(t *testing.T) {
+	e := newEnv(t, httpapi.Config{RequestTimeout: 300 * time.Millisecond})
+	// A "database" that accepts connections and never says a word.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	e.must(t, logical.UpdateOperation, "sys/mounts/database", map[string]any{"type": "database"})
+	e.must(t, logical.UpdateOperation, "database/config/mute", map[string]any{
+		"plugin_name": "postgresql-database-plugin", "allowed_roles": "r", "verify_connection": false,
+		"connection_url": "postgresql://u:p@" + l.Addr().String() + "/db?sslmode=disable",
+	})
+	e.must(t, logical.UpdateOperation, "database/roles/r", map[string]any{"db_name": "mute", "creation_statements": readonlySQL})
+	start := time.Now()
+	status, body, _ := e.do(t, "GET", "/v1/database/creds/r", e.root, "")
+	if took := time.Since(start); status != http.StatusGatewayTimeout || took > 5*time.Second {
+		t.Fatalf("creds from a mute database: %d %s after %v, want 504 at the 300 ms deadline", status, body, took)
+	}
+	errorsOf(t, body)
+	if status, body, _ := e.do(t, "LIST", "/v1/sys/leases/lookup/database/creds/r", e.root, ""); status != 404 {
+		t.Fatalf("a lease is left: %d %s", status, body)
+	}
+	if status, _, _ := e.do(t, "GET", "/v1/sys/mounts", e.root, ""); status != 200 {
+		t.Fatalf("the server did not survive: %d", status)
 	}
 }

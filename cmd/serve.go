@@ -357,8 +357,11 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	if reload != nil {
-		// ServeTLS sets up HTTP/2 next to HTTP/1.1 on this config.
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get}
+		// ServeTLS serves HTTP/2 next to HTTP/1.1. h2 is named here as
+		// well: the server sets HTTP/2 up once, for whichever listener
+		// starts first, and for a plain Serve (the Unix socket) it does
+		// so only when the TLS config already offers h2.
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get, NextProtos: []string{"h2", "http/1.1"}}
 	}
 
 	// SIGHUP is caught before the first request is served: from then on

@@ -224,6 +224,9 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	if err := f.loadConfigFile(cfg, explicit); err != nil {
 		return err
 	}
+	if err := refuseLocalOnly(f, c); err != nil {
+		return err
+	}
 	name, err := format.Parse(f.get("format"))
 	if err != nil {
 		return &usageError{err}

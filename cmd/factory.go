@@ -109,7 +109,7 @@ type setting struct {
 	key, flag, env, desc string
 }
 
-var settings = []setting{
+var globalSettings = []setting{
 	{"store", "store", "LESSOR_STORE", "the encrypted store: a file path, or a postgres:// URL (?schema=NAME, default lessor)"},
 	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
 	{"format", "format", "LESSOR_FORMAT", "output format: table, json, yaml, env, dotenv, pgpass or dsn"},
@@ -123,6 +123,9 @@ var settings = []setting{
 	{"client_timeout", "", "LESSOR_CLIENT_TIMEOUT", "with LESSOR_ADDR: how long a request may take (default 60s)"},
 	{"allow_http", "", "LESSOR_ALLOW_HTTP", "with LESSOR_ADDR: allow plain http:// to a host that is not loopback (the token crosses in clear)"},
 }
+
+// settings are every command's settings: the global ones, then serve's.
+var settings = append(globalSettings, serveSettings...)
 
 func (f *Factory) home() string {
 	if h := f.Getenv("HOME"); h != "" {

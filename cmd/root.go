@@ -197,6 +197,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 	add("access", newPolicyCmd(f, g), newTokenCmd(f, g), newLoginCmd(f, g), newAuditCmd(f, g))
 	add("ops", newOperatorCmd(f, g), newReapCmd(f, g), newVersionCmd(f))
 	add("ops", newDevCmd(f, g))
+	add("ops", newServeCmd(f, g))
 	root.AddCommand(newEnvironmentTopic(), newExitCodesTopic())
 	root.SetHelpCommandGroupID("ops")
 	root.SetCompletionCommandGroupID("ops")

@@ -24,6 +24,8 @@ type Entry struct {
 	Policies              []string
 	// RemoteUser is the OS user who ran the command.
 	RemoteUser string
+	// RemoteAddress is the address an HTTP API request came from.
+	RemoteAddress string
 	// Data is the request's data; its secret values are hashed.
 	Data map[string]any
 	// Response is the backend's response; nil on the request line, and on
@@ -168,7 +170,9 @@ type (
 		MountType  string `json:"mount_type,omitempty"`
 		Path       string `json:"path"`
 		RemoteUser string `json:"remote_user,omitempty"`
-		Data       any    `json:"data,omitempty"`
+		// RemoteAddress is Vault's request.remote_address.
+		RemoteAddress string `json:"remote_address,omitempty"`
+		Data          any    `json:"data,omitempty"`
 	}
 	jsonResponse struct {
 		Data     any         `json:"data,omitempty"`
@@ -213,12 +217,13 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 			Policies:    e.Policies,
 		},
 		Request: &jsonRequest{
-			ID:         e.RequestID,
-			Operation:  e.Operation,
-			MountType:  e.MountType,
-			Path:       e.Path,
-			RemoteUser: e.RemoteUser,
-			Data:       reqData,
+			ID:            e.RequestID,
+			Operation:     e.Operation,
+			MountType:     e.MountType,
+			Path:          e.Path,
+			RemoteUser:    e.RemoteUser,
+			RemoteAddress: e.RemoteAddress,
+			Data:          reqData,
 		},
 	}
 	if e.Err != nil {

@@ -268,7 +268,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	ae := &audit.Entry{
 		RequestID: req.ID, Operation: string(aclOp), Path: fullPath, MountType: mount.Type,
 		ClientToken: req.ClientToken, Accessor: te.Accessor, DisplayName: te.DisplayName,
-		Policies: te.Policies, RemoteUser: c.user, Data: req.Data,
+		Policies: te.Policies, RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data,
 	}
 	// A denied request is audited too: who tried what is the point.
 	deny := func(err error) (*logical.Response, error) {
@@ -480,7 +480,7 @@ func (c *Core) denyUnrouted(ctx context.Context, pre *prefetched, req *logical.R
 	ae := &audit.Entry{
 		RequestID: req.ID, Operation: string(req.Operation), Path: req.Path,
 		ClientToken: req.ClientToken, Accessor: te.Accessor, DisplayName: te.DisplayName,
-		Policies: te.Policies, RemoteUser: c.user, Data: req.Data, Err: err,
+		Policies: te.Policies, RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data, Err: err,
 	}
 	if aerr := broker.LogResponse(ctx, ae); aerr != nil {
 		return nil, fmt.Errorf("audit: %w", aerr)

@@ -43,6 +43,10 @@ type Request struct {
 	// ClientToken is the caller's token. It is never logged or audited in
 	// clear.
 	ClientToken string
+	// RemoteAddress is the network address of the caller of an HTTP API
+	// request (host, without the port), for the audit log; "" for a
+	// command run locally.
+	RemoteAddress string
 
 	// The fields below are set by the core.
 

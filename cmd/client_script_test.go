@@ -27,6 +27,9 @@ import (
 // scripts run theirs only [!client].
 var clientScripts = []string{
 	"seed_guide.txtar",
+	"format_env.txtar",
+	"exec.txtar",
+	"lease_renew.txtar",
 }
 
 // testClockSkewHeader carries the client's LESSOR_TESTONLY_CLOCK_SKEW to

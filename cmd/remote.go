@@ -92,7 +92,10 @@ func clientTimeout(v string) (time.Duration, error) {
 	if v == "" {
 		return apiclient.DefaultTimeout, nil
 	}
-	d, err := logical.ParseDuration(v)
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.Atoi(v); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
 	if err != nil || d <= 0 {
 		return 0, usageErrorf("LESSOR_CLIENT_TIMEOUT %q: not a positive duration (seconds, or 30s, 2m)", v)
 	}

@@ -225,15 +225,15 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	if err := f.loadConfigFile(cfg, explicit); err != nil {
 		return err
 	}
-	if err := refuseLocalOnly(f, c); err != nil {
-		return err
-	}
 	name, err := format.Parse(f.get("format"))
 	if err != nil {
 		return &usageError{err}
 	}
 	g.name = name
-	return checkFormat(c, name)
+	if err := checkFormat(c, name); err != nil {
+		return err
+	}
+	return refuseLocalOnly(f, c)
 }
 
 // formatOptions are the output options of this run; apply has parsed the

@@ -134,7 +134,7 @@ func New(cfg Config) (*Client, error) {
 	raw := strings.TrimSpace(cfg.Address)
 	base, socket, err := parseAddress(raw, cfg.AllowHTTP)
 	if err != nil {
-		return nil, &ConfigError{Setting: "address", Err: fmt.Errorf("%s %q: %w", name, raw, err)}
+		return nil, &ConfigError{Setting: "address", Err: fmt.Errorf("%s %q: %w", name, redact(raw), err)}
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -220,6 +220,14 @@ func parseAddress(raw string, allowHTTP bool) (*url.URL, string, error) {
 		return nil, "", errors.New("is plain http to a host that is not loopback: the token would cross the network in clear; use https://")
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, "", nil
+}
+
+// redact hides a password in an address that holds one, for messages.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return raw
 }
 
 // IsLoopback reports whether host is "localhost" or a loopback address.

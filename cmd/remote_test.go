@@ -74,6 +74,7 @@ func TestClientPrintsAndExitsAsLocal(t *testing.T) {
 	local.must("secrets", "enable", "-path=other", "-description=a second mount", "database")
 	policy := local.writeFile("apps.hcl", `path "database/creds/readonly" { capabilities = ["read"] }
 path "sys/mounts" { capabilities = ["read"] }
+path "sys/leases/revoke-prefix/other/*" { capabilities = ["update"] }
 `)
 	local.must("policy", "write", "apps", policy)
 	local.must("write", "database/roles/readonly", "db_name=postgresql", "creation_statements=SELECT 1", "default_ttl=1h", "max_ttl=24h")
@@ -119,6 +120,7 @@ path "sys/mounts" { capabilities = ["read"] }
 		{appsToken, []string{"read", "nosuch/path"}},
 		{appsToken, []string{"secrets", "list"}},
 		{appsToken, []string{"lease", "revoke", "-prefix", "database/creds/readonly"}},
+		{appsToken, []string{"lease", "revoke", "-prefix", "other/creds/x"}},
 		{appsToken, []string{"policy", "write", "evil", policy}},
 		{"lsr_00000000000000000000000000000000", []string{"read", "sys/mounts"}},
 		{"lsr_00000000000000000000000000000000", []string{"token", "lookup"}},
@@ -320,7 +322,10 @@ func TestClientUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	serveStore(t, c, ln, false)
-	remote := remoteCLI(t, "unix://"+sock, c.env["LESSOR_TOKEN"])
+	// The address from the config file, the token from `lessor login`.
+	remote := remoteCLI(t, "", "")
+	remote.env["LESSOR_CONFIG"] = remote.writeFile("config.yaml", "address: unix://"+sock+"\nclient_timeout: 5s\n")
+	remote.must("login", "-no-print", c.env["LESSOR_TOKEN"])
 	if out := remote.must("secrets", "list"); !strings.Contains(out, "sys/") {
 		t.Fatalf("secrets list over a unix socket: %q", out)
 	}

@@ -148,6 +148,15 @@ func refuseLocalOnly(f *Factory, c *cobra.Command) error {
 	name := strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
 	why, ok := localOnlyCommands[name]
 	if !ok {
+		// -store or -key-file on the command line names a local store:
+		// going to the server instead would quietly ignore it. (The
+		// environment's LESSOR_STORE is left alone: LESSOR_ADDR wins, so
+		// that a host that serves may also set it for its own use.)
+		for key, flag := range map[string]string{"store": "-store", "key_file": "-key-file"} {
+			if _, set := f.flags[key]; set && name != "serve" {
+				return usageErrorf("%s names a local store, but LESSOR_ADDR (%s) sends requests to a server; unset LESSOR_ADDR to use the local store", flag, f.address())
+			}
+		}
 		return nil
 	}
 	return usageErrorf("%s %s, on the store's host, and is not sent to the server at LESSOR_ADDR (%s); run it with LESSOR_ADDR unset",

@@ -178,6 +178,12 @@ func TestClientRefusesLocalOnlyCommands(t *testing.T) {
 		t.Errorf("operator init with LESSOR_ADDR changed the token file")
 	}
 
+	// A -store flag names a local store: refused, not quietly ignored.
+	want := "lessor: error: -store names a local store, but LESSOR_ADDR (" + srv.URL + ") sends requests to a server; unset LESSOR_ADDR to use the local store\n"
+	if r := c.run("read", "-store="+filepath.Join(c.env["HOME"], "x.db"), "sys/mounts"); r.code != exitLocal || r.stderr != want {
+		t.Errorf("-store with LESSOR_ADDR: exit %d, stderr %q; want exit 1 and %q", r.code, r.stderr, want)
+	}
+
 	// operator status asks the server, as `vault status` does.
 	out := c.must("operator", "status", "-format=json")
 	for _, want := range []string{`"address": "` + srv.URL + `"`, `"initialized": true`, `"sealed": false`} {

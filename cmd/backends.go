@@ -11,8 +11,14 @@ import (
 // backendFactories are the secrets engine types lessor knows, by the name
 // `secrets enable` takes.
 func backendFactories() map[string]core.Factory {
+	return backendFactoriesWith(database.Options{})
+}
+
+// backendFactoriesWith is backendFactories with the database engine's
+// options (lessor serve's connection pool).
+func backendFactoriesWith(db database.Options) map[string]core.Factory {
 	return map[string]core.Factory{
-		"database": func() logical.Backend { return database.New(database.Options{}) },
+		"database": func() logical.Backend { return database.New(db) },
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/httpapi"
 	"github.com/lessorhq/lessor/pkg/lease"
 )
@@ -37,6 +39,7 @@ var serveSettings = []setting{
 	{"request_timeout", "request-timeout", "LESSOR_REQUEST_TIMEOUT", "lessor serve: deadline of one request (default 90s)"},
 	{"shutdown_timeout", "shutdown-timeout", "LESSOR_SHUTDOWN_TIMEOUT", "lessor serve: how long SIGTERM waits for requests in flight (default 30s)"},
 	{"log_format", "log-format", "LESSOR_LOG_FORMAT", "lessor serve: log format on stderr, text or json (default text)"},
+	{"db_pool_size", "db-pool-size", "LESSOR_DB_POOL_SIZE", "lessor serve: admin connections kept open per database connection config (default 4)"},
 }
 
 // The listener timeouts, as Vault's: the headers must arrive within 10 s,
@@ -48,6 +51,11 @@ const (
 	serveIdleTimeout       = 5 * time.Minute
 	serveMaxHeaderBytes    = 1 << 20
 )
+
+// testOnlyReadHeaderTimeout is a test seam, set only by tests in the test
+// binary: a shorter read-header timeout, so that the slow-client test does
+// not wait 10 s. A shipped binary leaves it zero.
+var testOnlyReadHeaderTimeout time.Duration
 
 // serveOptions are serve's settings, parsed.
 type serveOptions struct {
@@ -61,6 +69,9 @@ type serveOptions struct {
 	requestTimeout  time.Duration
 	shutdownTimeout time.Duration
 	logFormat       string
+	poolSize        int
+	// readHeaderTimeout is serveReadHeaderTimeout; tests shorten it.
+	readHeaderTimeout time.Duration
 }
 
 func newServeCmd(f *Factory, g *globalOptions) *cobra.Command {
@@ -119,8 +130,14 @@ or a request body.`,
 	fl.Duration("request-timeout", httpapi.DefaultRequestTimeout, "deadline of one request (env LESSOR_REQUEST_TIMEOUT)")
 	fl.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight (env LESSOR_SHUTDOWN_TIMEOUT)")
 	fl.String("log-format", "text", "log format on stderr: text or json (env LESSOR_LOG_FORMAT)")
+	fl.Int("db-pool-size", defaultDBPoolSize, "admin connections kept open per database connection config (env LESSOR_DB_POOL_SIZE)")
 	return c
 }
+
+// defaultDBPoolSize is how many admin connections serve keeps open per
+// database connection config: enough for requests in parallel on a small
+// host, few enough for a managed server's connection limit.
+const defaultDBPoolSize = 4
 
 // parseServeOptions reads serve's settings: flag > env > config > default.
 func parseServeOptions(f *Factory) (*serveOptions, error) {
@@ -140,7 +157,10 @@ func parseServeOptions(f *Factory) (*serveOptions, error) {
 		}
 		return def, false
 	}
-	o := &serveOptions{}
+	o := &serveOptions{readHeaderTimeout: serveReadHeaderTimeout}
+	if testOnlyReadHeaderTimeout > 0 {
+		o.readHeaderTimeout = testOnlyReadHeaderTimeout
+	}
 	o.listen, _ = get("listen", "127.0.0.1:8200")
 	o.unix, _ = get("unix", "")
 	o.tlsCert, _ = get("tls_cert", "")
@@ -177,6 +197,10 @@ func parseServeOptions(f *Factory) (*serveOptions, error) {
 	size, _ := get("max_request_size", strconv.Itoa(httpapi.DefaultMaxRequestSize))
 	if o.maxRequestSize, err = strconv.ParseInt(size, 10, 64); err != nil || o.maxRequestSize < 1024 {
 		return nil, usageErrorf("max_request_size: %q is not a number of bytes of at least 1024", size)
+	}
+	pool, _ := get("db_pool_size", strconv.Itoa(defaultDBPoolSize))
+	if o.poolSize, err = strconv.Atoi(pool); err != nil || o.poolSize < 1 || o.poolSize > 64 {
+		return nil, usageErrorf("db_pool_size: %q is not a number from 1 to 64", pool)
 	}
 	switch o.logFormat {
 	case "text", "json":
@@ -281,8 +305,13 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 	// The core is built here rather than by the factory: requests come
 	// from the network, so the audit log's remote_user (the OS user of a
 	// local command) stays empty and remote_address says who asked.
+	// Admin connections stay open between requests, a few per connection
+	// config (the command line opens one per command).
+	pool := postgres.NewPool(o.poolSize, 0)
+	defer pool.Close()
 	cr := core.New(core.Config{
-		Store: b, StoreID: b.StoreID(), Factories: backendFactories(), Now: f.Now,
+		Store: b, StoreID: b.StoreID(), Now: f.Now,
+		Factories: backendFactoriesWith(database.Options{Pool: pool}),
 	})
 	storageType := "file"
 	if u, _ := f.storeURL(); u != "" {
@@ -321,7 +350,7 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 
 	srv := &http.Server{
 		Handler:           api.Handler(),
-		ReadHeaderTimeout: serveReadHeaderTimeout,
+		ReadHeaderTimeout: o.readHeaderTimeout,
 		ReadTimeout:       serveReadTimeout,
 		IdleTimeout:       serveIdleTimeout,
 		MaxHeaderBytes:    serveMaxHeaderBytes,
@@ -334,6 +363,12 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		srv.TLSConfig = &tls.Config{GetCertificate: reload.get}
 	}
 
+	// SIGHUP is caught before the first request is served: from then on
+	// it reloads the certificate and never kills the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
 		log.Info("listening", "address", l.Addr().String(), "network", l.Addr().Network(), "tls", reload != nil && l.Addr().Network() == "tcp")
@@ -343,10 +378,6 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 			}
 		}(l)
 	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	// The reaper: one pass every interval, on a context the signal does
 	// not cancel; the signal only stops it claiming further batches.

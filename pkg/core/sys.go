@@ -62,7 +62,12 @@ func (s *systemBackend) CanonicalData(req *logical.Request) error {
 		return logical.Errorf("config: want a map of mount settings, got %T", raw)
 	}
 	for k, v := range cfg {
-		if _, dup := req.Data[k]; dup {
+		if v == nil {
+			// JSON null is a value not given: Vault's Go client sends
+			// every field of its struct, "options": null among them.
+			continue
+		}
+		if cur, dup := req.Data[k]; dup && cur != nil {
 			return logical.Errorf("%s is given both at the top level and in config; give it once", k)
 		}
 		req.Data[k] = v

@@ -19,7 +19,8 @@
 //     stored password is refused.
 //   - No store transaction is held across a PostgreSQL call, and nothing is
 //     cached between requests: every request that needs the database opens
-//     one connection and closes it.
+//     one connection and closes it, unless Options.Pool (lessor serve)
+//     keeps a few open per connection config.
 //   - The admin password is never returned by a read, never put into an
 //     error, and a password written inline in connection_url is redacted.
 //
@@ -38,6 +39,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -47,12 +49,17 @@ type Options struct {
 	// Rand is the source of passwords and of the random part of usernames;
 	// nil means crypto/rand.
 	Rand io.Reader
+	// Pool, when set, keeps admin connections open between requests (a
+	// long-running server); nil, as on the command line, opens one
+	// connection per request and closes it.
+	Pool *postgres.Pool
 }
 
 // Backend is the database secrets engine. It keeps no state of its own
 // between requests, so one value may serve any number of mounts.
 type Backend struct {
 	rand io.Reader
+	pool *postgres.Pool
 
 	// testOnlyAfterRotate, when set, runs after PostgreSQL accepted a new
 	// admin password and before lessor verified and stored it; an error
@@ -68,7 +75,16 @@ func New(o Options) *Backend {
 	if r == nil {
 		r = rand.Reader
 	}
-	return &Backend{rand: r}
+	return &Backend{rand: r, pool: o.Pool}
+}
+
+// dial opens an admin connection with cfg, from the pool when there is
+// one; Close on the DB gives it back.
+func (b *Backend) dial(ctx context.Context, cfg postgres.Config) (*postgres.DB, error) {
+	if b.pool != nil {
+		return b.pool.Connect(ctx, cfg)
+	}
+	return postgres.Connect(ctx, cfg)
 }
 
 const (

@@ -138,7 +138,7 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	dial := make(chan dialed, 1)
 	pc := cfg.pluginConfig()
 	go func() {
-		db, err := postgres.Connect(dialCtx, pc)
+		db, err := b.dial(dialCtx, pc)
 		dial <- dialed{db, err}
 	}()
 

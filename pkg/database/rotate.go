@@ -46,7 +46,7 @@ func (b *Backend) open(ctx context.Context, st storage.Store, name string, cfg *
 // PostgreSQL, so the pending password becomes the stored one and cfg is
 // updated.
 func (b *Backend) connect(ctx context.Context, st storage.Store, name string, cfg *dbConfig) (*postgres.DB, error) {
-	db, err := postgres.Connect(ctx, cfg.pluginConfig())
+	db, err := b.dial(ctx, cfg.pluginConfig())
 	if err == nil {
 		return db, nil
 	}

@@ -263,6 +263,9 @@ type DB struct {
 	closed  bool
 	version int      // server_version_num
 	secrets []string // passwords to redact: the current and any former one
+	// pool, when set, takes the connection back on Close (Pool.Connect).
+	pool *Pool
+	set  *connSet
 }
 
 // Connect opens the admin connection (authenticated, ready for queries).
@@ -415,12 +418,18 @@ func isAuthFailure(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000")
 }
 
-// Close closes the admin connection; the DB cannot be used afterwards.
+// Close closes the admin connection (or gives it back to its Pool); the DB
+// cannot be used afterwards.
 func (db *DB) Close(ctx context.Context) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	db.closed = true
 	if db.conn == nil {
+		return nil
+	}
+	if db.pool != nil {
+		db.pool.put(db.set, db.conn, db.version, db.cfg.statementTimeout())
+		db.conn = nil
 		return nil
 	}
 	err := db.conn.Close(ctx)

@@ -5,22 +5,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
-
-	"github.com/lessorhq/lessor/pkg/httpapi"
 )
 
 // clientScripts are end-to-end scripts that run a second time with the
-// CLI as a client (LESSOR_ADDR) of a server over the script's store:
+// CLI as a client (LESSOR_ADDR) of `lessor serve` over the script's store:
 // every request command must print and exit as it does locally. Their
 // operator commands are the exception: they refuse with LESSOR_ADDR set,
 // so the set-up runs `operator init` before the server starts, and the
@@ -33,8 +35,9 @@ var clientScripts = []string{
 }
 
 // testClockSkewHeader carries the client's LESSOR_TESTONLY_CLOCK_SKEW to
-// the test server, which moves its own clock by it for that request: the
-// clock that decides a lease's expiry is the server's.
+// the test's proxy in front of the server, which moves the server's clock
+// by it for that request: the clock that decides a lease's expiry is the
+// server's.
 const testClockSkewHeader = "X-Lessor-Testonly-Clock-Skew"
 
 func TestScriptsAgainstServer(t *testing.T) {
@@ -65,10 +68,11 @@ func TestScriptsAgainstServer(t *testing.T) {
 	})
 }
 
-// startScriptServer does on the "server's host" what an operator does
-// before `lessor serve`: operator init (writing the root token to the
-// script's token file, and ROOT_TOKEN and STORE_ID for the script), then
-// serves the store on a loopback port and points LESSOR_ADDR at it.
+// startScriptServer does on the "server's host" what an operator does:
+// operator init (writing the root token to the script's token file, and
+// ROOT_TOKEN and STORE_ID for the script), then `lessor serve` over the
+// store, which the client no longer has; LESSOR_ADDR points at it. When
+// the script ends, the server must stop cleanly with no token in its log.
 func startScriptServer(env *testscript.Env) error {
 	getenv := func(k string) string { return env.Getenv(k) }
 	var out, errOut bytes.Buffer
@@ -105,31 +109,90 @@ func startScriptServer(env *testscript.Env) error {
 		env.Defer(func() { dropScriptRoles(p.srv, p.db.Name, init.StoreID) })
 	}
 
+	// The real `lessor serve`, in-process (on its own factory, whose clock
+	// the test moves), on a Unix socket of the server's host; the reaper is
+	// off, so that a request with a moved clock cannot race it.
 	var skew atomic.Int64
-	sf := newFactory(strings.NewReader(""), &out, &errOut, func(k string) string {
+	serveLog := &lockedBuffer{}
+	sf := newFactory(strings.NewReader(""), io.Discard, serveLog, func(k string) string {
 		if v, ok := moved[k]; ok {
 			return v
 		}
 		return env.Getenv(k)
 	})
 	sf.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
-	c, err := sf.Core(context.Background())
-	if err != nil {
-		return fmt.Errorf("open the store to serve it: %v", err)
+	sock := filepath.Join(host, "lessor.sock")
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, sf, []string{"serve", "-listen=", "-unix=" + sock, "-reap-interval=0"}) }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			break
+		}
+		select {
+		case code := <-done:
+			stop()
+			return fmt.Errorf("lessor serve exited %d: %s", code, serveLog.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return fmt.Errorf("lessor serve did not listen on %s: %s", sock, serveLog.String())
+		}
 	}
-	api := httpapi.New(httpapi.Config{Core: c, Now: sf.Now}).Handler()
+
+	// The script talks to the server through a proxy on a loopback port
+	// that applies the client's clock skew, a test seam, to the server's
+	// clock for the request.
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = "http", "lessor"
+			r.Out.Header.Del(testClockSkewHeader)
+		},
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}},
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Requests of one script come one at a time.
 		if d, err := time.ParseDuration(r.Header.Get(testClockSkewHeader)); err == nil {
 			skew.Store(int64(d))
 			defer skew.Store(0)
 		}
-		api.ServeHTTP(w, r)
+		proxy.ServeHTTP(w, r)
 	}))
 	env.Defer(func() {
 		srv.Close()
+		stop()
+		if code := <-done; code != 0 {
+			env.T().Fatal(fmt.Sprintf("lessor serve exited %d on SIGTERM's equivalent: %s", code, serveLog.String()))
+		}
 		sf.close()
+		// No token reaches the server's log.
+		if strings.Contains(serveLog.String(), "lsr_") {
+			env.T().Fatal("the server's log holds a token:\n" + serveLog.String())
+		}
 	})
 	env.Setenv("LESSOR_ADDR", srv.URL)
 	return nil
+}
+
+// lockedBuffer is a bytes.Buffer the server's goroutines may write while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -40,9 +40,16 @@ var clientScripts = []string{
 // server's.
 const testClockSkewHeader = "X-Lessor-Testonly-Clock-Skew"
 
-func TestScriptsAgainstServer(t *testing.T) {
+func TestScriptsAgainstServer(t *testing.T) { runClientScripts(t, clientScripts, false) }
+
+// The seed guide again, the server's store in PostgreSQL.
+func TestScriptsAgainstServerOnPostgresStore(t *testing.T) {
+	runClientScripts(t, []string{"seed_guide.txtar"}, true)
+}
+
+func runClientScripts(t *testing.T, scripts []string, pgStore bool) {
 	var files []string
-	for _, f := range clientScripts {
+	for _, f := range scripts {
 		files = append(files, filepath.Join("..", "testdata", "script", f))
 	}
 	testscript.Run(t, testscript.Params{
@@ -50,6 +57,13 @@ func TestScriptsAgainstServer(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			if err := scriptSetup(env); err != nil {
 				return err
+			}
+			if pgStore {
+				p, _ := env.Values[pgKey{}].(*scriptPG)
+				if p == nil {
+					t.Fatal("a script run on the PostgreSQL store must need PostgreSQL")
+				}
+				env.Setenv("LESSOR_STORE", p.db.URL+"&schema=lessor_state")
 			}
 			return startScriptServer(env)
 		},
@@ -59,7 +73,7 @@ func TestScriptsAgainstServer(t *testing.T) {
 			case "client":
 				return true, nil
 			case "pgstore":
-				return false, nil
+				return pgStore, nil
 			case "root":
 				return os.Geteuid() == 0, nil
 			}
@@ -97,7 +111,11 @@ func startScriptServer(env *testscript.Env) error {
 		return err
 	}
 	moved := map[string]string{}
-	for k, from := range map[string]string{"LESSOR_STORE": f.storePath(), "LESSOR_KEY_FILE": expandHome(f.get("key_file"), f.home())} {
+	files := map[string]string{"LESSOR_KEY_FILE": expandHome(f.get("key_file"), f.home())}
+	if u, _ := f.storeURL(); u == "" {
+		files["LESSOR_STORE"] = f.storePath()
+	}
+	for k, from := range files {
 		to := filepath.Join(host, filepath.Base(from))
 		if err := os.Rename(from, to); err != nil {
 			return err

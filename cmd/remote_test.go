@@ -331,6 +331,7 @@ func TestClientUnixSocket(t *testing.T) {
 	// The address from the config file, the token from `lessor login`.
 	remote := remoteCLI(t, "", "")
 	remote.env["LESSOR_CONFIG"] = remote.writeFile("config.yaml", "address: unix://"+sock+"\nclient_timeout: 5s\n")
+	remote.fails(exitFailed, "^lessor: error: list sys/mounts: no token\nlessor: hint: set LESSOR_TOKEN or run `lessor login` with a token of the server at LESSOR_ADDR\n$", "secrets", "list")
 	remote.must("login", "-no-print", c.env["LESSOR_TOKEN"])
 	if out := remote.must("secrets", "list"); !strings.Contains(out, "sys/") {
 		t.Fatalf("secrets list over a unix socket: %q", out)

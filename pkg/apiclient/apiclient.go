@@ -360,12 +360,13 @@ func (c *Client) setHeaders(h *http.Request) {
 // url builds /v1/<path> with each segment escaped, so that a name holding
 // "?", "#" or "%" stays part of the path.
 func (c *Client) url(path string, q url.Values) *url.URL {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
+	path = strings.Trim(path, "/")
+	segs := strings.Split(path, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
 	u := *c.base
-	u.Path = "/v1/" + strings.Join(strings.Split(strings.Trim(path, "/"), "/"), "/")
+	u.Path = "/v1/" + path
 	u.RawPath = "/v1/" + strings.Join(segs, "/")
 	if len(q) > 0 {
 		u.RawQuery = q.Encode()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -132,12 +133,16 @@ func startScriptServer(env *testscript.Env) error {
 	// off, so that a request with a moved clock cannot race it.
 	var skew atomic.Int64
 	serveLog := &lockedBuffer{}
-	sf := newFactory(strings.NewReader(""), io.Discard, serveLog, func(k string) string {
-		if v, ok := moved[k]; ok {
-			return v
+	// The server's environment is a copy: it runs beside the set-up,
+	// which goes on to set LESSOR_ADDR for the script.
+	serverEnv := map[string]string{}
+	for _, kv := range env.Vars {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			serverEnv[k] = v
 		}
-		return env.Getenv(k)
-	})
+	}
+	maps.Copy(serverEnv, moved)
+	sf := newFactory(strings.NewReader(""), io.Discard, serveLog, func(k string) string { return serverEnv[k] })
 	sf.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	sock := filepath.Join(host, "lessor.sock")
 	ctx, stop := context.WithCancel(context.Background())

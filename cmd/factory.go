@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/term"
 
+	"github.com/lessorhq/lessor/pkg/apiclient"
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -50,6 +51,8 @@ type Factory struct {
 
 	core    *core.Core
 	barrier *barrier.Barrier
+	// client sends requests to the server at LESSOR_ADDR (remote.go).
+	client *apiclient.Client
 	// closers run when the command ends (a PostgreSQL store's connections).
 	closers []func()
 	// acceptRollback: the store may be older than the generation this user
@@ -114,6 +117,11 @@ var globalSettings = []setting{
 	{"passphrase_file", "", "LESSOR_PASSPHRASE_FILE", "file holding the passphrase of a passphrase-protected store"},
 	{"token", "", "LESSOR_TOKEN", "the token to use (overrides the token file)"},
 	{"token_file", "", "LESSOR_TOKEN_FILE", "where `lessor login` stores the token"},
+	{"address", "", "LESSOR_ADDR", "send requests to this lessor serve (https://host:8200, unix:///path) instead of the local store"},
+	{"ca_cert", "", "LESSOR_CACERT", "with LESSOR_ADDR: PEM file of the CA certificates to trust (default: the system's)"},
+	{"ca_path", "", "LESSOR_CAPATH", "with LESSOR_ADDR: directory of PEM CA certificate files to trust"},
+	{"client_timeout", "", "LESSOR_CLIENT_TIMEOUT", "with LESSOR_ADDR: how long a request may take (default 60s)"},
+	{"allow_http", "", "LESSOR_ALLOW_HTTP", "with LESSOR_ADDR: allow plain http:// to a host that is not loopback (the token crosses in clear)"},
 }
 
 // settings are every command's settings: the global ones, then serve's.
@@ -540,22 +548,18 @@ func readTokenFile(path string) ([]byte, error) {
 
 func (f *Factory) tokenFile() string { return expandHome(f.get("token_file"), f.home()) }
 
-// Request runs one request through the pipeline with the caller's token.
+// Request runs one request through the pipeline with the caller's token:
+// the local store's, or, with LESSOR_ADDR set, the server's (remote.go).
 func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if f.remote() {
+		return f.remoteRequest(ctx, req)
+	}
 	c, err := f.Core(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if req.ClientToken == "" {
-		tok, err := f.Token()
-		if err != nil {
-			return nil, err
-		}
-		if tok == "" {
-			return nil, withHint(errors.New("no token"), // the caller names the request
-				"set LESSOR_TOKEN or run `lessor login` (the root token was printed by `lessor operator init`)")
-		}
-		req.ClientToken = tok
+	if err := f.setToken(req); err != nil {
+		return nil, err
 	}
 	resp, err := c.Handle(ctx, req)
 	if err != nil && isStoreFailure(err) {
@@ -565,6 +569,22 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 		return nil, f.storeError(err)
 	}
 	return resp, err
+}
+
+// setToken gives the request the caller's token unless it has one.
+func (f *Factory) setToken(req *logical.Request) error {
+	if req.ClientToken == "" {
+		tok, err := f.Token()
+		if err != nil {
+			return err
+		}
+		if tok == "" {
+			return withHint(errors.New("no token"), // the caller names the request
+				"set LESSOR_TOKEN or run `lessor login` (the root token was printed by `lessor operator init`)")
+		}
+		req.ClientToken = tok
+	}
+	return nil
 }
 
 // isStoreFailure tells a failure of the local store apart from a refused

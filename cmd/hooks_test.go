@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"net/http"
 	"os"
 	"time"
 
@@ -33,6 +34,13 @@ func installTestHooks() {
 			return nil
 		}
 		return func() time.Time { return time.Now().Add(d) }
+	}
+	testOnlyClientHeader = func(getenv func(string) string) http.Header {
+		skew := getenv(testOnlyClockSkewEnv)
+		if skew == "" {
+			return nil
+		}
+		return http.Header{testClockSkewHeader: {skew}}
 	}
 	testOnlyArmFailpoints = func() {
 		failpoint.Arm(os.Getenv(testOnlyFailpointEnv), killSelf)

@@ -23,7 +23,11 @@ func newLoginCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Long: `Verifies TOKEN and writes it to the token file (~/.lessor-token, mode 0600),
 which later commands use when LESSOR_TOKEN is not set. With no argument the
 token is read from a prompt without echo; with "-" from standard input.
-Prefer those to typing the token into argv, where other users can see it.`,
+Prefer those to typing the token into argv, where other users can see it.
+
+With LESSOR_ADDR set, the server verifies the token (auth/token/lookup-self)
+and the token file is written on this host as usual: a client host needs
+nothing else.`,
 		Example: `  lessor login
   lessor login - < token.txt
   lessor login -token-only - < token.txt`,

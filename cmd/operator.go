@@ -221,12 +221,19 @@ func newOperatorStatusCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Short: "Show whether the store exists, its format, key term and counts",
 		Long: `Shows the store's path, format version, id, unseal kind and key term, and
 how many mounts, policies, tokens and leases it holds. Exits 2 when there is
-no store at the path.`,
+no store at the path.
+
+With LESSOR_ADDR set, shows the server's status instead (its
+sys/seal-status: address, initialized, sealed, version, storage type), as
+` + "`vault status`" + ` does, and exits 2 when the server is sealed.`,
 		Example: `  lessor operator status
   lessor operator status -format=json`,
 		Args: exactArgs(0),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
+			if f.remote() {
+				return remoteStatus(ctx, f, g)
+			}
 			storeURL, err := f.storeURL()
 			if err != nil {
 				return err

@@ -78,7 +78,7 @@ func TestReleaseBinaryHasNoTestHooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{testOnlyClockSkewEnv, testOnlyFailpointEnv, "LESSOR_TESTONLY"} {
+	for _, name := range []string{testOnlyClockSkewEnv, testOnlyFailpointEnv, "LESSOR_TESTONLY", testClockSkewHeader} {
 		if bytes.Contains(raw, []byte(name)) {
 			t.Errorf("the release binary contains %q", name)
 		}

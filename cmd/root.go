@@ -230,7 +230,10 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 		return &usageError{err}
 	}
 	g.name = name
-	return checkFormat(c, name)
+	if err := checkFormat(c, name); err != nil {
+		return err
+	}
+	return refuseLocalOnly(f, c)
 }
 
 // formatOptions are the output options of this run; apply has parsed the

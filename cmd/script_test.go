@@ -42,6 +42,8 @@ func TestScripts(t *testing.T) {
 				return os.Geteuid() == 0, nil
 			case "pgstore": // the run with the store in PostgreSQL (pgstore_script_test.go)
 				return false, nil
+			case "client": // the run against a server (client_script_test.go)
+				return false, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -57,7 +59,8 @@ func scriptSetup(env *testscript.Env) error {
 	}
 	env.Setenv("HOME", home)
 	for _, k := range []string{"XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "LESSOR_STORE", "LESSOR_KEY_FILE", "LESSOR_TOKEN",
-		"LESSOR_UNSEAL_KEY", "LESSOR_PASSPHRASE_FILE", "LESSOR_FORMAT", "LESSOR_CONFIG", "LESSOR_TOKEN_FILE"} {
+		"LESSOR_UNSEAL_KEY", "LESSOR_PASSPHRASE_FILE", "LESSOR_FORMAT", "LESSOR_CONFIG", "LESSOR_TOKEN_FILE",
+		"LESSOR_ADDR", "LESSOR_CACERT", "LESSOR_CAPATH", "LESSOR_CLIENT_TIMEOUT", "LESSOR_ALLOW_HTTP"} {
 		env.Setenv(k, "")
 	}
 	// Scripts that touch PostgreSQL say so in their first line.

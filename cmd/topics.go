@@ -25,10 +25,25 @@ func newEnvironmentTopic() *cobra.Command {
 	fmt.Fprintf(&b, "  %-24s %s\n", "LESSOR_CONFIG", "path of the config file (flag -config)")
 	b.WriteString(`
 The config file is YAML with the keys store, key_file, format,
-passphrase_file and token_file, and lessor serve's keys: listen, unix,
+passphrase_file and token_file; lessor serve's keys: listen, unix,
 unix_mode, tls_cert, tls_key, tls_disable, reap_interval,
 max_request_size, request_timeout, shutdown_timeout, log_format and
-db_pool_size. Keep secrets out of it.
+db_pool_size; and address, ca_cert, ca_path, client_timeout and allow_http
+for a client of a server. Keep secrets out of it.
+
+With LESSOR_ADDR set (https://host:8200, http://127.0.0.1:8200 or
+unix:///path/to/socket), lessor is a client of ` + "`lessor serve`" + `: every request
+command (read, write, list, delete, lease, token, policy, secrets, audit,
+login, exec, path-help) goes to the server, even where a local store
+exists, and prints and exits as it would locally; the host needs only a
+token (LESSOR_TOKEN or the token file). The commands that work on the
+store with its key (operator init, rotate, rekey, verify, migrate,
+upgrade-schema, reap, dev) refuse; operator status shows the server's
+status. The server's certificate is checked against LESSOR_CACERT /
+LESSOR_CAPATH, else the system's CAs. Plain http:// is refused to any host
+but loopback (the token would cross the network in clear) unless
+LESSOR_ALLOW_HTTP=true. Each request is tried once (no retries), within
+LESSOR_CLIENT_TIMEOUT (default 60s), and a redirect is not followed.
 
 lessor also keeps, per user, the newest generation of each store it saw
 committed under $XDG_STATE_HOME/lessor/generation/ (default
@@ -57,9 +72,12 @@ func newExitCodesTopic() *cobra.Command {
   1  usage or local error: an unknown command, a wrong flag or argument,
      bad KEY=VALUE data, a missing or unreadable file, a missing, damaged,
      tampered or rolled-back store, a wrong unseal key, a -field that is not
-     in the response, a -format that cannot print the command's output
+     in the response, a -format that cannot print the command's output,
+     a LESSOR_ADDR or CA file lessor cannot use, a command that needs the
+     store run with LESSOR_ADDR set
   2  the operation was refused or failed: permission denied, nothing found
-     at the path, a backend or PostgreSQL error
+     at the path, a backend or PostgreSQL error; with LESSOR_ADDR also a
+     server that does not answer or whose certificate is not trusted
   3  (reap only) reap finished, but some revocations failed; they are
      recorded and will be retried by the next runs
 

@@ -1,0 +1,290 @@
+package apiclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/token"
+)
+
+// vaultServer answers every request with status and body, and records
+// the last request.
+type vaultServer struct {
+	*httptest.Server
+	status  int
+	body    string
+	header  http.Header
+	calls   atomic.Int32
+	method  string
+	path    string
+	query   string
+	token   string
+	payload string
+}
+
+func newVaultServer(t *testing.T, status int, body string) *vaultServer {
+	v := &vaultServer{status: status, body: body, header: http.Header{}}
+	v.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v.calls.Add(1)
+		v.method, v.path, v.query, v.token = r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("X-Vault-Token")
+		b, _ := io.ReadAll(r.Body)
+		v.payload = string(b)
+		for k, vs := range v.header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(v.status)
+		io.WriteString(w, v.body)
+	}))
+	t.Cleanup(v.Close)
+	return v
+}
+
+func newClient(t *testing.T, addr string) *Client {
+	t.Helper()
+	c, err := New(Config{Address: addr, AddressName: "LESSOR_ADDR"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Each operation becomes the call Vault's client makes.
+func TestRequestShape(t *testing.T) {
+	v := newVaultServer(t, 204, "")
+	c := newClient(t, v.URL)
+	for _, tc := range []struct {
+		req                          logical.Request
+		method, path, query, payload string
+	}{
+		{logical.Request{Operation: logical.ReadOperation, Path: "database/creds/readonly"}, "GET", "/v1/database/creds/readonly", "", ""},
+		{logical.Request{Operation: logical.ReadOperation, Path: "sys/x", Data: map[string]any{"a": "1", "l": []any{"x", "y"}}}, "GET", "/v1/sys/x", "a=1&l=x&l=y", ""},
+		{logical.Request{Operation: logical.ListOperation, Path: "database/roles/"}, "GET", "/v1/database/roles", "list=true", ""},
+		{logical.Request{Operation: logical.HelpOperation, Path: "database/roles/x"}, "GET", "/v1/database/roles/x", "help=1", ""},
+		{logical.Request{Operation: logical.DeleteOperation, Path: "database/roles/x"}, "DELETE", "/v1/database/roles/x", "", ""},
+		{logical.Request{Operation: logical.UpdateOperation, Path: "database/roles/x", Data: map[string]any{"ttl": "1h", "n": json.Number("5")}}, "PUT", "/v1/database/roles/x", "", `{"n":5,"ttl":"1h"}`},
+		{logical.Request{Operation: logical.UpdateOperation, Path: "a b/c?d#e%f"}, "PUT", "/v1/a%20b/c%3Fd%23e%25f", "", ""},
+	} {
+		req := tc.req
+		req.ClientToken = "lsr_tok"
+		if _, err := c.Do(context.Background(), &req); err != nil {
+			t.Fatalf("%s %s: %v", req.Operation, req.Path, err)
+		}
+		if v.method != tc.method || v.path != tc.path || v.query != tc.query || v.payload != tc.payload || v.token != "lsr_tok" {
+			t.Errorf("%s %s: sent %s %s ?%s %q token %q; want %s %s ?%s %q", req.Operation, req.Path,
+				v.method, v.path, v.query, v.payload, v.token, tc.method, tc.path, tc.query, tc.payload)
+		}
+	}
+	// No token: no header at all.
+	if _, err := c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "sys/x"}); err != nil || v.token != "" {
+		t.Errorf("without a token: err %v, header %q", err, v.token)
+	}
+	// A token that would change the header is refused, and not echoed.
+	_, err := c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "sys/x", ClientToken: "lsr_a\r\nX-Evil: 1"})
+	if err == nil || strings.Contains(err.Error(), "lsr_a") {
+		t.Errorf("a token with CR LF: %v", err)
+	}
+}
+
+// Vault's envelope becomes the logical.Response the local pipeline
+// returns: lease, auth, warnings, data with exact numbers, the request id
+// and lessor's connection key.
+func TestDecodeEnvelope(t *testing.T) {
+	v := newVaultServer(t, 200, `{"request_id":"r-1","lease_id":"database/creds/r/abc","renewable":true,"lease_duration":3600,
+		"data":{"username":"v-u","password":"p","n":9007199254740993,"l":["a","b"]},"wrap_info":null,"warnings":["w1"],
+		"auth":{"client_token":"lsr_x","accessor":"acc","policies":["apps","default"],"token_policies":["apps","default"],
+		"identity_policies":null,"metadata":{"k":"v"},"lease_duration":2764800,"renewable":true,"entity_id":"","orphan":false},
+		"mount_type":"database","lessor_connection":{"host":"db.internal","port":5433,"database":"app"}}`)
+	c := newClient(t, v.URL)
+	req := &logical.Request{Operation: logical.ReadOperation, Path: "database/creds/r"}
+	resp, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &logical.Response{
+		Data:     map[string]any{"username": "v-u", "password": "p", "n": json.Number("9007199254740993"), "l": []any{"a", "b"}},
+		Secret:   &logical.Secret{LeaseID: "database/creds/r/abc", TTL: time.Hour, Renewable: true},
+		Warnings: []string{"w1"},
+		Auth: &logical.Auth{ClientToken: "lsr_x", Accessor: "acc", Policies: []string{"apps", "default"}, TokenPolicies: []string{"apps", "default"},
+			Metadata: map[string]string{"k": "v"}, LeaseDuration: 768 * time.Hour, Renewable: true},
+		Connection: &logical.Connection{Host: "db.internal", Port: 5433, Database: "app"},
+	}
+	if !reflect.DeepEqual(resp, want) {
+		t.Errorf("decoded\n%#v\nwant\n%#v", resp, want)
+	}
+	if req.ID != "r-1" {
+		t.Errorf("request id %q, want r-1", req.ID)
+	}
+
+	// Nothing to show: 204, 202 and an empty 404 on a read are nil.
+	for _, tc := range []struct {
+		status int
+		body   string
+		op     logical.Operation
+	}{{204, "", logical.UpdateOperation}, {202, "", logical.UpdateOperation}, {404, `{"errors":[]}`, logical.ReadOperation}, {404, `{"errors":[]}`, logical.ListOperation}} {
+		v.status, v.body = tc.status, tc.body
+		resp, err := c.Do(context.Background(), &logical.Request{Operation: tc.op, Path: "x/y"})
+		if resp != nil || err != nil {
+			t.Errorf("%d on %s: %v, %v; want nil, nil", tc.status, tc.op, resp, err)
+		}
+	}
+
+	// Help: lessor's help data, bare beside Vault's "help" text.
+	v.status, v.body = 200, `{"help":"text","openapi":null,"path":"sys/mounts","operations":["read"]}`
+	resp, err = c.Do(context.Background(), &logical.Request{Operation: logical.HelpOperation, Path: "sys/mounts"})
+	if err != nil || !reflect.DeepEqual(resp.Data, map[string]any{"path": "sys/mounts", "operations": []any{"read"}}) {
+		t.Errorf("help: %v, %v", resp, err)
+	}
+}
+
+// Error envelopes become the typed errors of the local pipeline, with
+// the local text.
+func TestDecodeErrors(t *testing.T) {
+	v := newVaultServer(t, 0, "")
+	c, err := New(Config{Address: v.URL, Causes: map[string]error{"some_cause": io.ErrShortBuffer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		status int
+		cause  string
+		body   string
+		op     logical.Operation
+		msg    string
+		is     error
+	}{
+		{403, "", `{"errors":["1 error occurred:\n\t* permission denied\n\n"]}`, logical.ReadOperation, "permission denied", logical.ErrPermissionDenied},
+		{403, "", `{"errors":["permission denied: this path also needs the sudo capability"]}`, logical.UpdateOperation, "permission denied: this path also needs the sudo capability", logical.ErrPermissionDenied},
+		{403, "invalid_token", `{"errors":["permission denied: missing, invalid or expired token"]}`, logical.ReadOperation, "permission denied: missing, invalid or expired token", token.ErrBadToken},
+		{403, "", `{"errors":["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]}`, logical.ReadOperation, "permission denied: missing, invalid or expired token", token.ErrBadToken},
+		{403, "", `{"errors":[]}`, logical.ReadOperation, "permission denied", logical.ErrPermissionDenied},
+		{404, "", `{"errors":["unsupported path \"database/x\""]}`, logical.ReadOperation, `unsupported path "database/x"`, logical.ErrUnsupportedPath},
+		{404, "", `{"errors":[]}`, logical.UpdateOperation, "not found", nil},
+		{405, "", `{"errors":["1 error occurred:\n\t* unsupported operation\n\n"]}`, logical.DeleteOperation, "unsupported operation", logical.ErrUnsupportedOperation},
+		{400, "", `{"errors":["unknown role: x"]}`, logical.ReadOperation, "unknown role: x", nil},
+		{500, "some_cause", `{"errors":["1 error occurred:\n\t* connect: refused\nsecond line\n\n"]}`, logical.ReadOperation, "connect: refused\nsecond line", io.ErrShortBuffer},
+		{503, "", `{"errors":["Vault is sealed"]}`, logical.ReadOperation, "Vault is sealed", nil},
+	} {
+		v.status, v.body = tc.status, tc.body
+		v.header = http.Header{}
+		if tc.cause != "" {
+			v.header.Set("X-Lessor-Cause", tc.cause)
+		}
+		_, err := c.Do(context.Background(), &logical.Request{Operation: tc.op, Path: "x/y", ClientToken: "t"})
+		var ce *logical.CodedError
+		if !errors.As(err, &ce) || ce.Status != tc.status || err.Error() != tc.msg {
+			t.Errorf("%d %s: %#v; want status %d and %q", tc.status, tc.body, err, tc.status, tc.msg)
+			continue
+		}
+		if tc.is != nil && !errors.Is(err, tc.is) {
+			t.Errorf("%d %s: %v is not %v", tc.status, tc.body, err, tc.is)
+		}
+	}
+
+	// Not Vault's answer: a proxy's page, a redirect.
+	v.status, v.body = 502, "<html>bad gateway</html>"
+	_, err = c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "x"})
+	if err == nil || !strings.Contains(err.Error(), "answered 502 Bad Gateway without Vault's JSON error") {
+		t.Errorf("proxy page: %v", err)
+	}
+}
+
+// One attempt per request, whatever the answer: a 500 on an issuing read
+// must not issue a second credential.
+func TestNoRetries(t *testing.T) {
+	v := newVaultServer(t, 500, `{"errors":["boom"]}`)
+	c := newClient(t, v.URL)
+	c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "database/creds/r"})
+	v.status = 429
+	c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "database/creds/r"})
+	if n := v.calls.Load(); n != 2 {
+		t.Errorf("%d calls for 2 requests", n)
+	}
+}
+
+// A server slower than the timeout is a ConnError that says so.
+func TestTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer srv.Close()
+	defer close(release)
+	c, err := New(Config{Address: srv.URL, AddressName: "LESSOR_ADDR", Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "x"})
+	var ce *ConnError
+	if !errors.As(err, &ce) || !strings.HasSuffix(err.Error(), ": it did not answer within 100ms") || time.Since(start) > 5*time.Second {
+		t.Fatalf("slow server: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestSplitMultiError(t *testing.T) {
+	for in, want := range map[string][]string{
+		"plain":                                  {"plain"},
+		"1 error occurred:\n\t* one\n\n":         {"one"},
+		"2 errors occurred:\n\t* a\n\t* b\n\n":   {"a", "b"},
+		"  ":                                     nil,
+		"3 errors occurred: not the wrapper\n x": {"3 errors occurred: not the wrapper\n x"},
+	} {
+		if got := splitMultiError(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("splitMultiError(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseAddress(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"https://lessor.internal:8200": true,
+		"https://lessor.internal":      true,
+		"http://127.0.0.1:8200":        true,
+		"http://[::1]:8200/":           true,
+		"http://localhost:8200":        true,
+		"unix:///run/lessor.sock":      true,
+		"http://10.0.0.5:8200":         false,
+		"http://lessor.internal:8200":  false,
+		"https://host:99999":           false,
+		"https://":                     false,
+		"lessor.internal:8200":         false,
+		"https://host/?x=1":            false,
+	} {
+		_, _, err := parseAddress(addr, false)
+		if (err == nil) != ok {
+			t.Errorf("parseAddress(%q): %v", addr, err)
+		}
+	}
+	if _, _, err := parseAddress("http://10.0.0.5:8200", true); err != nil {
+		t.Errorf("with AllowHTTP: %v", err)
+	}
+}
+
+// The decoder takes any answer without panicking.
+func FuzzDecode(f *testing.F) {
+	f.Add(200, `{"data":{"a":1},"lease_id":"x","auth":{"policies":["a"]}}`)
+	f.Add(403, `{"errors":["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"]}`)
+	f.Add(404, `{"errors":[]}`)
+	f.Add(302, ``)
+	f.Fuzz(func(t *testing.T, status int, body string) {
+		if status < 100 || status > 999 {
+			return
+		}
+		c := &Client{addr: "http://x", name: "LESSOR_ADDR"}
+		for _, op := range []logical.Operation{logical.ReadOperation, logical.HelpOperation, logical.UpdateOperation} {
+			hresp := &http.Response{StatusCode: status, Status: http.StatusText(status), Header: http.Header{}}
+			resp, err := c.decode(&logical.Request{Operation: op, Path: "x"}, hresp, []byte(body))
+			if resp != nil && err != nil {
+				t.Fatalf("both a response and an error")
+			}
+		}
+	})
+}

@@ -193,3 +193,62 @@ func (b *Backend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest
 	}
 	return errs
 }
+
+// SecretsCreated tells, for the pending leases given, whether their role
+// exists and its comment names this store and that lease: the mark of a
+// creation that committed in PostgreSQL. One connection per database
+// connection config and one catalog query on it.
+func (b *Backend) SecretsCreated(ctx context.Context, ss []*logical.SecretRequest) ([]bool, error) {
+	out := make([]bool, len(ss))
+	byDB := map[string][]int{}
+	var order []string
+	for i, s := range ss {
+		is, err := issuedFrom(s)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := byDB[is.dbName]; !ok {
+			order = append(order, is.dbName)
+		}
+		byDB[is.dbName] = append(byDB[is.dbName], i)
+	}
+	for _, name := range order {
+		idx := byDB[name]
+		st := ss[idx[0]].Storage
+		var cfg dbConfig
+		var haveCfg bool
+		if err := st.View(ctx, func(tx storage.Tx) error {
+			var err error
+			haveCfg, err = getJSON(tx, configPrefix+name, &cfg)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if !haveCfg {
+			return nil, missingConfig(name)
+		}
+		db, err := b.open(ctx, st, name, &cfg)
+		if err != nil {
+			return nil, err
+		}
+		names := make([]string, len(idx))
+		for k, i := range idx {
+			is, _ := issuedFrom(ss[i])
+			names[k] = is.username
+		}
+		comments, err := db.RoleComments(ctx, names)
+		db.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, cfg.redact(err)
+		}
+		for k, i := range idx {
+			c, ok := comments[names[k]]
+			if !ok {
+				continue
+			}
+			m, err := ParseRoleComment(c)
+			out[i] = err == nil && m.LeaseID == ss[i].LeaseID && m.StoreID == ss[i].System.StoreID()
+		}
+	}
+	return out, nil
+}

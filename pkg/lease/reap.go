@@ -13,12 +13,12 @@ import (
 
 // Reasons a lease is due, as reap reports them.
 const (
-	ReasonExpired        = "expired"
-	ReasonRetry          = "retry after failed revocation"
+	ReasonExpired = "expired"
+	ReasonRetry   = "retry after failed revocation"
 	// ReasonPending: a pending lease past its grace and not expired (its
 	// issuer died, or handed the secret out and left the lease to be
 	// adopted); reap adopts it if its secret exists and drops it if not.
-	ReasonPending = "pending past its grace (adopted if its role exists, else dropped)"
+	ReasonPending        = "pending past its grace (adopted if its role exists, else dropped)"
 	ReasonAbandonedClaim = "revoker died mid-revocation"
 )
 

@@ -756,14 +756,17 @@ func (s *benchStore) dueLeases(n int, kind string) {
 
 // benchRoles creates n roles named prefix+i over c, members of the group
 // role (kind "group") or holding six per-table grants ("tables6": the
-// tables of set i/1000), and returns their names.
+// tables of set i/1000), and returns their names. Like the roles of the
+// due leases they stand for, they are LOGIN roles whose VALID UNTIL (the
+// lease's expiry plus lessor's buffer) has passed.
 func (r *benchRig) benchRoles(c *pgx.Conn, prefix string, n int, kind string) []string {
 	names := make([]string, n)
 	var b strings.Builder
+	until := time.Now().Add(-time.Hour + time.Minute).UTC().Format("2006-01-02 15:04:05Z")
 	for i := range names {
 		names[i] = prefix + strconv.Itoa(i)
 		id := ident(names[i])
-		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN; COMMENT ON ROLE %s IS 'lessor-bench';", id, id)
+		fmt.Fprintf(&b, "CREATE ROLE %s LOGIN VALID UNTIL '%s'; COMMENT ON ROLE %s IS 'lessor-bench';", id, until, id)
 		if kind == "group" {
 			fmt.Fprintf(&b, "GRANT %s TO %s;", ident(r.group), id)
 		} else {

@@ -54,6 +54,10 @@ type Options struct {
 type Backend struct {
 	rand io.Reader
 
+	// idle holds the connections RevokeSecrets keeps for the next batch,
+	// until CloseIdle.
+	idle idleConns
+
 	// testOnlyAfterRotate, when set, runs after PostgreSQL accepted a new
 	// admin password and before lessor verified and stored it; an error
 	// stops rotate-root there, as a crash would.

@@ -35,6 +35,7 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/failpoint"
@@ -128,6 +129,9 @@ type Manager struct {
 	store   storage.Store
 	resolve Resolver
 	o       Options
+
+	mu   sync.Mutex
+	idle map[logical.IdleCloser]bool // backends that may keep connections between batches
 }
 
 // New returns a Manager over the sealed root store.
@@ -769,6 +773,7 @@ func (m *Manager) RevokeByToken(ctx context.Context, accessors []string) error {
 // them through their backends outside any transaction, and settles the
 // outcome in another. It works in batches so that memory stays bounded.
 func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(storage.Tx) ([]string, error)) (revoked int, failed []Failure, err error) {
+	defer m.closeIdle(ctx)
 	var ids []string
 	if err := m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
@@ -860,6 +865,14 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 		for i, e := range entries {
 			reqs[i] = secretRequest(e, mnt)
 		}
+		if ic, ok := mnt.Backend.(logical.IdleCloser); ok {
+			m.mu.Lock()
+			if m.idle == nil {
+				m.idle = map[logical.IdleCloser]bool{}
+			}
+			m.idle[ic] = true
+			m.mu.Unlock()
+		}
 		out := mnt.Backend.RevokeSecrets(ctx, reqs)
 		for i, e := range entries {
 			if i < len(out) && out[i] != nil {
@@ -928,4 +941,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// closeIdle closes the connections backends kept between the batches of
+// one revocation run.
+func (m *Manager) closeIdle(ctx context.Context) {
+	m.mu.Lock()
+	var idle []logical.IdleCloser
+	for ic := range m.idle {
+		idle = append(idle, ic)
+	}
+	m.mu.Unlock()
+	for _, ic := range idle {
+		ic.CloseIdle(ctx)
+	}
 }

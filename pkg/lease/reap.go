@@ -96,6 +96,7 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	// already claimed runs to its end and is settled: cut off in the
 	// middle, it would leave roles half torn down and leases claimed
 	// until the claim expires.
+	defer m.closeIdle(ctx)
 	var (
 		mu       sync.Mutex
 		firstErr error

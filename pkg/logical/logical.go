@@ -168,6 +168,14 @@ type SecretAdopter interface {
 	SecretsCreated(ctx context.Context, ss []*SecretRequest) ([]bool, error)
 }
 
+// IdleCloser is a backend that keeps its connections open from one call
+// to the next during a run of many (reap's batches), so that each batch
+// does not pay a new connection; CloseIdle closes them at the end of the
+// run.
+type IdleCloser interface {
+	CloseIdle(ctx context.Context)
+}
+
 // SecretRequest identifies one issued secret for renewal or revocation.
 type SecretRequest struct {
 	LeaseID      string

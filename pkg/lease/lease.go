@@ -202,6 +202,11 @@ func get(tx storage.Tx, id string) (*Entry, error) {
 
 // put writes e and moves its due key to due.
 func put(tx storage.Tx, e *Entry, due time.Time) error {
+	// A record that has a due key was written before, with its token
+	// index entry, and a lease never changes token: writing that entry
+	// again would rewrite its page (one of the token index's pages for
+	// every lease a reap batch claims) for nothing.
+	isNew := e.DueKey == ""
 	nk := dueKey(due, e.ID)
 	if e.DueKey != "" && e.DueKey != nk {
 		if err := tx.Delete(e.DueKey); err != nil {
@@ -227,7 +232,7 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	if err != nil {
 		return err
 	}
-	if e.TokenAccessor != "" {
+	if e.TokenAccessor != "" && isNew {
 		return tx.Put(tokenPrefix+e.TokenAccessor+"/"+e.ID, nil)
 	}
 	return nil

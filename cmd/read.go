@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/kvargs"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
@@ -44,7 +45,13 @@ pgpass, dsn) prints them together.`,
 			if resp == nil {
 				return fmt.Errorf("no value found at %s", path)
 			}
-			return render(f, g, req, resp)
+			if err := render(f, g, req, resp); err != nil {
+				return err
+			}
+			if resp.Secret != nil {
+				failpoint.Hit(failpoint.IssueAfterPrint)
+			}
+			return nil
 		},
 		ValidArgsFunction: completePaths(f),
 	}
@@ -110,7 +117,13 @@ Keep secrets out of argv: pass passwords as key=@file or key=-.`,
 				}
 				return nil
 			}
-			return render(f, g, req, resp)
+			if err := render(f, g, req, resp); err != nil {
+				return err
+			}
+			if resp.Secret != nil {
+				failpoint.Hit(failpoint.IssueAfterPrint)
+			}
+			return nil
 		},
 		ValidArgsFunction: completePaths(f),
 	}

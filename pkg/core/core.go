@@ -1,8 +1,10 @@
 // Package core is lessor's request pipeline: every command becomes one
 // logical.Request that goes through Handle, in this order: token lookup,
 // routing by the longest mount prefix, ACL check (with sudo for the
-// root-protected paths), audit of the request, the backend, activation of
-// the leases it recorded, audit of the response.
+// root-protected paths), audit of the request, the backend (which records
+// the leases of what it issues, pending, before issuing), audit of the
+// response. The pending leases are activated later, by whoever meets them
+// next (see lease.Manager.Adopt).
 //
 // The core owns the mount table (core/mounts), the policies
 // (sys/policy/<name>), the audit configuration (core/audit) and wires the
@@ -24,7 +26,6 @@ import (
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/audit"
-	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/policy"
@@ -321,17 +322,16 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	req.Path = rel
 	resp, herr := be.HandleRequest(ctx, req)
 	req.Path = fullPath
-	if herr == nil {
-		if ids := rec.Prepared(); len(ids) > 0 {
-			failpoint.Hit(failpoint.IssueBeforeActivate)
-			herr = c.leases.Activate(ctx, ids...)
-			failpoint.Hit(failpoint.IssueAfterActivate)
-		}
-	}
+	// The leases the backend recorded stay pending: their secrets exist
+	// (the backend created them after recording the leases), and a
+	// pending lease whose secret exists is adopted as active by the next
+	// command that meets it, or by reap (lease.Manager.Adopt). Activating
+	// here would be a second durable commit on every issue, before the
+	// credential could be handed out.
 	ae.Response, ae.Err = resp, herr
 	if err := broker.LogResponse(ctx, ae); err != nil && herr == nil {
-		// The secret exists and its lease is active, so reap will clean up
-		// after it; but it must not be handed out unaudited.
+		// The secret exists and its lease is recorded, so reap will clean
+		// up after it; but it must not be handed out unaudited.
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return resp, herr

@@ -60,11 +60,17 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 		if err != nil || len(es) == 0 {
 			return nil, err
 		}
+		// Leases left pending by their issuer are shown as what they are
+		// once adopted; if that cannot be checked now, as pending.
+		var warnings []string
+		if err := c.leases.Adopt(ctx, es); err != nil {
+			warnings = append(warnings, "pending leases stay pending: "+err.Error())
+		}
 		out := make([]map[string]any, 0, len(es))
 		for _, e := range es {
 			out = append(out, c.leases.LookupData(e))
 		}
-		return &logical.Response{Data: map[string]any{"leases": out}}, nil
+		return &logical.Response{Data: map[string]any{"leases": out}, Warnings: warnings}, nil
 	}
 	if sub, ok := cut("renew"); ok && write {
 		inc, err := logical.ParseDuration(req.Data["increment"])

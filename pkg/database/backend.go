@@ -61,6 +61,10 @@ type Backend struct {
 	rand io.Reader
 	pool *postgres.Pool
 
+	// idle holds the connections RevokeSecrets keeps for the next batch,
+	// until CloseIdle.
+	idle idleConns
+
 	// testOnlyAfterRotate, when set, runs after PostgreSQL accepted a new
 	// admin password and before lessor verified and stored it; an error
 	// stops rotate-root there, as a crash would.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -304,5 +305,36 @@ func TestRoleComment(t *testing.T) {
 		if _, err := ParseRoleComment(bad.in); err == nil || err.Error() != bad.want {
 			t.Errorf("ParseRoleComment(%q) error = %v, want %s", bad.in, err, bad.want)
 		}
+	}
+}
+
+// SecretsCreated confirms a lease's role only by its comment: the role of
+// this lease in this store; not a role of that name that another lease or
+// store commented, nor one that does not exist.
+func TestSecretsCreated(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.writeConfig(nil)
+	e.writeRole("readonly", nil)
+	r1, r2, r3 := e.issue("readonly"), e.issue("readonly"), e.issue("readonly")
+	s1, s2, s3 := e.secret(r1.Secret.LeaseID), e.secret(r2.Secret.LeaseID), e.secret(r3.Secret.LeaseID)
+	// r2's role now names another lease; r3's role is gone.
+	conn := e.db.Conn(t)
+	if _, err := conn.Exec(ctx, `COMMENT ON ROLE "`+r2.Data["username"].(string)+`" IS '`+
+		RoleMetadata{StoreID: e.sys.storeID, LeaseID: r1.Secret.LeaseID, Expires: time.Now()}.Comment()+`'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `DROP ROLE "`+r3.Data["username"].(string)+`"`); err != nil {
+		t.Fatal(err)
+	}
+	// Another store's view of r1's lease: same lease id, other store.
+	other := *s1
+	other.System = &fakeSystem{now: time.Now(), storeID: "store-other"}
+	got, err := e.b.SecretsCreated(ctx, []*logical.SecretRequest{s1, s2, s3, &other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{true, false, false, false}; !slices.Equal(got, want) {
+		t.Fatalf("SecretsCreated = %v, want %v", got, want)
 	}
 }

@@ -2,8 +2,11 @@ package database
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
@@ -165,10 +168,13 @@ func (b *Backend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest
 			fail(missingConfig(g.name))
 			continue
 		}
-		db, err := b.open(ctx, g.st, g.name, &cfg)
-		if err != nil {
-			fail(err)
-			continue
+		key := idleKey(&cfg)
+		db := b.idle.take(key)
+		if db == nil {
+			if db, err = b.open(ctx, g.st, g.name, &cfg); err != nil {
+				fail(err)
+				continue
+			}
 		}
 		reqs := make([]postgres.RevokeRequest, len(g.items))
 		for i, it := range g.items {
@@ -187,9 +193,125 @@ func (b *Backend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest
 				errs[it.idx] = cfg.redact(out[i])
 			}
 		}
+		// The connection waits for the next batch of this run (reap's
+		// batches come one after another); CloseIdle ends it.
+		b.idle.put(key, db)
+	}
+	return errs
+}
+
+// CloseIdle closes the connections RevokeSecrets kept (logical.IdleCloser).
+func (b *Backend) CloseIdle(ctx context.Context) {
+	for _, db := range b.idle.drain() {
 		// The revocations have run; a failed close changes nothing about
 		// their outcome.
 		db.Close(context.WithoutCancel(ctx))
 	}
-	return errs
+}
+
+// idleConns are open admin connections by idleKey.
+type idleConns struct {
+	mu    sync.Mutex
+	conns map[string][]*postgres.DB
+}
+
+// idleKey names what a connection was opened with: its configuration (a
+// changed password or URL is another key, so a kept connection never
+// outlives its configuration). Two mounts whose connections are
+// configured alike may share one.
+func idleKey(cfg *dbConfig) string {
+	raw, _ := json.Marshal(cfg)
+	sum := sha256.Sum256(raw)
+	return string(sum[:])
+}
+
+func (c *idleConns) take(key string) *postgres.DB {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.conns[key]
+	if len(l) == 0 {
+		return nil
+	}
+	db := l[len(l)-1]
+	c.conns[key] = l[:len(l)-1]
+	return db
+}
+
+func (c *idleConns) put(key string, db *postgres.DB) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conns == nil {
+		c.conns = map[string][]*postgres.DB{}
+	}
+	c.conns[key] = append(c.conns[key], db)
+}
+
+func (c *idleConns) drain() []*postgres.DB {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var all []*postgres.DB
+	for _, l := range c.conns {
+		all = append(all, l...)
+	}
+	c.conns = nil
+	return all
+}
+
+// SecretsCreated tells, for the pending leases given, whether their role
+// exists and its comment names this store and that lease: the mark of a
+// creation that committed in PostgreSQL. One connection per database
+// connection config and one catalog query on it.
+func (b *Backend) SecretsCreated(ctx context.Context, ss []*logical.SecretRequest) ([]bool, error) {
+	out := make([]bool, len(ss))
+	byDB := map[string][]int{}
+	var order []string
+	for i, s := range ss {
+		is, err := issuedFrom(s)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := byDB[is.dbName]; !ok {
+			order = append(order, is.dbName)
+		}
+		byDB[is.dbName] = append(byDB[is.dbName], i)
+	}
+	for _, name := range order {
+		idx := byDB[name]
+		st := ss[idx[0]].Storage
+		var cfg dbConfig
+		var haveCfg bool
+		if err := st.View(ctx, func(tx storage.Tx) error {
+			var err error
+			haveCfg, err = getJSON(tx, configPrefix+name, &cfg)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		if !haveCfg {
+			return nil, missingConfig(name)
+		}
+		db, err := b.open(ctx, st, name, &cfg)
+		if err != nil {
+			return nil, err
+		}
+		names := make([]string, len(idx))
+		for k, i := range idx {
+			is, _ := issuedFrom(ss[i])
+			names[k] = is.username
+		}
+		comments, err := db.RoleComments(ctx, names)
+		db.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, cfg.redact(err)
+		}
+		for k, i := range idx {
+			c, ok := comments[names[k]]
+			if !ok {
+				continue
+			}
+			m, err := ParseRoleComment(c)
+			out[i] = err == nil && m.LeaseID == ss[i].LeaseID && m.StoreID == ss[i].System.StoreID()
+		}
+	}
+	return out, nil
 }

@@ -28,11 +28,15 @@ const (
 	// IssueAfterCreate: PostgreSQL committed the new role; the lease is
 	// still pending.
 	IssueAfterCreate = "issue/after-create"
-	// IssueBeforeActivate: the backend answered; the core is about to
-	// mark the lease active.
+	// IssueAfterPrint: the credentials are printed; the lease is still
+	// pending, as the issuer leaves it: the next command that meets it, or
+	// reap, adopts it.
+	IssueAfterPrint = "issue/after-print"
+	// IssueBeforeActivate: a later command (reap, lease lookup or renew)
+	// found the role of a pending lease and is about to mark the lease
+	// active.
 	IssueBeforeActivate = "issue/before-activate"
-	// IssueAfterActivate: the lease is active; the credentials have not
-	// been printed.
+	// IssueAfterActivate: that command committed the lease as active.
 	IssueAfterActivate = "issue/after-activate"
 	// RevokeAfterClaim: leases are claimed (state revoking), nothing was
 	// asked of PostgreSQL yet.
@@ -77,7 +81,7 @@ const (
 
 // All lists every step, for tests that walk the whole matrix.
 var All = []string{
-	IssueAfterPending, IssueAfterCreate, IssueBeforeActivate, IssueAfterActivate,
+	IssueAfterPending, IssueAfterCreate, IssueAfterPrint, IssueBeforeActivate, IssueAfterActivate,
 	RevokeAfterClaim, RevokeAfterBackend,
 	RenewAfterBackend,
 	RotateRootAfterPending, RotateRootAfterAlter,

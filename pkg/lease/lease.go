@@ -11,12 +11,16 @@
 // The due index is the only thing reap scans, so its cost is proportional to
 // what is due, not to how many leases exist. A record is due at its expiry
 // when active, at its next attempt when a revocation failed, at the end of a
-// grace period when pending (its issuing process may have died), and when a
-// revoker's claim runs out (that revoker died).
+// grace period (or its expiry, if sooner) when pending, and when a revoker's
+// claim runs out (that revoker died).
 //
 // Invariants: a record is written (pending) before the secret exists, and is
 // deleted only after the backend confirmed the secret is gone, so no secret
-// ever exists without a record. Nothing here gives up on a failed
+// ever exists without a record. The issuer hands the secret out as soon as
+// it exists and leaves the record pending (one durable commit per issue,
+// not two); a pending record whose secret exists is adopted as active by
+// the next command that meets it, or by reap at the end of the grace
+// period, and is never revoked before its expiry. Nothing here gives up on a failed
 // revocation: it is retried with exponential backoff for ever, unless an
 // operator forces it away.
 package lease
@@ -31,6 +35,7 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/failpoint"
@@ -124,6 +129,9 @@ type Manager struct {
 	store   storage.Store
 	resolve Resolver
 	o       Options
+
+	mu   sync.Mutex
+	idle map[logical.IdleCloser]bool // backends that may keep connections between batches
 }
 
 // New returns a Manager over the sealed root store.
@@ -194,6 +202,11 @@ func get(tx storage.Tx, id string) (*Entry, error) {
 
 // put writes e and moves its due key to due.
 func put(tx storage.Tx, e *Entry, due time.Time) error {
+	// A record that has a due key was written before, with its token
+	// index entry, and a lease never changes token: writing that entry
+	// again would rewrite its page (one of the token index's pages for
+	// every lease a reap batch claims) for nothing.
+	isNew := e.DueKey == ""
 	nk := dueKey(due, e.ID)
 	if e.DueKey != "" && e.DueKey != nk {
 		if err := tx.Delete(e.DueKey); err != nil {
@@ -219,7 +232,7 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	if err != nil {
 		return err
 	}
-	if e.TokenAccessor != "" {
+	if e.TokenAccessor != "" && isNew {
 		return tx.Put(tokenPrefix+e.TokenAccessor+"/"+e.ID, nil)
 	}
 	return nil
@@ -294,8 +307,14 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 		TokenAccessor: r.accessor,
 		InternalData:  lr.InternalData,
 	}
+	// Due when the grace runs out, or at expiry if that comes first: reap
+	// then adopts the lease if its secret exists, and revokes it if not.
+	due := now.Add(r.m.o.PendingGrace)
+	if e.ExpireTime.Before(due) {
+		due = e.ExpireTime
+	}
 	if err := r.m.store.Update(ctx, func(tx storage.Tx) error {
-		return put(tx, e, now.Add(r.m.o.PendingGrace))
+		return put(tx, e, due)
 	}); err != nil {
 		return nil, fmt.Errorf("record lease %s: %w", e.ID, err)
 	}
@@ -330,8 +349,9 @@ func (r *Recorder) Discard(ctx context.Context, leaseID string) error {
 // Prepared returns the ids of the leases recorded and not discarded.
 func (r *Recorder) Prepared() []string { return append([]string(nil), r.prepared...) }
 
-// Activate marks pending leases active; from now on they are due at their
-// expiry.
+// Activate marks pending leases active without asking the backend; from
+// now on they are due at their expiry. Only a caller that knows the
+// secrets exist may use it (the issuer itself, after creating them).
 func (m *Manager) Activate(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
@@ -348,13 +368,118 @@ func (m *Manager) Activate(ctx context.Context, ids ...string) error {
 			if e.State != StatePending {
 				continue
 			}
-			e.State = StateActive
+			activate(e)
 			if err := put(tx, e, e.ExpireTime); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+func activate(e *Entry) {
+	e.State = StateActive
+	e.Attempts, e.LastError = 0, ""
+	e.NextAttempt, e.ClaimUntil = time.Time{}, time.Time{}
+}
+
+// Adopt settles pending leases the way their issuer left them: the issuer
+// hands the credential out once its secret exists and does not come back
+// to activate the lease (that would cost a second durable commit on every
+// issue). Whoever next meets a pending lease asks its backend, in one call
+// per mount, whether the secret was created for it; those that were are
+// activated here (es is updated in place), the others stay pending. A
+// pending lease whose secret exists is as safe as an active one: its
+// issuer committed it, and it is revoked at its expiry.
+func (m *Manager) Adopt(ctx context.Context, es []*Entry) error {
+	created, err := m.created(ctx, es)
+	var ids []string
+	for _, e := range es {
+		if created[e.ID] {
+			ids = append(ids, e.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return err
+	}
+	failpoint.Hit(failpoint.IssueBeforeActivate)
+	var done map[string]*Entry
+	uerr := m.store.Update(ctx, func(tx storage.Tx) error {
+		done = map[string]*Entry{}
+		for _, id := range ids {
+			e, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if e == nil || e.State != StatePending {
+				continue
+			}
+			activate(e)
+			if err := put(tx, e, e.ExpireTime); err != nil {
+				return err
+			}
+			done[id] = e
+		}
+		return nil
+	})
+	if uerr != nil {
+		return errors.Join(err, fmt.Errorf("activate leases: %w", uerr))
+	}
+	failpoint.Hit(failpoint.IssueAfterActivate)
+	for i, e := range es {
+		if d := done[e.ID]; d != nil {
+			es[i] = d
+		}
+	}
+	return err
+}
+
+// created asks the backends which pending leases among es have their
+// secret: one SecretsCreated call per mount. Leases of a mount whose
+// backend cannot tell are left out, and the error says why.
+func (m *Manager) created(ctx context.Context, es []*Entry) (map[string]bool, error) {
+	byMount := map[string][]*Entry{}
+	var order []string
+	for _, e := range es {
+		if e.State != StatePending {
+			continue
+		}
+		if _, ok := byMount[e.MountUUID]; !ok {
+			order = append(order, e.MountUUID)
+		}
+		byMount[e.MountUUID] = append(byMount[e.MountUUID], e)
+	}
+	out := map[string]bool{}
+	var errs []error
+	for _, uuid := range order {
+		entries := byMount[uuid]
+		mnt, err := m.resolve(ctx, uuid)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("mount of lease %s: %w", entries[0].ID, err))
+			continue
+		}
+		ad, ok := mnt.Backend.(logical.SecretAdopter)
+		if !ok {
+			errs = append(errs, fmt.Errorf("mount %s cannot tell whether the secret of a pending lease exists", mnt.MountPoint))
+			continue
+		}
+		reqs := make([]*logical.SecretRequest, len(entries))
+		for i, e := range entries {
+			reqs[i] = secretRequest(e, mnt)
+		}
+		ok2, err := ad.SecretsCreated(ctx, reqs)
+		if err == nil && len(ok2) != len(reqs) {
+			err = errors.New("backend returned no result")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("check pending leases of %s: %w", mnt.MountPoint, err))
+			continue
+		}
+		for i, e := range entries {
+			out[e.ID] = ok2[i]
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // Lookup returns a lease record, or ErrInvalidLease.
@@ -368,8 +493,18 @@ func (m *Manager) Lookup(ctx context.Context, id string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e == nil || e.State == StatePending {
+	if e == nil {
 		return nil, ErrInvalidLease
+	}
+	if e.State == StatePending {
+		es := []*Entry{e}
+		if err := m.Adopt(ctx, es); err != nil {
+			return nil, fmt.Errorf("lease %s is pending: %w", e.ID, err)
+		}
+		if e = es[0]; e.State == StatePending {
+			// Its issuer has not created the secret (yet, or ever).
+			return nil, ErrInvalidLease
+		}
 	}
 	return e, nil
 }
@@ -502,6 +637,13 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		return err
 	}); err != nil {
 		return nil, err
+	}
+	if e != nil && e.State == StatePending {
+		es := []*Entry{e}
+		if err := m.Adopt(ctx, es); err != nil {
+			return nil, fmt.Errorf("lease %s is pending: %w", e.ID, err)
+		}
+		e = es[0]
 	}
 	now := m.now().Truncate(time.Second)
 	switch {
@@ -636,6 +778,7 @@ func (m *Manager) RevokeByToken(ctx context.Context, accessors []string) error {
 // them through their backends outside any transaction, and settles the
 // outcome in another. It works in batches so that memory stays bounded.
 func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(storage.Tx) ([]string, error)) (revoked int, failed []Failure, err error) {
+	defer m.closeIdle(ctx)
 	var ids []string
 	if err := m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
@@ -727,6 +870,14 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 		for i, e := range entries {
 			reqs[i] = secretRequest(e, mnt)
 		}
+		if ic, ok := mnt.Backend.(logical.IdleCloser); ok {
+			m.mu.Lock()
+			if m.idle == nil {
+				m.idle = map[logical.IdleCloser]bool{}
+			}
+			m.idle[ic] = true
+			m.mu.Unlock()
+		}
 		out := mnt.Backend.RevokeSecrets(ctx, reqs)
 		for i, e := range entries {
 			if i < len(out) && out[i] != nil {
@@ -795,4 +946,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// closeIdle closes the connections backends kept between the batches of
+// one revocation run.
+func (m *Manager) closeIdle(ctx context.Context) {
+	m.mu.Lock()
+	var idle []logical.IdleCloser
+	for ic := range m.idle {
+		idle = append(idle, ic)
+	}
+	m.mu.Unlock()
+	for _, ic := range idle {
+		ic.CloseIdle(ctx)
+	}
 }

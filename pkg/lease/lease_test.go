@@ -20,6 +20,7 @@ type fakeBackend struct {
 	mu       sync.Mutex
 	live     map[string]bool // secrets that exist
 	fail     error           // when set, revocations fail
+	checkErr error           // when set, SecretsCreated fails
 	revoked  []string
 	renewed  map[string]time.Time
 	ttl, max time.Duration
@@ -53,6 +54,21 @@ func (b *fakeBackend) RevokeSecrets(_ context.Context, ss []*logical.SecretReque
 		b.revoked = append(b.revoked, s.LeaseID)
 	}
 	return errs
+}
+
+// SecretsCreated makes fakeBackend a logical.SecretAdopter: a secret
+// exists while live says so.
+func (b *fakeBackend) SecretsCreated(_ context.Context, ss []*logical.SecretRequest) ([]bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.checkErr != nil {
+		return nil, b.checkErr
+	}
+	out := make([]bool, len(ss))
+	for i, s := range ss {
+		out[i] = b.live[s.LeaseID]
+	}
+	return out, nil
 }
 
 type sysView struct{ now func() time.Time }
@@ -270,9 +286,14 @@ func TestReapCleansStalePendingAndDeadClaims(t *testing.T) {
 		t.Fatalf("pending revoked too early: %+v", sum)
 	}
 	clk.advance(6 * time.Minute)
+	// Past the grace, its secret does not exist: the record goes, and the
+	// backend is not asked to revoke what it says it never created.
 	sum, _ = m.Reap(ctx, ReapOptions{})
-	if sum.Revoked != 1 || be.revoked[0] != p.ID {
+	if sum.Revoked != 1 || sum.Adopted != 0 || len(be.revoked) != 0 {
 		t.Fatalf("stale pending: %+v %v", sum, be.revoked)
+	}
+	if _, err := m.Lookup(ctx, p.ID); !errors.Is(err, ErrInvalidLease) {
+		t.Fatalf("stale pending still there: %v", err)
 	}
 	// A revoker that claimed a lease and died: the claim runs out.
 	id := issue(t, m, be, clk, "ro", time.Minute, "")
@@ -470,5 +491,117 @@ func TestForceForgetsFailures(t *testing.T) {
 	}
 	if n, _ := m.Count(ctx); n != 0 {
 		t.Fatalf("count %d", n)
+	}
+}
+
+// A pending lease whose secret exists (its issuer handed the credential out
+// and exited without activating it) is adopted by reap after the grace,
+// never revoked before its expiry; and revoked at its expiry.
+func TestReapAdoptsPendingWhoseSecretExists(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.live[p.ID] = true
+	clk.advance(6 * time.Minute)
+	sum, err := m.Reap(ctx, ReapOptions{})
+	if err != nil || sum.Revoked != 0 || sum.Adopted != 1 || len(be.revoked) != 0 {
+		t.Fatalf("reap after grace: %+v %v %v", sum, err, be.revoked)
+	}
+	e, err := m.Lookup(ctx, p.ID)
+	if err != nil || e.State != StateActive || e.DueKey != dueKey(p.ExpireTime, p.ID) {
+		t.Fatalf("adopted lease: %+v %v", e, err)
+	}
+	clk.advance(50 * time.Minute)
+	if sum, _ := m.Reap(ctx, ReapOptions{}); sum.Revoked != 0 || sum.Adopted != 0 {
+		t.Fatalf("revoked before expiry: %+v", sum)
+	}
+	clk.advance(5 * time.Minute)
+	if sum, _ := m.Reap(ctx, ReapOptions{}); sum.Revoked != 1 || be.revoked[0] != p.ID {
+		t.Fatalf("at expiry: %+v %v", sum, be.revoked)
+	}
+}
+
+// When the backend cannot tell whether a pending lease's secret exists,
+// reap neither revokes nor adopts it: it asks again after a backoff, for
+// ever, and once the backend answers, adopts it.
+func TestReapNeverRevokesPendingOnAGuess(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.live[p.ID] = true
+	be.checkErr = errors.New("connection refused")
+	clk.advance(6 * time.Minute)
+	for range 3 {
+		sum, err := m.Reap(ctx, ReapOptions{})
+		if err != nil || sum.Revoked != 0 || sum.Adopted != 0 || sum.Failed != 1 || len(be.revoked) != 0 {
+			t.Fatalf("reap while the backend cannot tell: %+v %v", sum, err)
+		}
+		clk.advance(3 * time.Minute)
+	}
+	be.checkErr = nil
+	if sum, err := m.Reap(ctx, ReapOptions{}); err != nil || sum.Adopted != 1 || sum.Revoked != 0 {
+		t.Fatalf("reap once the backend answers: %+v %v", sum, err)
+	}
+}
+
+// A pending lease due before its grace ends (TTL shorter than the grace)
+// is due at its expiry, and revoked then.
+func TestPendingDueAtExpiryWhenSooner(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.live[p.ID] = true
+	clk.advance(61 * time.Second)
+	if sum, _ := m.Reap(ctx, ReapOptions{}); sum.Revoked != 1 || len(be.revoked) != 1 {
+		t.Fatalf("expired pending: %+v %v", sum, be.revoked)
+	}
+}
+
+// Lookup and renew adopt a pending lease whose secret exists, and say
+// "invalid lease" / "not found" for one whose secret does not (yet).
+func TestLookupAndRenewAdoptPending(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	var ids []string
+	for range 2 {
+		p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Hour, Renewable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	if _, err := m.Lookup(ctx, ids[0]); !errors.Is(err, ErrInvalidLease) {
+		t.Fatalf("lookup before creation: %v", err)
+	}
+	if _, err := m.Renew(ctx, ids[1], 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("renew before creation: %v", err)
+	}
+	be.live[ids[0]], be.live[ids[1]] = true, true
+	if e, err := m.Lookup(ctx, ids[0]); err != nil || e.State != StateActive {
+		t.Fatalf("lookup: %+v %v", e, err)
+	}
+	clk.advance(time.Minute)
+	if _, err := m.Renew(ctx, ids[1], 0); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	if _, ok := be.renewed[ids[1]]; !ok {
+		t.Fatal("renew did not reach the backend")
+	}
+	es, err := m.Entries(ctx, "")
+	if err != nil || len(es) != 2 || es[0].State != StateActive || es[1].State != StateActive {
+		t.Fatalf("entries: %v", err)
 	}
 }

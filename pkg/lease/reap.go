@@ -2,18 +2,23 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // Reasons a lease is due, as reap reports them.
 const (
-	ReasonExpired        = "expired"
-	ReasonRetry          = "retry after failed revocation"
-	ReasonStalePending   = "issuer never finished (stale pending record)"
+	ReasonExpired = "expired"
+	ReasonRetry   = "retry after failed revocation"
+	// ReasonPending: a pending lease past its grace and not expired (its
+	// issuer died, or handed the secret out and left the lease to be
+	// adopted); reap adopts it if its secret exists and drops it if not.
+	ReasonPending        = "pending past its grace (adopted if its role exists, else dropped)"
 	ReasonAbandonedClaim = "revoker died mid-revocation"
 )
 
@@ -28,6 +33,10 @@ type DueLease struct {
 // ReapSummary is what one reap run did.
 type ReapSummary struct {
 	Revoked int `json:"revoked"`
+	// Adopted counts pending leases whose secret existed (their issuer
+	// handed the credential out and left activation to a later command),
+	// now active until their expiry.
+	Adopted int `json:"adopted,omitempty"`
 	// Failed counts revocations that failed in this run.
 	Failed int `json:"failed"`
 	// WaitingRetry counts leases whose revocation failed (in this or an
@@ -87,6 +96,7 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	// already claimed runs to its end and is settled: cut off in the
 	// middle, it would leave roles half torn down and leases claimed
 	// until the claim expires.
+	defer m.closeIdle(ctx)
 	var (
 		mu       sync.Mutex
 		firstErr error
@@ -100,13 +110,24 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	for range workers {
 		wg.Go(func() {
 			for !stop.Load() && ctx.Err() == nil && !closed(o.Stop) {
-				claimed, skipped, err := m.claimDue(ctx, now)
+				claimed, pending, skipped, err := m.claimDue(ctx, now)
 				var res Result
-				if err == nil && len(claimed) > 0 {
-					res, err = m.revokeClaimed(ctx, claimed, false)
+				var adopted int
+				if err == nil && len(pending) > 0 {
+					adopted, res, err = m.settlePending(ctx, pending)
 				}
+				if len(claimed) > 0 {
+					// Claimed leases are revoked and settled even if
+					// settling the pending ones failed.
+					r, rerr := m.revokeClaimed(ctx, claimed, false)
+					res.Revoked = append(res.Revoked, r.Revoked...)
+					res.Failed = append(res.Failed, r.Failed...)
+					err = errors.Join(err, rerr)
+				}
+				claimed = append(claimed, pending...)
 				mu.Lock()
 				sum.Skipped += skipped
+				sum.Adopted += adopted
 				sum.Revoked += len(res.Revoked)
 				sum.Failed += len(res.Failed)
 				sum.Errors = append(sum.Errors, res.Failed...)
@@ -152,7 +173,7 @@ func dueSince(e *Entry, reason string) time.Time {
 		return e.NextAttempt
 	case ReasonAbandonedClaim:
 		return e.ClaimUntil
-	case ReasonStalePending:
+	case ReasonPending:
 		return e.IssueTime
 	}
 	return e.ExpireTime
@@ -185,7 +206,10 @@ func walkDue(tx storage.Tx, now time.Time, fn func(key string, e *Entry, reason 
 		case StateFailed:
 			reason = ReasonRetry
 		case StatePending:
-			reason = ReasonStalePending
+			reason = ReasonExpired
+			if e.ExpireTime.After(now) {
+				reason = ReasonPending
+			}
 		case StateRevoking:
 			if !e.ClaimUntil.After(now) {
 				reason = ReasonAbandonedClaim
@@ -195,10 +219,14 @@ func walkDue(tx storage.Tx, now time.Time, fn func(key string, e *Entry, reason 
 	})
 }
 
-// claimDue claims up to one batch of due leases.
-func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed []*Entry, skipped int, err error) {
+// claimDue claims up to one batch of due leases: to revoke (claimed), or,
+// for pending leases not yet expired, to adopt or drop (pending). A
+// pending lease is claimed without leaving the pending state: were this
+// reaper to die, the next one must again ask whether its secret exists,
+// never revoke it because a claim ran out.
+func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending []*Entry, skipped int, err error) {
 	err = m.store.Update(ctx, func(tx storage.Tx) error {
-		claimed, skipped = claimed[:0], 0
+		claimed, pending, skipped = claimed[:0], pending[:0], 0
 		var stale []string
 		err := walkDue(tx, now, func(key string, e *Entry, reason string) error {
 			if e == nil {
@@ -209,10 +237,14 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed []*Entry
 				skipped++
 				return nil
 			}
-			e.State = StateRevoking
 			e.ClaimUntil = now.Add(m.o.ClaimTimeout)
-			claimed = append(claimed, e)
-			if len(claimed) >= m.o.BatchSize {
+			if reason == ReasonPending {
+				pending = append(pending, e)
+			} else {
+				e.State = StateRevoking
+				claimed = append(claimed, e)
+			}
+			if len(claimed)+len(pending) >= m.o.BatchSize {
 				return storage.ErrStop
 			}
 			return nil
@@ -225,14 +257,78 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed []*Entry
 				return err
 			}
 		}
-		for _, e := range claimed {
+		for _, e := range append(claimed, pending...) {
 			if err := put(tx, e, e.ClaimUntil); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return claimed, skipped, err
+	return claimed, pending, skipped, err
+}
+
+// settlePending decides the pending leases reap claimed: those whose
+// secret the backend confirms are activated (adopted); those whose secret
+// certainly does not exist are deleted (their issuer died before creating
+// it, or its creation rolled back), which counts as revoked, without a
+// word to the database: a role of that name that does not carry this
+// lease's comment is not this lease's. When the backend cannot tell, the
+// lease stays pending and is asked about again after a backoff, as a
+// failed revocation would be retried; it is never revoked on a guess, for
+// its credential may have been handed out.
+func (m *Manager) settlePending(ctx context.Context, pending []*Entry) (adopted int, res Result, err error) {
+	created, cerr := m.created(ctx, pending)
+	if cerr == nil {
+		cerr = errors.New("the backend gave no answer")
+	}
+	some := false
+	for _, ok := range created {
+		some = some || ok
+	}
+	if some {
+		failpoint.Hit(failpoint.IssueBeforeActivate)
+	}
+	now := m.now()
+	err = m.store.Update(ctx, func(tx storage.Tx) error {
+		adopted, res = 0, Result{}
+		for _, p := range pending {
+			e, err := get(tx, p.ID)
+			if err != nil {
+				return err
+			}
+			if e == nil || e.State != StatePending {
+				continue
+			}
+			exists, known := created[e.ID]
+			switch {
+			case known && exists:
+				activate(e)
+				if err := put(tx, e, e.ExpireTime); err != nil {
+					return err
+				}
+				adopted++
+			case known:
+				if err := remove(tx, e); err != nil {
+					return err
+				}
+				res.Revoked = append(res.Revoked, e.ID)
+			default:
+				e.Attempts++
+				e.LastError = truncate(cerr.Error(), 500)
+				e.NextAttempt = now.Add(m.backoff(e.Attempts))
+				e.ClaimUntil = time.Time{}
+				if err := put(tx, e, e.NextAttempt); err != nil {
+					return err
+				}
+				res.Failed = append(res.Failed, Failure{LeaseID: e.ID, Error: e.LastError})
+			}
+		}
+		return nil
+	})
+	if err == nil && some {
+		failpoint.Hit(failpoint.IssueAfterActivate)
+	}
+	return adopted, res, err
 }
 
 // closed reports whether c is closed; a nil channel never is.

@@ -160,6 +160,26 @@ type SecretBackend interface {
 	RevokeSecrets(ctx context.Context, ss []*SecretRequest) []error
 }
 
+// SecretAdopter is a SecretBackend that can tell whether the secret of a
+// pending lease was created. The issuer hands a credential out as soon as
+// the secret exists and leaves the lease pending; whoever next meets the
+// lease (reap, lookup, renew) asks the backend and activates it.
+type SecretAdopter interface {
+	// SecretsCreated reports, per secret and in order, whether it exists
+	// and was created for that very lease (for a database credential: the
+	// role's comment names this store and this lease). An error means the
+	// backend could not tell; the leases then stay pending.
+	SecretsCreated(ctx context.Context, ss []*SecretRequest) ([]bool, error)
+}
+
+// IdleCloser is a backend that keeps its connections open from one call
+// to the next during a run of many (reap's batches), so that each batch
+// does not pay a new connection; CloseIdle closes them at the end of the
+// run.
+type IdleCloser interface {
+	CloseIdle(ctx context.Context)
+}
+
 // SecretRequest identifies one issued secret for renewal or revocation.
 type SecretRequest struct {
 	LeaseID      string

@@ -566,7 +566,7 @@ func TestRevokeBatchAttributesErrors(t *testing.T) {
 	for i, r := range rs {
 		switch r.Username {
 		case "pg_signal_backend":
-			if errs[i] == nil || !strings.Contains(errs[i].Error(), `revoke user pg_signal_backend: disable login: role name "pg_signal_backend" is reserved (SQLSTATE 42939)`) {
+			if errs[i] == nil || !strings.Contains(errs[i].Error(), `revoke user pg_signal_backend: drop role: cannot drop role pg_signal_backend because it is required by the database system (SQLSTATE 2BP01)`) {
 				t.Errorf("reserved role: err = %v", errs[i])
 			}
 		case f.s.User:
@@ -915,5 +915,57 @@ func TestReconnectAndClose(t *testing.T) {
 	}
 	if _, err := f.db.ListRolesWithCommentPrefix(f.ctx, "x"); err == nil || !strings.Contains(err.Error(), "database connection is closed") {
 		t.Errorf("after Close: err = %v", err)
+	}
+}
+
+// Expired roles skip ALTER ROLE NOLOGIN (their password is refused
+// already), but the catalog query still sees their sessions: an expired
+// role with a session open goes the careful way and its session ends,
+// and one without is dropped all the same.
+func TestRevokeExpiredRoles(t *testing.T) {
+	f := setup(t)
+	quiet, busy := newName(t, "v-quiet"), newName(t, "v-busy")
+	f.create(t, quiet, seedStatements)
+	pw := f.create(t, busy, seedStatements)
+	conn := f.s.Connect(t, busy, pw, f.d.Name)
+	admin(t, f.d, `ALTER ROLE `+pgx.Identifier{quiet}.Sanitize()+` VALID UNTIL '2000-01-01'; ALTER ROLE `+pgx.Identifier{busy}.Sanitize()+` VALID UNTIL '2000-01-01'`)
+	for i, err := range f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: quiet}, {Username: busy}}) {
+		if err != nil {
+			t.Errorf("revoke %d: %v", i, err)
+		}
+	}
+	if f.roleExists(t, quiet) || f.roleExists(t, busy) {
+		t.Error("an expired role survived its revocation")
+	}
+	if err := conn.Ping(f.ctx); err == nil {
+		t.Error("the session of an expired role survived its revocation")
+	}
+}
+
+// terminateDropped ends a session that outlived its role's DROP, found by
+// the role's oid: the one a login not bound by VALID UNTIL could open
+// between the catalog query and DROP ROLE.
+func TestTerminateDroppedRoleSessions(t *testing.T) {
+	f := setup(t)
+	name := newName(t, "v-late")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`})
+	conn := f.s.Connect(t, name, pw, f.d.Name)
+	var oid uint32
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT oid FROM pg_roles WHERE rolname = $1`, name).Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	admin(t, f.d, `DROP ROLE `+pgx.Identifier{name}.Sanitize())
+	if err := conn.Ping(f.ctx); err != nil {
+		t.Fatalf("the session should outlive DROP ROLE until ended: %v", err)
+	}
+	adm, err := f.db.admin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.terminateDropped(f.ctx, adm, []uint32{oid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Ping(f.ctx); err == nil {
+		t.Error("the session of a dropped role survived terminateDropped")
 	}
 }

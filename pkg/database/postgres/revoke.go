@@ -34,15 +34,20 @@ const terminateWait = 2 * time.Second
 // The default revocation, for many roles at once, in this order and each
 // step committed on its own so that no new session can slip in:
 //
-//  1. ALTER ROLE … NOLOGIN for each role that exists;
-//  2. pg_terminate_backend for every session logged in as one of them;
+//  1. ALTER ROLE … NOLOGIN for each role that could still log in (its
+//     VALID UNTIL has not passed) or has a session open, as one catalog
+//     query tells;
+//  2. pg_terminate_backend for every session logged in as one of them,
+//     if that query saw any;
 //  3. in every database where pg_shdepend shows one of them owning or
 //     holding anything (and in the admin's database for shared objects):
 //     each ACL entry revoked as its grantor, and, only for roles that own
 //     or hold anything else, REASSIGN OWNED BY … TO CURRENT_USER; DROP
 //     OWNED BY … (see teardown), which works for a superuser and for a
 //     CREATEROLE admin alike;
-//  4. DROP ROLE IF EXISTS ….
+//  4. DROP ROLE IF EXISTS …;
+//  5. for the roles that skipped step 1 (expired, no session), any session
+//     that a login not bound by VALID UNTIL opened meanwhile is ended.
 //
 // A role whose grants the admin cannot revoke (granted by a role whose
 // privileges it cannot use) is left in place, unable to log in, with a
@@ -127,13 +132,15 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 	if err != nil {
 		return errs, err
 	}
-	var present []string
+	// One catalog query tells which roles exist, which of them could still
+	// log in (LOGIN and a VALID UNTIL not yet passed: the password lessor
+	// issued still works), and which have sessions open; per-role work is
+	// spent only where it tells that it is needed.
+	var present, canLogin, inSession []string
+	var quiet []uint32 // oids of present roles that can neither log in nor have a session
 	var adm adminRole
 	rctx, cancel := db.roundTrip(ctx)
-	err = conn.QueryRow(rctx, `
-SELECT coalesce(array_agg(rolname ORDER BY rolname) FILTER (WHERE rolname <> current_user), '{}'),
-       current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.super)
+	err = conn.QueryRow(rctx, revokeCatalog, names).Scan(&adm.name, &adm.super, &present, &canLogin, &inSession, &quiet)
 	cancel()
 	if err != nil {
 		return errs, pgError(err)
@@ -146,20 +153,29 @@ FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.su
 	if len(present) == 0 {
 		return errs, nil
 	}
-	// 1. No new logins, committed before anything else happens.
-	var b strings.Builder
-	for _, name := range present {
-		b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
-	}
-	if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
-		return errs, fmt.Errorf("disable login: %w", roleAdminHint(err, present, adm.name, db.version))
+	// 1. No new logins, committed before anything else happens, for the
+	// roles that could still log in or have a session open. The others
+	// (an expired credential's role: its VALID UNTIL passed) already
+	// refuse the password lessor issued; ALTER ROLE on each of them would
+	// cost as much as dropping them all.
+	if len(canLogin) > 0 || len(inSession) > 0 {
+		var b strings.Builder
+		for _, name := range union(canLogin, inSession) {
+			b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
+		}
+		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
+			return errs, fmt.Errorf("disable login: %w", roleAdminHint(err, present, adm.name, db.version))
+		}
 	}
 
-	// 2. End the sessions already open.
-	granted, err := db.terminate(ctx, conn, present, adm)
-	if err != nil {
-		db.giveBack(ctx, conn, granted)
-		return errs, err
+	// 2. End the sessions already open, if the catalog showed any.
+	var granted []string
+	if len(inSession) > 0 {
+		granted, err = db.terminate(ctx, conn, inSession, adm)
+		if err != nil {
+			db.giveBack(ctx, conn, granted)
+			return errs, err
+		}
 	}
 
 	// 3. Ownership and privileges, database by database. Roles the admin
@@ -187,7 +203,54 @@ FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&present, &adm.name, &adm.su
 		db.giveBack(ctx, conn, granted)
 		return errs, fmt.Errorf("drop role: %w", roleAdminHint(err, drop, adm.name, db.version))
 	}
+
+	// 5. A role that skipped step 1 could only have gained a session by a
+	// login that does not check VALID UNTIL (trust, peer, certificates)
+	// between the catalog query and DROP ROLE; such a session is ended
+	// now, found by the role's oid.
+	if len(quiet) > 0 {
+		if err := db.terminateDropped(ctx, conn, quiet); err != nil {
+			for _, name := range drop {
+				errs[name] = err
+			}
+		}
+	}
 	return errs, nil
+}
+
+// revokeCatalog is what revokeDefault learns about the roles $1 before it
+// touches them: the admin's name and whether it is a superuser; the roles
+// that exist (but the admin); those that could still log in (LOGIN, and a
+// VALID UNTIL that has not passed); those with a session open; and the
+// oids of the roles that can do neither. The sessions are read once, not
+// once per role.
+const revokeCatalog = `
+WITH r AS (
+  SELECT rolname, oid,
+         rolcanlogin AND coalesce(rolvaliduntil > now(), true) AS can_login,
+         oid IN (SELECT usesysid FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_backend_pid()) AS in_session
+  FROM pg_roles WHERE rolname = ANY($1) AND rolname <> current_user
+)
+SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
+       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}'),
+       coalesce((SELECT array_agg(oid) FROM r WHERE NOT can_login AND NOT in_session), '{}')`
+
+// terminateDropped ends the sessions, if any, of roles that are dropped
+// already, by their oids (a dropped role's sessions have no user name).
+func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
+	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_backend_pid()`
+	args := []any{oids, terminateWait.Milliseconds()}
+	if db.version < 140000 {
+		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_backend_pid()`
+		args = args[:1]
+	}
+	var n int64
+	if err := db.queryRow(ctx, conn, q, args, &n); err != nil {
+		return fmt.Errorf("end the sessions of dropped roles: %w", err)
+	}
+	return nil
 }
 
 // giveBack revokes the memberships that teardown granted the admin in

@@ -599,3 +599,41 @@ func (db *DB) checkAdmin(ctx context.Context) (AdminCheck, error) {
 	}
 	return c, nil
 }
+
+// RoleComments returns, for each of names that exists as a role, its
+// COMMENT ON ROLE ("" when it has none); names that are not roles are
+// absent from the map. One query, whatever the number of names.
+func (db *DB) RoleComments(ctx context.Context, names []string) (map[string]string, error) {
+	out, err := db.roleComments(ctx, names)
+	if err != nil {
+		return nil, db.redact(fmt.Errorf("read role comments: %w", err))
+	}
+	return out, nil
+}
+
+func (db *DB) roleComments(ctx context.Context, names []string) (map[string]string, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := db.roundTrip(ctx)
+	defer cancel()
+	rows, err := conn.Query(rctx, `
+SELECT r.rolname, coalesce(shobj_description(r.oid, 'pg_authid'), '')
+FROM pg_roles r WHERE r.rolname = ANY($1)`, names)
+	if err != nil {
+		return nil, pgError(err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var name, comment string
+		if err := rows.Scan(&name, &comment); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[name] = comment
+	}
+	return out, pgError(rows.Err())
+}

@@ -532,13 +532,14 @@ func (c *Core) resolveLeaseMount(ctx context.Context, uuid string) (*lease.Mount
 
 // systemView is what a backend of one mount may ask of the system.
 type systemView struct {
+	c       *Core
 	m       *MountEntry
 	storeID string
 	now     func() time.Time
 }
 
 func (c *Core) systemView(m *MountEntry) logical.SystemView {
-	return &systemView{m: m, storeID: c.storeID, now: c.now}
+	return &systemView{c: c, m: m, storeID: c.storeID, now: c.now}
 }
 
 func (s *systemView) DefaultLeaseTTL() time.Duration {

@@ -15,7 +15,7 @@ var configFields = logical.FieldSchema{
 	"verify_connection":        {Type: logical.TypeBool, Description: "connect once before storing (default true)"},
 	"allowed_roles":            {Type: logical.TypeCommaStringSlice, Description: "role names or globs that may use this connection; empty allows none"},
 	"root_rotation_statements": {Type: logical.TypeStatements, Description: "statements that rotate the admin password"},
-	"password_policy":          {Type: logical.TypeString, Description: "not supported: lessor generates 20-character passwords"},
+	"password_policy":          {Type: logical.TypeString, Description: "the password policy (sys/policies/password/<name>) for generated passwords; empty: 20 characters of [A-Za-z0-9-]"},
 	"connection_url":           {Type: logical.TypeString, Description: "postgres:// URL or keyword/value string, templated with {{username}} and {{password}}"},
 	"username":                 {Type: logical.TypeString, Description: "the admin's user name"},
 	"password":                 {Type: logical.TypeString, Description: "the admin's password (never read back)"},

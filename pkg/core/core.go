@@ -588,10 +588,16 @@ func (c *Core) Count(ctx context.Context) (Counts, error) {
 type ReapResult struct {
 	*lease.ReapSummary
 	TokensRevoked int `json:"tokens_revoked"`
+	// Rotated and RotationsFailed count the static-role rotations of this
+	// run; RotationsDue lists the due ones in a dry run.
+	Rotated         int               `json:"rotated"`
+	RotationsFailed int               `json:"rotations_failed"`
+	RotationsDue    []DueRotation     `json:"rotations_due,omitempty"`
+	RotationErrors  []RotationFailure `json:"rotation_errors,omitempty"`
 }
 
 // Reap revokes expired tokens (and with them their leases), then every due
-// lease.
+// lease, then rotates every static role that is due.
 func (c *Core) Reap(ctx context.Context, o lease.ReapOptions) (*ReapResult, error) {
 	res := &ReapResult{}
 	if !o.DryRun {
@@ -606,5 +612,8 @@ func (c *Core) Reap(ctx context.Context, o lease.ReapOptions) (*ReapResult, erro
 	}
 	sum, err := c.leases.Reap(ctx, o)
 	res.ReapSummary = sum
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	return res, c.rotateDue(ctx, o, res)
 }

@@ -327,4 +327,3 @@ func closed(c <-chan struct{}) bool {
 		return false
 	}
 }
-

@@ -278,25 +278,19 @@ func (b *Backend) RotateDue(ctx context.Context, st storage.Store, sys logical.S
 			return rep, err
 		}
 	}
-	for i, name := range names {
+	conns := map[string]*postgres.DB{}
+	defer func() {
+		for _, db := range conns {
+			db.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	for start := 0; start < len(names); start += staticBatch {
 		if ctx.Err() != nil || closed(o.Stop) {
 			break
 		}
-		rotated, err := b.rotateStatic(ctx, st, sys, name, true)
-		switch {
-		case errors.Is(err, errRotationBusy):
-		case err != nil:
-			var ce *logical.CodedError
-			if errors.As(err, &ce) && strings.HasPrefix(ce.Msg, "no static role found") {
-				// A key left by a role deleted meanwhile.
-				if err := st.Update(ctx, func(tx storage.Tx) error { return tx.Delete(keys[i]) }); err != nil {
-					return rep, err
-				}
-				continue
-			}
-			rep.Failed = append(rep.Failed, logical.RotationFailure{Role: name, Error: err.Error()})
-		case rotated:
-			rep.Rotated = append(rep.Rotated, name)
+		end := min(start+staticBatch, len(names))
+		if err := b.rotateBatch(ctx, st, sys, names[start:end], keys[start:end], conns, rep); err != nil {
+			return rep, err
 		}
 	}
 	return rep, nil
@@ -326,4 +320,186 @@ func closed(c <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// staticBatch is how many due roles reap claims in one store transaction.
+const staticBatch = 250
+
+// rotateBatch rotates due roles the way rotateStatic rotates one, with
+// the store work batched: one transaction records every new password as
+// pending, the statements run one role at a time on one connection per
+// database connection config, and one transaction promotes what
+// PostgreSQL took. Roles that need more than a plain rotation (a rotation
+// left unfinished, a window that passed) go through rotateStatic.
+func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical.SystemView, names, keys []string, conns map[string]*postgres.DB, rep *logical.RotationReport) error {
+	now := sys.Now().UTC()
+	type item struct {
+		name     string
+		r        *staticRole
+		cfg      *dbConfig
+		password string
+		err      error
+	}
+	var items []*item
+	var stale []string
+	err := st.View(ctx, func(tx storage.Tx) error {
+		cfgs := map[string]*dbConfig{}
+		for i, name := range names {
+			r, err := getStatic(tx, name)
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				stale = append(stale, keys[i])
+				continue
+			}
+			if r.DueKey != keys[i] || r.dueAt().After(now) {
+				continue // moved on since the walk
+			}
+			cfg, seen := cfgs[r.DBName]
+			if !seen {
+				var c dbConfig
+				found, err := getJSON(tx, configPrefix+r.DBName, &c)
+				if err != nil {
+					return err
+				}
+				if found {
+					cfg = &c
+				}
+				cfgs[r.DBName] = cfg
+			}
+			items = append(items, &item{name: name, r: r, cfg: cfg})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		// Keys of roles deleted meanwhile.
+		if err := st.Update(ctx, func(tx storage.Tx) error {
+			for _, k := range stale {
+				if err := tx.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+
+	fail := func(name string, err error) {
+		rep.Failed = append(rep.Failed, logical.RotationFailure{Role: name, Error: err.Error()})
+	}
+	var batch []*item
+	for _, it := range items {
+		r := it.r
+		pastWindow := r.RotationSchedule != "" && r.RotationWindow > 0 && r.Attempts == 0 && now.After(r.NextRotation.Add(r.window()))
+		if r.Pending != nil || pastWindow || it.cfg == nil || !it.cfg.roleAllowed(it.name) {
+			// The single-role path settles, skips or records these.
+			rotated, err := b.rotateStatic(ctx, st, sys, it.name, true)
+			switch {
+			case errors.Is(err, errRotationBusy):
+			case err != nil:
+				fail(it.name, err)
+			case rotated:
+				rep.Rotated = append(rep.Rotated, it.name)
+			}
+			continue
+		}
+		if _, ok := conns[r.DBName]; !ok {
+			db, err := b.open(ctx, st, r.DBName, it.cfg)
+			if err != nil {
+				fail(it.name, recordStaticFailure(ctx, st, it.name, r, now, err))
+				continue
+			}
+			conns[r.DBName] = db
+		}
+		pw, err := b.newPassword(ctx, sys, it.cfg)
+		if err != nil {
+			fail(it.name, recordStaticFailure(ctx, st, it.name, r, now, fmt.Errorf("generate password: %w", err)))
+			continue
+		}
+		it.password = pw
+		batch = append(batch, it)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+
+	// 1. Record every new password as pending, with a claim.
+	var claimed []*item
+	if err := st.Update(ctx, func(tx storage.Tx) error {
+		claimed = claimed[:0]
+		for _, it := range batch {
+			cur, err := getStatic(tx, it.name)
+			if err != nil {
+				return err
+			}
+			if cur == nil || cur.DueKey != it.r.DueKey {
+				continue // another reaper got there first
+			}
+			cur.Pending = &staticPending{Password: it.password, Created: now, ClaimUntil: now.Add(staticClaim)}
+			if err := putStatic(tx, it.name, cur); err != nil {
+				return err
+			}
+			it.r = cur
+			claimed = append(claimed, it)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	failpoint.Hit(failpoint.StaticRotateAfterPending)
+
+	// 2. PostgreSQL, one transaction per role.
+	for _, it := range claimed {
+		if err := conns[it.r.DBName].SetPassword(ctx, it.r.Username, it.password, it.r.RotationStatements); err != nil {
+			it.err = it.cfg.redact(err, it.password)
+		}
+	}
+	failpoint.Hit(failpoint.StaticRotateAfterAlter)
+
+	// 3. Promote what PostgreSQL took; drop what it certainly refused;
+	// leave an uncertain one pending, for the next command to settle.
+	var rotated []string
+	var failed []logical.RotationFailure
+	err = st.Update(context.WithoutCancel(ctx), func(tx storage.Tx) error {
+		rotated, failed = rotated[:0], failed[:0]
+		for _, it := range claimed {
+			cur, err := getStatic(tx, it.name)
+			if err != nil {
+				return err
+			}
+			if cur == nil || cur.Pending == nil || cur.Pending.Password != it.password {
+				continue
+			}
+			switch {
+			case it.err == nil:
+				cur.Password, cur.Pending = it.password, nil
+				cur.LastRotation = now
+				cur.NextRotation = cur.nextAfter(now)
+				cur.Attempts, cur.LastError, cur.RetryAt = 0, "", time.Time{}
+				rotated = append(rotated, it.name)
+			case isDefiniteFailure(it.err):
+				cur.Pending = nil
+				failStatic(cur, now, it.err)
+				failed = append(failed, logical.RotationFailure{Role: it.name, Error: it.err.Error()})
+			default:
+				failed = append(failed, logical.RotationFailure{Role: it.name, Error: it.err.Error() + " (the new password stays pending and is settled by the next command or reap)"})
+				continue
+			}
+			if err := putStatic(tx, it.name, cur); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store rotated passwords (they stay pending and are settled by the next command or reap): %w", err)
+	}
+	rep.Rotated = append(rep.Rotated, rotated...)
+	rep.Failed = append(rep.Failed, failed...)
+	return nil
 }

@@ -309,3 +309,45 @@ func TestRotateDueCostsNothingWhenNothingIsDue(t *testing.T) {
 		t.Fatalf("walked %d keys and read %d records for three due roles", w, g)
 	}
 }
+
+// TestRotateDueBatch: reap rotates many due roles with one connection and
+// three store transactions per batch; every new password logs in and
+// every old one fails.
+func TestRotateDueBatch(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "b*"})
+	conn := e.db.Conn(t)
+	const n = 30
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("s_%s_%d", e.display, i)
+		if _, err := conn.Exec(context.Background(), `CREATE ROLE "`+users[i]+`" LOGIN`); err != nil {
+			t.Fatal(err)
+		}
+		e.srv.DropRolesAtCleanup(t, users[i])
+		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/b%d", i), map[string]any{"db_name": "pg", "username": users[i], "rotation_period": "1h"})
+	}
+	old := make([]string, n)
+	for i := range old {
+		old[i] = e.storedStatic(fmt.Sprintf("b%d", i)).Password
+	}
+	e.setNow(e.sys.Now().Add(61 * time.Minute))
+	dry, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{DryRun: true})
+	if err != nil || len(dry.Due) != n {
+		t.Fatalf("dry run: %d due, %v", len(dry.Due), err)
+	}
+	rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+	if err != nil || len(rep.Rotated) != n || len(rep.Failed) != 0 {
+		t.Fatalf("rotate %d due: %d rotated, %+v, %v", n, len(rep.Rotated), rep.Failed, err)
+	}
+	for i, u := range users {
+		r := e.storedStatic(fmt.Sprintf("b%d", i))
+		if r.Pending != nil || r.Password == old[i] || e.login(u, r.Password) != postgres.LoginAccepted || e.login(u, old[i]) != postgres.LoginRefused {
+			t.Fatalf("role %d: pending %v, rotated %v", i, r.Pending, r.Password != old[i])
+		}
+	}
+	rep, err = e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+	if err != nil || len(rep.Rotated) != 0 {
+		t.Fatalf("second pass: %+v, %v", rep, err)
+	}
+}

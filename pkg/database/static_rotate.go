@@ -453,10 +453,26 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 	}
 	failpoint.Hit(failpoint.StaticRotateAfterPending)
 
-	// 2. PostgreSQL, one transaction per role.
+	// 2. PostgreSQL: one transaction per database connection config, a
+	// savepoint per role, so that one commit covers the batch.
+	byDB := map[string][]*item{}
+	var order []string
 	for _, it := range claimed {
-		if err := conns[it.r.DBName].SetPassword(ctx, it.r.Username, it.password, it.r.RotationStatements); err != nil {
-			it.err = it.cfg.redact(err, it.password)
+		if _, ok := byDB[it.r.DBName]; !ok {
+			order = append(order, it.r.DBName)
+		}
+		byDB[it.r.DBName] = append(byDB[it.r.DBName], it)
+	}
+	for _, dbName := range order {
+		its := byDB[dbName]
+		changes := make([]postgres.PasswordChange, len(its))
+		for i, it := range its {
+			changes[i] = postgres.PasswordChange{Username: it.r.Username, Password: it.password, Statements: it.r.RotationStatements}
+		}
+		for i, err := range conns[dbName].SetPasswords(ctx, changes) {
+			if err != nil {
+				its[i].err = its[i].cfg.redact(err, its[i].password)
+			}
 		}
 	}
 	failpoint.Hit(failpoint.StaticRotateAfterAlter)

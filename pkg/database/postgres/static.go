@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -124,4 +128,109 @@ func TryLogin(ctx context.Context, cfg Config, username, password string) (Login
 		}
 	}
 	return LoginUnknown, Redact(connectError(cc, err), password, cfg.Password)
+}
+
+// PasswordChange is one role's new password, for SetPasswords.
+type PasswordChange struct {
+	Username, Password string
+	// Statements are the role's rotation statements; empty means
+	// DefaultStaticRotationStatement.
+	Statements []string
+}
+
+// SetPasswords sets many roles' passwords in one transaction, each
+// role's statements in a savepoint of their own: a role whose statements
+// fail is rolled back alone, and the rest commit together, with one
+// commit (one WAL flush) for all. It returns one error per change (nil:
+// committed). An error from the server about a role's own statements
+// means that role's change certainly rolled back; the commit's own
+// failure is given to every change that had none.
+func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []error {
+	errs := make([]error, len(changes))
+	stmts := make([][]string, len(changes))
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, c := range changes {
+		db.addSecret(c.Password)
+	}
+	// The verifiers (4,096 PBKDF2 rounds each) are computed on every CPU.
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(runtime.GOMAXPROCS(0), len(changes)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(changes); i = int(next.Add(1) - 1) {
+				c := changes[i]
+				if err := checkRoleName(c.Username); err != nil {
+					errs[i] = &notCreatedError{err}
+					continue
+				}
+				if c.Password == "" {
+					errs[i] = &notCreatedError{errors.New("empty password")}
+					continue
+				}
+				pw, err := db.passwordValue(c.Password)
+				if err != nil {
+					errs[i] = &notCreatedError{err}
+					continue
+				}
+				elems := c.Statements
+				if len(elems) == 0 {
+					elems = []string{DefaultStaticRotationStatement}
+				}
+				if stmts[i], err = prepare(elems, map[string]string{"name": c.Username, "username": c.Username, "password": pw}); err != nil {
+					errs[i] = &notCreatedError{err}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	pending := 0
+	for _, err := range errs {
+		if err == nil {
+			pending++
+		}
+	}
+	if pending == 0 {
+		return errs
+	}
+	fail := func(err error) {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	conn, err := db.admin(ctx)
+	if err != nil {
+		fail(db.redact(err))
+		return errs
+	}
+	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		for i, c := range changes {
+			if errs[i] != nil {
+				continue
+			}
+			// One round trip per role: without arguments, pgx sends the
+			// statements as one simple query, which stops at the first
+			// error, leaving the savepoint to roll back to.
+			// Each statement ends on a line of its own, so that a
+			// trailing -- comment cannot swallow the separator.
+			q := "SAVEPOINT lessor_rotation;\n" + strings.Join(stmts[i], "\n;\n") + "\n;\nRELEASE SAVEPOINT lessor_rotation"
+			if err := db.exec(ctx, tx, q); err != nil {
+				var pgErr *pgconn.PgError
+				if !errors.As(err, &pgErr) {
+					return err
+				}
+				errs[i] = db.redact(fmt.Errorf("set password of %s: rotation statements: %w", c.Username, err))
+				if rerr := db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT lessor_rotation"); rerr != nil {
+					return rerr
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fail(db.redact(fmt.Errorf("set passwords: %w", err)))
+	}
+	return errs
 }

@@ -375,3 +375,56 @@ func TestRotateDueBatch(t *testing.T) {
 		t.Fatalf("second pass: %+v, %v", rep, err)
 	}
 }
+
+// TestRotateDueTwoReapers: two reapers at once rotate each due role
+// exactly once between them, and every stored password logs in.
+func TestRotateDueTwoReapers(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "c*"})
+	conn := e.db.Conn(t)
+	const n = 12
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("c_%s_%d", e.display, i)
+		if _, err := conn.Exec(context.Background(), `CREATE ROLE "`+users[i]+`" LOGIN`); err != nil {
+			t.Fatal(err)
+		}
+		e.srv.DropRolesAtCleanup(t, users[i])
+		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/c%d", i), map[string]any{"db_name": "pg", "username": users[i], "rotation_period": "1h"})
+	}
+	e.setNow(e.sys.Now().Add(2 * time.Hour))
+	reps := make([]*logical.RotationReport, 2)
+	errs := make([]error, 2)
+	done := make(chan int)
+	for k := range reps {
+		go func() {
+			reps[k], errs[k] = e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+			done <- k
+		}()
+	}
+	<-done
+	<-done
+	seen := map[string]int{}
+	for k, rep := range reps {
+		if errs[k] != nil || len(rep.Failed) != 0 {
+			t.Fatalf("reaper %d: %+v, %v", k, rep.Failed, errs[k])
+		}
+		for _, name := range rep.Rotated {
+			seen[name]++
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d roles rotated, want %d", len(seen), n)
+	}
+	for name, c := range seen {
+		if c != 1 {
+			t.Fatalf("%s rotated %d times", name, c)
+		}
+	}
+	for i, u := range users {
+		r := e.storedStatic(fmt.Sprintf("c%d", i))
+		if r.Pending != nil || e.login(u, r.Password) != postgres.LoginAccepted {
+			t.Fatalf("c%d: pending %v or its password does not log in", i, r.Pending)
+		}
+	}
+}

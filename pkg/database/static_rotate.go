@@ -109,7 +109,12 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 		// A rotation that its process left unfinished.
 		res, _ := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, p.Password)
 		if res == postgres.LoginAccepted {
-			return true, promoteStatic(ctx, st, name, p.Password, now)
+			if err := promoteStatic(ctx, st, name, p.Password, now); err != nil || onlyIfDue {
+				return err == nil, err
+			}
+			// rotate-role asked for a new password, not the settled one.
+			db.Close(context.WithoutCancel(ctx))
+			return b.rotateStatic(ctx, st, sys, name, false)
 		}
 		password = p.Password
 	} else {

@@ -46,6 +46,7 @@ var staticRoleFields = logical.FieldSchema{
 	"rotation_window":      {Type: logical.TypeDurationSecond, Description: "with rotation_schedule: how long after the scheduled time a rotation may still run (1h or more)"},
 	"rotation_statements":  {Type: logical.TypeStatements, Description: "SQL that sets {{name}}'s password to {{password}} (default ALTER ROLE, sent as a SCRAM verifier)"},
 	"credential_type":      {Type: logical.TypeString, Description: "password (the only type)"},
+	"credential_config":    {Type: logical.TypeKVPairs, Description: "password_policy=NAME: the password policy for this role (overrides the connection's)"},
 	"skip_import_rotation": {Type: logical.TypeBool, Description: "on create, keep the login's current password (given as password) instead of rotating it at once"},
 	"password":             {Type: logical.TypeString, Description: "with skip_import_rotation=true, the login's current password (checked by logging in)"},
 }

@@ -48,6 +48,8 @@ type staticRole struct {
 	DBName             string   `json:"db_name"`
 	Username           string   `json:"username"`
 	RotationStatements []string `json:"rotation_statements"`
+	// PasswordPolicy, from credential_config, overrides the connection's.
+	PasswordPolicy string `json:"password_policy,omitempty"`
 	// RotationPeriod in whole seconds, or RotationSchedule (cron, UTC)
 	// with an optional RotationWindow in seconds.
 	RotationPeriod   int64  `json:"rotation_period,omitempty"`
@@ -173,6 +175,17 @@ func loadStatic(ctx context.Context, st storage.Store, name string) (*staticRole
 	return r, &cfg, nil
 }
 
+// staticPassword generates a password for a static role: by the role's
+// password policy, else the connection's, else lessor's default.
+func (b *Backend) staticPassword(ctx context.Context, sys logical.SystemView, cfg *dbConfig, r *staticRole) (string, error) {
+	if r.PasswordPolicy != "" {
+		c := *cfg
+		c.PasswordPolicy = r.PasswordPolicy
+		cfg = &c
+	}
+	return b.newPassword(ctx, sys, cfg)
+}
+
 func noStaticRole(name string) error {
 	return logical.Errorf("no static role found for role name %q", name)
 }
@@ -233,6 +246,20 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 	if fd.Has("rotation_statements") {
 		r.RotationStatements = fd.Strings("rotation_statements")
 	}
+	if fd.Has("credential_config") {
+		for k, v := range fd.KeyValues("credential_config") {
+			if k != "password_policy" {
+				return nil, logical.Errorf("credential_config: unknown key %q: a password credential takes password_policy", k)
+			}
+			r.PasswordPolicy = v
+		}
+		if r.PasswordPolicy != "" {
+			// Refused now rather than at every rotation.
+			if _, err := b.newPassword(ctx, req.System, &dbConfig{PasswordPolicy: r.PasswordPolicy}); err != nil {
+				return nil, logical.Errorf("credential_config: password_policy %q: %v", r.PasswordPolicy, err)
+			}
+		}
+	}
 	now := req.System.Now().UTC()
 
 	if old != nil {
@@ -254,6 +281,7 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 			// Keep what a rotation changed since we read the role.
 			cur.RotationPeriod, cur.RotationSchedule, cur.RotationWindow = r.RotationPeriod, r.RotationSchedule, r.RotationWindow
 			cur.RotationStatements, cur.NextRotation = r.RotationStatements, r.NextRotation
+			cur.PasswordPolicy = r.PasswordPolicy
 			return putStatic(tx, name, cur)
 		})
 	}
@@ -361,7 +389,7 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 		return req.Storage.Update(ctx, func(tx storage.Tx) error { return b.insertStatic(tx, name, r) })
 	}
 
-	password, err := b.newPassword(ctx, req.System, cfg)
+	password, err := b.staticPassword(ctx, req.System, cfg, r)
 	if err != nil {
 		return fmt.Errorf("generate password for static role %q: %w", name, err)
 	}
@@ -411,6 +439,9 @@ func (b *Backend) staticRead(ctx context.Context, req *logical.Request, name str
 		"credential_type":     "password",
 	}
 	addSchedule(data, r, req.System.Now())
+	if r.PasswordPolicy != "" {
+		data["credential_config"] = map[string]any{"password_policy": r.PasswordPolicy}
+	}
 	if r.Attempts > 0 {
 		data["last_rotation_error"] = r.LastError
 		data["failed_rotations"] = r.Attempts

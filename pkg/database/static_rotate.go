@@ -118,7 +118,7 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 		}
 		password = p.Password
 	} else {
-		if password, err = b.newPassword(ctx, sys, cfg); err != nil {
+		if password, err = b.staticPassword(ctx, sys, cfg, r); err != nil {
 			return false, recordStaticFailure(ctx, st, name, r, now, fmt.Errorf("generate password: %w", err))
 		}
 	}
@@ -421,7 +421,7 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 			}
 			conns[r.DBName] = db
 		}
-		pw, err := b.newPassword(ctx, sys, it.cfg)
+		pw, err := b.staticPassword(ctx, sys, it.cfg, r)
 		if err != nil {
 			fail(it.name, recordStaticFailure(ctx, st, it.name, r, now, fmt.Errorf("generate password: %w", err)))
 			continue

@@ -50,7 +50,7 @@ func TestCompletePathsComeFromBackends(t *testing.T) {
 		t.Errorf("complete read database/creds/w:\n got %q\nwant %q", got, want)
 	}
 	// path-help completes paths the same way.
-	if got, want := c.complete("path-help", "database/ro"), "database/roles/\ndatabase/rotate-root/\n:6\n"; got != want {
+	if got, want := c.complete("path-help", "database/ro"), "database/roles/\ndatabase/rotate-role/\ndatabase/rotate-root/\n:6\n"; got != want {
 		t.Errorf("complete path-help database/ro:\n got %q\nwant %q", got, want)
 	}
 }

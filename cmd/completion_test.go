@@ -96,7 +96,7 @@ func TestCompletePathsAndPolicies(t *testing.T) {
 		// Mount paths, then a mount's fixed paths; directories take no space.
 		{[]string{"read", ""}, "database/\nsys/\n:6\n"},
 		{[]string{"write", "d"}, "database/\n:6\n"},
-		{[]string{"read", "database/"}, "database/config/\ndatabase/creds/\ndatabase/reset/\ndatabase/roles/\ndatabase/rotate-root/\n:6\n"},
+		{[]string{"read", "database/"}, "database/config/\ndatabase/creds/\ndatabase/reset/\ndatabase/roles/\ndatabase/rotate-role/\ndatabase/rotate-root/\ndatabase/static-creds/\ndatabase/static-roles/\n:6\n"},
 		{[]string{"delete", "database/roles/"}, "database/roles/readonly\ndatabase/roles/writer\n:4\n"},
 		{[]string{"list", "sys/policy/"}, "sys/policy/apps\nsys/policy/default\nsys/policy/root\n:4\n"},
 		// Only the PATH argument is completed; KEY=VALUE data is not.

@@ -19,11 +19,15 @@ func newReapCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var once func(ctx context.Context, stop <-chan struct{}) error
 	c := &cobra.Command{
 		Use:   "reap [flags]",
-		Short: "Revoke every expired lease and token (run it from cron or a systemd timer)",
+		Short: "Revoke every expired lease and token, rotate due static roles (run it from cron or a systemd timer)",
 		Long: `Revokes, in batches, every lease that is due: expired, waiting to retry a
 failed revocation, left pending by an issuer that died, or claimed by a
 reaper that died. Expired tokens are revoked with their child tokens and
-their leases. A failed revocation is recorded on its lease with the error,
+their leases. Then it rotates the password of every static role that is
+due (database/static-roles/<name>): its rotation_period elapsed or its
+rotation_schedule came, a failed rotation waits for its retry, or a
+rotation was left unfinished by a process that died (settled by logging
+in with the pending password). A failed revocation is recorded on its lease with the error,
 and retried by later runs with exponential backoff (10 s doubling to 1 h,
 with jitter) for ever; nothing is silently given up.
 
@@ -161,6 +165,9 @@ PostgreSQL store: claims keep them off each other's leases.`,
 		if err := printReap(f, g, out, dryRun, verbose); err != nil {
 			return err
 		}
+		if !dryRun && res.RotationsFailed > 0 {
+			return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s; reap retries them", count(res.RotationsFailed, "static role rotation failed", "static role rotations failed"))}
+		}
 		if !dryRun && (res.Failed > 0 || res.WaitingRetry > 0) {
 			return &exitCodeError{code: exitReapPending, err: fmt.Errorf("%s in this run and %s waiting for retry; see `lessor lease list`",
 				count(res.Failed, "revocation failed", "revocations failed"), count(res.WaitingRetry, "lease is", "leases are"))}
@@ -195,14 +202,25 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 		return format.Encode(f.IO.Out, out, o.Format)
 	}
 	if dryRun {
-		if len(res.Due) == 0 {
+		switch {
+		case len(res.Due) == 0 && len(res.RotationsDue) == 0:
 			fmt.Fprintln(f.IO.Out, "Nothing is due.")
-		} else {
+		case len(res.Due) > 0:
 			rows := make([][]string, 0, len(res.Due))
 			for _, d := range res.Due {
 				rows = append(rows, []string{d.LeaseID, d.Reason, d.DueSince.Format(time.RFC3339), fmt.Sprint(d.Attempts)})
 			}
 			format.Table(f.IO.Out, []string{"Lease ID", "Reason", "Due Since", "Attempts"}, rows)
+		}
+		if len(res.RotationsDue) > 0 {
+			if len(res.Due) > 0 {
+				fmt.Fprintln(f.IO.Out)
+			}
+			rows := make([][]string, 0, len(res.RotationsDue))
+			for _, d := range res.RotationsDue {
+				rows = append(rows, []string{d.Mount + "static-roles/" + d.Role, d.Reason, d.DueSince.Format(time.RFC3339), fmt.Sprint(d.Attempts)})
+			}
+			format.Table(f.IO.Out, []string{"Static Role", "Reason", "Due Since", "Attempts"}, rows)
 		}
 		if out.Orphans != nil {
 			fmt.Fprintln(f.IO.Out)
@@ -212,6 +230,9 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 	}
 	for _, e := range res.Errors {
 		fmt.Fprintf(f.IO.Err, "lessor: revoke %s failed: %s\n", e.LeaseID, oneLine(e.Error))
+	}
+	for _, e := range res.RotationErrors {
+		fmt.Fprintf(f.IO.Err, "lessor: rotate %sstatic-roles/%s failed: %s\n", e.Mount, e.Role, oneLine(e.Error))
 	}
 	if o := out.Orphans; o != nil {
 		for _, ce := range o.Errors {
@@ -226,6 +247,9 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 	if f.IO.OutTTY || verbose {
 		fmt.Fprintf(f.IO.Out, "revoked %s and %s; %d failed, %d waiting for retry, %d skipped\n",
 			count(res.Revoked, "lease", "leases"), count(res.TokensRevoked, "token", "tokens"), res.Failed, res.WaitingRetry, res.Skipped)
+		if res.Rotated > 0 || res.RotationsFailed > 0 {
+			fmt.Fprintf(f.IO.Out, "rotated %s; %d failed\n", count(res.Rotated, "static role", "static roles"), res.RotationsFailed)
+		}
 		if out.Orphans != nil {
 			printOrphans(f, out.Orphans, false)
 		}

@@ -78,8 +78,9 @@ func newExitCodesTopic() *cobra.Command {
   2  the operation was refused or failed: permission denied, nothing found
      at the path, a backend or PostgreSQL error; with LESSOR_ADDR also a
      server that does not answer or whose certificate is not trusted
-  3  (reap only) reap finished, but some revocations failed; they are
-     recorded and will be retried by the next runs
+  3  (reap only) reap finished, but some revocations or static role
+     rotations failed; they are recorded and will be retried by the next
+     runs
 
 exec exits with its command's code (128+N if signal N killed it), or with
 1 or 2 as above if it failed before the command ran. If the command

@@ -532,13 +532,14 @@ func (c *Core) resolveLeaseMount(ctx context.Context, uuid string) (*lease.Mount
 
 // systemView is what a backend of one mount may ask of the system.
 type systemView struct {
+	c       *Core
 	m       *MountEntry
 	storeID string
 	now     func() time.Time
 }
 
 func (c *Core) systemView(m *MountEntry) logical.SystemView {
-	return &systemView{m: m, storeID: c.storeID, now: c.now}
+	return &systemView{c: c, m: m, storeID: c.storeID, now: c.now}
 }
 
 func (s *systemView) DefaultLeaseTTL() time.Duration {
@@ -587,10 +588,16 @@ func (c *Core) Count(ctx context.Context) (Counts, error) {
 type ReapResult struct {
 	*lease.ReapSummary
 	TokensRevoked int `json:"tokens_revoked"`
+	// Rotated and RotationsFailed count the static-role rotations of this
+	// run; RotationsDue lists the due ones in a dry run.
+	Rotated         int               `json:"rotated"`
+	RotationsFailed int               `json:"rotations_failed"`
+	RotationsDue    []DueRotation     `json:"rotations_due,omitempty"`
+	RotationErrors  []RotationFailure `json:"rotation_errors,omitempty"`
 }
 
 // Reap revokes expired tokens (and with them their leases), then every due
-// lease.
+// lease, then rotates every static role that is due.
 func (c *Core) Reap(ctx context.Context, o lease.ReapOptions) (*ReapResult, error) {
 	res := &ReapResult{}
 	if !o.DryRun {
@@ -605,5 +612,8 @@ func (c *Core) Reap(ctx context.Context, o lease.ReapOptions) (*ReapResult, erro
 	}
 	sum, err := c.leases.Reap(ctx, o)
 	res.ReapSummary = sum
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	return res, c.rotateDue(ctx, o, res)
 }

@@ -15,6 +15,9 @@ type systemBackend struct{ c *Core }
 func (s *systemBackend) ExistenceCheck(ctx context.Context, req *logical.Request) (bool, bool, error) {
 	p := req.Path
 	switch {
+	case strings.HasPrefix(p, "policies/password/") && !strings.Contains(strings.TrimPrefix(p, "policies/password/"), "/"):
+		ok, err := s.c.passwordPolicyExists(ctx, strings.TrimPrefix(p, "policies/password/"))
+		return true, ok, err
 	case strings.HasPrefix(p, "policy/"), strings.HasPrefix(p, "policies/acl/"):
 		name := p[strings.LastIndex(p, "/")+1:]
 		if err := checkPolicyName(name); err != nil {
@@ -95,6 +98,8 @@ func sysFields(p string, op logical.Operation) (fields logical.FieldSchema, arbi
 		if write {
 			return policyFields, false
 		}
+	case strings.HasPrefix(p, "policies/password/") && write:
+		return passwordPolicyFields, false
 	case strings.HasPrefix(p, "audit/") && write:
 		return nil, true
 	case p == "audit-hash" || strings.HasPrefix(p, "audit-hash/"):
@@ -211,6 +216,8 @@ func (s *systemBackend) route(ctx context.Context, req *logical.Request) (*logic
 		}
 	case p == "remount" && write:
 		return nil, c.remount(ctx, logical.String(req.Data["from"]), logical.String(req.Data["to"]))
+	case p == "policies/password" || strings.HasPrefix(p, "policies/password/"):
+		return c.handlePasswordPolicy(ctx, req, strings.TrimPrefix(strings.TrimPrefix(p, "policies/password"), "/"))
 	case p == "policy", p == "policies/acl":
 		return c.handlePolicy(ctx, req, "")
 	case strings.HasPrefix(p, "policy/"):

@@ -29,6 +29,7 @@
 //	config/<name>               connection (dbConfig)
 //	role/<name>                 role (roleEntry)
 //	rotate-root-pending/<name>  admin password being rotated (pendingRoot)
+//	static-role/, static-due/, static-user/   static roles (see static.go)
 package database
 
 import (
@@ -108,6 +109,8 @@ func fieldsFor(path string, op logical.Operation) logical.FieldSchema {
 		return configFields
 	case "roles":
 		return roleFields
+	case "static-roles":
+		return staticRoleFields
 	}
 	return nil
 }
@@ -133,13 +136,16 @@ func (b *Backend) route(ctx context.Context, req *logical.Request, fd *logical.F
 	write := op == logical.CreateOperation || op == logical.UpdateOperation
 
 	switch {
-	case (head == "config" || head == "roles") && name == "":
+	case (head == "config" || head == "roles" || head == "static-roles") && name == "":
 		if op != logical.ListOperation {
 			return nil, logical.UnsupportedOperation(req)
 		}
 		prefix := configPrefix
-		if head == "roles" {
+		switch head {
+		case "roles":
 			prefix = rolePrefix
+		case "static-roles":
+			prefix = staticPrefix
 		}
 		return b.list(ctx, req.Storage, prefix)
 	case !hasName:
@@ -171,6 +177,23 @@ func (b *Backend) route(ctx context.Context, req *logical.Request, fd *logical.F
 	case "creds":
 		if op == logical.ReadOperation {
 			return b.credsRead(ctx, req, name)
+		}
+	case "static-roles":
+		switch {
+		case write:
+			return b.staticWrite(ctx, req, name, fd)
+		case op == logical.ReadOperation:
+			return b.staticRead(ctx, req, name)
+		case op == logical.DeleteOperation:
+			return nil, b.staticDelete(ctx, req, name)
+		}
+	case "static-creds":
+		if op == logical.ReadOperation {
+			return b.staticCredsRead(ctx, req, name)
+		}
+	case "rotate-role":
+		if write {
+			return nil, b.rotateRole(ctx, req, name)
 		}
 	case "rotate-root":
 		if write {
@@ -206,6 +229,8 @@ func (b *Backend) ExistenceCheck(ctx context.Context, req *logical.Request) (ok,
 		key = configPrefix + name
 	case "roles":
 		key = rolePrefix + name
+	case "static-roles":
+		key = staticPrefix + name
 	default:
 		return false, false, nil
 	}

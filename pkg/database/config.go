@@ -25,11 +25,15 @@ const inlinePasswordWarning = "Password found in connection_url, use a templated
 
 // dbConfig is a stored connection, config/<name>.
 type dbConfig struct {
-	PluginName             string      `json:"plugin_name"`
-	AllowedRoles           []string    `json:"allowed_roles"`
-	RootRotationStatements []string    `json:"root_credentials_rotate_statements"`
-	VerifyConnection       bool        `json:"verify_connection"`
-	Connection             connDetails `json:"connection_details"`
+	PluginName             string   `json:"plugin_name"`
+	AllowedRoles           []string `json:"allowed_roles"`
+	RootRotationStatements []string `json:"root_credentials_rotate_statements"`
+	VerifyConnection       bool     `json:"verify_connection"`
+	// PasswordPolicy names the password policy (sys/policies/password/)
+	// for the passwords of this connection's roles; "" is lessor's
+	// default generator.
+	PasswordPolicy string      `json:"password_policy,omitempty"`
+	Connection     connDetails `json:"connection_details"`
 	// Admin is what the last verified write found the admin may do.
 	Admin *adminCheck `json:"admin_check,omitempty"`
 }
@@ -100,6 +104,20 @@ func (b *Backend) loadConfig(ctx context.Context, st storage.Store, name string)
 	return &cfg, nil
 }
 
+// newPassword generates a password for a role of the connection: by the
+// connection's password policy when it names one, else by lessor's
+// default (20 characters of [A-Za-z0-9-], one of each class).
+func (b *Backend) newPassword(ctx context.Context, sys logical.SystemView, cfg *dbConfig) (string, error) {
+	if cfg.PasswordPolicy == "" {
+		return postgres.GeneratePassword(b.rand)
+	}
+	pg, ok := sys.(logical.PasswordGenerator)
+	if !ok {
+		return "", fmt.Errorf("no password policy found: %q (password policies are not available here)", cfg.PasswordPolicy)
+	}
+	return pg.GeneratePasswordFromPolicy(ctx, cfg.PasswordPolicy)
+}
+
 func missingConfig(name string) error {
 	return fmt.Errorf("failed to find entry for connection with name: %q", name)
 }
@@ -131,6 +149,12 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		return nil, logical.Errorf("empty plugin name")
 	case cfg.PluginName != PluginName:
 		return nil, logical.Errorf("unknown plugin %q", cfg.PluginName)
+	}
+	if fd.Has("password_policy") && cfg.PasswordPolicy != "" {
+		// Refused now rather than at every later issue or rotation.
+		if _, err := b.newPassword(ctx, req.System, &cfg); err != nil {
+			return nil, logical.Errorf("password_policy %q: %v", cfg.PasswordPolicy, err)
+		}
 	}
 	var templateWarnings []string
 	if cfg.Connection.UsernameTemplate != "" {
@@ -219,8 +243,8 @@ func applyConfigFields(cfg *dbConfig, fd *logical.FieldData) error {
 	if v := fd.String("plugin_version"); v != "" {
 		return logical.Errorf("plugin_version %q: %s is built in and has no other versions", v, PluginName)
 	}
-	if fd.String("password_policy") != "" {
-		return logical.Errorf("password_policy is not supported: lessor generates 20-character passwords from [A-Za-z0-9-]")
+	if fd.Has("password_policy") {
+		cfg.PasswordPolicy = fd.String("password_policy")
 	}
 	if cfg.Connection.PasswordAuthentication == "" {
 		cfg.Connection.PasswordAuthentication = DefaultPasswordAuthentication
@@ -280,7 +304,7 @@ func (b *Backend) configRead(ctx context.Context, req *logical.Request, name str
 	resp := &logical.Response{Data: map[string]any{
 		"allowed_roles":                      nonNil(cfg.AllowedRoles),
 		"connection_details":                 details,
-		"password_policy":                    "",
+		"password_policy":                    cfg.PasswordPolicy,
 		"plugin_name":                        cfg.PluginName,
 		"plugin_version":                     "",
 		"root_credentials_rotate_statements": nonNil(cfg.RootRotationStatements),

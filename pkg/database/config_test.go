@@ -232,7 +232,7 @@ func TestConfigBadInputStoresNothing(t *testing.T) {
 		{"bad auth", "config/pg", good(map[string]any{"password_authentication": "md5"}), "error creating database object: 'md5' is not a valid password authentication type"},
 		{"template parse", "config/pg", good(map[string]any{"username_template": `{{ .Nope`}), "invalid username_template: parse username template"},
 		{"bad bool", "config/pg", good(map[string]any{"verify_connection": "maybe"}), `verify_connection: "maybe" is not a boolean`},
-		{"password policy", "config/pg", good(map[string]any{"password_policy": "strong"}), "password_policy is not supported"},
+		{"password policy", "config/pg", good(map[string]any{"password_policy": "strong"}), `password_policy "strong": no password policy found`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.do(logical.UpdateOperation, tc.path, tc.data)

@@ -119,7 +119,7 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	if err != nil {
 		return nil, fmt.Errorf("generate username for role %q: %w", name, err)
 	}
-	password, err := postgres.GeneratePassword(b.rand)
+	password, err := b.newPassword(ctx, req.System, &cfg)
 	if err != nil {
 		return nil, fmt.Errorf("generate password for role %q: %w", name, err)
 	}

@@ -15,7 +15,7 @@ var configFields = logical.FieldSchema{
 	"verify_connection":        {Type: logical.TypeBool, Description: "connect once before storing (default true)"},
 	"allowed_roles":            {Type: logical.TypeCommaStringSlice, Description: "role names or globs that may use this connection; empty allows none"},
 	"root_rotation_statements": {Type: logical.TypeStatements, Description: "statements that rotate the admin password"},
-	"password_policy":          {Type: logical.TypeString, Description: "not supported: lessor generates 20-character passwords"},
+	"password_policy":          {Type: logical.TypeString, Description: "the password policy (sys/policies/password/<name>) for generated passwords; empty: 20 characters of [A-Za-z0-9-]"},
 	"connection_url":           {Type: logical.TypeString, Description: "postgres:// URL or keyword/value string, templated with {{username}} and {{password}}"},
 	"username":                 {Type: logical.TypeString, Description: "the admin's user name"},
 	"password":                 {Type: logical.TypeString, Description: "the admin's password (never read back)"},
@@ -36,6 +36,19 @@ var roleFields = logical.FieldSchema{
 	"default_ttl":           {Type: logical.TypeDurationSecond, Description: "lease TTL (0 inherits the mount's)"},
 	"max_ttl":               {Type: logical.TypeDurationSecond, Description: "lease max TTL (0 inherits the mount's)"},
 	"credential_type":       {Type: logical.TypeString, Description: "password (the only type)"},
+}
+
+var staticRoleFields = logical.FieldSchema{
+	"username":             {Type: logical.TypeString, Description: "the existing PostgreSQL login to manage (cannot change)"},
+	"db_name":              {Type: logical.TypeString, Description: "the connection (config/<name>) the login is on"},
+	"rotation_period":      {Type: logical.TypeDurationSecond, Description: "rotate this often (5s or more); exclusive with rotation_schedule"},
+	"rotation_schedule":    {Type: logical.TypeString, Description: "rotate on a cron schedule (minute hour day-of-month month day-of-week, UTC)"},
+	"rotation_window":      {Type: logical.TypeDurationSecond, Description: "with rotation_schedule: how long after the scheduled time a rotation may still run (1h or more)"},
+	"rotation_statements":  {Type: logical.TypeStatements, Description: "SQL that sets {{name}}'s password to {{password}} (default ALTER ROLE, sent as a SCRAM verifier)"},
+	"credential_type":      {Type: logical.TypeString, Description: "password (the only type)"},
+	"credential_config":    {Type: logical.TypeKVPairs, Description: "password_policy=NAME: the password policy for this role (overrides the connection's)"},
+	"skip_import_rotation": {Type: logical.TypeBool, Description: "on create, keep the login's current password (given as password) instead of rotating it at once"},
+	"password":             {Type: logical.TypeString, Description: "with skip_import_rotation=true, the login's current password (checked by logging in)"},
 }
 
 // nameRE is Vault's generic path-segment name: a word character, then word
@@ -75,6 +88,10 @@ func (b *Backend) PathSpecs() []logical.PathSpec {
 		{Pattern: "roles/", Description: "list the roles", Operations: list},
 		{Pattern: "roles/:name", Description: "manage a role: the SQL that creates and revokes its credentials", Operations: ops(roleFields, logical.ReadOperation, logical.DeleteOperation)},
 		{Pattern: "creds/:name", Description: "issue a credential of a role, with a lease", Operations: map[logical.Operation]logical.FieldSchema{logical.ReadOperation: nil}, NamesFrom: "roles/"},
+		{Pattern: "static-roles/", Description: "list the static roles", Operations: list},
+		{Pattern: "static-roles/:name", Description: "manage a static role: an existing login whose password lessor rotates on a schedule (delete stops managing it, never drops it)", Operations: ops(staticRoleFields, logical.ReadOperation, logical.DeleteOperation)},
+		{Pattern: "static-creds/:name", Description: "read a static role's username and current password (no lease; reap rotates it)", Operations: map[logical.Operation]logical.FieldSchema{logical.ReadOperation: nil}, NamesFrom: "static-roles/"},
+		{Pattern: "rotate-role/:name", Description: "rotate a static role's password now", Operations: update, NamesFrom: "static-roles/"},
 		{Pattern: "rotate-root/:name", Description: "rotate a connection's admin password", Operations: update, NamesFrom: "config/"},
 		{Pattern: "reset/:name", Description: "close and reopen a connection", Operations: update, NamesFrom: "config/"},
 	}

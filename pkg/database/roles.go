@@ -50,6 +50,12 @@ func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name stri
 		if _, err := getJSON(tx, rolePrefix+name, &r); err != nil {
 			return err
 		}
+		if raw, err := tx.Get(staticPrefix + name); err != nil || raw != nil {
+			if err == nil {
+				err = logical.Errorf("Role and Static Role names must be unique")
+			}
+			return err
+		}
 		applyRoleFields(&r, fd)
 		if r.DBName == "" {
 			return logical.Errorf("database name is required")

@@ -53,6 +53,12 @@ const (
 	// RotateRootAfterAlter: PostgreSQL accepted the new admin password;
 	// the config still holds the old one.
 	RotateRootAfterAlter = "rotate-root/after-alter"
+	// StaticRotateAfterPending: a static role's new password is recorded
+	// as pending; PostgreSQL still has the old one.
+	StaticRotateAfterPending = "static-rotate/after-pending"
+	// StaticRotateAfterAlter: PostgreSQL took the static role's new
+	// password; the store still holds it as pending.
+	StaticRotateAfterAlter = "static-rotate/after-alter"
 	// BarrierRotateBeforeCommit: the new keyring is written in the
 	// transaction, which has not committed.
 	BarrierRotateBeforeCommit = "operator-rotate/before-commit"
@@ -85,6 +91,7 @@ var All = []string{
 	RevokeAfterClaim, RevokeAfterBackend,
 	RenewAfterBackend,
 	RotateRootAfterPending, RotateRootAfterAlter,
+	StaticRotateAfterPending, StaticRotateAfterAlter,
 	BarrierRotateBeforeCommit, BarrierRotateAfterCommit,
 	BarrierRekeyBeforeCommit, BarrierRekeyAfterCommit,
 	BarrierReencryptBeforeRename,

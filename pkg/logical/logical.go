@@ -277,3 +277,11 @@ func Errorf(format string, args ...any) error {
 func WrapErrorf(cause error, format string, args ...any) error {
 	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...), Cause: cause}
 }
+
+// PasswordGenerator is implemented by a SystemView that knows password
+// policies (sys/policies/password/<name>): a backend asks it for a
+// password by policy name, and gets an error wrapping "no password
+// policy found" when there is no such policy.
+type PasswordGenerator interface {
+	GeneratePasswordFromPolicy(ctx context.Context, policyName string) (string, error)
+}

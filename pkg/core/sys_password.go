@@ -1,0 +1,164 @@
+package core
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/passwordpolicy"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// Password policies, Vault's sys/policies/password/<name>: the rules a
+// database connection's password_policy names for the passwords it
+// generates. Stored as {"policy": <text>} under passwordPolicyPrefix.
+const passwordPolicyPrefix = "sys/password-policy/"
+
+var passwordPolicyFields = logical.FieldSchema{
+	"policy": {Type: logical.TypeString, Description: "the policy: HCL or JSON with length and rule \"charset\" blocks, optionally base64"},
+}
+
+// passwordPolicyNameRE keeps a name to one path segment of word
+// characters, "-" and ".".
+var passwordPolicyNameRE = regexp.MustCompile(`^[\w.-]+$`)
+
+// ErrNoPasswordPolicy is in the chain of the error for a password policy
+// that does not exist.
+var ErrNoPasswordPolicy = errors.New("no password policy found")
+
+type storedPasswordPolicy struct {
+	Policy string `json:"policy"`
+}
+
+func loadPasswordPolicy(tx storage.Tx, name string) (string, bool, error) {
+	raw, err := tx.Get(passwordPolicyPrefix + name)
+	if err != nil || raw == nil {
+		return "", false, err
+	}
+	var sp storedPasswordPolicy
+	if err := json.Unmarshal(raw, &sp); err != nil {
+		return "", false, fmt.Errorf("decode password policy %s: %w", name, err)
+	}
+	return sp.Policy, true, nil
+}
+
+// handlePasswordPolicy serves sys/policies/password/ (list),
+// sys/policies/password/<name> (write, read, delete) and
+// sys/policies/password/<name>/generate (read).
+func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, rest string) (*logical.Response, error) {
+	op := req.Operation
+	if rest == "" {
+		if op != logical.ListOperation {
+			return nil, logical.UnsupportedOperation(req)
+		}
+		var keys []string
+		err := c.store.View(ctx, func(tx storage.Tx) error {
+			return tx.Walk(passwordPolicyPrefix, func(k string) error {
+				keys = append(keys, strings.TrimPrefix(k, passwordPolicyPrefix))
+				return nil
+			})
+		})
+		if err != nil || len(keys) == 0 {
+			return nil, err
+		}
+		return &logical.Response{Data: map[string]any{"keys": keys}}, nil
+	}
+	name, sub, _ := strings.Cut(rest, "/")
+	if !passwordPolicyNameRE.MatchString(name) {
+		return nil, logical.Errorf("invalid password policy name %q: use letters, digits, \"_\", \"-\" and \".\"", name)
+	}
+	switch {
+	case sub == "generate" && op == logical.ReadOperation:
+		pw, err := c.generatePassword(ctx, name)
+		if errors.Is(err, ErrNoPasswordPolicy) {
+			return nil, &logical.CodedError{Status: 404, Msg: fmt.Sprintf("policy does not exist: %s", name), Cause: err}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &logical.Response{Data: map[string]any{"password": pw}}, nil
+	case sub != "":
+		return nil, logical.UnsupportedPath(req)
+	case op == logical.ReadOperation:
+		var text string
+		var ok bool
+		err := c.store.View(ctx, func(tx storage.Tx) error {
+			var err error
+			text, ok, err = loadPasswordPolicy(tx, name)
+			return err
+		})
+		if err != nil || !ok {
+			return nil, err
+		}
+		return &logical.Response{Data: map[string]any{"policy": text}}, nil
+	case op == logical.CreateOperation || op == logical.UpdateOperation:
+		text := logical.String(req.Data["policy"])
+		if strings.TrimSpace(text) == "" {
+			return nil, logical.Errorf("missing policy")
+		}
+		// As in Vault, the policy may come base64-encoded.
+		if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text)); err == nil && len(dec) > 0 {
+			text = string(dec)
+		}
+		if _, err := passwordpolicy.Parse(text, c.rand); err != nil {
+			return nil, logical.Errorf("invalid password policy: %v", err)
+		}
+		raw, err := json.Marshal(storedPasswordPolicy{Policy: text})
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(passwordPolicyPrefix+name, raw) })
+	case op == logical.DeleteOperation:
+		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(passwordPolicyPrefix + name) })
+	}
+	return nil, logical.UnsupportedOperation(req)
+}
+
+// passwordPolicyExists is the existence check of a write, so that the ACL
+// tells creating a password policy from replacing one.
+func (c *Core) passwordPolicyExists(ctx context.Context, name string) (bool, error) {
+	var ok bool
+	err := c.store.View(ctx, func(tx storage.Tx) error {
+		raw, err := tx.Get(passwordPolicyPrefix + name)
+		ok = raw != nil
+		return err
+	})
+	return ok, err
+}
+
+// generatePassword draws a password from the named policy.
+func (c *Core) generatePassword(ctx context.Context, name string) (string, error) {
+	var text string
+	var ok bool
+	err := c.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		text, ok, err = loadPasswordPolicy(tx, name)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrNoPasswordPolicy, name)
+	}
+	p, err := passwordpolicy.Parse(text, c.rand)
+	if err != nil {
+		return "", fmt.Errorf("password policy %q: %w", name, err)
+	}
+	pw, err := p.Generate(c.rand)
+	if err != nil {
+		return "", fmt.Errorf("failed to generate password from policy %q: %w", name, err)
+	}
+	return pw, nil
+}
+
+// GeneratePasswordFromPolicy lets a backend generate passwords by a
+// password policy (logical.PasswordGenerator).
+func (s *systemView) GeneratePasswordFromPolicy(ctx context.Context, name string) (string, error) {
+	return s.c.generatePassword(ctx, name)
+}

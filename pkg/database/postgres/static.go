@@ -1,0 +1,236 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DefaultStaticRotationStatement sets a static role's password, Vault's
+// default.
+const DefaultStaticRotationStatement = `ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}';`
+
+// RoleInfo is what SetPassword's callers need to know about an existing
+// role before they manage it.
+type RoleInfo struct {
+	Exists   bool
+	CanLogin bool
+	// Comment is the role's COMMENT ON ROLE, "" when it has none.
+	Comment string
+}
+
+// LookupRole reads whether a role exists, whether it may log in, and its
+// comment.
+func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error) {
+	var ri RoleInfo
+	if err := checkRoleName(username); err != nil {
+		return ri, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return ri, db.redact(err)
+	}
+	err = db.queryRow(ctx, conn, `SELECT rolcanlogin, coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`,
+		[]any{username}, &ri.CanLogin, &ri.Comment)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return RoleInfo{}, nil
+	}
+	if err != nil {
+		return ri, db.redact(fmt.Errorf("look up role %s: %w", username, err))
+	}
+	ri.Exists = true
+	return ri, nil
+}
+
+// SetPassword gives an existing role a new password with statements
+// (default DefaultStaticRotationStatement), in one transaction; under
+// scram-sha-256 {{password}} becomes a SCRAM verifier, so the password
+// itself never reaches the server.
+func (db *DB) SetPassword(ctx context.Context, username, password string, statements []string) error {
+	if err := checkRoleName(username); err != nil {
+		return err
+	}
+	if password == "" {
+		return errors.New("empty password")
+	}
+	if len(statements) == 0 {
+		statements = []string{DefaultStaticRotationStatement}
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.addSecret(password)
+	pw, err := db.passwordValue(password)
+	if err != nil {
+		return err
+	}
+	stmts, err := prepare(statements, map[string]string{"name": username, "username": username, "password": pw})
+	if err != nil {
+		return &notCreatedError{err}
+	}
+	conn, err := db.admin(ctx)
+	if err != nil {
+		return db.redact(err)
+	}
+	err = db.inTx(ctx, conn, func(tx pgx.Tx) error { return db.execEach(ctx, tx, "rotation", stmts) })
+	if err != nil {
+		return db.redact(fmt.Errorf("set password of %s: %w", username, err))
+	}
+	return nil
+}
+
+// LoginResult says what PostgreSQL made of a password.
+type LoginResult int
+
+const (
+	// LoginUnknown: the attempt failed for a reason that says nothing
+	// about the password (network, pg_hba, a role that may not log in).
+	LoginUnknown LoginResult = iota
+	// LoginAccepted: the password authenticated.
+	LoginAccepted
+	// LoginRefused: PostgreSQL refused the password (28P01).
+	LoginRefused
+)
+
+// TryLogin logs in as username with password, where the admin
+// connection of cfg logs in, and reports whether PostgreSQL accepted the
+// password. A login refused only for lack of CONNECT on the database
+// (42501) got past authentication, so it counts as accepted. err says why
+// when the result is LoginUnknown; it never holds the password.
+func TryLogin(ctx context.Context, cfg Config, username, password string) (LoginResult, error) {
+	cc, err := cfg.connConfig(cfg.Password)
+	if err != nil {
+		return LoginUnknown, err
+	}
+	cc.User, cc.Password = username, password
+	ctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout())
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err == nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return LoginAccepted, nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01":
+			return LoginRefused, nil
+		case "42501":
+			return LoginAccepted, nil
+		}
+	}
+	return LoginUnknown, Redact(connectError(cc, err), password, cfg.Password)
+}
+
+// PasswordChange is one role's new password, for SetPasswords.
+type PasswordChange struct {
+	Username, Password string
+	// Statements are the role's rotation statements; empty means
+	// DefaultStaticRotationStatement.
+	Statements []string
+}
+
+// SetPasswords sets many roles' passwords in one transaction, each
+// role's statements in a savepoint of their own: a role whose statements
+// fail is rolled back alone, and the rest commit together, with one
+// commit (one WAL flush) for all. It returns one error per change (nil:
+// committed). An error from the server about a role's own statements
+// means that role's change certainly rolled back; the commit's own
+// failure is given to every change that had none.
+func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []error {
+	errs := make([]error, len(changes))
+	stmts := make([][]string, len(changes))
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for _, c := range changes {
+		db.addSecret(c.Password)
+	}
+	// The verifiers (4,096 PBKDF2 rounds each) are computed on every CPU.
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(runtime.GOMAXPROCS(0), len(changes)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(changes); i = int(next.Add(1) - 1) {
+				c := changes[i]
+				if err := checkRoleName(c.Username); err != nil {
+					errs[i] = &notCreatedError{err}
+					continue
+				}
+				if c.Password == "" {
+					errs[i] = &notCreatedError{errors.New("empty password")}
+					continue
+				}
+				pw, err := db.passwordValue(c.Password)
+				if err != nil {
+					errs[i] = &notCreatedError{err}
+					continue
+				}
+				elems := c.Statements
+				if len(elems) == 0 {
+					elems = []string{DefaultStaticRotationStatement}
+				}
+				if stmts[i], err = prepare(elems, map[string]string{"name": c.Username, "username": c.Username, "password": pw}); err != nil {
+					errs[i] = &notCreatedError{err}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	pending := 0
+	for _, err := range errs {
+		if err == nil {
+			pending++
+		}
+	}
+	if pending == 0 {
+		return errs
+	}
+	fail := func(err error) {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	conn, err := db.admin(ctx)
+	if err != nil {
+		fail(db.redact(err))
+		return errs
+	}
+	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		for i, c := range changes {
+			if errs[i] != nil {
+				continue
+			}
+			// One round trip per role: without arguments, pgx sends the
+			// statements as one simple query, which stops at the first
+			// error, leaving the savepoint to roll back to.
+			// Each statement ends on a line of its own, so that a
+			// trailing -- comment cannot swallow the separator.
+			q := "SAVEPOINT lessor_rotation;\n" + strings.Join(stmts[i], "\n;\n") + "\n;\nRELEASE SAVEPOINT lessor_rotation"
+			if err := db.exec(ctx, tx, q); err != nil {
+				var pgErr *pgconn.PgError
+				if !errors.As(err, &pgErr) {
+					return err
+				}
+				errs[i] = db.redact(fmt.Errorf("set password of %s: rotation statements: %w", c.Username, err))
+				if rerr := db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT lessor_rotation"); rerr != nil {
+					return rerr
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fail(db.redact(fmt.Errorf("set passwords: %w", err)))
+	}
+	return errs
+}

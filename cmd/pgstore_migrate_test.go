@@ -19,23 +19,24 @@ import (
 
 // seedLeases writes n active lease records through the storage API in a
 // few large transactions, each a copy of the template lease tmpl (a lease
-// lessor issued, so mount, token and role are real) expiring at expire,
-// with usernames that have no role. Issuing them through PostgreSQL would
+// lessor issued, so mount, token and role are real), lease i expiring at
+// expireAt(i) with username user(i) (a role that may or may not exist). Issuing them through PostgreSQL would
 // take minutes; what is measured or copied here is the store. The key
 // layout is pkg/lease's (record, due index, token index), as in
 // bench_test.go's addLeases: if it changes, the lease counts the callers
 // check stop matching.
-func seedLeases(t testing.TB, b *barrier.Barrier, tmpl *lease.Entry, n int, expire time.Time, prefix string) []string {
+func seedLeases(t testing.TB, b *barrier.Barrier, tmpl *lease.Entry, n int, expireAt func(int) time.Time, user func(int) string) []string {
 	t.Helper()
 	ctx := context.Background()
 	ids := make([]string, 0, n)
-	expire = expire.UTC().Truncate(time.Second)
+	prefix := randID()[:6]
 	const chunk = 2000
 	for done := 0; done < n; {
 		m := min(chunk, n-done)
 		err := b.Update(ctx, func(tx storage.Tx) error {
 			for i := done; i < done+m; i++ {
 				e := *tmpl
+				expire := expireAt(i).UTC().Truncate(time.Second)
 				e.ID = fmt.Sprintf("%s/%s%06d", tmpl.Path, prefix, i)
 				e.State = lease.StateActive
 				e.IssueTime = expire.Add(-time.Hour)
@@ -44,7 +45,7 @@ func seedLeases(t testing.TB, b *barrier.Barrier, tmpl *lease.Entry, n int, expi
 				for k, v := range tmpl.InternalData {
 					e.InternalData[k] = v
 				}
-				e.InternalData["username"] = fmt.Sprintf("v-seed-%s%06d", prefix, i)
+				e.InternalData["username"] = user(i)
 				e.DueKey = fmt.Sprintf("sys/lease/due/%012d/%s", expire.Unix(), e.ID)
 				raw, err := json.Marshal(&e)
 				if err != nil {
@@ -175,7 +176,8 @@ func TestMigrateRoundTrip(t *testing.T) {
 		t.Fatalf("template lease: %v (%d)", err, len(es))
 	}
 	const n = 10000
-	seeded := seedLeases(t, b, es[0], n, time.Now().Add(time.Hour), "m")
+	expire := time.Now().Add(time.Hour)
+	seeded := seedLeases(t, b, es[0], n, func(int) time.Time { return expire }, func(i int) string { return fmt.Sprintf("v-seed-%06d", i) })
 	if c, err := lease.New(b, nil, lease.Options{}).Count(ctx); err != nil || c != n+1 {
 		t.Fatalf("%d leases (%v), want %d", c, err, n+1)
 	}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -778,6 +780,9 @@ func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
+	if err := t.flush(); err != nil {
+		return &driverError{err}
+	}
 	err = tx.Commit(ctx)
 	tx = nil
 	if err != nil {
@@ -794,6 +799,67 @@ type pgTx struct {
 	write  bool
 	table  string // the qualified table it reads and writes
 	failed error  // the first error from the server; the transaction is aborted
+	// pend holds the transaction's writes until flush sends them in two
+	// statements: a round trip per Put would make a transaction that
+	// writes a thousand records (a reap batch) wait on a thousand round
+	// trips. Get and Walk see them.
+	pend map[string]pendingWrite
+	// read caches what Get read from the table (nil: absent), so that a
+	// record read again in the same transaction costs no round trip (the
+	// barrier reads a record's old value when it replaces it). The writers'
+	// lock keeps other lessor writers out for an Update, and a View reads
+	// one snapshot, so a second read would return the same.
+	read map[string][]byte
+}
+
+// maxReadCache bounds the records a transaction keeps in read: a View
+// that reads every lease must not hold them all.
+const maxReadCache = 4096
+
+type pendingWrite struct {
+	value []byte
+	del   bool
+}
+
+// flush sends the pending writes: one DELETE and one INSERT … ON
+// CONFLICT, keys in byte order so that two transactions lock rows in the
+// same order.
+func (t *pgTx) flush() error {
+	if t.failed != nil {
+		return t.failed
+	}
+	if len(t.pend) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(t.pend))
+	for k := range t.pend {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var dels, putKeys, putValues [][]byte
+	for _, k := range keys {
+		w := t.pend[k]
+		if w.del {
+			dels = append(dels, []byte(k))
+		} else {
+			putKeys, putValues = append(putKeys, []byte(k)), append(putValues, w.value)
+		}
+	}
+	t.pend = nil
+	if len(dels) > 0 {
+		if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.table+` WHERE key = ANY($1::bytea[])`, dels); err != nil {
+			t.failed = err
+			return err
+		}
+	}
+	if len(putKeys) > 0 {
+		if _, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, putKeys, putValues); err != nil {
+			t.failed = err
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *pgTx) fail(err error) error {
@@ -807,9 +873,19 @@ func (t *pgTx) Get(key string) ([]byte, error) {
 	if t.failed != nil {
 		return nil, t.p.wrap("transaction on", t.failed)
 	}
+	if w, ok := t.pend[key]; ok {
+		if w.del {
+			return nil, nil
+		}
+		return slices.Clone(w.value), nil
+	}
+	if v, ok := t.read[key]; ok {
+		return slices.Clone(v), nil
+	}
 	var v []byte
 	err := t.tx.QueryRow(t.ctx, `SELECT value FROM `+t.table+` WHERE key = $1`, []byte(key)).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
+		t.remember(key, nil)
 		return nil, nil
 	}
 	if err != nil {
@@ -818,7 +894,17 @@ func (t *pgTx) Get(key string) ([]byte, error) {
 	if v == nil {
 		v = []byte{}
 	}
-	return v, nil
+	t.remember(key, v)
+	return slices.Clone(v), nil
+}
+
+func (t *pgTx) remember(key string, v []byte) {
+	if t.read == nil {
+		t.read = map[string][]byte{}
+	}
+	if len(t.read) < maxReadCache {
+		t.read[key] = v
+	}
 }
 
 func (t *pgTx) Put(key string, value []byte) error {
@@ -831,14 +917,10 @@ func (t *pgTx) Put(key string, value []byte) error {
 	if key == "" {
 		return errors.New("put: empty key")
 	}
-	if value == nil {
-		value = []byte{}
+	if t.pend == nil {
+		t.pend = map[string]pendingWrite{}
 	}
-	_, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(key), value)
-	if err != nil {
-		return t.fail(err)
-	}
+	t.pend[key] = pendingWrite{value: append([]byte{}, value...)}
 	return nil
 }
 
@@ -852,9 +934,10 @@ func (t *pgTx) Delete(key string) error {
 	if key == "" {
 		return nil
 	}
-	if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.table+` WHERE key = $1`, []byte(key)); err != nil {
-		return t.fail(err)
+	if t.pend == nil {
+		t.pend = map[string]pendingWrite{}
 	}
+	t.pend[key] = pendingWrite{del: true}
 	return nil
 }
 
@@ -893,6 +976,12 @@ func (t *pgTx) Walk(prefix string, fn func(string) error) error {
 		if err != nil {
 			return t.fail(err)
 		}
+		full := len(keys) == walkPage
+		var upper []byte // the last key this page covers; nil: to hi
+		if full {
+			upper = []byte(keys[len(keys)-1])
+		}
+		keys = t.mergePending(keys, lo, hi, last, upper)
 		for _, k := range keys {
 			if err := fn(k); err != nil {
 				if errors.Is(err, ErrStop) {
@@ -904,11 +993,46 @@ func (t *pgTx) Walk(prefix string, fn func(string) error) error {
 				return t.p.wrap("transaction on", t.failed)
 			}
 		}
-		if len(keys) < walkPage {
+		if !full {
 			return nil
 		}
-		last = []byte(keys[len(keys)-1])
+		last = upper
 	}
+}
+
+// mergePending merges into keys (a page of the table's keys, sorted) the
+// pending writes in the page's range: after last (nil: from lo) and up to
+// upper included (nil: below hi, nil: no end). Pending deletes drop keys.
+func (t *pgTx) mergePending(keys []string, lo, hi, last, upper []byte) []string {
+	if len(t.pend) == 0 {
+		return keys
+	}
+	inRange := func(k string) bool {
+		b := []byte(k)
+		switch {
+		case bytes.Compare(b, lo) < 0, last != nil && bytes.Compare(b, last) <= 0:
+			return false
+		case upper != nil:
+			return bytes.Compare(b, upper) <= 0
+		default:
+			return hi == nil || bytes.Compare(b, hi) < 0
+		}
+	}
+	var added []string
+	for k, w := range t.pend {
+		if !w.del && inRange(k) {
+			added = append(added, k)
+		}
+	}
+	out := make([]string, 0, len(keys)+len(added))
+	for _, k := range append(keys, added...) {
+		if w, ok := t.pend[k]; ok && w.del {
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // prefixEnd returns the smallest key greater than every key that starts
@@ -939,6 +1063,9 @@ func (p *Postgres) Rewrite(ctx context.Context, fn func(src, dst Tx) error) erro
 		src.write = false // fn reads the old content and must not change it
 		err := fn(src, dst)
 		src.write = true
+		if err == nil {
+			dst.flush()
+		}
 		if dst.failed != nil {
 			return src.fail(dst.failed)
 		}

@@ -163,7 +163,23 @@ func TestPostgresStoreFailover(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(3 * time.Second)
+	// Wait for a few successes (a loaded machine may take seconds per
+	// command), for the outage to have something to interrupt.
+	successes := func(after time.Time) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range runs {
+			if r.code == 0 && r.at.After(after) {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(time.Minute); successes(time.Time{}) < 3 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
 	crashed = time.Now()
 	if err := primary.Crash(ctx); err != nil {
 		close(stop)
@@ -177,7 +193,9 @@ func TestPostgresStoreFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	started = time.Now()
-	time.Sleep(4 * time.Second)
+	for deadline := time.Now().Add(time.Minute); successes(started) < 3 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	close(stop)
 	wg.Wait()
 

@@ -110,7 +110,7 @@ type setting struct {
 }
 
 var globalSettings = []setting{
-	{"store", "store", "LESSOR_STORE", "the encrypted store: a file path, or a postgres:// URL (?schema=NAME, default lessor)"},
+	{"store", "store", "LESSOR_STORE", "the encrypted store: a file path, a postgres:// URL (?schema=NAME, default lessor) or a keyword/value string (host=… dbname=… schema=NAME)"},
 	{"key_file", "key-file", "LESSOR_KEY_FILE", "path of the unseal key file"},
 	{"format", "format", "LESSOR_FORMAT", "output format: table, json, yaml, env, dotenv, pgpass or dsn"},
 	{"unseal_key", "", "LESSOR_UNSEAL_KEY", "the unseal key itself, base64 (instead of a key file; for CI)"},
@@ -264,7 +264,7 @@ func (f *Factory) storePath() string {
 // with its password redacted.
 func (f *Factory) storeName() string {
 	raw := f.storePath()
-	if storage.LooksLikeURL(raw) {
+	if storage.LooksLikeURL(raw) || storage.IsPostgresURL(raw) {
 		return storage.RedactURL(raw)
 	}
 	return raw

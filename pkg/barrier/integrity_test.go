@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/lessorhq/lessor/pkg/pgtest"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -142,13 +143,78 @@ func TestRotateReencrypt(t *testing.T) {
 	}
 }
 
-// TestRecordSetTampering: records deleted, put back or replaced with plain
-// bbolt are found: those under core/ and sys/policy/ when the store is
-// opened, any other by Verify.
+// rawStore is a store as someone who may change it without the key sees
+// it: the file through plain bbolt, the PostgreSQL schema through SQL (a
+// database administrator).
+type rawStore struct {
+	phys storage.Store
+	get  func(key string) []byte
+	put  func(key string, value []byte)
+	del  func(key string)
+}
+
+// rawBackends gives, per backend, a new empty store with its raw access.
+func rawBackends() map[string]func(t *testing.T) rawStore {
+	return map[string]func(t *testing.T) rawStore{
+		"bolt": func(t *testing.T) rawStore {
+			phys := newBolt(t, t.TempDir())
+			return rawStore{
+				phys: phys,
+				get:  func(k string) []byte { return physGet(t, phys, k) },
+				put: func(k string, v []byte) {
+					plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Put([]byte(k), v) })
+				},
+				del: func(k string) {
+					plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Delete([]byte(k)) })
+				},
+			}
+		},
+		"postgres": func(t *testing.T) rawStore {
+			db := pgtest.Require(t).NewDatabase(t)
+			p, err := storage.CreatePostgres(ctx, db.URL, storage.PostgresOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Close)
+			conn := db.Conn(t)
+			exec := func(q string, args ...any) {
+				t.Helper()
+				if _, err := conn.Exec(ctx, q, args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return rawStore{
+				phys: p,
+				get: func(k string) []byte {
+					var v []byte
+					if err := conn.QueryRow(ctx, `SELECT value FROM lessor.kv WHERE key = $1`, []byte(k)).Scan(&v); err != nil {
+						t.Fatal(err)
+					}
+					return v
+				},
+				put: func(k string, v []byte) {
+					exec(`INSERT INTO lessor.kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(k), v)
+				},
+				del: func(k string) { exec(`DELETE FROM lessor.kv WHERE key = $1`, []byte(k)) },
+			}
+		},
+	}
+}
+
+// TestRecordSetTampering: records deleted, put back, replaced by an older
+// copy or altered behind the barrier's back (plain bbolt on the file, SQL
+// on the PostgreSQL schema) are found: those under core/ and sys/policy/
+// when the store is opened, any other by Verify.
 func TestRecordSetTampering(t *testing.T) {
-	setup := func(t *testing.T) (*storage.Bolt, *Barrier) {
-		phys := newBolt(t, t.TempDir())
-		b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) { testRecordSetTampering(t, newRaw) })
+	}
+}
+
+func testRecordSetTampering(t *testing.T, newRaw func(t *testing.T) rawStore) {
+	setup := func(t *testing.T) (rawStore, *Barrier) {
+		raw := newRaw(t)
+		b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,13 +223,13 @@ func TestRecordSetTampering(t *testing.T) {
 		if _, err := b.Verify(ctx, true); err != nil {
 			t.Fatal(err)
 		}
-		return phys, b
+		return raw, b
 	}
 	for _, key := range []string{"core/audit", "sys/policy/ops"} {
 		t.Run("delete "+key, func(t *testing.T) {
-			phys, _ := setup(t)
-			plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Delete([]byte(key)) })
-			_, err := Open(ctx, phys, testKey(t))
+			raw, _ := setup(t)
+			raw.del(key)
+			_, err := Open(ctx, raw.phys, testKey(t))
 			var te *TamperedError
 			if !errors.As(err, &te) || !te.Core || !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("open after deleting %s: %v", key, err)
@@ -171,17 +237,66 @@ func TestRecordSetTampering(t *testing.T) {
 		})
 	}
 	t.Run("replace core/audit with an older copy", func(t *testing.T) {
-		phys, b := setup(t)
-		old := physGet(t, phys, "core/audit")
+		raw, b := setup(t)
+		old := raw.get("core/audit")
 		put(t, b, "core/audit", `{}`)
-		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Put([]byte("core/audit"), old) })
-		if _, err := Open(ctx, phys, testKey(t)); !errors.As(err, new(*TamperedError)) {
+		raw.put("core/audit", old)
+		if _, err := Open(ctx, raw.phys, testKey(t)); !errors.As(err, new(*TamperedError)) {
 			t.Fatalf("open after restoring core/audit: %v", err)
 		}
 	})
+	t.Run("a token record replaced with an older ciphertext", func(t *testing.T) {
+		raw, b := setup(t)
+		old := raw.get("sys/token/id/abc")
+		put(t, b, "sys/token/id/abc", "token abc, renewed")
+		raw.put("sys/token/id/abc", old)
+		b2, err := Open(ctx, raw.phys, testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var te *TamperedError
+		if _, err := b2.Verify(ctx, false); !errors.As(err, &te) {
+			t.Fatalf("verify after the older ciphertext was put back: %v", err)
+		}
+	})
+	t.Run("a token record deleted", func(t *testing.T) {
+		raw, _ := setup(t)
+		raw.del("sys/token/id/abc")
+		b2, err := Open(ctx, raw.phys, testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var te *TamperedError
+		if _, err := b2.Verify(ctx, false); !errors.As(err, &te) {
+			t.Fatalf("verify after a record was deleted: %v", err)
+		}
+	})
+	t.Run("two records swapped", func(t *testing.T) {
+		raw, _ := setup(t)
+		a, c := raw.get("sys/token/id/abc"), raw.get("sys/token/accessor/xyz")
+		raw.put("sys/token/id/abc", c)
+		raw.put("sys/token/accessor/xyz", a)
+		b2, err := Open(ctx, raw.phys, testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b2.Verify(ctx, false); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("verify after two records were swapped: %v", err)
+		}
+	})
+	t.Run("a ciphertext byte flipped", func(t *testing.T) {
+		raw, b := setup(t)
+		v := raw.get("sys/token/id/abc")
+		v[len(v)/2] ^= 0x01
+		raw.put("sys/token/id/abc", v)
+		err := b.View(ctx, func(tx storage.Tx) error { _, err := tx.Get("sys/token/id/abc"); return err })
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read of a flipped record: %v", err)
+		}
+	})
 	t.Run("revoked token copied back", func(t *testing.T) {
-		phys, b := setup(t)
-		id, acc := physGet(t, phys, "sys/token/id/abc"), physGet(t, phys, "sys/token/accessor/xyz")
+		raw, b := setup(t)
+		id, acc := raw.get("sys/token/id/abc"), raw.get("sys/token/accessor/xyz")
 		err := b.Update(ctx, func(tx storage.Tx) error {
 			if err := tx.Delete("sys/token/id/abc"); err != nil {
 				return err
@@ -194,13 +309,9 @@ func TestRecordSetTampering(t *testing.T) {
 		if _, err := b.Verify(ctx, false); err != nil {
 			t.Fatalf("verify after the revocation: %v", err)
 		}
-		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error {
-			if err := bk.Put([]byte("sys/token/id/abc"), id); err != nil {
-				return err
-			}
-			return bk.Put([]byte("sys/token/accessor/xyz"), acc)
-		})
-		b2, err := Open(ctx, phys, testKey(t))
+		raw.put("sys/token/id/abc", id)
+		raw.put("sys/token/accessor/xyz", acc)
+		b2, err := Open(ctx, raw.phys, testKey(t))
 		if err != nil {
 			t.Fatal(err) // tokens are not checked on every open, only by Verify
 		}
@@ -220,9 +331,9 @@ func TestRecordSetTampering(t *testing.T) {
 		}
 	})
 	t.Run("the state record deleted", func(t *testing.T) {
-		phys, _ := setup(t)
-		plainBolt(t, phys.Path(), func(bk *bolt.Bucket) error { return bk.Delete([]byte("barrier/state")) })
-		if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+		raw, _ := setup(t)
+		raw.del("barrier/state")
+		if _, err := Open(ctx, raw.phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("open without the state record: %v", err)
 		}
 	})

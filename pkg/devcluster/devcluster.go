@@ -69,6 +69,15 @@ type Options struct {
 	MaxConnections int
 	// Rand is the source of the superuser password. Default crypto/rand.
 	Rand io.Reader
+	// Replication lets replicas (StartReplica) stream from the cluster:
+	// pg_hba.conf also accepts replication connections, with a password,
+	// from 127.0.0.1.
+	Replication bool
+	// SynchronousStandby names a replica (its StartReplica name) that
+	// every commit waits for (synchronous_standby_names, with
+	// synchronous_commit on): an acknowledged commit survives the
+	// primary's loss. Commits hang until that replica is attached.
+	SynchronousStandby string
 }
 
 // Cluster is a running throwaway cluster.
@@ -87,14 +96,24 @@ type Cluster struct {
 	OSUser string
 
 	cred *syscall.Credential // non-nil when the server runs as another OS user
+	opts Options
 }
 
 // FindBinDir returns a directory holding initdb and pg_ctl: the one on
-// $PATH when both are there together, else the newest
+// $PATH when both are there together (the one their links lead to, if
+// both lead to one), else the newest
 // /usr/lib/postgresql/*/bin.
 func FindBinDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
 		if q, err := exec.LookPath("pg_ctl"); err == nil && filepath.Dir(p) == filepath.Dir(q) {
+			// Links on $PATH (/usr/local/bin/initdb -> …/15/bin/initdb):
+			// the directory they lead to holds the other tools
+			// (pg_basebackup) of the same version.
+			rp, err1 := filepath.EvalSymlinks(p)
+			rq, err2 := filepath.EvalSymlinks(q)
+			if err1 == nil && err2 == nil && filepath.Dir(rp) == filepath.Dir(rq) {
+				return filepath.Dir(rp), nil
+			}
 			return filepath.Dir(p), nil
 		}
 	}
@@ -217,6 +236,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		User:    o.Superuser,
 		OSUser:  osUser,
 		cred:    cred,
+		opts:    o,
 	}
 	if c.User == "" {
 		c.User = "postgres"
@@ -250,7 +270,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := c.initdb(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.start(ctx, o.MaxConnections); err != nil {
+	if err := c.start(ctx, ""); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -278,9 +298,15 @@ func (c *Cluster) initdb(ctx context.Context) error {
 		"--pwfile="+pwFile, "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions")
 }
 
-func (c *Cluster) start(ctx context.Context, maxConns int) error {
+// start configures and starts the server on a free port; extra is more
+// configuration (a replica's primary_conninfo).
+func (c *Cluster) start(ctx context.Context, extra string) error {
 	// No trust, no socket: only a password over TCP from 127.0.0.1.
-	if err := c.rewriteDataFile("pg_hba.conf", "host all all 127.0.0.1/32 scram-sha-256\n"); err != nil {
+	hba := "host all all 127.0.0.1/32 scram-sha-256\n"
+	if c.opts.Replication {
+		hba += "host replication all 127.0.0.1/32 scram-sha-256\n"
+	}
+	if err := c.rewriteDataFile("pg_hba.conf", hba); err != nil {
 		return err
 	}
 	var lastErr error
@@ -298,9 +324,16 @@ synchronous_commit = off
 full_page_writes = off
 log_line_prefix = '%%m [%%p] %%q%%u@%%d '
 `, port)
-		if maxConns > 0 {
-			conf += fmt.Sprintf("max_connections = %d\n", maxConns)
+		if c.opts.MaxConnections > 0 {
+			conf += fmt.Sprintf("max_connections = %d\n", c.opts.MaxConnections)
 		}
+		if c.opts.Replication {
+			conf += "wal_level = replica\nmax_wal_senders = 10\n"
+		}
+		if c.opts.SynchronousStandby != "" {
+			conf += fmt.Sprintf("synchronous_commit = on\nsynchronous_standby_names = '%s'\n", c.opts.SynchronousStandby)
+		}
+		conf += extra
 		if err := c.rewriteDataFile("postgresql.auto.conf", conf); err != nil {
 			return err
 		}

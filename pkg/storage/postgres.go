@@ -1,16 +1,22 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgpassfile"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -37,10 +43,35 @@ var (
 )
 
 // IsPostgresURL reports whether s names a PostgreSQL store: a postgres://
-// or postgresql:// URL.
+// or postgresql:// URL, or a libpq keyword/value connection string
+// (IsPostgresKeywords).
 func IsPostgresURL(s string) bool {
 	l := strings.ToLower(s)
-	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://") || IsPostgresKeywords(s)
+}
+
+// libpqKeywords are the connection parameters a keyword/value string may
+// start with to be taken for one.
+var libpqKeywords = map[string]bool{
+	"host": true, "hostaddr": true, "port": true, "dbname": true, "user": true,
+	"password": true, "passfile": true, "service": true, "sslmode": true,
+	"target_session_attrs": true, "connect_timeout": true, "application_name": true,
+	"options": true, "sslrootcert": true, "sslcert": true, "sslkey": true, "schema": true,
+}
+
+// IsPostgresKeywords reports whether s is a libpq keyword/value connection
+// string ("host=db1,db2 dbname=ops user=lessor schema=lessor"): it starts
+// with one of libpq's connection keywords (or lessor's schema) and "=".
+// Such a value is never a file path; write ./host=x for a file of that
+// name.
+func IsPostgresKeywords(s string) bool {
+	s = strings.TrimLeft(s, " \t\n")
+	i := strings.IndexAny(s, "= \t\n")
+	if i <= 0 {
+		return false
+	}
+	rest := strings.TrimLeft(s[i:], " \t\n")
+	return libpqKeywords[s[:i]] && strings.HasPrefix(rest, "=")
 }
 
 // LooksLikeURL reports whether s has the form scheme://…, which is never
@@ -62,8 +93,21 @@ func LooksLikeURL(s string) bool {
 
 // RedactURL returns a store URL fit for messages: the password, in the
 // user part or in a password= parameter, is replaced by xxxxx. A value that
-// does not parse is reduced to its scheme.
+// does not parse is reduced to its scheme. A keyword/value string comes
+// back in that form, its password replaced.
 func RedactURL(raw string) string {
+	if IsPostgresKeywords(raw) && !LooksLikeURL(raw) {
+		kvs, err := parseKeywords(raw)
+		if err != nil {
+			return "(unparsable connection string)"
+		}
+		for i := range kvs {
+			if kvs[i].k == "password" {
+				kvs[i].v = "xxxxx"
+			}
+		}
+		return formatKeywords(kvs)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		if i := strings.Index(raw, "://"); i > 0 {
@@ -150,11 +194,17 @@ const maxIdle = 4
 // default DefaultPostgresSchema. Everything else is libpq's: several
 // hosts (host1:5432,host2:5432) with target_session_attrs=read-write,
 // sslmode, connect_timeout, and the password from the URL, a passfile=
-// parameter, PGPASSFILE or ~/.pgpass.
+// parameter, PGPASSFILE or ~/.pgpass ($HOME's).
+//
+// A keyword/value string (IsPostgresKeywords) works the same way, with the
+// schema as one more keyword: "host=a,b dbname=ops schema=team".
 func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 	name := RedactURL(raw)
 	if !IsPostgresURL(raw) {
 		return nil, "", fmt.Errorf("store %s: not a postgres:// or postgresql:// URL", name)
+	}
+	if IsPostgresKeywords(raw) {
+		return parsePostgresKeywords(raw, name)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -182,21 +232,173 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 		q.Set("connect_timeout", "10")
 	}
 	u.RawQuery = q.Encode()
-	cfg, err := pgx.ParseConfig(u.String())
+	return parseDriverConfig(u.String(), schema, name, q.Get("passfile"))
+}
+
+func parsePostgresKeywords(raw, name string) (*pgx.ConnConfig, string, error) {
+	kvs, err := parseKeywords(raw)
 	if err != nil {
-		// pgx's message quotes the URL (redacted, best effort); say
-		// only what was wrong.
-		var pe *pgconn.ParseConfigError
-		msg := "not a valid PostgreSQL URL"
-		if errors.As(err, &pe) && pe.Unwrap() == nil {
-			msg = "not a valid PostgreSQL URL"
+		return nil, "", fmt.Errorf("store %s: not a valid connection string: %v", name, err)
+	}
+	schema := DefaultPostgresSchema
+	var rest []keyValue
+	seen := map[string]bool{}
+	passfile := ""
+	for _, kv := range kvs {
+		seen[kv.k] = true
+		if kv.k == "passfile" {
+			passfile = kv.v
 		}
-		return nil, "", fmt.Errorf("store %s: %s", name, msg)
+		if kv.k == "schema" {
+			schema = kv.v
+			continue
+		}
+		rest = append(rest, kv)
+	}
+	if !validSchemaName(schema) {
+		return nil, "", fmt.Errorf("store %s: schema %q: use lower-case letters, digits and _ (at most 63), starting with a letter or _", name, schema)
+	}
+	if !seen["application_name"] {
+		rest = append(rest, keyValue{"application_name", "lessor"})
+	}
+	if !seen["connect_timeout"] {
+		rest = append(rest, keyValue{"connect_timeout", "10"})
+	}
+	return parseDriverConfig(formatKeywords(rest), schema, name, passfile)
+}
+
+func parseDriverConfig(conn, schema, name, passfile string) (*pgx.ConnConfig, string, error) {
+	cfg, err := pgx.ParseConfig(conn)
+	if err != nil {
+		// pgx's message quotes the connection string (redacted, best
+		// effort); say only what was wrong.
+		what := "URL"
+		if IsPostgresKeywords(conn) {
+			what = "connection string"
+		}
+		return nil, "", fmt.Errorf("store %s: not a valid PostgreSQL %s", name, what)
+	}
+	if cfg.Password == "" {
+		cfg.Password = passfilePassword(cfg, passfile)
 	}
 	// One round trip per statement and no named prepared statements, which
 	// poolers in transaction mode do not keep.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	return cfg, schema, nil
+}
+
+// passfilePassword finds the password for cfg's hosts in the passfile
+// (passfile=, else PGPASSFILE, else ~/.pgpass). pgx looks up only the
+// first host, and uses that password for every host; libpq looks up each.
+// With the first host down (the failover case) a passfile that lists only
+// the other would give no password, so the first host that has a line
+// gives it. The hosts of one store are one replicated cluster, with one
+// password per role.
+func passfilePassword(cfg *pgx.ConnConfig, passfile string) string {
+	if passfile == "" {
+		passfile = os.Getenv("PGPASSFILE")
+	}
+	if passfile == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ""
+		}
+		passfile = filepath.Join(home, ".pgpass")
+	}
+	pf, err := pgpassfile.ReadPassfile(passfile)
+	if err != nil {
+		return ""
+	}
+	hosts := []struct {
+		host string
+		port uint16
+	}{{cfg.Host, cfg.Port}}
+	for _, fb := range cfg.Fallbacks {
+		hosts = append(hosts, struct {
+			host string
+			port uint16
+		}{fb.Host, fb.Port})
+	}
+	for _, h := range hosts {
+		host := h.host
+		if strings.HasPrefix(host, "/") {
+			host = "localhost"
+		}
+		if pw := pf.FindPassword(host, strconv.Itoa(int(h.port)), cfg.Database, cfg.User); pw != "" {
+			return pw
+		}
+	}
+	return ""
+}
+
+type keyValue struct{ k, v string }
+
+// parseKeywords splits a libpq keyword/value string: keyword = value,
+// separated by spaces, a value either bare (backslash escapes the next
+// character) or in single quotes (with \' and \\).
+func parseKeywords(s string) ([]keyValue, error) {
+	var out []keyValue
+	space := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' }
+	i := 0
+	for {
+		for i < len(s) && space(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			return out, nil
+		}
+		j := i
+		for j < len(s) && s[j] != '=' && !space(s[j]) {
+			j++
+		}
+		key := s[i:j]
+		for j < len(s) && space(s[j]) {
+			j++
+		}
+		if key == "" || j == len(s) || s[j] != '=' {
+			return nil, fmt.Errorf("missing \"=\" after %q", key)
+		}
+		j++
+		for j < len(s) && space(s[j]) {
+			j++
+		}
+		var v strings.Builder
+		if j < len(s) && s[j] == '\'' {
+			j++
+			for ; ; j++ {
+				if j >= len(s) {
+					return nil, fmt.Errorf("unterminated quoted value of %q", key)
+				}
+				if s[j] == '\\' && j+1 < len(s) {
+					j++
+				} else if s[j] == '\'' {
+					j++
+					break
+				}
+				v.WriteByte(s[j])
+			}
+		} else {
+			for ; j < len(s) && !space(s[j]); j++ {
+				if s[j] == '\\' && j+1 < len(s) {
+					j++
+				}
+				v.WriteByte(s[j])
+			}
+		}
+		out = append(out, keyValue{key, v.String()})
+		i = j
+	}
+}
+
+// formatKeywords writes keyword/value pairs back, every value quoted.
+func formatKeywords(kvs []keyValue) string {
+	parts := make([]string, len(kvs))
+	for i, kv := range kvs {
+		v := strings.ReplaceAll(kv.v, `\`, `\\`)
+		v = strings.ReplaceAll(v, `'`, `\'`)
+		parts[i] = kv.k + "='" + v + "'"
+	}
+	return strings.Join(parts, " ")
 }
 
 func validSchemaName(s string) bool {
@@ -578,6 +780,9 @@ func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
+	if err := t.flush(); err != nil {
+		return &driverError{err}
+	}
 	err = tx.Commit(ctx)
 	tx = nil
 	if err != nil {
@@ -594,6 +799,67 @@ type pgTx struct {
 	write  bool
 	table  string // the qualified table it reads and writes
 	failed error  // the first error from the server; the transaction is aborted
+	// pend holds the transaction's writes until flush sends them in two
+	// statements: a round trip per Put would make a transaction that
+	// writes a thousand records (a reap batch) wait on a thousand round
+	// trips. Get and Walk see them.
+	pend map[string]pendingWrite
+	// read caches what Get read from the table (nil: absent), so that a
+	// record read again in the same transaction costs no round trip (the
+	// barrier reads a record's old value when it replaces it). The writers'
+	// lock keeps other lessor writers out for an Update, and a View reads
+	// one snapshot, so a second read would return the same.
+	read map[string][]byte
+}
+
+// maxReadCache bounds the records a transaction keeps in read: a View
+// that reads every lease must not hold them all.
+const maxReadCache = 4096
+
+type pendingWrite struct {
+	value []byte
+	del   bool
+}
+
+// flush sends the pending writes: one DELETE and one INSERT … ON
+// CONFLICT, keys in byte order so that two transactions lock rows in the
+// same order.
+func (t *pgTx) flush() error {
+	if t.failed != nil {
+		return t.failed
+	}
+	if len(t.pend) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(t.pend))
+	for k := range t.pend {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var dels, putKeys, putValues [][]byte
+	for _, k := range keys {
+		w := t.pend[k]
+		if w.del {
+			dels = append(dels, []byte(k))
+		} else {
+			putKeys, putValues = append(putKeys, []byte(k)), append(putValues, w.value)
+		}
+	}
+	t.pend = nil
+	if len(dels) > 0 {
+		if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.table+` WHERE key = ANY($1::bytea[])`, dels); err != nil {
+			t.failed = err
+			return err
+		}
+	}
+	if len(putKeys) > 0 {
+		if _, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, putKeys, putValues); err != nil {
+			t.failed = err
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *pgTx) fail(err error) error {
@@ -607,9 +873,19 @@ func (t *pgTx) Get(key string) ([]byte, error) {
 	if t.failed != nil {
 		return nil, t.p.wrap("transaction on", t.failed)
 	}
+	if w, ok := t.pend[key]; ok {
+		if w.del {
+			return nil, nil
+		}
+		return slices.Clone(w.value), nil
+	}
+	if v, ok := t.read[key]; ok {
+		return slices.Clone(v), nil
+	}
 	var v []byte
 	err := t.tx.QueryRow(t.ctx, `SELECT value FROM `+t.table+` WHERE key = $1`, []byte(key)).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
+		t.remember(key, nil)
 		return nil, nil
 	}
 	if err != nil {
@@ -618,7 +894,17 @@ func (t *pgTx) Get(key string) ([]byte, error) {
 	if v == nil {
 		v = []byte{}
 	}
-	return v, nil
+	t.remember(key, v)
+	return slices.Clone(v), nil
+}
+
+func (t *pgTx) remember(key string, v []byte) {
+	if t.read == nil {
+		t.read = map[string][]byte{}
+	}
+	if len(t.read) < maxReadCache {
+		t.read[key] = v
+	}
 }
 
 func (t *pgTx) Put(key string, value []byte) error {
@@ -631,14 +917,10 @@ func (t *pgTx) Put(key string, value []byte) error {
 	if key == "" {
 		return errors.New("put: empty key")
 	}
-	if value == nil {
-		value = []byte{}
+	if t.pend == nil {
+		t.pend = map[string]pendingWrite{}
 	}
-	_, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) VALUES ($1, $2)
-		ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, []byte(key), value)
-	if err != nil {
-		return t.fail(err)
-	}
+	t.pend[key] = pendingWrite{value: append([]byte{}, value...)}
 	return nil
 }
 
@@ -652,9 +934,10 @@ func (t *pgTx) Delete(key string) error {
 	if key == "" {
 		return nil
 	}
-	if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.table+` WHERE key = $1`, []byte(key)); err != nil {
-		return t.fail(err)
+	if t.pend == nil {
+		t.pend = map[string]pendingWrite{}
 	}
+	t.pend[key] = pendingWrite{del: true}
 	return nil
 }
 
@@ -693,6 +976,12 @@ func (t *pgTx) Walk(prefix string, fn func(string) error) error {
 		if err != nil {
 			return t.fail(err)
 		}
+		full := len(keys) == walkPage
+		var upper []byte // the last key this page covers; nil: to hi
+		if full {
+			upper = []byte(keys[len(keys)-1])
+		}
+		keys = t.mergePending(keys, lo, hi, last, upper)
 		for _, k := range keys {
 			if err := fn(k); err != nil {
 				if errors.Is(err, ErrStop) {
@@ -704,11 +993,46 @@ func (t *pgTx) Walk(prefix string, fn func(string) error) error {
 				return t.p.wrap("transaction on", t.failed)
 			}
 		}
-		if len(keys) < walkPage {
+		if !full {
 			return nil
 		}
-		last = []byte(keys[len(keys)-1])
+		last = upper
 	}
+}
+
+// mergePending merges into keys (a page of the table's keys, sorted) the
+// pending writes in the page's range: after last (nil: from lo) and up to
+// upper included (nil: below hi, nil: no end). Pending deletes drop keys.
+func (t *pgTx) mergePending(keys []string, lo, hi, last, upper []byte) []string {
+	if len(t.pend) == 0 {
+		return keys
+	}
+	inRange := func(k string) bool {
+		b := []byte(k)
+		switch {
+		case bytes.Compare(b, lo) < 0, last != nil && bytes.Compare(b, last) <= 0:
+			return false
+		case upper != nil:
+			return bytes.Compare(b, upper) <= 0
+		default:
+			return hi == nil || bytes.Compare(b, hi) < 0
+		}
+	}
+	var added []string
+	for k, w := range t.pend {
+		if !w.del && inRange(k) {
+			added = append(added, k)
+		}
+	}
+	out := make([]string, 0, len(keys)+len(added))
+	for _, k := range append(keys, added...) {
+		if w, ok := t.pend[k]; ok && w.del {
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // prefixEnd returns the smallest key greater than every key that starts
@@ -739,6 +1063,9 @@ func (p *Postgres) Rewrite(ctx context.Context, fn func(src, dst Tx) error) erro
 		src.write = false // fn reads the old content and must not change it
 		err := fn(src, dst)
 		src.write = true
+		if err == nil {
+			dst.flush()
+		}
 		if dst.failed != nil {
 			return src.fail(dst.failed)
 		}

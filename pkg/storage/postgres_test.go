@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
@@ -429,5 +431,87 @@ func TestStoreURLs(t *testing.T) {
 	}
 	if _, ok := cfg.RuntimeParams["schema"]; ok {
 		t.Fatal("schema= was passed on to the server")
+	}
+}
+
+// countingTracer counts the statements a connection sends.
+type countingTracer struct{ n atomic.Int64 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestPostgresRoundTrips: a transaction's writes go to the server in a
+// few statements at commit, not one per Put, and a record read twice is
+// fetched once; reads in the transaction see its own writes, across
+// Walk's pages.
+func TestPostgresRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newTestPostgres(t)
+	tr := &countingTracer{}
+	p.cfg.Tracer = tr
+	p.Close() // the next transaction connects with the tracer
+	p.closed = false
+	err := p.Update(ctx, func(tx Tx) error {
+		for i := range 2500 {
+			k := fmt.Sprintf("k/%04d", i)
+			if err := tx.Put(k, []byte("v")); err != nil {
+				return err
+			}
+			if v, err := tx.Get(k); err != nil || string(v) != "v" {
+				return fmt.Errorf("read own write %s: %q, %v", k, v, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tr.n.Load(); n > 10 {
+		t.Fatalf("2,500 puts took %d statements", n)
+	}
+	tr.n.Store(0)
+	var walked []string
+	err = p.Update(ctx, func(tx Tx) error {
+		for range 3 {
+			if _, err := tx.Get("k/0001"); err != nil {
+				return err
+			}
+		}
+		for _, k := range []string{"k/0500", "k/1999"} {
+			if err := tx.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, k := range []string{"k/0999a", "k/2499a", "j/0", "l/0"} {
+			if err := tx.Put(k, nil); err != nil {
+				return err
+			}
+		}
+		return tx.Walk("k/", func(k string) error { walked = append(walked, k); return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 2500 {
+		if i != 500 && i != 1999 {
+			want = append(want, fmt.Sprintf("k/%04d", i))
+		}
+		if i == 999 || i == 2499 {
+			want = append(want, fmt.Sprintf("k/%04da", i))
+		}
+	}
+	if strings.Join(walked, ",") != strings.Join(want, ",") {
+		t.Fatalf("walk saw %d keys, want %d", len(walked), len(want))
+	}
+	if n := tr.n.Load(); n > 12 {
+		t.Fatalf("three reads of one key, a walk of 3 pages and 6 writes took %d statements", n)
+	}
+	got := snapshot(t, p)
+	if _, ok := got["k/0500"]; len(got) != 2502 || ok {
+		t.Fatalf("after commit: %d keys", len(got))
 	}
 }

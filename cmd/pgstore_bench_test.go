@@ -100,8 +100,8 @@ func (s *benchStore) seed(n int, expireAt func(int) time.Time, user func(int) st
 	seedLeases(t, b, es[0], n, expireAt, user)
 }
 
-// spread is "median (min–max)" of ds.
-func spread(ds []time.Duration) string {
+// durSpread is "median (min–max)" of ds.
+func durSpread(ds []time.Duration) string {
 	return fmt.Sprintf("%s (%s–%s)", ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
 }
 
@@ -147,10 +147,10 @@ func TestBenchPGStore(t *testing.T) {
 		}
 	}
 	report(t, fmt.Sprintf("pg store: issue, floor / file / pg (median (min–max) of %d)", n),
-		spread(fl)+" / "+spread(fi)+" / "+spread(pi), "")
+		durSpread(fl)+" / "+durSpread(fi)+" / "+durSpread(pi), "")
 	report(t, "pg store: issue, pg / file, pg / floor", fmt.Sprintf("%.2fx, %.2fx", ratio(pi, fi), ratio(pi, fl)), "pg / floor <= 1.5x")
 	report(t, fmt.Sprintf("pg store: issue at %d leases vs 0", big),
-		fmt.Sprintf("%s vs %s = %.2fx", spread(bi), spread(pi), ratio(bi, pi)), "<= 1.2x")
+		fmt.Sprintf("%s vs %s = %.2fx", durSpread(bi), durSpread(pi), ratio(bi, pi)), "<= 1.2x")
 
 	reapN := 10000
 	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_REAP")); err == nil && v > 0 {
@@ -222,7 +222,7 @@ func TestBenchPGStore(t *testing.T) {
 	for _, c := range cases {
 		w := walls[c.label]
 		report(t, fmt.Sprintf("pg store: reap %d due (%s), median (min–max) of %d", reapN, c.label, reps),
-			fmt.Sprintf("%s, %.0f leases/s, %.2fx file", spread(w), float64(reapN)/median(w).Seconds(), ratio(w, base)), "<= 1x file (pg)")
+			fmt.Sprintf("%s, %.0f leases/s, %.2fx file", durSpread(w), float64(reapN)/median(w).Seconds(), ratio(w, base)), "<= 1x file (pg)")
 	}
 	report(t, "pg store: load at end", loadavg(), "")
 }

@@ -105,14 +105,6 @@ func durSpread(ds []time.Duration) string {
 	return fmt.Sprintf("%s (%s–%s)", ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
 }
 
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
-}
-
 // TestBenchPGStore: the PostgreSQL store against the file store and the
 // floor, in one run, interleaved:
 //   - issue latency, PostgreSQL store vs file store vs floor;

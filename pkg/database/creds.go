@@ -197,9 +197,16 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 			if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
 				return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))
 			}
+			return nil, cerr
 		}
 		// Otherwise the role may exist (say, the connection broke during
-		// COMMIT): the pending lease stays for reap to revoke.
+		// COMMIT) and carry this lease's mark, but nobody holds its
+		// password: the lease is due for revocation now, not adopted. If
+		// even that fails, the pending lease is adopted and revoked at
+		// its expiry.
+		if aerr := req.Leases.Abandon(context.WithoutCancel(ctx), prepared.ID); aerr != nil {
+			return nil, errors.Join(cerr, fmt.Errorf("abandon lease %s: %w", prepared.ID, aerr))
+		}
 		return nil, cerr
 	}
 	failpoint.Hit(failpoint.IssueAfterCreate)

@@ -45,6 +45,7 @@ type fakeLeases struct {
 	n         int
 	pending   map[string]*fakeLease
 	discarded []string
+	abandoned []string
 }
 
 type fakeLease struct {
@@ -91,6 +92,13 @@ func (l *fakeLeases) Discard(ctx context.Context, id string) error {
 	defer l.mu.Unlock()
 	delete(l.pending, id)
 	l.discarded = append(l.discarded, id)
+	return nil
+}
+
+func (l *fakeLeases) Abandon(ctx context.Context, id string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.abandoned = append(l.abandoned, id)
 	return nil
 }
 

@@ -346,6 +346,34 @@ func (r *Recorder) Discard(ctx context.Context, leaseID string) error {
 	})
 }
 
+// Abandon implements logical.LeaseRecorder. The issuer failed without
+// knowing whether the secret exists and handed nothing out: a pending
+// record would be adopted (its secret may well exist, with this lease's
+// mark), leaving a credential nobody holds alive until its TTL. Instead
+// the lease expires now, so that the next reap revokes it; revocation is
+// idempotent, so a secret that does not exist is no obstacle.
+func (r *Recorder) Abandon(ctx context.Context, leaseID string) error {
+	for i, id := range r.prepared {
+		if id == leaseID {
+			r.prepared = append(r.prepared[:i], r.prepared[i+1:]...)
+			break
+		}
+	}
+	now := r.m.now()
+	return r.m.store.Update(ctx, func(tx storage.Tx) error {
+		e, err := get(tx, leaseID)
+		if err != nil || e == nil {
+			return err
+		}
+		if e.State != StatePending {
+			return fmt.Errorf("abandon lease %s: it is %s, not pending", leaseID, e.State)
+		}
+		activate(e)
+		e.ExpireTime = now
+		return put(tx, e, now)
+	})
+}
+
 // Prepared returns the ids of the leases recorded and not discarded.
 func (r *Recorder) Prepared() []string { return append([]string(nil), r.prepared...) }
 

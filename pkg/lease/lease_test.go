@@ -525,6 +525,33 @@ func TestReapAdoptsPendingWhoseSecretExists(t *testing.T) {
 	}
 }
 
+// An issuer that failed without knowing whether its secret exists
+// abandons the pending lease: the next reap revokes it at once, even though
+// the secret exists with its mark, instead of adopting it.
+func TestReapRevokesAbandonedPending(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.live[p.ID] = true
+	if err := rec.Abandon(ctx, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Prepared()) != 0 {
+		t.Fatalf("still prepared: %v", rec.Prepared())
+	}
+	sum, err := m.Reap(ctx, ReapOptions{})
+	if err != nil || sum.Revoked != 1 || sum.Adopted != 0 || len(be.revoked) != 1 || be.revoked[0] != p.ID {
+		t.Fatalf("reap after abandon: %+v %v %v", sum, err, be.revoked)
+	}
+	if err := rec.Abandon(ctx, p.ID); err != nil {
+		t.Fatalf("abandon a lease already gone: %v", err)
+	}
+}
+
 // When the backend cannot tell whether a pending lease's secret exists,
 // reap neither revokes nor adopts it: it asks again after a backoff, for
 // ever, and once the backend answers, adopts it.

@@ -222,6 +222,10 @@ type LeaseRecorder interface {
 	// Discard removes a pending record whose secret was certainly never
 	// created (its transaction rolled back).
 	Discard(ctx context.Context, leaseID string) error
+	// Abandon gives up a pending record whose secret may exist (the
+	// outcome of its creation is unknown) but was never handed out: the
+	// lease becomes due for revocation now instead of being adopted.
+	Abandon(ctx context.Context, leaseID string) error
 }
 
 // SystemView is what a backend may ask of the system.

@@ -118,7 +118,13 @@ func parseAST(text string) (file *ast.File, isJSON bool, err error) {
 			file, err = nil, &ParseError{Msg: fmt.Sprintf("malformed policy: %v", r)}
 		}
 	}()
-	file, err = hcl.ParseString(text)
+	if isJSON {
+		file, err = hcl.ParseString(text)
+	} else {
+		// Duplicate keys are found below, with the path they are in; the
+		// parser's own check would only name the key.
+		file, err = hclparser.ParseDontErrorOnDuplicateKeys([]byte(text))
+	}
 	if err != nil {
 		var pe *hclparser.PosError
 		if errors.As(err, &pe) {

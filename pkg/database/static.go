@@ -372,6 +372,10 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 		return logical.Errorf("role %q does not exist in PostgreSQL: a static role manages an existing login (create it first)", r.Username)
 	case strings.HasPrefix(info.Comment, CommentPrefix):
 		return logical.Errorf("role %q belongs to a lease (lessor created it for dynamic credentials); a static role cannot manage it", r.Username)
+	case info.AlterDenied != "" && len(r.RotationStatements) == 0:
+		// Custom rotation statements may set the password some other way
+		// (a SECURITY DEFINER function, say): their first run tells.
+		return logical.Errorf("static role %q: %s", name, info.AlterDenied)
 	}
 
 	if skip {

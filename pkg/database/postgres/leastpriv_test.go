@@ -266,3 +266,72 @@ func TestServerVersionKnown(t *testing.T) {
 		t.Errorf("version = %d, want %d", f.db.version, want)
 	}
 }
+
+// A static role's password is set by the admin with ALTER ROLE, which
+// PostgreSQL allows a CREATEROLE admin on any ordinary role up to 15, and
+// from 16 only on roles it holds ADMIN OPTION on. LookupRole says so
+// before lessor manages the role, with the fix; a refused rotation says
+// the same; once the fix is applied the password changes and logs in.
+func TestLeastPrivilegeStaticPassword(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		login, super, repl := newName(t, "s-app"), newName(t, "s-super"), newName(t, "s-repl")
+		f.s.DropRolesAtCleanup(t, login, super, repl)
+		id, adm := pgx.Identifier{login}.Sanitize(), pgx.Identifier{f.adminUser}.Sanitize()
+		f.d.Exec(t, fmt.Sprintf(`CREATE ROLE %s LOGIN; CREATE ROLE %s LOGIN SUPERUSER; CREATE ROLE %s LOGIN REPLICATION`,
+			id, pgx.Identifier{super}.Sanitize(), pgx.Identifier{repl}.Sanitize()))
+		createRole := f.adminUser != f.s.User
+		needsGrant := createRole && f.db.version >= 160000
+
+		ri, err := f.db.LookupRole(f.ctx, login)
+		if err != nil || !ri.Exists || !ri.CanLogin {
+			t.Fatalf("LookupRole(%s) = %+v, %v", login, ri, err)
+		}
+		wantDenied := ""
+		if needsGrant {
+			wantDenied = fmt.Sprintf("admin %s lacks ADMIN OPTION on %s, which setting its password needs on PostgreSQL 16 and later; fix: as a superuser, GRANT %s TO %s WITH ADMIN OPTION", adm, id, id, adm)
+		}
+		if ri.AlterDenied != wantDenied {
+			t.Fatalf("AlterDenied = %q\nwant %q", ri.AlterDenied, wantDenied)
+		}
+		pw := "Static-pw-" + newName(t, "x")[2:14]
+		err = f.db.SetPassword(f.ctx, login, pw, nil)
+		if needsGrant {
+			var pe *PrivilegeError
+			if err == nil || !errors.As(err, &pe) || !strings.Contains(err.Error(), "fix: as a superuser, GRANT "+id+" TO "+adm+" WITH ADMIN OPTION") {
+				t.Fatalf("SetPassword without ADMIN OPTION: %v", err)
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Fatal("the error holds the password")
+			}
+			f.d.Exec(t, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", id, adm))
+			if ri, err := f.db.LookupRole(f.ctx, login); err != nil || ri.AlterDenied != "" {
+				t.Fatalf("after the fix: %+v, %v", ri, err)
+			}
+			err = f.db.SetPassword(f.ctx, login, pw, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.s.CanLogin(f.ctx, login, pw, f.d.Name); err != nil {
+			t.Fatalf("the new password does not log in: %v", err)
+		}
+
+		// A superuser's password is out of a CREATEROLE admin's reach on
+		// every version; a REPLICATION role's up to 15.
+		ri, err = f.db.LookupRole(f.ctx, super)
+		if err != nil || (ri.AlterDenied != "") != createRole {
+			t.Fatalf("LookupRole(superuser) = %+v, %v", ri, err)
+		}
+		if needsGrant {
+			f.d.Exec(t, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", pgx.Identifier{repl}.Sanitize(), adm))
+		}
+		ri, err = f.db.LookupRole(f.ctx, repl)
+		if err != nil || (ri.AlterDenied != "") != (createRole && f.db.version < 160000) {
+			t.Fatalf("LookupRole(replication) = %+v, %v", ri, err)
+		}
+		err = f.db.SetPassword(f.ctx, repl, pw, nil)
+		if (err != nil) != (ri.AlterDenied != "") {
+			t.Fatalf("SetPassword(replication role) = %v, though LookupRole said %q", err, ri.AlterDenied)
+		}
+	})
+}

@@ -24,6 +24,9 @@ type RoleInfo struct {
 	CanLogin bool
 	// Comment is the role's COMMENT ON ROLE, "" when it has none.
 	Comment string
+	// AlterDenied, when not "", says why the admin may not set the role's
+	// password with ALTER ROLE, and how to fix it.
+	AlterDenied string
 }
 
 // LookupRole reads whether a role exists, whether it may log in, and its
@@ -39,16 +42,52 @@ func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error)
 	if err != nil {
 		return ri, db.redact(err)
 	}
-	err = db.queryRow(ctx, conn, `SELECT rolcanlogin, coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`,
-		[]any{username}, &ri.CanLogin, &ri.Comment)
+	var p alterPrivileges
+	err = db.queryRow(ctx, conn, `
+SELECT r.rolcanlogin, coalesce(shobj_description(r.oid, 'pg_authid'), ''),
+       r.rolsuper, r.rolreplication, a.rolname, a.rolsuper, a.rolcreaterole,
+       pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), current_setting('server_version_num')::int
+FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
+		[]any{username}, &ri.CanLogin, &ri.Comment,
+		&p.targetSuper, &p.targetReplication, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return RoleInfo{}, nil
 	}
 	if err != nil {
 		return ri, db.redact(fmt.Errorf("look up role %s: %w", username, err))
 	}
-	ri.Exists = true
+	p.target = username
+	ri.Exists, ri.AlterDenied = true, p.denied()
 	return ri, nil
+}
+
+// alterPrivileges is what decides whether the admin may set a role's
+// password: PostgreSQL's rules for ALTER ROLE … PASSWORD differ by version.
+type alterPrivileges struct {
+	target, admin                  string
+	targetSuper, targetReplication bool
+	adminSuper, adminCreateRole    bool
+	adminOption                    bool // ADMIN OPTION on the target, direct or inherited
+	version                        int
+}
+
+// denied says why the admin may not set the target's password, with the
+// statement that fixes it, or "" when it may.
+func (p alterPrivileges) denied() string {
+	admin, target := pgx.Identifier{p.admin}.Sanitize(), pgx.Identifier{p.target}.Sanitize()
+	switch {
+	case p.adminSuper:
+		return ""
+	case p.targetSuper:
+		return fmt.Sprintf("role %s is a superuser, whose password only a superuser admin may set", target)
+	case !p.adminCreateRole:
+		return fmt.Sprintf("admin %s lacks CREATEROLE, which setting another role's password needs; fix: ALTER ROLE %s CREATEROLE", admin, admin)
+	case p.version < 160000 && p.targetReplication:
+		return fmt.Sprintf("role %s has REPLICATION, whose password only a superuser admin may set before PostgreSQL 16", target)
+	case p.version >= 160000 && !p.adminOption:
+		return fmt.Sprintf("admin %s lacks ADMIN OPTION on %s, which setting its password needs on PostgreSQL 16 and later; fix: as a superuser, GRANT %s TO %s WITH ADMIN OPTION", admin, target, target, admin)
+	}
+	return ""
 }
 
 // SetPassword gives an existing role a new password with statements
@@ -82,9 +121,22 @@ func (db *DB) SetPassword(ctx context.Context, username, password string, statem
 	}
 	err = db.inTx(ctx, conn, func(tx pgx.Tx) error { return db.execEach(ctx, tx, "rotation", stmts) })
 	if err != nil {
-		return db.redact(fmt.Errorf("set password of %s: %w", username, err))
+		return db.redact(fmt.Errorf("set password of %s: %w", username, passwordAdminHint(err, username, db.cfg.Username, db.version)))
 	}
 	return nil
+}
+
+// passwordAdminHint adds to a refused password change what the admin
+// needs, and the statement that gives it.
+func passwordAdminHint(err error, role, admin string, version int) error {
+	if sqlState(err) != "42501" {
+		return err
+	}
+	r, a := pgx.Identifier{role}.Sanitize(), pgx.Identifier{admin}.Sanitize()
+	if version >= 160000 {
+		return &PrivilegeError{msg: fmt.Sprintf("%v; setting another role's password needs CREATEROLE and ADMIN OPTION on it from PostgreSQL 16; fix: as a superuser, GRANT %s TO %s WITH ADMIN OPTION", err, r, a), err: err}
+	}
+	return &PrivilegeError{msg: fmt.Sprintf("%v; setting another role's password needs CREATEROLE (and a superuser for a SUPERUSER or REPLICATION role); fix: ALTER ROLE %s CREATEROLE", err, a), err: err}
 }
 
 // LoginResult says what PostgreSQL made of a password.
@@ -221,7 +273,7 @@ func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []erro
 				if !errors.As(err, &pgErr) {
 					return err
 				}
-				errs[i] = db.redact(fmt.Errorf("set password of %s: rotation statements: %w", c.Username, err))
+				errs[i] = db.redact(fmt.Errorf("set password of %s: rotation statements: %w", c.Username, passwordAdminHint(err, c.Username, db.cfg.Username, db.version)))
 				if rerr := db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT lessor_rotation"); rerr != nil {
 					return rerr
 				}

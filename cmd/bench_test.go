@@ -52,6 +52,9 @@ type benchRig struct {
 	crAdm     string // a CREATEROLE admin, once createRoleAdmin made it
 	admConn   *pgx.Conn
 	storeIDs  []string // of every store made, to find their roles
+	// floorPrefix starts the names of the floor's roles: this run's own,
+	// so that clean-up leaves other runs' roles alone.
+	floorPrefix string
 }
 
 // benchStore is one initialised lessor store with the database engine
@@ -81,7 +84,7 @@ func requireBench(t *testing.T) *benchRig {
 	if err != nil {
 		t.Fatalf("database url: %v", err)
 	}
-	r := &benchRig{t: t, adminURL: u, bin: benchBinaries(t)}
+	r := &benchRig{t: t, adminURL: u, bin: benchBinaries(t), floorPrefix: "floor-" + randID()[:8] + "-"}
 	ctx := context.Background()
 	sfx := fmt.Sprintf("%08x", rand.Uint32())
 	r.dbName = "lessor_bench_" + sfx
@@ -184,12 +187,11 @@ func (r *benchRig) cleanup() {
 	}
 	// Only this run's roles: other tests may be issuing roles on the same
 	// server right now.
-	var patterns []string
+	patterns := []string{r.floorPrefix + "%"}
 	for _, id := range r.storeIDs {
 		patterns = append(patterns, database.CommentPrefix+`{"store":"`+id+`"%`, "bench-%-"+id[:8]+"-%")
 	}
-	rows, err := root.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'floor-%'
-		OR shobj_description(oid, 'pg_authid') LIKE ANY($1) OR rolname LIKE ANY($1)`, patterns)
+	rows, err := root.Query(ctx, `SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') LIKE ANY($1) OR rolname LIKE ANY($1)`, patterns)
 	if err != nil {
 		r.t.Logf("cleanup: %v", err)
 		return
@@ -421,7 +423,7 @@ func (s *benchStore) lessor(args ...string) string {
 
 func (r *benchRig) floor() procRun {
 	return timed(os.Environ(), filepath.Join(r.bin, "floor"), r.url(r.lessorAdm, "bench-admin-pw", r.dbName),
-		"GRANT "+ident(r.group)+" TO {{name}}")
+		"GRANT "+ident(r.group)+" TO {{name}}", r.floorPrefix)
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -6,10 +6,11 @@
 // no token, no lease record). cmd/bench_test.go builds it and divides
 // lessor's time by its time.
 //
-// Usage: floor URL GRANT_SQL
+// Usage: floor URL GRANT_SQL PREFIX
 //
 // GRANT_SQL is run as is after CREATE ROLE, with {{name}} replaced by the
-// quoted role name.
+// quoted role name; the role's name is PREFIX and random hex, so that a
+// benchmark's clean-up drops its own roles and no other run's.
 package main
 
 import (
@@ -29,23 +30,23 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: floor URL GRANT_SQL")
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: floor URL GRANT_SQL PREFIX")
 		os.Exit(1)
 	}
-	if err := run(os.Args[1], os.Args[2]); err != nil {
+	if err := run(os.Args[1], os.Args[2], os.Args[3]); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(2)
 	}
 }
 
-func run(url, grant string) error {
+func run(url, grant, prefix string) error {
 	ctx := context.Background()
 	// The same amount of randomness and hashing lessor spends on a
 	// credential: a random name and password, a SCRAM verifier.
 	raw := make([]byte, 26)
 	rand.Read(raw)
-	name := "floor-" + hex.EncodeToString(raw[:10])
+	name := prefix + hex.EncodeToString(raw[:10])
 	password := base64.RawURLEncoding.EncodeToString(raw[10:])
 	verifier, err := scram(password)
 	if err != nil {

@@ -44,6 +44,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/token"
+	"github.com/lessorhq/lessor/pkg/vaultwire"
 )
 
 // Defaults, as Vault's CLI has them where it has one.
@@ -519,38 +520,6 @@ func (c *Client) connError(ctx context.Context, err error) error {
 	return e
 }
 
-// envelope is Vault's response body.
-type envelope struct {
-	RequestID     string         `json:"request_id"`
-	LeaseID       string         `json:"lease_id"`
-	Renewable     bool           `json:"renewable"`
-	LeaseDuration int64          `json:"lease_duration"`
-	Data          map[string]any `json:"data"`
-	Warnings      []string       `json:"warnings"`
-	Auth          *authEnvelope  `json:"auth"`
-	// Connection is lessor's own key: where a database credential logs
-	// in (logical.Response.Connection), which Vault's envelope has no
-	// place for.
-	Connection *struct {
-		Host     string `json:"host"`
-		Port     uint16 `json:"port"`
-		Database string `json:"database"`
-	} `json:"lessor_connection"`
-}
-
-type authEnvelope struct {
-	ClientToken      string            `json:"client_token"`
-	Accessor         string            `json:"accessor"`
-	Policies         []string          `json:"policies"`
-	TokenPolicies    []string          `json:"token_policies"`
-	IdentityPolicies []string          `json:"identity_policies"`
-	Metadata         map[string]string `json:"metadata"`
-	Orphan           bool              `json:"orphan"`
-	EntityID         string            `json:"entity_id"`
-	LeaseDuration    int64             `json:"lease_duration"`
-	Renewable        bool              `json:"renewable"`
-}
-
 // unmarshal decodes JSON keeping numbers as json.Number, as the local
 // pipeline keeps integers exact.
 func unmarshal(b []byte, v any) error {
@@ -576,28 +545,14 @@ func (c *Client) decode(req *logical.Request, hresp *http.Response, body []byte)
 	if req.Operation == logical.HelpOperation {
 		return c.decodeHelp(hresp, body)
 	}
-	var env envelope
+	var env vaultwire.Response
 	if err := unmarshal(body, &env); err != nil {
 		return nil, c.unexpected(hresp, "Vault's JSON response")
 	}
 	if env.RequestID != "" {
 		req.ID = env.RequestID
 	}
-	resp := &logical.Response{Data: env.Data, Warnings: env.Warnings}
-	if env.LeaseID != "" || env.LeaseDuration != 0 {
-		resp.Secret = &logical.Secret{LeaseID: env.LeaseID, TTL: time.Duration(env.LeaseDuration) * time.Second, Renewable: env.Renewable}
-	}
-	if a := env.Auth; a != nil {
-		resp.Auth = &logical.Auth{
-			ClientToken: a.ClientToken, Accessor: a.Accessor,
-			Policies: a.Policies, TokenPolicies: a.TokenPolicies, IdentityPolicies: a.IdentityPolicies,
-			Metadata: a.Metadata, Orphan: a.Orphan, EntityID: a.EntityID,
-			LeaseDuration: time.Duration(a.LeaseDuration) * time.Second, Renewable: a.Renewable,
-		}
-	}
-	if cn := env.Connection; cn != nil {
-		resp.Connection = &logical.Connection{Host: cn.Host, Port: cn.Port, Database: cn.Database}
-	}
+	resp := env.Logical()
 	return resp, nil
 }
 

@@ -7,74 +7,13 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 	"github.com/lessorhq/lessor/pkg/token"
+	"github.com/lessorhq/lessor/pkg/vaultwire"
 )
-
-// envelope is Vault's response body, every key always present.
-type envelope struct {
-	RequestID     string         `json:"request_id"`
-	LeaseID       string         `json:"lease_id"`
-	Renewable     bool           `json:"renewable"`
-	LeaseDuration int64          `json:"lease_duration"`
-	Data          map[string]any `json:"data"`
-	WrapInfo      any            `json:"wrap_info"`
-	Warnings      []string       `json:"warnings"`
-	Auth          *authEnvelope  `json:"auth"`
-	MountType     string         `json:"mount_type"`
-	// Connection is lessor's own (see the package comment).
-	Connection *connectionEnvelope `json:"lessor_connection,omitempty"`
-}
-
-type authEnvelope struct {
-	ClientToken      string            `json:"client_token"`
-	Accessor         string            `json:"accessor"`
-	Policies         []string          `json:"policies"`
-	TokenPolicies    []string          `json:"token_policies"`
-	IdentityPolicies []string          `json:"identity_policies"`
-	Metadata         map[string]string `json:"metadata"`
-	LeaseDuration    int64             `json:"lease_duration"`
-	Renewable        bool              `json:"renewable"`
-	EntityID         string            `json:"entity_id"`
-	TokenType        string            `json:"token_type"`
-	Orphan           bool              `json:"orphan"`
-	MFARequirement   any               `json:"mfa_requirement"`
-	NumUses          int               `json:"num_uses"`
-}
-
-type connectionEnvelope struct {
-	Host     string `json:"host,omitempty"`
-	Port     uint16 `json:"port,omitempty"`
-	Database string `json:"database,omitempty"`
-}
-
-func seconds(d time.Duration) int64 { return int64(d / time.Second) }
-
-func newEnvelope(req *logical.Request, resp *logical.Response) *envelope {
-	e := &envelope{RequestID: req.ID, Data: resp.Data, MountType: req.MountType}
-	if len(resp.Warnings) > 0 {
-		e.Warnings = resp.Warnings
-	}
-	if s := resp.Secret; s != nil {
-		e.LeaseID, e.Renewable, e.LeaseDuration = s.LeaseID, s.Renewable, seconds(s.TTL)
-	}
-	if a := resp.Auth; a != nil {
-		e.Auth = &authEnvelope{
-			ClientToken: a.ClientToken, Accessor: a.Accessor,
-			Policies: a.Policies, TokenPolicies: a.TokenPolicies, IdentityPolicies: a.IdentityPolicies,
-			Metadata: a.Metadata, LeaseDuration: seconds(a.LeaseDuration), Renewable: a.Renewable,
-			EntityID: a.EntityID, TokenType: "service", Orphan: a.Orphan,
-		}
-	}
-	if c := resp.Connection; c != nil && (c.Host != "" || c.Port != 0 || c.Database != "") {
-		e.Connection = &connectionEnvelope{Host: c.Host, Port: c.Port, Database: c.Database}
-	}
-	return e
-}
 
 // topLevelData are the sys paths whose data keys Vault also copies next
 // to "data", for clients older than the envelope.
@@ -120,7 +59,7 @@ func (s *Server) respond(w http.ResponseWriter, req *logical.Request, op logical
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	body, err := json.Marshal(newEnvelope(req, resp))
+	body, err := json.Marshal(vaultwire.FromLogical(req.ID, req.MountType, resp))
 	if err == nil && topLevelData(req.Path) && len(resp.Data) > 0 {
 		body, err = withTopLevel(body, resp.Data)
 	}

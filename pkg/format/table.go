@@ -159,6 +159,11 @@ func renderColumns(lines [][]string) []byte {
 		tablewriter.WithTrimSpace(tw.Off),
 	)
 	for _, l := range lines {
+		// A tab is drawn as four spaces, so that the columns after it
+		// line up whatever the terminal's tab stops.
+		for i, c := range l {
+			l[i] = strings.ReplaceAll(c, "\t", "    ")
+		}
 		// Append fails only for streaming tables or mismatched struct
 		// input; neither can happen with [][]string of equal width.
 		_ = t.Append(l)

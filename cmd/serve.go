@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -257,8 +258,9 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { ret
 
 // listenUnix listens on a Unix socket with the given mode. A socket left
 // by an earlier run is removed; any other file there is refused. The
-// socket is created under a umask that lets nobody else in before its
-// mode is set.
+// socket is bound inside a fresh directory of mode 0700 beside path, so
+// that nobody else can connect before its mode is set, then renamed into
+// place: the process umask, which every goroutine shares, stays as it is.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -268,17 +270,41 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("-unix %s: remove the old socket: %w", path, unwrapPathError(err))
 		}
 	}
-	old := syscall.Umask(0o177)
-	l, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".lessor-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("-unix %s: %w", path, err)
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, mode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
 	}
-	return l, nil
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
+	}
+	return &unlinkingListener{UnixListener: ul, path: path}, nil
+}
+
+// unlinkingListener removes its socket's path when closed, as a
+// listener bound at that path would.
+type unlinkingListener struct {
+	*net.UnixListener
+	path string
+	once sync.Once
+}
+
+func (l *unlinkingListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() { os.Remove(l.path) })
+	return err
 }
 
 // runServe opens the store, listens, serves and reaps until ctx ends (the

@@ -557,3 +557,52 @@ func TestServeReapsBesideCron(t *testing.T) {
 		t.Fatalf("the server's reaper revoked nothing (the cron reap did it all); log:\n%s", logs)
 	}
 }
+
+// processUmask reads the process umask without changing it.
+func processUmask(t *testing.T) string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Skip("/proc/self/status has no Umask line")
+	return ""
+}
+
+// Listening on a Unix socket never changes the process umask, which
+// every goroutine shares: a file created meanwhile elsewhere in the
+// process (a binary built by a parallel test, say) would get the wrong
+// mode.
+func TestListenUnixLeavesUmask(t *testing.T) {
+	want := processUmask(t)
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 300 {
+			l, err := listenUnix(sock, 0o600)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			l.Close()
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+				t.Errorf("socket left after Close: %v", err)
+			}
+			return
+		default:
+		}
+		if got := processUmask(t); got != want {
+			t.Fatalf("umask changed to %s while listening (was %s)", got, want)
+		}
+	}
+}

@@ -951,6 +951,48 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 	return openRecord(t.ring, t.b.storeID, key, sealed)
 }
 
+// GetMany implements storage.ManyGetter: the physical store reads the
+// keys in one call where it can, and each value is opened as Get opens it.
+func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+	}
+	sealed, err := storage.GetMany(t.tx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	for i, s := range sealed {
+		if s == nil {
+			continue
+		}
+		if term, ok := recordTerm(s); ok && t.ring.terms[term] == nil && !t.fresh {
+			if t.ring, err = t.b.loadRing(t.tx); err != nil {
+				return nil, err
+			}
+			t.fresh = true
+		}
+		if out[i], err = openRecord(t.ring, t.b.storeID, keys[i], s); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Prefetch implements storage.Prefetcher: the physical store reads the
+// sealed values ahead (if it gains by it), for the Gets, Puts and Deletes
+// to come, which open or replace them.
+func (t *sealedTx) Prefetch(keys []string) error {
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+	}
+	return storage.Prefetch(t.tx, keys)
+}
+
 func (t *sealedTx) Put(key string, value []byte) error {
 	if err := checkKey(key); err != nil {
 		return err
@@ -991,15 +1033,14 @@ func (t *sealedTx) Delete(key string) error {
 		return t.tx.Delete(key)
 	}
 	old, err := t.tx.Get(key)
-	if err != nil {
+	if err != nil || old == nil {
+		// Deleting an absent key changes nothing.
 		return err
 	}
 	if err := t.tx.Delete(key); err != nil {
 		return err
 	}
-	if old != nil {
-		t.track(key, old, nil)
-	}
+	t.track(key, old, nil)
 	return nil
 }
 

@@ -78,6 +78,124 @@ type Bolt struct {
 
 	mu     sync.Mutex // guards layout
 	layout layoutCache
+
+	// released is closed, and replaced, whenever a transaction of this
+	// handle gives its lock back: the goroutines of this process that wait
+	// for the lock (a server runs many transactions at once) retry then,
+	// rather than at their next poll, which backs off up to 20 ms.
+	relMu    sync.Mutex
+	released chan struct{}
+
+	hmu     sync.Mutex // guards holding and held
+	holding bool
+	held    *heldFile
+}
+
+// releaseSignal returns the channel that the next release of a lock by
+// this handle closes.
+func (b *Bolt) releaseSignal() <-chan struct{} {
+	b.relMu.Lock()
+	defer b.relMu.Unlock()
+	if b.released == nil {
+		b.released = make(chan struct{})
+	}
+	return b.released
+}
+
+// noteRelease wakes the goroutines waiting for the lock.
+func (b *Bolt) noteRelease() {
+	b.relMu.Lock()
+	defer b.relMu.Unlock()
+	if b.released != nil {
+		close(b.released)
+		b.released = nil
+	}
+}
+
+// heldFile is the opening of the file that View transactions share while
+// the store is held (see Hold).
+type heldFile struct {
+	db    *bolt.DB
+	f     *os.File
+	l     *layout
+	users int  // Views running on it
+	done  bool // the hold ended while Views ran: the last one closes it
+}
+
+func (h *heldFile) close() {
+	defer func() {
+		if p := recover(); p != nil {
+			h.f.Close() // it holds the flock
+		}
+	}()
+	_ = h.db.Close()
+	h.l.close()
+}
+
+// Hold makes the View transactions that follow share one opening of the
+// file (its shared lock, its mapping, the check of its structure) until
+// release is called or an Update begins, instead of each opening, locking
+// and mapping it again: a command reads the store two or three times
+// (the barrier's header, the token and its policies) before it writes or
+// calls anything else. While the store is held, no other process can
+// commit, so the caller must release it before it waits for anything
+// (the network, a prompt). release may be called more than once.
+func (b *Bolt) Hold() (release func()) {
+	b.hmu.Lock()
+	b.holding = true
+	b.hmu.Unlock()
+	return b.endHold
+}
+
+func (b *Bolt) endHold() {
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	b.holding = false
+	if h := b.held; h != nil {
+		b.held = nil
+		if h.users == 0 {
+			h.close()
+			b.noteRelease()
+		} else {
+			h.done = true
+		}
+	}
+}
+
+// heldView returns the shared opening of the file for a View while the
+// store is held, opening it if need be, and the function that gives it
+// back; nil if the store is not held.
+func (b *Bolt) heldView(ctx context.Context) (*heldFile, func(broken bool), error) {
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if !b.holding || b.held != nil && b.held.users > 0 {
+		// Not held; or a View runs on the shared opening already (one
+		// nested in another, or on another goroutine): this one opens
+		// the file for itself, as without a hold.
+		return nil, nil, nil
+	}
+	if b.held == nil {
+		db, f, l, err := b.open(ctx, false, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		b.held = &heldFile{db: db, f: f, l: l}
+	}
+	h := b.held
+	h.users++
+	return h, func(broken bool) {
+		b.hmu.Lock()
+		defer b.hmu.Unlock()
+		h.users--
+		if broken && b.held == h {
+			// Damage found through it: the next View opens afresh.
+			b.held, h.done = nil, true
+		}
+		if h.done && h.users == 0 {
+			h.close()
+			b.noteRelease()
+		}
+	}, nil
 }
 
 // OpenBolt returns the store kept in the bbolt file at path. It checks that
@@ -214,26 +332,43 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 	// guards below turn into ErrCorrupt.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 
-	db, f, l, err := b.open(ctx, write, false)
-	if err != nil {
-		return err
+	// Runs last, once the file is closed and its lock given back.
+	defer b.noteRelease()
+	var db *bolt.DB
+	var f *os.File
+	var l *layout
+	closeDB := func() error { return nil }
+	if write {
+		// A write needs the exclusive lock: a hold on the store ends here.
+		b.endHold()
+	} else if h, put, herr := b.heldView(ctx); herr != nil {
+		return herr
+	} else if h != nil {
+		db, f, l = h.db, h.f, h.l
+		defer func() { put(err != nil && errors.Is(err, ErrCorrupt)) }()
 	}
-	defer l.close()
-	closed := false
-	closeDB := func() error {
-		if closed {
-			return nil
+	if db == nil {
+		db, f, l, err = b.open(ctx, write, false)
+		if err != nil {
+			return err
 		}
-		closed = true
-		defer func() {
-			if p := recover(); p != nil {
-				// The descriptor must still be closed: it holds the flock.
-				f.Close()
+		defer l.close()
+		closed := false
+		closeDB = func() error {
+			if closed {
+				return nil
 			}
-		}()
-		return db.Close()
+			closed = true
+			defer func() {
+				if p := recover(); p != nil {
+					// The descriptor must still be closed: it holds the flock.
+					f.Close()
+				}
+			}()
+			return db.Close()
+		}
+		defer closeDB()
 	}
-	defer closeDB()
 	t := &boltTx{b: b, write: write, l: l, size: uintptr(l.size), written: map[string]bool{}}
 	// Also on a panic in fn: bbolt's Close waits for an open write
 	// transaction, so it must be rolled back first.
@@ -384,6 +519,9 @@ func (b *Bolt) lock(ctx context.Context, fd *os.File, exclusive bool, timeout ti
 	deadline := time.Now().Add(timeout)
 	delay := time.Millisecond
 	for {
+		// Taken before trying, so that a release between the try and
+		// the wait is not missed.
+		released := b.releaseSignal()
 		err := unix.Flock(int(fd.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return nil
@@ -403,6 +541,8 @@ func (b *Bolt) lock(ctx context.Context, fd *os.File, exclusive bool, timeout ti
 			timer.Stop()
 			return fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
 		case <-timer.C:
+		case <-released:
+			timer.Stop()
 		}
 	}
 }

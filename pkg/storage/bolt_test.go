@@ -204,6 +204,89 @@ func TestBoltLocking(t *testing.T) {
 	}
 }
 
+// While a store is held, its Views share one opening of the file: the
+// shared lock stays between them (no other process can commit), each sees
+// what the last commit left, and the hold ends at release or at the next
+// Update, which must lock the file for itself.
+func TestBoltHold(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	b, err := CreateBolt(path, BoltOptions{LockTimeout: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("1")) }); err != nil {
+		t.Fatal(err)
+	}
+	get := func() string {
+		t.Helper()
+		var v []byte
+		if err := b.View(ctx, func(tx Tx) error {
+			var err error
+			v, err = tx.Get("k")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+
+	release := b.Hold()
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("held before the first View")
+	}
+	if got := get(); got != "1" {
+		t.Fatalf("k = %q, want 1", got)
+	}
+	if canLock(path, unix.LOCK_EX) {
+		t.Fatal("exclusive lock available between Views of a held store")
+	}
+	// A View nested in another opens the file for itself.
+	if err := b.View(ctx, func(Tx) error {
+		if got := get(); got != "1" {
+			return fmt.Errorf("nested: k = %q", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Another process cannot commit meanwhile.
+	other, err := OpenBolt(path, BoltOptions{LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("x")) }); !errors.Is(err, ErrBusy) {
+		t.Fatalf("other update while held: %v", err)
+	}
+	// An Update ends the hold and sees, and leaves, the latest commit.
+	if err := b.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("2")) }); err != nil {
+		t.Fatal(err)
+	}
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("lock kept after the Update that ended the hold")
+	}
+	if got := get(); got != "2" {
+		t.Fatalf("k = %q after the update, want 2", got)
+	}
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("a View after the hold ended kept the lock")
+	}
+
+	release = b.Hold()
+	get()
+	release()
+	release()
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("lock kept after release")
+	}
+	if err := other.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("3")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != "3" {
+		t.Fatalf("k = %q, want 3", got)
+	}
+}
+
 func TestBoltCancelledBeforeCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lessor.db")
 	b, err := CreateBolt(path, BoltOptions{})

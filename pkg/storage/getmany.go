@@ -1,0 +1,63 @@
+package storage
+
+// ManyGetter is a Tx that reads several keys in one call. A backend whose
+// reads cost a round trip each (PostgreSQL) implements it with one query;
+// callers use GetMany, which falls back to one Get per key.
+type ManyGetter interface {
+	// GetMany returns the value stored at each key, in the order of keys:
+	// nil for an absent key, as Get does.
+	GetMany(keys []string) ([][]byte, error)
+}
+
+// GetMany reads keys in tx in one call when tx is a ManyGetter, and with
+// one Get per key when it is not. The result has one value per key, nil
+// for an absent one.
+func GetMany(tx Tx, keys []string) ([][]byte, error) {
+	if mg, ok := tx.(ManyGetter); ok {
+		return mg.GetMany(keys)
+	}
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		v, err := tx.Get(k)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// GetMany implements ManyGetter for a prefixed view.
+func (t *prefixTx) GetMany(keys []string) ([][]byte, error) {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = t.p + k
+	}
+	return GetMany(t.tx, full)
+}
+
+// Prefetcher is a Tx that can read keys ahead of the Gets that will need
+// them, in one call (PostgreSQL: one query instead of a round trip per
+// key). A caller about to delete or replace many keys through the barrier,
+// which reads each key's old value first, prefetches them with Prefetch.
+type Prefetcher interface {
+	Prefetch(keys []string) error
+}
+
+// Prefetch has tx read keys ahead when it is a Prefetcher, and does
+// nothing otherwise: a store whose reads are local gains nothing by it.
+func Prefetch(tx Tx, keys []string) error {
+	if p, ok := tx.(Prefetcher); ok {
+		return p.Prefetch(keys)
+	}
+	return nil
+}
+
+// Prefetch implements Prefetcher for a prefixed view.
+func (t *prefixTx) Prefetch(keys []string) error {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = t.p + k
+	}
+	return Prefetch(t.tx, full)
+}

@@ -53,6 +53,10 @@ type Config struct {
 	Now        func() time.Time
 	Rand       io.Reader
 	RemoteUser string
+	// EndReads, if set, is called before a backend handles a request:
+	// the caller may have the store keep what its reads opened (see
+	// storage.Bolt.Hold), and a backend may wait on the network.
+	EndReads func()
 }
 
 // Core runs requests.
@@ -63,6 +67,7 @@ type Core struct {
 	now       func() time.Time
 	rand      io.Reader
 	user      string
+	endReads  func()
 
 	tokens *token.Store
 	leases *lease.Manager
@@ -90,7 +95,7 @@ func New(cfg Config) *Core {
 	}
 	c := &Core{
 		store: cfg.Store, storeID: cfg.StoreID, factories: cfg.Factories,
-		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser,
+		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser, endReads: cfg.EndReads,
 		backends: map[string]logical.Backend{},
 	}
 	c.leases = lease.New(cfg.Store, c.resolveLeaseMount, lease.Options{Now: cfg.Now, Rand: cfg.Rand})
@@ -320,7 +325,18 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System)
 	req.Leases = rec
 	req.Path = rel
+	if c.endReads != nil {
+		if rh, ok := be.(logical.ReadsHolder); ok && rh.HoldsReads(req) {
+			req.EndReads = c.endReads
+		} else {
+			c.endReads()
+		}
+	}
 	resp, herr := be.HandleRequest(ctx, req)
+	req.EndReads = nil
+	if c.endReads != nil {
+		c.endReads()
+	}
 	req.Path = fullPath
 	// The leases the backend recorded stay pending: their secrets exist
 	// (the backend created them after recording the leases), and a

@@ -126,3 +126,54 @@ func TestHandleReadsInOneTransaction(t *testing.T) {
 		}
 	}
 }
+
+// holdingBackend is echoBackend that holds the reads of paths under
+// "hold/" (logical.ReadsHolder) and records what the pipeline did.
+type holdingBackend struct {
+	ended      *int
+	endedEarly bool // the hold had ended when the backend was called
+	hadEndFunc bool
+}
+
+func (b *holdingBackend) HandleRequest(_ context.Context, req *logical.Request) (*logical.Response, error) {
+	b.endedEarly, b.hadEndFunc = *b.ended > 0, req.EndReads != nil
+	return &logical.Response{Data: map[string]any{"path": req.Path}}, nil
+}
+
+func (b *holdingBackend) ExistenceCheck(context.Context, *logical.Request) (bool, bool, error) {
+	return false, false, nil
+}
+
+func (b *holdingBackend) HoldsReads(req *logical.Request) bool {
+	return strings.HasPrefix(req.Path, "hold/")
+}
+
+// TestHandleEndsReads: the pipeline ends the hold on the store's reads
+// (Config.EndReads) before a backend acts, unless the backend holds them
+// for the request, when it gets the function to end them itself; either
+// way they are ended when the backend returns.
+func TestHandleEndsReads(t *testing.T) {
+	ended := 0
+	be := &holdingBackend{ended: &ended}
+	c := New(Config{Store: storage.NewMemory(), StoreID: "test", EndReads: func() { ended++ },
+		Factories: map[string]Factory{"h": func() logical.Backend { return be }}})
+	root, err := c.Initialize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, c, root, logical.UpdateOperation, "sys/mounts/h", map[string]any{"type": "h"})
+	for _, tc := range []struct {
+		path string
+		held bool
+	}{{"h/other", false}, {"h/hold/x", true}} {
+		ended = 0
+		must(t, c, root, logical.ReadOperation, tc.path, nil)
+		if be.endedEarly == tc.held || be.hadEndFunc != tc.held {
+			t.Errorf("read %s: hold ended before the backend: %v, backend got EndReads: %v; want %v, %v",
+				tc.path, be.endedEarly, be.hadEndFunc, !tc.held, tc.held)
+		}
+		if ended == 0 {
+			t.Errorf("read %s: the hold was never ended", tc.path)
+		}
+	}
+}

@@ -115,6 +115,12 @@ func fieldsFor(path string, op logical.Operation) logical.FieldSchema {
 	return nil
 }
 
+// HoldsReads implements logical.ReadsHolder: issuing a credential reads
+// the role and its connection, then ends the hold before it connects.
+func (b *Backend) HoldsReads(req *logical.Request) bool {
+	return req.Operation == logical.ReadOperation && strings.HasPrefix(req.Path, "creds/")
+}
+
 // HandleRequest reads the request's fields against the path's schema,
 // routes it by the path below the mount, and warns about the fields the
 // path does not know.

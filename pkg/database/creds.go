@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,10 +81,11 @@ func ParseRoleComment(comment string) (RoleMetadata, error) {
 }
 
 // credsRead issues a credential: the lease is recorded (pending) before
-// the role is created, and activated after. Everything that can be
-// refused is checked before the lease is recorded, so a refused request
-// leaves nothing behind; after Prepare, the pending lease is discarded
-// only when PostgreSQL certainly rolled the creation back.
+// the role is committed, and adopted later by whoever meets it.
+// Everything that can be refused is checked before the lease is
+// recorded, so a refused request leaves nothing behind; after Prepare,
+// the pending lease is discarded only when PostgreSQL certainly rolled
+// the creation back.
 func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name string) (*logical.Response, error) {
 	var role roleEntry
 	var cfg dbConfig
@@ -109,6 +111,11 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		return nil, fmt.Errorf("empty creation statements")
 	}
 
+	if req.EndReads != nil {
+		// The connection below may wait on the network.
+		req.EndReads()
+	}
+
 	tmpl := cfg.Connection.UsernameTemplate
 	if tmpl == "" {
 		tmpl = postgres.DefaultUsernameTemplate
@@ -124,11 +131,17 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		return nil, fmt.Errorf("generate password for role %q: %w", name, err)
 	}
 
-	// Connecting creates nothing, so the handshake with PostgreSQL (TCP
-	// and SCRAM, several round trips) runs while the pending lease is
-	// committed (two fdatasyncs), and neither waits for the other. Only
-	// the first attempt runs alongside: the fallback to a rotation's
-	// pending password reads and writes the store, so it runs after.
+	// The pending lease must be durable before the role is committed,
+	// not before the work on it starts. So the lease is recorded (one
+	// commit, with its fdatasyncs) while, alongside, the connection is
+	// made (TCP and SCRAM, several round trips, unless a pool has one
+	// open) and the creation's transaction runs up to its COMMIT (the
+	// password's verifier, and CREATE ROLE, which costs PostgreSQL a SCRAM
+	// key derivation). COMMIT is sent once the record is committed; a
+	// failure or a crash before that leaves PostgreSQL nothing to keep.
+	// Only the first connection attempt runs alongside: the fallback to a
+	// rotation's pending password reads and writes the store, so it runs
+	// after.
 	type dialed struct {
 		db  *postgres.DB
 		err error
@@ -141,8 +154,26 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		db, err := b.dial(dialCtx, pc)
 		dial <- dialed{db, err}
 	}()
+	// The password's SCRAM verifier (4,096 rounds of PBKDF2) is computed
+	// meanwhile too, instead of after the connection is up. If it fails,
+	// CreateUser computes it again and reports why, before creating
+	// anything.
+	verifier := make(chan string, 1)
+	go func() {
+		v := ""
+		if pc.SCRAM() {
+			v, _ = postgres.ScramVerifier(password, rand.Reader)
+		}
+		verifier <- v
+	}()
 
-	prepared, err := req.Leases.Prepare(ctx, &logical.LeaseRequest{
+	type recorded struct {
+		lease *logical.PreparedLease
+		err   error
+	}
+	planned := make(chan logical.PreparedLease, 1)
+	record := make(chan recorded, 1)
+	lr := &logical.LeaseRequest{
 		Path:      req.MountPoint + req.Path,
 		TTL:       role.defaultTTL(),
 		MaxTTL:    role.maxTTL(),
@@ -154,43 +185,80 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 			"revocation_statements": nonNil(role.RevocationStatements),
 			"renew_statements":      nonNil(role.RenewStatements),
 		},
-	})
-	if err != nil {
-		cancelDial()
-		if d := <-dial; d.db != nil {
-			d.db.Close(context.WithoutCancel(ctx))
-		}
-		return nil, fmt.Errorf("record lease for role %q: %w", name, err)
+		Planned: func(p logical.PreparedLease) { planned <- p },
 	}
-	failpoint.Hit(failpoint.IssueAfterPending)
+	go func() {
+		p, err := req.Leases.Prepare(ctx, lr)
+		record <- recorded{p, err}
+	}()
+	// recordDone waits for the record once; every path below waits for it
+	// before it returns.
+	var rec *recorded
+	recordDone := func() recorded {
+		if rec == nil {
+			r := <-record
+			rec = &r
+			if r.err == nil {
+				failpoint.Hit(failpoint.IssueAfterPending)
+			}
+		}
+		return *rec
+	}
+	var plan logical.PreparedLease
+	select {
+	case plan = <-planned:
+	case r := <-record:
+		// Prepare failed before it planned, or a recorder that does not
+		// plan ahead finished first.
+		rec = &r
+		if r.err != nil {
+			cancelDial()
+			if d := <-dial; d.db != nil {
+				d.db.Close(context.WithoutCancel(ctx))
+			}
+			return nil, fmt.Errorf("record lease for role %q: %w", name, r.err)
+		}
+		failpoint.Hit(failpoint.IssueAfterPending)
+		plan = *r.lease
+	}
 
 	d := <-dial
-	db, err := d.db, d.err
-	if err != nil {
-		db, err = b.retryPending(ctx, req.Storage, role.DBName, &cfg, err)
+	if d.err != nil {
+		if r := recordDone(); r.err != nil {
+			return nil, fmt.Errorf("record lease for role %q: %w", name, r.err)
+		}
+		d.db, d.err = b.retryPending(ctx, req.Storage, role.DBName, &cfg, d.err)
 	}
+	db, err := d.db, d.err
 	if err != nil {
 		// Nothing reached PostgreSQL: the pending lease goes. If that
 		// fails too, reap takes the record for a dead issuer's and drops
 		// it once the database answers (until then it fails, and retries,
 		// like any revocation).
 		cerr := fmt.Errorf("connection %q: %w", role.DBName, err)
-		if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
-			return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))
+		if derr := req.Leases.Discard(context.WithoutCancel(ctx), plan.ID); derr != nil {
+			return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", plan.ID, derr))
 		}
 		return nil, cerr
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 
-	err = db.CreateUser(ctx, postgres.CreateUserRequest{
+	creation := db.StartCreate(ctx, postgres.CreateUserRequest{
 		Username:   username,
 		Password:   password,
-		Expiration: prepared.ExpireTime.Add(expirationBuffer),
+		Expiration: plan.ExpireTime.Add(expirationBuffer),
 		Statements: role.CreationStatements,
+		Verifier:   <-verifier,
 		Comment: RoleMetadata{
-			StoreID: req.System.StoreID(), LeaseID: prepared.ID, Expires: prepared.ExpireTime,
+			StoreID: req.System.StoreID(), LeaseID: plan.ID, Expires: plan.ExpireTime,
 		}.Comment(),
 	})
+	if r := recordDone(); r.err != nil {
+		creation.Rollback(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("record lease for role %q: %w", name, r.err)
+	}
+	prepared := rec.lease
+	err = creation.Commit(ctx)
 	if err != nil {
 		cerr := fmt.Errorf("role %q: %w", name, cfg.redact(err))
 		if isDefiniteFailure(err) {

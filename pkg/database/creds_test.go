@@ -338,3 +338,45 @@ func TestSecretsCreated(t *testing.T) {
 		t.Fatalf("SecretsCreated = %v, want %v", got, want)
 	}
 }
+
+// TestCredsCreateWhileRecording: the creation runs up to its COMMIT while
+// the lease is being recorded, so the two waits overlap, and nothing of
+// it is committed, or seen by anyone, before the record is.
+func TestCredsCreateWhileRecording(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	e.writeRole("readonly", nil)
+	ctx := context.Background()
+	watch := e.db.Conn(t)
+	var inTx, committed int
+	var watchErr error
+	e.leases.whileRecording = func(p logical.PreparedLease) {
+		// The admin connection sits in the creation's transaction, its
+		// statements run, waiting for the record.
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if watchErr = watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = $1 AND state = 'idle in transaction'`, e.db.Name).Scan(&inTx); watchErr != nil || inTx > 0 {
+				break
+			}
+		}
+		if watchErr == nil {
+			watchErr = watch.QueryRow(ctx, `SELECT count(*) FROM pg_roles
+WHERE rolname LIKE 'v-' || $1 || '-%' OR shobj_description(oid, 'pg_authid') LIKE '%' || $2 || '%'`, e.display, p.ID).Scan(&committed)
+		}
+	}
+	resp := e.issue("readonly")
+	if watchErr != nil {
+		t.Fatal(watchErr)
+	}
+	if inTx != 1 {
+		t.Errorf("while the lease was recorded, %d admin connections were in the creation's transaction, want 1", inTx)
+	}
+	if committed != 0 {
+		t.Errorf("%d roles were visible before the lease was recorded, want 0", committed)
+	}
+	user := resp.Data["username"].(string)
+	r := e.pgRole(user)
+	if r == nil || r.comment == nil || !strings.Contains(*r.comment, resp.Secret.LeaseID) {
+		t.Fatalf("after the issue, role %s: %+v, want it with its lease's comment", user, r)
+	}
+}

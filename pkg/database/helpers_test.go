@@ -46,6 +46,9 @@ type fakeLeases struct {
 	pending   map[string]*fakeLease
 	discarded []string
 	abandoned []string
+	// whileRecording, if set, runs in Prepare after the lease is planned
+	// and before it is recorded.
+	whileRecording func(logical.PreparedLease)
 }
 
 type fakeLease struct {
@@ -83,6 +86,14 @@ func (l *fakeLeases) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*lo
 	p := &logical.PreparedLease{ID: id, IssueTime: now, ExpireTime: le.expire, TTL: ttl}
 	if warning != "" {
 		p.Warnings = []string{warning}
+	}
+	if lr.Planned != nil {
+		lr.Planned(*p)
+	}
+	if l.whileRecording != nil {
+		l.mu.Unlock()
+		l.whileRecording(*p)
+		l.mu.Lock()
 	}
 	return p, nil
 }

@@ -7,12 +7,15 @@
 //	sys/lease/id/<lease id>            the record (JSON)
 //	sys/lease/due/<unix secs>/<id>     when the record next needs work
 //	sys/lease/token/<accessor>/<id>    which token created it
+//	sys/lease/claim/<claim id>         a reaper's claim on a batch (reap.go)
 //
 // The due index is the only thing reap scans, so its cost is proportional to
 // what is due, not to how many leases exist. A record is due at its expiry
 // when active, at its next attempt when a revocation failed, at the end of a
 // grace period (or its expiry, if sooner) when pending, and when a revoker's
-// claim runs out (that revoker died).
+// claim runs out (that revoker died). A reaper's claim on a batch is one
+// record naming its leases, which stay due where they are and which other
+// reapers skip while the claim runs.
 //
 // Invariants: a record is written (pending) before the secret exists, and is
 // deleted only after the backend confirmed the secret is gone, so no secret
@@ -26,6 +29,7 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -91,6 +95,8 @@ type Entry struct {
 	NextAttempt   time.Time      `json:"next_attempt,omitzero"`
 	ClaimUntil    time.Time      `json:"claim_until,omitzero"`
 	DueKey        string         `json:"due_key"`
+
+	raw []byte // the record's bytes as last read or written (see reread)
 }
 
 // Mount is what the manager needs to renew or revoke a lease of one mount.
@@ -193,11 +199,65 @@ func get(tx storage.Tx, id string) (*Entry, error) {
 	if err != nil || raw == nil {
 		return nil, err
 	}
+	return decode(id, raw)
+}
+
+// decode parses the record of lease id, and keeps its bytes so that reread
+// can tell it unchanged without parsing it again.
+func decode(id string, raw []byte) (*Entry, error) {
 	var e Entry
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return nil, fmt.Errorf("decode lease %s: %w", id, err)
 	}
+	e.raw = raw
 	return &e, nil
+}
+
+// reread reads the current records of es in one batch (nil where one is
+// gone). A record whose bytes are those es[i] was read or written with is
+// es[i] itself, not parsed again: settling a reap batch reads 500 records
+// it read when claiming them.
+func reread(tx storage.Tx, es []*Entry) ([]*Entry, error) {
+	keys := make([]string, len(es))
+	for i, e := range es {
+		keys[i] = idPrefix + e.ID
+	}
+	raws, err := storage.GetMany(tx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Entry, len(es))
+	for i, raw := range raws {
+		switch {
+		case raw == nil:
+		case es[i].raw != nil && bytes.Equal(raw, es[i].raw):
+			// A copy: the caller changes it, and may run again (a
+			// transaction PostgreSQL aborted) from the record as it was.
+			e := *es[i]
+			out[i] = &e
+		default:
+			if out[i], err = decode(es[i].ID, raw); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// getShown is get for a reader: a lease under a live batch claim of a
+// reaper shows as revoking (see claimPrefix).
+func (m *Manager) getShown(tx storage.Tx, id string) (*Entry, error) {
+	e, err := get(tx, id)
+	if err != nil || e == nil {
+		return e, err
+	}
+	now := m.now()
+	claims, err := loadClaims(tx, now)
+	if err != nil {
+		return nil, err
+	}
+	claims.show(e, now)
+	return e, nil
 }
 
 // put writes e and moves its due key to due.
@@ -221,6 +281,7 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	if err := tx.Put(idPrefix+e.ID, raw); err != nil {
 		return err
 	}
+	e.raw = raw
 	if err := tx.Put(nk, nil); err != nil {
 		return err
 	}
@@ -238,6 +299,31 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	return nil
 }
 
+// prefetch reads, in one batch, the index keys that remove or put will
+// delete or replace for es: the barrier reads a key's old value before it
+// deletes or replaces it, which on a store that pays a round trip per
+// read would cost two or three round trips per lease; read together, the
+// backend keeps them for those reads (see storage.Prefetcher). A store
+// whose reads are local ignores it.
+func prefetch(tx storage.Tx, es []*Entry) error {
+	var keys []string
+	for _, e := range es {
+		if e == nil {
+			continue
+		}
+		if e.DueKey != "" {
+			keys = append(keys, e.DueKey)
+		}
+		if e.TokenAccessor != "" {
+			keys = append(keys, tokenPrefix+e.TokenAccessor+"/"+e.ID)
+		}
+		if e.State == StateFailed {
+			keys = append(keys, failedPrefix+e.ID)
+		}
+	}
+	return storage.Prefetch(tx, keys)
+}
+
 func remove(tx storage.Tx, e *Entry) error {
 	if err := tx.Delete(idPrefix + e.ID); err != nil {
 		return err
@@ -247,8 +333,12 @@ func remove(tx storage.Tx, e *Entry) error {
 			return err
 		}
 	}
-	if err := tx.Delete(failedPrefix + e.ID); err != nil {
-		return err
+	// Only a failed record has a failed index entry (put keeps them
+	// together): asking to delete an absent one would cost a lookup.
+	if e.State == StateFailed {
+		if err := tx.Delete(failedPrefix + e.ID); err != nil {
+			return err
+		}
 	}
 	if e.TokenAccessor != "" {
 		return tx.Delete(tokenPrefix + e.TokenAccessor + "/" + e.ID)
@@ -313,16 +403,19 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 	if e.ExpireTime.Before(due) {
 		due = e.ExpireTime
 	}
+	p := &logical.PreparedLease{ID: e.ID, IssueTime: now, ExpireTime: e.ExpireTime, TTL: ttl}
+	if warning != "" {
+		p.Warnings = []string{warning}
+	}
+	if lr.Planned != nil {
+		lr.Planned(*p)
+	}
 	if err := r.m.store.Update(ctx, func(tx storage.Tx) error {
 		return put(tx, e, due)
 	}); err != nil {
 		return nil, fmt.Errorf("record lease %s: %w", e.ID, err)
 	}
 	r.prepared = append(r.prepared, e.ID)
-	p := &logical.PreparedLease{ID: e.ID, IssueTime: now, ExpireTime: e.ExpireTime, TTL: ttl}
-	if warning != "" {
-		p.Warnings = []string{warning}
-	}
 	return p, nil
 }
 
@@ -515,7 +608,7 @@ func (m *Manager) Lookup(ctx context.Context, id string) (*Entry, error) {
 	var e *Entry
 	err := m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
-		e, err = get(tx, strings.Trim(id, "/"))
+		e, err = m.getShown(tx, strings.Trim(id, "/"))
 		return err
 	})
 	if err != nil {
@@ -602,8 +695,14 @@ func (m *Manager) List(ctx context.Context, prefix string) ([]string, error) {
 // `lease list` and tests.
 func (m *Manager) Entries(ctx context.Context, prefix string) ([]*Entry, error) {
 	var out []*Entry
+	now := m.now()
 	err := m.store.View(ctx, func(tx storage.Tx) error {
+		out = out[:0]
 		ids, err := idsUnder(tx, prefix)
+		if err != nil {
+			return err
+		}
+		claims, err := loadClaims(tx, now)
 		if err != nil {
 			return err
 		}
@@ -613,6 +712,7 @@ func (m *Manager) Entries(ctx context.Context, prefix string) ([]*Entry, error) 
 				return err
 			}
 			if e != nil {
+				claims.show(e, now)
 				out = append(out, e)
 			}
 		}
@@ -661,7 +761,7 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 	var e *Entry
 	if err := m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
-		e, err = get(tx, id)
+		e, err = m.getShown(tx, id)
 		return err
 	}); err != nil {
 		return nil, err
@@ -821,7 +921,7 @@ func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(stora
 		if err != nil {
 			return revoked, failed, err
 		}
-		res, err := m.revokeClaimed(ctx, claimed, force)
+		res, err := m.revokeClaimed(ctx, claimed, force, "")
 		revoked += len(res.Revoked)
 		failed = append(failed, res.Failed...)
 		if err != nil {
@@ -873,7 +973,7 @@ type Result struct {
 // revokeClaimed asks each mount's backend to revoke its claimed leases in
 // one batch, then deletes the revoked records and schedules retries for
 // the failures (or, with force, deletes them too).
-func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool) (Result, error) {
+func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool, claimKey string) (Result, error) {
 	var res Result
 	failpoint.Hit(failpoint.RevokeAfterClaim)
 	byMount := map[string][]*Entry{}
@@ -919,11 +1019,19 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 	now := m.now()
 	err := m.store.Update(ctx, func(tx storage.Tx) error {
 		res = Result{}
-		for _, c := range claimed {
-			e, err := get(tx, c.ID)
-			if err != nil {
+		current, err := reread(tx, claimed)
+		if err != nil {
+			return err
+		}
+		if err := prefetch(tx, current); err != nil {
+			return err
+		}
+		if claimKey != "" {
+			if err := tx.Delete(claimKey); err != nil {
 				return err
 			}
+		}
+		for _, e := range current {
 			if e == nil {
 				continue
 			}

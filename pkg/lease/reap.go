@@ -2,7 +2,10 @@ package lease
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,9 +76,14 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	now := m.now()
 	if o.DryRun {
 		err := m.store.View(ctx, func(tx storage.Tx) error {
-			return walkDue(tx, now, func(key string, e *Entry, reason string) error {
+			sum.Due = sum.Due[:0]
+			claims, err := loadClaims(tx, now)
+			if err != nil {
+				return err
+			}
+			return walkDue(tx, now, claims, dueChunk, func(key string, e *Entry, reason string, since time.Time) error {
 				if e != nil && reason != "" {
-					sum.Due = append(sum.Due, DueLease{LeaseID: e.ID, Reason: reason, DueSince: dueSince(e, reason), Attempts: e.Attempts})
+					sum.Due = append(sum.Due, DueLease{LeaseID: e.ID, Reason: reason, DueSince: since, Attempts: e.Attempts})
 				}
 				return nil
 			})
@@ -110,16 +118,21 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	for range workers {
 		wg.Go(func() {
 			for !stop.Load() && ctx.Err() == nil && !closed(o.Stop) {
-				claimed, pending, skipped, err := m.claimDue(ctx, now)
+				claimed, pending, claimKey, skipped, err := m.claimDue(ctx, now)
 				var res Result
 				var adopted int
 				if err == nil && len(pending) > 0 {
-					adopted, res, err = m.settlePending(ctx, pending)
+					// The claim goes with the last settling transaction.
+					last := ""
+					if len(claimed) == 0 {
+						last = claimKey
+					}
+					adopted, res, err = m.settlePending(ctx, pending, last)
 				}
 				if len(claimed) > 0 {
 					// Claimed leases are revoked and settled even if
 					// settling the pending ones failed.
-					r, rerr := m.revokeClaimed(ctx, claimed, false)
+					r, rerr := m.revokeClaimed(ctx, claimed, false, claimKey)
 					res.Revoked = append(res.Revoked, r.Revoked...)
 					res.Failed = append(res.Failed, r.Failed...)
 					err = errors.Join(err, rerr)
@@ -179,56 +192,222 @@ func dueSince(e *Entry, reason string) time.Time {
 	return e.ExpireTime
 }
 
-// walkDue calls fn for every due-index key up to now with its record and
-// the reason it is due ("" when the key is stale or the lease not due).
-func walkDue(tx storage.Tx, now time.Time, fn func(key string, e *Entry, reason string) error) error {
-	return tx.Walk(duePrefix, func(key string) error {
-		at, id, ok := dueTime(key)
-		if !ok {
-			return fn(key, nil, "")
+// A reaper claims a batch with one record, not by rewriting the record of
+// every lease in it: sys/lease/claim/<random id> lists the leases it took
+// (to revoke, and pending ones to adopt or drop) and until when. Another
+// reaper skips the leases of a live claim; those of a claim that ran out
+// (its reaper died) are due again as their own records say, and the next
+// reaper deletes the stale claim. Writing a batch's claim is then one
+// record, where rewriting each lease's record and moving its due key
+// sealed, hashed and wrote four keys per lease, which was most of what a
+// reap spent in the store. `lease revoke` still claims per record (state
+// revoking), as it did.
+const claimPrefix = "sys/lease/claim/"
+
+// batchClaim is one reaper's claim on a batch of due leases.
+type batchClaim struct {
+	Until   time.Time `json:"until"`
+	Revoke  []string  `json:"revoke,omitempty"`
+	Pending []string  `json:"pending,omitempty"`
+}
+
+// claimRef is what the claims say of one lease.
+type claimRef struct {
+	until   time.Time
+	pending bool // claimed to adopt or drop, not to revoke
+}
+
+// claimSet is every batch claim in the store, by lease id, and the keys
+// of the claims that ran out.
+type claimSet struct {
+	leases  map[string]claimRef
+	expired []string
+}
+
+// loadClaims reads the batch claims. There are as many as batches in
+// flight (a few per running reaper), each read once per transaction.
+func loadClaims(tx storage.Tx, now time.Time) (*claimSet, error) {
+	cs := &claimSet{}
+	keys, err := tx.List(claimPrefix)
+	if err != nil || len(keys) == 0 {
+		return cs, err
+	}
+	raws, err := storage.GetMany(tx, keys)
+	if err != nil {
+		return nil, err
+	}
+	cs.leases = map[string]claimRef{}
+	for i, raw := range raws {
+		if raw == nil {
+			continue
 		}
-		if at.After(now) {
-			return storage.ErrStop
+		var c batchClaim
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return nil, fmt.Errorf("decode lease claim %s: %w", strings.TrimPrefix(keys[i], claimPrefix), err)
 		}
-		e, err := get(tx, id)
+		if !c.Until.After(now) {
+			cs.expired = append(cs.expired, keys[i])
+		}
+		add := func(id string, pending bool) {
+			// A live claim wins over one that ran out.
+			if old, ok := cs.leases[id]; !ok || old.until.Before(c.Until) {
+				cs.leases[id] = claimRef{until: c.Until, pending: pending}
+			}
+		}
+		for _, id := range c.Revoke {
+			add(id, false)
+		}
+		for _, id := range c.Pending {
+			add(id, true)
+		}
+	}
+	return cs, nil
+}
+
+// live reports whether a reaper's claim on id still runs at now.
+func (cs *claimSet) live(id string, now time.Time) bool {
+	c, ok := cs.leases[id]
+	return ok && c.until.After(now)
+}
+
+// show makes e look as a lease a live batch claim holds to revoke looked
+// when its record was claimed: revoking, until the claim runs out. (A
+// pending lease claimed to be adopted or dropped stays pending.)
+func (cs *claimSet) show(e *Entry, now time.Time) {
+	if e == nil {
+		return
+	}
+	if c, ok := cs.leases[e.ID]; ok && !c.pending && c.until.After(now) {
+		e.State = StateRevoking
+		e.ClaimUntil = c.until
+		e.raw = nil // no longer what the record says
+	}
+}
+
+// dueChunk is how many due records walkDue reads at once.
+const dueChunk = 500
+
+// walkDue calls fn for every due-index key up to now that no live batch
+// claim holds, with its record (read in chunks, so that a store that pays
+// a round trip per read pays one per chunk) and the reason it is due (""
+// when the key is stale or the lease not due) and since when.
+func walkDue(tx storage.Tx, now time.Time, claims *claimSet, chunk int, fn func(key string, e *Entry, reason string, since time.Time) error) error {
+	var keys, ids []string
+	stopped := false
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		defer func() { keys, ids = keys[:0], ids[:0] }()
+		var recKeys []string
+		for _, id := range ids {
+			if id != "" {
+				recKeys = append(recKeys, idPrefix+id)
+			}
+		}
+		raws, err := storage.GetMany(tx, recKeys)
 		if err != nil {
 			return err
 		}
-		if e == nil || e.DueKey != key {
-			return fn(key, nil, "")
-		}
-		reason := ""
-		switch e.State {
-		case StateActive:
-			if !e.ExpireTime.After(now) {
+		j := 0
+		for i, key := range keys {
+			if ids[i] == "" {
+				if err := fn(key, nil, "", time.Time{}); err != nil {
+					return err
+				}
+				continue
+			}
+			raw := raws[j]
+			j++
+			var e *Entry
+			if raw != nil {
+				if e, err = decode(ids[i], raw); err != nil {
+					return err
+				}
+			}
+			if e == nil || e.DueKey != key {
+				if err := fn(key, nil, "", time.Time{}); err != nil {
+					return err
+				}
+				continue
+			}
+			reason := ""
+			switch e.State {
+			case StateActive:
+				if !e.ExpireTime.After(now) {
+					reason = ReasonExpired
+				}
+			case StateFailed:
+				reason = ReasonRetry
+			case StatePending:
 				reason = ReasonExpired
+				if e.ExpireTime.After(now) {
+					reason = ReasonPending
+				}
+			case StateRevoking:
+				if !e.ClaimUntil.After(now) {
+					reason = ReasonAbandonedClaim
+				}
 			}
-		case StateFailed:
-			reason = ReasonRetry
-		case StatePending:
-			reason = ReasonExpired
-			if e.ExpireTime.After(now) {
-				reason = ReasonPending
+			since := dueSince(e, reason)
+			if c, ok := claims.leases[e.ID]; ok && !c.pending && (reason == ReasonExpired || reason == ReasonRetry) {
+				// Its reaper died: the claim ran out (a live one was
+				// skipped before reading the record).
+				reason, since = ReasonAbandonedClaim, c.until
 			}
-		case StateRevoking:
-			if !e.ClaimUntil.After(now) {
-				reason = ReasonAbandonedClaim
+			if err := fn(key, e, reason, since); err != nil {
+				return err
 			}
 		}
-		return fn(key, e, reason)
+		return nil
+	}
+	err := tx.Walk(duePrefix, func(key string) error {
+		at, id, ok := dueTime(key)
+		if ok && at.After(now) {
+			return storage.ErrStop
+		}
+		if ok && claims.live(id, now) {
+			return nil
+		}
+		keys, ids = append(keys, key), append(ids, id)
+		if len(keys) < chunk {
+			return nil
+		}
+		err := flush()
+		if errors.Is(err, storage.ErrStop) {
+			stopped = true
+		}
+		return err
 	})
+	if err != nil || stopped {
+		return err
+	}
+	if err := flush(); !errors.Is(err, storage.ErrStop) {
+		return err
+	}
+	return nil
 }
 
-// claimDue claims up to one batch of due leases: to revoke (claimed), or,
-// for pending leases not yet expired, to adopt or drop (pending). A
-// pending lease is claimed without leaving the pending state: were this
-// reaper to die, the next one must again ask whether its secret exists,
-// never revoke it because a claim ran out.
-func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending []*Entry, skipped int, err error) {
+// claimDue claims up to one batch of due leases in one record (see
+// claimPrefix): to revoke (claimed), or, for pending leases not yet
+// expired, to adopt or drop (pending). A pending lease stays pending while
+// claimed: were this reaper to die, the next one must again ask whether
+// its secret exists, never revoke it because a claim ran out. It returns
+// the claim's key, for the settling transaction to delete.
+func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending []*Entry, claimKey string, skipped int, err error) {
+	id, err := randomID(m.o.Rand, 24)
+	if err != nil {
+		return nil, nil, "", 0, err
+	}
+	claimKey = claimPrefix + id
 	err = m.store.Update(ctx, func(tx storage.Tx) error {
 		claimed, pending, skipped = claimed[:0], pending[:0], 0
+		claims, err := loadClaims(tx, now)
+		if err != nil {
+			return err
+		}
 		var stale []string
-		err := walkDue(tx, now, func(key string, e *Entry, reason string) error {
+		err = walkDue(tx, now, claims, m.o.BatchSize, func(key string, e *Entry, reason string, _ time.Time) error {
 			if e == nil {
 				stale = append(stale, key)
 				return nil
@@ -237,11 +416,9 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending
 				skipped++
 				return nil
 			}
-			e.ClaimUntil = now.Add(m.o.ClaimTimeout)
 			if reason == ReasonPending {
 				pending = append(pending, e)
 			} else {
-				e.State = StateRevoking
 				claimed = append(claimed, e)
 			}
 			if len(claimed)+len(pending) >= m.o.BatchSize {
@@ -252,19 +429,28 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending
 		if err != nil {
 			return err
 		}
-		for _, k := range stale {
+		for _, k := range append(stale, claims.expired...) {
 			if err := tx.Delete(k); err != nil {
 				return err
 			}
 		}
-		for _, e := range append(claimed, pending...) {
-			if err := put(tx, e, e.ClaimUntil); err != nil {
-				return err
-			}
+		if len(claimed)+len(pending) == 0 {
+			return nil
 		}
-		return nil
+		c := batchClaim{Until: now.Add(m.o.ClaimTimeout)}
+		for _, e := range claimed {
+			c.Revoke = append(c.Revoke, e.ID)
+		}
+		for _, e := range pending {
+			c.Pending = append(c.Pending, e.ID)
+		}
+		raw, err := json.Marshal(&c)
+		if err != nil {
+			return err
+		}
+		return tx.Put(claimKey, raw)
 	})
-	return claimed, pending, skipped, err
+	return claimed, pending, claimKey, skipped, err
 }
 
 // settlePending decides the pending leases reap claimed: those whose
@@ -276,7 +462,7 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending
 // lease stays pending and is asked about again after a backoff, as a
 // failed revocation would be retried; it is never revoked on a guess, for
 // its credential may have been handed out.
-func (m *Manager) settlePending(ctx context.Context, pending []*Entry) (adopted int, res Result, err error) {
+func (m *Manager) settlePending(ctx context.Context, pending []*Entry, claimKey string) (adopted int, res Result, err error) {
 	created, cerr := m.created(ctx, pending)
 	if cerr == nil {
 		cerr = errors.New("the backend gave no answer")
@@ -291,11 +477,19 @@ func (m *Manager) settlePending(ctx context.Context, pending []*Entry) (adopted 
 	now := m.now()
 	err = m.store.Update(ctx, func(tx storage.Tx) error {
 		adopted, res = 0, Result{}
-		for _, p := range pending {
-			e, err := get(tx, p.ID)
-			if err != nil {
+		current, err := reread(tx, pending)
+		if err != nil {
+			return err
+		}
+		if err := prefetch(tx, current); err != nil {
+			return err
+		}
+		if claimKey != "" {
+			if err := tx.Delete(claimKey); err != nil {
 				return err
 			}
+		}
+		for _, e := range current {
 			if e == nil || e.State != StatePending {
 				continue
 			}

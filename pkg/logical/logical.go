@@ -70,6 +70,18 @@ type Request struct {
 	Leases LeaseRecorder
 	// System gives the mount's TTL defaults, the clock and the store id.
 	System SystemView
+	// EndReads is set for a backend that holds its reads (ReadsHolder):
+	// the store keeps what the request's reads opened until the backend
+	// calls it, which it must before it waits on the network.
+	EndReads func()
+}
+
+// ReadsHolder is a Backend that reads the store at the start of some
+// requests, right after the pipeline's own reads, and can end the hold on
+// them itself (Request.EndReads) before it waits on the network; the
+// pipeline then lets those first reads share what its own opened.
+type ReadsHolder interface {
+	HoldsReads(req *Request) bool
 }
 
 // Response is what a backend returns. A nil Response with a nil error means
@@ -204,6 +216,11 @@ type LeaseRequest struct {
 	// InternalData is what revocation needs later (username, config
 	// name, statements). It never holds a password.
 	InternalData map[string]any
+	// Planned, if set, is called by Prepare with the lease it is about to
+	// record (its id and times), before the record is committed: the
+	// backend may start creating the secret meanwhile, so long as nothing
+	// of it is committed before Prepare returns.
+	Planned func(PreparedLease)
 }
 
 // PreparedLease is a lease recorded as pending.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,5 +113,88 @@ func TestPoolReusesAndResets(t *testing.T) {
 			t.Fatal("a connection returned inside a transaction was used again")
 		}
 		db.Close(ctx)
+	}
+}
+
+// TestPoolCreationsOverlap: on pooled connections, creations from the
+// same statements run their CREATE ROLE side by side and take turns only
+// for what follows it (the GRANT on one table, which PostgreSQL cannot
+// run concurrently), and a creation is invisible until its Commit: one
+// rolled back leaves nothing, and concurrent commits all succeed.
+func TestPoolCreationsOverlap(t *testing.T) {
+	f := setup(t)
+	p := NewPool(4, time.Minute)
+	defer p.Close()
+	ctx := context.Background()
+	stmts := []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT SELECT ON items TO "{{name}}";`}
+	watch := f.d.Conn(t)
+	count := func(names ...string) int {
+		t.Helper()
+		var n int
+		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)`, names).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	start := func(name string) *Creation {
+		t.Helper()
+		f.s.DropRolesAtCleanup(t, name)
+		db, err := p.Connect(ctx, f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close(ctx) })
+		pw, _ := GeneratePassword(rand.Reader)
+		return db.StartCreate(ctx, CreateUserRequest{
+			Username: name, Password: pw, Expiration: time.Now().Add(time.Hour),
+			Statements: stmts, Comment: "lessor-test " + name,
+		})
+	}
+
+	// Both start while neither has committed: the second's CREATE ROLE
+	// does not wait for the first's transaction.
+	names := []string{newName(t, "overlap"), newName(t, "overlap"), newName(t, "overlap")}
+	first := start(names[0])
+	started := make(chan *Creation, 1)
+	go func() { started <- start(names[1]) }()
+	var second *Creation
+	select {
+	case second = <-started:
+	case <-time.After(10 * time.Second):
+		first.Rollback(ctx)
+		(<-started).Rollback(ctx)
+		t.Fatal("a second creation waited for the first one's transaction before its CREATE ROLE")
+	}
+	if n := count(names[:2]...); n != 0 {
+		t.Fatalf("%d roles visible before Commit, want 0", n)
+	}
+	first.Rollback(ctx)
+	third := start(names[2])
+
+	// The two left commit at once: one waits for the other's turn at the
+	// GRANT instead of failing with "tuple concurrently updated".
+	errs := make(chan error, 2)
+	for _, c := range []*Creation{second, third} {
+		go func() { errs <- c.Commit(ctx) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(names[0]); n != 0 {
+		t.Errorf("the rolled-back creation left its role")
+	}
+	if n := count(names[1:]...); n != 2 {
+		t.Errorf("%d of the 2 committed roles exist", n)
+	}
+	var acl string
+	if err := watch.QueryRow(ctx, `SELECT relacl::text FROM pg_class WHERE relname = 'items'`).Scan(&acl); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names[1:] {
+		if !strings.Contains(acl, n) {
+			t.Errorf("items' ACL %s lacks %s", acl, n)
+		}
 	}
 }

@@ -110,6 +110,10 @@ func (c Config) Validate() error {
 
 func (c Config) scram() bool { return c.PasswordAuthentication != AuthPassword }
 
+// SCRAM tells whether passwords reach PostgreSQL as SCRAM-SHA-256
+// verifiers (the default) rather than in plaintext.
+func (c Config) SCRAM() bool { return c.scram() }
+
 func (c Config) connectTimeout() time.Duration {
 	if c.ConnectTimeout > 0 {
 		return c.ConnectTimeout

@@ -179,6 +179,53 @@ func TestCreateUserSeedGuide(t *testing.T) {
 	}
 }
 
+// A verifier computed beforehand (while the issuer waited for the
+// connection) is the one PostgreSQL stores, byte for byte, and the
+// password logs in; a config that asks for plaintext ignores it.
+func TestCreateUserPrecomputedVerifier(t *testing.T) {
+	f := setup(t)
+	name := newName(t, "v-pre")
+	f.s.DropRolesAtCleanup(t, name)
+	pw, _ := GeneratePassword(rand.Reader)
+	verifier, err := ScramVerifier(pw, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.CreateUser(f.ctx, CreateUserRequest{Username: name, Password: pw, Verifier: verifier,
+		Expiration: time.Now().Add(time.Hour), Statements: seedStatements}); err != nil {
+		t.Fatal(err)
+	}
+	var stored string
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, name).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != verifier {
+		t.Errorf("stored verifier %q, want the precomputed %q", stored, verifier)
+	}
+	if err := f.s.CanLogin(f.ctx, name, pw, f.d.Name); err != nil {
+		t.Errorf("login: %v", err)
+	}
+
+	cfg := f.cfg
+	cfg.PasswordAuthentication = AuthPassword
+	db := connect(t, cfg)
+	plain := newName(t, "v-pre-plain")
+	f.s.DropRolesAtCleanup(t, plain)
+	if err := db.CreateUser(f.ctx, CreateUserRequest{Username: plain, Password: pw, Verifier: verifier,
+		Expiration: time.Now().Add(time.Hour), Statements: seedStatements}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, plain).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored == verifier {
+		t.Error("a plaintext config stored the precomputed verifier")
+	}
+	if err := f.s.CanLogin(f.ctx, plain, pw, f.d.Name); err != nil {
+		t.Errorf("login (plaintext config): %v", err)
+	}
+}
+
 func TestCreateUserPlaintextPassword(t *testing.T) {
 	f := setup(t)
 	cfg := f.cfg

@@ -107,7 +107,7 @@ func (db *DB) SetPassword(ctx context.Context, username, password string, statem
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	db.addSecret(password)
-	pw, err := db.passwordValue(password)
+	pw, err := db.passwordValue(password, "")
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []erro
 					errs[i] = &notCreatedError{errors.New("empty password")}
 					continue
 				}
-				pw, err := db.passwordValue(c.Password)
+				pw, err := db.passwordValue(c.Password, "")
 				if err != nil {
 					errs[i] = &notCreatedError{err}
 					continue

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	mrand "math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,13 @@ type CreateUserRequest struct {
 	// Comment is written with COMMENT ON ROLE in the same transaction;
 	// "" writes none.
 	Comment string
+	// Verifier, if set, is Password's SCRAM-SHA-256 verifier, computed
+	// beforehand with ScramVerifier: its 4,096 rounds of PBKDF2 take a
+	// millisecond or two, which an issuer can spend while it waits for
+	// the connection rather than after. It is used only where the
+	// connection's config asks for SCRAM; otherwise CreateUser computes
+	// what it needs.
+	Verifier string
 
 	// nameUnquoted: the statements hold {{name}} or {{username}} outside
 	// double quotes (set by checkCreate, for the hint).
@@ -79,11 +87,14 @@ func prepare(elements []string, vals map[string]string) ([]string, error) {
 	return out, nil
 }
 
-// passwordValue is what {{password}} becomes: a SCRAM verifier unless the
-// config asks for plaintext.
-func (db *DB) passwordValue(password string) (string, error) {
+// passwordValue is what {{password}} becomes: a SCRAM verifier (the one
+// the request brings, if any) unless the config asks for plaintext.
+func (db *DB) passwordValue(password, verifier string) (string, error) {
 	if !db.cfg.scram() {
 		return password, nil
+	}
+	if verifier != "" {
+		return verifier, nil
 	}
 	return ScramVerifier(password, rand.Reader)
 }
@@ -93,10 +104,7 @@ func (db *DB) passwordValue(password string) (string, error) {
 // {{name}} would have been folded to lower case), and COMMENT ON ROLE. Any
 // failure rolls it all back. Transient conflicts are retried.
 func (db *DB) CreateUser(ctx context.Context, r CreateUserRequest) error {
-	if err := db.createUser(ctx, r); err != nil {
-		return db.redact(fmt.Errorf("create user %s: %w", r.Username, err))
-	}
-	return nil
+	return db.StartCreate(ctx, r).Commit(ctx)
 }
 
 // ErrNotCreated marks a creation that certainly created nothing: it was
@@ -109,11 +117,331 @@ type notCreatedError struct{ err error }
 func (e *notCreatedError) Error() string   { return e.err.Error() }
 func (e *notCreatedError) Unwrap() []error { return []error{e.err, ErrNotCreated} }
 
-func (db *DB) createUser(ctx context.Context, r CreateUserRequest) error {
-	if err := db.checkCreate(&r); err != nil {
-		return &notCreatedError{err}
+// Creation is a role being created by StartCreate: its transaction is
+// open on the admin connection, and nothing in it is committed, or seen
+// by anyone else, until Commit.
+type Creation struct {
+	db *DB
+	r  CreateUserRequest
+	// err is what StartCreate met, returned by Commit; nil with retry
+	// set when it was a transient conflict, which Commit retries.
+	err   error
+	retry bool
+	// open: BEGIN was sent and the transaction has not ended.
+	open bool
+	// locked: the advisory lock was taken with BEGIN.
+	locked bool
+	// ran is how many creation statements StartCreate ran.
+	ran  int
+	done bool
+}
+
+// errTxEnded: a COMMIT or ROLLBACK among the creation statements ended
+// lessor's transaction, so what ran after it is committed whatever fails
+// next. It is not a definite failure: the lease stays for reap.
+var errTxEnded = errors.New("creation statements ended lessor's transaction: remove COMMIT, ROLLBACK or END from creation_statements")
+
+// StartCreate begins what CreateUser does and stops short of the commit:
+// it computes the password's verifier, opens the transaction, checks
+// that the name is free and runs the first creation statement. For
+// Vault-style statements that is CREATE ROLE, most of the server's work
+// (PostgreSQL derives a SCRAM key from the verifier to check it against
+// the empty password). None of it is visible or lasting until Commit;
+// Rollback, or the connection's end, undoes it.
+//
+// The caller makes the role's lease durable meanwhile, and calls Commit
+// only once it is: so a role is never committed before its lease record,
+// and the two waits overlap. Every StartCreate must be followed by Commit
+// or Rollback; the DB is busy until then.
+func (db *DB) StartCreate(ctx context.Context, r CreateUserRequest) *Creation {
+	db.mu.Lock()
+	c := &Creation{db: db, r: r}
+	if err := db.checkCreate(&c.r); err != nil {
+		c.err = &notCreatedError{err}
+		return c
 	}
-	return db.createChecked(ctx, r)
+	c.err = c.start(ctx, false)
+	if c.err != nil && IsTransient(c.err) {
+		c.err, c.retry = nil, true
+		c.rollback(ctx)
+	}
+	return c
+}
+
+// Commit runs the rest of the creation and commits it, and returns what
+// CreateUser would. A transient conflict (concurrent GRANTs on one
+// object) runs the whole transaction again, waiting its turn from the
+// start.
+func (c *Creation) Commit(ctx context.Context) error {
+	if c.done {
+		return errors.New("create user: creation already ended")
+	}
+	defer c.end()
+	err := c.err
+	if err == nil && !c.retry {
+		err = c.finish(ctx)
+	}
+	for attempt := 1; (c.retry || IsTransient(err)) && attempt < transientAttempts; attempt++ {
+		c.retry = false
+		c.rollback(ctx)
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return c.db.redact(fmt.Errorf("create user %s: %w", c.r.Username, err))
+		case <-time.After(backoff(attempt)):
+		}
+		// This time creations from the same statements take turns from
+		// the start: the lock is taken before the first statement.
+		if err = c.start(ctx, true); err == nil {
+			err = c.finish(ctx)
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	c.rollback(ctx)
+	if err == errNoRole {
+		err = c.checkGone(ctx)
+	}
+	return c.db.redact(fmt.Errorf("create user %s: %w", c.r.Username, err))
+}
+
+// Rollback abandons the creation: nothing of it is left in PostgreSQL.
+func (c *Creation) Rollback(ctx context.Context) {
+	if c.done {
+		return
+	}
+	c.rollback(ctx)
+	c.end()
+}
+
+func (c *Creation) end() {
+	c.done = true
+	c.db.mu.Unlock()
+}
+
+// rollback ends the transaction if it is still open.
+func (c *Creation) rollback(ctx context.Context) {
+	if !c.open {
+		return
+	}
+	c.open = false
+	conn := c.db.conn
+	if conn == nil || conn.IsClosed() || conn.PgConn().TxStatus() == 'I' {
+		return
+	}
+	rctx, cancel := c.db.roundTrip(context.WithoutCancel(ctx))
+	defer cancel()
+	_ = conn.PgConn().Exec(rctx, "ROLLBACK").Close()
+}
+
+// start opens the transaction and runs the statements that come before
+// the turn on the advisory lock: the first one, on a pooled connection
+// that takes its turn after it (see finish); none, if lock takes the turn
+// with BEGIN; all of them without a pool, which takes no turn.
+func (c *Creation) start(ctx context.Context, lock bool) error {
+	c.ran = 0
+	if err := c.begin(ctx, lock); err != nil {
+		return err
+	}
+	n := len(c.r.Statements)
+	switch {
+	case c.db.pool == nil:
+	case c.locked:
+		n = 0
+	default:
+		n = 1
+	}
+	conn := c.db.conn
+	for i, s := range c.r.Statements[:n] {
+		if err := c.db.exec(ctx, conn, s); err != nil {
+			return fmt.Errorf("creation statement %d: %w", i+1, err)
+		}
+		if conn.PgConn().TxStatus() != 'T' {
+			return errTxEnded
+		}
+		c.ran = i + 1
+	}
+	return nil
+}
+
+// begin sends BEGIN, the advisory lock when lock is set, and the check
+// that no role has the name yet, in one round trip. A role of this name
+// that exists already (a template whose random part is cut off at 63
+// bytes can repeat a name) would pass the check after the statements
+// although they made nothing, or made a folded name: it is refused before
+// they run.
+func (c *Creation) begin(ctx context.Context, lock bool) error {
+	conn, err := c.db.admin(ctx)
+	if err != nil {
+		return err
+	}
+	b := &pgconn.Batch{}
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	c.locked = lock && c.db.pool != nil
+	if c.locked {
+		b.ExecParams("SELECT pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
+	}
+	b.ExecParams("SELECT to_regrole(quote_ident($1)) IS NOT NULL", [][]byte{[]byte(c.r.Username)}, nil, nil, nil)
+	c.open = true
+	rctx, cancel := c.db.roundTrip(ctx)
+	defer cancel()
+	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
+	if err != nil {
+		return pgError(err)
+	}
+	last := res[len(res)-1]
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
+		return errors.New("check role name: unexpected reply")
+	}
+	if string(last.Rows[0][0]) == "t" {
+		return &notCreatedError{fmt.Errorf("role %q already exists: the username template repeated a name", c.r.Username)}
+	}
+	return nil
+}
+
+// finish sends the rest in one round trip: the turn on the advisory lock
+// (pooled connections), the statements start did not run, COMMENT ON
+// ROLE and COMMIT. Each statement is still parsed on its own; an error
+// stops the server at that statement, and the transaction stays aborted
+// until rolled back.
+func (c *Creation) finish(ctx context.Context) error {
+	conn := c.db.conn
+	if conn == nil || conn.IsClosed() {
+		return errors.New("the connection closed during the creation")
+	}
+	rest := c.r.Statements[c.ran:]
+	if c.r.Comment == "" {
+		// Without a comment, the role's existence is checked by a query
+		// whose answer decides between COMMIT and ROLLBACK: no pipeline.
+		return c.finishUncommented(ctx, rest)
+	}
+	b := &pgconn.Batch{}
+	// A server issues for one role many times at once, and PostgreSQL
+	// answers concurrent GRANTs on one table with "tuple concurrently
+	// updated" rather than a wait: on a pooled connection, creations from
+	// the same statements take turns on an advisory lock, held until the
+	// transaction ends, so they queue instead of failing and retrying. (A
+	// command issues once, and retries.) The turn is taken after the first
+	// statement, CREATE ROLE for Vault's statements, which only adds rows
+	// and is the costly one, so concurrent creations run it side by side;
+	// and it is held for the server's own work and the commit, never
+	// across a round trip to lessor.
+	locked := c.db.pool != nil && !c.locked
+	if locked {
+		b.ExecParams("SELECT pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
+	}
+	for _, s := range rest {
+		b.ExecParams(s, nil, nil, nil, nil)
+	}
+	// The role must exist under exactly its name: an unquoted {{name}}
+	// folds it to lower case. COMMENT ON ROLE names it quoted, so it
+	// fails on a folded name and is the check. (pg_roles would do too,
+	// but planning that view just after CREATE ROLE invalidated the
+	// catalog caches took 1.5-2.5 ms of a 20 ms issue.)
+	b.ExecParams("COMMENT ON ROLE "+pgx.Identifier{c.r.Username}.Sanitize()+" IS "+quoteLiteral(c.r.Comment), nil, nil, nil, nil)
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	// Each statement of the pipeline has the server's statement_timeout;
+	// the client's bound covers them all.
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(len(rest)+2)*c.db.cfg.statementTimeout()+2*time.Second)
+	defer cancel()
+	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
+	if locked {
+		if len(res) == 0 {
+			return pgError(err) // the turn itself failed
+		}
+		res = res[1:]
+	}
+	for i := range min(len(res), len(rest)) {
+		if endsTx(res[i].CommandTag) {
+			// What ran after it ran outside lessor's transaction.
+			return errTxEnded
+		}
+	}
+	if err == nil {
+		c.open = false
+		if conn.PgConn().TxStatus() != 'I' {
+			return errors.New("the creation's transaction did not end at its COMMIT")
+		}
+		return nil
+	}
+	var pe *pgconn.PgError
+	switch n := len(res); {
+	case !errors.As(err, &pe):
+		// The connection broke: whether COMMIT reached the server is
+		// unknown.
+		return pgError(err)
+	case n < len(rest):
+		return fmt.Errorf("creation statement %d: %w", c.ran+n+1, pgError(err))
+	case n == len(rest):
+		if pe.Code == "42704" { // undefined_object
+			return errNoRole
+		}
+		return fmt.Errorf("comment on role: %w", pgError(err))
+	default:
+		return pgError(err)
+	}
+}
+
+// endsTx tells whether a statement's command tag says it ended the
+// transaction (END answers COMMIT, ABORT answers ROLLBACK).
+func endsTx(tag pgconn.CommandTag) bool {
+	return tag.String() == "COMMIT" || tag.String() == "ROLLBACK" || tag.String() == "PREPARE TRANSACTION"
+}
+
+// finishUncommented runs the rest one statement at a time, checks that
+// the role exists under its exact name, and commits only if it does.
+func (c *Creation) finishUncommented(ctx context.Context, rest []string) error {
+	conn := c.db.conn
+	if c.db.pool != nil && !c.locked {
+		if err := c.db.exec(ctx, conn, "SELECT pg_advisory_xact_lock("+strconv.FormatInt(c.r.lockKey, 10)+")"); err != nil {
+			return err
+		}
+	}
+	for i, s := range rest {
+		if err := c.db.exec(ctx, conn, s); err != nil {
+			return fmt.Errorf("creation statement %d: %w", c.ran+i+1, err)
+		}
+		if conn.PgConn().TxStatus() != 'T' {
+			return errTxEnded
+		}
+	}
+	var exists bool
+	if err := c.db.queryRow(ctx, conn, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{c.r.Username}, &exists); err != nil {
+		return err
+	}
+	if !exists {
+		return errNoRole
+	}
+	rctx, cancel := c.db.roundTrip(ctx)
+	defer cancel()
+	c.open = false
+	if err := conn.PgConn().Exec(rctx, "COMMIT").Close(); err != nil {
+		return pgError(err)
+	}
+	return nil
+}
+
+// checkGone runs after the statements ran without error but made no role
+// of this name, and the transaction was rolled back. It checks outside
+// the transaction that no such role exists before calling the failure
+// definite (which discards the pending lease): if the check cannot run,
+// the lease stays.
+func (c *Creation) checkGone(ctx context.Context) error {
+	conn := c.db.conn
+	if conn == nil || conn.IsClosed() {
+		return fmt.Errorf("creation statements did not create role %q; check after rollback: the connection closed", c.r.Username)
+	}
+	var n int
+	if qerr := c.db.queryRow(ctx, conn, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, []any{c.r.Username}, &n); qerr != nil {
+		return fmt.Errorf("creation statements did not create role %q; check after rollback: %w", c.r.Username, qerr)
+	}
+	if n != 0 {
+		return fmt.Errorf("creation statements did not create role %q in lessor's transaction, yet it exists", c.r.Username)
+	}
+	return &notCreatedError{notCreated(c.r)}
 }
 
 // checkCreate refuses a request before any round trip and substitutes the
@@ -125,7 +453,7 @@ func (db *DB) checkCreate(r *CreateUserRequest) error {
 	if len(r.Statements) == 0 {
 		return errors.New("empty creation statements")
 	}
-	pw, err := db.passwordValue(r.Password)
+	pw, err := db.passwordValue(r.Password, r.Verifier)
 	if err != nil {
 		return err
 	}
@@ -153,106 +481,7 @@ func (db *DB) checkCreate(r *CreateUserRequest) error {
 	return nil
 }
 
-func (db *DB) createChecked(ctx context.Context, r CreateUserRequest) error {
-	stmts := r.Statements
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	for attempt := 1; ; attempt++ {
-		err := db.createOnce(ctx, r, stmts)
-		if err == nil || !IsTransient(err) || attempt == transientAttempts {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff(attempt)):
-		}
-	}
-}
-
-func (db *DB) createOnce(ctx context.Context, r CreateUserRequest, stmts []string) error {
-	conn, err := db.admin(ctx)
-	if err != nil {
-		return err
-	}
-	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
-		// A role of this name that exists already (a template whose
-		// random part is cut off at 63 bytes can repeat a name) would
-		// pass the check below although the statements made nothing, or
-		// made a folded name: refuse before they run.
-		var taken bool
-		check, args := `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}
-		if db.pool != nil {
-			// A server issues for one role many times at once, and
-			// PostgreSQL answers concurrent GRANTs on one table with
-			// "tuple concurrently updated" rather than a wait: creations
-			// from the same statements take turns on an advisory lock,
-			// held until this transaction ends, so they queue instead of
-			// failing and retrying. (A command issues once, and retries.)
-			check = `SELECT to_regrole(quote_ident($1)) IS NOT NULL FROM (SELECT pg_advisory_xact_lock($2)) AS turn`
-			args = append(args, r.lockKey)
-		}
-		if err := db.queryRow(ctx, tx, check, args, &taken); err != nil {
-			return err
-		}
-		if taken {
-			return &notCreatedError{fmt.Errorf("role %q already exists: the username template repeated a name", r.Username)}
-		}
-		if err := db.execEach(ctx, tx, "creation", stmts); err != nil {
-			return err
-		}
-		if conn.PgConn().TxStatus() != 'T' {
-			// A COMMIT or ROLLBACK among the statements ended lessor's
-			// transaction: what ran after it is committed, whatever
-			// fails next. Not a definite failure, so the lease stays
-			// for reap.
-			return errors.New("creation statements ended lessor's transaction: remove COMMIT, ROLLBACK or END from creation_statements")
-		}
-		// The role must exist under exactly its name: an unquoted {{name}}
-		// folds it to lower case. COMMENT ON ROLE names it quoted, so it
-		// fails on a folded name and is the check; without a comment, a
-		// lookup is. (pg_roles would do too, but planning that view just
-		// after CREATE ROLE invalidated the catalog caches took 1.5-2.5 ms
-		// of a 20 ms issue.)
-		if r.Comment != "" {
-			c := "COMMENT ON ROLE " + pgx.Identifier{r.Username}.Sanitize() + " IS " + quoteLiteral(r.Comment)
-			err := db.exec(ctx, tx, c)
-			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object
-				return errNoRole
-			}
-			if err != nil {
-				return fmt.Errorf("comment on role: %w", err)
-			}
-			return nil
-		}
-		var exists bool
-		if err := db.queryRow(ctx, tx, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{r.Username}, &exists); err != nil {
-			return err
-		}
-		if !exists {
-			return errNoRole
-		}
-		return nil
-	})
-	if err != errNoRole {
-		return err
-	}
-	// The statements ran without error but made no role of this name,
-	// and the transaction was rolled back. Check outside it that no such
-	// role exists before calling the failure definite (which discards
-	// the pending lease): if the check cannot run, the lease stays.
-	var n int
-	if qerr := db.queryRow(ctx, conn, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, []any{r.Username}, &n); qerr != nil {
-		return fmt.Errorf("creation statements did not create role %q; check after rollback: %w", r.Username, qerr)
-	}
-	if n != 0 {
-		return fmt.Errorf("creation statements did not create role %q in lessor's transaction, yet it exists", r.Username)
-	}
-	return &notCreatedError{notCreated(r)}
-}
-
-// errNoRole is createOnce's signal, inside the transaction, that the
+// errNoRole is finish's signal, inside the transaction, that the
 // statements made no role of the name they were given.
 var errNoRole = errors.New("no role of that name")
 
@@ -446,7 +675,7 @@ func (db *DB) rotateRoot(ctx context.Context, newPassword string, statements []s
 		statements = []string{DefaultRotateRootStatement}
 	}
 	setPassword := func(password string, statements []string) error {
-		pw, err := db.passwordValue(password)
+		pw, err := db.passwordValue(password, "")
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,161 @@
+package lease
+
+import (
+	"context"
+	"encoding/base64"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// costStore counts what a store that pays a round trip per read (the
+// PostgreSQL backend) would be asked for: a Get costs a round trip unless
+// a GetMany or Prefetch of the same transaction read the key already; a
+// GetMany or Prefetch costs one. It also counts Puts.
+type costStore struct {
+	storage.Store
+	mu         sync.Mutex
+	roundTrips int
+	puts       int
+}
+
+func (s *costStore) View(ctx context.Context, fn func(storage.Tx) error) error {
+	return s.Store.View(ctx, func(tx storage.Tx) error { return fn(&costTx{Tx: tx, s: s, read: map[string]bool{}}) })
+}
+
+func (s *costStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	return s.Store.Update(ctx, func(tx storage.Tx) error { return fn(&costTx{Tx: tx, s: s, read: map[string]bool{}}) })
+}
+
+type costTx struct {
+	storage.Tx
+	s    *costStore
+	read map[string]bool
+}
+
+func (t *costTx) count(rt, puts int) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.s.roundTrips += rt
+	t.s.puts += puts
+}
+
+func (t *costTx) Get(key string) ([]byte, error) {
+	if !t.read[key] {
+		t.count(1, 0)
+		t.read[key] = true
+	}
+	return t.Tx.Get(key)
+}
+
+func (t *costTx) GetMany(keys []string) ([][]byte, error) {
+	t.count(1, 0)
+	for _, k := range keys {
+		t.read[k] = true
+	}
+	return storage.GetMany(t.Tx, keys)
+}
+
+func (t *costTx) Prefetch(keys []string) error {
+	_, err := t.GetMany(keys)
+	return err
+}
+
+func (t *costTx) Put(key string, value []byte) error {
+	t.count(0, 1)
+	t.read[key] = true
+	return t.Tx.Put(key, value)
+}
+
+// TestReapBatchCostDoesNotGrowWithLeases: reaping a batch reads its
+// records in a few batched reads, not one round trip per lease, and
+// claims it with one record, not by rewriting each lease's record and due
+// key (which was most of a reap's time on either store).
+func TestReapBatchCostDoesNotGrowWithLeases(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	cs := &costStore{Store: storage.NewMemory()}
+	key, err := barrier.KeyFromBase64(base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bar, err := barrier.Init(context.Background(), cs, key, barrier.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.store = bar
+	ctx := context.Background()
+	const n = 300
+	for range n {
+		issue(t, m, be, clk, "ro", time.Minute, "accessor")
+	}
+	clk.advance(2 * time.Minute)
+	m.o.BatchSize = 100
+	cs.roundTrips, cs.puts = 0, 0
+	sum, err := m.Reap(ctx, ReapOptions{Workers: 1})
+	if err != nil || sum.Revoked != n || len(be.revoked) != n {
+		t.Fatalf("reap: %+v %v (%d revoked by the backend)", sum, err, len(be.revoked))
+	}
+	// 3 claims, 3 settles and a last empty claim, each a handful of
+	// round trips (the barrier's header, keyring and state; the due walk;
+	// the batched reads) and, when it writes, a claim and the state.
+	t.Logf("reaping %d leases in batches of 100: %d round trips, %d puts", n, cs.roundTrips, cs.puts)
+	if cs.roundTrips > 60 || cs.puts > 15 {
+		t.Fatalf("reaping %d leases in batches of 100: %d round trips, %d puts", n, cs.roundTrips, cs.puts)
+	}
+	if c, _ := m.Count(ctx); c != 0 {
+		t.Fatalf("%d leases left", c)
+	}
+}
+
+// TestBatchClaimShowsRevokingAndRunsOut: a lease in a live batch claim
+// reads as revoking (as when the claim rewrote its record) and is left to
+// its reaper; once the claim runs out (the reaper died), the next reap
+// reports the lease as an abandoned claim, revokes it, and removes the
+// stale claim.
+func TestBatchClaimShowsRevokingAndRunsOut(t *testing.T) {
+	m, be, clk, st := setup(t)
+	ctx := context.Background()
+	id := issue(t, m, be, clk, "ro", time.Minute, "")
+	clk.advance(2 * time.Minute)
+	claimed, _, _, _, err := m.claimDue(ctx, m.now())
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %d %v", len(claimed), err)
+	}
+	// The reaper dies here.
+	e, err := m.Lookup(ctx, id)
+	if err != nil || e.State != StateRevoking || !e.ClaimUntil.Equal(m.now().Add(m.o.ClaimTimeout)) {
+		t.Fatalf("lookup during the claim: %+v %v", e, err)
+	}
+	if es, err := m.Entries(ctx, ""); err != nil || len(es) != 1 || es[0].State != StateRevoking {
+		t.Fatalf("entries during the claim: %v %v", es, err)
+	}
+	if _, err := m.Renew(ctx, id, time.Hour); err != ErrFailedExpired {
+		t.Fatalf("renew during the claim: %v", err)
+	}
+	sum, err := m.Reap(ctx, ReapOptions{})
+	if err != nil || sum.Revoked != 0 || len(be.revoked) != 0 {
+		t.Fatalf("reap during the claim: %+v %v", sum, err)
+	}
+	clk.advance(6 * time.Minute)
+	dry, err := m.Reap(ctx, ReapOptions{DryRun: true})
+	if err != nil || len(dry.Due) != 1 || dry.Due[0].Reason != ReasonAbandonedClaim {
+		t.Fatalf("dry run after the claim: %+v %v", dry, err)
+	}
+	sum, err = m.Reap(ctx, ReapOptions{})
+	if err != nil || sum.Revoked != 1 || len(be.revoked) != 1 {
+		t.Fatalf("reap after the claim: %+v %v", sum, err)
+	}
+	err = st.View(ctx, func(tx storage.Tx) error {
+		keys, err := tx.List("sys/lease/")
+		if len(keys) != 0 {
+			t.Errorf("left in the store: %v", keys)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -58,6 +58,10 @@ type Factory struct {
 	// acceptRollback: the store may be older than the generation this user
 	// last saw (operator verify -accept-rollback).
 	acceptRollback bool
+	// holdReads: a request is being prepared, whose reads of a file store
+	// share one opening of it (storage.Bolt.Hold) until endReads.
+	holdReads    bool
+	releaseReads func()
 }
 
 func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
@@ -329,7 +333,19 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 		}
 		return nil, &localError{err}
 	}
+	if f.holdReads {
+		f.releaseReads = phys.Hold()
+		f.onClose(f.releaseReads)
+	}
 	return phys, nil
+}
+
+// endReads ends the hold Request took on the file store's reads: the
+// request is about to act, and may wait on the network.
+func (f *Factory) endReads() {
+	if f.releaseReads != nil {
+		f.releaseReads()
+	}
 }
 
 // unsealKey picks the unseal key for a store of the given kind:
@@ -405,6 +421,10 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 		return nil, f.storeError(err)
 	}
 	kind := sealed.UnsealKind()
+	if kind == barrier.KindPassphrase {
+		// Reading the passphrase may wait for a person at a terminal.
+		f.endReads()
+	}
 	key, err := f.unsealKey(kind)
 	if err != nil {
 		return nil, err
@@ -490,6 +510,7 @@ func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
 		Factories:  backendFactories(),
 		Now:        f.Now,
 		RemoteUser: osUser(),
+		EndReads:   f.endReads,
 	})
 }
 
@@ -554,6 +575,13 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 	if f.remote() {
 		return f.remoteRequest(ctx, req)
 	}
+	// The reads before the backend acts (the barrier's header, the token,
+	// its policies, the mounts) share one opening of a file store.
+	f.holdReads = true
+	defer func() {
+		f.holdReads = false
+		f.endReads()
+	}()
 	c, err := f.Core(ctx)
 	if err != nil {
 		return nil, err

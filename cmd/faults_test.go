@@ -376,6 +376,27 @@ func (p *faultProxy) forwardLosingReply(c, up net.Conn, prefix string) {
 		}
 		if hit {
 			p.lost.Add(1)
+			// A Parse runs only once its Bind and Execute reach the
+			// server, which a pipeline sends behind it: pass them on, up
+			// to the Sync that ends the pipeline.
+			for hdr[0] == 'P' {
+				var h [5]byte
+				if _, err := io.ReadFull(c, h[:]); err != nil {
+					break
+				}
+				n := int(binary.BigEndian.Uint32(h[1:]))
+				if n < 4 {
+					break
+				}
+				msg := make([]byte, 5+n-4)
+				copy(msg, h[:])
+				if _, err := io.ReadFull(c, msg[5:]); err != nil {
+					break
+				}
+				if _, err := up.Write(msg); err != nil || h[0] == 'S' {
+					break
+				}
+			}
 			// Let the server finish the statement, then drop both sides.
 			time.Sleep(300 * time.Millisecond)
 			return

@@ -122,6 +122,19 @@ func TestBenchPGStore(t *testing.T) {
 		big = v
 	}
 	report(t, "pg store: load at start", loadavg(), "")
+	// LESSOR_BENCH_PG_PART=reap runs only the reap part (=issue only the
+	// issue part).
+	part := os.Getenv("LESSOR_BENCH_PG_PART")
+	if part != "reap" {
+		benchPGIssue(t, r, n, big)
+	}
+	if part != "issue" {
+		benchPGReap(t, r)
+	}
+	report(t, "pg store: load at end", loadavg(), "")
+}
+
+func benchPGIssue(t *testing.T, r *benchRig, n, big int) {
 	file, pg, pgBig := r.newStore(""), r.newPGStore(), r.newPGStore()
 	later := time.Now().Add(12 * time.Hour)
 	pgBig.seed(big, func(int) time.Time { return later }, func(i int) string { return "bench-none-" + strconv.Itoa(i) })
@@ -143,7 +156,9 @@ func TestBenchPGStore(t *testing.T) {
 	report(t, "pg store: issue, pg / file, pg / floor", fmt.Sprintf("%.2fx, %.2fx", ratio(pi, fi), ratio(pi, fl)), "pg / floor <= 1.5x")
 	report(t, fmt.Sprintf("pg store: issue at %d leases vs 0", big),
 		fmt.Sprintf("%s vs %s = %.2fx", durSpread(bi), durSpread(pi), ratio(bi, pi)), "<= 1.2x")
+}
 
+func benchPGReap(t *testing.T, r *benchRig) {
 	reapN := 10000
 	if v, err := strconv.Atoi(os.Getenv("LESSOR_BENCH_REAP")); err == nil && v > 0 {
 		reapN = v
@@ -216,7 +231,6 @@ func TestBenchPGStore(t *testing.T) {
 		report(t, fmt.Sprintf("pg store: reap %d due (%s), median (min–max) of %d", reapN, c.label, reps),
 			fmt.Sprintf("%s, %.0f leases/s, %.2fx file", durSpread(w), float64(reapN)/median(w).Seconds(), ratio(w, base)), "<= 1x file (pg)")
 	}
-	report(t, "pg store: load at end", loadavg(), "")
 }
 
 func ratio(a, b []time.Duration) float64 { return float64(median(a)) / float64(median(b)) }

@@ -25,6 +25,12 @@ func TestGoModTidy(t *testing.T) {
 	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off")
 	out, err := cmd.CombinedOutput()
+	if err != nil && strings.Contains(string(out), "module lookup disabled by GOPROXY=off") && os.Getenv("CI") == "" {
+		// A cold module cache, not an untidy go.mod: tidy consults
+		// modules (tests of dependencies) that go test never fetches.
+		// .ci/run fetches them first; elsewhere say how.
+		t.Skipf("module cache lacks what go mod tidy consults; run `go mod tidy -diff` once with the module proxy on:\n%s", out)
+	}
 	if err != nil {
 		t.Errorf("go mod tidy -diff: %v\n%s", err, out)
 	}

@@ -332,7 +332,7 @@ func (s *Server) dropRoles(names []string) error {
 		return fmt.Errorf("drop roles: %w", err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = ANY($1)`, names)
+	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = ANY($1::name[])`, names)
 	if err != nil {
 		return fmt.Errorf("drop roles: %w", err)
 	}
@@ -340,14 +340,14 @@ func (s *Server) dropRoles(names []string) error {
 	if err != nil || len(present) == 0 {
 		return err
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)`, present); err != nil {
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1::name[])`, present); err != nil {
 		return fmt.Errorf("drop roles: terminate sessions: %w", err)
 	}
 	rows, err = conn.Query(ctx, `
 SELECT DISTINCT d.datname FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid AND s.refclassid = 'pg_authid'::regclass
 JOIN pg_database d ON d.oid = s.dbid
-WHERE r.rolname = ANY($1) AND d.datallowconn`, present)
+WHERE r.rolname = ANY($1::name[]) AND d.datallowconn`, present)
 	if err != nil {
 		return fmt.Errorf("drop roles: %w", err)
 	}

@@ -229,7 +229,7 @@ WITH r AS (
   SELECT rolname, oid,
          rolcanlogin AND coalesce(rolvaliduntil > now(), true) AS can_login,
          oid IN (SELECT usesysid FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_backend_pid()) AS in_session
-  FROM pg_roles WHERE rolname = ANY($1) AND rolname <> current_user
+  FROM pg_roles WHERE rolname = ANY($1::name[]) AND rolname <> current_user
 )
 SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r), '{}'),
@@ -275,7 +275,7 @@ func (db *DB) terminate(ctx context.Context, conn *pgx.Conn, names []string, adm
 	if !adm.super {
 		var need []string
 		q := `SELECT coalesce(array_agg(DISTINCT usename::text), '{}') FROM pg_stat_activity
-WHERE usename = ANY($1) AND NOT pg_has_role('pg_signal_backend', 'USAGE') AND NOT pg_has_role(usename, 'USAGE')`
+WHERE usename = ANY($1::name[]) AND NOT pg_has_role('pg_signal_backend', 'USAGE') AND NOT pg_has_role(usename, 'USAGE')`
 		if err := db.queryRow(ctx, conn, q, []any{names}, &need); err != nil {
 			return nil, fmt.Errorf("terminate sessions: %w", err)
 		}
@@ -289,10 +289,10 @@ WHERE usename = ANY($1) AND NOT pg_has_role('pg_signal_backend', 'USAGE') AND NO
 			granted = need
 		}
 	}
-	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()`
+	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_backend_pid()`
 	args := []any{names, terminateWait.Milliseconds()}
 	if db.version < 140000 {
-		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()`
+		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_backend_pid()`
 		args = args[:1]
 	}
 	var n int64
@@ -342,7 +342,7 @@ SELECT coalesce(d.datname, current_database()),
 FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid
 LEFT JOIN pg_database d ON d.oid = s.dbid
-WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype <> 'p' AND r.rolname = ANY($1)
+WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype <> 'p' AND r.rolname = ANY($1::name[])
 GROUP BY 1, 2, 3`, names)
 	if err != nil {
 		cancel()
@@ -428,7 +428,7 @@ GROUP BY 1, 2, 3`, names)
 // the admin already has its privileges. $3 is the pg_has_role privilege
 // that lets the admin SET ROLE: 'SET' on PostgreSQL 16+, 'MEMBER' before.
 const holdings = `
-WITH dying AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY($1)),
+WITH dying AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY($1::name[])),
 dep AS (
   SELECT s.classid, s.objid, s.objsubid, s.deptype, s.refobjid
   FROM pg_shdepend s

@@ -851,7 +851,7 @@ func (db *DB) roleComments(ctx context.Context, names []string) (map[string]stri
 	defer cancel()
 	rows, err := conn.Query(rctx, `
 SELECT r.rolname, coalesce(shobj_description(r.oid, 'pg_authid'), '')
-FROM pg_roles r WHERE r.rolname = ANY($1)`, names)
+FROM pg_roles r WHERE r.rolname = ANY($1::name[])`, names)
 	if err != nil {
 		return nil, pgError(err)
 	}

@@ -168,6 +168,9 @@ type Barrier struct {
 	ring    *keyring
 	gen     uint64
 	genPath string
+
+	genMu      sync.Mutex // serializes writes of the generation file
+	genWritten uint64     // the last generation written to it
 }
 
 // UnsealKind reports which kind of key (KindKeyFile or KindPassphrase)

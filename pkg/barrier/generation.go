@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,17 +103,48 @@ func readGeneration(path string) uint64 {
 	if err != nil {
 		return 0
 	}
-	// A file left empty or torn by a crash reads as 0: only someone who can
-	// write the user's own files can make it so, and such a user has the
-	// key anyway.
-	n, err := strconv.ParseUint(strings.TrimSpace(string(raw)), 10, 64)
+	return parseGeneration(raw)
+}
+
+// The generation file is one line of fixed width: the generation in 20
+// digits, a space, and the CRC-32C of those digits in 8 hex digits. Fixed
+// width lets a commit overwrite the number in place, one pwrite that
+// changes no metadata, where creating a file and renaming it over the old
+// one waits on the file system's journal behind whatever else syncs: 1.6 ms
+// per commit in `lessor serve` under load, on the path of every issue. The
+// checksum makes a line that a reader catches half rewritten read as 0,
+// never as a number higher than was written. Files of earlier versions
+// hold the bare number, which still reads.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func formatGeneration(gen uint64) []byte {
+	digits := fmt.Sprintf("%020d", gen)
+	return fmt.Appendf(nil, "%s %08x\n", digits, crc32.Checksum([]byte(digits), castagnoli))
+}
+
+// parseGeneration reads a generation file's content. A file left empty or
+// torn by a crash or a concurrent write reads as 0: only someone who can
+// write the user's own files can make it so, and such a user has the key
+// anyway.
+func parseGeneration(raw []byte) uint64 {
+	line := strings.TrimSpace(string(raw))
+	digits, sum, ok := strings.Cut(line, " ")
+	if ok {
+		want, err := strconv.ParseUint(sum, 16, 32)
+		if err != nil || len(sum) != 8 || crc32.Checksum([]byte(digits), castagnoli) != uint32(want) {
+			return 0
+		}
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
 	if err != nil {
 		return 0
 	}
 	return n
 }
 
-// noteGeneration records gen, after a commit, in the generation file.
+// noteGeneration records gen, after a commit, in the generation file. A
+// process that commits from several goroutines (serve) writes each
+// generation once, and not one that an earlier write already passed.
 func (b *Barrier) noteGeneration(gen uint64, force bool) {
 	b.mu.Lock()
 	b.gen = max(b.gen, gen)
@@ -121,12 +153,39 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 		b.gen = gen
 	}
 	b.mu.Unlock()
-	if path != "" && gen > 0 {
-		_ = writeGeneration(path, gen)
+	if path == "" || gen == 0 {
+		return
+	}
+	b.genMu.Lock()
+	defer b.genMu.Unlock()
+	if gen <= b.genWritten && !force {
+		return
+	}
+	if writeGeneration(path, gen) == nil {
+		b.genWritten = gen
 	}
 }
 
+// writeGeneration overwrites the number in the generation file in place
+// when the file is one this version wrote (a regular file of the line's
+// width); otherwise it writes the line to a new file and renames it over
+// the old one, never following a symbolic link.
 func writeGeneration(path string, gen uint64) error {
+	line := formatGeneration(gen)
+	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0); err == nil {
+		fi, err := f.Stat()
+		if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(line)) {
+			_, err = f.WriteAt(line, 0)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				return nil
+			}
+		} else {
+			f.Close()
+		}
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -140,7 +199,7 @@ func writeGeneration(path string, gen uint64) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(strconv.FormatUint(gen, 10) + "\n")
+	_, err = f.Write(line)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

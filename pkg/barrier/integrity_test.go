@@ -355,7 +355,7 @@ func TestGenerationDetectsRollback(t *testing.T) {
 	put(t, b, "sys/token/id/abc", "token")
 	backup := rawFile(t, phys)
 	put(t, b, "sys/token/id/abc", "revoked")
-	if raw, err := os.ReadFile(gen); err != nil || string(raw) != "3\n" {
+	if raw, err := os.ReadFile(gen); err != nil || parseGeneration(raw) != 3 || len(raw) != 30 {
 		t.Fatalf("generation file %q, %v", raw, err)
 	}
 	if fi, err := os.Stat(gen); err != nil || fi.Mode().Perm() != 0o600 {
@@ -387,5 +387,82 @@ func TestGenerationDetectsRollback(t *testing.T) {
 	}
 	if err := b3.TrackGeneration(ctx, gen, false); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGenerationFile: the generation file is rewritten in place (same
+// inode) once it has this version's fixed width; a line torn by a
+// concurrent writer, or damaged, reads as 0, never higher; the bare number
+// of earlier versions still reads; and a symbolic link at its path is
+// replaced, not followed.
+func TestGenerationFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state", "gen")
+	if err := writeGeneration(path, 7); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGeneration(path, 12345); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Error("the generation file was replaced, not rewritten in place")
+	}
+	if got := readGeneration(path); got != 12345 {
+		t.Fatalf("read %d, want 12345", got)
+	}
+
+	a, b := formatGeneration(99), formatGeneration(100)
+	torn := append(append([]byte{}, b[:18]...), a[18:]...) // "…10" then "9 <sum of 99>"
+	for _, c := range []struct {
+		raw  string
+		want uint64
+	}{
+		{string(a), 99},
+		{"42\n", 42}, // written by an earlier version
+		{string(torn), 0},
+		{"", 0},
+		{"00000000000000000099 0000000g\n", 0},
+		{"00000000000000000099\n", 99},
+	} {
+		if got := parseGeneration([]byte(c.raw)); got != c.want {
+			t.Errorf("parseGeneration(%q) = %d, want %d", c.raw, got, c.want)
+		}
+	}
+
+	// An earlier version's file, shorter: replaced by the fixed width.
+	if err := os.WriteFile(path, []byte("5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGeneration(path, 6); err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := os.ReadFile(path); string(raw) != string(formatGeneration(6)) {
+		t.Fatalf("file holds %q", raw)
+	}
+
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.WriteFile(target, formatGeneration(1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "state", "linked")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGeneration(link, 8); err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := os.ReadFile(target); string(raw) != string(formatGeneration(1)) {
+		t.Errorf("the link's target was written: %q", raw)
+	}
+	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || readGeneration(link) != 8 {
+		t.Errorf("the link was not replaced by the file: %v", err)
 	}
 }

@@ -67,7 +67,10 @@ func newServeRig(t *testing.T, viaGroup ...bool) *serveRig {
 	pw := c.file("admin-pw", srv.Password)
 	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=readonly",
 		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
-		"username="+srv.User, "password=@"+pw)
+		"username="+srv.User, "password=@"+pw,
+		// As many admin connections as the floor's and the clients (the
+		// default is 4, as Vault's).
+		"max_open_connections=8")
 	grant := `GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`
 	if len(viaGroup) > 0 && viaGroup[0] {
 		group := "readers_" + db.Name

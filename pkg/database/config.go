@@ -67,7 +67,15 @@ func (c *dbConfig) pluginConfig() postgres.Config {
 		Password:               c.Connection.Password,
 		DisableEscaping:        c.Connection.DisableEscaping,
 		PasswordAuthentication: c.Connection.PasswordAuthentication,
+		MaxOpenConnections:     deref(c.Connection.MaxOpenConnections),
 	}
+}
+
+func deref(n *int) int {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 // roleAllowed applies allowed_roles: "*" or any glob that matches; an

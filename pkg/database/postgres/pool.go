@@ -14,7 +14,8 @@ import (
 // Pool keeps admin connections open between requests, for a long-running
 // server: at most Size per connection config (URL, user, password and the
 // rest, so a rotated password or an edited config gets connections of its
-// own and the old ones age out), each closed after MaxIdle unused.
+// own and the old ones age out), or the config's MaxOpenConnections when
+// set, each closed after MaxIdle unused.
 //
 // A DB from Pool.Connect is used exactly as one from Connect; its Close
 // hands the connection back instead of closing it. A connection goes back
@@ -73,7 +74,7 @@ func poolKey(cfg Config) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func (p *Pool) set(key string) (*connSet, bool) {
+func (p *Pool) set(key string, size int) (*connSet, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -81,7 +82,10 @@ func (p *Pool) set(key string) (*connSet, bool) {
 	}
 	s := p.sets[key]
 	if s == nil {
-		s = &connSet{sem: make(chan struct{}, p.size), idle: make(chan *pooledConn, p.size)}
+		if size <= 0 {
+			size = p.size
+		}
+		s = &connSet{sem: make(chan struct{}, size), idle: make(chan *pooledConn, size)}
 		p.sets[key] = s
 	}
 	return s, true
@@ -95,7 +99,7 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	key := poolKey(cfg)
-	s, ok := p.set(key)
+	s, ok := p.set(key, cfg.MaxOpenConnections)
 	if !ok {
 		return Connect(ctx, cfg)
 	}

@@ -198,3 +198,40 @@ func TestPoolCreationsOverlap(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolMaxOpenConnections: a config's MaxOpenConnections (Vault's
+// max_open_connections) bounds its connections instead of the pool's
+// size, in either direction.
+func TestPoolMaxOpenConnections(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	for _, c := range []struct{ poolSize, maxOpen, want int }{
+		{4, 1, 1},
+		{1, 3, 3},
+		{2, 0, 2},
+	} {
+		p := NewPool(c.poolSize, time.Minute)
+		cfg := f.cfg
+		cfg.MaxOpenConnections = c.maxOpen
+		var open []*DB
+		for range c.want {
+			db, err := p.Connect(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			open = append(open, db)
+		}
+		short, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
+		if _, err := p.Connect(short, cfg); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("pool of %d, max_open_connections %d: connection %d: %v, want to wait", c.poolSize, c.maxOpen, c.want+1, err)
+		}
+		cancel()
+		if n, _ := p.Stats(); n != c.want {
+			t.Errorf("pool of %d, max_open_connections %d: %d open, want %d", c.poolSize, c.maxOpen, n, c.want)
+		}
+		for _, db := range open {
+			db.Close(ctx)
+		}
+		p.Close()
+	}
+}

@@ -75,6 +75,10 @@ type Config struct {
 	// hung server or network still gives an error). Zero means 10 s.
 	ConnectTimeout   time.Duration
 	StatementTimeout time.Duration
+	// MaxOpenConnections bounds the connections a Pool keeps open for
+	// this config (Vault's max_open_connections); 0 leaves the pool's
+	// own size.
+	MaxOpenConnections int
 }
 
 const (

@@ -62,6 +62,10 @@ type Backend struct {
 	rand io.Reader
 	pool *postgres.Pool
 
+	// spares are passwords made ready with their verifiers, on a server
+	// (nil on the command line; see spare.go).
+	spares *spares
+
 	// idle holds the connections RevokeSecrets keeps for the next batch,
 	// until CloseIdle.
 	idle idleConns
@@ -80,7 +84,11 @@ func New(o Options) *Backend {
 	if r == nil {
 		r = rand.Reader
 	}
-	return &Backend{rand: r, pool: o.Pool}
+	b := &Backend{rand: r, pool: o.Pool}
+	if o.Pool != nil {
+		b.spares = newSpares()
+	}
+	return b
 }
 
 // dial opens an admin connection with cfg, from the pool when there is

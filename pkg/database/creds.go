@@ -126,9 +126,20 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	if err != nil {
 		return nil, fmt.Errorf("generate username for role %q: %w", name, err)
 	}
-	password, err := b.newPassword(ctx, req.System, &cfg)
-	if err != nil {
-		return nil, fmt.Errorf("generate password for role %q: %w", name, err)
+	pc := cfg.pluginConfig()
+	var sp spare
+	spared := false
+	if b.spareFor(&cfg, pc) {
+		sp, spared = b.spares.take()
+		// Made again once this request is answered, when the server is
+		// likely idle.
+		defer b.spares.refill(func() (string, error) { return postgres.GeneratePassword(b.rand) })
+	}
+	password := sp.password
+	if !spared {
+		if password, err = b.newPassword(ctx, req.System, &cfg); err != nil {
+			return nil, fmt.Errorf("generate password for role %q: %w", name, err)
+		}
 	}
 
 	// The pending lease must be durable before the role is committed,
@@ -149,7 +160,6 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	dialCtx, cancelDial := context.WithCancel(ctx)
 	defer cancelDial()
 	dial := make(chan dialed, 1)
-	pc := cfg.pluginConfig()
 	go func() {
 		db, err := b.dial(dialCtx, pc)
 		dial <- dialed{db, err}
@@ -159,13 +169,17 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	// CreateUser computes it again and reports why, before creating
 	// anything.
 	verifier := make(chan string, 1)
-	go func() {
-		v := ""
-		if pc.SCRAM() {
-			v, _ = postgres.ScramVerifier(password, rand.Reader)
-		}
-		verifier <- v
-	}()
+	if spared {
+		verifier <- sp.verifier
+	} else {
+		go func() {
+			v := ""
+			if pc.SCRAM() {
+				v, _ = postgres.ScramVerifier(password, rand.Reader)
+			}
+			verifier <- v
+		}()
+	}
 
 	type recorded struct {
 		lease *logical.PreparedLease

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -310,13 +311,57 @@ func (b *Bolt) Update(ctx context.Context, fn func(Tx) error) error {
 	b.gbusy = true
 	b.gmu.Unlock()
 	if !lead {
-		if err := <-c.done; !errors.Is(err, errLead) {
+		err, left := b.await(ctx, c)
+		if left {
+			return err
+		}
+		if !errors.Is(err, errLead) {
 			return b.outcome(ctx, fn, err)
 		}
 	}
 	// c is first in the queue: commit the group it heads.
 	b.commitGroup()
 	return b.outcome(ctx, fn, <-c.done)
+}
+
+// await waits for the outcome of a queued call. A call still waiting in
+// the queue when ctx ends or the lock timeout passes leaves it, as a
+// caller waiting for the file's lock would, with left set: its function
+// never ran. (An Update nested in another's function would otherwise
+// wait for ever behind the group that runs it.) Once a group has taken
+// the call, it waits for that group's end.
+func (b *Bolt) await(ctx context.Context, c *groupCall) (err error, left bool) {
+	timeout := b.opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var why error
+	select {
+	case err := <-c.done:
+		return err, false
+	case <-ctx.Done():
+		why = fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
+	case <-timer.C:
+		why = &pathError{msg: "store " + b.path + " is busy (locked by another lessor process)", kind: ErrBusy}
+	}
+	b.gmu.Lock()
+	i := slices.Index(b.gqueue, c)
+	if i < 0 {
+		// A group has it (or is about to hand it the lead).
+		b.gmu.Unlock()
+		return <-c.done, false
+	}
+	b.gqueue = slices.Delete(b.gqueue, i, i+1)
+	b.gmu.Unlock()
+	select {
+	case <-c.done:
+		// The lead was handed to it just before it left: pass it on.
+		b.handOver()
+	default:
+	}
+	return why, true
 }
 
 // outcome is what Update returns for a call whose group ended with err.

@@ -189,3 +189,78 @@ func TestBoltGroupCommit(t *testing.T) {
 		t.Fatal("lock held after the groups")
 	}
 }
+
+// TestBoltGroupLeave: a call still queued leaves when its context ends or
+// the lock timeout passes, without its function ever running, and the
+// queue goes on; an Update nested in another's function gets ErrBusy
+// after the timeout instead of waiting for ever behind its own group.
+func TestBoltGroupLeave(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	b, err := CreateBolt(path, BoltOptions{LockTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Update(ctx, func(tx Tx) error {
+		inner := b.Update(ctx, func(tx Tx) error {
+			t.Error("the nested update ran")
+			return nil
+		})
+		if !errors.Is(inner, ErrBusy) {
+			t.Errorf("nested update: %v, want ErrBusy", inner)
+		}
+		return tx.Put("outer", []byte("v"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A leader waits for the lock another process holds; one queued
+	// behind it is cancelled, the next stays.
+	b2, err := OpenBolt(path, BoltOptions{LockTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := blockWrites(t, path)
+	var wg sync.WaitGroup
+	var leadErr, stayErr, leftErr error
+	wg.Go(func() { leadErr = b2.Update(ctx, func(tx Tx) error { return tx.Put("lead", []byte("v")) }) })
+	time.Sleep(20 * time.Millisecond)
+	cctx, cancel := context.WithCancel(ctx)
+	wg.Go(func() {
+		leftErr = b2.Update(cctx, func(tx Tx) error {
+			t.Error("the cancelled update ran")
+			return tx.Put("left", []byte("v"))
+		})
+	})
+	queued(t, b2, 1)
+	wg.Go(func() { stayErr = b2.Update(ctx, func(tx Tx) error { return tx.Put("stay", []byte("v")) }) })
+	queued(t, b2, 2)
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b2.gmu.Lock()
+		q := len(b2.gqueue)
+		b2.gmu.Unlock()
+		if q == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	release()
+	wg.Wait()
+	if leadErr != nil || stayErr != nil {
+		t.Fatalf("lead: %v, stay: %v", leadErr, stayErr)
+	}
+	if !errors.Is(leftErr, context.Canceled) {
+		t.Errorf("cancelled update: %v", leftErr)
+	}
+	b2.View(ctx, func(tx Tx) error {
+		for k, want := range map[string]bool{"outer": true, "lead": true, "stay": true, "left": false} {
+			if v, _ := tx.Get(k); (v != nil) != want {
+				t.Errorf("%s committed: %v, want %v", k, v != nil, want)
+			}
+		}
+		return nil
+	})
+}

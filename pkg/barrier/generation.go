@@ -169,10 +169,13 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 // writeGeneration overwrites the number in the generation file in place
 // when the file is one this version wrote (a regular file of the line's
 // width); otherwise it writes the line to a new file and renames it over
-// the old one, never following a symbolic link.
+// whatever is at the path, never following a symbolic link or waiting on
+// a FIFO.
 func writeGeneration(path string, gen uint64) error {
 	line := formatGeneration(gen)
-	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0); err == nil {
+	// O_NONBLOCK: a FIFO put at the path fails to open (no reader) instead
+	// of hanging the command, and is then replaced below.
+	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
 		fi, err := f.Stat()
 		if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(line)) {
 			_, err = f.WriteAt(line, 0)

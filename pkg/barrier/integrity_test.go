@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -464,5 +466,25 @@ func TestGenerationFile(t *testing.T) {
 	}
 	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || readGeneration(link) != 8 {
 		t.Errorf("the link was not replaced by the file: %v", err)
+	}
+
+	// A FIFO at the path (nobody reading it) neither hangs the write nor
+	// stays.
+	fifo := filepath.Join(dir, "state", "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- writeGeneration(fifo, 9) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("writing the generation hangs on a FIFO")
+	}
+	if fi, err := os.Lstat(fifo); err != nil || !fi.Mode().IsRegular() || readGeneration(fifo) != 9 {
+		t.Errorf("the FIFO was not replaced by the file: %v", err)
 	}
 }

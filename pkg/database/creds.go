@@ -131,8 +131,8 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	spared := false
 	if b.spareFor(&cfg, pc) {
 		sp, spared = b.spares.take()
-		// Made again once this request is answered, when the server is
-		// likely idle.
+		// Made again in the background once this issue has its
+		// credential, while the response goes out.
 		defer b.spares.refill(func() (string, error) { return postgres.GeneratePassword(b.rand) })
 	}
 	password := sp.password

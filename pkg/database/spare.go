@@ -9,9 +9,10 @@ import (
 )
 
 // A server keeps a few passwords of the default generator ready, each with
-// its SCRAM verifier, made after a request has been answered: the
-// verifier's 4,096 rounds of PBKDF2 (1.3 ms here) were the first thing on
-// the path of a warm issue, before BEGIN could be followed by CREATE ROLE.
+// its SCRAM verifier, made in the background once an issue has its
+// credential: the verifier's 4,096 rounds of PBKDF2 (1.3 ms here) were
+// the first thing on the path of a warm issue, before BEGIN could be
+// followed by CREATE ROLE.
 // A spare is handed out once and dropped unused after spareMaxAge. Under a
 // steady load there is no idle moment and the spares run out: the work is
 // the same, done inline. The command line keeps none (no pool, no server).

@@ -17,6 +17,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -128,7 +129,8 @@ var benchBinaries = func() func(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			for _, b := range [][2]string{{"lessor", ".."}, {"floor", "../testdata/bench/floor"}} {
+			benchBinDir = dir
+			for _, b := range [][2]string{{"lessor", ".."}, {"floor", "../testdata/bench/floor"}, {"slowfsync", "../testdata/bench/slowfsync"}} {
 				// Built as the release builds them (.goreleaser.yaml):
 				// static, so start-up is what users' start-up is.
 				c := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, b[0]), b[1])
@@ -146,6 +148,9 @@ var benchBinaries = func() func(t *testing.T) string {
 		return dir
 	}
 }()
+
+// benchBinDir is where benchBinaries built them, for fsyncWrapper.
+var benchBinDir string
 
 // lessorBin is the binary under test: the one built from this tree, or
 // LESSOR_BENCH_LESSOR_BIN, to compare two builds (before and after a
@@ -348,11 +353,20 @@ func timed(env []string, name string, args ...string) procRun {
 }
 
 // timedRSS runs name, through GNU time when rss is set (which then adds
-// a fork and an exec to the wall time).
+// a fork and an exec to the wall time). With LESSOR_BENCH_FSYNC_DELAY set,
+// name runs under slowfsync, which reports name's own wall time, without
+// its own start-up, through a pipe (the child's file descriptor 3).
 func timedRSS(rss bool, env []string, name string, args ...string) procRun {
 	bin, argv := name, args
+	var report, reportW *os.File
 	if w := fsyncWrapper(); w != nil {
-		bin, argv = w[0], append(append(w[1:], name), args...)
+		var err error
+		if report, reportW, err = os.Pipe(); err != nil {
+			return procRun{err: err}
+		}
+		defer report.Close()
+		defer reportW.Close()
+		bin, argv = w[0], append(append(append([]string{"-report-fd", "3"}, w[1:]...), name), args...)
 	}
 	if rss {
 		bin, argv = timeBin, append([]string{"-f", "%M", bin}, argv...)
@@ -361,10 +375,22 @@ func timedRSS(rss bool, env []string, name string, args ...string) procRun {
 	c.Env = env
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
+	if reportW != nil {
+		c.ExtraFiles = []*os.File{reportW}
+	}
 	start := time.Now()
 	err := c.Run()
 	r := procRun{out: out.String(), wall: time.Since(start)}
 	stderr := errb.String()
+	if reportW != nil {
+		reportW.Close()
+		b, _ := io.ReadAll(report)
+		ns, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if perr != nil && err == nil {
+			err = fmt.Errorf("slowfsync reported no time (%q)", b)
+		}
+		r.wall = time.Duration(ns)
+	}
 	if rss {
 		lines := strings.Split(strings.TrimSpace(stderr), "\n")
 		kb, perr := strconv.ParseInt(lines[len(lines)-1], 10, 64)
@@ -380,11 +406,13 @@ func timedRSS(rss bool, env []string, name string, args ...string) procRun {
 }
 
 // fsyncWrapper is the command that runs every timed process (lessor and
-// the floor alike) when LESSOR_BENCH_FSYNC_DELAY is set, e.g. "5ms": strace
-// in seccomp-bpf mode stops the process only at fdatasync and fsync and
-// holds each of them that much longer, a slow-fsync disk as far as the
-// process can tell. Other system calls run untraced; the cost of tracing
-// itself (attaching at exec) falls on the floor too.
+// the floor alike) when LESSOR_BENCH_FSYNC_DELAY is set, e.g. "5ms":
+// testdata/bench/slowfsync holds each fdatasync and fsync of the process
+// that much longer through a seccomp filter, a slow-fsync disk as far as
+// the process can tell, and slows nothing else. (strace's delay injection,
+// used before, stopped the traced process at each thread it made and each
+// signal it got: 30 ms per run for lessor and 20 ms for the floor, with
+// no delay at all.)
 func fsyncWrapper() []string {
 	raw := os.Getenv("LESSOR_BENCH_FSYNC_DELAY")
 	if raw == "" {
@@ -394,8 +422,7 @@ func fsyncWrapper() []string {
 	if err != nil || d <= 0 {
 		panic("LESSOR_BENCH_FSYNC_DELAY: want a duration such as 5ms, got " + raw)
 	}
-	return []string{"strace", "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null", "-e", "trace=fdatasync,fsync",
-		"-e", fmt.Sprintf("inject=fdatasync,fsync:delay_exit=%d", d.Microseconds())}
+	return []string{filepath.Join(benchBinDir, "slowfsync"), d.String()}
 }
 
 func haveTime() bool {
@@ -636,7 +663,7 @@ func TestBenchMachine(t *testing.T) {
 	}
 	setting := "normal"
 	if d := os.Getenv("LESSOR_BENCH_FSYNC_DELAY"); d != "" {
-		setting = "slowed by " + d + " (strace inject)"
+		setting = "slowed by " + d + " (slowfsync)"
 	}
 	report(t, "machine: fdatasync of 4 KiB, "+setting, quartiles(syncs), "")
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -209,7 +210,7 @@ func (f *Factory) loadConfigFile(path string, explicit bool) error {
 func checkConfigYAML(raw []byte) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		if m := yamlLine().FindStringSubmatch(err.Error()); m != nil {
 			return fmt.Errorf("line %s: not valid YAML", m[1])
 		}
 		return errors.New("not valid YAML")
@@ -244,7 +245,7 @@ func checkConfigYAML(raw []byte) error {
 	return nil
 }
 
-var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bline (\d+)\b`) })
 
 func unwrapPathError(err error) error {
 	var pe *os.PathError

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -486,5 +487,20 @@ func TestGenerationFile(t *testing.T) {
 	}
 	if fi, err := os.Lstat(fifo); err != nil || !fi.Mode().IsRegular() || readGeneration(fifo) != 9 {
 		t.Errorf("the FIFO was not replaced by the file: %v", err)
+	}
+}
+
+// TestCRC32C holds the bitwise CRC of generation lines to hash/crc32's
+// Castagnoli table, so that lines written by either read with the other.
+func TestCRC32C(t *testing.T) {
+	table := crc32.MakeTable(crc32.Castagnoli)
+	for _, s := range []string{"", "a", "123456789", "00000000000000000024", "18446744073709551615", strings.Repeat("\xff", 64)} {
+		if got, want := crc32c([]byte(s)), crc32.Checksum([]byte(s), table); got != want {
+			t.Errorf("crc32c(%q) = %08x, want %08x", s, got, want)
+		}
+	}
+	// The check value of the CRC-32C catalogue.
+	if got := crc32c([]byte("123456789")); got != 0xe3069283 {
+		t.Errorf("crc32c(123456789) = %08x, want e3069283", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/passwordpolicy"
@@ -25,7 +26,7 @@ var passwordPolicyFields = logical.FieldSchema{
 
 // passwordPolicyNameRE keeps a name to one path segment of word
 // characters, "-" and ".".
-var passwordPolicyNameRE = regexp.MustCompile(`^[\w.-]+$`)
+var passwordPolicyNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[\w.-]+$`) })
 
 // ErrNoPasswordPolicy is in the chain of the error for a password policy
 // that does not exist.
@@ -69,7 +70,7 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		return &logical.Response{Data: map[string]any{"keys": keys}}, nil
 	}
 	name, sub, _ := strings.Cut(rest, "/")
-	if !passwordPolicyNameRE.MatchString(name) {
+	if !passwordPolicyNameRE().MatchString(name) {
 		return nil, logical.Errorf("invalid password policy name %q: use letters, digits, \"_\", \"-\" and \".\"", name)
 	}
 	switch {

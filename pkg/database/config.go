@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -361,7 +362,9 @@ const redacted = "xxxxx"
 
 // keywordPasswordRE finds password=... in a keyword/value connection
 // string: a single-quoted value (with backslash escapes) or a bare word.
-var keywordPasswordRE = regexp.MustCompile(`(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+})
 
 // inlinePassword returns the password written literally into a connection
 // string, or "" when there is none or it is the {{password}} template.
@@ -381,7 +384,7 @@ func inlinePassword(conn string) string {
 		}
 		return ""
 	}
-	m := keywordPasswordRE.FindStringSubmatch(conn)
+	m := keywordPasswordRE().FindStringSubmatch(conn)
 	if m == nil || strings.Trim(m[3], "'") == "{{password}}" {
 		return ""
 	}
@@ -421,5 +424,5 @@ func redactURL(conn string) (string, bool) {
 		tail = strings.ReplaceAll(tail, "password="+pw, "password="+redacted)
 		return scheme + "://" + authority + tail, true
 	}
-	return keywordPasswordRE.ReplaceAllString(conn, "${1}${2}"+redacted), true
+	return keywordPasswordRE().ReplaceAllString(conn, "${1}${2}"+redacted), true
 }

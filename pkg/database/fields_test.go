@@ -3,6 +3,7 @@ package database
 import (
 	"encoding/base64"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -79,5 +80,30 @@ func TestUnverifiedUnparsableURLIsStored(t *testing.T) {
 	}
 	if cfg := e.storedConfig("pg"); cfg == nil || cfg.Connection.ConnectionURL != url {
 		t.Fatalf("stored %#v", cfg)
+	}
+}
+
+// TestValidName holds the hand-written check to the regular expression it
+// replaced, Vault's ^\w(([\w.-]+)?\w)?$, over every string of up to three
+// bytes from an alphabet with each class in it, and some longer ones.
+func TestValidName(t *testing.T) {
+	re := regexp.MustCompile(`^\w(([\w.-]+)?\w)?$`)
+	alphabet := []string{"a", "Z", "0", "_", "-", ".", " ", "'", "\"", ";", "/", "é", "\x00"}
+	names := []string{"", "readonly", "my-role.v2", "a..b", "-a", "a-", ".a", "a.", "x'y", "a b", "réle", strings.Repeat("a", 300)}
+	var grow func(prefix string, n int)
+	grow = func(prefix string, n int) {
+		names = append(names, prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			grow(prefix+c, n-1)
+		}
+	}
+	grow("", 3)
+	for _, name := range names {
+		if got, want := validName(name), re.MatchString(name); got != want {
+			t.Errorf("validName(%q) = %v, the regular expression says %v", name, got, want)
+		}
 	}
 }

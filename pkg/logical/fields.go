@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -296,7 +297,9 @@ const maxDays = math.MaxInt64 / int64(24*time.Hour)
 
 // durationRE is the grammar time.ParseDuration reads; a string that
 // matches it and still fails to parse overflowed.
-var durationRE = regexp.MustCompile(`^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+$`)
+var durationRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+$`)
+})
 
 // parseDurationSecond reads what Vault's TypeDurationSecond reads: a
 // number of seconds (as a number or a string of digits), a Go duration
@@ -375,7 +378,7 @@ func parseDurationString(s string) (time.Duration, error) {
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil && durationRE.MatchString(s) {
+	if err != nil && durationRE().MatchString(s) {
 		return 0, errOutOfRange
 	}
 	return d, err

@@ -257,14 +257,23 @@ func (r *certReloader) load() error {
 func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.cert.Load(), nil }
 
 // listenUnix listens on a Unix socket with the given mode. A socket left
-// by an earlier run is removed; any other file there is refused. The
-// socket is bound inside a fresh directory of mode 0700 beside path, so
-// that nobody else can connect before its mode is set, then renamed into
-// place: the process umask, which every goroutine shares, stays as it is.
+// by an earlier run (nobody accepts on it) is removed; a socket a live
+// server listens on, and any other file, is refused. The socket is bound
+// inside a fresh directory of mode 0700 beside path, so that nobody else
+// can connect before its mode is set, then renamed into place: the process
+// umask, which every goroutine shares, stays as it is.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("-unix %s: a file that is not a socket is in the way", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		switch {
+		case err == nil:
+			c.Close()
+			return nil, fmt.Errorf("-unix %s: another server is listening on this socket", path)
+		case !errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("-unix %s: a socket is in the way and cannot be checked: %w", path, unwrapPathError(err))
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("-unix %s: remove the old socket: %w", path, unwrapPathError(err))
@@ -286,24 +295,36 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
 	}
+	bound, err := os.Lstat(tmp)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
 	}
-	return &unlinkingListener{UnixListener: ul, path: path}, nil
+	return &unlinkingListener{UnixListener: ul, path: path, bound: bound}, nil
 }
 
 // unlinkingListener removes its socket's path when closed, as a
-// listener bound at that path would.
+// listener bound at that path would, unless the path no longer names its
+// socket: a server started after this one removed it as stale, or an
+// operator moved it, and the socket there now belongs to someone else.
 type unlinkingListener struct {
 	*net.UnixListener
-	path string
-	once sync.Once
+	path  string
+	bound os.FileInfo
+	once  sync.Once
 }
 
 func (l *unlinkingListener) Close() error {
 	err := l.UnixListener.Close()
-	l.once.Do(func() { os.Remove(l.path) })
+	l.once.Do(func() {
+		if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.bound) {
+			os.Remove(l.path)
+		}
+	})
 	return err
 }
 

@@ -606,3 +606,55 @@ func TestListenUnixLeavesUmask(t *testing.T) {
 		}
 	}
 }
+
+// A second server on the same socket path is refused while the first
+// listens, and takes over a stale socket once it is gone; closing an old
+// listener never removes a socket that now belongs to another server.
+func TestListenUnixSharedPath(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	a, err := listenUnix(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := listenUnix(sock, 0o600); err == nil {
+		l.Close()
+		t.Fatal("a second listener took the socket of a live one")
+	} else if !strings.Contains(err.Error(), "another server is listening") {
+		t.Fatalf("second listener: %v", err)
+	}
+	// A stale socket: bound, then its listener gone without removing it.
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	sl, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.(*net.UnixListener).SetUnlinkOnClose(false)
+	sl.Close()
+	l, err := listenUnix(stale, 0o600)
+	if err != nil {
+		t.Fatalf("stale socket not taken over: %v", err)
+	}
+	l.Close()
+	// An operator moves the first server's socket away and starts another
+	// server at the path; the first one then closes.
+	if err := os.Rename(sock, sock+".old"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := listenUnix(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a.Close()
+	if _, err := os.Lstat(sock); err != nil {
+		t.Fatalf("closing the old listener removed the new server's socket: %v", err)
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the new server's socket does not answer: %v", err)
+	}
+	c.Close()
+	if _, err := os.Lstat(sock + ".old"); err != nil {
+		t.Errorf("the old listener's own socket, moved: %v", err)
+	}
+}

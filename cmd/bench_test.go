@@ -1078,7 +1078,8 @@ func TestProfileIssue(t *testing.T) {
 }
 
 // TestProfileReap runs `reap` in this process over LESSOR_BENCH_REAP
-// (default 10,000) due leases of LESSOR_BENCH_KIND ("group" or "tables6"),
+// (default 10,000) due leases of LESSOR_BENCH_KIND ("group" or "tables6";
+// with LESSOR_BENCH_PG_STORE set, group leases in a PostgreSQL store),
 // writing a CPU profile to LESSOR_BENCH_CPUPROFILE when set.
 func TestProfileReap(t *testing.T) {
 	r := requireBench(t)
@@ -1087,8 +1088,19 @@ func TestProfileReap(t *testing.T) {
 		n = v
 	}
 	kind := cmp.Or(os.Getenv("LESSOR_BENCH_KIND"), "group")
-	s := r.newStore("")
-	s.dueLeases(n, kind)
+	var s *benchStore
+	if os.Getenv("LESSOR_BENCH_PG_STORE") != "" {
+		// The store in a PostgreSQL schema (group grants only).
+		s = r.newPGStore()
+		prefix := "bench-group-" + s.storeID[:8] + "-"
+		names := r.benchRoles(r.admConn, prefix, n, "group")
+		now := time.Now()
+		s.seed(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
+			func(i int) string { return names[i] })
+	} else {
+		s = r.newStore("")
+		s.dueLeases(n, kind)
+	}
 	if p := os.Getenv("LESSOR_BENCH_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)
 		if err != nil {

@@ -63,6 +63,9 @@ type Factory struct {
 	// share one opening of it (storage.Bolt.Hold) until endReads.
 	holdReads    bool
 	releaseReads func()
+	// unsealedFrom is the key file the store was unsealed with; "" when
+	// the key came from elsewhere (LESSOR_UNSEAL_KEY, a passphrase).
+	unsealedFrom string
 }
 
 func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
@@ -382,6 +385,7 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 	if err != nil {
 		return barrier.UnsealKey{}, &localError{err}
 	}
+	f.unsealedFrom = path
 	return key, nil
 }
 

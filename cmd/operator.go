@@ -390,7 +390,7 @@ header from an old backup put back. The values themselves are not
 re-encrypted: to make the data keys of old copies worthless as well, run
 ` + "`lessor operator rotate -reencrypt`" + ` too.
 
-With a key-file store and no flags, a new key file replaces the current one
+With a store unsealed by its key file and no flags, a new key file replaces it
 in place: the new key is written next to it (<key file>.new) first, the
 store is rekeyed, then the new file is renamed over the old one. If lessor
 is interrupted in between, <key file>.new is the key that works.
@@ -420,8 +420,14 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 				fmt.Fprintln(f.IO.Out, "Success! The store is now unsealed by the new passphrase; the old key no longer works.")
 				return nil
 			}
-			current := expandHome(f.get("key_file"), f.home())
+			current := f.unsealedFrom
 			target, inPlace := newKeyFile, newKeyFile == ""
+			if inPlace && current == "" {
+				// Replacing the configured key file would destroy the
+				// key of whatever store that file unseals, and this
+				// store was not unsealed by it.
+				return usageErrorf("this store was not unsealed by a key file (but by LESSOR_UNSEAL_KEY or a passphrase): give -new-key-file=PATH for the new key, or -passphrase")
+			}
 			if inPlace {
 				target = current + ".new"
 				os.Remove(target) // a leftover from an interrupted rekey that never reached the store

@@ -220,18 +220,19 @@ type rawRecord struct {
 func readCore(tx storage.Tx) ([]rawRecord, error) {
 	var out []rawRecord
 	for _, p := range corePrefixes {
-		err := tx.Walk(p, func(k string) error {
-			v, err := tx.Get(k)
-			if err != nil {
-				return err
-			}
-			if v != nil {
-				out = append(out, rawRecord{k, v})
-			}
-			return nil
-		})
+		keys, err := tx.List(p)
 		if err != nil {
 			return nil, err
+		}
+		// In one query, not one per record, where a read is a round trip.
+		vs, err := storage.GetMany(tx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range vs {
+			if v != nil {
+				out = append(out, rawRecord{keys[i], v})
+			}
 		}
 	}
 	return out, nil

@@ -389,6 +389,19 @@ func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched,
 	pre.auditRead, pre.auditGen = !c.brokerOK, c.brokerGen
 	c.mu.Unlock()
 	err := c.store.View(ctx, func(tx storage.Tx) error {
+		// What does not depend on the token is read in one query, where
+		// a read is a round trip (the PostgreSQL store): the salt, the
+		// mount table, the audit configuration.
+		ahead := []string{tokenStoragePrefix + token.SaltKey}
+		if !builtinMount(fullPath) {
+			ahead = append(ahead, mountsKey)
+		}
+		if pre.auditRead {
+			ahead = append(ahead, auditKeyPath, auditDevicesPath)
+		}
+		if err := storage.Prefetch(tx, ahead); err != nil {
+			return err
+		}
 		var err error
 		if pre.token, err = c.tokens.LookupTx(storage.PrefixedTx(tx, tokenStoragePrefix), tok); err != nil {
 			return err

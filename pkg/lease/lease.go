@@ -268,6 +268,19 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	// every lease a reap batch claims) for nothing.
 	isNew := e.DueKey == ""
 	nk := dueKey(due, e.ID)
+	if isNew {
+		// The barrier reads each key's old value before it writes it:
+		// one round trip for the four, on a store that pays one per read.
+		// (A batch of records already written is prefetched by its
+		// caller: see prefetch.)
+		keys := []string{idPrefix + e.ID, nk, failedPrefix + e.ID}
+		if e.TokenAccessor != "" {
+			keys = append(keys, tokenPrefix+e.TokenAccessor+"/"+e.ID)
+		}
+		if err := storage.Prefetch(tx, keys); err != nil {
+			return err
+		}
+	}
 	if e.DueKey != "" && e.DueKey != nk {
 		if err := tx.Delete(e.DueKey); err != nil {
 			return err

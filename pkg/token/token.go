@@ -57,12 +57,16 @@ import (
 // Prefix starts every token, so that secret scanners recognise one.
 const Prefix = "lsr_"
 
+// SaltKey is where a token store keeps the salt of its token hashes, below
+// the storage it is given: a caller that reads ahead for a lookup reads it.
+const SaltKey = "salt"
+
 const (
 	tokenRandomLen = 32
 	accessorLen    = 24
 	defaultTTL     = 768 * time.Hour
 
-	saltKey        = "salt"
+	saltKey        = SaltKey
 	idPrefix       = "id/"
 	accessorPrefix = "accessor/"
 	parentPrefix   = "parent/"

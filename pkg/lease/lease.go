@@ -424,7 +424,13 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 		lr.Planned(*p)
 	}
 	if err := r.m.store.Update(ctx, func(tx storage.Tx) error {
-		return put(tx, e, due)
+		// put marks what it wrote in the entry (its due key, which also
+		// tells it the record is new): a store may run this function
+		// more than once (a group commit that failed, a PostgreSQL
+		// serialization failure), and each run must start from the
+		// entry as it was, or a second run would skip the token index.
+		fresh := *e
+		return put(tx, &fresh, due)
 	}); err != nil {
 		return nil, fmt.Errorf("record lease %s: %w", e.ID, err)
 	}
@@ -827,6 +833,17 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		if cur == nil || cur.State != StateActive {
 			return ErrNotFound
 		}
+		// A reaper that claimed it since it was read revokes it:
+		// reporting the renewal as a success would promise a credential
+		// that is about to go.
+		t := m.now()
+		claims, err := loadClaims(tx, t)
+		if err != nil {
+			return err
+		}
+		if claims.live(id, t) {
+			return ErrFailedExpired
+		}
 		cur.ExpireTime = expire
 		cur.LastRenewal = &now
 		return put(tx, cur, expire)
@@ -928,12 +945,24 @@ func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(stora
 	}); err != nil {
 		return 0, nil, err
 	}
-	for start := 0; start < len(ids); start += m.o.BatchSize {
-		end := min(start+m.o.BatchSize, len(ids))
-		claimed, err := m.claim(ctx, ids[start:end], true)
+	var held []string
+	for start := 0; start < len(ids) || len(held) > 0; start += m.o.BatchSize {
+		batch := ids[min(start, len(ids)):min(start+m.o.BatchSize, len(ids))]
+		if len(batch) == 0 {
+			// What is left is what a running reap holds: wait for it
+			// to settle them, then take over what it left recorded.
+			var gone int
+			if batch, gone, err = m.awaitHeld(ctx, held); err != nil {
+				return revoked, failed, err
+			}
+			revoked += gone
+			held = nil
+		}
+		claimed, busy, err := m.claim(ctx, batch, true)
 		if err != nil {
 			return revoked, failed, err
 		}
+		held = append(held, busy...)
 		res, err := m.revokeClaimed(ctx, claimed, force, "")
 		revoked += len(res.Revoked)
 		failed = append(failed, res.Failed...)
@@ -948,18 +977,28 @@ func (m *Manager) revokeSelected(ctx context.Context, force bool, sel func(stora
 }
 
 // claim marks the given leases as being revoked by this process. Without
-// steal, leases already claimed by a live revoker are skipped.
-func (m *Manager) claim(ctx context.Context, ids []string, steal bool) ([]*Entry, error) {
+// steal, leases already claimed by a live revoker are skipped. Leases a
+// live reaper holds under a batch claim (see claimPrefix) are never
+// taken, steal or not: that reaper revokes them, and taking them would
+// revoke them twice. They are returned in held.
+func (m *Manager) claim(ctx context.Context, ids []string, steal bool) (claimed []*Entry, held []string, err error) {
 	now := m.now()
-	var claimed []*Entry
-	err := m.store.Update(ctx, func(tx storage.Tx) error {
-		claimed = claimed[:0]
+	err = m.store.Update(ctx, func(tx storage.Tx) error {
+		claimed, held = claimed[:0], held[:0]
+		claims, err := loadClaims(tx, now)
+		if err != nil {
+			return err
+		}
 		for _, id := range ids {
 			e, err := get(tx, id)
 			if err != nil {
 				return err
 			}
 			if e == nil {
+				continue
+			}
+			if claims.live(id, now) {
+				held = append(held, id)
 				continue
 			}
 			if e.State == StateRevoking && now.Before(e.ClaimUntil) && !steal {
@@ -974,7 +1013,71 @@ func (m *Manager) claim(ctx context.Context, ids []string, steal bool) ([]*Entry
 		}
 		return nil
 	})
-	return claimed, err
+	return claimed, held, err
+}
+
+// heldWait bounds how long a revocation waits for a running reap to
+// settle the leases it holds: a batch takes well under a second, and a
+// reaper that died leaves its claim to run out (ClaimTimeout) later.
+const heldWait = 30 * time.Second
+
+// ErrHeldByReap: a running reap still holds leases this revocation
+// selected, past heldWait.
+var ErrHeldByReap = errors.New("a running `lessor reap` is revoking them; run the command again to confirm")
+
+// awaitHeld waits until no live reaper's batch claim holds any of ids. It
+// returns the ids still recorded then (their reaper failed to revoke them,
+// or died: the caller revokes them itself) and how many the reaper
+// revoked.
+func (m *Manager) awaitHeld(ctx context.Context, ids []string) (left []string, gone int, err error) {
+	deadline := time.Now().Add(heldWait)
+	for {
+		var holding bool
+		err := m.store.View(ctx, func(tx storage.Tx) error {
+			left, gone, holding = left[:0], 0, false
+			now := m.now()
+			claims, err := loadClaims(tx, now)
+			if err != nil {
+				return err
+			}
+			raws, err := storage.GetMany(tx, prefixed(idPrefix, ids))
+			if err != nil {
+				return err
+			}
+			for i, id := range ids {
+				switch {
+				case raws[i] == nil:
+					gone++
+				case claims.live(id, now):
+					holding = true
+				default:
+					left = append(left, id)
+				}
+			}
+			return nil
+		})
+		if err != nil || !holding {
+			return left, gone, err
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("%d of the leases: %w", len(ids)-gone-len(left), ErrHeldByReap)
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func prefixed(prefix string, ids []string) []string {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = prefix + id
+	}
+	return keys
 }
 
 // Result is what one revocation round did.

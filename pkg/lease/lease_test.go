@@ -298,7 +298,7 @@ func TestReapCleansStalePendingAndDeadClaims(t *testing.T) {
 	// A revoker that claimed a lease and died: the claim runs out.
 	id := issue(t, m, be, clk, "ro", time.Minute, "")
 	clk.advance(2 * time.Minute)
-	if _, err := m.claim(ctx, []string{id}, false); err != nil {
+	if _, _, err := m.claim(ctx, []string{id}, false); err != nil {
 		t.Fatal(err)
 	}
 	sum, _ = m.Reap(ctx, ReapOptions{})

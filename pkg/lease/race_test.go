@@ -1,0 +1,149 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// rerunStore runs every Update's function twice, as a store may (a group
+// commit that failed, a PostgreSQL serialization failure): the first run's
+// writes are rolled back, the second run's are committed.
+type rerunStore struct{ storage.Store }
+
+var errRerun = errors.New("run again")
+
+func (s rerunStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	err := s.Store.Update(ctx, func(tx storage.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return errRerun
+	})
+	if !errors.Is(err, errRerun) {
+		return err
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// TestPrepareRunTwice: a lease recorded by a function its store ran twice
+// has its token index entry, so that revoking the token revokes it.
+func TestPrepareRunTwice(t *testing.T) {
+	m, be, clk, st := setup(t)
+	m.store = rerunStore{st}
+	id := issue(t, m, be, clk, "ro", time.Hour, "acc1")
+	if err := m.RevokeByToken(context.Background(), []string{"acc1"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(be.revoked) != 1 || be.revoked[0] != id {
+		t.Fatalf("revoking the token revoked %v, want [%s]", be.revoked, id)
+	}
+	if _, err := m.Lookup(context.Background(), id); !errors.Is(err, ErrInvalidLease) {
+		t.Fatalf("lease still recorded: %v", err)
+	}
+}
+
+// hookBackend runs a hook inside RenewSecret and RevokeSecrets: what
+// happens elsewhere while a backend call is on the network.
+type hookBackend struct {
+	*fakeBackend
+	onRenew  func()
+	onRevoke func()
+}
+
+func (h *hookBackend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp time.Time) error {
+	if f := h.onRenew; f != nil {
+		h.onRenew = nil
+		f()
+	}
+	return h.fakeBackend.RenewSecret(ctx, s, exp)
+}
+
+func (h *hookBackend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest) []error {
+	if h.onRevoke != nil {
+		h.onRevoke()
+	}
+	return h.fakeBackend.RevokeSecrets(ctx, ss)
+}
+
+func setupHooks(t *testing.T) (*Manager, *hookBackend, *clock) {
+	m, be, clk, st := setup(t)
+	hb := &hookBackend{fakeBackend: be}
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: hb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+	return m, hb, clk
+}
+
+// TestRenewUnderBatchClaim: a reaper claims the lease while its renewal
+// is on the network. The renewal must not report success: the reaper
+// revokes the credential.
+func TestRenewUnderBatchClaim(t *testing.T) {
+	m, hb, clk := setupHooks(t)
+	ctx := context.Background()
+	id := issue(t, m, hb.fakeBackend, clk, "ro", time.Minute, "")
+	clk.advance(59 * time.Second)
+	var claimed []*Entry
+	var claimKey string
+	hb.onRenew = func() {
+		clk.advance(2 * time.Second) // due now
+		var err error
+		claimed, _, claimKey, _, err = m.claimDue(ctx, m.now())
+		if err != nil || len(claimed) != 1 {
+			t.Fatalf("claim: %v, %d claimed", err, len(claimed))
+		}
+	}
+	if resp, err := m.Renew(ctx, id, time.Hour); err == nil {
+		t.Fatalf("renewal of a lease a reaper claimed succeeded: %+v", resp.Secret)
+	}
+	if _, err := m.revokeClaimed(ctx, claimed, false, claimKey); err != nil {
+		t.Fatal(err)
+	}
+	if len(hb.revoked) != 1 {
+		t.Fatalf("revoked %v", hb.revoked)
+	}
+}
+
+// TestRevokeUnderBatchClaim: `lease revoke` of a lease a live reaper
+// holds waits for that reaper instead of revoking it a second time.
+func TestRevokeUnderBatchClaim(t *testing.T) {
+	m, hb, clk := setupHooks(t)
+	ctx := context.Background()
+	id := issue(t, m, hb.fakeBackend, clk, "ro", time.Minute, "")
+	other := issue(t, m, hb.fakeBackend, clk, "rw", time.Hour, "")
+	clk.advance(2 * time.Minute)
+	claimed, _, claimKey, _, err := m.claimDue(ctx, m.now())
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v, %d claimed", err, len(claimed))
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Both: the one the reaper holds, and one it does not.
+		_, _, err := m.RevokePrefixCount(ctx, "database/creds/", false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("revoke returned while the reaper held the lease: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := m.revokeClaimed(ctx, claimed, false, claimKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	hb.mu.Lock()
+	defer hb.mu.Unlock()
+	n := map[string]int{}
+	for _, r := range hb.revoked {
+		n[r]++
+	}
+	if n[id] != 1 || n[other] != 1 || len(hb.revoked) != 2 {
+		t.Fatalf("revoked %v, want %s and %s once each", hb.revoked, id, other)
+	}
+}

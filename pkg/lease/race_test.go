@@ -147,3 +147,43 @@ func TestRevokeUnderBatchClaim(t *testing.T) {
 		t.Fatalf("revoked %v, want %s and %s once each", hb.revoked, id, other)
 	}
 }
+
+// TestLongReapFreshClaims: a reap that runs longer than ClaimTimeout
+// claims each batch until its own time plus ClaimTimeout, so that a second
+// reaper started meanwhile takes none of its leases.
+func TestLongReapFreshClaims(t *testing.T) {
+	m, hb, clk := setupHooks(t)
+	ctx := context.Background()
+	for range 20 {
+		issue(t, m, hb.fakeBackend, clk, "ro", time.Minute, "")
+	}
+	clk.advance(2 * time.Minute)
+	m.o.BatchSize = 5
+	batches, nested := 0, false
+	hb.onRevoke = func() {
+		if nested {
+			return
+		}
+		batches++
+		clk.advance(2 * time.Minute) // a slow database: 8 minutes for 4 batches
+		if batches == 4 {
+			nested = true
+			if _, err := m.Reap(ctx, ReapOptions{Workers: 1}); err != nil {
+				t.Error(err)
+			}
+			nested = false
+		}
+	}
+	if _, err := m.Reap(ctx, ReapOptions{Workers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, r := range hb.revoked {
+		if n[r]++; n[r] > 1 {
+			t.Errorf("%s revoked twice", r)
+		}
+	}
+	if len(n) != 20 {
+		t.Fatalf("%d of 20 revoked", len(n))
+	}
+}

@@ -118,7 +118,12 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	for range workers {
 		wg.Go(func() {
 			for !stop.Load() && ctx.Err() == nil && !closed(o.Stop) {
-				claimed, pending, claimKey, skipped, err := m.claimDue(ctx, now)
+				// The time of this claim, not of the run's start: a
+				// claim written with the start's time by a run that has
+				// lasted longer than ClaimTimeout would have run out
+				// already, and another reaper would revoke its leases
+				// again.
+				claimed, pending, claimKey, skipped, err := m.claimDue(ctx, m.now())
 				var res Result
 				var adopted int
 				if err == nil && len(pending) > 0 {

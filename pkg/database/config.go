@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -96,7 +97,8 @@ func (c *dbConfig) roleAllowed(role string) bool {
 // errors.As. The plugin already redacts its errors; this is the second
 // line of defence, because a leaked admin password cannot be taken back.
 func (c *dbConfig) redact(err error, more ...string) error {
-	return postgres.Redact(err, append([]string{c.Connection.Password, inlinePassword(c.Connection.ConnectionURL)}, more...)...)
+	secrets := append([]string{c.Connection.Password}, inlinePasswords(c.Connection.ConnectionURL)...)
+	return postgres.Redact(err, append(secrets, more...)...)
 }
 
 func (b *Backend) loadConfig(ctx context.Context, st storage.Store, name string) (*dbConfig, error) {
@@ -360,36 +362,53 @@ func nonNil(s []string) []string {
 
 const redacted = "xxxxx"
 
-// keywordPasswordRE finds password=... in a keyword/value connection
+// keywordPasswordRE finds password=... (and sslpassword=...) in a keyword/value connection
 // string: a single-quoted value (with backslash escapes) or a bare word.
 var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`(^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+	return regexp.MustCompile(`(?i)(^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
 })
 
-// inlinePassword returns the password written literally into a connection
-// string, or "" when there is none or it is the {{password}} template.
-func inlinePassword(conn string) string {
+// inlinePasswords returns the passwords written literally into a
+// connection string (in the user part, and in every parameter named like
+// a password, in any case, sslpassword included), leaving out the
+// {{password}} template; none when there are none.
+func inlinePasswords(conn string) []string {
+	var pws []string
 	scheme, rest, isURL := strings.Cut(conn, "://")
 	if isURL && (scheme == "postgres" || scheme == "postgresql") {
 		authority, query := splitURL(rest)
 		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(authority[:at], ":"); ok && pw != "" && pw != "{{password}}" {
-				return pw
+			if _, pw, ok := strings.Cut(authority[:at], ":"); ok && literal(pw) {
+				pws = append(pws, pw)
 			}
 		}
 		for _, kv := range strings.Split(query, "&") {
-			if k, v, ok := strings.Cut(kv, "="); ok && k == "password" && v != "" && v != "{{password}}" {
-				return v
+			if k, v, ok := strings.Cut(kv, "="); ok && passwordParam(k) && literal(v) {
+				pws = append(pws, v)
 			}
 		}
-		return ""
+		return pws
 	}
-	m := keywordPasswordRE().FindStringSubmatch(conn)
-	if m == nil || strings.Trim(m[3], "'") == "{{password}}" {
-		return ""
+	for _, m := range keywordPasswordRE().FindAllStringSubmatch(conn, -1) {
+		if literal(strings.Trim(m[3], "'")) {
+			pws = append(pws, m[3])
+		}
 	}
-	return m[3]
+	return pws
 }
+
+// passwordParam reports whether a URL parameter's raw name names a
+// password (password, sslpassword, in any case, escaped or not).
+func passwordParam(k string) bool {
+	if name, err := url.QueryUnescape(k); err == nil {
+		k = name
+	}
+	return strings.Contains(strings.ToLower(k), "password")
+}
+
+// literal reports whether a password value is written out, not empty and
+// not the {{password}} template.
+func literal(pw string) bool { return pw != "" && pw != "{{password}}" }
 
 // splitURL splits what follows "scheme://" into the authority (userinfo
 // and hosts) and the query string.
@@ -405,24 +424,39 @@ func splitURL(rest string) (authority, query string) {
 	return authority, query
 }
 
-// redactURL replaces an inline password with "xxxxx", as Vault shows it,
-// and reports whether there was one. A templated URL comes back unchanged.
+// redactURL replaces every inline password with "xxxxx", as Vault shows
+// it, and reports whether there was one. A templated URL comes back
+// unchanged.
 func redactURL(conn string) (string, bool) {
-	pw := inlinePassword(conn)
-	if pw == "" {
+	if len(inlinePasswords(conn)) == 0 {
 		return conn, false
 	}
 	scheme, rest, isURL := strings.Cut(conn, "://")
 	if isURL && (scheme == "postgres" || scheme == "postgresql") {
-		authority, _ := splitURL(rest)
+		authority, query := splitURL(rest)
 		tail := rest[len(authority):]
 		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			if user, p, ok := strings.Cut(authority[:at], ":"); ok && p == pw {
+			if user, pw, ok := strings.Cut(authority[:at], ":"); ok && literal(pw) {
 				authority = user + ":" + redacted + authority[at:]
 			}
 		}
-		tail = strings.ReplaceAll(tail, "password="+pw, "password="+redacted)
+		if query != "" {
+			kvs := strings.Split(query, "&")
+			for i, kv := range kvs {
+				if k, v, ok := strings.Cut(kv, "="); ok && passwordParam(k) && literal(v) {
+					kvs[i] = k + "=" + redacted
+				}
+			}
+			qi := strings.Index(tail, "?")
+			tail = tail[:qi+1] + strings.Join(kvs, "&") + tail[qi+1+len(query):]
+		}
 		return scheme + "://" + authority + tail, true
 	}
-	return keywordPasswordRE().ReplaceAllString(conn, "${1}${2}"+redacted), true
+	return keywordPasswordRE().ReplaceAllStringFunc(conn, func(m string) string {
+		sub := keywordPasswordRE().FindStringSubmatch(m)
+		if !literal(strings.Trim(sub[3], "'")) {
+			return m
+		}
+		return sub[1] + sub[2] + redacted
+	}), true
 }

@@ -142,6 +142,11 @@ func TestRedactURL(t *testing.T) {
 		{"host=h user=root password=s3cret dbname=db", "host=h user=root password=xxxxx dbname=db"},
 		{"host=h password='s3 cret' dbname=db", "host=h password=xxxxx dbname=db"},
 		{"host=h user={{username}} password={{password}}", "host=h user={{username}} password={{password}}"},
+		// Every password, not only the first one found.
+		{"postgres://root:s3cret@h/db?password=other&sslpassword=keypass", "postgres://root:xxxxx@h/db?password=xxxxx&sslpassword=xxxxx"},
+		{"postgres://root@h/db?PASSWORD=s3cret#frag", "postgres://root@h/db?PASSWORD=xxxxx#frag"},
+		{"postgres://root@h/db?pass%77ord=s3cret", "postgres://root@h/db?pass%77ord=xxxxx"},
+		{"host=h password=one sslpassword=two", "host=h password=xxxxx sslpassword=xxxxx"},
 	} {
 		if got, _ := redactURL(tc.in); got != tc.want {
 			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)

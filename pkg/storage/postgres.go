@@ -92,9 +92,11 @@ func LooksLikeURL(s string) bool {
 }
 
 // RedactURL returns a store URL fit for messages: the password, in the
-// user part or in a password= parameter, is replaced by xxxxx. A value that
-// does not parse is reduced to its scheme. A keyword/value string comes
-// back in that form, its password replaced.
+// user part or in a password= (or sslpassword=) parameter, is replaced by
+// xxxxx. A value that does not parse is reduced to its scheme; a query
+// parameter whose name does not decode, or that holds a ';', keeps only
+// its name; a fragment is dropped. A keyword/value string comes back in
+// that form, its passwords replaced.
 func RedactURL(raw string) string {
 	if IsPostgresKeywords(raw) && !LooksLikeURL(raw) {
 		kvs, err := parseKeywords(raw)
@@ -102,16 +104,19 @@ func RedactURL(raw string) string {
 			return "(unparsable connection string)"
 		}
 		for i := range kvs {
-			if kvs[i].k == "password" {
+			if secretParam(kvs[i].k) {
 				kvs[i].v = "xxxxx"
 			}
 		}
 		return formatKeywords(kvs)
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.Index(raw, "://"); i > 0 {
-			return raw[:i] + "://(unparsable URL)"
+	if err != nil || u.Opaque != "" {
+		if LooksLikeURL(raw) {
+			return raw[:strings.Index(raw, "://")] + "://(unparsable URL)"
+		}
+		if err == nil {
+			return u.Scheme + ":(unparsable URL)"
 		}
 		return "(unparsable URL)"
 	}
@@ -120,18 +125,43 @@ func RedactURL(raw string) string {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
 	}
-	q := u.Query()
-	changed := false
-	for k := range q {
-		if strings.EqualFold(k, "password") {
-			q[k] = []string{"xxxxx"}
-			changed = true
-		}
-	}
-	if changed {
-		u.RawQuery = q.Encode()
-	}
+	u.RawQuery = redactQuery(u.RawQuery)
+	u.Fragment, u.RawFragment = "", ""
 	return u.String()
+}
+
+// redactQuery replaces the value of every parameter of a raw query that
+// could hold a secret: one named like a password, one whose name does not
+// decode (what it means is unknown), and one holding a ';' (a separator
+// some parsers honour and others do not). It works on the raw text, so
+// that a malformed escape cannot make a value slip through unparsed.
+func redactQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	segs := strings.Split(raw, "&")
+	kept := segs[:0]
+	for _, seg := range segs {
+		if seg == "" {
+			continue
+		}
+		k, v, hasValue := strings.Cut(seg, "=")
+		name, err := url.QueryUnescape(k)
+		switch {
+		case err != nil || strings.Contains(k, ";"):
+			seg = "xxxxx"
+		case hasValue && (secretParam(name) || strings.Contains(v, ";")):
+			seg = k + "=xxxxx"
+		}
+		kept = append(kept, seg)
+	}
+	return strings.Join(kept, "&")
+}
+
+// secretParam reports whether a connection parameter can hold a secret:
+// password, sslpassword (the client key's passphrase), in any case.
+func secretParam(name string) bool {
+	return strings.Contains(strings.ToLower(name), "password")
 }
 
 // PostgresOptions tunes a Postgres store.

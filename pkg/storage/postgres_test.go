@@ -425,6 +425,26 @@ func TestStoreURLs(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
 	}
+	// Malformed parts must not let a secret through unparsed: a bad
+	// escape in a value or a name, a ';', an opaque URL, a fragment, the
+	// client key's passphrase.
+	for _, in := range []string{
+		"postgres://h/db?password=se%zzcret-1",
+		"postgres://h/db?password=secret-1;x=1",
+		"postgres://h/db?x=1;password=secret-1",
+		"postgres://h/db?pass%zzword=secret-1",
+		"postgres:u:secret-1@h/db",
+		"postgres://h/db#password=secret-1",
+		"postgres://h/db?sslpassword=secret-1",
+		"postgres://h/db?PassWord=secret-1",
+		"host=h sslpassword=secret-1",
+		"postgres://u:secret-1#x@h/db",
+		"u:secret-1@h/x://y",
+	} {
+		if got := RedactURL(in); strings.Contains(got, "secret-1") {
+			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)
+		}
+	}
 	cfg, schema, err := ParsePostgresURL("postgres://u@a:5432,b:5433/db?target_session_attrs=read-write&schema=s1")
 	if err != nil || schema != "s1" || len(cfg.Fallbacks) == 0 || cfg.ValidateConnect == nil {
 		t.Fatalf("multi-host URL: %v, schema %q, %d fallbacks", err, schema, len(cfg.Fallbacks))

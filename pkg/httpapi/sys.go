@@ -28,8 +28,11 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
+		// A status line net/http can write and a client can take for an
+		// answer: 1xx would announce a response still to come, and
+		// net/http panics on a code outside 100-999.
 		code, err := strconv.Atoi(v)
-		if err != nil || code < 1 {
+		if err != nil || code < 200 || code > 599 {
 			writeErrors(w, http.StatusBadRequest, "bad value for "+name+" parameter")
 			return
 		}
@@ -37,7 +40,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 			status = code
 		}
 	}
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
 		w.WriteHeader(status)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -260,7 +261,7 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { ret
 // by an earlier run (nobody accepts on it) is removed; a socket a live
 // server listens on, and any other file, is refused. The socket is bound
 // inside a fresh directory of mode 0700 beside path, so that nobody else
-// can connect before its mode is set, then renamed into place: the process
+// can connect before its mode is set, then linked into place: the process
 // umask, which every goroutine shares, stays as it is.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil {
@@ -300,8 +301,13 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	// A link, not a rename: a socket another server placed at path since
+	// the check above stays where it is, and this one gives up.
+	if err := os.Link(tmp, path); err != nil {
 		l.Close()
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("-unix %s: another socket appeared at the path while this one was being set up", path)
+		}
 		return nil, fmt.Errorf("-unix %s: %w", path, unwrapPathError(err))
 	}
 	return &unlinkingListener{UnixListener: ul, path: path, bound: bound}, nil
@@ -477,9 +483,8 @@ loop:
 	}
 	close(stopReap)
 	reapWG.Wait()
-	if o.unix != "" {
-		os.Remove(o.unix)
-	}
+	// The Unix listener, closed by Shutdown, removed its socket if the path
+	// still names it; whatever is there now belongs to someone else.
 	log.Info("stopped")
 	return runErr
 }

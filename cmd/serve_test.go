@@ -658,3 +658,39 @@ func TestListenUnixSharedPath(t *testing.T) {
 		t.Errorf("the old listener's own socket, moved: %v", err)
 	}
 }
+
+// TestServeStopLeavesOthersSocket: a server that stops removes its socket
+// only while the path still names it. An operator who moved it away and
+// started another server at the path keeps the new server reachable.
+func TestServeStopLeavesOthersSocket(t *testing.T) {
+	c := newCompCLI(t)
+	c.must("operator", "init")
+	sock := filepath.Join(t.TempDir(), "lessor.sock")
+	stop, logs := startServe(t, c, "-listen=", "-unix="+sock, "-reap-interval=0")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Lstat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket at %s; log:\n%s", sock, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.Rename(sock, sock+".old"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := listenUnix(sock, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if code := stop(); code != 0 {
+		t.Fatalf("serve exited %d; log:\n%s", code, logs)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("stopping the first server removed the second one's socket: %v", err)
+	}
+	conn.Close()
+}

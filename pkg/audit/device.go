@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // Device is one enabled audit device as the core stores it.
@@ -163,6 +165,11 @@ func ValidateDevice(d Device) error {
 // file of the caller's that others may only read is accepted: the device's
 // mode is applied to it right after.
 func openLog(cfg *fileConfig, enabling bool) (f *os.File, created bool, err error) {
+	// A directory another user can change lets them rename the log away
+	// or delete it, erasing the record; refuse to log there at all.
+	if err := storage.CheckLogDir(filepath.Dir(cfg.path)); err != nil {
+		return nil, false, err
+	}
 	perm := cfg.mode
 	if perm == 0 {
 		perm = defaultMode

@@ -10,13 +10,13 @@ import (
 )
 
 // The tests below need a second local user: they run as root and act as
-// nobody through setpriv, in a log directory that nobody owns (a service
-// user's log directory).
+// nobody through setpriv, in a shared sticky log directory (mode 1777, as
+// /tmp), where nobody can add files but not rename or remove root's.
 
 const nobodyUID = 65534
 
-// nobodyLogDir returns a directory that nobody owns, inside one that
-// nobody can reach (t.TempDir's parents are 0700).
+// nobodyLogDir returns a sticky directory that everyone may write,
+// inside one that nobody can reach (t.TempDir's parents are 0700).
 func nobodyLogDir(t *testing.T) (base, logs string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -37,7 +37,7 @@ func nobodyLogDir(t *testing.T) (base, logs string) {
 	if err := os.Mkdir(logs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(logs, nobodyUID, nobodyUID); err != nil {
+	if err := os.Chmod(logs, 0o777|os.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
 	return base, logs
@@ -134,5 +134,39 @@ func TestLogWiderThanItsModeIsRefused(t *testing.T) {
 	want = "audit device file/ (" + path + "): mode 0644 lets others read or write the log (the device allows 0660); run: chmod 660 " + path
 	if err := ValidateDevice(fileDevice(path, "mode", "0000")); err == nil || err.Error() != want {
 		t.Errorf("ValidateDevice mode 0000: got %v\nwant %s", err, want)
+	}
+}
+
+// A log directory another user can change is refused before any file is
+// opened: one that user owns, and one everybody may write that is not
+// sticky. Either way they could rename the log away or delete it.
+func TestLogDirOthersCanChangeIsRefused(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{open: "directory " + open + " is writable by group or others (mode 0777)"}
+	if os.Geteuid() == 0 {
+		_, logs := nobodyLogDir(t)
+		owned := filepath.Join(logs, "nobodys")
+		asNobody(t, "mkdir -m 755 "+owned)
+		cases[owned] = "directory " + owned + " belongs to uid 65534, not to uid 0 running lessor"
+	}
+	for dir, want := range cases {
+		path := filepath.Join(dir, "audit.log")
+		want = "audit device file/ (" + path + "): " + want
+		if err := ValidateDevice(fileDevice(path)); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("ValidateDevice: got %v, want %s…", err, want)
+		}
+		b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+		if err := b.LogRequest(context.Background(), &Entry{Operation: "read", Path: "sys/mounts"}); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("LogRequest: got %v, want %s…", err, want)
+		}
+		if _, err := os.Lstat(path); !os.IsNotExist(err) {
+			t.Errorf("a log was created in %s: %v", dir, err)
+		}
 	}
 }

@@ -25,7 +25,16 @@ func (e *UnsafeDirError) Error() string {
 // must belong to the caller or to root; dir must not be writable by group
 // or others; an ancestor may be, if it is sticky (as /tmp is: others
 // cannot rename or remove what they do not own).
-func CheckPrivateDir(dir string) error {
+func CheckPrivateDir(dir string) error { return checkDir(dir, false) }
+
+// CheckLogDir is CheckPrivateDir for a directory that holds a log rather
+// than a secret: the directory itself may also be writable by others if
+// it is sticky (as /tmp and Debian's /var/log/postgresql are), since
+// others can then add files but not rename or remove the caller's. A
+// file they plant at the log's name is for the opener to refuse.
+func CheckLogDir(dir string) error { return checkDir(dir, true) }
+
+func checkDir(dir string, stickyLeaf bool) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -40,7 +49,7 @@ func CheckPrivateDir(dir string) error {
 			return &UnsafeDirError{Dir: d, Reason: fmt.Sprintf("belongs to uid %d, not to uid %d running lessor or to root", st.Uid, euid)}
 		}
 		m := fi.Mode()
-		if m.Perm()&0o022 != 0 && (parent || m&fs.ModeSticky == 0) {
+		if m.Perm()&0o022 != 0 && (parent && !stickyLeaf || m&fs.ModeSticky == 0) {
 			return &UnsafeDirError{Dir: d, Reason: fmt.Sprintf("is writable by group or others (mode %04o)", unixMode(m))}
 		}
 		if filepath.Dir(d) == d {

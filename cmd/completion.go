@@ -191,6 +191,10 @@ type completer struct {
 	ctx context.Context
 }
 
+// off tells whether to offer nothing: with no home directory there is no
+// default store or token file, and the command itself would refuse.
+func (x *completer) off() bool { return x.f.homeErr != nil }
+
 // newCompleter prepares f for completion: the store and key file named on
 // the line being completed count, and every way to a passphrase is shut,
 // since the terminal belongs to the shell and an Argon2id stretch costs a
@@ -213,6 +217,9 @@ func newCompleter(f *Factory, c *cobra.Command) (*completer, context.CancelFunc)
 
 // list returns the keys at path, or nothing on any error.
 func (x *completer) list(path string) []string {
+	if x.off() {
+		return nil
+	}
 	resp, err := x.f.Request(x.ctx, &logical.Request{Operation: logical.ListOperation, Path: path})
 	if err != nil || resp == nil {
 		return nil
@@ -223,6 +230,9 @@ func (x *completer) list(path string) []string {
 
 // mounts returns the mount table as path (with its trailing slash) → type.
 func (x *completer) mounts() map[string]string {
+	if x.off() {
+		return nil
+	}
 	resp, err := x.f.Request(x.ctx, &logical.Request{Operation: logical.ReadOperation, Path: "sys/mounts"})
 	if err != nil || resp == nil {
 		return nil

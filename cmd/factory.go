@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +67,10 @@ type Factory struct {
 	// unsealedFrom is the key file the store was unsealed with; "" when
 	// the key came from elsewhere (LESSOR_UNSEAL_KEY, a passphrase).
 	unsealedFrom string
+	// homeDir is the caller's home directory (see resolveHome); homeErr
+	// says why there is none, and every command that runs apply refuses.
+	homeDir string
+	homeErr error
 }
 
 func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
@@ -76,6 +81,7 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 		v:      viper.New(),
 		flags:  map[string]string{},
 	}
+	f.homeDir, f.homeErr = resolveHome(getenv)
 	f.defaults()
 	f.IO.InTTY = isTerminal(stdin)
 	f.IO.OutTTY = isTerminal(stdout)
@@ -135,12 +141,30 @@ var globalSettings = []setting{
 // settings are every command's settings: the global ones, then serve's.
 var settings = append(globalSettings, serveSettings...)
 
-func (f *Factory) home() string {
-	if h := f.Getenv("HOME"); h != "" {
-		return h
+// home is the caller's home directory, "" when there is none (homeErr
+// says why, and apply refuses before any command uses it).
+func (f *Factory) home() string { return f.homeDir }
+
+// resolveHome finds the caller's home directory: $HOME when it is an
+// absolute path, else the home directory of the caller's passwd entry.
+// Never a relative path: the defaults under it (the config file, the store,
+// the key and token files) would then be looked for under whatever
+// directory lessor was started in, which another user may have prepared.
+func resolveHome(getenv func(string) string) (string, error) {
+	if h := getenv("HOME"); filepath.IsAbs(h) {
+		return filepath.Clean(h), nil
 	}
-	h, _ := os.UserHomeDir()
-	return h
+	uid := os.Getuid()
+	// LookupId, not user.Current: without cgo, Current falls back on the
+	// process's own $HOME, which tests replace through getenv.
+	u, err := user.LookupId(strconv.Itoa(uid))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("HOME is not set to an absolute path and uid %d has no passwd entry to take a home directory from; set HOME", uid)
+	case !filepath.IsAbs(u.HomeDir):
+		return "", fmt.Errorf("HOME is not set to an absolute path and the passwd entry of uid %d gives no absolute home directory; set HOME", uid)
+	}
+	return filepath.Clean(u.HomeDir), nil
 }
 
 func (f *Factory) xdg(env, fallback string) string {
@@ -151,9 +175,12 @@ func (f *Factory) xdg(env, fallback string) string {
 }
 
 func (f *Factory) defaults() {
+	f.v.SetDefault("format", "table")
+	if f.homeErr != nil {
+		return // no defaults under a home directory there is not
+	}
 	f.v.SetDefault("store", filepath.Join(f.xdg("XDG_DATA_HOME", ".local/share"), "lessor", "lessor.db"))
 	f.v.SetDefault("key_file", filepath.Join(f.xdg("XDG_CONFIG_HOME", ".config"), "lessor", "unseal.key"))
-	f.v.SetDefault("format", "table")
 	f.v.SetDefault("token_file", filepath.Join(f.home(), ".lessor-token"))
 }
 
@@ -178,18 +205,31 @@ func (f *Factory) get(key string) string {
 }
 
 // loadConfigFile reads the YAML config file, if there is one. A file that
-// was named explicitly must exist.
+// was named explicitly must exist. The file decides where the store, the
+// key file and the server are, so it is refused when another user could
+// change it (see storage.CheckOwnFile), and it may not hold secrets.
 func (f *Factory) loadConfigFile(path string, explicit bool) error {
 	if path == "" {
 		path = filepath.Join(f.xdg("XDG_CONFIG_HOME", ".config"), "lessor", "config.yaml")
 	}
-	if _, err := os.Stat(path); err != nil {
+	fh, err := os.Open(path)
+	if err != nil {
 		if !explicit && errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
-	raw, err := os.ReadFile(path)
+	defer fh.Close()
+	// The checks are of the file opened, then read: not of a name that
+	// could point elsewhere by the time it is read.
+	fi, err := fh.Stat()
+	if err != nil {
+		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
+	}
+	if err := storage.CheckOwnFile(path, fi); err != nil {
+		return configFileUnsafe(path, err)
+	}
+	raw, err := io.ReadAll(fh)
 	if err != nil {
 		return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
 	}
@@ -207,9 +247,38 @@ func (f *Factory) loadConfigFile(path string, explicit bool) error {
 	return nil
 }
 
+// configFileUnsafe is the refusal of a config file another user could
+// change, with what to do about it.
+func configFileUnsafe(path string, err error) error {
+	var fe *storage.UnsafeFileError
+	var de *storage.UnsafeDirError
+	switch {
+	case errors.As(err, &fe) && strings.HasPrefix(fe.Reason, "is writable"):
+		return &localError{withHint(fmt.Errorf("config file %w: another user could change lessor's settings", err),
+			"run: chmod go-w %s", path)}
+	case errors.As(err, &fe):
+		return &localError{withHint(fmt.Errorf("config file %w: another user could change lessor's settings", err),
+			"use a config file of your own (-config, LESSOR_CONFIG)")}
+	case errors.As(err, &de):
+		return &localError{withHint(fmt.Errorf("config file %s: %w", path, err),
+			"keep the config file in a directory only you (or root) can change, as ~/.config/lessor")}
+	}
+	return &localError{fmt.Errorf("config file %s: %w", path, unwrapPathError(err))}
+}
+
+// secretSettings are the settings that hold a secret itself, not the
+// path of a file holding it: the config file may not set them. It is read
+// by every command, copied between hosts and into backups, and shown in
+// bug reports, unlike a 0600 key or token file; and a value found there
+// would be used in silence where the user meant the key or token file.
+var secretSettings = map[string]string{
+	"unseal_key": "keep the unseal key in a key file (-key-file, LESSOR_KEY_FILE) or give it in LESSOR_UNSEAL_KEY",
+	"token":      "keep the token in the token file (`lessor login`, LESSOR_TOKEN_FILE) or give it in LESSOR_TOKEN",
+}
+
 // checkConfigYAML checks that raw is a YAML mapping of known settings to
-// single values. Its errors give line numbers and lessor's own setting
-// names, never text from the file.
+// single values, none of them a secret. Its errors give line numbers and
+// lessor's own setting names, never text from the file.
 func checkConfigYAML(raw []byte) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
@@ -227,13 +296,18 @@ func checkConfigYAML(raw []byte) error {
 	}
 	var known []string
 	for _, s := range settings {
-		known = append(known, s.key)
+		if _, ok := secretSettings[s.key]; !ok {
+			known = append(known, s.key)
+		}
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], top.Content[i+1]
 		// viper folds case; so does this check.
 		name := strings.ToLower(k.Value)
+		if hint, ok := secretSettings[name]; ok && k.Kind == yaml.ScalarNode {
+			return fmt.Errorf("line %d: %s is a secret and may not be in the config file; %s", k.Line, name, hint)
+		}
 		if k.Kind != yaml.ScalarNode || !slices.Contains(known, name) {
 			return fmt.Errorf("line %d: unknown key (known: %s)", k.Line, strings.Join(known, ", "))
 		}

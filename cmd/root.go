@@ -170,7 +170,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 	pf.StringVar(&g.field, "field", "", "print only this field of the response, with no trailing newline when piped")
 	pf.StringVar(&g.store, "store", "", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
 	pf.StringVar(&g.keyFile, "key-file", "", "path of the unseal key file (env LESSOR_KEY_FILE; default $XDG_CONFIG_HOME/lessor/unseal.key)")
-	pf.StringVar(&g.config, "config", "", "config file (env LESSOR_CONFIG; default $XDG_CONFIG_HOME/lessor/config.yaml)")
+	pf.StringVar(&g.config, "config", "", "config file, yours or root's and writable only by its owner (env LESSOR_CONFIG; default $XDG_CONFIG_HOME/lessor/config.yaml)")
 	// -v and --version, as most tools (and vault) have them, print what
 	// `lessor version` prints, without opening anything.
 	root.Version = versionLine()
@@ -216,6 +216,11 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	set("format", "format")
 	set("store", "store")
 	set("key-file", "key_file")
+	// Every command finds a default (the config file, the token file, the
+	// generation record) under the home directory.
+	if f.homeErr != nil {
+		return &localError{f.homeErr}
+	}
 	cfg, explicit := g.config, g.config != ""
 	if !explicit {
 		if e := f.Getenv("LESSOR_CONFIG"); e != "" {

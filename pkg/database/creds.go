@@ -292,6 +292,9 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		return nil, cerr
 	}
 	failpoint.Hit(failpoint.IssueAfterCreate)
+	if err := req.Leases.Confirm(ctx, prepared.ID); err != nil {
+		return nil, b.dropUnconfirmed(ctx, db, &cfg, &role, name, username, err)
+	}
 
 	host, port, dbName := db.Target()
 	return &logical.Response{
@@ -302,6 +305,22 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		Warnings:   prepared.Warnings,
 		Connection: &logical.Connection{Host: host, Port: port, Database: dbName},
 	}, nil
+}
+
+// dropUnconfirmed drops the role just created for a lease that Confirm
+// refused: a revocation claimed the lease meanwhile, perhaps before the
+// role was committed, when it had nothing to drop (or the record could
+// not be read back). The credential is never handed out. Should the drop
+// fail, the record a revocation kept has reap revoke the role at the end
+// of the issuer's grace; a record still pending is adopted and revoked at
+// its expiry.
+func (b *Backend) dropUnconfirmed(ctx context.Context, db *postgres.DB, cfg *dbConfig, role *roleEntry, name, username string, cause error) error {
+	err := fmt.Errorf("role %q: %w", name, cause)
+	out := db.RevokeUsers(context.WithoutCancel(ctx), []postgres.RevokeRequest{{Username: username, Statements: role.RevocationStatements}})
+	if len(out) == 1 && out[0] != nil {
+		return fmt.Errorf("%w; dropping its role failed too (reap retries it): %v", err, cfg.redact(out[0]))
+	}
+	return err
 }
 
 // isDefiniteFailure reports whether a failed creation certainly left

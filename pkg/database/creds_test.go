@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -378,5 +379,49 @@ WHERE rolname LIKE 'v-' || $1 || '-%' OR shobj_description(oid, 'pg_authid') LIK
 	r := e.pgRole(user)
 	if r == nil || r.comment == nil || !strings.Contains(*r.comment, resp.Secret.LeaseID) {
 		t.Fatalf("after the issue, role %s: %+v, want it with its lease's comment", user, r)
+	}
+}
+
+// TestCredsRevokedWhileIssuing: the lease was revoked while the role was
+// being created (Confirm refuses it once the role exists). The role the
+// issue committed is dropped, with the role's revocation statements when
+// it has some, and no credential is handed out.
+func TestCredsRevokedWhileIssuing(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		extra map[string]any
+	}{
+		{"default revocation", nil},
+		{"revocation statements", map[string]any{"revocation_statements": `DROP ROLE IF EXISTS "{{name}}";`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.writeConfig(nil)
+			e.writeRole("readonly", c.extra)
+			e.leases.revoked = map[string]bool{}
+			e.leases.whileRecording = func(p logical.PreparedLease) {
+				e.leases.mu.Lock()
+				e.leases.revoked[p.ID] = true
+				e.leases.mu.Unlock()
+			}
+			t.Cleanup(func() {
+				for _, r := range e.pgRoles() {
+					e.srv.DropRolesAtCleanup(t, r.name)
+				}
+			})
+			resp, err := e.do(logical.ReadOperation, "creds/readonly", nil)
+			if err == nil {
+				t.Fatalf("issued a credential whose lease was revoked: %v", resp.Data)
+			}
+			if !errors.Is(err, logical.ErrLeaseRevoked) || !strings.HasPrefix(err.Error(), `role "readonly": lease database/creds/readonly/lease001: `) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q, want one line naming the role and the revoked lease", err)
+			}
+			if roles := e.pgRoles(); len(roles) != 0 {
+				t.Errorf("roles left: %+v", roles)
+			}
+			if len(e.leases.discarded) != 0 || len(e.leases.abandoned) != 0 {
+				t.Errorf("discarded %v, abandoned %v: the revoked record is its revoker's", e.leases.discarded, e.leases.abandoned)
+			}
+		})
 	}
 }

@@ -46,6 +46,7 @@ type fakeLeases struct {
 	pending   map[string]*fakeLease
 	discarded []string
 	abandoned []string
+	revoked   map[string]bool // leases Confirm refuses
 	// whileRecording, if set, runs in Prepare after the lease is planned
 	// and before it is recorded.
 	whileRecording func(logical.PreparedLease)
@@ -110,6 +111,17 @@ func (l *fakeLeases) Abandon(ctx context.Context, id string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.abandoned = append(l.abandoned, id)
+	return nil
+}
+
+// Confirm refuses the leases named in revoked, as if a revocation had
+// claimed them while they were being issued.
+func (l *fakeLeases) Confirm(ctx context.Context, id string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.revoked[id] {
+		return fmt.Errorf("lease %s: %w", id, logical.ErrLeaseRevoked)
+	}
 	return nil
 }
 

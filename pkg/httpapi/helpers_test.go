@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
@@ -51,6 +52,12 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	t.Helper()
+	return newEnvAt(t, cfg, nil)
+}
+
+// newEnvAt is newEnv with the core's clock (nil: the real one).
+func newEnvAt(t *testing.T, cfg httpapi.Config, now func() time.Time) *env {
+	t.Helper()
 	dir := t.TempDir()
 	phys, err := storage.CreateBolt(filepath.Join(dir, "lessor.db"), storage.BoltOptions{})
 	if err != nil {
@@ -71,7 +78,7 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	// As lessor serve runs it: admin connections pooled.
 	pool := postgres.NewPool(4, 0)
 	t.Cleanup(pool.Close)
-	c := core.New(core.Config{Store: b, StoreID: b.StoreID(), Factories: map[string]core.Factory{
+	c := core.New(core.Config{Store: b, StoreID: b.StoreID(), Now: now, Factories: map[string]core.Factory{
 		"database": func() logical.Backend { return database.New(database.Options{Pool: pool}) },
 	}})
 	root, err := c.Initialize(ctx)

@@ -23,7 +23,13 @@
 // it exists and leaves the record pending (one durable commit per issue,
 // not two); a pending record whose secret exists is adopted as active by
 // the next command that meets it, or by reap at the end of the grace
-// period, and is never revoked before its expiry. Nothing here gives up on a failed
+// period, and is never revoked before its expiry. A revocation that
+// claims a pending lease whose secret it does not see may have come before
+// the issuer's CREATE committed: it revokes what exists and keeps the
+// record (revoking, RevokedPending) until the issuer's grace is over, and
+// the issuer, which reads its record back once the secret exists
+// (Recorder.Confirm), destroys the secret instead of handing it out.
+// Nothing here gives up on a failed
 // revocation: it is retried with exponential backoff for ever, unless an
 // operator forces it away.
 package lease
@@ -95,6 +101,13 @@ type Entry struct {
 	NextAttempt   time.Time      `json:"next_attempt,omitzero"`
 	ClaimUntil    time.Time      `json:"claim_until,omitzero"`
 	DueKey        string         `json:"due_key"`
+	// RevokedPending: a revocation claimed the lease while it was
+	// pending. Until IssueTime plus the pending grace its issuer may
+	// still create the secret, after the revocation found nothing to
+	// drop; so the record is not deleted before then unless the secret
+	// was seen to exist (its issuer is done), and the issuer that finds
+	// it revoking destroys what it created.
+	RevokedPending bool `json:"revoked_pending,omitempty"`
 
 	raw []byte // the record's bytes as last read or written (see reread)
 }
@@ -486,6 +499,30 @@ func (r *Recorder) Abandon(ctx context.Context, leaseID string) error {
 	})
 }
 
+// Confirm implements logical.LeaseRecorder: the issuer reads its record
+// back once the secret exists. A revocation that claimed the lease before
+// then may have found nothing to drop (the secret's creation had not
+// committed) and keeps the record revoking until the issuer's grace is
+// over; one that came after found the secret and dropped it, and deleted
+// the record. Either way the secret must not be handed out, and the
+// issuer destroys it (again, if need be). A record still pending (or
+// adopted already) means no revocation claimed it before the secret
+// existed: one that claims it later sees the secret and drops it.
+func (r *Recorder) Confirm(ctx context.Context, leaseID string) error {
+	var e *Entry
+	if err := r.m.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		e, err = get(tx, leaseID)
+		return err
+	}); err != nil {
+		return fmt.Errorf("confirm lease %s: %w", leaseID, err)
+	}
+	if e == nil || e.State != StatePending && e.State != StateActive {
+		return fmt.Errorf("lease %s: %w", leaseID, logical.ErrLeaseRevoked)
+	}
+	return nil
+}
+
 // Prepared returns the ids of the leases recorded and not discarded.
 func (r *Recorder) Prepared() []string { return append([]string(nil), r.prepared...) }
 
@@ -505,8 +542,13 @@ func (m *Manager) Activate(ctx context.Context, ids ...string) error {
 			if e == nil {
 				return fmt.Errorf("activate lease %s: record vanished", id)
 			}
-			if e.State != StatePending {
+			if e.State == StateActive {
 				continue
+			}
+			if e.State != StatePending {
+				// Claimed by a revocation, which may have come before
+				// the secret existed: the caller destroys it.
+				return fmt.Errorf("activate lease %s: %w", id, logical.ErrLeaseRevoked)
 			}
 			activate(e)
 			if err := put(tx, e, e.ExpireTime); err != nil {
@@ -532,7 +574,16 @@ func activate(e *Entry) {
 // pending lease whose secret exists is as safe as an active one: its
 // issuer committed it, and it is revoked at its expiry.
 func (m *Manager) Adopt(ctx context.Context, es []*Entry) error {
-	created, err := m.created(ctx, es)
+	var pending []*Entry
+	for _, e := range es {
+		if e.State == StatePending {
+			pending = append(pending, e)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	created, err := m.created(ctx, pending)
 	var ids []string
 	for _, e := range es {
 		if created[e.ID] {
@@ -574,16 +625,14 @@ func (m *Manager) Adopt(ctx context.Context, es []*Entry) error {
 	return err
 }
 
-// created asks the backends which pending leases among es have their
-// secret: one SecretsCreated call per mount. Leases of a mount whose
-// backend cannot tell are left out, and the error says why.
+// created asks the backends which leases among es (pending, or revoked
+// while pending) have their secret: one SecretsCreated call per mount.
+// Leases of a mount whose backend cannot tell are left out, and the error
+// says why.
 func (m *Manager) created(ctx context.Context, es []*Entry) (map[string]bool, error) {
 	byMount := map[string][]*Entry{}
 	var order []string
 	for _, e := range es {
-		if e.State != StatePending {
-			continue
-		}
 		if _, ok := byMount[e.MountUUID]; !ok {
 			order = append(order, e.MountUUID)
 		}
@@ -1004,6 +1053,9 @@ func (m *Manager) claim(ctx context.Context, ids []string, steal bool) (claimed 
 			if e.State == StateRevoking && now.Before(e.ClaimUntil) && !steal {
 				continue
 			}
+			if e.State == StatePending {
+				e.RevokedPending = true
+			}
 			e.State = StateRevoking
 			e.ClaimUntil = now.Add(m.o.ClaimTimeout)
 			if err := put(tx, e, e.ClaimUntil); err != nil {
@@ -1089,9 +1141,20 @@ type Result struct {
 // revokeClaimed asks each mount's backend to revoke its claimed leases in
 // one batch, then deletes the revoked records and schedules retries for
 // the failures (or, with force, deletes them too).
+//
+// A lease claimed while pending, within its issuer's grace, may be one
+// whose issuer has not yet committed its secret: revoking finds nothing,
+// and the secret could appear after the record was deleted, a credential
+// nothing would ever revoke. The backend is asked first (after the claim
+// committed) whether the secret exists; if it does, its issuer is done and
+// the lease goes as any other. If not (or the backend cannot tell), the
+// record stays, revoking, until the grace is over, when reap revokes it
+// again and deletes it; meanwhile its issuer finds it revoking and
+// destroys the secret itself (Recorder.Confirm).
 func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool, claimKey string) (Result, error) {
 	var res Result
 	failpoint.Hit(failpoint.RevokeAfterClaim)
+	issuing := m.mayBeIssuing(ctx, claimed, m.now())
 	byMount := map[string][]*Entry{}
 	var order []string
 	for _, e := range claimed {
@@ -1152,6 +1215,19 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 				continue
 			}
 			rerr, failed := errs[e.ID]
+			keep, pendingAtClaim := issuing[e.ID]
+			if pendingAtClaim {
+				e.RevokedPending = true
+			}
+			if !failed && keep {
+				e.State = StateRevoking
+				e.ClaimUntil = e.IssueTime.Add(m.o.PendingGrace)
+				if err := put(tx, e, e.ClaimUntil); err != nil {
+					return err
+				}
+				res.Revoked = append(res.Revoked, e.ID)
+				continue
+			}
 			if !failed || force {
 				if err := remove(tx, e); err != nil {
 					return err
@@ -1176,6 +1252,31 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 		return nil
 	})
 	return res, err
+}
+
+// mayBeIssuing returns, for each lease among claimed that was pending when
+// claimed (or revoked while pending before) and whose issuer's grace has
+// not run out at now, whether its record must outlive its revocation: true
+// unless the backend confirms that its secret exists.
+func (m *Manager) mayBeIssuing(ctx context.Context, claimed []*Entry, now time.Time) map[string]bool {
+	var es []*Entry
+	for _, e := range claimed {
+		if (e.State == StatePending || e.RevokedPending) && now.Before(e.IssueTime.Add(m.o.PendingGrace)) {
+			es = append(es, e)
+		}
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	// A backend that cannot tell leaves its leases out: they are kept,
+	// which costs a second revocation at the end of the grace, never a
+	// role without a record.
+	created, _ := m.created(ctx, es)
+	keep := make(map[string]bool, len(es))
+	for _, e := range es {
+		keep[e.ID] = !created[e.ID]
+	}
+	return keep
 }
 
 // backoff is RetryBase·2^(n-1) with ±50% jitter, capped at RetryMax: about

@@ -23,6 +23,9 @@ const (
 	// adopted); reap adopts it if its secret exists and drops it if not.
 	ReasonPending        = "pending past its grace (adopted if its role exists, else dropped)"
 	ReasonAbandonedClaim = "revoker died mid-revocation"
+	// ReasonRevokedPending: revoked while its issuer may still have been
+	// creating its role; revoked again once the issuer's grace is over.
+	ReasonRevokedPending = "revoked while being issued (revoked again after its grace)"
 )
 
 // DueLease is a lease reap would revoke, and why.
@@ -189,7 +192,7 @@ func dueSince(e *Entry, reason string) time.Time {
 	switch reason {
 	case ReasonRetry:
 		return e.NextAttempt
-	case ReasonAbandonedClaim:
+	case ReasonAbandonedClaim, ReasonRevokedPending:
 		return e.ClaimUntil
 	case ReasonPending:
 		return e.IssueTime
@@ -352,6 +355,9 @@ func walkDue(tx storage.Tx, now time.Time, claims *claimSet, chunk int, fn func(
 			case StateRevoking:
 				if !e.ClaimUntil.After(now) {
 					reason = ReasonAbandonedClaim
+					if e.RevokedPending {
+						reason = ReasonRevokedPending
+					}
 				}
 			}
 			since := dueSince(e, reason)

@@ -243,7 +243,17 @@ type LeaseRecorder interface {
 	// outcome of its creation is unknown) but was never handed out: the
 	// lease becomes due for revocation now instead of being adopted.
 	Abandon(ctx context.Context, leaseID string) error
+	// Confirm is called once the secret exists, before it is handed out.
+	// An error wrapping ErrLeaseRevoked means the lease was revoked
+	// meanwhile, possibly before the secret existed, so that nothing
+	// revoked it: the backend must destroy the secret itself and fail.
+	// Any error means the secret must not be handed out.
+	Confirm(ctx context.Context, leaseID string) error
 }
+
+// ErrLeaseRevoked: the lease of a secret being issued was revoked before
+// the secret was handed out.
+var ErrLeaseRevoked = errors.New("the lease was revoked while it was being issued")
 
 // SystemView is what a backend may ask of the system.
 type SystemView interface {

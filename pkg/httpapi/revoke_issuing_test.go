@@ -1,0 +1,154 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/failpoint"
+	"github.com/lessorhq/lessor/pkg/httpapi"
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/pgtest"
+)
+
+// testClock is a clock a test moves by hand, safe for the server's
+// goroutines.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// storeRoles returns this store's roles in PostgreSQL, by name, with the
+// lease id their comment names.
+func storeRoles(t *testing.T, db *pgtest.Database, storeID string) map[string]string {
+	t.Helper()
+	conn := db.Conn(t)
+	rows, err := conn.Query(ctx, `SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles
+WHERE shobj_description(oid, 'pg_authid') LIKE $1`, database.CommentPrefix+"%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, comment string
+		if err := rows.Scan(&name, &comment); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := database.ParseRoleComment(comment); err == nil && m.StoreID == storeID {
+			out[name] = m.LeaseID
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRevokeWhileIssuing: `lease revoke -prefix` runs while a credential
+// under that prefix is being issued, once before PostgreSQL committed the
+// role (the revocation finds no role to drop) and once after. No role may
+// be left without its lease record at any point, the issuer must not hand
+// out a credential its lease no longer covers, and once the issuer's grace
+// is over reap leaves neither a role nor a record.
+func TestRevokeWhileIssuing(t *testing.T) {
+	for _, step := range []string{failpoint.IssueAfterPending, failpoint.IssueAfterCreate} {
+		t.Run(strings.ReplaceAll(step, "/", "-"), func(t *testing.T) {
+			srv := pgtest.Require(t)
+			db := srv.NewDatabase(t)
+			clk := &testClock{t: time.Now().UTC()}
+			e := newEnvAt(t, httpapi.Config{}, clk.Now)
+			seedDatabase(t, vaultClient(t, e.url, e.root), srv, db.Name)
+			storeID := e.core.StoreID()
+			t.Cleanup(func() {
+				var names []string
+				for name := range storeRoles(t, db, storeID) {
+					names = append(names, name)
+				}
+				srv.DropRolesAtCleanup(t, names...)
+			})
+
+			// The revocation runs in the issuing request's goroutine,
+			// at the step: what a concurrent request of lessor serve
+			// does, at the worst moment.
+			var revokeStatus int
+			var revokeBody string
+			var once sync.Once
+			failpoint.Arm(step, func(string) {
+				once.Do(func() {
+					req, err := http.NewRequest("PUT", e.url+"/v1/sys/leases/revoke-prefix/database/creds/readonly", nil)
+					if err != nil {
+						revokeBody = err.Error()
+						return
+					}
+					req.Header.Set("X-Vault-Token", e.root)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						revokeBody = err.Error()
+						return
+					}
+					resp.Body.Close()
+					revokeStatus = resp.StatusCode
+				})
+			})
+			t.Cleanup(func() { failpoint.Arm("", nil) })
+
+			status, body, _ := e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
+			failpoint.Arm("", nil)
+			if revokeStatus != http.StatusNoContent {
+				t.Fatalf("revoke-prefix during the issue: %d %s", revokeStatus, revokeBody)
+			}
+			if status == http.StatusOK {
+				t.Errorf("the issue handed out a credential whose lease was revoked: %s", body)
+			} else if errs := errorsOf(t, body); len(errs) != 1 || !strings.Contains(errs[0], "revoked while it was being issued") {
+				t.Errorf("the issue failed with %d %s, want the lease revoked while it was being issued", status, body)
+			}
+
+			// No role without its record.
+			entries, err := e.core.Leases().Entries(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			recorded := map[string]bool{}
+			for _, le := range entries {
+				recorded[le.ID] = true
+				if le.State == lease.StatePending || le.State == lease.StateActive {
+					t.Errorf("lease %s is %s after its revocation", le.ID, le.State)
+				}
+			}
+			for name, id := range storeRoles(t, db, storeID) {
+				if !recorded[id] {
+					t.Errorf("role %s exists without its lease %s", name, id)
+				}
+			}
+
+			// Past the issuer's grace, reap settles what the revocation
+			// left: nothing remains.
+			clk.advance(6 * time.Minute)
+			if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
+				t.Fatalf("reap: %v", err)
+			}
+			if n, err := e.core.Leases().Count(ctx); err != nil || n != 0 {
+				t.Errorf("%d lease records left after reap (%v)", n, err)
+			}
+			if roles := storeRoles(t, db, storeID); len(roles) != 0 {
+				t.Errorf("roles left after reap: %v", roles)
+			}
+		})
+	}
+}

@@ -29,7 +29,9 @@ passphrase_file and token_file; lessor serve's keys: listen, unix,
 unix_mode, tls_cert, tls_key, tls_disable, reap_interval,
 max_request_size, request_timeout, shutdown_timeout, log_format and
 db_pool_size; and address, ca_cert, ca_path, client_timeout and allow_http
-for a client of a server. Keep secrets out of it.
+for a client of a server. Keep secrets out of it: unseal_key and token
+are refused. The file, and every directory above it, must belong to you
+or root and be writable by no one else (a directory may be if sticky).
 
 With LESSOR_ADDR set (https://host:8200, http://127.0.0.1:8200 or
 unix:///path/to/socket), lessor is a client of ` + "`lessor serve`" + `: every request

@@ -212,7 +212,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	pre, err := c.prefetch(ctx, req.ClientToken, fullPath)
 	if err != nil {
 		if errors.Is(err, token.ErrBadToken) {
-			return nil, &PermissionError{Operation: req.Operation, Path: fullPath, Reason: "missing, invalid or expired token", Cause: token.ErrBadToken}
+			return nil, badTokenError(req.Operation, fullPath)
 		}
 		return nil, err
 	}
@@ -351,6 +351,27 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return resp, herr
+}
+
+// badTokenError is the refusal of a request whose token is missing,
+// unknown, expired or used up.
+func badTokenError(op logical.Operation, path string) error {
+	return &PermissionError{Operation: op, Path: path, Reason: "missing, invalid or expired token", Cause: token.ErrBadToken}
+}
+
+// CheckToken is the first step of Handle alone: nil when tok is a usable
+// token, else the error Handle would return for it. It lets a server
+// refuse a caller without a token before it reads and parses what the
+// caller sent. It grants nothing: Handle looks the token up again and
+// asks the ACL.
+func (c *Core) CheckToken(ctx context.Context, op logical.Operation, path, tok string) error {
+	if _, err := c.tokens.Lookup(ctx, tok); err != nil {
+		if errors.Is(err, token.ErrBadToken) {
+			return badTokenError(op, path)
+		}
+		return err
+	}
+	return nil
 }
 
 func containsString(ss []string, s string) bool {

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,6 +78,11 @@ func TestStatusCodes(t *testing.T) {
 		{"made-up token", "GET", "/v1/database/creds/readonly", bad, "", nil, 403, "^permission denied", "invalid_token"},
 		{"garbage token", "GET", "/v1/database/creds/readonly", "garbage token; DROP", "", nil, 403, "^permission denied", "invalid_token"},
 		{"basic auth is no token", "GET", "/v1/sys/mounts", "", "", []string{"Authorization", "Basic eDp5"}, 403, "^permission denied", "invalid_token"},
+		// The token comes before the body: a body is never parsed for a
+		// caller without one.
+		{"no token, malformed JSON", "PUT", "/v1/sys/policy/x", "", `{"policy":`, nil, 403, "^permission denied: missing, invalid or expired token$", "invalid_token"},
+		{"made-up token, array body", "POST", "/v1/sys/policy/x", bad, `[1]`, nil, 403, "^permission denied: missing, invalid or expired token$", "invalid_token"},
+		{"garbage token, too deep", "PUT", "/v1/sys/policy/x", "garbage", deep(40), nil, 403, "^permission denied: missing, invalid or expired token$", "invalid_token"},
 		{"bearer", "GET", "/v1/sys/mounts", "", "", []string{"Authorization", "Bearer " + e.root}, 200, "-", ""},
 		{"policy says no", "GET", "/v1/database/config/postgresql", apps, "", nil, 403, "^permission denied$", ""},
 		{"policy says no to a path that is not there", "GET", "/v1/nosuch/x", apps, "", nil, 403, "^permission denied$", ""},
@@ -89,6 +97,10 @@ func TestStatusCodes(t *testing.T) {
 		{"array body", "PUT", "/v1/sys/policy/x", e.root, `[1]`, nil, 400, "error parsing JSON", ""},
 		{"malformed JSON", "PUT", "/v1/sys/policy/x", e.root, `{"policy":`, nil, 400, "error parsing JSON", ""},
 		{"trailing JSON", "PUT", "/v1/sys/policy/x", e.root, `{"policy":"x"} {}`, nil, 400, "error parsing JSON", ""},
+		{"nested too deep", "PUT", "/v1/sys/policy/x", e.root, deep(32), nil, 400, "^error parsing JSON: nested deeper than 32 levels$", ""},
+		{"too many values", "PUT", "/v1/sys/policy/x", e.root, `{"policy":"x","y":[` + strings.Repeat("0,", 10000) + `0]}`, nil, 400, "^error parsing JSON: more than 10000 values$", ""},
+		{"too many form parameters", "PUT", "/v1/sys/policy/x", e.root, strings.Repeat("a=1&", 10001), []string{"Content-Type", "application/x-www-form-urlencoded"}, 400, "^error parsing form body: more than 10000 parameters$", ""},
+		{"too many query parameters", "GET", "/v1/sys/mounts?" + strings.Repeat("a&", 10000), e.root, "", nil, 400, "^invalid query string: more than 10000 parameters$", ""},
 		{"wrong type", "PUT", "/v1/sys/mounts/kv2", e.root, `{"type":["database"]}`, nil, 400, ".", ""},
 		{"dot-dot", "GET", "/v1/sys/../sys/mounts", e.root, "", nil, 400, `invalid path .*"\.\."`, ""},
 		{"encoded dot-dot", "GET", "/v1/sys/%2e%2e/sys/mounts", e.root, "", nil, 400, `invalid path .*"\.\."`, ""},
@@ -138,6 +150,83 @@ func TestStatusCodes(t *testing.T) {
 				t.Fatalf("errors %q, want one matching %q", errs, tc.msg)
 			}
 		})
+	}
+}
+
+// deep is a body whose "policy" nests n arrays below the top-level
+// object.
+func deep(n int) string {
+	return `{"policy":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+}
+
+// bodyCounter is a request body that counts the bytes read from it.
+type bodyCounter struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (b *bodyCounter) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *bodyCounter) Close() error { return nil }
+
+// TestTokenBeforeBody: a write from a caller without a usable token is
+// refused before one byte of its body is read, whatever the body, with
+// the 403 any request without a token gets; with a token the same body
+// is read and judged.
+func TestTokenBeforeBody(t *testing.T) {
+	e := newEnv(t, httpapi.Config{MaxRequestSize: 1 << 20})
+	h := httpapi.New(httpapi.Config{Core: e.core, MaxRequestSize: 1 << 20}).Handler()
+	revoked := e.must(t, logical.UpdateOperation, "auth/token/create", nil).Auth.ClientToken
+	e.must(t, logical.UpdateOperation, "auth/token/revoke", map[string]any{"token": revoked})
+	tokens := map[string]string{
+		"none":    "",
+		"garbage": "garbage token",
+		"unknown": "lsr_" + strings.Repeat("A", 32),
+		"revoked": revoked,
+	}
+	bodies := map[string]struct {
+		body   string
+		length int64 // -1: chunked
+	}{
+		"malformed JSON":          {`{"policy":`, 10},
+		"undeclared length":       {`{"policy":"path \"x\" {}"}`, -1},
+		"declared over the limit": {strings.Repeat("x", 100), 2 << 20},
+	}
+	serve := func(tok, body string, length int64) (*httptest.ResponseRecorder, int64) {
+		cnt := &bodyCounter{r: strings.NewReader(body)}
+		req := httptest.NewRequest("PUT", "/v1/sys/policy/x", nil)
+		req.Body, req.ContentLength = cnt, length
+		if tok != "" {
+			req.Header.Set("X-Vault-Token", tok)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec, cnt.n.Load()
+	}
+	for tname, tok := range tokens {
+		for bname, b := range bodies {
+			t.Run(tname+"/"+bname, func(t *testing.T) {
+				rec, read := serve(tok, b.body, b.length)
+				if rec.Code != 403 || rec.Body.String() != `{"errors":["permission denied: missing, invalid or expired token"]}`+"\n" ||
+					rec.Header().Get("X-Lessor-Cause") != "invalid_token" {
+					t.Fatalf("status %d, body %q, cause %q; want the 403 of a bad token", rec.Code, rec.Body, rec.Header().Get("X-Lessor-Cause"))
+				}
+				if read != 0 {
+					t.Fatalf("%d bytes of the body read before the token was refused", read)
+				}
+			})
+		}
+	}
+	// The counter counts: with the root token the body is read.
+	if rec, read := serve(e.root, `{"policy":`, 10); rec.Code != 400 || read != 10 {
+		t.Fatalf("root token, malformed body: status %d, %d bytes read; want 400 after reading 10", rec.Code, read)
+	}
+	if rec, read := serve(e.root, `{"policy":"path \"x\" { capabilities = [\"read\"] }"}`, -1); rec.Code != 200 || read == 0 {
+		t.Fatalf("root token, chunked policy: status %d %s, %d bytes read", rec.Code, rec.Body, read)
 	}
 }
 

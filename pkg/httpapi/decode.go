@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -17,17 +18,39 @@ import (
 // methodList is Vault's LIST method.
 const methodList = "LIST"
 
+// Bounds on the shape of a request's data, which its size alone does not
+// bound: a body of a few megabytes of "[{},{},…]" would decode to millions
+// of maps. Lessor's paths take flat objects of a few fields (a list, a map
+// of metadata at most), so these are far above what a real client sends
+// and far below what costs the server.
+const (
+	// maxDataDepth is how deep arrays and objects may nest in a JSON
+	// body, the top-level object being the first level.
+	maxDataDepth = 32
+	// maxDataValues bounds the values a body or query string holds: the
+	// elements of every array and the members of every object of a JSON
+	// body, all levels together; the parameters of a form or query
+	// string.
+	maxDataValues = 10000
+)
+
 // decodeRequest turns an HTTP request for /v1/<path> into the logical
 // request the core runs. It decides the operation, the token and the
 // data; the core makes the path canonical (or refuses it) before the ACL
-// sees it. Its errors are *httpError, with a 4xx status.
-func decodeRequest(w http.ResponseWriter, r *http.Request, maxBody int64) (*logical.Request, error) {
+// sees it. Before it reads a body it calls beforeBody (when not nil) with
+// the request decided so far, without data, and reads nothing if that
+// refuses: a server passes a token check there. Its errors are
+// *httpError, with a 4xx status, or beforeBody's.
+func decodeRequest(w http.ResponseWriter, r *http.Request, maxBody int64, beforeBody func(*logical.Request) error) (*logical.Request, error) {
 	path, ok := strings.CutPrefix(r.URL.Path, "/v1/")
 	if !ok {
 		return nil, &httpError{status: http.StatusNotFound, msg: "not found"}
 	}
 	if strings.IndexFunc(path, func(c rune) bool { return !unicode.IsPrint(c) }) >= 0 {
 		return nil, &httpError{status: http.StatusBadRequest, msg: "invalid path: it contains a non-printable character"}
+	}
+	if n := strings.Count(r.URL.RawQuery, "&"); n >= maxDataValues {
+		return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("invalid query string: more than %d parameters", maxDataValues)}
 	}
 	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -75,6 +98,11 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, maxBody int64) (*logi
 		if strings.HasSuffix(req.Path, "/") {
 			return nil, &httpError{status: http.StatusBadRequest, msg: "cannot write to a path ending in '/'"}
 		}
+		if beforeBody != nil && hasBody(r) {
+			if err := beforeBody(req); err != nil {
+				return nil, err
+			}
+		}
 		raw, err := readBody(w, r, maxBody)
 		if err != nil {
 			return nil, err
@@ -119,6 +147,12 @@ func requestToken(r *http.Request) string {
 	return ""
 }
 
+// hasBody tells whether r may carry a body: one of a length not declared
+// (chunked) counts.
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
 // readBody reads at most maxBody bytes of the body; more is 413.
 func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, error) {
 	if r.Body == nil {
@@ -152,6 +186,9 @@ func parseBody(contentType string, raw []byte) (map[string]any, error) {
 		return nil, nil
 	}
 	if mt, _, _ := mime.ParseMediaType(contentType); mt == "application/x-www-form-urlencoded" && trimmed[0] != '{' && trimmed[0] != '[' {
+		if n := bytes.Count(trimmed, []byte("&")); n >= maxDataValues {
+			return nil, &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("error parsing form body: more than %d parameters", maxDataValues)}
+		}
 		form, err := url.ParseQuery(string(trimmed))
 		if err != nil {
 			return nil, &httpError{status: http.StatusBadRequest, msg: "error parsing form body: " + err.Error()}
@@ -161,6 +198,9 @@ func parseBody(contentType string, raw []byte) (map[string]any, error) {
 			data[k] = strings.Join(vs, ",")
 		}
 		return data, nil
+	}
+	if err := checkJSONShape(trimmed); err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.UseNumber()
@@ -181,4 +221,51 @@ func parseBody(contentType string, raw []byte) (map[string]any, error) {
 		return d, nil
 	}
 	return nil, &httpError{status: http.StatusBadRequest, msg: "error parsing JSON: the body must be a JSON object"}
+}
+
+// checkJSONShape refuses, in one pass that allocates nothing, a JSON text
+// that nests deeper than maxDataDepth or holds more than maxDataValues
+// values (elements and members), before the decoder builds its tree. A
+// container's first value is the first byte after its opening that does
+// not close it; each further one follows a comma outside a string. It
+// need not understand invalid JSON, which the decoder refuses before it
+// builds anything.
+func checkJSONShape(b []byte) error {
+	depth, values := 0, 0
+	inString, opened := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++ // the escaped byte cannot end the string
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		if opened && c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			opened = false
+			if c != ']' && c != '}' {
+				values++
+			}
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			if depth++; depth > maxDataDepth {
+				return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("error parsing JSON: nested deeper than %d levels", maxDataDepth)}
+			}
+			opened = true
+		case ']', '}':
+			depth--
+		case ',':
+			values++
+		}
+		if values > maxDataValues {
+			return &httpError{status: http.StatusBadRequest, msg: fmt.Sprintf("error parsing JSON: more than %d values", maxDataValues)}
+		}
+	}
+	return nil
 }

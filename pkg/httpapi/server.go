@@ -9,7 +9,9 @@
 //     POST write (the core tells create from update), DELETE deletes.
 //     sys/health also answers HEAD. Anything else is 405.
 //   - The token is X-Vault-Token, else "Authorization: Bearer <token>".
-//     A missing, unknown or expired token is 403, as a policy's no is.
+//     A missing, unknown or expired token is 403, as a policy's no is,
+//     and the request's body is then never read: that 403 comes before a
+//     400 for a body that is not JSON, and before a 413.
 //   - Success: 200 with the envelope {request_id, lease_id, renewable,
 //     lease_duration, data, wrap_info, warnings, auth, mount_type}, every
 //     key present; 204 with an empty body when there is nothing to return.
@@ -24,6 +26,9 @@
 //   - Bodies are JSON objects (numbers kept exact) or, with Content-Type
 //     application/x-www-form-urlencoded, forms; at most Config.MaxRequestSize
 //     bytes. GET, DELETE and LIST take their data from the query string.
+//     JSON nests at most 32 levels deep and holds at most 10000 values
+//     (members and elements, all levels together); a form or a query
+//     string at most 10000 parameters. Beyond is 400.
 //   - What lessor lacks answers as Vault does for a path it lacks:
 //     response wrapping (X-Vault-Wrap-TTL) is 400 and never returns the
 //     secret unwrapped, a namespace other than the root is 404.
@@ -193,7 +198,13 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		s.sealStatus(w, r)
 		return
 	}
-	req, err := decodeRequest(w, r, s.maxBody)
+	// A body is read only for a caller with a usable token: one without
+	// must not make the server read and parse what it sends. The ACL is
+	// still the core's, once the data is known.
+	checkToken := func(req *logical.Request) error {
+		return s.core.CheckToken(ctx, req.Operation, req.Path, req.ClientToken)
+	}
+	req, err := decodeRequest(w, r, s.maxBody, checkToken)
 	if err != nil {
 		writeError(w, err)
 		return

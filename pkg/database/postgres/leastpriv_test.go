@@ -335,3 +335,35 @@ func TestLeastPrivilegeStaticPassword(t *testing.T) {
 		}
 	})
 }
+
+// A login that lands between the revocation's catalog query and its
+// ALTER ROLE … NOLOGIN is not among the sessions that query saw; it still
+// ends with the revocation, and is not left running as a dropped role.
+func TestLeastPrivilegeRevokeLoginDuringRevocation(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		name, pw := f.issue(t, "v-late-login")
+		var oid uint32
+		if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT oid FROM pg_roles WHERE rolname = $1`, name).Scan(&oid); err != nil {
+			t.Fatal(err)
+		}
+		var late *pgx.Conn
+		f.db.testOnlyAfterCatalog = func() {
+			if late == nil {
+				late = f.s.Connect(t, name, pw, f.d.Name)
+			}
+		}
+		defer func() { f.db.testOnlyAfterCatalog = nil }()
+		f.revoke(t, name)
+		f.gone(t, name)
+		if late == nil {
+			t.Fatal("the revocation never reached its catalog query")
+		}
+		if err := late.Ping(f.ctx); err == nil {
+			t.Error("a session opened during the revocation survived it")
+		}
+		var n int
+		if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT count(*) FROM pg_stat_activity WHERE usesysid = $1`, oid).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d sessions of the revoked role left, %v", n, err)
+		}
+	})
+}

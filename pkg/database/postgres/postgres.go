@@ -274,6 +274,10 @@ type DB struct {
 	// pool, when set, takes the connection back on Close (Pool.Connect).
 	pool *Pool
 	set  *connSet
+	// testOnlyAfterCatalog, when set, runs in the default revocation
+	// between its catalog query and ALTER ROLE … NOLOGIN, where a test
+	// logs in as a role being revoked.
+	testOnlyAfterCatalog func()
 }
 
 // Connect opens the admin connection (authenticated, ready for queries).

@@ -38,7 +38,8 @@ const terminateWait = 2 * time.Second
 //     VALID UNTIL has not passed) or has a session open, as one catalog
 //     query tells;
 //  2. pg_terminate_backend for every session logged in as one of them,
-//     if that query saw any;
+//     as pg_stat_activity shows them after step 1 committed (a login
+//     since the catalog query is among them);
 //  3. in every database where pg_shdepend shows one of them owning or
 //     holding anything (and in the admin's database for shared objects):
 //     each ACL entry revoked as its grantor, and, only for roles that own
@@ -46,8 +47,10 @@ const terminateWait = 2 * time.Second
 //     OWNED BY … (see teardown), which works for a superuser and for a
 //     CREATEROLE admin alike;
 //  4. DROP ROLE IF EXISTS …;
-//  5. for the roles that skipped step 1 (expired, no session), any session
-//     that a login not bound by VALID UNTIL opened meanwhile is ended.
+//  5. any session still running as one of the dropped roles, found by
+//     oid, is ended: one a login not bound by VALID UNTIL opened for a
+//     role that skipped step 1 (expired, no session), or one that started
+//     too late to show in step 2.
 //
 // A role whose grants the admin cannot revoke (granted by a role whose
 // privileges it cannot use) is left in place, unable to log in, with a
@@ -137,13 +140,19 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 	// issued still works), and which have sessions open; per-role work is
 	// spent only where it tells that it is needed.
 	var present, canLogin, inSession []string
-	var quiet []uint32 // oids of present roles that can neither log in nor have a session
+	var oids []uint32 // of present, in the same order
 	var adm adminRole
 	rctx, cancel := db.roundTrip(ctx)
-	err = conn.QueryRow(rctx, revokeCatalog, names).Scan(&adm.name, &adm.super, &present, &canLogin, &inSession, &quiet)
+	err = conn.QueryRow(rctx, revokeCatalog, names).Scan(&adm.name, &adm.super, &present, &oids, &canLogin, &inSession)
 	cancel()
 	if err != nil {
 		return errs, pgError(err)
+	}
+	if len(oids) != len(present) {
+		return errs, fmt.Errorf("revocation catalog query: %d oids for %d roles", len(oids), len(present))
+	}
+	if db.testOnlyAfterCatalog != nil {
+		db.testOnlyAfterCatalog()
 	}
 	for _, name := range names {
 		if name == adm.name {
@@ -158,9 +167,10 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 	// (an expired credential's role: its VALID UNTIL passed) already
 	// refuse the password lessor issued; ALTER ROLE on each of them would
 	// cost as much as dropping them all.
-	if len(canLogin) > 0 || len(inSession) > 0 {
+	live := union(canLogin, inSession)
+	if len(live) > 0 {
 		var b strings.Builder
-		for _, name := range union(canLogin, inSession) {
+		for _, name := range live {
 			b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
 		}
 		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
@@ -168,10 +178,13 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 		}
 	}
 
-	// 2. End the sessions already open, if the catalog showed any.
+	// 2. End every session of the roles that step 1 disabled, as
+	// pg_stat_activity shows them now that NOLOGIN is committed: not only
+	// those the catalog query saw, since a role that could log in may have
+	// done so since. One query for the batch, whoever has a session.
 	var granted []string
-	if len(inSession) > 0 {
-		granted, err = db.terminate(ctx, conn, inSession, adm)
+	if len(live) > 0 {
+		granted, err = db.terminate(ctx, conn, live, adm)
 		if err != nil {
 			db.giveBack(ctx, conn, granted)
 			return errs, err
@@ -187,12 +200,14 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 		return errs, err
 	}
 	var drop []string
-	for _, name := range present {
+	var dropOids []uint32
+	for i, name := range present {
 		if stuck[name] != nil {
 			errs[name] = stuck[name]
 			continue
 		}
 		drop = append(drop, name)
+		dropOids = append(dropOids, oids[i])
 	}
 	if len(drop) == 0 {
 		return errs, nil
@@ -204,15 +219,15 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 		return errs, fmt.Errorf("drop role: %w", roleAdminHint(err, drop, adm.name, db.version))
 	}
 
-	// 5. A role that skipped step 1 could only have gained a session by a
-	// login that does not check VALID UNTIL (trust, peer, certificates)
-	// between the catalog query and DROP ROLE; such a session is ended
-	// now, found by the role's oid.
-	if len(quiet) > 0 {
-		if err := db.terminateDropped(ctx, conn, quiet); err != nil {
-			for _, name := range drop {
-				errs[name] = err
-			}
+	// 5. A session that step 2 could not see is ended now, found by its
+	// role's oid: one a login not bound by VALID UNTIL (trust, peer,
+	// certificates) opened for a role that skipped step 1, or one whose
+	// login passed its role's check before NOLOGIN committed but which
+	// showed in pg_stat_activity only after step 2 looked (a new backend
+	// reports itself there after it checks rolcanlogin).
+	if err := db.terminateDropped(ctx, conn, dropOids); err != nil {
+		for _, name := range drop {
+			errs[name] = err
 		}
 	}
 	return errs, nil
@@ -220,10 +235,9 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 
 // revokeCatalog is what revokeDefault learns about the roles $1 before it
 // touches them: the admin's name and whether it is a superuser; the roles
-// that exist (but the admin); those that could still log in (LOGIN, and a
-// VALID UNTIL that has not passed); those with a session open; and the
-// oids of the roles that can do neither. The sessions are read once, not
-// once per role.
+// that exist (but the admin) and their oids, in the same order; those that
+// could still log in (LOGIN, and a VALID UNTIL that has not passed); and
+// those with a session open. The sessions are read once, not once per role.
 const revokeCatalog = `
 WITH r AS (
   SELECT rolname, oid,
@@ -233,9 +247,9 @@ WITH r AS (
 )
 SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT array_agg(oid ORDER BY rolname) FROM r), '{}'),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
-       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}'),
-       coalesce((SELECT array_agg(oid) FROM r WHERE NOT can_login AND NOT in_session), '{}')`
+       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}')`
 
 // terminateDropped ends the sessions, if any, of roles that are dropped
 // already, by their oids (a dropped role's sessions have no user name).

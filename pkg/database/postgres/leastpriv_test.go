@@ -89,19 +89,117 @@ func TestLeastPrivilegeIssueAndRevoke(t *testing.T) {
 	})
 }
 
+// What an issued role created is dropped with it, never handed to the
+// admin: a SECURITY DEFINER function it wrote, or a trigger on its table,
+// would then run with the admin's privileges for whoever calls it.
 func TestLeastPrivilegeRevokeOwner(t *testing.T) {
 	bothKinds(t, func(t *testing.T, f *lpFixture) {
 		name, pw := f.issue(t, "v-owner", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"`)
 		conn := f.s.Connect(t, name, pw, f.d.Name)
-		if _, err := conn.Exec(f.ctx, `CREATE TABLE migrated (id serial); GRANT SELECT ON migrated TO PUBLIC`); err != nil {
+		if _, err := conn.Exec(f.ctx, `CREATE TABLE migrated (id serial); GRANT SELECT ON migrated TO PUBLIC;
+CREATE FUNCTION whoami() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text';
+CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE TRIGGER stamp BEFORE INSERT ON migrated FOR EACH ROW EXECUTE FUNCTION stamp()`); err != nil {
 			t.Fatal(err)
 		}
 		conn.Close(f.ctx)
 		f.revoke(t, name)
 		f.gone(t, name)
+		rows, err := f.d.Conn(t).Query(f.ctx, `
+SELECT 'function ' || proname || ' owned by ' || pg_get_userbyid(proowner) FROM pg_proc WHERE proname IN ('whoami', 'stamp')
+UNION ALL SELECT 'relation ' || relname || ' owned by ' || pg_get_userbyid(relowner) FROM pg_class WHERE relname IN ('migrated', 'migrated_id_seq')
+UNION ALL SELECT 'trigger ' || tgname FROM pg_trigger WHERE tgname = 'stamp'
+ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) != 0 {
+			t.Errorf("objects the revoked role created are left: %q", left)
+		}
+	})
+}
+
+// Objects of the role that another role's objects depend on are dropped
+// by neither DROP OWNED nor CASCADE: the role stays, unable to log in and
+// still owning them, and the error says what blocks and how to go on.
+// The other roles of the batch are revoked.
+func TestLeastPrivilegeRevokeOwnedWithDependents(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		stmts := `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"`
+		name, pw := f.issue(t, "v-depended", stmts)
+		other, opw := f.issue(t, "v-free", stmts)
+		for _, c := range []*pgx.Conn{f.s.Connect(t, name, pw, f.d.Name), f.s.Connect(t, other, opw, f.d.Name)} {
+			if _, err := c.Exec(f.ctx, `CREATE TABLE `+pgx.Identifier{"t-" + c.Config().User}.Sanitize()+` (id int)`); err != nil {
+				t.Fatal(err)
+			}
+			c.Close(f.ctx)
+		}
+		table := pgx.Identifier{"t-" + name}.Sanitize()
+		f.d.Exec(t, `CREATE VIEW app_view AS SELECT id FROM `+table)
+		errs := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: other}})
+		want := fmt.Sprintf(`revoke user %s: drop owned in database %s: objects owned by %s have dependents that other roles own (view app_view depends on table %s), and lessor neither drops those nor gives the role's objects to its admin; fix: drop the dependents, or ALTER the objects they depend on OWNER TO a role of your choice, then revoke again`,
+			name, f.d.Name, pgx.Identifier{name}.Sanitize(), table)
+		if errs[0] == nil || errs[0].Error() != want {
+			t.Fatalf("err = %v\nwant %s", errs[0], want)
+		}
+		if errs[1] != nil {
+			t.Errorf("revoke %s beside it: %v", other, errs[1])
+		}
+		f.gone(t, other)
+		if err := f.s.CanLogin(f.ctx, name, pw, f.d.Name); err == nil {
+			t.Error("a role whose revocation failed can still log in")
+		}
 		var owner string
-		if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT tableowner FROM pg_tables WHERE tablename = 'migrated'`).Scan(&owner); err != nil || owner != f.adminUser {
-			t.Errorf("migrated owner = %q, %v; want the admin %s", owner, err, f.adminUser)
+		if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT tableowner FROM pg_tables WHERE tablename = $1`, "t-"+name).Scan(&owner); err != nil || owner != name {
+			t.Errorf("blocked table's owner = %q, %v; want the role %s", owner, err, name)
+		}
+		// Following the fix finishes the job.
+		f.d.Exec(t, `DROP VIEW app_view`)
+		f.revoke(t, name)
+		f.gone(t, name)
+	})
+}
+
+// A database the role owns is neither dropped (DROP OWNED leaves it) nor
+// given to the admin: the role is left in place with an error that says
+// so, before anything in that database is touched.
+func TestLeastPrivilegeRevokeDatabaseOwner(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		name, pw := f.issue(t, "v-dbowner")
+		d2 := f.s.NewDatabase(t)
+		id, d2id := pgx.Identifier{name}.Sanitize(), pgx.Identifier{d2.Name}.Sanitize()
+		// As the database's owner the role may create in its public schema
+		// (owned by pg_database_owner from PostgreSQL 15, open to PUBLIC
+		// before).
+		d2.Exec(t, `ALTER DATABASE `+d2id+` OWNER TO `+id)
+		c2 := f.s.Connect(t, name, pw, d2.Name)
+		if _, err := c2.Exec(f.ctx, `CREATE TABLE kept (id int)`); err != nil {
+			t.Fatal(err)
+		}
+		c2.Close(f.ctx)
+		err := f.revokeErr(name)
+		// The database's name needs no quotes, so quote_ident adds none.
+		want := fmt.Sprintf(`revoke user %s: %s owns database %s, which DROP OWNED does not drop and lessor does not give to its admin; fix: DROP DATABASE %s, or ALTER DATABASE %s OWNER TO a role of your choice, then revoke again`,
+			name, id, d2.Name, d2.Name, d2.Name)
+		if err == nil || err.Error() != want {
+			t.Fatalf("err = %v\nwant %s", err, want)
+		}
+		if !f.roleExists(t, name) {
+			t.Fatal("role dropped although it owns a database")
+		}
+		var n int
+		if err := d2.Conn(t).QueryRow(f.ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'kept'`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("the table in the role's database: %d, %v; want it left for the owner's decision", n, err)
+		}
+		d2.Exec(t, `ALTER DATABASE `+d2id+` OWNER TO `+pgx.Identifier{f.s.User}.Sanitize())
+		f.revoke(t, name)
+		f.gone(t, name, d2)
+		if err := d2.Conn(t).QueryRow(f.ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'kept'`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("the role's table in the other database: %d left, %v", n, err)
 		}
 	})
 }
@@ -134,12 +232,16 @@ func TestLeastPrivilegeRevokeSecondDatabase(t *testing.T) {
 		d2.ExecAs(t, f.adminUser, fmt.Sprintf(`GRANT SELECT ON other TO %s; GRANT CREATE, USAGE ON SCHEMA public TO %s; GRANT CONNECT, TEMP ON DATABASE %s TO %s`,
 			id, id, pgx.Identifier{d2.Name}.Sanitize(), id))
 		c2 := f.s.Connect(t, name, pw, d2.Name)
-		if _, err := c2.Exec(f.ctx, `CREATE TABLE made_in_d2 (id int)`); err != nil {
+		if _, err := c2.Exec(f.ctx, `CREATE TABLE made_in_d2 (id int); CREATE FUNCTION whoami() RETURNS text LANGUAGE sql SECURITY DEFINER AS 'SELECT current_user::text'`); err != nil {
 			t.Fatal(err)
 		}
 		c2.Close(f.ctx)
 		f.revoke(t, name)
 		f.gone(t, name, d2)
+		var n int
+		if err := d2.Conn(t).QueryRow(f.ctx, `SELECT (SELECT count(*) FROM pg_tables WHERE tablename = 'made_in_d2') + (SELECT count(*) FROM pg_proc WHERE proname = 'whoami')`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d objects the role created in the second database left, %v", n, err)
+		}
 	})
 }
 

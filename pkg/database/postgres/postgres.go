@@ -19,7 +19,7 @@
 //     at any point leaves no role behind.
 //   - Default revocation really removes the role: NOLOGIN, terminate its
 //     sessions, revoke every grant it holds as that grant's grantor and
-//     REASSIGN OWNED/DROP OWNED what it owns, in every database, then DROP
+//     DROP OWNED what it owns (never handed to the admin), in every database, then DROP
 //     ROLE IF EXISTS, with a superuser admin or a CREATEROLE one. A role
 //     already gone is success. Many roles are revoked in a few round trips.
 //   - Errors never contain the connection password: it is replaced with

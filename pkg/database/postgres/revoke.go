@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // RevokeRequest is one role to revoke. Without Statements the default
@@ -43,9 +45,10 @@ const terminateWait = 2 * time.Second
 //  3. in every database where pg_shdepend shows one of them owning or
 //     holding anything (and in the admin's database for shared objects):
 //     each ACL entry revoked as its grantor, and, only for roles that own
-//     or hold anything else, REASSIGN OWNED BY … TO CURRENT_USER; DROP
-//     OWNED BY … (see teardown), which works for a superuser and for a
-//     CREATEROLE admin alike;
+//     or hold anything else, DROP OWNED BY … (see teardown): what a
+//     credential created goes with it, never to the admin, where a
+//     SECURITY DEFINER function or a trigger it planted would run with the
+//     admin's privileges. Works for a superuser and a CREATEROLE admin;
 //  4. DROP ROLE IF EXISTS …;
 //  5. any session still running as one of the dropped roles, found by
 //     oid, is ended: one a login not bound by VALID UNTIL opened for a
@@ -54,7 +57,9 @@ const terminateWait = 2 * time.Second
 //
 // A role whose grants the admin cannot revoke (granted by a role whose
 // privileges it cannot use) is left in place, unable to log in, with a
-// *PrivilegeError naming the grantor and the statement that would fix it.
+// *PrivilegeError naming the grantor and the statement that would fix it;
+// so is a role that owns a database or tablespace, or whose objects other
+// roles' objects depend on, with an error saying what to drop or re-own.
 //
 // When a batch fails with a PostgreSQL error, its roles are revoked one at a
 // time so that each error belongs to the role that caused it.
@@ -394,6 +399,11 @@ GROUP BY 1, 2, 3`, names)
 		merged[key] = t
 		order = append(order, key)
 	}
+	// The current database goes first: what it finds a role stuck on (a
+	// database it owns, say) spares that role's objects everywhere else.
+	if i := slices.Index(order, ""); i > 0 {
+		order = append(append([]string{""}, order[:i]...), order[i+1:]...)
+	}
 	for _, key := range order {
 		t := merged[key]
 		var roles []string
@@ -436,9 +446,11 @@ GROUP BY 1, 2, 3`, names)
 // databases, one row per object and grantor: the object as REVOKE names it,
 // its kind, the grantor, whether the grantor is a superuser or the
 // object's owner, whether the admin may act as the grantor, and the
-// holders. Rows of kind 'rest' are one per role that owns anything or holds
-// anything else (default privileges, column privileges, types, policies…),
-// which only REASSIGN OWNED and DROP OWNED remove: the role, and whether
+// holders. Rows of kind 'shared' (only when $2) are one per database or
+// tablespace that one of them owns: its kind, its name and the owner, as
+// the single holder. Rows of kind 'rest' are one per role that owns
+// anything or holds anything else (default privileges, column privileges,
+// types, policies…), which only DROP OWNED removes: the role, and whether
 // the admin already has its privileges. $3 is the pg_has_role privilege
 // that lets the admin SET ROLE: 'SET' on PostgreSQL 16+, 'MEMBER' before.
 const holdings = `
@@ -475,6 +487,14 @@ JOIN dying r ON r.oid = a.grantee
 JOIN pg_roles g ON g.oid = a.grantor
 GROUP BY o.kind, o.name, g.rolname, g.rolsuper, a.grantor, o.owner
 UNION ALL
+SELECT 'shared', CASE WHEN dep.classid = 'pg_database'::regclass THEN 'DATABASE' ELSE 'TABLESPACE' END,
+       coalesce(quote_ident(d.datname), quote_ident(t.spcname)), '', false, false, false, ARRAY[r.rolname]
+FROM dep
+JOIN dying r ON r.oid = dep.refobjid
+LEFT JOIN pg_database d ON dep.classid = 'pg_database'::regclass AND d.oid = dep.objid
+LEFT JOIN pg_tablespace t ON dep.classid = 'pg_tablespace'::regclass AND t.oid = dep.objid
+WHERE dep.deptype = 'o' AND dep.classid IN ('pg_database'::regclass, 'pg_tablespace'::regclass)
+UNION ALL
 SELECT 'rest', '', r.rolname, '', false, false, pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
 WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND dep.objsubid = 0 AND dep.classid IN
@@ -505,7 +525,7 @@ type revokeGroup struct {
 //     Roles holding entries the admin cannot revoke are reported in stuck
 //     and left alone;
 //  2. only roles that own anything or hold anything else go through
-//     REASSIGN OWNED … TO CURRENT_USER and DROP OWNED, after the admin,
+//     DROP OWNED (never REASSIGN OWNED to the admin), after the admin,
 //     when not a superuser, grants itself membership in them (which those
 //     commands need, and which a CREATEROLE admin lacks: on PostgreSQL 16+
 //     it has only ADMIN OPTION on the roles it created). The roles granted
@@ -542,10 +562,19 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 			cancel()
 			return nil, fmt.Errorf("find holdings: %w", err)
 		}
-		if what == "rest" {
+		switch what {
+		case "rest":
 			rest = append(rest, object)
 			if !privileged && !adm.super {
 				needMembership = append(needMembership, object)
+			}
+			continue
+		case "shared":
+			for _, h := range holders {
+				if stuck[h] == nil {
+					stuck[h] = fmt.Errorf("%s owns %s %s, which DROP OWNED does not drop and lessor does not give to its admin; fix: DROP %s %s, or ALTER %s %s OWNER TO a role of your choice, then revoke again",
+						pgx.Identifier{h}.Sanitize(), strings.ToLower(kind), object, kind, object, kind, object)
+				}
 			}
 			continue
 		}
@@ -605,22 +634,55 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 	if len(needMembership) > 0 {
 		b.WriteString(db.grantSelf(needMembership) + ";")
 	}
-	if len(rest) > 0 {
-		list := identList(rest)
-		b.WriteString("REASSIGN OWNED BY " + list + " TO CURRENT_USER; DROP OWNED BY " + list)
-	}
-	if b.Len() == 0 {
+	if b.Len() == 0 && len(rest) == 0 {
 		return nil, nil
 	}
-	// The statements form one implicit transaction: all of them or none.
-	err = db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) })
+	if len(rest) == 0 {
+		// The statements form one implicit transaction: all of them or none.
+		err = db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) })
+	} else {
+		// DROP OWNED goes in the same transaction, as a statement of its
+		// own so that its failure is told from a REVOKE's.
+		err = db.retry(ctx, func() error {
+			return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+				if b.Len() > 0 {
+					if err := db.exec(ctx, tx, b.String()); err != nil {
+						return err
+					}
+				}
+				if err := db.exec(ctx, tx, "DROP OWNED BY "+identList(rest)); err != nil {
+					if sqlState(err) == "2BP01" {
+						return dependentsError(err, rest)
+					}
+					return err
+				}
+				return nil
+			})
+		})
+	}
 	if err != nil {
 		if len(needMembership) > 0 && sqlState(err) == "42501" {
-			err = membershipHint(err, needMembership, adm.name, db.version, "to reassign and drop what they own")
+			err = membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
 		}
 		return nil, err
 	}
 	return needMembership, nil
+}
+
+// dependentsError explains a DROP OWNED BY roles that failed because
+// objects of other roles depend on what roles own. CASCADE would drop
+// those other objects, and handing the roles' objects to the admin (as
+// REASSIGN OWNED would) lets a credential plant a SECURITY DEFINER
+// function or a trigger that then runs with the admin's privileges; lessor
+// does neither and leaves the decision to a person.
+func dependentsError(err error, roles []string) error {
+	var pgErr *pgconn.PgError
+	detail := ""
+	if errors.As(err, &pgErr) && pgErr.Detail != "" {
+		detail = " (" + strings.ReplaceAll(pgErr.Detail, "\n", "; ") + ")"
+	}
+	return &detailedError{msg: fmt.Sprintf("objects owned by %s have dependents that other roles own%s, and lessor neither drops those nor gives the role's objects to its admin; fix: drop the dependents, or ALTER the objects they depend on OWNER TO a role of your choice, then revoke again",
+		identList(roles), detail), err: err}
 }
 
 // actAs decides how the admin revokes an ACL entry granted by grantor: ""

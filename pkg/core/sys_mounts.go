@@ -142,7 +142,26 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 	}
 	failpoint.Hit(failpoint.DisableAfterRevoke)
 	prefix := "logical/" + m.UUID + "/"
+	var forgotten int
 	err = c.store.Update(ctx, func(tx storage.Tx) error {
+		// A lease still recorded under the mount was being issued while
+		// its leases were revoked: its record must outlive the issue
+		// (see lease.Manager.revokeClaimed), and removing the mount now
+		// would leave it for reap to fail on for ever.
+		left, err := lease.LeftUnder(tx, m.Path)
+		if err != nil {
+			return err
+		}
+		if len(left) > 0 {
+			if !force {
+				return logical.Errorf("cannot disable %s: %s being issued while its leases were revoked (first: %s); retry in %s, when the issue's grace is over, or use -force to forget %s",
+					m.Path, plural(len(left), "lease was", "leases were"), left[0], c.leases.PendingGrace(), plural1(len(left), "it", "them"))
+			}
+			if err := lease.Forget(tx, left); err != nil {
+				return err
+			}
+			forgotten = len(left)
+		}
 		ms, err := loadMounts(tx)
 		if err != nil {
 			return err
@@ -176,6 +195,12 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 			plural(len(failed), "lease whose revocation failed", "leases whose revocation failed"),
 			plural1(len(failed), "its database role may still exist", "their database roles may still exist"),
 			plural1(len(failed), "it", "them"))
+	}
+	if forgotten > 0 {
+		resp.AddWarning("Force-removed %s being issued while the mount's leases were revoked; %s (find %s with `lessor reap -orphans -dry-run`)",
+			plural(forgotten, "lease", "leases"),
+			plural1(forgotten, "its database role may still exist", "their database roles may still exist"),
+			plural1(forgotten, "it", "them"))
 	}
 	return resp, nil
 }

@@ -152,3 +152,71 @@ func TestRevokeWhileIssuing(t *testing.T) {
 		})
 	}
 }
+
+// TestDisableWhileIssuing: `secrets disable` that meets a credential being
+// issued refuses to remove the mount while the lease's record must stay
+// (the issue's grace), rather than leave a record reap could never settle;
+// once reap has settled it, disable succeeds and nothing is left.
+func TestDisableWhileIssuing(t *testing.T) {
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	clk := &testClock{t: time.Now().UTC()}
+	e := newEnvAt(t, httpapi.Config{}, clk.Now)
+	seedDatabase(t, vaultClient(t, e.url, e.root), srv, db.Name)
+	storeID := e.core.StoreID()
+	t.Cleanup(func() {
+		var names []string
+		for name := range storeRoles(t, db, storeID) {
+			names = append(names, name)
+		}
+		srv.DropRolesAtCleanup(t, names...)
+	})
+
+	var disableStatus int
+	var disableBody string
+	var once sync.Once
+	failpoint.Arm(failpoint.IssueAfterPending, func(string) {
+		once.Do(func() {
+			disableStatus, disableBody, _ = e.do(t, "DELETE", "/v1/sys/mounts/database", e.root, "")
+		})
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	status, body, _ := e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
+	failpoint.Arm("", nil)
+	if status == http.StatusOK {
+		t.Errorf("the issue handed out a credential whose lease was revoked: %s", body)
+	}
+	if disableStatus != http.StatusBadRequest || !strings.Contains(disableBody, "being issued while its leases were revoked") {
+		t.Fatalf("disable during the issue: %d %s", disableStatus, disableBody)
+	}
+	if status, body, _ := e.do(t, "GET", "/v1/sys/mounts", e.root, ""); status != 200 || !strings.Contains(body, `"database/"`) {
+		t.Fatalf("the mount is gone after a refused disable: %d %s", status, body)
+	}
+	entries, err := e.core.Leases().Entries(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	for _, le := range entries {
+		recorded[le.ID] = true
+	}
+	for name, id := range storeRoles(t, db, storeID) {
+		if !recorded[id] {
+			t.Errorf("role %s exists without its lease %s", name, id)
+		}
+	}
+
+	clk.advance(6 * time.Minute)
+	if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
+		t.Fatalf("reap: %v", err)
+	}
+	if status, body, _ := e.do(t, "DELETE", "/v1/sys/mounts/database", e.root, ""); status != http.StatusNoContent && status != http.StatusOK {
+		t.Fatalf("disable after reap: %d %s", status, body)
+	}
+	if n, err := e.core.Leases().Count(ctx); err != nil || n != 0 {
+		t.Errorf("%d lease records left (%v)", n, err)
+	}
+	if roles := storeRoles(t, db, storeID); len(roles) != 0 {
+		t.Errorf("roles left: %v", roles)
+	}
+}

@@ -798,6 +798,34 @@ func (m *Manager) Count(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// PendingGrace is how long a pending lease's issuer has to create its
+// secret before reap settles the lease.
+func (m *Manager) PendingGrace() time.Duration { return m.o.PendingGrace }
+
+// LeftUnder returns, in tx, the leases recorded under prefix: after a
+// revocation of the prefix, those it met while they were being issued
+// (kept, revoking, until their issuer's grace is over) and any an issue
+// recorded since.
+func LeftUnder(tx storage.Tx, prefix string) ([]string, error) { return idsUnder(tx, prefix) }
+
+// Forget deletes the records of ids in tx, revoking nothing: what
+// `secrets disable -force` does with the leases it could not settle.
+func Forget(tx storage.Tx, ids []string) error {
+	for _, id := range ids {
+		e, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			continue
+		}
+		if err := remove(tx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // idsUnder lists lease ids under prefix aligned on whole path segments:
 // "database/creds/read" does not match "database/creds/readonly/…", but an
 // exact lease id matches itself.

@@ -217,12 +217,11 @@ func TestRevokeSecrets(t *testing.T) {
 	if r := e.pgRole(soft.Data["username"].(string)); r == nil || r.canLogin {
 		t.Fatalf("soft role after revocation = %+v, want present with NOLOGIN", r)
 	}
-	var tableOwner string
-	if err := conn.QueryRow(ctx, `SELECT tableowner FROM pg_tables WHERE tablename = 'owned_by_lease'`).Scan(&tableOwner); err != nil {
-		t.Fatalf("table owned by the revoked role: %v", err)
-	}
-	if tableOwner != e.srv.User {
-		t.Fatalf("table now owned by %q, want the admin %q", tableOwner, e.srv.User)
+	// What the credential created goes with it; it is never handed to
+	// the admin, who could then run a credential's code with its rights.
+	var tables int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'owned_by_lease'`).Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("the revoked role's table is left (%d, %v)", tables, err)
 	}
 
 	// Revoking again succeeds: the roles are already gone.

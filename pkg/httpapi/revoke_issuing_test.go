@@ -60,6 +60,27 @@ WHERE shobj_description(oid, 'pg_authid') LIKE $1`, database.CommentPrefix+"%")
 	return out
 }
 
+// seededEnv is a server on a store with the seed guide's database mount,
+// on a clock the test moves; whatever roles of the store are left at the
+// end are dropped.
+func seededEnv(t *testing.T) (*env, *pgtest.Database, *testClock, string) {
+	t.Helper()
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	clk := &testClock{t: time.Now().UTC()}
+	e := newEnvAt(t, httpapi.Config{}, clk.Now)
+	seedDatabase(t, vaultClient(t, e.url, e.root), srv, db.Name)
+	storeID := e.core.StoreID()
+	t.Cleanup(func() {
+		var names []string
+		for name := range storeRoles(t, db, storeID) {
+			names = append(names, name)
+		}
+		srv.DropRolesAtCleanup(t, names...)
+	})
+	return e, db, clk, storeID
+}
+
 // TestRevokeWhileIssuing: `lease revoke -prefix` runs while a credential
 // under that prefix is being issued, once before PostgreSQL committed the
 // role (the revocation finds no role to drop) and once after. No role may
@@ -69,19 +90,7 @@ WHERE shobj_description(oid, 'pg_authid') LIKE $1`, database.CommentPrefix+"%")
 func TestRevokeWhileIssuing(t *testing.T) {
 	for _, step := range []string{failpoint.IssueAfterPending, failpoint.IssueAfterCreate} {
 		t.Run(strings.ReplaceAll(step, "/", "-"), func(t *testing.T) {
-			srv := pgtest.Require(t)
-			db := srv.NewDatabase(t)
-			clk := &testClock{t: time.Now().UTC()}
-			e := newEnvAt(t, httpapi.Config{}, clk.Now)
-			seedDatabase(t, vaultClient(t, e.url, e.root), srv, db.Name)
-			storeID := e.core.StoreID()
-			t.Cleanup(func() {
-				var names []string
-				for name := range storeRoles(t, db, storeID) {
-					names = append(names, name)
-				}
-				srv.DropRolesAtCleanup(t, names...)
-			})
+			e, db, clk, storeID := seededEnv(t)
 
 			// The revocation runs in the issuing request's goroutine,
 			// at the step: what a concurrent request of lessor serve
@@ -158,19 +167,7 @@ func TestRevokeWhileIssuing(t *testing.T) {
 // (the issue's grace), rather than leave a record reap could never settle;
 // once reap has settled it, disable succeeds and nothing is left.
 func TestDisableWhileIssuing(t *testing.T) {
-	srv := pgtest.Require(t)
-	db := srv.NewDatabase(t)
-	clk := &testClock{t: time.Now().UTC()}
-	e := newEnvAt(t, httpapi.Config{}, clk.Now)
-	seedDatabase(t, vaultClient(t, e.url, e.root), srv, db.Name)
-	storeID := e.core.StoreID()
-	t.Cleanup(func() {
-		var names []string
-		for name := range storeRoles(t, db, storeID) {
-			names = append(names, name)
-		}
-		srv.DropRolesAtCleanup(t, names...)
-	})
+	e, db, clk, storeID := seededEnv(t)
 
 	var disableStatus int
 	var disableBody string

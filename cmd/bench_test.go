@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -559,10 +560,10 @@ func (s *benchStore) addLeases(n int, expireAt func(i int) time.Time, usernames 
 		err := b.Update(ctx, func(tx storage.Tx) error {
 			for i := done; i < done+m; i++ {
 				e := *tmpl
-				e.ID = tmpl.Path + "/" + randID()
 				expire := expireAt(i).UTC().Truncate(time.Second)
 				e.State = lease.StateActive
 				e.IssueTime = expire.Add(-time.Hour)
+				e.ID = leaseID(t, tmpl.Path, e.IssueTime)
 				e.ExpireTime = expire
 				e.InternalData = map[string]any{}
 				for k, v := range tmpl.InternalData {
@@ -593,6 +594,16 @@ func (s *benchStore) addLeases(n int, expireAt func(i int) time.Time, usernames 
 
 // at gives every lease the same expiry.
 func at(t time.Time) func(int) time.Time { return func(int) time.Time { return t } }
+
+// leaseID is the id lessor gives a lease of path issued at issued (see
+// lease.IDSuffix).
+func leaseID(t testing.TB, path string, issued time.Time) string {
+	suffix, err := lease.IDSuffix(crand.Reader, issued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path + "/" + suffix
+}
 
 const base62Bench = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 

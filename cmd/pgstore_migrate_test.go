@@ -29,7 +29,6 @@ func seedLeases(t testing.TB, b *barrier.Barrier, tmpl *lease.Entry, n int, expi
 	t.Helper()
 	ctx := context.Background()
 	ids := make([]string, 0, n)
-	prefix := randID()[:6]
 	const chunk = 2000
 	for done := 0; done < n; {
 		m := min(chunk, n-done)
@@ -37,9 +36,9 @@ func seedLeases(t testing.TB, b *barrier.Barrier, tmpl *lease.Entry, n int, expi
 			for i := done; i < done+m; i++ {
 				e := *tmpl
 				expire := expireAt(i).UTC().Truncate(time.Second)
-				e.ID = fmt.Sprintf("%s/%s%06d", tmpl.Path, prefix, i)
 				e.State = lease.StateActive
 				e.IssueTime = expire.Add(-time.Hour)
+				e.ID = leaseID(t, tmpl.Path, e.IssueTime)
 				e.ExpireTime = expire
 				e.InternalData = map[string]any{}
 				for k, v := range tmpl.InternalData {

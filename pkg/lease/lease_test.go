@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/randstr"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -630,5 +631,45 @@ func TestLookupAndRenewAdoptPending(t *testing.T) {
 	es, err := m.Entries(ctx, "")
 	if err != nil || len(es) != 2 || es[0].State != StateActive || es[1].State != StateActive {
 		t.Fatalf("entries: %v", err)
+	}
+}
+
+// Lease ids sort as their issue times do (so that the records reap settles
+// together are stored together), keep Vault's 24 base62 characters, and
+// differ when issued in the same millisecond.
+func TestIDSuffixSortsByIssueTime(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	var ids []string
+	for _, step := range []time.Duration{0, time.Millisecond, 0, 999 * time.Millisecond, time.Second, 40 * 24 * time.Hour} {
+		clk.advance(step)
+		ids = append(ids, strings.TrimPrefix(issue(t, m, be, clk, "ro", time.Hour, ""), "database/creds/ro/"))
+	}
+	for i, id := range ids {
+		if len(id) != 24 || strings.Trim(id, randstr.Base62) != "" {
+			t.Fatalf("id %q: want 24 base62 characters", id)
+		}
+		// Ids of one millisecond (the third) sort among themselves at
+		// random.
+		if i > 0 && i != 2 && id <= ids[i-1] {
+			t.Fatalf("id %q issued after %q sorts before it", id, ids[i-1])
+		}
+	}
+	if ids[1][:8] != ids[2][:8] || ids[1][8:] == ids[2][8:] {
+		t.Fatalf("same millisecond: %q and %q, want one time part and two random parts", ids[1], ids[2])
+	}
+	// The time part of the first is clk's start, read back.
+	var ms int64
+	for _, c := range ids[0][:8] {
+		ms = ms*62 + int64(strings.IndexRune(randstr.Base62, c))
+	}
+	if want := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixMilli(); ms != want {
+		t.Fatalf("time part %q is %d ms, want %d", ids[0][:8], ms, want)
+	}
+	// Before 1970 (a broken clock) and far ahead still give 8 digits.
+	for _, at := range []time.Time{time.Unix(-5, 0), time.Date(8000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		id, err := IDSuffix(strings.NewReader(strings.Repeat("x", 64)), at)
+		if err != nil || len(id) != 24 {
+			t.Fatalf("IDSuffix(%v) = %q, %v", at, id, err)
+		}
 	}
 }

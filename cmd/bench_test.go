@@ -931,7 +931,7 @@ func (s *benchStore) dueLeases(n int, kind string) {
 	}
 	names := r.benchRoles(c, fmt.Sprintf("bench-%s-%s-", kind, s.storeID[:8]), n, kind)
 	// The roles of one set of 1,000 expire in the same second, so that
-	// reap's batches (due order, 500 at a time) fall within a set, as
+	// reap's batches (due order, 1,000 at a time) fall within a set, as
 	// when the credentials of one role definition are due together.
 	now := time.Now()
 	s.addLeases(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },

@@ -141,6 +141,31 @@ func TestConfigFileOthersCanChangeIsRefused(t *testing.T) {
 	}
 	refused("link into a world-writable directory", link, `^lessor: error: config file `+regexp.QuoteMeta(link)+`: directory `+regexp.QuoteMeta(open)+` is writable by group or others`)
 
+	symlink := func(target, name string) string {
+		t.Helper()
+		if err := os.Symlink(target, name); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	// Links from private directories to a private file: fine.
+	own := filepath.Join(private, "config.yaml")
+	accepted("chain of links within private directories",
+		symlink(symlink(own, filepath.Join(private, "hop.yaml")), filepath.Join(private, "chain.yaml")))
+	// A chain that starts and ends in private directories but passes
+	// through a link others can re-point.
+	hop := symlink(own, filepath.Join(open, "hop.yaml"))
+	chain := symlink(hop, filepath.Join(private, "via-open.yaml"))
+	refused("chain through a link in a world-writable directory", chain,
+		`^lessor: error: config file `+regexp.QuoteMeta(chain)+`: directory `+regexp.QuoteMeta(open)+` is writable by group or others`)
+	// ".." after a link to a directory goes up from where the link led,
+	// as the kernel resolves it, not from where the name was.
+	mkdir("open/inner", 0o700)
+	symlink(filepath.Join(open, "inner"), filepath.Join(private, "inner"))
+	up := filepath.Join(private, "inner") + "/../config.yaml"
+	refused("'..' after a link into a world-writable directory", up,
+		`^lessor: error: config file `+regexp.QuoteMeta(up)+`: directory `+regexp.QuoteMeta(open)+` is writable by group or others`)
+
 	if os.Geteuid() != 0 {
 		t.Log("not root: files and directories of another user are not tested")
 		return

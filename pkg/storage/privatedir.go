@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -84,32 +85,100 @@ func CheckOwnFile(path string, fi fs.FileInfo) error {
 		}
 		return checkDirChain(filepath.Dir(abs), false)
 	}
-	return CheckDirOfOwnFile(path)
+	real, err := checkLinkChain(path)
+	if err != nil {
+		return err
+	}
+	// The chain checked must end at the file that was opened; if a link
+	// changed in between, what was opened is not what was checked.
+	now, err := os.Stat(real)
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(fi, now) {
+		return &UnsafeFileError{Path: path, Reason: "changed while lessor checked it"}
+	}
+	return nil
 }
 
 // CheckDirOfOwnFile checks that no other user can put another file in the
 // place of path, a file that belongs to the caller or to root: every
 // directory above it must belong to the caller or to root and be writable
 // by group or others only if sticky, since in a sticky directory others
-// cannot rename or remove a file they do not own. Both the directories path
-// names and, when path goes through a symbolic link, those of the file it
-// resolves to are checked: whoever can change either can swap the file.
+// cannot rename or remove a file they do not own. Where path goes through
+// symbolic links, each link is followed as the kernel follows it, and the
+// directories that hold each link are checked as well as those above the
+// file it resolves to: whoever can change any of them can swap the file.
 func CheckDirOfOwnFile(path string) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
+	_, err := checkLinkChain(path)
+	return err
+}
+
+// maxLinkHops bounds the symbolic links followed for one path, as the
+// kernel's own limit does.
+const maxLinkHops = 40
+
+// checkLinkChain resolves path one component at a time, as open(2) does
+// (a ".." after a link goes up from where the link led, not lexically),
+// checks the directory chain of every directory that holds a link it
+// follows, and of the directory of the file it ends at, and returns that
+// file's resolved path.
+func checkLinkChain(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return "", err
+		}
+		path = wd + "/" + path
 	}
-	if err := checkDirChain(filepath.Dir(abs), false); err != nil {
-		return err
+	cur, rest, hops := "/", components(path), 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		if c == ".." {
+			cur = filepath.Dir(cur) // cur holds no links: this is its parent
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		// Whoever may write where the link is may point it elsewhere.
+		if err := checkDirChain(cur, false); err != nil {
+			return "", err
+		}
+		if hops++; hops > maxLinkHops {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", path)
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(components(target), rest...)
 	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		return err
+	if err := checkDirChain(filepath.Dir(cur), false); err != nil {
+		return "", err
 	}
-	if real == abs {
-		return nil
+	return cur, nil
+}
+
+// components splits a path into its names, without empty ones and ".".
+func components(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
 	}
-	return checkDirChain(filepath.Dir(real), false)
+	return out
 }
 
 // checkDirChain checks the absolute directory dir and every directory above

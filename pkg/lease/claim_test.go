@@ -120,7 +120,8 @@ func TestBatchClaimShowsRevokingAndRunsOut(t *testing.T) {
 	ctx := context.Background()
 	id := issue(t, m, be, clk, "ro", time.Minute, "")
 	clk.advance(2 * time.Minute)
-	claimed, _, _, _, err := m.claimDue(ctx, m.now())
+	b, err := m.claimDue(ctx, m.now())
+	claimed := b.claimed
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claim: %d %v", len(claimed), err)
 	}
@@ -157,5 +158,79 @@ func TestBatchClaimShowsRevokingAndRunsOut(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// commitStore counts the write transactions that commit.
+type commitStore struct {
+	storage.Store
+	mu      sync.Mutex
+	commits int
+}
+
+func (s *commitStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	err := s.Store.Update(ctx, fn)
+	if err == nil {
+		s.mu.Lock()
+		s.commits++
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// TestReapClaimsNextBatchWhileSettling: a reap settles each batch and
+// claims the next in one commit (three batches: four commits, not seven),
+// and a next claim that fails does not undo the settling: the batch is
+// settled on its own, and the run reports the failure.
+func TestReapClaimsNextBatchWhileSettling(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	for range 25 {
+		issue(t, m, be, clk, "ro", time.Minute, "")
+	}
+	cs := &commitStore{Store: m.store}
+	m.store = cs
+	m.o.BatchSize = 10
+	clk.advance(2 * time.Minute)
+	sum, err := m.Reap(ctx, ReapOptions{Workers: 1})
+	if err != nil || sum.Revoked != 25 || len(be.revoked) != 25 {
+		t.Fatalf("reap: %+v, %v; backend revoked %d", sum, err, len(be.revoked))
+	}
+	if cs.commits != 4 {
+		t.Fatalf("%d commits for 3 batches, want 4 (claim; settle and claim, three times)", cs.commits)
+	}
+
+	// Ten due leases, then a record that cannot be decoded, due later.
+	for range 10 {
+		issue(t, m, be, clk, "ro", time.Minute, "")
+	}
+	clk.advance(2 * time.Minute)
+	bad := "database/creds/ro/broken"
+	err = cs.Store.Update(ctx, func(tx storage.Tx) error {
+		if err := tx.Put(idPrefix+bad, []byte("{not json")); err != nil {
+			return err
+		}
+		return tx.Put(dueKey(clk.t.Add(-time.Second), bad), nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.revoked = nil
+	sum, err = m.Reap(ctx, ReapOptions{Workers: 1})
+	if err == nil || sum.Revoked != 10 || len(be.revoked) != 10 {
+		t.Fatalf("reap: %+v, %v, backend revoked %d; want the decode error and the 10 revoked", sum, err, len(be.revoked))
+	}
+	var records, claims []string
+	if err := cs.Store.View(ctx, func(tx storage.Tx) error {
+		if records, err = tx.List(idPrefix); err != nil {
+			return err
+		}
+		claims, err = tx.List(claimPrefix)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(records) != 1 || records[0] != idPrefix+bad || len(claims) != 0 {
+		t.Fatalf("after reap: records %q, claims %q; want only the broken record: the batch was settled", records, claims)
 	}
 }

@@ -1215,7 +1215,16 @@ type Result struct {
 // again and deletes it; meanwhile its issuer finds it revoking and
 // destroys the secret itself (Recorder.Confirm).
 func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool, claimKey string) (Result, error) {
-	var res Result
+	res, _, err := m.revokeClaimedThen(ctx, claimed, force, claimKey, nil)
+	return res, err
+}
+
+// revokeClaimedThen is revokeClaimed whose settling transaction, when then
+// is set, also runs then (reap claims its next batch there: one commit
+// fewer per batch); thenDone reports whether it committed. If that
+// transaction fails, the leases are settled again without then, so that a
+// failure of the next claim never undoes this batch's settling.
+func (m *Manager) revokeClaimedThen(ctx context.Context, claimed []*Entry, force bool, claimKey string, then func(storage.Tx) error) (res Result, thenDone bool, err error) {
 	failpoint.Hit(failpoint.RevokeAfterClaim)
 	issuing := m.mayBeIssuing(ctx, claimed, m.now())
 	byMount := map[string][]*Entry{}
@@ -1259,7 +1268,7 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 	}
 	failpoint.Hit(failpoint.RevokeAfterBackend)
 	now := m.now()
-	err := m.store.Update(ctx, func(tx storage.Tx) error {
+	settle := func(tx storage.Tx) error {
 		res = Result{}
 		current, err := reread(tx, claimed)
 		if err != nil {
@@ -1313,8 +1322,23 @@ func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force boo
 			res.Failed = append(res.Failed, Failure{LeaseID: e.ID, Error: e.LastError})
 		}
 		return nil
-	})
-	return res, err
+	}
+	if then != nil {
+		err = m.store.Update(ctx, func(tx storage.Tx) error {
+			if err := settle(tx); err != nil {
+				return err
+			}
+			return then(tx)
+		})
+		if err == nil {
+			return res, true, nil
+		}
+		if ctx.Err() != nil {
+			return res, false, err
+		}
+	}
+	err = m.store.Update(ctx, settle)
+	return res, false, err
 }
 
 // mayBeIssuing returns, for each lease among claimed that was pending when

@@ -91,8 +91,8 @@ func TestRenewUnderBatchClaim(t *testing.T) {
 	var claimKey string
 	hb.onRenew = func() {
 		clk.advance(2 * time.Second) // due now
-		var err error
-		claimed, _, claimKey, _, err = m.claimDue(ctx, m.now())
+		b, err := m.claimDue(ctx, m.now())
+		claimed, claimKey = b.claimed, b.key
 		if err != nil || len(claimed) != 1 {
 			t.Fatalf("claim: %v, %d claimed", err, len(claimed))
 		}
@@ -116,7 +116,8 @@ func TestRevokeUnderBatchClaim(t *testing.T) {
 	id := issue(t, m, hb.fakeBackend, clk, "ro", time.Minute, "")
 	other := issue(t, m, hb.fakeBackend, clk, "rw", time.Hour, "")
 	clk.advance(2 * time.Minute)
-	claimed, _, claimKey, _, err := m.claimDue(ctx, m.now())
+	b, err := m.claimDue(ctx, m.now())
+	claimed, claimKey := b.claimed, b.key
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claim: %v, %d claimed", err, len(claimed))
 	}

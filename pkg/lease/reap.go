@@ -120,34 +120,67 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 	}
 	for range workers {
 		wg.Go(func() {
-			for !stop.Load() && ctx.Err() == nil && !closed(o.Stop) {
-				// The time of this claim, not of the run's start: a
-				// claim written with the start's time by a run that has
-				// lasted longer than ClaimTimeout would have run out
-				// already, and another reaper would revoke its leases
-				// again.
-				claimed, pending, claimKey, skipped, err := m.claimDue(ctx, m.now())
+			// next is the batch the previous settling transaction claimed.
+			var next *claimedBatch
+			for {
+				var b claimedBatch
+				var err error
+				if next != nil {
+					// Claimed already: it runs to its end even if the
+					// run is stopping now.
+					b, next = *next, nil
+				} else {
+					if stop.Load() || ctx.Err() != nil || closed(o.Stop) {
+						return
+					}
+					// The time of this claim, not of the run's start: a
+					// claim written with the start's time by a run that
+					// has lasted longer than ClaimTimeout would have run
+					// out already, and another reaper would revoke its
+					// leases again.
+					b, err = m.claimDue(ctx, m.now())
+				}
 				var res Result
 				var adopted int
-				if err == nil && len(pending) > 0 {
+				if err == nil && len(b.pending) > 0 {
 					// The claim goes with the last settling transaction.
 					last := ""
-					if len(claimed) == 0 {
-						last = claimKey
+					if len(b.claimed) == 0 {
+						last = b.key
 					}
-					adopted, res, err = m.settlePending(ctx, pending, last)
+					adopted, res, err = m.settlePending(ctx, b.pending, last)
 				}
-				if len(claimed) > 0 {
+				if len(b.claimed) > 0 {
 					// Claimed leases are revoked and settled even if
-					// settling the pending ones failed.
-					r, rerr := m.revokeClaimed(ctx, claimed, false, claimKey)
+					// settling the pending ones failed. Unless the run is
+					// stopping, the settling transaction also claims the
+					// next batch, with the time it runs at.
+					var then func(storage.Tx) error
+					var nb claimedBatch
+					if err == nil {
+						if key, kerr := m.newClaimKey(); kerr == nil {
+							then = func(tx storage.Tx) (err error) {
+								nb = claimedBatch{}
+								// Asked as late as can be, as a claim
+								// of its own would be.
+								if stop.Load() || ctx.Err() != nil || closed(o.Stop) {
+									return nil
+								}
+								nb, err = m.claimIn(tx, m.now(), key)
+								return err
+							}
+						}
+					}
+					r, claimedNext, rerr := m.revokeClaimedThen(ctx, b.claimed, false, b.key, then)
+					if claimedNext {
+						next = &nb
+					}
 					res.Revoked = append(res.Revoked, r.Revoked...)
 					res.Failed = append(res.Failed, r.Failed...)
 					err = errors.Join(err, rerr)
 				}
-				claimed = append(claimed, pending...)
 				mu.Lock()
-				sum.Skipped += skipped
+				sum.Skipped += b.skipped
 				sum.Adopted += adopted
 				sum.Revoked += len(res.Revoked)
 				sum.Failed += len(res.Failed)
@@ -155,15 +188,21 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
-				if o.Progress != nil && len(claimed) > 0 {
+				if o.Progress != nil && !b.empty() {
 					o.Progress(sum.Revoked + sum.Failed)
 				}
 				mu.Unlock()
 				if err != nil {
 					stop.Store(true)
+					if next != nil {
+						// Claimed by the transaction that settled this
+						// batch: leave nothing claimed that no one revokes
+						// before its claim runs out.
+						continue
+					}
 					return
 				}
-				if len(claimed) == 0 {
+				if b.empty() {
 					return
 				}
 			}
@@ -405,63 +444,88 @@ func walkDue(tx storage.Tx, now time.Time, claims *claimSet, chunk int, fn func(
 // claimed: were this reaper to die, the next one must again ask whether
 // its secret exists, never revoke it because a claim ran out. It returns
 // the claim's key, for the settling transaction to delete.
-func (m *Manager) claimDue(ctx context.Context, now time.Time) (claimed, pending []*Entry, claimKey string, skipped int, err error) {
+func (m *Manager) claimDue(ctx context.Context, now time.Time) (b claimedBatch, err error) {
+	key, err := m.newClaimKey()
+	if err != nil {
+		return claimedBatch{}, err
+	}
+	err = m.store.Update(ctx, func(tx storage.Tx) error {
+		b, err = m.claimIn(tx, now, key)
+		return err
+	})
+	return b, err
+}
+
+// claimedBatch is what one claim took: leases to revoke (claimed), pending
+// ones to adopt or drop, the claim record's key, and how many due leases
+// another live reaper's claim held.
+type claimedBatch struct {
+	claimed, pending []*Entry
+	key              string
+	skipped          int
+}
+
+func (b claimedBatch) empty() bool { return len(b.claimed)+len(b.pending) == 0 }
+
+func (m *Manager) newClaimKey() (string, error) {
 	id, err := randomID(m.o.Rand, 24)
 	if err != nil {
-		return nil, nil, "", 0, err
+		return "", err
 	}
-	claimKey = claimPrefix + id
-	err = m.store.Update(ctx, func(tx storage.Tx) error {
-		claimed, pending, skipped = claimed[:0], pending[:0], 0
-		claims, err := loadClaims(tx, now)
-		if err != nil {
-			return err
-		}
-		var stale []string
-		err = walkDue(tx, now, claims, m.o.BatchSize, func(key string, e *Entry, reason string, _ time.Time) error {
-			if e == nil {
-				stale = append(stale, key)
-				return nil
-			}
-			if reason == "" {
-				skipped++
-				return nil
-			}
-			if reason == ReasonPending {
-				pending = append(pending, e)
-			} else {
-				claimed = append(claimed, e)
-			}
-			if len(claimed)+len(pending) >= m.o.BatchSize {
-				return storage.ErrStop
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range append(stale, claims.expired...) {
-			if err := tx.Delete(k); err != nil {
-				return err
-			}
-		}
-		if len(claimed)+len(pending) == 0 {
+	return claimPrefix + id, nil
+}
+
+// claimIn claims, in tx, up to one batch of due leases under the claim
+// record key (see claimDue).
+func (m *Manager) claimIn(tx storage.Tx, now time.Time, key string) (claimedBatch, error) {
+	b := claimedBatch{key: key}
+	claims, err := loadClaims(tx, now)
+	if err != nil {
+		return claimedBatch{}, err
+	}
+	var stale []string
+	err = walkDue(tx, now, claims, m.o.BatchSize, func(key string, e *Entry, reason string, _ time.Time) error {
+		if e == nil {
+			stale = append(stale, key)
 			return nil
 		}
-		c := batchClaim{Until: now.Add(m.o.ClaimTimeout)}
-		for _, e := range claimed {
-			c.Revoke = append(c.Revoke, e.ID)
+		if reason == "" {
+			b.skipped++
+			return nil
 		}
-		for _, e := range pending {
-			c.Pending = append(c.Pending, e.ID)
+		if reason == ReasonPending {
+			b.pending = append(b.pending, e)
+		} else {
+			b.claimed = append(b.claimed, e)
 		}
-		raw, err := json.Marshal(&c)
-		if err != nil {
-			return err
+		if len(b.claimed)+len(b.pending) >= m.o.BatchSize {
+			return storage.ErrStop
 		}
-		return tx.Put(claimKey, raw)
+		return nil
 	})
-	return claimed, pending, claimKey, skipped, err
+	if err != nil {
+		return claimedBatch{}, err
+	}
+	for _, k := range append(stale, claims.expired...) {
+		if err := tx.Delete(k); err != nil {
+			return claimedBatch{}, err
+		}
+	}
+	if b.empty() {
+		return b, nil
+	}
+	c := batchClaim{Until: now.Add(m.o.ClaimTimeout)}
+	for _, e := range b.claimed {
+		c.Revoke = append(c.Revoke, e.ID)
+	}
+	for _, e := range b.pending {
+		c.Pending = append(c.Pending, e.ID)
+	}
+	raw, err := json.Marshal(&c)
+	if err != nil {
+		return claimedBatch{}, err
+	}
+	return b, tx.Put(key, raw)
 }
 
 // settlePending decides the pending leases reap claimed: those whose

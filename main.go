@@ -5,17 +5,8 @@ package main
 
 import (
 	"os"
-	"runtime/pprof"
-	"time"
 
 	"github.com/lessorhq/lessor/cmd"
 )
 
-func main() {
-	if p := os.Getenv("LESSOR_DEVPROF"); p != "" && len(os.Args) > 1 && os.Args[1] == "serve" {
-		f, _ := os.Create(p)
-		pprof.StartCPUProfile(f)
-		go func() { time.Sleep(9 * time.Second); pprof.StopCPUProfile(); f.Close() }()
-	}
-	os.Exit(cmd.Main())
-}
+func main() { os.Exit(cmd.Main()) }

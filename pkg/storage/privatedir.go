@@ -58,9 +58,9 @@ func (e *UnsafeFileError) Error() string {
 // metadata fi the caller took from the file it opened (so that the checks
 // are of what it reads, not of what the name points at a moment later):
 // it must belong to the caller or to root, must not be writable by group
-// or others, and its directory must pass CheckDirOfOwnFile. A character
-// device that root owns (/dev/null) passes whatever its mode: writing to
-// it changes nothing another reader sees.
+// or others, and the directories its path goes through must pass
+// checkLinkChain. A character device that root owns (/dev/null) passes
+// whatever its mode: writing to it changes nothing another reader sees.
 func CheckOwnFile(path string, fi fs.FileInfo) error {
 	euid := os.Geteuid()
 	st, ok := fi.Sys().(*syscall.Stat_t)
@@ -101,28 +101,16 @@ func CheckOwnFile(path string, fi fs.FileInfo) error {
 	return nil
 }
 
-// CheckDirOfOwnFile checks that no other user can put another file in the
-// place of path, a file that belongs to the caller or to root: every
-// directory above it must belong to the caller or to root and be writable
-// by group or others only if sticky, since in a sticky directory others
-// cannot rename or remove a file they do not own. Where path goes through
-// symbolic links, each link is followed as the kernel follows it, and the
-// directories that hold each link are checked as well as those above the
-// file it resolves to: whoever can change any of them can swap the file.
-func CheckDirOfOwnFile(path string) error {
-	_, err := checkLinkChain(path)
-	return err
-}
-
 // maxLinkHops bounds the symbolic links followed for one path, as the
 // kernel's own limit does.
 const maxLinkHops = 40
 
-// checkLinkChain resolves path one component at a time, as open(2) does
+// checkLinkChain checks that no other user can put another file in the
+// place of path: it resolves path one component at a time, as open(2) does
 // (a ".." after a link goes up from where the link led, not lexically),
-// checks the directory chain of every directory that holds a link it
-// follows, and of the directory of the file it ends at, and returns that
-// file's resolved path.
+// and checks with checkDirChain every directory that holds a link it
+// follows and the directory of the file it ends at, whose resolved path it
+// returns. Whoever can change any of them can swap the file.
 func checkLinkChain(path string) (string, error) {
 	if !filepath.IsAbs(path) {
 		wd, err := os.Getwd()

@@ -64,6 +64,9 @@ type Factory struct {
 	// share one opening of it (storage.Bolt.Hold) until endReads.
 	holdReads    bool
 	releaseReads func()
+	// keepOpen: a file store keeps its opening between transactions
+	// (storage.BoltOptions.KeepOpen), for lessor serve.
+	keepOpen bool
 	// unsealedFrom is the key file the store was unsealed with; "" when
 	// the key came from elsewhere (LESSOR_UNSEAL_KEY, a passphrase).
 	unsealedFrom string
@@ -404,12 +407,15 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 		return p, nil
 	}
 	path := f.storePath()
-	phys, err := storage.OpenBolt(path, storage.BoltOptions{})
+	phys, err := storage.OpenBolt(path, storage.BoltOptions{KeepOpen: f.keepOpen})
 	if err != nil {
 		if errors.Is(err, storage.ErrNoStore) {
 			return nil, &localError{withHint(err, "run `lessor operator init` to create it, or point -store / LESSOR_STORE at an existing one")}
 		}
 		return nil, &localError{err}
+	}
+	if f.keepOpen {
+		f.onClose(func() { phys.Close() })
 	}
 	if f.holdReads {
 		f.releaseReads = phys.Hold()

@@ -351,6 +351,9 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		}
 	}
 
+	// Thousands of transactions: a file store keeps its opening of the
+	// file (not its lock) between them.
+	f.keepOpen = true
 	b, err := f.Barrier(ctx)
 	if err != nil {
 		return err

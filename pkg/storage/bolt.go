@@ -50,6 +50,10 @@ type BoltOptions struct {
 	// zero means DefaultLockTimeout. The context passed to View or Update
 	// can end the wait sooner.
 	LockTimeout time.Duration
+	// KeepOpen keeps the file open and mapped between transactions, but
+	// never its lock (see Bolt), for a process that runs many: lessor
+	// serve. Close lets go of it.
+	KeepOpen bool
 }
 
 // Bolt is a Store kept in one bbolt file.
@@ -57,10 +61,11 @@ type BoltOptions struct {
 // Every View and Update opens the file, takes bbolt's flock (shared for
 // View, exclusive for Update), runs one transaction and closes the file, so
 // the lock is never held between transactions, and a caller that talks to
-// PostgreSQL between two transactions blocks nobody. Keeping the file open
-// across transactions would save some 50 µs each, but the backend cannot
-// tell a burst of transactions from a caller about to make a network call,
-// so it never does.
+// PostgreSQL between two transactions blocks nobody. With KeepOpen, the
+// opening an Update committed through stays open, mapped and unlocked, and
+// the next transaction that finds it idle locks it again and reuses it if
+// the file is provably as that commit left it (see takeKept); the lock is
+// still given back after every transaction.
 //
 // Before bbolt reads a byte, the file's structure is checked (see
 // boltcheck.go): on a damaged file bbolt can loop for ever, overflow its
@@ -90,6 +95,9 @@ type Bolt struct {
 	hmu     sync.Mutex // guards holding and held
 	holding bool
 	held    *heldFile
+
+	kmu  sync.Mutex // guards kept
+	kept *keptFile
 
 	// Updates of this process that arrive while one commits are
 	// committed together next (see Update).
@@ -203,6 +211,122 @@ func (b *Bolt) heldView(ctx context.Context) (*heldFile, func(broken bool), erro
 			b.noteRelease()
 		}
 	}, nil
+}
+
+// keptFile is the opening of the file that a KeepOpen store keeps between
+// transactions: bbolt's handle on it (its mapping, and for writes its
+// freelist) and the state of the file when its last transaction gave the
+// lock back. Only one transaction uses it at a time; others open the file
+// for themselves, as without KeepOpen.
+type keptFile struct {
+	db      *bolt.DB
+	f       *os.File
+	key     layoutKey
+	busy    bool // a transaction runs on it
+	retired bool // replaced while busy: its transaction closes it
+}
+
+func (k *keptFile) close() {
+	defer func() {
+		if p := recover(); p != nil {
+			k.f.Close() // it may hold the flock
+		}
+	}()
+	_ = k.db.Close()
+}
+
+// takeKept returns the kept opening with its lock taken (exclusive if
+// write) and the file checked to be exactly as the kept handle last saw
+// it, or nil: none is kept, another transaction of this process uses it,
+// another process holds the lock (the caller then waits for it on an
+// opening of its own), or the file has changed since, and bbolt's state
+// of it (the mapping's size, the freelist) can no longer be trusted.
+//
+// The check is the one the layout cache relies on (layoutKeyOf): same
+// inode at the store's path, size, change and modification times, and
+// the same bytes in both meta pages, which every commit by any process
+// rewrites.
+func (b *Bolt) takeKept(write bool) *keptFile {
+	if !b.opts.KeepOpen {
+		return nil
+	}
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	k := b.kept
+	if k == nil || k.busy {
+		return nil
+	}
+	how := unix.LOCK_SH
+	if write {
+		how = unix.LOCK_EX
+	}
+	if unix.Flock(int(k.f.Fd()), how|unix.LOCK_NB) != nil {
+		return nil
+	}
+	if key, ok := layoutKeyOf(k.f); !ok || key != k.key || !samePath(k.f, b.path) {
+		b.kept = nil
+		k.close() // gives the lock back
+		return nil
+	}
+	k.busy = true
+	return k
+}
+
+// putKept gives the lock on k back after a transaction; keep false (the
+// transaction panicked, found damage, or failed to commit) closes k.
+func (b *Bolt) putKept(k *keptFile, keep bool) {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	k.busy = false
+	if !keep || k.retired || b.kept != k {
+		if b.kept == k {
+			b.kept = nil
+		}
+		k.close()
+		return
+	}
+	if unix.Flock(int(k.f.Fd()), unix.LOCK_UN) != nil {
+		b.kept = nil
+		k.close()
+	}
+}
+
+// keep makes the opening a write transaction has just committed through,
+// whose lock is still held, the kept one, and gives the lock back; false
+// if it cannot (the caller then closes the opening).
+func (b *Bolt) keep(db *bolt.DB, f *os.File) bool {
+	key, ok := layoutKeyOf(f)
+	if !ok || unix.Flock(int(f.Fd()), unix.LOCK_UN) != nil {
+		return false
+	}
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	if old := b.kept; old != nil {
+		if old.busy {
+			old.retired = true
+		} else {
+			old.close()
+		}
+	}
+	b.kept = &keptFile{db: db, f: f, key: key}
+	return true
+}
+
+// Close closes the opening a KeepOpen store keeps, if no transaction runs
+// on it (one that does closes it when it ends). The store stays usable:
+// the next transaction opens the file again.
+func (b *Bolt) Close() error {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	if k := b.kept; k != nil {
+		b.kept = nil
+		if k.busy {
+			k.retired = true
+		} else {
+			k.close()
+		}
+	}
+	return nil
 }
 
 // OpenBolt returns the store kept in the bbolt file at path. It checks that
@@ -517,13 +641,31 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 		db, f, l = h.db, h.f, h.l
 		defer func() { put(err != nil && errors.Is(err, ErrCorrupt)) }()
 	}
+	// kept: the opening is the one a KeepOpen store keeps; keepIt is set
+	// once the transaction has ended in a way that leaves bbolt's state of
+	// the file true (no damage found, no panic, no failed commit).
+	var kept *keptFile
+	keepIt := false
+	if db == nil {
+		if kept = b.takeKept(write); kept != nil {
+			defer func() { b.putKept(kept, keepIt) }()
+			b.mu.Lock()
+			l, err = b.layout.checkedLayout(kept.f)
+			b.mu.Unlock()
+			if err != nil {
+				return b.damaged("%v", err)
+			}
+			db, f = kept.db, kept.f
+			defer l.close()
+		}
+	}
+	closed := false
 	if db == nil {
 		db, f, l, err = b.open(ctx, write, false)
 		if err != nil {
 			return err
 		}
 		defer l.close()
-		closed := false
 		closeDB = func() error {
 			if closed {
 				return nil
@@ -586,9 +728,21 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 		b.mu.Lock()
 		b.layout.adopt(f, l)
 		b.mu.Unlock()
+		switch {
+		case kept != nil:
+			// The file is now as this commit left it, lock still held.
+			var ok bool
+			kept.key, ok = layoutKeyOf(f)
+			keepIt = ok
+		case b.opts.KeepOpen && b.keep(db, f):
+			closed = true
+		}
 		return closeDB()
 	}
 	t.rollback()
+	// Nothing was written: the file is as the kept handle last saw it,
+	// unless the transaction found it damaged.
+	keepIt = t.broken == nil
 	return err
 }
 

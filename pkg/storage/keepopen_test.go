@@ -1,0 +1,249 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func keptOf(b *Bolt) *keptFile {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	return b.kept
+}
+
+func TestBoltKeepOpenStore(t *testing.T) {
+	b, err := CreateBolt(filepath.Join(t.TempDir(), "lessor.db"), BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	testStore(t, b)
+}
+
+func TestBoltKeepOpenMatchesMemory(t *testing.T) {
+	b, err := CreateBolt(filepath.Join(t.TempDir(), "lessor.db"), BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	testMatchesMemory(t, b)
+	if keptOf(b) == nil {
+		t.Fatal("no opening kept after the writes")
+	}
+	if err := b.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBoltKeepOpenReuse: the opening is reused while nothing else touches
+// the file, never holds the lock between transactions, and is dropped as
+// soon as another writer (another process's handle: a separate descriptor
+// and flock), a rewrite or damage has changed the file.
+func TestBoltKeepOpenReuse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	b, err := CreateBolt(path, BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	put := func(s *Bolt, k, v string) {
+		t.Helper()
+		if err := s.Update(ctx, func(tx Tx) error { return tx.Put(k, []byte(v)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(s *Bolt, k string) string {
+		t.Helper()
+		var v []byte
+		if err := s.View(ctx, func(tx Tx) error { var err error; v, err = tx.Get(k); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return string(v)
+	}
+
+	put(b, "a", "1")
+	k := keptOf(b)
+	if k == nil {
+		t.Fatal("no opening kept after a commit")
+	}
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("the kept opening holds the lock between transactions")
+	}
+	put(b, "a", "2")
+	if got := get(b, "a"); got != "2" || keptOf(b) != k {
+		t.Fatalf("a = %q; kept opening replaced: %v", got, keptOf(b) != k)
+	}
+	if !canLock(path, unix.LOCK_EX) {
+		t.Fatal("the kept opening holds the lock between transactions")
+	}
+
+	// Another process commits: the kept handle's view of the file (its
+	// mapping's size, its freelist) is stale, and must not be used.
+	other, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := string(make([]byte, 200_000)) // grows the file past the mapping
+	for i := range 20 {
+		put(other, "o"+strconv.Itoa(i), big)
+	}
+	if got := get(b, "o19"); len(got) != len(big) {
+		t.Fatalf("o19 read through the store has %d bytes, want %d", len(got), len(big))
+	}
+	if keptOf(b) == k {
+		t.Fatal("the kept opening was reused after another process's commits")
+	}
+	// Writes through the new opening, interleaved with the other's, leave
+	// a sound file.
+	for i := range 30 {
+		put(b, "b"+strconv.Itoa(i), big[:i*1000])
+		put(other, "o"+strconv.Itoa(i), strconv.Itoa(i))
+		if i%10 == 0 {
+			put(other, "o"+strconv.Itoa(i), "")
+		}
+	}
+	if err := b.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(other, "b29"); len(got) != 29000 {
+		t.Fatalf("b29 has %d bytes", len(got))
+	}
+
+	// A rewrite replaces the file: the kept descriptor is on the old one.
+	put(b, "c", "before")
+	err = other.Rewrite(ctx, func(src, dst Tx) error {
+		return src.Walk("", func(key string) error {
+			v, err := src.Get(key)
+			if err != nil {
+				return err
+			}
+			if key == "c" {
+				v = []byte("after")
+			}
+			return dst.Put(key, v)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(b, "c"); got != "after" {
+		t.Fatalf("after the rewrite c = %q through the kept store", got)
+	}
+	put(b, "c", "again")
+	if got := get(other, "c"); got != "again" {
+		t.Fatalf("a write through the kept store went elsewhere: c = %q", got)
+	}
+
+	// Damage written behind the kept handle's back is found, not read
+	// through the old opening.
+	put(b, "d", "x")
+	ps, m, _ := pages(t, path)
+	patch(t, path, m.freelist*ps+10, []byte{0xff, 0xff})
+	patch(t, path, m.freelist*ps+16, u64(1<<60))
+	err = b.View(ctx, func(tx Tx) error { _, err := tx.Get("d"); return err })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read after damage: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestBoltKeepOpenConcurrent: goroutines of one KeepOpen handle and of
+// another handle (another process) increment counters and read them at
+// once; no increment is lost and the file stays sound. Run it with -race.
+func TestBoltKeepOpenConcurrent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	a, err := CreateBolt(path, BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c, err := OpenBolt(path, BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, rounds = 6, 40
+	incr := func(s *Bolt, key string) error {
+		return s.Update(ctx, func(tx Tx) error {
+			v, err := tx.Get(key)
+			if err != nil {
+				return err
+			}
+			n, _ := strconv.Atoi(string(v))
+			return tx.Put(key, []byte(strconv.Itoa(n+1)))
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*workers)
+	for w := range workers {
+		for i, s := range []*Bolt{a, c, d} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := range rounds {
+					// A pause, so that the lock passes between handles (one
+					// that retakes it at once would starve the others,
+					// which poll for it).
+					time.Sleep(time.Duration(100+w*150) * time.Microsecond)
+					key := fmt.Sprintf("n%d", (w+r)%3)
+					if err := incr(s, key); err != nil {
+						errs <- err
+						return
+					}
+					if err := s.View(ctx, func(tx Tx) error { _, err := tx.Get(key); return err }); err != nil {
+						errs <- err
+						return
+					}
+					if r%8 == 0 && i == 0 {
+						// A bigger record now and then, so that pages split
+						// and the file grows under the other handles.
+						big := make([]byte, 3000+100*r)
+						if err := s.Update(ctx, func(tx Tx) error { return tx.Put(fmt.Sprintf("big%d/%d", w, r), big) }); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := 0
+	err = d.View(ctx, func(tx Tx) error {
+		for i := range 3 {
+			v, err := tx.Get(fmt.Sprintf("n%d", i))
+			if err != nil {
+				return err
+			}
+			n, _ := strconv.Atoi(string(v))
+			total += n
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3 * workers * rounds; total != want {
+		t.Fatalf("counters add up to %d, want %d: an update was lost", total, want)
+	}
+	if err := a.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

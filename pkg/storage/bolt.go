@@ -216,14 +216,19 @@ func (b *Bolt) heldView(ctx context.Context) (*heldFile, func(broken bool), erro
 // keptFile is the opening of the file that a KeepOpen store keeps between
 // transactions: bbolt's handle on it (its mapping, and for writes its
 // freelist) and the state of the file when its last transaction gave the
-// lock back. Only one transaction uses it at a time; others open the file
-// for themselves, as without KeepOpen.
+// lock back. Views of this process share it, under one shared lock, as
+// bbolt's read transactions share a handle; an Update has it to itself.
 type keptFile struct {
-	db      *bolt.DB
-	f       *os.File
-	key     layoutKey
-	busy    bool // a transaction runs on it
-	retired bool // replaced while busy: its transaction closes it
+	db  *bolt.DB
+	f   *os.File
+	key layoutKey
+
+	// Guarded by Bolt.kmu.
+	readers int  // Views running on it, under its shared lock
+	writer  bool // an Update has it (and is taking or holds its exclusive lock)
+	waiting int  // Updates waiting for the readers to finish: no View joins
+	retired bool // replaced or found stale while in use: the last user closes it
+	changed chan struct{}
 }
 
 func (k *keptFile) close() {
@@ -235,53 +240,146 @@ func (k *keptFile) close() {
 	_ = k.db.Close()
 }
 
+// signal wakes the transactions waiting for k to change hands.
+func (k *keptFile) signal() {
+	if k.changed != nil {
+		close(k.changed)
+		k.changed = nil
+	}
+}
+
 // takeKept returns the kept opening with its lock taken (exclusive if
 // write) and the file checked to be exactly as the kept handle last saw
-// it, or nil: none is kept, another transaction of this process uses it,
-// another process holds the lock (the caller then waits for it on an
-// opening of its own), or the file has changed since, and bbolt's state
-// of it (the mapping's size, the freelist) can no longer be trusted.
+// it; or nil, and the caller opens the file for itself, as without
+// KeepOpen: none is kept, the file has changed since (bbolt's state of it,
+// the mapping's size and the freelist, can no longer be trusted), or, for
+// a View, another process holds the lock (the caller's own opening waits
+// for it).
+//
+// Views share the opening and its shared lock. An Update waits for the
+// Views on it to finish, and no View joins them meanwhile, so a stream of
+// overlapping Views cannot starve it; a View waits for the Update. Both
+// waits end with the context or the lock timeout, as a wait for the lock
+// does; a View nested in another View or in an Update (nothing in lessor
+// nests them) would wait that long. The Update then waits, as on its own
+// opening, for another process's lock.
 //
 // The check is the one the layout cache relies on (layoutKeyOf): same
 // inode at the store's path, size, change and modification times, and
 // the same bytes in both meta pages, which every commit by any process
 // rewrites.
-func (b *Bolt) takeKept(write bool) *keptFile {
+func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, error) {
 	if !b.opts.KeepOpen {
-		return nil
+		return nil, nil
 	}
+	timeout := b.opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	var timer *time.Timer
 	b.kmu.Lock()
-	defer b.kmu.Unlock()
-	k := b.kept
-	if k == nil || k.busy {
-		return nil
+	for {
+		k := b.kept
+		if k == nil {
+			b.kmu.Unlock()
+			return nil, nil
+		}
+		if !write && !k.writer && k.waiting == 0 {
+			defer b.kmu.Unlock()
+			if k.readers == 0 {
+				if unix.Flock(int(k.f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
+					return nil, nil
+				}
+				if !b.keptCurrent(k) {
+					b.kept = nil
+					k.close() // gives the lock back
+					return nil, nil
+				}
+			}
+			k.readers++
+			return k, nil
+		}
+		if write && !k.writer && k.readers == 0 {
+			k.writer = true
+			b.kmu.Unlock()
+			err := b.lock(ctx, k.f, true, time.Until(deadline))
+			b.kmu.Lock()
+			defer b.kmu.Unlock()
+			if err == nil && b.keptCurrent(k) {
+				return k, nil
+			}
+			k.writer = false
+			b.retire(k) // closes it, and gives the lock back
+			return nil, err
+		}
+		// Wait for k to change hands: an Update for the Views on it to
+		// finish (none joins them meanwhile), a View for the Update.
+		if timer == nil {
+			timer = time.NewTimer(timeout)
+			defer timer.Stop()
+		}
+		if k.changed == nil {
+			k.changed = make(chan struct{})
+		}
+		ch := k.changed
+		if write {
+			k.waiting++
+		}
+		b.kmu.Unlock()
+		var why error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			why = fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
+		case <-timer.C:
+			why = &pathError{msg: "store " + b.path + " is busy (in use by this process)", kind: ErrBusy}
+		}
+		b.kmu.Lock()
+		if write {
+			k.waiting--
+			k.signal()
+		}
+		if why != nil {
+			b.kmu.Unlock()
+			return nil, why
+		}
 	}
-	how := unix.LOCK_SH
-	if write {
-		how = unix.LOCK_EX
-	}
-	if unix.Flock(int(k.f.Fd()), how|unix.LOCK_NB) != nil {
-		return nil
-	}
-	if key, ok := layoutKeyOf(k.f); !ok || key != k.key || !samePath(k.f, b.path) {
-		b.kept = nil
-		k.close() // gives the lock back
-		return nil
-	}
-	k.busy = true
-	return k
 }
 
-// putKept gives the lock on k back after a transaction; keep false (the
-// transaction panicked, found damage, or failed to commit) closes k.
-func (b *Bolt) putKept(k *keptFile, keep bool) {
+// keptCurrent reports whether the file at the store's path is, lock held,
+// exactly as k last saw it.
+func (b *Bolt) keptCurrent(k *keptFile) bool {
+	key, ok := layoutKeyOf(k.f)
+	return ok && key == k.key && samePath(k.f, b.path)
+}
+
+// putKept ends a transaction on k. keep false (the transaction panicked,
+// found damage, or failed to commit) retires k; key, if not nil, is the
+// state a committed Update left the file in. The last user of k gives its
+// lock back, or closes it if it is retired.
+func (b *Bolt) putKept(k *keptFile, write, keep bool, key *layoutKey) {
 	b.kmu.Lock()
 	defer b.kmu.Unlock()
-	k.busy = false
-	if !keep || k.retired || b.kept != k {
+	if write {
+		k.writer = false
+	} else {
+		k.readers--
+	}
+	if key != nil {
+		k.key = *key
+	}
+	if !keep || b.kept != k {
+		k.retired = true
 		if b.kept == k {
 			b.kept = nil
 		}
+	}
+	k.signal()
+	if k.writer || k.readers > 0 {
+		return
+	}
+	if k.retired {
 		k.close()
 		return
 	}
@@ -302,29 +400,33 @@ func (b *Bolt) keep(db *bolt.DB, f *os.File) bool {
 	b.kmu.Lock()
 	defer b.kmu.Unlock()
 	if old := b.kept; old != nil {
-		if old.busy {
-			old.retired = true
-		} else {
-			old.close()
-		}
+		b.retire(old)
 	}
 	b.kept = &keptFile{db: db, f: f, key: key}
 	return true
 }
 
-// Close closes the opening a KeepOpen store keeps, if no transaction runs
-// on it (one that does closes it when it ends). The store stays usable:
-// the next transaction opens the file again.
+// retire lets go of the kept opening k: at once if it is idle, else when
+// its last transaction ends.
+func (b *Bolt) retire(k *keptFile) {
+	if b.kept == k {
+		b.kept = nil
+	}
+	k.retired = true
+	k.signal()
+	if !k.writer && k.readers == 0 {
+		k.close()
+	}
+}
+
+// Close closes the opening a KeepOpen store keeps (a transaction that runs
+// on it closes it when it ends). The store stays usable: the next
+// transaction opens the file again.
 func (b *Bolt) Close() error {
 	b.kmu.Lock()
 	defer b.kmu.Unlock()
 	if k := b.kept; k != nil {
-		b.kept = nil
-		if k.busy {
-			k.retired = true
-		} else {
-			k.close()
-		}
+		b.retire(k)
 	}
 	return nil
 }
@@ -643,12 +745,17 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 	}
 	// kept: the opening is the one a KeepOpen store keeps; keepIt is set
 	// once the transaction has ended in a way that leaves bbolt's state of
-	// the file true (no damage found, no panic, no failed commit).
+	// the file true (no damage found, no panic, no failed commit), and
+	// newKey once a commit has changed the file.
 	var kept *keptFile
 	keepIt := false
+	var newKey *layoutKey
 	if db == nil {
-		if kept = b.takeKept(write); kept != nil {
-			defer func() { b.putKept(kept, keepIt) }()
+		if kept, err = b.takeKept(ctx, write); err != nil {
+			return err
+		}
+		if kept != nil {
+			defer func() { b.putKept(kept, write, keepIt, newKey) }()
 			b.mu.Lock()
 			l, err = b.layout.checkedLayout(kept.f)
 			b.mu.Unlock()
@@ -731,9 +838,8 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 		switch {
 		case kept != nil:
 			// The file is now as this commit left it, lock still held.
-			var ok bool
-			kept.key, ok = layoutKeyOf(f)
-			keepIt = ok
+			key, ok := layoutKeyOf(f)
+			newKey, keepIt = &key, ok
 		case b.opts.KeepOpen && b.keep(db, f):
 			closed = true
 		}

@@ -247,3 +247,53 @@ func TestBoltKeepOpenConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBoltKeepOpenWriterNotStarved: Views that overlap without a gap
+// share the kept opening's shared lock; an Update of the same process
+// must still get its turn at once, not when the Views happen to pause.
+func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	b, err := CreateBolt(path, BoltOptions{KeepOpen: true, LockTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte("0")) }); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				b.View(ctx, func(tx Tx) error {
+					_, err := tx.Get("n")
+					time.Sleep(2 * time.Millisecond)
+					return err
+				})
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	for i := range 10 {
+		start := time.Now()
+		if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte(strconv.Itoa(i))) }); err != nil {
+			t.Fatalf("update %d after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("update %d waited %v for the Views", i, took.Round(time.Millisecond))
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 // race-instrumented start-up would make the test crawl).
 func buildLessor(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv("LESSOR_BENCH_BIN"); bin != "" && os.Getenv("LESSOR_BENCH") == "1" {
+	if bin := os.Getenv("LESSOR_BENCH_LESSOR_BIN"); bin != "" && os.Getenv("LESSOR_BENCH") == "1" {
 		// A binary built beforehand, to compare two versions in
 		// alternating runs of the same benchmark.
 		return bin

@@ -297,3 +297,45 @@ func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
 		}
 	}
 }
+
+// TestBoltKeepOpenLifetime: an opening is kept no longer than
+// keptLifetime, so that its mapping does not hold the whole file resident.
+func TestBoltKeepOpenLifetime(t *testing.T) {
+	ctx := context.Background()
+	b, err := CreateBolt(filepath.Join(t.TempDir(), "lessor.db"), BoltOptions{KeepOpen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	put := func() {
+		t.Helper()
+		if err := b.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("v")) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put()
+	first := keptOf(b)
+	put()
+	if keptOf(b) != first {
+		t.Fatal("an opening younger than keptLifetime was replaced")
+	}
+	defer func(d time.Duration) { keptLifetime = d }(keptLifetime)
+	keptLifetime = time.Millisecond
+	time.Sleep(5 * time.Millisecond)
+	put()
+	if second := keptOf(b); second == first || second == nil {
+		t.Fatalf("an opening older than keptLifetime was kept (replaced: %v)", second != first)
+	}
+	if got := get(t, b, "k"); got != "v" {
+		t.Fatalf("k = %q after the opening was replaced", got)
+	}
+}
+
+func get(t *testing.T, s Store, k string) string {
+	t.Helper()
+	var v []byte
+	if err := s.View(context.Background(), func(tx Tx) error { var err error; v, err = tx.Get(k); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return string(v)
+}

@@ -23,25 +23,40 @@ const maxRandom = 1024
 // comment says otherwise. Time comes from now and randomness from r, so
 // tests can fix both.
 func templateFuncs(now time.Time, r io.Reader) template.FuncMap {
+	fm := boundFuncs(now, r)
+	for name, fn := range fixedFuncs {
+		fm[name] = fn
+	}
+	return fm
+}
+
+// fixedFuncs are the template functions that depend on nothing but their
+// arguments.
+var fixedFuncs = template.FuncMap{
+	"truncate":        truncate,
+	"truncate_sha256": truncateSHA256,
+	"uppercase":       strings.ToUpper,
+	"lowercase":       strings.ToLower,
+	"replace":         func(find, repl, s string) string { return strings.ReplaceAll(s, find, repl) },
+	"sha256":          sha256Hex,
+	"base64":          func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
+	"decode_base64":   decodeBase64,
+	"hex":             func(s string) string { return hex.EncodeToString([]byte(s)) },
+	"decode_hex":      decodeHex,
+	"glob":            Glob,
+}
+
+// boundFuncs are the template functions bound to one render's time and
+// randomness.
+func boundFuncs(now time.Time, r io.Reader) template.FuncMap {
 	return template.FuncMap{
 		"random":           func(n int) (string, error) { return random(r, n) },
-		"truncate":         truncate,
-		"truncate_sha256":  truncateSHA256,
-		"uppercase":        strings.ToUpper,
-		"lowercase":        strings.ToLower,
-		"replace":          func(find, repl, s string) string { return strings.ReplaceAll(s, find, repl) },
-		"sha256":           sha256Hex,
-		"base64":           func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
-		"decode_base64":    decodeBase64,
-		"hex":              func(s string) string { return hex.EncodeToString([]byte(s)) },
-		"decode_hex":       decodeHex,
 		"unix_time":        func() string { return strconv.FormatInt(now.Unix(), 10) },
 		"unix_time_millis": func() string { return strconv.FormatInt(now.UnixMilli(), 10) },
 		// Vault formats the server's local time; lessor has no server, and
 		// a name should not depend on the time zone of whoever issues it.
 		"timestamp": func(layout string) string { return now.UTC().Format(layout) },
 		"uuid":      func() (string, error) { return uuid(r) },
-		"glob":      Glob,
 	}
 }
 

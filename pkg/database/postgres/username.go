@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 	"unicode/utf8"
@@ -107,15 +108,55 @@ func render(tmpl string, m UsernameMetadata, r io.Reader) (string, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	t, err := template.New("username").Option("missingkey=error").Funcs(templateFuncs(now, r)).Parse(tmpl)
+	parsed, err := parseUsername(tmpl)
 	if err != nil {
 		return "", fmt.Errorf("parse username template: %w", err)
 	}
+	// The functions are bound to this render's time and randomness; a
+	// clone shares the parsed tree and has its own function table.
+	t, err := parsed.Clone()
+	if err != nil {
+		return "", fmt.Errorf("render username template: %w", err)
+	}
 	var b strings.Builder
-	if err := t.Execute(&b, m); err != nil {
+	if err := t.Funcs(boundFuncs(now, r)).Execute(&b, m); err != nil {
 		return "", fmt.Errorf("render username template: %w", err)
 	}
 	return b.String(), nil
+}
+
+// parsedUsernames keeps the username templates parsed so far: a role's
+// template is parsed once per process, not once per credential (parsing
+// was most of a render's 40 µs, and `lessor serve` renders one per
+// request). Templates come from role configs, so there are few; past
+// maxParsedUsernames, new ones are parsed each time.
+var parsedUsernames struct {
+	sync.Mutex
+	m map[string]*template.Template
+}
+
+const maxParsedUsernames = 64
+
+func parseUsername(tmpl string) (*template.Template, error) {
+	parsedUsernames.Lock()
+	t := parsedUsernames.m[tmpl]
+	parsedUsernames.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t, err := template.New("username").Option("missingkey=error").Funcs(templateFuncs(time.Time{}, nil)).Parse(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	parsedUsernames.Lock()
+	defer parsedUsernames.Unlock()
+	if parsedUsernames.m == nil {
+		parsedUsernames.m = map[string]*template.Template{}
+	}
+	if len(parsedUsernames.m) < maxParsedUsernames {
+		parsedUsernames.m[tmpl] = t
+	}
+	return t, nil
 }
 
 // cutBytes cuts s to at most n bytes. When byte n is inside a valid UTF-8

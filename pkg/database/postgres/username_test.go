@@ -3,7 +3,9 @@ package postgres
 import (
 	"crypto/rand"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -180,6 +182,46 @@ func TestTemplateFunctionTables(t *testing.T) {
 	for _, bad := range []string{`{{ random -1 }}`, `{{ random 1025 }}`, `{{ "!" | decode_base64 }}`, `{{ "x" | decode_hex }}`} {
 		if _, err := RenderUsername(bad, m, &byteSeq{}); err == nil {
 			t.Errorf("%s: no error", bad)
+		}
+	}
+}
+
+// TestRenderUsernameConcurrent: renders of one parsed template at once
+// (lessor serve) each get their own time and randomness. Run with -race.
+func TestRenderUsernameConcurrent(t *testing.T) {
+	const n = 16
+	names := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := UsernameMetadata{DisplayName: "token", RoleName: "readonly", Now: fixedNow.Add(time.Duration(i) * time.Second)}
+			name, err := RenderUsername(`{{random 20}}-{{unix_time}}`, m, rand.Reader)
+			if err != nil {
+				t.Error(err)
+			}
+			names[i] = name
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i, name := range names {
+		want := "-" + strconv.FormatInt(fixedNow.Unix()+int64(i), 10)
+		if len(name) != 20+len(want) || !strings.HasSuffix(name, want) || seen[name[:20]] {
+			t.Fatalf("render %d: %q (want 20 random characters, unique, then %s)", i, name, want)
+		}
+		seen[name[:20]] = true
+	}
+}
+
+// BenchmarkRenderUsername: the default template, rendered once per issued
+// credential.
+func BenchmarkRenderUsername(b *testing.B) {
+	m := UsernameMetadata{DisplayName: "token-apps", RoleName: "readonly"}
+	for b.Loop() {
+		if _, err := RenderUsername(DefaultUsernameTemplate, m, rand.Reader); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

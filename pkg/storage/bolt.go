@@ -96,8 +96,13 @@ type Bolt struct {
 	holding bool
 	held    *heldFile
 
-	kmu  sync.Mutex // guards kept
+	kmu  sync.Mutex // guards kept, writers, changed and the kept opening's state
 	kept *keptFile
+	// writers counts the Updates of a KeepOpen store under way (waiting or
+	// running, on the kept opening or their own): Views wait for them, so
+	// that overlapping Views cannot starve an Update.
+	writers int
+	changed chan struct{} // closed, and replaced, when the above change
 
 	// Updates of this process that arrive while one commits are
 	// committed together next (see Update).
@@ -227,9 +232,7 @@ type keptFile struct {
 	// Guarded by Bolt.kmu.
 	readers int  // Views running on it, under its shared lock
 	writer  bool // an Update has it (and is taking or holds its exclusive lock)
-	waiting int  // Updates waiting for the readers to finish: no View joins
 	retired bool // replaced or found stale while in use: the last user closes it
-	changed chan struct{}
 }
 
 // keptLifetime bounds how long an opening is kept. Its mapping keeps every
@@ -248,37 +251,53 @@ func (k *keptFile) close() {
 	_ = k.db.Close()
 }
 
-// signal wakes the transactions waiting for k to change hands.
-func (k *keptFile) signal() {
-	if k.changed != nil {
-		close(k.changed)
-		k.changed = nil
+// signal wakes the transactions waiting for the kept opening or for the
+// Updates under way; kmu is held.
+func (b *Bolt) signal() {
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+}
+
+// beginWrite counts an Update of a KeepOpen store until the function it
+// returns is called (see writers).
+func (b *Bolt) beginWrite() (end func()) {
+	b.kmu.Lock()
+	b.writers++
+	b.kmu.Unlock()
+	return func() {
+		b.kmu.Lock()
+		b.writers--
+		b.signal()
+		b.kmu.Unlock()
 	}
 }
 
 // takeKept returns the kept opening with its lock taken (exclusive if
 // write) and the file checked to be exactly as the kept handle last saw
-// it; or nil, and the caller opens the file for itself, as without
+// it, with the key of that state; or nil, and the caller opens the file for itself, as without
 // KeepOpen: none is kept, the file has changed since (bbolt's state of it,
 // the mapping's size and the freelist, can no longer be trusted), or, for
 // a View, another process holds the lock (the caller's own opening waits
 // for it).
 //
-// Views share the opening and its shared lock. An Update waits for the
-// Views on it to finish, and no View joins them meanwhile, so a stream of
-// overlapping Views cannot starve it; a View waits for the Update. Both
-// waits end with the context or the lock timeout, as a wait for the lock
-// does; a View nested in another View or in an Update (nothing in lessor
-// nests them) would wait that long. The Update then waits, as on its own
-// opening, for another process's lock.
+// Views share the opening and its shared lock. While any Update of this
+// process is under way (on the kept opening or, when there is none, on its
+// own), Views wait for it, so that overlapping Views, which never leave
+// the lock free, cannot starve it; an Update waits for the Views on the
+// kept opening to finish. Both waits end with the context or the lock
+// timeout, as a wait for the lock does; a View nested in another View or
+// in an Update (nothing in lessor nests them) would wait that long. The
+// Update then waits, as on its own opening, for another process's lock.
 //
 // The check is the one the layout cache relies on (layoutKeyOf): same
 // inode at the store's path, size, change and modification times, and
 // the same bytes in both meta pages, which every commit by any process
 // rewrites.
-func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, error) {
+func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, layoutKey, error) {
 	if !b.opts.KeepOpen {
-		return nil, nil
+		return nil, layoutKey{}, nil
 	}
 	timeout := b.opts.LockTimeout
 	if timeout <= 0 {
@@ -289,30 +308,34 @@ func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, error) {
 	b.kmu.Lock()
 	for {
 		k := b.kept
-		if k == nil {
-			b.kmu.Unlock()
-			return nil, nil
-		}
-		if !write && !k.writer && k.waiting == 0 {
+		if !write && b.writers == 0 {
 			defer b.kmu.Unlock()
+			if k == nil {
+				return nil, layoutKey{}, nil
+			}
 			if k.readers == 0 {
 				if unix.Flock(int(k.f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
-					return nil, nil
+					return nil, layoutKey{}, nil
 				}
 				if !b.keptCurrent(k) {
 					b.kept = nil
 					k.close() // gives the lock back
-					return nil, nil
+					return nil, layoutKey{}, nil
 				}
 			}
 			k.readers++
-			return k, nil
+			return k, k.key, nil
+		}
+		if write && k == nil {
+			b.kmu.Unlock()
+			return nil, layoutKey{}, nil
 		}
 		if write && !k.writer && k.readers == 0 {
 			if time.Since(k.born) > keptLifetime {
+				// Opened afresh by this Update, which the Views wait for.
 				b.retire(k)
 				b.kmu.Unlock()
-				return nil, nil
+				return nil, layoutKey{}, nil
 			}
 			k.writer = true
 			b.kmu.Unlock()
@@ -320,25 +343,22 @@ func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, error) {
 			b.kmu.Lock()
 			defer b.kmu.Unlock()
 			if err == nil && b.keptCurrent(k) {
-				return k, nil
+				return k, k.key, nil
 			}
 			k.writer = false
 			b.retire(k) // closes it, and gives the lock back
-			return nil, err
+			return nil, layoutKey{}, err
 		}
-		// Wait for k to change hands: an Update for the Views on it to
-		// finish (none joins them meanwhile), a View for the Update.
+		// Wait: a View for the Updates under way, an Update for the
+		// transactions on the kept opening.
 		if timer == nil {
 			timer = time.NewTimer(timeout)
 			defer timer.Stop()
 		}
-		if k.changed == nil {
-			k.changed = make(chan struct{})
+		if b.changed == nil {
+			b.changed = make(chan struct{})
 		}
-		ch := k.changed
-		if write {
-			k.waiting++
-		}
+		ch := b.changed
 		b.kmu.Unlock()
 		var why error
 		select {
@@ -348,15 +368,10 @@ func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, error) {
 		case <-timer.C:
 			why = &pathError{msg: "store " + b.path + " is busy (in use by this process)", kind: ErrBusy}
 		}
-		b.kmu.Lock()
-		if write {
-			k.waiting--
-			k.signal()
-		}
 		if why != nil {
-			b.kmu.Unlock()
-			return nil, why
+			return nil, layoutKey{}, why
 		}
+		b.kmu.Lock()
 	}
 }
 
@@ -388,7 +403,7 @@ func (b *Bolt) putKept(k *keptFile, write, keep bool, key *layoutKey) {
 			b.kept = nil
 		}
 	}
-	k.signal()
+	b.signal()
 	if k.writer || k.readers > 0 {
 		return
 	}
@@ -403,11 +418,11 @@ func (b *Bolt) putKept(k *keptFile, write, keep bool, key *layoutKey) {
 }
 
 // keep makes the opening a write transaction has just committed through,
-// whose lock is still held, the kept one, and gives the lock back; false
+// whose lock is still held and whose state key records, the kept one, and
+// gives the lock back; false
 // if it cannot (the caller then closes the opening).
-func (b *Bolt) keep(db *bolt.DB, f *os.File) bool {
-	key, ok := layoutKeyOf(f)
-	if !ok || unix.Flock(int(f.Fd()), unix.LOCK_UN) != nil {
+func (b *Bolt) keep(db *bolt.DB, f *os.File, key layoutKey) bool {
+	if unix.Flock(int(f.Fd()), unix.LOCK_UN) != nil {
 		return false
 	}
 	b.kmu.Lock()
@@ -426,7 +441,7 @@ func (b *Bolt) retire(k *keptFile) {
 		b.kept = nil
 	}
 	k.retired = true
-	k.signal()
+	b.signal()
 	if !k.writer && k.readers == 0 {
 		k.close()
 	}
@@ -743,6 +758,9 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 
 	// Runs last, once the file is closed and its lock given back.
 	defer b.noteRelease()
+	if write && b.opts.KeepOpen {
+		defer b.beginWrite()()
+	}
 	var db *bolt.DB
 	var f *os.File
 	var l *layout
@@ -764,13 +782,16 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 	keepIt := false
 	var newKey *layoutKey
 	if db == nil {
-		if kept, err = b.takeKept(ctx, write); err != nil {
+		var keptKey layoutKey
+		if kept, keptKey, err = b.takeKept(ctx, write); err != nil {
 			return err
 		}
 		if kept != nil {
 			defer func() { b.putKept(kept, write, keepIt, newKey) }()
+			// takeKept has just checked that the file is in the state
+			// kept.key records, and no one can have changed it since.
 			b.mu.Lock()
-			l, err = b.layout.checkedLayout(kept.f)
+			l, err = b.layout.checkedLayoutAt(kept.f, keptKey, true)
 			b.mu.Unlock()
 			if err != nil {
 				return b.damaged("%v", err)
@@ -846,14 +867,13 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 			return err
 		}
 		b.mu.Lock()
-		b.layout.adopt(f, l)
+		key, ok := b.layout.adopt(f, l)
 		b.mu.Unlock()
 		switch {
 		case kept != nil:
 			// The file is now as this commit left it, lock still held.
-			key, ok := layoutKeyOf(f)
 			newKey, keepIt = &key, ok
-		case b.opts.KeepOpen && b.keep(db, f):
+		case b.opts.KeepOpen && ok && b.keep(db, f, key):
 			closed = true
 		}
 		return closeDB()

@@ -182,6 +182,12 @@ func layoutKeyOf(f *os.File) (k layoutKey, ok bool) {
 // changed since c was filled, and refills c otherwise.
 func (c *layoutCache) checkedLayout(f *os.File) (*layout, error) {
 	k, ok := layoutKeyOf(f)
+	return c.checkedLayoutAt(f, k, ok)
+}
+
+// checkedLayoutAt is checkedLayout for a caller that has just read f's
+// key, with the lock held since.
+func (c *layoutCache) checkedLayoutAt(f *os.File, k layoutKey, ok bool) (*layout, error) {
 	if ok && c.l != nil && c.key == k {
 		l := *c.l
 		l.f, l.checked, l.branches = f, map[uint64]bool{}, map[uint64][]byte{}
@@ -212,14 +218,14 @@ func (c *layoutCache) checkedLayout(f *os.File) (*layout, error) {
 // and high-water mark, the data tree's root and the depth of its leaves.
 // Anything unexpected leaves c empty, and the next transaction walks the
 // branch pages again.
-func (c *layoutCache) adopt(f *os.File, prev *layout) {
+//
+// It returns the key of the state f is in, which the caller may keep as
+// its own record of it (ok false if it could not be read).
+func (c *layoutCache) adopt(f *os.File, prev *layout) (k layoutKey, ok bool) {
 	c.l = nil
-	if prev == nil || prev.full {
-		return
-	}
-	k, ok := layoutKeyOf(f)
-	if !ok {
-		return
+	k, ok = layoutKeyOf(f)
+	if !ok || prev == nil || prev.full {
+		return k, ok
 	}
 	ps := prev.ps
 	m, err := pickMeta(readMeta(k.meta[0][:]), readMeta(k.meta[1][:]), ps, uint64(k.size))
@@ -238,6 +244,7 @@ func (c *layoutCache) adopt(f *os.File, prev *layout) {
 	}
 	l.tree, l.f, l.branches = tree, nil, nil
 	c.key, c.l = k, l
+	return k, ok
 }
 
 // dataTree returns the root page of the data bucket's tree (0 when the

@@ -249,52 +249,78 @@ func TestBoltKeepOpenConcurrent(t *testing.T) {
 }
 
 // TestBoltKeepOpenWriterNotStarved: Views that overlap without a gap
-// share the kept opening's shared lock; an Update of the same process
-// must still get its turn at once, not when the Views happen to pause.
+// never leave the lock free; an Update of the same process must still get
+// its turn at once, not when the Views happen to pause: on the kept
+// opening, and on an opening of its own when there is none to use (it
+// expired, or another process's commit made it stale).
 func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lessor.db")
-	b, err := CreateBolt(path, BoltOptions{KeepOpen: true, LockTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte("0")) }); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				b.View(ctx, func(tx Tx) error {
-					_, err := tx.Get("n")
-					time.Sleep(2 * time.Millisecond)
-					return err
-				})
+	for _, tc := range []struct {
+		name   string
+		before func(t *testing.T, path string)
+	}{
+		{"kept", func(*testing.T, string) {}},
+		{"expired", func(t *testing.T, _ string) {
+			d := keptLifetime
+			keptLifetime = 0
+			t.Cleanup(func() { keptLifetime = d })
+		}},
+		{"stale", func(t *testing.T, path string) {
+			other, err := OpenBolt(path, BoltOptions{})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}()
-	}
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
-	time.Sleep(20 * time.Millisecond)
-	for i := range 10 {
-		start := time.Now()
-		if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte(strconv.Itoa(i))) }); err != nil {
-			t.Fatalf("update %d after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
-		}
-		if took := time.Since(start); took > time.Second {
-			t.Fatalf("update %d waited %v for the Views", i, took.Round(time.Millisecond))
-		}
+			if err := other.Update(context.Background(), func(tx Tx) error { return tx.Put("o", []byte("1")) }); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "lessor.db")
+			b, err := CreateBolt(path, BoltOptions{KeepOpen: true, LockTimeout: 3 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte("0")) }); err != nil {
+				t.Fatal(err)
+			}
+			tc.before(t, path)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						b.View(ctx, func(tx Tx) error {
+							_, err := tx.Get("n")
+							time.Sleep(2 * time.Millisecond)
+							return err
+						})
+					}
+				}()
+			}
+			defer func() {
+				close(stop)
+				wg.Wait()
+			}()
+			time.Sleep(20 * time.Millisecond)
+			for i := range 6 {
+				start := time.Now()
+				if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte(strconv.Itoa(i))) }); err != nil {
+					t.Fatalf("update %d after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+				}
+				if took := time.Since(start); took > time.Second {
+					t.Fatalf("update %d waited %v for the Views", i, took.Round(time.Millisecond))
+				}
+			}
+		})
 	}
 }
 

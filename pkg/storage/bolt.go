@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -85,13 +86,6 @@ type Bolt struct {
 	mu     sync.Mutex // guards layout
 	layout layoutCache
 
-	// released is closed, and replaced, whenever a transaction of this
-	// handle gives its lock back: the goroutines of this process that wait
-	// for the lock (a server runs many transactions at once) retry then,
-	// rather than at their next poll, which backs off up to 20 ms.
-	relMu    sync.Mutex
-	released chan struct{}
-
 	hmu     sync.Mutex // guards holding and held
 	holding bool
 	held    *heldFile
@@ -102,34 +96,23 @@ type Bolt struct {
 	// running, on the kept opening or their own): Views wait for them, so
 	// that overlapping Views cannot starve an Update.
 	writers int
-	changed chan struct{} // closed, and replaced, when the above change
+	// viewers counts the Views of a KeepOpen store under way; viewing is
+	// when the first of those overlapping now began, and draining says
+	// they have held the lock for shareFor: new Views wait for them.
+	viewers  int
+	viewing  time.Time
+	draining bool
+	changed  chan struct{} // closed, and replaced, when the above change
+
+	// flocks counts the goroutines blocked in flock(2) for lock, including
+	// those whose wait was given up (see lock).
+	flocks sync.WaitGroup
 
 	// Updates of this process that arrive while one commits are
 	// committed together next (see Update).
 	gmu    sync.Mutex
 	gbusy  bool // a group is being committed
 	gqueue []*groupCall
-}
-
-// releaseSignal returns the channel that the next release of a lock by
-// this handle closes.
-func (b *Bolt) releaseSignal() <-chan struct{} {
-	b.relMu.Lock()
-	defer b.relMu.Unlock()
-	if b.released == nil {
-		b.released = make(chan struct{})
-	}
-	return b.released
-}
-
-// noteRelease wakes the goroutines waiting for the lock.
-func (b *Bolt) noteRelease() {
-	b.relMu.Lock()
-	defer b.relMu.Unlock()
-	if b.released != nil {
-		close(b.released)
-		b.released = nil
-	}
 }
 
 // heldFile is the opening of the file that View transactions share while
@@ -175,7 +158,6 @@ func (b *Bolt) endHold() {
 		b.held = nil
 		if h.users == 0 {
 			h.close()
-			b.noteRelease()
 		} else {
 			h.done = true
 		}
@@ -213,7 +195,6 @@ func (b *Bolt) heldView(ctx context.Context) (*heldFile, func(broken bool), erro
 		}
 		if h.done && h.users == 0 {
 			h.close()
-			b.noteRelease()
 		}
 	}, nil
 }
@@ -234,6 +215,14 @@ type keptFile struct {
 	writer  bool // an Update has it (and is taking or holds its exclusive lock)
 	retired bool // replaced or found stale while in use: the last user closes it
 }
+
+// shareFor bounds how long the Views of a KeepOpen store that overlap,
+// one starting before the last ends, hold the file's shared lock: for as
+// long as they do, no other process can write (flock grants a shared lock
+// beside others while an exclusive one waits). After it, new Views wait
+// for the running ones to end, and the lock comes free for a moment,
+// which a process blocked in flock(2) for it takes.
+var shareFor = 50 * time.Millisecond
 
 // keptLifetime bounds how long an opening is kept. Its mapping keeps every
 // page that its transactions touched resident, and counted in the
@@ -257,6 +246,21 @@ func (b *Bolt) signal() {
 	if b.changed != nil {
 		close(b.changed)
 		b.changed = nil
+	}
+}
+
+// endView ends a View of a KeepOpen store that takeKept counted, once
+// its lock is given back. The last of the Views under way ends their
+// draining; those waiting are woken (they need kmu, after any other
+// process blocked in flock(2) for the lock, which the kernel wakes as
+// the lock comes free).
+func (b *Bolt) endView() {
+	b.kmu.Lock()
+	defer b.kmu.Unlock()
+	b.viewers--
+	if b.viewers == 0 {
+		b.draining = false
+		b.signal()
 	}
 }
 
@@ -308,8 +312,15 @@ func (b *Bolt) takeKept(ctx context.Context, write bool) (*keptFile, layoutKey, 
 	b.kmu.Lock()
 	for {
 		k := b.kept
-		if !write && b.writers == 0 {
+		if !write && b.writers == 0 && !b.draining {
 			defer b.kmu.Unlock()
+			// Counted until endView, whichever opening it runs on.
+			b.viewers++
+			if b.viewers == 1 {
+				b.viewing = time.Now()
+			} else if time.Since(b.viewing) > shareFor {
+				b.draining = true
+			}
 			if k == nil {
 				return nil, layoutKey{}, nil
 			}
@@ -756,8 +767,6 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 	// guards below turn into ErrCorrupt.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 
-	// Runs last, once the file is closed and its lock given back.
-	defer b.noteRelease()
 	if write && b.opts.KeepOpen {
 		defer b.beginWrite()()
 	}
@@ -785,6 +794,9 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 		var keptKey layoutKey
 		if kept, keptKey, err = b.takeKept(ctx, write); err != nil {
 			return err
+		}
+		if !write && b.opts.KeepOpen {
+			defer b.endView()
 		}
 		if kept != nil {
 			defer func() { b.putKept(kept, write, keepIt, newKey) }()
@@ -972,42 +984,83 @@ func (b *Bolt) open(ctx context.Context, write, full bool) (db *bolt.DB, f *os.F
 	return db, f, l, nil
 }
 
-// lock takes flock on fd, polling so that the wait can end on ctx or the
-// timeout; flock(2) itself cannot be interrupted.
+// lock takes flock on fd, waiting at most timeout, and less if ctx ends.
+//
+// The wait is flock(2) itself, blocked in the kernel, which wakes it as
+// soon as the lock is given back: polling with LOCK_NB, as lessor did
+// before, found the lock free only if a poll fell into a gap between two
+// holders, and lessor serve's transactions, one after another, leave gaps
+// of microseconds, so a CLI command beside a busy server waited for one
+// until its lock timeout. Linux's flock is not fair (a shared lock is
+// granted while an exclusive one waits), but a blocked waiter is at least
+// there when the lock comes free.
+//
+// flock(2) cannot be interrupted, so it runs on its own goroutine, on a
+// duplicate of fd (the same open file, so the same lock). A wait given up
+// leaves that goroutine blocked: when it gets the lock it gives it back
+// and closes the duplicate; the caller closes fd when lock fails, so the
+// lock, which belongs to the open file, ends with the last of the two.
 func (b *Bolt) lock(ctx context.Context, fd *os.File, exclusive bool, timeout time.Duration) error {
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
 	}
-	deadline := time.Now().Add(timeout)
-	delay := time.Millisecond
-	for {
-		// Taken before trying, so that a release between the try and
-		// the wait is not missed.
-		released := b.releaseSignal()
-		err := unix.Flock(int(fd.Fd()), how|unix.LOCK_NB)
-		if err == nil {
-			return nil
+	err := unix.Flock(int(fd.Fd()), how|unix.LOCK_NB)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("lock store %s: %w", b.path, err)
+	}
+	if timeout <= 0 {
+		return &pathError{msg: "store " + b.path + " is busy (locked by another lessor process)", kind: ErrBusy}
+	}
+	dup, err := unix.FcntlInt(fd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("lock store %s: %w", b.path, err)
+	}
+	var abandoned atomic.Bool
+	got := make(chan error, 1)
+	b.flocks.Add(1)
+	go func() {
+		defer b.flocks.Done()
+		defer unix.Close(dup)
+		var err error
+		for {
+			if err = unix.Flock(dup, how); !errors.Is(err, unix.EINTR) {
+				break
+			}
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+		if err == nil && abandoned.Load() {
+			unix.Flock(dup, unix.LOCK_UN)
+		}
+		got <- err
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var why error
+	select {
+	case err := <-got:
+		if err != nil {
 			return fmt.Errorf("lock store %s: %w", b.path, err)
 		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			return &pathError{msg: "store " + b.path + " is busy (locked by another lessor process)", kind: ErrBusy}
-		}
-		wait = min(wait, delay)
-		delay = min(2*delay, 20*time.Millisecond)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
-		case <-timer.C:
-		case <-released:
-			timer.Stop()
-		}
+		return nil
+	case <-ctx.Done():
+		why = fmt.Errorf("wait for store %s: %w", b.path, ctx.Err())
+	case <-timer.C:
+		why = &pathError{msg: "store " + b.path + " is busy (locked by another lessor process)", kind: ErrBusy}
 	}
+	abandoned.Store(true)
+	select {
+	case err := <-got:
+		// The lock came just as the wait ended: keep it after all, unless
+		// the goroutine already saw the wait given up.
+		if err == nil && unix.Flock(int(fd.Fd()), how|unix.LOCK_NB) == nil {
+			return nil
+		}
+	default:
+	}
+	return why
 }
 
 func (b *Bolt) damaged(format string, args ...any) error {

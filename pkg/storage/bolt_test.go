@@ -193,7 +193,10 @@ func TestBoltLocking(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Readers share.
+	// Readers share. (The waits given up above have had the lock for a
+	// moment, and given it back.)
+	b.flocks.Wait()
+	slow.flocks.Wait()
 	releaseReader := otherLock(t, path, unix.LOCK_SH)
 	defer releaseReader()
 	if err := b.View(ctx, func(Tx) error { return nil }); err != nil {
@@ -262,6 +265,9 @@ func TestBoltHold(t *testing.T) {
 	if err := b.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("2")) }); err != nil {
 		t.Fatal(err)
 	}
+	// The other's wait, given up, ends once it has had the lock, and
+	// given it back, for a moment.
+	other.flocks.Wait()
 	if !canLock(path, unix.LOCK_EX) {
 		t.Fatal("lock kept after the Update that ended the hold")
 	}

@@ -286,40 +286,8 @@ func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.before(t, path)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						b.View(ctx, func(tx Tx) error {
-							_, err := tx.Get("n")
-							time.Sleep(2 * time.Millisecond)
-							return err
-						})
-					}
-				}()
-			}
-			defer func() {
-				close(stop)
-				wg.Wait()
-			}()
-			time.Sleep(20 * time.Millisecond)
-			for i := range 6 {
-				start := time.Now()
-				if err := b.Update(ctx, func(tx Tx) error { return tx.Put("n", []byte(strconv.Itoa(i))) }); err != nil {
-					t.Fatalf("update %d after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
-				}
-				if took := time.Since(start); took > time.Second {
-					t.Fatalf("update %d waited %v for the Views", i, took.Round(time.Millisecond))
-				}
-			}
+			defer readWithoutPause(b, 4, "n")()
+			writeSoon(t, b, 6, "n", "beside the Views")
 		})
 	}
 }
@@ -451,41 +419,54 @@ func TestBoltWriterBesideReadingServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
+	defer readWithoutPause(srv, 6, "x")()
+	writeSoon(t, cli, 5, "cli", "beside the reading server")
+	if got := get(t, srv, "cli"); got != "4" {
+		t.Fatalf("the server reads cli = %q, want 4", got)
+	}
+}
+
+// readWithoutPause starts n goroutines that read key from s in Views of
+// 2 ms each, one after the other, so that the Views always overlap; stop
+// ends them.
+func readWithoutPause(s *Bolt, n int, key string) (stop func()) {
+	done := make(chan struct{})
 	var wg sync.WaitGroup
-	for range 6 {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
-				srv.View(ctx, func(tx Tx) error {
-					_, err := tx.Get("x")
+				s.View(context.Background(), func(tx Tx) error {
+					_, err := tx.Get(key)
 					time.Sleep(2 * time.Millisecond)
 					return err
 				})
 			}
 		}()
 	}
-	defer func() {
-		close(stop)
-		wg.Wait()
-	}()
 	time.Sleep(20 * time.Millisecond)
-	for i := range 5 {
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// writeSoon writes key through s n times (0 to n-1), each within a second.
+func writeSoon(t *testing.T, s *Bolt, n int, key, where string) {
+	t.Helper()
+	for i := range n {
 		start := time.Now()
-		if err := cli.Update(ctx, func(tx Tx) error { return tx.Put("cli", []byte(strconv.Itoa(i))) }); err != nil {
-			t.Fatalf("write %d beside the reading server, after %v: %v", i, time.Since(start).Round(time.Millisecond), err)
+		if err := s.Update(context.Background(), func(tx Tx) error { return tx.Put(key, []byte(strconv.Itoa(i))) }); err != nil {
+			t.Fatalf("write %d %s, after %v: %v", i, where, time.Since(start).Round(time.Millisecond), err)
 		}
 		if took := time.Since(start); took > time.Second {
-			t.Fatalf("write %d waited %v beside the reading server", i, took.Round(time.Millisecond))
+			t.Fatalf("write %d waited %v %s", i, took.Round(time.Millisecond), where)
 		}
-	}
-	if got := get(t, srv, "cli"); got != "4" {
-		t.Fatalf("the server reads cli = %q, want 4", got)
 	}
 }

@@ -48,6 +48,7 @@ func TestBoltKeepOpenMatchesMemory(t *testing.T) {
 // soon as another writer (another process's handle: a separate descriptor
 // and flock), a rewrite or damage has changed the file.
 func TestBoltKeepOpenReuse(t *testing.T) {
+	longLived(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "lessor.db")
 	b, err := CreateBolt(path, BoltOptions{KeepOpen: true})
@@ -287,7 +288,7 @@ func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
 			}
 			tc.before(t, path)
 			defer readWithoutPause(b, 4, "n")()
-			writeSoon(t, b, 6, "n", "beside the Views")
+			writeSoon(t, b, 6, "n", "beside the Views", 2*time.Second)
 		})
 	}
 }
@@ -295,6 +296,7 @@ func TestBoltKeepOpenWriterNotStarved(t *testing.T) {
 // TestBoltKeepOpenLifetime: an opening is kept no longer than
 // keptLifetime, so that its mapping does not hold the whole file resident.
 func TestBoltKeepOpenLifetime(t *testing.T) {
+	longLived(t)
 	ctx := context.Background()
 	b, err := CreateBolt(filepath.Join(t.TempDir(), "lessor.db"), BoltOptions{KeepOpen: true})
 	if err != nil {
@@ -313,7 +315,6 @@ func TestBoltKeepOpenLifetime(t *testing.T) {
 	if keptOf(b) != first {
 		t.Fatal("an opening younger than keptLifetime was replaced")
 	}
-	defer func(d time.Duration) { keptLifetime = d }(keptLifetime)
 	keptLifetime = time.Millisecond
 	time.Sleep(5 * time.Millisecond)
 	put()
@@ -339,7 +340,9 @@ func get(t *testing.T, s Store, k string) string {
 // gets the lock within milliseconds. (Polling for the lock, it found it
 // free only when a poll fell into a gap between the server's
 // transactions: 36-73 ms on average, up to 0.4 s, under -race here;
-// 3-9 ms with the wait in flock.)
+// 3-9 ms with the wait in flock, 26 ms while CI ran every package at
+// once. The bound is set for a loaded machine: it catches starvation,
+// not the old polling; TestBoltWriterBesideReadingServer fails on that.)
 func TestBoltWriterBesideBusyServer(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("KeepOpen=%v", keep), func(t *testing.T) {
@@ -393,7 +396,7 @@ func TestBoltWriterBesideBusyServer(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			t.Logf("the CLI's writes took %v on average, %v at most", (total / n).Round(time.Microsecond), longest.Round(time.Microsecond))
-			if total/n > 25*time.Millisecond {
+			if total/n > 150*time.Millisecond {
 				t.Fatalf("the CLI's writes waited %v on average for the server's transactions", (total / n).Round(time.Millisecond))
 			}
 		})
@@ -415,12 +418,14 @@ func TestBoltWriterBesideReadingServer(t *testing.T) {
 	if err := srv.Update(ctx, func(tx Tx) error { return tx.Put("x", []byte("1")) }); err != nil {
 		t.Fatal(err) // the kept opening
 	}
-	cli, err := OpenBolt(path, BoltOptions{LockTimeout: 5 * time.Second})
+	cli, err := OpenBolt(path, BoltOptions{LockTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer readWithoutPause(srv, 6, "x")()
-	writeSoon(t, cli, 5, "cli", "beside the reading server")
+	// 0.3-0.9 s for all five here, one write 1.1 s while CI ran every
+	// package at once; without the bound on shared periods, none gets in.
+	writeSoon(t, cli, 5, "cli", "beside the reading server", 5*time.Second)
 	if got := get(t, srv, "cli"); got != "4" {
 		t.Fatalf("the server reads cli = %q, want 4", got)
 	}
@@ -457,16 +462,24 @@ func readWithoutPause(s *Bolt, n int, key string) (stop func()) {
 	}
 }
 
-// writeSoon writes key through s n times (0 to n-1), each within a second.
-func writeSoon(t *testing.T, s *Bolt, n int, key, where string) {
+// writeSoon writes key through s n times (0 to n-1), each within bound.
+func writeSoon(t *testing.T, s *Bolt, n int, key, where string, bound time.Duration) {
 	t.Helper()
 	for i := range n {
 		start := time.Now()
 		if err := s.Update(context.Background(), func(tx Tx) error { return tx.Put(key, []byte(strconv.Itoa(i))) }); err != nil {
 			t.Fatalf("write %d %s, after %v: %v", i, where, time.Since(start).Round(time.Millisecond), err)
 		}
-		if took := time.Since(start); took > time.Second {
+		if took := time.Since(start); took > bound {
 			t.Fatalf("write %d waited %v %s", i, took.Round(time.Millisecond), where)
 		}
 	}
+}
+
+// longLived keeps openings for the rest of the test, however slowly a
+// loaded machine runs it, so that a test can tell reuse from replacement.
+func longLived(t *testing.T) {
+	d := keptLifetime
+	keptLifetime = time.Hour
+	t.Cleanup(func() { keptLifetime = d })
 }

@@ -126,13 +126,19 @@ type heldFile struct {
 }
 
 func (h *heldFile) close() {
+	_ = closeBolt(h.db, h.f)
+	h.l.close()
+}
+
+// closeBolt closes db, opened on f. If bbolt panics on the way (on a
+// damaged file), f is closed all the same: it holds the flock.
+func closeBolt(db *bolt.DB, f *os.File) error {
 	defer func() {
 		if p := recover(); p != nil {
-			h.f.Close() // it holds the flock
+			f.Close()
 		}
 	}()
-	_ = h.db.Close()
-	h.l.close()
+	return db.Close()
 }
 
 // Hold makes the View transactions that follow share one opening of the
@@ -232,12 +238,7 @@ var shareFor = 50 * time.Millisecond
 var keptLifetime = time.Second
 
 func (k *keptFile) close() {
-	defer func() {
-		if p := recover(); p != nil {
-			k.f.Close() // it may hold the flock
-		}
-	}()
-	_ = k.db.Close()
+	_ = closeBolt(k.db, k.f)
 }
 
 // signal wakes the transactions waiting for the kept opening or for the
@@ -824,13 +825,7 @@ func (b *Bolt) run(ctx context.Context, write bool, fn func(Tx) error) (err erro
 				return nil
 			}
 			closed = true
-			defer func() {
-				if p := recover(); p != nil {
-					// The descriptor must still be closed: it holds the flock.
-					f.Close()
-				}
-			}()
-			return db.Close()
+			return closeBolt(db, f)
 		}
 		defer closeDB()
 	}

@@ -51,12 +51,27 @@ func IsPostgresURL(s string) bool {
 }
 
 // libpqKeywords are the connection parameters a keyword/value string may
-// start with to be taken for one.
+// start with to be taken for one: every keyword libpq knows in PostgreSQL
+// 13 to 18, and lessor's schema. A string that starts with one of them and
+// "=" is never a file path (a file named after it would carry its
+// password, and messages name file paths unredacted).
 var libpqKeywords = map[string]bool{
 	"host": true, "hostaddr": true, "port": true, "dbname": true, "user": true,
-	"password": true, "passfile": true, "service": true, "sslmode": true,
-	"target_session_attrs": true, "connect_timeout": true, "application_name": true,
-	"options": true, "sslrootcert": true, "sslcert": true, "sslkey": true, "schema": true,
+	"password": true, "passfile": true, "require_auth": true, "channel_binding": true,
+	"connect_timeout": true, "client_encoding": true, "options": true,
+	"application_name": true, "fallback_application_name": true,
+	"keepalives": true, "keepalives_idle": true, "keepalives_interval": true,
+	"keepalives_count": true, "tcp_user_timeout": true, "replication": true,
+	"gssencmode": true, "sslmode": true, "sslnegotiation": true, "requiressl": true,
+	"sslcompression": true, "sslcert": true, "sslkey": true, "sslkeylogfile": true,
+	"sslpassword": true, "sslcertmode": true, "sslrootcert": true, "sslcrl": true,
+	"sslcrldir": true, "sslsni": true, "requirepeer": true,
+	"ssl_min_protocol_version": true, "ssl_max_protocol_version": true,
+	"min_protocol_version": true, "max_protocol_version": true,
+	"krbsrvname": true, "gsslib": true, "gssdelegation": true, "service": true,
+	"target_session_attrs": true, "load_balance_hosts": true,
+	"oauth_issuer": true, "oauth_client_id": true, "oauth_client_secret": true,
+	"oauth_scope": true, "schema": true,
 }
 
 // IsPostgresKeywords reports whether s is a libpq keyword/value connection
@@ -78,6 +93,12 @@ func IsPostgresKeywords(s string) bool {
 // taken for a file path: a mistyped or unsupported store URL must not
 // become a file named after it (its password included).
 func LooksLikeURL(s string) bool {
+	// Leading blanks (a value pasted with a space) do not make a URL a
+	// path, nor does a PostgreSQL scheme without its "//".
+	s = strings.TrimLeft(s, " \t\n")
+	if l := strings.ToLower(s); strings.HasPrefix(l, "postgres:") || strings.HasPrefix(l, "postgresql:") {
+		return true
+	}
 	i := strings.Index(s, "://")
 	if i <= 0 {
 		return false
@@ -113,7 +134,9 @@ func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" {
 		if LooksLikeURL(raw) {
-			return raw[:strings.Index(raw, "://")] + "://(unparsable URL)"
+			// Its scheme: what precedes the first ':' (see LooksLikeURL).
+			t := strings.TrimLeft(raw, " \t\n")
+			return t[:strings.IndexByte(t, ':')] + "://(unparsable URL)"
 		}
 		if err == nil {
 			return u.Scheme + ":(unparsable URL)"

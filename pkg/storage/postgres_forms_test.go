@@ -129,6 +129,12 @@ func TestPostgresKeywordParsing(t *testing.T) {
 		"host=db dbname=ops": true, " dbname = ops": true, "schema=x host=h": true,
 		"service=ops": true, "hostx=db": false, "./host=db": false, "host": false,
 		"notes=db": false, "/var/lib/lessor/host=x.db": false,
+		// Every libpq keyword, not only the common ones: a string that
+		// starts with sslpassword= or channel_binding= must not become a
+		// file named after it, password and all.
+		"sslpassword=s host=h": true, "channel_binding=require host=h": true,
+		"gssencmode=disable host=h": true, "load_balance_hosts=random host=a,b": true,
+		"tcp_user_timeout=1000 host=h": true, "require_auth=scram-sha-256 host=h": true,
 	} {
 		if got := IsPostgresKeywords(in); got != want {
 			t.Errorf("IsPostgresKeywords(%q) = %v", in, got)

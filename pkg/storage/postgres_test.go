@@ -410,6 +410,8 @@ func TestStoreURLs(t *testing.T) {
 	for s, want := range map[string]bool{
 		"mysql://h/db": true, "postgres://h": true, "s3+https://b/k": true, "file:///x": true,
 		"/tmp/a://b": false, "./x.db": false, "://x": false, "C:/x": false,
+		" postgres://u:p@h/db": true, "\tpostgresql://h": true, "postgres:u:p@h/db": true,
+		"PostgreSQL:h": true, "./postgres:x": false, "postgresx.db": false,
 	} {
 		if got := LooksLikeURL(s); got != want {
 			t.Errorf("LooksLikeURL(%q) = %v", s, got)
@@ -440,6 +442,10 @@ func TestStoreURLs(t *testing.T) {
 		"host=h sslpassword=secret-1",
 		"postgres://u:secret-1#x@h/db",
 		"u:secret-1@h/x://y",
+		" postgres://u:secret-1@h/db",
+		"postgresql:u:secret-1@h/db",
+		"sslpassword=secret-1 host=h",
+		"channel_binding=require host=h password=secret-1",
 	} {
 		if got := RedactURL(in); strings.Contains(got, "secret-1") {
 			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)

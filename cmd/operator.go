@@ -174,13 +174,15 @@ func initStore(ctx context.Context, f *Factory, storeURL string, key barrier.Uns
 	path := f.storeName()
 	var phys storage.Store
 	if storeURL != "" {
-		p, err := storage.CreatePostgres(ctx, storeURL, storage.PostgresOptions{})
-		if err != nil {
-			if errors.Is(err, storage.ErrStoreExists) {
-				return "", "", &localError{withHint(fmt.Errorf("%w; init refuses to touch it", err),
+		// perr, berr: the deferred removals below must see the function's
+		// err, not a variable of this block.
+		p, perr := storage.CreatePostgres(ctx, storeURL, storage.PostgresOptions{})
+		if perr != nil {
+			if errors.Is(perr, storage.ErrStoreExists) {
+				return "", "", &localError{withHint(fmt.Errorf("%w; init refuses to touch it", perr),
 					"use ?schema=NAME in the URL to create another one, or `lessor operator status` to inspect this one")}
 			}
-			return "", "", f.storeError(err)
+			return "", "", f.storeError(perr)
 		}
 		f.onClose(p.Close)
 		defer func() {
@@ -190,9 +192,9 @@ func initStore(ctx context.Context, f *Factory, storeURL string, key barrier.Uns
 		}()
 		phys = p
 	} else {
-		b, err := storage.CreateBolt(path, storage.BoltOptions{})
-		if err != nil {
-			return "", "", &localError{err}
+		b, berr := storage.CreateBolt(path, storage.BoltOptions{})
+		if berr != nil {
+			return "", "", &localError{berr}
 		}
 		defer func() {
 			if err != nil {

@@ -258,8 +258,30 @@ func (s *Store) lookupTx(tx storage.Tx, token string, pending bool) (*Entry, err
 	if err != nil {
 		return nil, fmt.Errorf("look up token: %w", err)
 	}
-	if e == nil || !usable(e, s.now(), pending) {
+	now := s.now()
+	if e == nil || !usable(e, now, pending) {
 		return nil, ErrBadToken
+	}
+	// A token lives no longer than its parent: Vault revokes a token's
+	// children when it expires, and here reap does that only on its next
+	// run, so until then a parent that has expired, or whose revocation
+	// is under way, makes its whole tree unusable. (revoke-orphan clears
+	// the children's parent; a parent missing under a live child is a
+	// store that lost a record.)
+	seen := map[string]bool{e.ID: true}
+	for id := e.Parent; id != ""; {
+		if seen[id] {
+			return nil, fmt.Errorf("look up token: its parent chain loops")
+		}
+		seen[id] = true
+		pe, err := getEntry(tx, id)
+		if err != nil {
+			return nil, fmt.Errorf("look up token: %w", err)
+		}
+		if pe == nil || !usable(pe, now, false) {
+			return nil, ErrBadToken
+		}
+		id = pe.Parent
 	}
 	return e, nil
 }

@@ -411,3 +411,36 @@ func TestUseIsAtomic(t *testing.T) {
 		t.Fatalf("%d uses succeeded, want 5", ok.Load())
 	}
 }
+
+// A token is no longer usable once its parent has expired, as in Vault,
+// where the parent's expiry revokes its children: not only after reap
+// comes round. A child orphaned by revoke-orphan no longer depends on it.
+func TestParentExpiryEndsChildren(t *testing.T) {
+	h := newHarness(t)
+	parent := h.create(h.root, map[string]any{"policies": "apps", "ttl": "1h"}, false).Auth.ClientToken
+	child := h.create(parent, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
+	grandchild := h.create(child, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
+	orphaned := h.create(parent, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
+	kept := h.create(orphaned, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
+	if _, err := h.do(h.root, logical.UpdateOperation, "revoke-orphan", map[string]any{"token": orphaned}, true); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.advance(time.Hour - time.Second)
+	for _, tok := range []string{parent, child, grandchild, kept} {
+		h.entry(tok)
+	}
+	h.clock.advance(time.Second)
+	for name, tok := range map[string]string{"parent": parent, "child": child, "grandchild": grandchild} {
+		if !h.gone(tok) {
+			t.Errorf("%s still usable after the parent expired", name)
+		}
+	}
+	if _, err := h.do(child, logical.UpdateOperation, "create", map[string]any{"policies": "apps"}, false); err == nil {
+		t.Error("a child of an expired parent created a token")
+	}
+	// kept's parent was orphaned, then its own parent (orphaned) revoked.
+	if !h.gone(orphaned) {
+		t.Error("revoke-orphan left the token usable")
+	}
+	h.entry(kept)
+}

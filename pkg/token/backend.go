@@ -442,6 +442,13 @@ func (s *Store) handleLookupAccessor(ctx context.Context, req *logical.Request) 
 	if e == nil || !usable(e, s.now(), false) {
 		return nil, logical.Errorf("invalid accessor")
 	}
+	// Nor is a token whose parent has expired (see ancestorsUsable).
+	if err := s.st.View(ctx, func(tx storage.Tx) error { return ancestorsUsable(tx, e, s.now()) }); err != nil {
+		if errors.Is(err, ErrBadToken) {
+			return nil, logical.Errorf("invalid accessor")
+		}
+		return nil, err
+	}
 	// The token itself is not known here, and is never stored.
 	return &logical.Response{Data: s.lookupData(e, "")}, nil
 }

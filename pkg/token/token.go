@@ -262,28 +262,35 @@ func (s *Store) lookupTx(tx storage.Tx, token string, pending bool) (*Entry, err
 	if e == nil || !usable(e, now, pending) {
 		return nil, ErrBadToken
 	}
-	// A token lives no longer than its parent: Vault revokes a token's
-	// children when it expires, and here reap does that only on its next
-	// run, so until then a parent that has expired, or whose revocation
-	// is under way, makes its whole tree unusable. (revoke-orphan clears
-	// the children's parent; a parent missing under a live child is a
-	// store that lost a record.)
+	if err := ancestorsUsable(tx, e, now); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ancestorsUsable returns ErrBadToken if an ancestor of e has expired or
+// is being revoked. A token lives no longer than its parent: Vault revokes
+// a token's children when it expires, and here reap does that only on its
+// next run, so until then such an ancestor makes its whole tree unusable.
+// (revoke-orphan clears the children's parent; a parent missing under a
+// live child is a store that lost a record.)
+func ancestorsUsable(tx storage.Tx, e *Entry, now time.Time) error {
 	seen := map[string]bool{e.ID: true}
 	for id := e.Parent; id != ""; {
 		if seen[id] {
-			return nil, fmt.Errorf("look up token: its parent chain loops")
+			return fmt.Errorf("look up token: its parent chain loops")
 		}
 		seen[id] = true
 		pe, err := getEntry(tx, id)
 		if err != nil {
-			return nil, fmt.Errorf("look up token: %w", err)
+			return fmt.Errorf("look up token: %w", err)
 		}
 		if pe == nil || !usable(pe, now, false) {
-			return nil, ErrBadToken
+			return ErrBadToken
 		}
 		id = pe.Parent
 	}
-	return e, nil
+	return nil
 }
 
 func usable(e *Entry, now time.Time, pending bool) bool {

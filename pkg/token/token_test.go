@@ -418,7 +418,8 @@ func TestUseIsAtomic(t *testing.T) {
 func TestParentExpiryEndsChildren(t *testing.T) {
 	h := newHarness(t)
 	parent := h.create(h.root, map[string]any{"policies": "apps", "ttl": "1h"}, false).Auth.ClientToken
-	child := h.create(parent, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
+	childAuth := h.create(parent, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth
+	child, childAcc := childAuth.ClientToken, childAuth.Accessor
 	grandchild := h.create(child, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
 	orphaned := h.create(parent, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
 	kept := h.create(orphaned, map[string]any{"policies": "apps", "ttl": "5h"}, false).Auth.ClientToken
@@ -437,6 +438,9 @@ func TestParentExpiryEndsChildren(t *testing.T) {
 	}
 	if _, err := h.do(child, logical.UpdateOperation, "create", map[string]any{"policies": "apps"}, false); err == nil {
 		t.Error("a child of an expired parent created a token")
+	}
+	if _, err := h.do(h.root, logical.UpdateOperation, "lookup-accessor", map[string]any{"accessor": childAcc}, true); err == nil {
+		t.Error("lookup-accessor shows a child of an expired parent as valid")
 	}
 	// kept's parent was orphaned, then its own parent (orphaned) revoked.
 	if !h.gone(orphaned) {

@@ -61,3 +61,25 @@ func (t *prefixTx) Prefetch(keys []string) error {
 	}
 	return Prefetch(t.tx, full)
 }
+
+// PrefixGetter is a Tx that reads every key under a prefix with its value
+// in one call (PostgreSQL: one query, not a list and then a read).
+type PrefixGetter interface {
+	// GetPrefix returns the keys that start with prefix, in byte order,
+	// and their values.
+	GetPrefix(prefix string) ([]string, [][]byte, error)
+}
+
+// GetPrefix reads every key under prefix in tx with its value: in one call
+// when tx is a PrefixGetter, with List and GetMany when it is not.
+func GetPrefix(tx Tx, prefix string) ([]string, [][]byte, error) {
+	if pg, ok := tx.(PrefixGetter); ok {
+		return pg.GetPrefix(prefix)
+	}
+	keys, err := tx.List(prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs, err := GetMany(tx, keys)
+	return keys, vs, err
+}

@@ -112,3 +112,71 @@ func TestGetMany(t *testing.T) {
 }
 
 var errStopTest = fmt.Errorf("roll back")
+
+// TestGetPrefix: keys under a prefix with their values, as List and Gets
+// would return them, including the transaction's own writes and deletes
+// (PostgreSQL sends those before it reads), on every backend.
+func TestGetPrefix(t *testing.T) {
+	stores := map[string]Store{"memory": NewMemory()}
+	for name, open := range backends(t) {
+		stores[name] = open()
+	}
+	ctx := context.Background()
+	for name, s := range stores {
+		t.Run(name, func(t *testing.T) {
+			err := s.Update(ctx, func(tx Tx) error {
+				for _, k := range []string{"p/a", "p/b", "p/c", "p", "q/a", "o/z"} {
+					if err := tx.Put(k, []byte("v"+k)); err != nil {
+						return err
+					}
+				}
+				return tx.Put("p/empty", nil)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check := func(tx Tx, want ...string) {
+				t.Helper()
+				keys, vs, err := GetPrefix(tx, "p/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for i, k := range keys {
+					got = append(got, k+"="+string(vs[i]))
+					if vs[i] == nil {
+						t.Fatalf("%s: nil value", k)
+					}
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("GetPrefix: %q, want %q", got, want)
+				}
+				if len(vs) > 0 {
+					vs[0][0] = 'X' // the caller's copy: the next read is unchanged
+					if v, err := tx.Get(keys[0]); err != nil || v[0] == 'X' {
+						t.Fatalf("Get after changing GetPrefix's value: %q %v", v, err)
+					}
+				}
+			}
+			if err := s.View(ctx, func(tx Tx) error { check(tx, "p/a=vp/a", "p/b=vp/b", "p/c=vp/c", "p/empty="); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			err = s.Update(ctx, func(tx Tx) error {
+				if err := tx.Delete("p/b"); err != nil {
+					return err
+				}
+				if err := tx.Put("p/d", []byte("new")); err != nil {
+					return err
+				}
+				check(tx, "p/a=vp/a", "p/c=vp/c", "p/d=new", "p/empty=")
+				return tx.Delete("p/empty")
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.View(ctx, func(tx Tx) error { check(tx, "p/a=vp/a", "p/c=vp/c", "p/d=new"); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1031,6 +1031,50 @@ func (t *pgTx) Prefetch(keys []string) error {
 	return err
 }
 
+// GetPrefix implements PrefixGetter: one query for the keys and values,
+// unless this transaction has writes under prefix still to send, which the
+// table does not hold yet.
+func (t *pgTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
+	if t.failed != nil {
+		return nil, nil, t.p.wrap("transaction on", t.failed)
+	}
+	for k := range t.pend {
+		if strings.HasPrefix(k, prefix) {
+			keys, err := t.List(prefix)
+			if err != nil {
+				return nil, nil, err
+			}
+			vs, err := t.GetMany(keys)
+			return keys, vs, err
+		}
+	}
+	lo := []byte(prefix)
+	rows, err := t.tx.Query(t.ctx, `SELECT key, value FROM `+t.table+`
+		WHERE key >= $1 AND ($2::bytea IS NULL OR key < $2) ORDER BY key`, lo, prefixEnd(lo))
+	if err != nil {
+		return nil, nil, t.fail(err)
+	}
+	var keys []string
+	var vs [][]byte
+	var k, v []byte
+	_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+		if v == nil {
+			v = []byte{}
+		}
+		keys, vs = append(keys, string(k)), append(vs, slices.Clone(v))
+		return nil
+	})
+	if err != nil {
+		return nil, nil, t.fail(err)
+	}
+	out := make([][]byte, len(vs))
+	for i, k := range keys {
+		t.remember(k, vs[i])
+		out[i] = slices.Clone(vs[i])
+	}
+	return keys, out, nil
+}
+
 func (t *pgTx) remember(key string, v []byte) {
 	if t.read == nil {
 		t.read = map[string][]byte{}

@@ -566,8 +566,12 @@ func (f *Factory) storeError(err error) error {
 		return &localError{withHint(fmt.Errorf("store %s: %w", path, err),
 			"if you restored this copy on purpose, run `lessor operator verify -accept-rollback`; otherwise someone put an old copy back: restore the newest backup")}
 	case errors.As(err, new(*barrier.TamperedError)):
+		who := "someone with write access to the file changed it"
+		if storage.IsPostgresURL(f.storePath()) {
+			who = "someone with write access to the store's table changed it"
+		}
 		return &localError{withHint(fmt.Errorf("store %s: %w", path, err),
-			"someone with write access to the file changed it; restore it from a backup, and check it with `lessor operator verify`")}
+			"%s; restore it from a backup, and check it with `lessor operator verify`", who)}
 	}
 	if strings.Contains(err.Error(), path) {
 		return &localError{err}

@@ -342,10 +342,11 @@ func newOperatorVerifyCmd(f *Factory, g *globalOptions) *cobra.Command {
 the set of records against the store's record checksum, which every write
 keeps up to date: a record deleted, added, or replaced by an older copy by
 anything but lessor is found. Every command already checks the mount table,
-the audit devices and the policies this way when it opens the store;
-verify checks the rest (tokens, leases, roles, connections). It costs a
-pass over the whole store. A store written by an older lessor gets its
-checksum here (or at its first write).
+the audit devices and the policies this way when it opens the store, and
+every use of a token checks the token entries near it; verify checks the
+rest (leases, roles, connections) and all of those again. It costs a pass
+over the whole store. A store written by an older lessor gets its checksum
+here (or at its first write).
 
 Every command also compares the store's generation with the newest one
 this user has seen (kept under $XDG_STATE_HOME/lessor/generation/), so a

@@ -35,9 +35,12 @@
 //	barrier/keyring  0x01 | nonce [12] | AES-GCM under the root key of
 //	                 active term u32 | count u32 | count × (term u32 |
 //	                 created unix seconds i64 | key [32])
-//	barrier/state    (version 2) 0x01 | generation u64 | all-records sum
-//	                 [32] | core sum [32] | HMAC-SHA256 under the state key
-//	                 of "lessor/v2/state" | store id | the fields before [32]
+//	barrier/state    (version 2) 0x02 | generation u64 | all-records sum
+//	                 [32] | core sum [32] | 256 token bucket sums [32 each]
+//	                 | HMAC-SHA256 under the state key of "lessor/v2/state"
+//	                 | store id | the fields before [32]. Stores written
+//	                 before the buckets hold 0x01 without them: read, and
+//	                 given them at the next write.
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
@@ -52,22 +55,30 @@
 //
 // The state record authenticates the set of records: each record (key,
 // sealed value) contributes HMAC-SHA256(set key, len(key) u32 | key |
-// sealed value), and the sums (mod 2^256) are kept over all records and over
+// sealed value), and the sums (mod 2^256) are kept over all records, over
 // the core ones (under core/ and sys/policy/: mounts, audit devices,
-// policies). Every write transaction adds the new and subtracts the old
-// contributions, bumps the generation and re-MACs the record: O(1) per
-// write. The set and state keys are HKDF-SHA256 of the root key (salt the
-// store id; "lessor v2 record set", "lessor v2 state").
+// policies), and over each of 256 buckets of token entries (under
+// sys/token/id/, by the first two hex digits of the token's hash). Every
+// write transaction adds the new and subtracts the old contributions,
+// bumps the generation and re-MACs the record: O(1) per write. The set and
+// state keys are HKDF-SHA256 of the root key (salt the store id; "lessor
+// v2 record set", "lessor v2 state").
 //
 // What is checked when: every unseal opens each core record and checks the
 // core sum, so deleting, adding or putting back an old copy of a mount
 // table, an audit device or a policy is refused by the next command, at a
-// cost that does not grow with tokens or leases. Verify (operator verify,
-// reap -orphans) reads every record and checks the full sum: a deleted,
-// added or restored token, lease or any other record. A rewrite checks the
-// old sum before it writes the new one, and later writes never correct a
+// cost that does not grow with tokens or leases. Every read of a token
+// entry checks its bucket (about n/256 entries) in the same transaction,
+// once per bucket and transaction, so a revoked token's entry put back, or
+// an entry replaced by its older self, is refused by the read that would
+// honour it, also in a server that unsealed long before. Verify (operator
+// verify, reap -orphans) reads every record and checks the full sum: a
+// deleted, added or restored lease or any other record. A rewrite checks
+// the old sums before it writes new ones, and later writes never correct a
 // wrong sum, so tampering is not laundered. Each record read is still
-// authenticated on its own.
+// authenticated on its own. Every transaction also refuses a state record
+// older than one the barrier has seen committed (ErrRolledBack): putting
+// the state record back together with old entries would otherwise pass.
 //
 // A whole older copy of the file is consistent in itself. TrackGeneration
 // compares the store's generation with the highest one this user saw
@@ -366,7 +377,7 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	hdrRaw := h.marshal()
-	st := &state{gen: 1}
+	st := &state{gen: 1, guarded: true}
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
 		cur, err := tx.Get(headerKey)
@@ -436,9 +447,10 @@ func (b *Barrier) Info() Info {
 
 // View runs fn in a read-only transaction that opens each value it reads.
 func (b *Barrier) View(ctx context.Context, fn func(storage.Tx) error) error {
+	seen := b.Generation()
 	return b.phys.View(ctx, func(tx storage.Tx) error {
 		ring, root := b.current()
-		return fn(&sealedTx{b: b, tx: tx, ring: ring, root: root})
+		return fn(&sealedTx{b: b, tx: tx, ring: ring, root: root, seen: seen})
 	})
 }
 
@@ -458,14 +470,35 @@ func (b *Barrier) Upgrade(ctx context.Context) error {
 	v1 := b.hdr.version < 2
 	b.mu.Unlock()
 	if !v1 {
-		return nil
+		// A state record from before the token buckets gets them.
+		err := b.phys.View(ctx, func(tx storage.Tx) error {
+			raw, err := tx.Get(stateKey)
+			if err != nil {
+				return err
+			}
+			_, root := b.current()
+			st, err := parseState(raw, root, b.storeID)
+			if err == nil && st.guarded {
+				err = errNoUpgrade
+			}
+			return err
+		})
+		if errors.Is(err, errNoUpgrade) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return b.update(ctx, true, func(storage.Tx) error { return nil })
 }
 
+var errNoUpgrade = errors.New("no upgrade needed")
+
 func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) error) error {
 	var done func()
 	var gen uint64
+	seen := b.Generation()
 	err := b.phys.Update(ctx, func(tx storage.Tx) error {
 		done, gen = nil, 0
 		// The header now, the keyring at the first write, the state at
@@ -479,7 +512,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 			return err
 		}
 		ring, root := b.current()
-		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true}
+		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true, seen: seen}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -498,8 +531,15 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		if err != nil {
 			return err
 		}
+		if st.gen < seen {
+			return &RollbackError{Store: st.gen, Seen: seen}
+		}
+		if st.guarded {
+			st.sums.addSums(&t.delta)
+		} else if err := guardState(tx, t.root, st, &t.delta); err != nil {
+			return err
+		}
 		st.gen++
-		st.sums.addSums(t.delta)
 		gen = st.gen
 		return tx.Put(stateKey, st.marshal(t.root, b.storeID))
 	})
@@ -577,7 +617,7 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	st := &state{gen: 1, sums: sums}
+	st := &state{gen: 1, sums: sums, guarded: true}
 	hdrRaw := h.marshal()
 	if err := tx.Put(headerKey, hdrRaw); err != nil {
 		return nil, 0, err
@@ -779,10 +819,10 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		if err != nil {
 			return err
 		}
-		st = &state{gen: 1, sums: sums}
+		st = &state{gen: 1, sums: sums, guarded: true}
 		if old != nil {
-			if oldSums != old.sums {
-				return &TamperedError{Core: oldSums.core != old.sums.core}
+			if err := old.check(&oldSums); err != nil {
+				return err
 			}
 			st.gen = old.gen + 1
 		}
@@ -852,8 +892,8 @@ func (b *Barrier) Verify(ctx context.Context, open bool) (VerifyResult, error) {
 		if err != nil {
 			return err
 		}
-		if sums != st.sums {
-			return &TamperedError{Core: sums.core != st.sums.core}
+		if err := st.check(&sums); err != nil {
+			return err
 		}
 		res = VerifyResult{Records: n, Generation: st.gen, Opened: open}
 		return nil
@@ -921,6 +961,13 @@ type sealedTx struct {
 	changed bool // a record was put or deleted
 	delta   setSums
 	hash    *elementHasher
+
+	// seen is the newest generation this barrier knew of when the
+	// transaction began: every commit up to it is in the transaction's
+	// view, so a state record older than it was put back.
+	seen    uint64
+	state   *state                    // as read by the first guard check
+	guarded [guardBuckets / 64]uint64 // the token buckets checked
 }
 
 // track accounts for the record at key changing from old (nil: absent) to
@@ -961,6 +1008,9 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 		}
 		t.fresh = true
 	}
+	if err := t.checkGuard(key); err != nil {
+		return nil, err
+	}
 	return openRecord(t.ring, t.b.storeID, key, sealed)
 }
 
@@ -987,6 +1037,9 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 			}
 			t.fresh = true
 		}
+		if err := t.checkGuard(keys[i]); err != nil {
+			return nil, err
+		}
 		if out[i], err = openRecord(t.ring, t.b.storeID, keys[i], s); err != nil {
 			return nil, err
 		}
@@ -998,10 +1051,17 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 // sealed values ahead (if it gains by it), for the Gets, Puts and Deletes
 // to come, which open or replace them.
 func (t *sealedTx) Prefetch(keys []string) error {
+	guarded := false
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			return err
 		}
+		_, g := guardBucket(k)
+		guarded = guarded || g
+	}
+	if guarded && t.state == nil {
+		// The guard check will read the state record: in the same trip.
+		keys = append(keys[:len(keys):len(keys)], stateKey)
 	}
 	return storage.Prefetch(t.tx, keys)
 }

@@ -21,11 +21,14 @@ var ErrRolledBack = errors.New("store was rolled back")
 
 // RollbackError says how far back the store went.
 type RollbackError struct {
-	Path        string // the generation file
+	Path        string // the generation file; "" when this process saw the newer one
 	Store, Seen uint64
 }
 
 func (e *RollbackError) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("store was rolled back: it is at generation %d, but this process already saw generation %d committed", e.Store, e.Seen)
+	}
 	return fmt.Sprintf("store was rolled back: it is at generation %d, but generation %d was already committed (recorded in %s)", e.Store, e.Seen, e.Path)
 }
 

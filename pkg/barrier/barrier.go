@@ -35,12 +35,17 @@
 //	barrier/keyring  0x01 | nonce [12] | AES-GCM under the root key of
 //	                 active term u32 | count u32 | count × (term u32 |
 //	                 created unix seconds i64 | key [32])
-//	barrier/state    (version 2) 0x02 | generation u64 | all-records sum
-//	                 [32] | core sum [32] | 256 token bucket sums [32 each]
-//	                 | HMAC-SHA256 under the state key of "lessor/v2/state"
-//	                 | store id | the fields before [32]. Stores written
-//	                 before the buckets hold 0x01 without them: read, and
-//	                 given them at the next write.
+//	barrier/state    (version 2) 0x01 | generation u64 | all-records sum
+//	                 [32] | core sum [32] | HMAC-SHA256 under the state key
+//	                 of "lessor/v2/state" | store id | the fields before [32]
+//	barrier/guard    (version 2) 0x01 | generation u64 | 256 token bucket
+//	                 sums [32 each] | HMAC-SHA256 under the state key of
+//	                 "lessor/v2/guard" | store id | the fields before [32];
+//	                 current only while its generation is the state
+//	                 record's. Lessors from before it neither read nor
+//	                 update it, so a store shared with one stays readable by
+//	                 both; a stale or missing guard record is rebuilt from
+//	                 a pass checked against the state record.
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
@@ -58,9 +63,10 @@
 // sealed value), and the sums (mod 2^256) are kept over all records, over
 // the core ones (under core/ and sys/policy/: mounts, audit devices,
 // policies), and over each of 256 buckets of token entries (under
-// sys/token/id/, by the first two hex digits of the token's hash). Every
-// write transaction adds the new and subtracts the old contributions,
-// bumps the generation and re-MACs the record: O(1) per write. The set and
+// sys/token/id/, by the first two hex digits of the token's hash; in the
+// guard record). Every write transaction adds the new and subtracts the
+// old contributions, bumps the generation and re-MACs both records: O(1)
+// per write. The set and
 // state keys are HKDF-SHA256 of the root key (salt the store id; "lessor
 // v2 record set", "lessor v2 state").
 //
@@ -179,6 +185,9 @@ type Barrier struct {
 	ring    *keyring
 	gen     uint64
 	genPath string
+	// guardCache: the token buckets' sums a checked pass found for the
+	// state record, while the guard record is stale.
+	guardCache *guardCache
 
 	genMu      sync.Mutex // serializes writes of the generation file
 	genWritten uint64     // the last generation written to it
@@ -378,6 +387,7 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 	}
 	hdrRaw := h.marshal()
 	st := &state{gen: 1, guarded: true}
+	guardRaw := st.marshalGuard(root, h.storeID)
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
 		cur, err := tx.Get(headerKey)
@@ -394,6 +404,9 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 			return err
 		}
 		if err := tx.Put(keyringKey, ring.raw); err != nil {
+			return err
+		}
+		if err := tx.Put(guardKey, guardRaw); err != nil {
 			return err
 		}
 		return tx.Put(stateKey, st.marshal(root, h.storeID))
@@ -470,14 +483,11 @@ func (b *Barrier) Upgrade(ctx context.Context) error {
 	v1 := b.hdr.version < 2
 	b.mu.Unlock()
 	if !v1 {
-		// A state record from before the token buckets gets them.
+		// A store whose guard record is stale (or missing: from before
+		// the token buckets) gets a current one.
 		err := b.phys.View(ctx, func(tx storage.Tx) error {
-			raw, err := tx.Get(stateKey)
-			if err != nil {
-				return err
-			}
 			_, root := b.current()
-			st, err := parseState(raw, root, b.storeID)
+			st, _, err := loadState(tx, root, b.storeID)
 			if err == nil && st.guarded {
 				err = errNoUpgrade
 			}
@@ -504,7 +514,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		// The header now, the keyring at the first write, the state at
 		// the end: one round trip for the three on a store that pays one
 		// per read.
-		if err := storage.Prefetch(tx, []string{headerKey, keyringKey, stateKey}); err != nil {
+		if err := storage.Prefetch(tx, []string{headerKey, keyringKey, stateKey, guardKey}); err != nil {
 			return err
 		}
 		h, err := b.checkHeader(tx)
@@ -523,25 +533,22 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 			done, gen, err = b.upgrade(tx, h)
 			return err
 		}
-		raw, err := tx.Get(stateKey)
-		if err != nil {
-			return err
-		}
-		st, err := parseState(raw, t.root, b.storeID)
+		st, raw, err := loadState(tx, t.root, b.storeID)
 		if err != nil {
 			return err
 		}
 		if st.gen < seen {
 			return &RollbackError{Store: st.gen, Seen: seen}
 		}
-		if st.guarded {
-			st.sums.addSums(&t.delta)
-		} else if err := guardState(tx, t.root, st, &t.delta); err != nil {
-			return err
+		if !st.guarded {
+			if err := b.guardState(tx, t.root, st, raw, &t.delta); err != nil {
+				return err
+			}
 		}
+		st.sums.addSums(&t.delta)
 		st.gen++
 		gen = st.gen
-		return tx.Put(stateKey, st.marshal(t.root, b.storeID))
+		return st.put(tx, t.root, b.storeID)
 	})
 	if err != nil {
 		return err
@@ -625,7 +632,7 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 	if err := tx.Put(keyringKey, next.raw); err != nil {
 		return nil, 0, err
 	}
-	if err := tx.Put(stateKey, st.marshal(root, b.storeID)); err != nil {
+	if err := st.put(tx, root, b.storeID); err != nil {
 		return nil, 0, err
 	}
 	return func() {
@@ -773,11 +780,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		}
 		var old *state
 		if oldHdr.version >= 2 {
-			raw, err := src.Get(stateKey)
-			if err != nil {
-				return err
-			}
-			if old, err = parseState(raw, oldRoot, b.storeID); err != nil {
+			if old, _, err = loadState(src, oldRoot, b.storeID); err != nil {
 				return err
 			}
 		}
@@ -829,7 +832,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		for _, kv := range []struct {
 			k string
 			v []byte
-		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, st.marshal(root, b.storeID)}} {
+		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, st.marshal(root, b.storeID)}, {guardKey, st.marshalGuard(root, b.storeID)}} {
 			if err := dst.Put(kv.k, kv.v); err != nil {
 				return err
 			}
@@ -870,11 +873,7 @@ func (b *Barrier) Verify(ctx context.Context, open bool) (VerifyResult, error) {
 			return err
 		}
 		_, root := b.current()
-		raw, err := tx.Get(stateKey)
-		if err != nil {
-			return err
-		}
-		st, err := parseState(raw, root, b.storeID)
+		st, _, err := loadState(tx, root, b.storeID)
 		if err != nil {
 			return err
 		}
@@ -965,9 +964,11 @@ type sealedTx struct {
 	// seen is the newest generation this barrier knew of when the
 	// transaction began: every commit up to it is in the transaction's
 	// view, so a state record older than it was put back.
-	seen    uint64
-	state   *state                    // as read by the first guard check
-	guarded [guardBuckets / 64]uint64 // the token buckets checked
+	seen        uint64
+	state       *state // as read by the first check
+	stateRaw    []byte
+	guarded     [guardBuckets / 64]uint64 // the token buckets checked
+	coreChecked bool                      // the core records checked
 }
 
 // track accounts for the record at key changing from old (nil: absent) to
@@ -997,21 +998,45 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 		return nil, err
 	}
 	sealed, err := t.tx.Get(key)
-	if err != nil || sealed == nil {
+	if err != nil {
 		return nil, err
 	}
-	term, ok := recordTerm(sealed)
-	if ok && t.ring.terms[term] == nil && !t.fresh {
-		// Another process rotated since this one last looked.
+	var v []byte
+	if sealed != nil {
+		if v, err = t.open(key, sealed); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.checkSet(key, sealed != nil); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// open opens one record read in t: with the stored keyring if the record
+// names a term this barrier has not seen (another process rotated).
+func (t *sealedTx) open(key string, sealed []byte) ([]byte, error) {
+	if term, ok := recordTerm(sealed); ok && t.ring.terms[term] == nil && !t.fresh {
+		var err error
 		if t.ring, err = t.b.loadRing(t.tx); err != nil {
 			return nil, err
 		}
 		t.fresh = true
 	}
-	if err := t.checkGuard(key); err != nil {
-		return nil, err
-	}
 	return openRecord(t.ring, t.b.storeID, key, sealed)
+}
+
+// checkSet checks the set a record just read (found or not) belongs to,
+// after the record itself opened: the core records' whole set, a token
+// entry's bucket.
+func (t *sealedTx) checkSet(key string, found bool) error {
+	if isCore(key) {
+		return t.checkCoreSet()
+	}
+	if found {
+		return t.checkGuard(key)
+	}
+	return nil
 }
 
 // GetMany implements storage.ManyGetter: the physical store reads the
@@ -1031,16 +1056,12 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 		if s == nil {
 			continue
 		}
-		if term, ok := recordTerm(s); ok && t.ring.terms[term] == nil && !t.fresh {
-			if t.ring, err = t.b.loadRing(t.tx); err != nil {
-				return nil, err
-			}
-			t.fresh = true
-		}
-		if err := t.checkGuard(keys[i]); err != nil {
+		if out[i], err = t.open(keys[i], s); err != nil {
 			return nil, err
 		}
-		if out[i], err = openRecord(t.ring, t.b.storeID, keys[i], s); err != nil {
+	}
+	for i, s := range sealed {
+		if err := t.checkSet(keys[i], s != nil); err != nil {
 			return nil, err
 		}
 	}
@@ -1057,11 +1078,11 @@ func (t *sealedTx) Prefetch(keys []string) error {
 			return err
 		}
 		_, g := guardBucket(k)
-		guarded = guarded || g
+		guarded = guarded || g || isCore(k)
 	}
 	if guarded && t.state == nil {
-		// The guard check will read the state record: in the same trip.
-		keys = append(keys[:len(keys):len(keys)], stateKey)
+		// The checks will read the state records: in the same trip.
+		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey)
 	}
 	return storage.Prefetch(t.tx, keys)
 }
@@ -1126,6 +1147,11 @@ func (t *sealedTx) List(prefix string) ([]string, error) {
 func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 	if err := checkKey(prefix); err != nil {
 		return err
+	}
+	if touchesCore(prefix) {
+		if err := t.checkCoreSet(); err != nil {
+			return err
+		}
 	}
 	return t.tx.Walk(prefix, func(k string) error {
 		if strings.HasPrefix(k, ReservedPrefix) {

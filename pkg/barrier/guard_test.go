@@ -162,61 +162,225 @@ func testTokenEntriesGuarded(t *testing.T, newRaw func(t *testing.T) rawStore) {
 	})
 }
 
-// TestStateV1GetsBuckets: a state record written before the token buckets
-// is read, token entries read without them, and the first write gives it
-// the buckets, after a pass that refuses a store already tampered with.
-func TestStateV1GetsBuckets(t *testing.T) {
-	setupV1 := func(t *testing.T) (*storage.Bolt, *Barrier) {
-		phys := newBolt(t, t.TempDir())
-		b, err := Init(ctx, phys, testKey(t), InitOptions{})
+// oldWrite writes key as a lessor from before the token buckets did: the
+// record and the state record, and no guard record.
+func oldWrite(t *testing.T, b *Barrier, phys storage.Store, key, value string) {
+	t.Helper()
+	err := phys.Update(ctx, func(tx storage.Tx) error {
+		ring, root := b.current()
+		sealed, err := sealRecord(ring, b.storeID, key, []byte(value), b.rand)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		put(t, b, "sys/token/id/ab17", "token", "core/mounts", "m")
-		// Write the state record as an older lessor did.
-		st, err := parseState(physGet(t, phys, stateKey), b.root, b.storeID)
+		old, err := tx.Get(key)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		body := []byte{stateV1}
-		body = be.AppendUint64(body, st.gen)
-		body = append(body, st.sums.all[:]...)
-		body = append(body, st.sums.core[:]...)
-		physPut(t, phys, stateKey, append(body, stateMAC(b.root, b.storeID, body)...))
-		b, err = Open(ctx, phys, testKey(t))
+		st, err := parseState(physGetTx(tx), root, b.storeID)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		return phys, b
-	}
-
-	phys, b := setupV1(t)
-	if got := mustReadAll(t, b)["sys/token/id/ab17"]; got != "token" {
-		t.Fatalf("token entry under a version 1 state record: %q", got)
-	}
-	put(t, b, "sys/token/id/cd00", "other")
-	if n := len(physGet(t, phys, stateKey)); n != stateV2Len {
-		t.Fatalf("state record after the first write: %d bytes, want %d", n, stateV2Len)
-	}
-	old := physGet(t, phys, "sys/token/id/cd00")
-	put(t, b, "sys/token/id/cd00", "renewed")
-	physPut(t, phys, "sys/token/id/cd00", old)
-	if err := getErr(b, "sys/token/id/cd00"); !isTokenTamper(err) {
-		t.Fatalf("read of an older entry after the upgrade: %v", err)
-	}
-
-	// A version 1 state record over a store already tampered with is
-	// not given buckets computed from the tampered records.
-	phys, b = setupV1(t)
-	if err := phys.Update(ctx, func(tx storage.Tx) error { return tx.Delete("sys/token/id/ab17") }); err != nil {
+		e := root.hasher()
+		if old != nil {
+			st.sums.sub(e, key, old)
+		}
+		st.sums.add(e, key, sealed)
+		st.gen++
+		if err := tx.Put(key, sealed); err != nil {
+			return err
+		}
+		return tx.Put(stateKey, st.marshal(root, b.storeID))
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	err := b.Update(ctx, func(tx storage.Tx) error { return tx.Put("x", []byte("y")) })
+}
+
+func physGetTx(tx storage.Tx) []byte {
+	v, _ := tx.Get(stateKey)
+	return v
+}
+
+// TestStaleGuardRecord: a store whose guard record is missing (written
+// before the token buckets) or stale (another host runs such a lessor and
+// wrote since) is read as before, still refuses a token entry put back
+// (a pass checked against the state record stands in for the buckets),
+// and gets a current guard record at its next write; the older lessor
+// can go on reading the state record.
+func TestStaleGuardRecord(t *testing.T) {
+	phys := newBolt(t, t.TempDir())
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/ab17", "token", "core/mounts", "m")
+	if n := len(physGet(t, phys, stateKey)); n != stateLen {
+		t.Fatalf("state record: %d bytes, want %d as older lessors read it", n, stateLen)
+	}
+	oldWrite(t, b, phys, "sys/token/id/cd00", "written by an older lessor")
+
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"sys/token/id/ab17", "sys/token/id/cd00"} {
+		if err := getErr(b2, k); err != nil {
+			t.Fatalf("read %s under a stale guard record: %v", k, err)
+		}
+	}
+	// An entry put back while the guard record is stale: the pass finds it.
+	old := physGet(t, phys, "sys/token/id/cd00")
+	oldWrite(t, b, phys, "sys/token/id/cd00", "renewed by an older lessor")
+	current := physGet(t, phys, "sys/token/id/cd00")
+	physPut(t, phys, "sys/token/id/cd00", old)
 	var te *TamperedError
-	if !errors.As(err, &te) {
-		t.Fatalf("first write over a tampered store: %v", err)
+	if err := getErr(b2, "sys/token/id/ab17"); !errors.As(err, &te) {
+		t.Fatalf("read under a stale guard record, an entry put back: %v", err)
 	}
-	if n := len(physGet(t, phys, stateKey)); n != stateV1Len {
-		t.Fatalf("state record after the refused write: %d bytes", n)
+	if err := b2.Update(ctx, func(tx storage.Tx) error { return tx.Put("x", []byte("y")) }); !errors.As(err, &te) {
+		t.Fatalf("write under a stale guard record, an entry put back: %v", err)
 	}
+	if n := len(physGet(t, phys, guardKey)); n != guardLen {
+		t.Fatalf("guard record after the refused write: %d bytes", n)
+	}
+
+	// Undo the tampering, delete the guard record as a store from before
+	// the buckets lacks it: the next write gives it a current one.
+	physPut(t, phys, "sys/token/id/cd00", current)
+	if err := phys.Update(ctx, func(tx storage.Tx) error { return tx.Delete(guardKey) }); err != nil {
+		t.Fatal(err)
+	}
+	put(t, b2, "sys/token/id/ef00", "new")
+	st, _, err := func() (st *state, raw []byte, err error) {
+		err = phys.View(ctx, func(tx storage.Tx) error {
+			st, raw, err = loadState(tx, b2.root, b2.storeID)
+			return err
+		})
+		return
+	}()
+	if err != nil || !st.guarded {
+		t.Fatalf("guard record after a write: %+v, %v", st, err)
+	}
+	old = physGet(t, phys, "sys/token/id/ef00")
+	put(t, b2, "sys/token/id/ef00", "renewed")
+	physPut(t, phys, "sys/token/id/ef00", old)
+	if err := getErr(b2, "sys/token/id/ef00"); !isTokenTamper(err) {
+		t.Fatalf("read of an older entry with a current guard record: %v", err)
+	}
+}
+
+// TestCoreRecordsCheckedOnRead: a barrier opened before a policy was
+// deleted or put back behind its back (a server) refuses the transaction
+// that reads or lists the policies or the mount table, as a new command
+// refuses to open the store.
+func TestCoreRecordsCheckedOnRead(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) { testCoreRecordsCheckedOnRead(t, newRaw) })
+	}
+}
+
+func testCoreRecordsCheckedOnRead(t *testing.T, newRaw func(t *testing.T) rawStore) {
+	setup := func(t *testing.T) (rawStore, *Barrier) {
+		raw := newRaw(t)
+		b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, b, "core/mounts", "m", "sys/policy/ops", "deny", "sys/policy/apps", "read", "database/roles/r", "role")
+		return raw, b
+	}
+	isCoreTamper := func(err error) bool {
+		var te *TamperedError
+		return errors.As(err, &te) && te.Core
+	}
+	refused := func(t *testing.T, b *Barrier) {
+		t.Helper()
+		for _, k := range []string{"sys/policy/ops", "sys/policy/apps", "core/mounts", "sys/policy/absent"} {
+			if err := getErr(b, k); !isCoreTamper(err) {
+				t.Fatalf("read %s: %v", k, err)
+			}
+		}
+		err := b.View(ctx, func(tx storage.Tx) error { _, err := tx.List("sys/policy/"); return err })
+		if !isCoreTamper(err) {
+			t.Fatalf("list of the policies: %v", err)
+		}
+		err = b.View(ctx, func(tx storage.Tx) error {
+			_, err := storage.GetMany(tx, []string{"database/roles/r", "core/mounts"})
+			return err
+		})
+		if !isCoreTamper(err) {
+			t.Fatalf("GetMany with the mount table: %v", err)
+		}
+		if err := getErr(b, "database/roles/r"); err != nil {
+			t.Fatalf("read of a role: %v", err)
+		}
+	}
+	t.Run("policy deleted", func(t *testing.T) {
+		raw, b := setup(t)
+		raw.del("sys/policy/ops")
+		refused(t, b)
+	})
+	t.Run("policy put back after its deletion", func(t *testing.T) {
+		raw, b := setup(t)
+		old := raw.get("sys/policy/ops")
+		if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Delete("sys/policy/ops") }); err != nil {
+			t.Fatal(err)
+		}
+		raw.put("sys/policy/ops", old)
+		refused(t, b)
+	})
+	t.Run("policy replaced by its older version", func(t *testing.T) {
+		raw, b := setup(t)
+		old := raw.get("sys/policy/apps")
+		put(t, b, "sys/policy/apps", "read, narrower")
+		raw.put("sys/policy/apps", old)
+		refused(t, b)
+	})
+	t.Run("own writes", func(t *testing.T) {
+		_, b := setup(t)
+		err := b.Update(ctx, func(tx storage.Tx) error {
+			if err := tx.Put("sys/policy/new", []byte("x")); err != nil {
+				return err
+			}
+			if err := tx.Delete("sys/policy/apps"); err != nil {
+				return err
+			}
+			if _, err := tx.Get("sys/policy/ops"); err != nil {
+				return err
+			}
+			_, err := tx.List("sys/policy/")
+			return err
+		})
+		if err != nil {
+			t.Fatalf("update that reads the policies after writing some: %v", err)
+		}
+		if err := getErr(b, "sys/policy/new"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestGuardRecordDamaged: a guard record that does not authenticate is
+// damage, never a reason to rebuild it from the records as they are.
+func TestGuardRecordDamaged(t *testing.T) {
+	phys := newBolt(t, t.TempDir())
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/ab17", "token")
+	for _, off := range []int{0, 5, 100, guardLen - 1} {
+		g := physGet(t, phys, guardKey)
+		g[off] ^= 0x40
+		physPut(t, phys, guardKey, g)
+		if err := getErr(b, "sys/token/id/ab17"); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flip at %d: read of a token entry: %v", off, err)
+		}
+		if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Put("x", []byte("y")) }); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("flip at %d: write: %v", off, err)
+		}
+		g[off] ^= 0x40
+		physPut(t, phys, guardKey, g)
+	}
+	put(t, b, "x", "y")
 }

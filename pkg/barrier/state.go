@@ -1,6 +1,7 @@
 package barrier
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -15,17 +16,21 @@ import (
 // records, not only each record: see the package comment.
 
 const (
-	stateKey = ReservedPrefix + "state"
-	// stateV1 is the state record without the token buckets' sums, as
-	// lessor wrote it before them; it is read, and replaced by stateV2 at
-	// the store's next write.
-	stateV1     = 0x01
-	stateV1Body = 1 + 8 + 32 + 32
-	stateV2     = 0x02
-	stateV2Body = stateV1Body + guardBuckets*32
-	stateMACLen = sha256.Size
-	stateV1Len  = stateV1Body + stateMACLen
-	stateV2Len  = stateV2Body + stateMACLen
+	stateKey     = ReservedPrefix + "state"
+	stateVersion = 0x01
+	stateBodyLen = 1 + 8 + 32 + 32
+	stateLen     = stateBodyLen + sha256.Size
+
+	// guardKey holds the sums of the token buckets, for the state
+	// record's generation. It is a record of its own, not a longer state
+	// record, so that a lessor from before the buckets still reads the
+	// store it shares with newer hosts: it updates the state record and
+	// leaves the guard record behind, and a newer lessor, finding it stale,
+	// rebuilds it from a pass checked against the state record.
+	guardKey     = ReservedPrefix + "guard"
+	guardVersion = 0x01
+	guardBodyLen = 1 + 8 + guardBuckets*32
+	guardLen     = guardBodyLen + sha256.Size
 )
 
 // Token entries are guarded: reading one checks, in the same transaction,
@@ -181,31 +186,49 @@ func (s *setSums) addSums(d *setSums) {
 	}
 }
 
-// state is the content of the state record.
+// state is the content of the state record, and of the guard record when
+// that is current.
 type state struct {
 	gen  uint64 // bumped by every transaction that changes a record
 	sums setSums
-	// guarded: the record has the token buckets' sums (stateV2). A
-	// stateV1 record, from before them, has not, and sums.guard is zero.
+	// guarded: sums.guard holds the token buckets' sums for gen, from the
+	// guard record or from a checked pass; otherwise it is zero.
 	guarded bool
+	// v2: read from a state record (a version 1 store has none, and
+	// nothing to check reads against).
+	v2 bool
 }
 
-// marshal always writes stateV2: the caller has the buckets' sums.
 func (s *state) marshal(r *rootKeys, storeID [16]byte) []byte {
-	b := make([]byte, 0, stateV2Len)
-	b = append(b, stateV2)
+	b := make([]byte, 0, stateLen)
+	b = append(b, stateVersion)
 	b = be.AppendUint64(b, s.gen)
 	b = append(b, s.sums.all[:]...)
 	b = append(b, s.sums.core[:]...)
+	return append(b, stateMAC(r, storeID, "lessor/v2/state", b)...)
+}
+
+func (s *state) marshalGuard(r *rootKeys, storeID [16]byte) []byte {
+	b := make([]byte, 0, guardLen)
+	b = append(b, guardVersion)
+	b = be.AppendUint64(b, s.gen)
 	for i := range s.sums.guard {
 		b = append(b, s.sums.guard[i][:]...)
 	}
-	return append(b, stateMAC(r, storeID, b)...)
+	return append(b, stateMAC(r, storeID, "lessor/v2/guard", b)...)
 }
 
-func stateMAC(r *rootKeys, storeID [16]byte, body []byte) []byte {
+// put writes the state record and the guard record.
+func (s *state) put(tx storage.Tx, r *rootKeys, storeID [16]byte) error {
+	if err := tx.Put(stateKey, s.marshal(r, storeID)); err != nil {
+		return err
+	}
+	return tx.Put(guardKey, s.marshalGuard(r, storeID))
+}
+
+func stateMAC(r *rootKeys, storeID [16]byte, label string, body []byte) []byte {
 	m := hmac.New(sha256.New, r.macKey)
-	m.Write([]byte("lessor/v2/state"))
+	m.Write([]byte(label))
 	m.Write(storeID[:])
 	m.Write(body)
 	return m.Sum(nil)
@@ -217,20 +240,56 @@ func parseState(raw []byte, r *rootKeys, storeID [16]byte) (*state, error) {
 	if raw == nil {
 		return nil, errStateMissing
 	}
-	body := len(raw) - stateMACLen
-	ok := len(raw) == stateV1Len && raw[0] == stateV1 || len(raw) == stateV2Len && raw[0] == stateV2
-	if !ok || !hmac.Equal(raw[body:], stateMAC(r, storeID, raw[:body])) {
+	if len(raw) != stateLen || raw[0] != stateVersion ||
+		!hmac.Equal(raw[stateBodyLen:], stateMAC(r, storeID, "lessor/v2/state", raw[:stateBodyLen])) {
 		return nil, &damageError{"the store's record checksum failed authentication (damaged or tampered)"}
 	}
-	s := &state{gen: be.Uint64(raw[1:]), guarded: raw[0] == stateV2}
+	s := &state{gen: be.Uint64(raw[1:])}
 	copy(s.sums.all[:], raw[9:41])
 	copy(s.sums.core[:], raw[41:73])
-	if s.guarded {
-		for i := range s.sums.guard {
-			copy(s.sums.guard[i][:], raw[73+32*i:])
-		}
-	}
 	return s, nil
+}
+
+// takeGuard adopts the guard record raw if it is for s's generation. One
+// that is missing (a store from before the buckets, or rewritten by a
+// lessor from before them), for an older generation (a lessor from before
+// them wrote since) or of a later version leaves s unguarded, which costs
+// a checked pass and never trusts the record. One that does not
+// authenticate is damage: lessor never writes one.
+func (s *state) takeGuard(raw []byte, r *rootKeys, storeID [16]byte) error {
+	if raw == nil {
+		return nil
+	}
+	body := len(raw) - sha256.Size
+	if body < 9 || !hmac.Equal(raw[body:], stateMAC(r, storeID, "lessor/v2/guard", raw[:body])) {
+		return &damageError{"the store's token checksum failed authentication (damaged or tampered)"}
+	}
+	if raw[0] != guardVersion || len(raw) != guardLen || be.Uint64(raw[1:]) != s.gen {
+		return nil
+	}
+	for i := range s.sums.guard {
+		copy(s.sums.guard[i][:], raw[9+32*i:])
+	}
+	s.guarded = true
+	return nil
+}
+
+// loadState reads the state record and the guard record from tx (one
+// round trip where reads cost one), and returns the state record's raw
+// bytes too.
+func loadState(tx storage.Tx, r *rootKeys, storeID [16]byte) (*state, []byte, error) {
+	vs, err := storage.GetMany(tx, []string{stateKey, guardKey})
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := parseState(vs[0], r, storeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.takeGuard(vs[1], r, storeID); err != nil {
+		return nil, nil, err
+	}
+	return s, vs[0], nil
 }
 
 // check compares sums, computed from every record, with the state's.
@@ -326,12 +385,8 @@ type rawRecord struct {
 func readCore(tx storage.Tx) ([]rawRecord, error) {
 	var out []rawRecord
 	for _, p := range corePrefixes {
-		keys, err := tx.List(p)
-		if err != nil {
-			return nil, err
-		}
 		// In one query, not one per record, where a read is a round trip.
-		vs, err := storage.GetMany(tx, keys)
+		keys, vs, err := storage.GetPrefix(tx, p)
 		if err != nil {
 			return nil, err
 		}
@@ -356,58 +411,68 @@ func checkCore(recs []rawRecord, r *rootKeys, want sum256) error {
 	return nil
 }
 
-// guardState gives st, a state record from before the token buckets, their
-// sums, from a pass over every record of tx (which holds the changes delta
-// accounts for). The pass first checks the whole set against st, so that
-// the buckets never start from records changed outside lessor.
-func guardState(tx storage.Tx, r *rootKeys, st *state, delta *setSums) error {
+// guardState gives st, as read in tx before this transaction's changes
+// (delta), the token buckets' sums for its generation when its guard
+// record was not current: from the barrier's cache if it has them for
+// these very state bytes, or from a pass over every record of tx, first
+// checked against st, so that the buckets never start from records
+// changed outside lessor.
+func (b *Barrier) guardState(tx storage.Tx, r *rootKeys, st *state, raw []byte, delta *setSums) error {
+	b.mu.Lock()
+	c := b.guardCache
+	b.mu.Unlock()
+	if c != nil && c.root == r && bytes.Equal(c.state, raw) {
+		st.sums.guard, st.guarded = c.guard, true
+		return nil
+	}
 	sums, _, err := sumRecords(tx, r, "", nil)
 	if err != nil {
 		return err
 	}
-	want := *st
-	want.sums.addSums(delta)
-	if err := want.check(&sums); err != nil {
+	// The pass saw this transaction's changes: take them out.
+	for i := range sums.guard {
+		sums.guard[i].sub(delta.guard[i][:])
+	}
+	sums.all.sub(delta.all[:])
+	sums.core.sub(delta.core[:])
+	if err := st.check(&sums); err != nil {
 		return err
 	}
-	st.sums, st.guarded = sums, true
+	st.sums.guard, st.guarded = sums.guard, true
+	b.mu.Lock()
+	b.guardCache = &guardCache{root: r, state: raw, guard: sums.guard}
+	b.mu.Unlock()
 	return nil
 }
 
+// guardCache is the token buckets' sums that a checked pass found for one
+// state record, kept so that a stale guard record (another host runs a
+// lessor from before the buckets) costs one pass per change of the state
+// record, not one per read.
+type guardCache struct {
+	root  *rootKeys
+	state []byte
+	guard [guardBuckets]sum256
+}
+
 // checkGuard checks the bucket of key, if it is a token entry, against
-// the state record, once per bucket and transaction: the entries stored
-// in the bucket must sum to the state's sum plus what this transaction
-// changed in it. A state record older than one this process has seen
-// committed is refused as rolled back, since putting back the state
-// record together with old entries would otherwise pass.
+// the state, once per bucket and transaction: the entries stored in the
+// bucket must sum to the state's sum plus what this transaction changed in
+// it.
 func (t *sealedTx) checkGuard(key string) error {
 	g, ok := guardBucket(key)
 	if !ok || t.guarded[g/64]&(1<<(g%64)) != 0 {
 		return nil
 	}
-	if t.state == nil {
-		t.b.mu.Lock()
-		v1 := t.b.hdr.version < 2
-		t.b.mu.Unlock()
-		if v1 {
-			// No state record yet: its first write gives it one.
-			t.state = &state{}
-		} else {
-			raw, err := t.tx.Get(stateKey)
-			if err != nil {
-				return err
-			}
-			st, err := parseState(raw, t.root, t.b.storeID)
-			if err != nil {
-				return err
-			}
-			if st.gen < t.seen {
-				return &RollbackError{Store: st.gen, Seen: t.seen}
-			}
-			t.state = st
+	if err := t.loadState(); err != nil {
+		return err
+	}
+	if !t.state.guarded {
+		if err := t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta); err != nil {
+			return err
 		}
 	}
-	if t.state.guarded {
+	if t.state.v2 {
 		keys, vs, err := storage.GetPrefix(t.tx, key[:len(guardPrefix)+2])
 		if err != nil {
 			return err
@@ -429,4 +494,69 @@ func (t *sealedTx) checkGuard(key string) error {
 	}
 	t.guarded[g/64] |= 1 << (g % 64)
 	return nil
+}
+
+// loadState reads the state and guard records into t once. A state record
+// older than one this process has seen committed is refused as rolled
+// back, since putting back the state and guard records together with old
+// entries would otherwise pass the checks.
+func (t *sealedTx) loadState() error {
+	if t.state != nil {
+		return nil
+	}
+	t.b.mu.Lock()
+	v1 := t.b.hdr.version < 2
+	t.b.mu.Unlock()
+	if v1 {
+		// No state record yet: its first write gives it one.
+		t.state = &state{guarded: true}
+		return nil
+	}
+	st, raw, err := loadState(t.tx, t.root, t.b.storeID)
+	if err != nil {
+		return err
+	}
+	if st.gen < t.seen {
+		return &RollbackError{Store: st.gen, Seen: t.seen}
+	}
+	st.v2 = true
+	t.state, t.stateRaw = st, raw
+	return nil
+}
+
+// checkCoreSet checks, once per transaction, the whole set of core records
+// (mounts, audit devices, policies) against the state when the
+// transaction first reads one of them, present or absent, or lists them:
+// every command checked them when it unsealed, but a server unsealed long
+// before, and a policy put back or deleted since must not be honoured.
+func (t *sealedTx) checkCoreSet() error {
+	if t.coreChecked {
+		return nil
+	}
+	if err := t.loadState(); err != nil {
+		return err
+	}
+	if t.state.v2 {
+		recs, err := readCore(t.tx)
+		if err != nil {
+			return err
+		}
+		want := t.state.sums.core
+		want.add(t.delta.core[:])
+		if err := checkCore(recs, t.root, want); err != nil {
+			return err
+		}
+	}
+	t.coreChecked = true
+	return nil
+}
+
+// touchesCore reports whether a walk of prefix lists core records.
+func touchesCore(prefix string) bool {
+	for _, p := range corePrefixes {
+		if strings.HasPrefix(prefix, p) || strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
 }

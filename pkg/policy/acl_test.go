@@ -358,9 +358,16 @@ path "deny" {
   denied_parameters = {
     "password" = []
     "role"     = ["admin", "super*"]
+    "meta"     = ["team=ops", "tier=*"]
   }
   allowed_parameters = {
     "*" = []
+  }
+}
+path "meta-allow" {
+  capabilities = ["update"]
+  allowed_parameters = {
+    "meta" = ["team=apps", "env=*"]
   }
 }
 path "deny-all" {
@@ -428,6 +435,21 @@ path "deny-all" {
 		// denied_parameters wins over allowed_parameters.
 		{"update", "deny", data{"username": "x"}, true},
 		{"update", "deny", data{"password": "x"}, false},
+		// Key/value parameters are judged as the "k=v" strings the
+		// command line sends, whether they arrive as strings or as a JSON
+		// object: an object is no way around a denied value.
+		{"update", "deny", data{"meta": "team=apps"}, true},
+		{"update", "deny", data{"meta": []any{"team=apps", "team=ops"}}, false},
+		{"update", "deny", data{"meta": map[string]any{"team": "apps"}}, true},
+		{"update", "deny", data{"meta": map[string]any{"team": "ops"}}, false},
+		{"update", "deny", data{"meta": map[string]any{"x": "y", "tier": "gold"}}, false},
+		{"update", "deny", data{"meta": map[string]string{"team": "ops"}}, false},
+		// A value the policy cannot read is denied, not let through.
+		{"update", "deny", data{"meta": map[string]any{"team": map[string]any{"ops": true}}}, false},
+		{"update", "deny", data{"role": []any{map[string]any{"x": "admin"}}}, false},
+		{"update", "meta-allow", data{"meta": map[string]any{"team": "apps", "env": "prod"}}, true},
+		{"update", "meta-allow", data{"meta": map[string]any{"team": "ops"}}, false},
+		{"update", "meta-allow", data{"meta": []any{"team=apps", "env=dev"}}, true},
 		{"update", "deny", data{"PASSWORD": ""}, false},
 		{"update", "deny", data{"role": "readonly", "ROLE": "admin"}, false},
 		{"update", "deny", data{"role": "readonly"}, true},

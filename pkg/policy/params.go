@@ -55,15 +55,16 @@ func (r *rule) paramsAllow(data map[string]any) bool {
 	return true
 }
 
-// anyValueListed reports whether v, or any element of v when it is a list,
-// matches the list; an empty list matches every value. It decides a
-// denial, so a value it cannot read (a map) only matches an empty list.
+// anyValueListed reports whether v, or any element of v when it is a list
+// or a map, matches the list; an empty list matches every value. It
+// decides a denial, so a value it cannot read (a map inside a list, a
+// list inside a map) counts as listed: it is denied, not let through.
 func anyValueListed(v any, list []string) bool {
 	if len(list) == 0 {
 		return true
 	}
 	for _, s := range scalars(v) {
-		if s.ok && matchesAny(s.text, list) {
+		if !s.ok || matchesAny(s.text, list) {
 			return true
 		}
 	}
@@ -90,9 +91,26 @@ type scalar struct {
 }
 
 // scalars returns the canonical strings of v, or of each element of v
-// when it is a list (a key repeated on the command line).
+// when it is a list (a key repeated on the command line), or of each entry
+// of v as "key=value" when it is a map: the form in which the command
+// line sends key/value parameters (meta=team=ops), so that a policy judges
+// a JSON object's entries as it judges those strings, and an object is no
+// way around a denied value.
 func scalars(v any) []scalar {
 	switch x := v.(type) {
+	case map[string]any:
+		out := make([]scalar, 0, len(x))
+		for k, e := range x {
+			s, ok := scalarText(e)
+			out = append(out, scalar{k + "=" + s, ok})
+		}
+		return out
+	case map[string]string:
+		out := make([]scalar, 0, len(x))
+		for k, e := range x {
+			out = append(out, scalar{k + "=" + e, true})
+		}
+		return out
 	case []any:
 		out := make([]scalar, 0, len(x))
 		for _, e := range x {

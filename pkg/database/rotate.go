@@ -100,11 +100,18 @@ func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newP
 		if !found {
 			return missingConfig(name)
 		}
-		if cur.Connection.Password == oldPassword {
+		switch cur.Connection.Password {
+		case oldPassword:
 			cur.Connection.Password = newPassword
 			if err := putJSON(tx, configPrefix+name, &cur); err != nil {
 				return err
 			}
+		case newPassword:
+		default:
+			// Someone else stored other credentials meanwhile, but
+			// PostgreSQL may hold this password now: it stays pending, to
+			// be tried when the stored one is refused.
+			return nil
 		}
 		var p pendingRoot
 		pfound, err := getJSON(tx, pendingPrefix+name, &p)
@@ -117,6 +124,14 @@ func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newP
 		return nil
 	})
 }
+
+// rotationClaim is how long a pending root password keeps another
+// rotation of the same connection out: longer than one rotation takes
+// (three logins and an ALTER ROLE, each bounded by its timeout), so that
+// a pending record older than that was left by a rotation that died, and
+// what it left is settled by open() (which tries it when the stored
+// password is refused).
+const rotationClaim = 5 * time.Minute
 
 // rotateRoot gives the configured admin a new random password in two
 // phases, so that a crash at any point leaves a password lessor can use:
@@ -148,11 +163,35 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	if err != nil {
 		return fmt.Errorf("unable to rotate root credentials: generate password: %w", err)
 	}
-	pending := pendingRoot{Username: cfg.Connection.Username, Password: newPassword, Created: req.System.Now().UTC()}
+	now := req.System.Now().UTC()
+	pending := pendingRoot{Username: cfg.Connection.Username, Password: newPassword, Created: now}
 	if err := req.Storage.Update(ctx, func(tx storage.Tx) error {
+		// The pending record is also this rotation's claim: two rotations
+		// at once would each ALTER the role, and the one that stored its
+		// password last need not be the one PostgreSQL kept.
+		var cur dbConfig
+		found, err := getJSON(tx, configPrefix+name, &cur)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return missingConfig(name)
+		}
+		if cur.Connection.Password != cfg.Connection.Password || cur.Connection.Username != cfg.Connection.Username {
+			return errors.New("the connection's credentials changed since this rotation began (another rotation finished, or they were rewritten); run it again")
+		}
+		var p pendingRoot
+		pfound, err := getJSON(tx, pendingPrefix+name, &p)
+		if err != nil {
+			return err
+		}
+		if pfound && now.Sub(p.Created) < rotationClaim {
+			return fmt.Errorf("another rotation of these root credentials began at %s and may still be running; run it again after %s",
+				p.Created.Format(time.RFC3339), p.Created.Add(rotationClaim).Format(time.RFC3339))
+		}
 		return putJSON(tx, pendingPrefix+name, &pending)
 	}); err != nil {
-		return fmt.Errorf("unable to rotate root credentials: record pending password: %w", err)
+		return fmt.Errorf("unable to rotate root credentials: %w", err)
 	}
 	failpoint.Hit(failpoint.RotateRootAfterPending)
 

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -197,5 +199,66 @@ func TestRotateRootRejectedByPostgres(t *testing.T) {
 	}
 	if p := e.pending("pg"); p != nil {
 		t.Fatalf("pending record left after a rejected rotation: %+v", p)
+	}
+}
+
+// TestRotateRootConcurrent: a rotation that starts while another one is
+// between recording its password and storing it is refused, instead of
+// both altering the role and the store keeping the password PostgreSQL
+// did not (which locked lessor out of the database for good). A rotation
+// that died leaves a claim that lapses.
+func TestRotateRootConcurrent(t *testing.T) {
+	e, admin, _ := adminEnv(t)
+	first := true
+	paused, resume := make(chan struct{}), make(chan struct{})
+	failpoint.Arm(failpoint.RotateRootAfterPending, func(string) {
+		if first {
+			first = false
+			close(paused)
+			<-resume
+		}
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+		done <- err
+	}()
+	<-paused
+	_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	if err == nil || !strings.Contains(err.Error(), "another rotation of these root credentials began at") {
+		t.Fatalf("rotation during another one: %v", err)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatalf("the first rotation: %v", err)
+	}
+	stored := e.storedConfig("pg").Connection.Password
+	if err := e.srv.CanLogin(context.Background(), admin, stored, e.db.Name); err != nil {
+		t.Fatalf("the stored admin password does not log in: %v", err)
+	}
+	if p := e.pending("pg"); p != nil {
+		t.Fatalf("pending record left: %+v", p)
+	}
+	e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+
+	// A claim left by a rotation that died before its ALTER ROLE keeps
+	// others out until it lapses, and changes nothing meanwhile.
+	failpoint.Arm(failpoint.RotateRootAfterPending, func(string) { panic("crash") })
+	func() {
+		defer func() { recover() }()
+		e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	}()
+	failpoint.Arm("", nil)
+	if _, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil); err == nil {
+		t.Fatal("rotation during a dead one's claim succeeded")
+	}
+	e.sys.mu.Lock()
+	e.sys.now = e.sys.now.Add(rotationClaim + time.Second)
+	e.sys.mu.Unlock()
+	e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+	stored = e.storedConfig("pg").Connection.Password
+	if err := e.srv.CanLogin(context.Background(), admin, stored, e.db.Name); err != nil {
+		t.Fatalf("after the claim lapsed, the stored admin password does not log in: %v", err)
 	}
 }

@@ -293,7 +293,7 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	}
 	failpoint.Hit(failpoint.IssueAfterCreate)
 	if err := req.Leases.Confirm(ctx, prepared.ID); err != nil {
-		return nil, b.dropUnconfirmed(ctx, db, &cfg, &role, name, username, err)
+		return nil, b.dropUnconfirmed(ctx, db, &cfg, &role, name, username, belongsTo(req.System.StoreID(), plan.ID), err)
 	}
 
 	host, port, dbName := db.Target()
@@ -314,9 +314,9 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 // fail, the record a revocation kept has reap revoke the role at the end
 // of the issuer's grace; a record still pending is adopted and revoked at
 // its expiry.
-func (b *Backend) dropUnconfirmed(ctx context.Context, db *postgres.DB, cfg *dbConfig, role *roleEntry, name, username string, cause error) error {
+func (b *Backend) dropUnconfirmed(ctx context.Context, db *postgres.DB, cfg *dbConfig, role *roleEntry, name, username string, belongs func(string) bool, cause error) error {
 	err := fmt.Errorf("role %q: %w", name, cause)
-	out := db.RevokeUsers(context.WithoutCancel(ctx), []postgres.RevokeRequest{{Username: username, Statements: role.RevocationStatements}})
+	out := db.RevokeUsers(context.WithoutCancel(ctx), []postgres.RevokeRequest{{Username: username, Statements: role.RevocationStatements, Belongs: belongs}})
 	if len(out) == 1 && out[0] != nil {
 		return fmt.Errorf("%w; dropping its role failed too (reap retries it): %v", err, cfg.redact(out[0]))
 	}

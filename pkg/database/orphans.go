@@ -119,7 +119,7 @@ func (b *Backend) connectionOrphans(ctx context.Context, st storage.Store, name 
 			Expires: expires, Expired: !o.Now.Before(expires),
 		}
 		if or.Expired && !o.DryRun {
-			revoke = append(revoke, postgres.RevokeRequest{Username: r.Name})
+			revoke = append(revoke, postgres.RevokeRequest{Username: r.Name, Belongs: belongsTo(o.StoreID, meta.LeaseID)})
 		}
 		orphans = append(orphans, or)
 	}

@@ -95,6 +95,15 @@ func (b *Backend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp
 	return nil
 }
 
+// belongsTo claims a role whose comment names this store and this lease:
+// revocation drops only such a role, never another of the same name.
+func belongsTo(storeID, leaseID string) func(comment string) bool {
+	return func(c string) bool {
+		m, err := ParseRoleComment(c)
+		return err == nil && m.StoreID == storeID && m.LeaseID == leaseID
+	}
+}
+
 // RevokeSecrets drops the roles behind the given leases: one connection
 // per database connection config and one RevokeUsers batch on it. Each
 // role is revoked with its role's current revocation_statements, or, when
@@ -182,7 +191,8 @@ func (b *Backend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest
 			if r := live[it.is.role]; r != nil {
 				stmts = r.RevocationStatements
 			}
-			reqs[i] = postgres.RevokeRequest{Username: it.is.username, Statements: stmts}
+			s := ss[it.idx]
+			reqs[i] = postgres.RevokeRequest{Username: it.is.username, Statements: stmts, Belongs: belongsTo(s.System.StoreID(), s.LeaseID)}
 		}
 		out := db.RevokeUsers(ctx, reqs)
 		for i, it := range g.items {
@@ -309,8 +319,7 @@ func (b *Backend) SecretsCreated(ctx context.Context, ss []*logical.SecretReques
 			if !ok {
 				continue
 			}
-			m, err := ParseRoleComment(c)
-			out[i] = err == nil && m.LeaseID == ss[i].LeaseID && m.StoreID == ss[i].System.StoreID()
+			out[i] = belongsTo(ss[i].System.StoreID(), ss[i].LeaseID)(c)
 		}
 	}
 	return out, nil

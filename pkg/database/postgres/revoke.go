@@ -19,6 +19,12 @@ import (
 type RevokeRequest struct {
 	Username   string
 	Statements []string
+	// Belongs, when set, tells from the role's COMMENT ON ROLE ("" for
+	// none) whether the role is the one the request means. A role it does
+	// not claim is left alone and the request succeeds: the role it meant
+	// is gone, and this one has the same name but belongs to another lease
+	// (a username template without a random part) or was never lessor's.
+	Belongs func(comment string) bool
 }
 
 // revokeBatchSize bounds the roles handled by one set of statements: large
@@ -73,6 +79,16 @@ func (db *DB) RevokeUsers(ctx context.Context, rs []RevokeRequest) []error {
 
 	byName := map[string][]int{} // default requests, by role name
 	var names []string
+	// mine: does a default request for name claim the role, as its
+	// comment shows? Requests for one name share one revocation.
+	mine := func(name, comment string) bool {
+		for _, i := range byName[name] {
+			if rs[i].Belongs == nil || rs[i].Belongs(comment) {
+				return true
+			}
+		}
+		return false
+	}
 	for i, r := range rs {
 		if err := checkRoleName(r.Username); err != nil {
 			errs[i] = fmt.Errorf("revoke user %q: %w", r.Username, err)
@@ -91,7 +107,7 @@ func (db *DB) RevokeUsers(ctx context.Context, rs []RevokeRequest) []error {
 	}
 	for len(names) > 0 {
 		n := min(len(names), revokeBatchSize)
-		for name, err := range db.revokeBatch(ctx, names[:n]) {
+		for name, err := range db.revokeBatch(ctx, names[:n], mine) {
 			for _, i := range byName[name] {
 				errs[i] = db.redact(fmt.Errorf("revoke user %s: %w", name, err))
 			}
@@ -102,8 +118,8 @@ func (db *DB) RevokeUsers(ctx context.Context, rs []RevokeRequest) []error {
 }
 
 // revokeBatch revokes names and returns the errors by name.
-func (db *DB) revokeBatch(ctx context.Context, names []string) map[string]error {
-	errs, err := db.revokeDefault(ctx, names)
+func (db *DB) revokeBatch(ctx context.Context, names []string, mine func(name, comment string) bool) map[string]error {
+	errs, err := db.revokeDefault(ctx, names, mine)
 	if err == nil {
 		return errs
 	}
@@ -121,7 +137,7 @@ func (db *DB) revokeBatch(ctx context.Context, names []string) map[string]error 
 		if errs[name] != nil {
 			continue
 		}
-		one, err := db.revokeDefault(ctx, []string{name})
+		one, err := db.revokeDefault(ctx, []string{name}, mine)
 		if err == nil {
 			err = one[name]
 		}
@@ -134,7 +150,7 @@ func (db *DB) revokeBatch(ctx context.Context, names []string) map[string]error 
 
 // revokeDefault runs the default revocation for names. Errors that belong
 // to one role come back in the map; err is a failure of the batch.
-func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]error, error) {
+func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name, comment string) bool) (map[string]error, error) {
 	errs := map[string]error{}
 	conn, err := db.admin(ctx)
 	if err != nil {
@@ -144,17 +160,30 @@ func (db *DB) revokeDefault(ctx context.Context, names []string) (map[string]err
 	// log in (LOGIN and a VALID UNTIL not yet passed: the password lessor
 	// issued still works), and which have sessions open; per-role work is
 	// spent only where it tells that it is needed.
-	var present, canLogin, inSession []string
+	var present, comments, canLogin, inSession []string
 	var oids []uint32 // of present, in the same order
 	var adm adminRole
 	rctx, cancel := db.roundTrip(ctx)
-	err = conn.QueryRow(rctx, revokeCatalog, names).Scan(&adm.name, &adm.super, &present, &oids, &canLogin, &inSession)
+	err = conn.QueryRow(rctx, revokeCatalog, names).Scan(&adm.name, &adm.super, &present, &oids, &comments, &canLogin, &inSession)
 	cancel()
 	if err != nil {
 		return errs, pgError(err)
 	}
-	if len(oids) != len(present) {
-		return errs, fmt.Errorf("revocation catalog query: %d oids for %d roles", len(oids), len(present))
+	if len(oids) != len(present) || len(comments) != len(present) {
+		return errs, fmt.Errorf("revocation catalog query: %d oids and %d comments for %d roles", len(oids), len(comments), len(present))
+	}
+	// A role of the same name that no request claims is not touched.
+	var notMine []string
+	for i := 0; i < len(present); i++ {
+		if !mine(present[i], comments[i]) {
+			notMine = append(notMine, present[i])
+			present, oids, comments = slices.Delete(present, i, i+1), slices.Delete(oids, i, i+1), slices.Delete(comments, i, i+1)
+			i--
+		}
+	}
+	if len(notMine) > 0 {
+		drop := func(s string) bool { return slices.Contains(notMine, s) }
+		canLogin, inSession = slices.DeleteFunc(canLogin, drop), slices.DeleteFunc(inSession, drop)
 	}
 	if db.testOnlyAfterCatalog != nil {
 		db.testOnlyAfterCatalog()
@@ -253,6 +282,7 @@ WITH r AS (
 SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r), '{}'),
        coalesce((SELECT array_agg(oid ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT array_agg(coalesce(shobj_description(oid, 'pg_authid'), '') ORDER BY rolname) FROM r), '{}'),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
        coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}')`
 
@@ -799,12 +829,15 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 		return err
 	}
 	var exists bool
+	var comment string
 	var adm adminRole
-	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), current_user, rolsuper FROM pg_roles WHERE rolname = current_user`,
-		[]any{r.Username}, &exists, &adm.name, &adm.super); err != nil {
+	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+		coalesce((SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1), ''),
+		current_user, rolsuper FROM pg_roles WHERE rolname = current_user`,
+		[]any{r.Username}, &exists, &comment, &adm.name, &adm.super); err != nil {
 		return err
 	}
-	if !exists {
+	if !exists || r.Belongs != nil && !r.Belongs(comment) {
 		return nil
 	}
 	if err := db.exec(ctx, conn, "ALTER ROLE "+pgx.Identifier{r.Username}.Sanitize()+" NOLOGIN"); err != nil {

@@ -98,7 +98,8 @@ func newSecretsDisableCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Long: `Revokes every lease issued under PATH (dropping their PostgreSQL roles), then
 removes the engine and all of its configuration. If any revocation fails,
 nothing is disabled, unless -force is given: then the failed leases are
-forgotten, and their roles may remain (find them with reap -orphans). A
+forgotten, and their roles may remain (find them with reap -orphans);
+-force needs the sudo capability on sys/mounts/PATH. A
 credential being issued meanwhile keeps its lease for the issue's 5-minute
 grace; disable refuses until then, or forgets it with -force.`,
 		Example: `  lessor secrets disable database

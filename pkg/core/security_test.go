@@ -329,3 +329,29 @@ path "sys/mounts/*" {
 		t.Errorf("max_lease_ttl given twice: %v", err)
 	}
 }
+
+// TestUnmountForceNeedsSudo: disabling a mount with force forgets the
+// leases whose revocation failed (their roles may live on), as
+// revoke-force does; it needs sudo as that does, since a policy cannot
+// restrict a delete's parameters. Without force, delete is enough.
+func TestUnmountForceNeedsSudo(t *testing.T) {
+	c, root := newEchoCore(t)
+	for _, m := range []string{"a", "b", "c"} {
+		must(t, c, root, logical.UpdateOperation, "sys/mounts/"+m, map[string]any{"type": "echo"})
+	}
+	plain := tokenWith(t, c, root, "unmount", `path "sys/mounts/*" { capabilities = ["delete"] }`)
+	_, err := do(t, c, plain, logical.DeleteOperation, "sys/mounts/a", map[string]any{"force": true})
+	if !errors.Is(err, logical.ErrPermissionDenied) || !strings.Contains(err.Error(), "force also needs the sudo capability") {
+		t.Fatalf("force without sudo: %v", err)
+	}
+	if _, err := do(t, c, plain, logical.DeleteOperation, "sys/mounts/a", map[string]any{"force": "false"}); err != nil {
+		t.Fatalf("delete without force: %v", err)
+	}
+	sudo := tokenWith(t, c, root, "unmount-sudo", `path "sys/mounts/*" { capabilities = ["delete", "sudo"] }`)
+	if _, err := do(t, c, sudo, logical.DeleteOperation, "sys/mounts/b", map[string]any{"force": true}); err != nil {
+		t.Fatalf("force with sudo: %v", err)
+	}
+	if _, err := do(t, c, root, logical.DeleteOperation, "sys/mounts/c", map[string]any{"force": true}); err != nil {
+		t.Fatalf("force as root: %v", err)
+	}
+}

@@ -210,6 +210,12 @@ func (s *systemBackend) route(ctx context.Context, req *logical.Request) (*logic
 			if err != nil {
 				return nil, logical.Errorf("force: %v", err)
 			}
+			if force && !req.HasSudo {
+				// Forgetting leases whose roles may live on is what
+				// revoke-force does, and it needs sudo there too; a
+				// policy cannot restrict a delete's parameters.
+				return nil, &PermissionError{Operation: op, Path: "sys/" + p, Reason: "force also needs the sudo capability"}
+			}
 			return c.disableMount(ctx, path, force)
 		case op == logical.ReadOperation:
 			return c.readTune(ctx, path)

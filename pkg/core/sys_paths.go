@@ -22,7 +22,7 @@ func sysPaths() []logical.PathSpec {
 	return []logical.PathSpec{
 		{Pattern: "mounts", Description: "list the mounted secrets engines", Operations: ops{r: nil, l: nil}},
 		{Pattern: "mounts/*path/tune", Description: "read or tune a mount's lease TTLs and description", Operations: w(mountTuneFields, ops{r: nil})},
-		{Pattern: "mounts/*path", Description: "enable (write), disable (delete) or read a secrets engine mounted at path", Operations: w(mountFields, ops{r: nil, d: forceField})},
+		{Pattern: "mounts/*path", Description: "enable (write), disable (delete; force needs sudo) or read a secrets engine mounted at path", Operations: w(mountFields, ops{r: nil, d: forceField})},
 		{Pattern: "remount", Description: "move a mount and its leases", Operations: w(remountFields, nil)},
 		{Pattern: "policy/", Description: "list the policies", Operations: ops{l: nil}},
 		{Pattern: "policy/:name", Description: "write, read or delete an ACL policy", Operations: w(policyFields, ops{r: nil, d: nil})},

@@ -185,6 +185,10 @@ type Barrier struct {
 	ring    *keyring
 	gen     uint64
 	genPath string
+	// genState is the state record of generation gen as this barrier saw
+	// it (nil: not known), so that another record of the same generation
+	// (a copy changed since it was taken) is told from it.
+	genState []byte
 	// guardCache: the token buckets' sums a checked pass found for the
 	// state record, while the guard record is stale.
 	guardCache *guardCache
@@ -242,11 +246,17 @@ func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
 		if s.ringRaw, err = tx.Get(keyringKey); err != nil {
 			return err
 		}
-		if s.hdr.version < 2 {
-			return nil
-		}
 		if s.stateRaw, err = tx.Get(stateKey); err != nil {
 			return err
+		}
+		if s.hdr.version < 2 {
+			if s.stateRaw != nil {
+				// Only an upgrade writes a state record, with a version
+				// 2 header: a version 1 header (and its keyring) put back
+				// would turn every set check off.
+				return errHeaderReplaced
+			}
+			return nil
 		}
 		s.core, err = readCore(tx)
 		return err
@@ -302,7 +312,7 @@ func (s *Sealed) Unseal(key UnsealKey) (*Barrier, error) {
 		if err := checkCore(s.core, root, st.sums.core); err != nil {
 			return nil, fmt.Errorf("open barrier: %w", err)
 		}
-		b.gen = st.gen
+		b.gen, b.genState = st.gen, s.stateRaw
 	}
 	return b, nil
 }
@@ -387,7 +397,7 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 	}
 	hdrRaw := h.marshal()
 	st := &state{gen: 1, guarded: true}
-	guardRaw := st.marshalGuard(root, h.storeID)
+	guardRaw, stateRaw := st.marshalGuard(root, h.storeID), st.marshal(root, h.storeID)
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
 		cur, err := tx.Get(headerKey)
@@ -409,12 +419,13 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 		if err := tx.Put(guardKey, guardRaw); err != nil {
 			return err
 		}
-		return tx.Put(stateKey, st.marshal(root, h.storeID))
+		return tx.Put(stateKey, stateRaw)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	b.hdr, b.hdrRaw, b.root, b.kek, b.ring, b.storeID, b.gen = h, hdrRaw, root, kek, ring, h.storeID, st.gen
+	b.genState = stateRaw
 	return b, nil
 }
 
@@ -460,10 +471,10 @@ func (b *Barrier) Info() Info {
 
 // View runs fn in a read-only transaction that opens each value it reads.
 func (b *Barrier) View(ctx context.Context, fn func(storage.Tx) error) error {
-	seen := b.Generation()
+	seen, seenState := b.seenState()
 	return b.phys.View(ctx, func(tx storage.Tx) error {
 		ring, root := b.current()
-		return fn(&sealedTx{b: b, tx: tx, ring: ring, root: root, seen: seen})
+		return fn(&sealedTx{b: b, tx: tx, ring: ring, root: root, seen: seen, seenState: seenState})
 	})
 }
 
@@ -508,9 +519,10 @@ var errNoUpgrade = errors.New("no upgrade needed")
 func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) error) error {
 	var done func()
 	var gen uint64
-	seen := b.Generation()
+	var genState []byte
+	seen, seenState := b.seenState()
 	err := b.phys.Update(ctx, func(tx storage.Tx) error {
-		done, gen = nil, 0
+		done, gen, genState = nil, 0, nil
 		// The header now, the keyring at the first write, the state at
 		// the end: one round trip for the three on a store that pays one
 		// per read.
@@ -522,7 +534,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 			return err
 		}
 		ring, root := b.current()
-		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true, seen: seen}
+		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true, seen: seen, seenState: seenState}
 		if err := fn(t); err != nil {
 			return err
 		}
@@ -537,8 +549,8 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		if err != nil {
 			return err
 		}
-		if st.gen < seen {
-			return &RollbackError{Store: st.gen, Seen: seen}
+		if err := b.observe(st.gen, raw, seen, seenState); err != nil {
+			return err
 		}
 		if !st.guarded {
 			if err := b.guardState(tx, t.root, st, raw, &t.delta); err != nil {
@@ -547,8 +559,11 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		}
 		st.sums.addSums(&t.delta)
 		st.gen++
-		gen = st.gen
-		return st.put(tx, t.root, b.storeID)
+		gen, genState = st.gen, st.marshal(t.root, b.storeID)
+		if err := tx.Put(stateKey, genState); err != nil {
+			return err
+		}
+		return tx.Put(guardKey, st.marshalGuard(t.root, b.storeID))
 	})
 	if err != nil {
 		return err
@@ -558,6 +573,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 	}
 	if gen != 0 {
 		b.noteGeneration(gen, false)
+		b.noteState(gen, genState)
 	}
 	return nil
 }
@@ -604,6 +620,12 @@ var errHeaderReplaced = &damageError{"store header was replaced by an older one 
 // state record is computed from every record. It returns what to adopt
 // once tx commits.
 func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
+	if raw, err := tx.Get(stateKey); err != nil || raw != nil {
+		if err == nil {
+			err = errHeaderReplaced
+		}
+		return nil, 0, err
+	}
 	b.mu.Lock()
 	kek, root, ring := b.kek, b.root, b.ring
 	b.mu.Unlock()
@@ -965,6 +987,7 @@ type sealedTx struct {
 	// transaction began: every commit up to it is in the transaction's
 	// view, so a state record older than it was put back.
 	seen        uint64
+	seenState   []byte // the state record of generation seen, if known
 	state       *state // as read by the first check
 	stateRaw    []byte
 	guarded     [guardBuckets / 64]uint64 // the token buckets checked

@@ -26,6 +26,9 @@ type RollbackError struct {
 }
 
 func (e *RollbackError) Error() string {
+	if e.Path == "" && e.Store == e.Seen {
+		return fmt.Sprintf("store was rolled back: its generation %d is not the one this process saw committed (an older copy, changed since)", e.Store)
+	}
 	if e.Path == "" {
 		return fmt.Sprintf("store was rolled back: it is at generation %d, but this process already saw generation %d committed", e.Store, e.Seen)
 	}
@@ -91,9 +94,7 @@ func (b *Barrier) refreshState(tx storage.Tx) error {
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	b.gen = max(b.gen, s.gen)
-	b.mu.Unlock()
+	b.noteState(s.gen, raw)
 	return nil
 }
 
@@ -163,11 +164,12 @@ func parseGeneration(raw []byte) uint64 {
 // generation once, and not one that an earlier write already passed.
 func (b *Barrier) noteGeneration(gen uint64, force bool) {
 	b.mu.Lock()
-	b.gen = max(b.gen, gen)
-	path := b.genPath
-	if force {
-		b.gen = gen
+	if gen > b.gen || force && gen != b.gen {
+		// A newer generation (or an accepted older one) whose record is
+		// not known here yet.
+		b.gen, b.genState = gen, nil
 	}
+	path := b.genPath
 	b.mu.Unlock()
 	if path == "" || gen == 0 {
 		return

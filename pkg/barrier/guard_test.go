@@ -384,3 +384,100 @@ func TestGuardRecordDamaged(t *testing.T) {
 	}
 	put(t, b, "x", "y")
 }
+
+// TestRollbackSeenByAReader: a process that only reads (a server) learns
+// the generation another process committed from the state record it
+// reads, so rows put back from before that commit are refused there too,
+// and a later write of its own does not build a second history on top of
+// them; a record of the same generation that differs from the one it saw
+// is refused as well.
+func TestRollbackSeenByAReader(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) {
+			raw := newRaw(t)
+			writer, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const tok = "sys/token/id/ab17"
+			put(t, writer, tok, "token", "sys/policy/p", "x")
+			reader, err := Open(ctx, raw.phys, testKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap := map[string][]byte{}
+			for _, k := range []string{stateKey, guardKey, tok} {
+				snap[k] = raw.get(k)
+			}
+			if err := writer.Update(ctx, func(tx storage.Tx) error { return tx.Delete(tok) }); err != nil {
+				t.Fatal(err)
+			}
+			// The reader reads after the revocation: it now knows its
+			// generation.
+			if err := getErr(reader, "sys/policy/p"); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range snap {
+				raw.put(k, v)
+			}
+			if err := getErr(reader, tok); !errors.Is(err, ErrRolledBack) {
+				t.Fatalf("reader, rows from before the revocation put back: %v", err)
+			}
+			if err := reader.Update(ctx, func(tx storage.Tx) error { return tx.Put("x", []byte("y")) }); !errors.Is(err, ErrRolledBack) {
+				t.Fatalf("reader's write over them: %v", err)
+			}
+
+			// Same generation, another record: a third barrier that saw
+			// the state before the put-back refuses it after a fresh
+			// write by someone who did not.
+			for k, v := range snap {
+				raw.put(k, v)
+			}
+			third, err := Open(ctx, raw.phys, testKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, third, "y", "z")
+			if err := writer.Update(ctx, func(tx storage.Tx) error { return tx.Put("w", []byte("v")) }); !errors.Is(err, ErrRolledBack) {
+				t.Fatalf("writer after another history reached its generation: %v", err)
+			}
+		})
+	}
+}
+
+// TestRekeyedElsewhereNotTampered: after another process rekeys, a
+// running barrier's reads say so instead of reporting damage.
+func TestRekeyedElsewhereNotTampered(t *testing.T) {
+	phys := newBolt(t, t.TempDir())
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/ab17", "token", "sys/policy/p", "x")
+	running, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rekey(ctx, otherKey(t), InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"sys/token/id/ab17", "sys/policy/p"} {
+		if err := getErr(running, k); !errors.Is(err, errRekeyed) {
+			t.Fatalf("read %s after a rekey elsewhere: %v", k, err)
+		}
+	}
+}
+
+// TestVersion1HeaderPutBack: a version 1 header and keyring kept from
+// before a store's upgrade, put back, would turn every set check off; the
+// state record the upgrade wrote gives them away.
+func TestVersion1HeaderPutBack(t *testing.T) {
+	b, phys := openFixture(t, 1)
+	hdr1, ring1 := physGet(t, phys, headerKey), physGet(t, phys, keyringKey)
+	put(t, b, "sys/token/id/ab17", "token") // upgrades to version 2
+	physPut(t, phys, headerKey, hdr1)
+	physPut(t, phys, keyringKey, ring1)
+	if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with a version 1 header put back: %v", err)
+	}
+}

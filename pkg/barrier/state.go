@@ -514,10 +514,16 @@ func (t *sealedTx) loadState() error {
 	}
 	st, raw, err := loadState(t.tx, t.root, t.b.storeID)
 	if err != nil {
+		// A state record that no longer authenticates under this
+		// barrier's keys: the store was rekeyed since it was opened, unless
+		// the header is unchanged.
+		if _, herr := t.b.checkHeader(t.tx); herr != nil {
+			return herr
+		}
 		return err
 	}
-	if st.gen < t.seen {
-		return &RollbackError{Store: st.gen, Seen: t.seen}
+	if err := t.b.observe(st.gen, raw, t.seen, t.seenState); err != nil {
+		return err
 	}
 	st.v2 = true
 	t.state, t.stateRaw = st, raw
@@ -559,4 +565,40 @@ func touchesCore(prefix string) bool {
 		}
 	}
 	return false
+}
+
+// seenState returns the newest generation this barrier has seen and its
+// state record (nil when not known).
+func (b *Barrier) seenState() (uint64, []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gen, b.genState
+}
+
+// observe checks a state record read in a transaction that began when the
+// barrier had seen generation seenGen (its record seenState, if known):
+// an older generation, or another record of the same one (a copy changed
+// since it was taken: two histories), means the store was put back. Any
+// process that reads the state record learns its generation this way,
+// not only from its own commits, so a server that only reads still
+// refuses a store put back behind another host's revocation.
+func (b *Barrier) observe(gen uint64, raw []byte, seenGen uint64, seenState []byte) error {
+	if gen < seenGen || gen == seenGen && seenState != nil && !bytes.Equal(raw, seenState) {
+		return &RollbackError{Store: gen, Seen: seenGen}
+	}
+	b.noteState(gen, raw)
+	return nil
+}
+
+// noteState remembers raw as the state record of generation gen, if gen is
+// the newest this barrier has seen.
+func (b *Barrier) noteState(gen uint64, raw []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case gen > b.gen:
+		b.gen, b.genState = gen, raw
+	case gen == b.gen && b.genState == nil:
+		b.genState = raw
+	}
 }

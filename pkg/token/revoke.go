@@ -109,12 +109,15 @@ func (s *Store) revokeTrees(ctx context.Context, roots []string, filter func(*En
 			seen[id] = true
 			queue = append(queue, id)
 		}
+		parentOf := map[string]string{} // of the tokens queued as children
 		for i := 0; i < len(queue); i++ {
 			e, err := getEntry(tx, queue[i])
 			if err != nil {
 				return err
 			}
-			if e == nil {
+			if p, child := parentOf[queue[i]]; e == nil || child && e.Parent != p {
+				// The parent index is not sealed to its meaning: an entry
+				// under another parent's name is not that parent's child.
 				continue
 			}
 			tree = append(tree, e)
@@ -125,6 +128,7 @@ func (s *Store) revokeTrees(ctx context.Context, roots []string, filter func(*En
 			for _, k := range kids {
 				if !seen[k] {
 					seen[k] = true
+					parentOf[k] = e.ID
 					queue = append(queue, k)
 				}
 			}
@@ -204,7 +208,7 @@ func (s *Store) revokeOrphan(ctx context.Context, e *Entry) error {
 			if err != nil {
 				return err
 			}
-			if c != nil {
+			if c != nil && c.Parent == cur.ID {
 				c.Parent, c.Orphan = "", true
 				if err := putEntry(tx, c); err != nil {
 					return err

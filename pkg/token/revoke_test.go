@@ -343,3 +343,40 @@ func TestRevokeExpiredCostIsProportionalToDue(t *testing.T) {
 		t.Fatalf("count = %d", c)
 	}
 }
+
+// TestForgedParentIndexIgnored: an entry in the parent index is only a
+// key name (whoever can write the store can add one). Revoking a token
+// does not take a token the index wrongly files under it, and revoke-orphan
+// does not cut such a token loose from its real parent.
+func TestForgedParentIndexIgnored(t *testing.T) {
+	h := newHarness(t)
+	tr := buildTree(h)
+	other := h.create(h.root, map[string]any{"policies": "db"}, false).Auth
+	a, victim := h.entry(tr.a.ClientToken), h.entry(other.ClientToken)
+	if err := h.mem.Update(context.Background(), func(tx storage.Tx) error {
+		return tx.Put("sys/token/"+parentKey(a.ID, victim.ID), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.do(h.root, logical.UpdateOperation, "revoke-orphan", map[string]any{"token": tr.a.ClientToken}, false); err != nil {
+		t.Fatal(err)
+	}
+	if e := h.entry(other.ClientToken); e.Parent != victim.Parent || e.Orphan {
+		t.Fatalf("revoke-orphan of another token orphaned this one: %#v", e)
+	}
+	b := h.entry(tr.b.ClientToken)
+	if err := h.mem.Update(context.Background(), func(tx storage.Tx) error {
+		return tx.Put("sys/token/"+parentKey(b.ID, victim.ID), nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.do(h.root, logical.UpdateOperation, "revoke", map[string]any{"token": tr.b.ClientToken}, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.gone(other.ClientToken) {
+		t.Fatal("revoking a token took one the parent index wrongly filed under it")
+	}
+	if !h.gone(tr.c.ClientToken) {
+		t.Fatal("revoking a token left its real child")
+	}
+}

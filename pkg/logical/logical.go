@@ -131,6 +131,7 @@ type Auth struct {
 	EntityID         string
 	LeaseDuration    time.Duration
 	Renewable        bool
+	NumUses          int // the uses the token has (0: unlimited)
 }
 
 // Backend handles the requests routed to one mount.

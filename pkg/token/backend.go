@@ -341,6 +341,7 @@ func authFor(token string, e *Entry, ttl time.Duration) *logical.Auth {
 		Orphan:        e.Orphan,
 		LeaseDuration: ttl,
 		Renewable:     e.Renewable,
+		NumUses:       max(e.NumUses, 0),
 	}
 }
 

@@ -65,7 +65,7 @@ func FromLogical(requestID, mountType string, resp *logical.Response) *Response 
 			ClientToken: a.ClientToken, Accessor: a.Accessor,
 			Policies: a.Policies, TokenPolicies: a.TokenPolicies, IdentityPolicies: a.IdentityPolicies,
 			Metadata: a.Metadata, LeaseDuration: seconds(a.LeaseDuration), Renewable: a.Renewable,
-			EntityID: a.EntityID, TokenType: "service", Orphan: a.Orphan,
+			EntityID: a.EntityID, TokenType: "service", Orphan: a.Orphan, NumUses: a.NumUses,
 		}
 	}
 	if c := resp.Connection; c != nil && (c.Host != "" || c.Port != 0 || c.Database != "") {
@@ -86,7 +86,7 @@ func (e *Response) Logical() *logical.Response {
 			ClientToken: a.ClientToken, Accessor: a.Accessor,
 			Policies: a.Policies, TokenPolicies: a.TokenPolicies, IdentityPolicies: a.IdentityPolicies,
 			Metadata: a.Metadata, Orphan: a.Orphan, EntityID: a.EntityID,
-			LeaseDuration: time.Duration(a.LeaseDuration) * time.Second, Renewable: a.Renewable,
+			LeaseDuration: time.Duration(a.LeaseDuration) * time.Second, Renewable: a.Renewable, NumUses: a.NumUses,
 		}
 	}
 	if c := e.Connection; c != nil {

@@ -22,7 +22,7 @@ func TestRoundTrip(t *testing.T) {
 		"auth": {
 			Auth: &logical.Auth{ClientToken: "t", Accessor: "a", Policies: []string{"default", "apps"},
 				TokenPolicies: []string{"default", "apps"}, IdentityPolicies: []string{},
-				Metadata: map[string]string{"k": "v"}, Orphan: true, LeaseDuration: 2 * time.Hour, Renewable: true},
+				Metadata: map[string]string{"k": "v"}, Orphan: true, LeaseDuration: 2 * time.Hour, Renewable: true, NumUses: 3},
 		},
 		"data only": {Data: map[string]any{"keys": []any{"a", "b"}}},
 	} {

@@ -934,8 +934,24 @@ func (s *benchStore) dueLeases(n int, kind string) {
 	// reap's batches (due order, 1,000 at a time) fall within a set, as
 	// when the credentials of one role definition are due together.
 	now := time.Now()
-	s.addLeases(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
-		func(i int) string { return names[i] })
+	expireAt := func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) }
+	ids := s.addLeases(n, expireAt, func(i int) string { return names[i] })
+	r.markRoles(c, s.storeID, names, ids, expireAt)
+}
+
+// markRoles gives each role names[i] the comment lessor writes on a role
+// it creates for lease ids[i] of store storeID: revocation drops only a
+// role whose comment names its lease.
+func (r *benchRig) markRoles(c *pgx.Conn, storeID string, names, ids []string, expireAt func(int) time.Time) {
+	var b strings.Builder
+	for i, name := range names {
+		comment := database.RoleMetadata{StoreID: storeID, LeaseID: ids[i], Expires: expireAt(i)}.Comment()
+		fmt.Fprintf(&b, "COMMENT ON ROLE %s IS '%s';", ident(name), strings.ReplaceAll(comment, "'", "''"))
+		if i%1000 == 999 || i == len(names)-1 {
+			mustExec(r.t, c, b.String())
+			b.Reset()
+		}
+	}
 }
 
 // benchRoles creates n roles named prefix+i over c, members of the group
@@ -1106,8 +1122,9 @@ func TestProfileReap(t *testing.T) {
 		prefix := "bench-group-" + s.storeID[:8] + "-"
 		names := r.benchRoles(r.admConn, prefix, n, "group")
 		now := time.Now()
-		s.seed(n, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
-			func(i int) string { return names[i] })
+		expireAt := func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) }
+		ids := s.seed(n, expireAt, func(i int) string { return names[i] })
+		r.markRoles(r.admConn, s.storeID, names, ids, expireAt)
 	} else {
 		s = r.newStore("")
 		s.dueLeases(n, kind)

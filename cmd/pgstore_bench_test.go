@@ -89,7 +89,7 @@ func (s *benchStore) openAny() *barrier.Barrier {
 
 // seed adds n leases to s's store (file or PostgreSQL) through the store
 // API, copies of a lease lessor issues first.
-func (s *benchStore) seed(n int, expireAt func(int) time.Time, user func(int) string) {
+func (s *benchStore) seed(n int, expireAt func(int) time.Time, user func(int) string) []string {
 	t := s.rig.t
 	s.lessor("read", "database/creds/group")
 	b := s.openAny()
@@ -97,7 +97,7 @@ func (s *benchStore) seed(n int, expireAt func(int) time.Time, user func(int) st
 	if err != nil || len(es) == 0 {
 		t.Fatalf("template lease: %v (%d leases)", err, len(es))
 	}
-	seedLeases(t, b, es[0], n, expireAt, user)
+	return seedLeases(t, b, es[0], n, expireAt, user)
 }
 
 // durSpread is "median (min–max)" of ds.
@@ -185,8 +185,9 @@ func benchPGReap(t *testing.T, r *benchRig) {
 			prefix := "bench-group-" + s.storeID[:8] + "-"
 			names := r.benchRoles(r.admConn, prefix, reapN, "group")
 			now := time.Now()
-			s.seed(reapN, func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) },
-				func(i int) string { return names[i] })
+			expireAt := func(i int) time.Time { return now.Add(-time.Hour + time.Duration(i/1000)*time.Second) }
+			ids := s.seed(reapN, expireAt, func(i int) string { return names[i] })
+			r.markRoles(r.admConn, s.storeID, names, ids, expireAt)
 			var mu sync.Mutex
 			revoked := 0
 			var errs []error

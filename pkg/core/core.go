@@ -212,7 +212,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	pre, err := c.prefetch(ctx, req.ClientToken, fullPath)
 	if err != nil {
 		if errors.Is(err, token.ErrBadToken) {
-			return nil, badTokenError(req.Operation, fullPath)
+			return c.denyBadToken(ctx, req, fullPath)
 		}
 		return nil, err
 	}
@@ -444,6 +444,26 @@ func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched,
 		return nil, err
 	}
 	return pre, nil
+}
+
+// denyBadToken refuses a request whose token is missing, unknown, expired
+// or used up, and audits it first, as Vault does: who tried what with a
+// token that does not work is what an audit log is for. Only the token's
+// HMAC is written, as for any request.
+func (c *Core) denyBadToken(ctx context.Context, req *logical.Request, fullPath string) (*logical.Response, error) {
+	derr := badTokenError(req.Operation, fullPath)
+	broker, err := c.auditBroker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ae := &audit.Entry{
+		RequestID: req.ID, Operation: string(req.Operation), Path: fullPath, ClientToken: req.ClientToken,
+		RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data, Err: derr,
+	}
+	if err := broker.LogResponse(ctx, ae); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return nil, derr
 }
 
 // builtinMount tells whether p is served by sys/ or auth/token/, which

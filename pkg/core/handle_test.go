@@ -118,12 +118,17 @@ func TestHandleReadsInOneTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each of the three requests is audited: a request and a response
-	// entry when allowed, one response entry when denied.
-	for path, want := range map[string]int{`"kv/any"`: 2, `"kv/ok"`: 2, `"kv/other"`: 1} {
+	// Each of the requests is audited: a request and a response entry
+	// when allowed, one response entry when denied, by the ACL or for a
+	// bad token (kv/any: root's two, and the bad token's one, which
+	// carries the token's HMAC, never the token).
+	for path, want := range map[string]int{`"kv/any"`: 3, `"kv/ok"`: 2, `"kv/other"`: 1} {
 		if got := strings.Count(string(raw), path); got != want {
 			t.Errorf("audit log names %s %d times, want %d:\n%s", path, got, want, raw)
 		}
+	}
+	if strings.Contains(string(raw), strings.Repeat("x", len(root))) || !strings.Contains(string(raw), "missing, invalid or expired token") {
+		t.Errorf("the bad token's entry:\n%s", raw)
 	}
 }
 

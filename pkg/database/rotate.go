@@ -87,23 +87,33 @@ func (b *Backend) retryPending(ctx context.Context, st storage.Store, name strin
 	return db, nil
 }
 
+// configIn reads the connection config name in tx; a missing one is an
+// error.
+func configIn(tx storage.Tx, name string) (*dbConfig, error) {
+	var cur dbConfig
+	found, err := getJSON(tx, configPrefix+name, &cur)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, missingConfig(name)
+	}
+	return &cur, nil
+}
+
 // adoptPending makes a verified password the stored one and drops the
 // pending record, unless the config changed meanwhile (another process
 // finished the rotation, or an operator wrote new credentials).
 func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newPassword string) error {
 	return st.Update(ctx, func(tx storage.Tx) error {
-		var cur dbConfig
-		found, err := getJSON(tx, configPrefix+name, &cur)
+		cur, err := configIn(tx, name)
 		if err != nil {
 			return err
-		}
-		if !found {
-			return missingConfig(name)
 		}
 		switch cur.Connection.Password {
 		case oldPassword:
 			cur.Connection.Password = newPassword
-			if err := putJSON(tx, configPrefix+name, &cur); err != nil {
+			if err := putJSON(tx, configPrefix+name, cur); err != nil {
 				return err
 			}
 		case newPassword:
@@ -169,13 +179,9 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 		// The pending record is also this rotation's claim: two rotations
 		// at once would each ALTER the role, and the one that stored its
 		// password last need not be the one PostgreSQL kept.
-		var cur dbConfig
-		found, err := getJSON(tx, configPrefix+name, &cur)
+		cur, err := configIn(tx, name)
 		if err != nil {
 			return err
-		}
-		if !found {
-			return missingConfig(name)
 		}
 		if cur.Connection.Password != cfg.Connection.Password || cur.Connection.Username != cfg.Connection.Username {
 			return errors.New("the connection's credentials changed since this rotation began (another rotation finished, or they were rewritten); run it again")

@@ -428,7 +428,13 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
-		log.Info("listening", "address", l.Addr().String(), "network", l.Addr().Network(), "tls", reload != nil && l.Addr().Network() == "tcp")
+		addr := l.Addr().String()
+		if l.Addr().Network() == "unix" {
+			// The socket was bound in a private directory and linked to
+			// its path: name the path clients use.
+			addr = o.unix
+		}
+		log.Info("listening", "address", addr, "network", l.Addr().Network(), "tls", reload != nil && l.Addr().Network() == "tcp")
 		go func(l net.Listener) {
 			var err error
 			if reload != nil && l.Addr().Network() == "tcp" {

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Pool keeps admin connections open between requests, for a long-running
@@ -139,7 +141,26 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 }
 
 // resetSession undoes what a request may have changed in its session.
-const resetSession = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_advisory_unlock_all()"
+// statement_timeout goes first: a request that set it to a millisecond
+// would otherwise have the rest of the reset cancelled on a busy host.
+const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_advisory_unlock_all()"
+
+// resetConn runs resetSession, once more if the server cancelled it
+// (SQLSTATE 57014, a statement timeout the request left): the first
+// statement of a failed try may already have lifted the timeout.
+func resetConn(ctx context.Context, conn *pgx.Conn) bool {
+	for try := 0; try < 3; try++ {
+		err := conn.PgConn().Exec(ctx, resetSession).Close()
+		if err == nil {
+			return true
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" || conn.PgConn().TxStatus() != 'I' {
+			return false
+		}
+	}
+	return false
+}
 
 // put takes back a DB's connection: reset and kept when it is healthy
 // and idle, closed otherwise. It runs after the request's response, so
@@ -160,7 +181,7 @@ func (p *Pool) put(s *connSet, conn *pgx.Conn, version int, timeout time.Duratio
 		ok := !conn.IsClosed() && conn.PgConn().TxStatus() == 'I'
 		if ok {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			ok = conn.PgConn().Exec(ctx, resetSession).Close() == nil
+			ok = resetConn(ctx, conn)
 			cancel()
 		}
 		p.mu.Lock()

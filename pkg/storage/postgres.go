@@ -19,6 +19,8 @@ import (
 	"github.com/jackc/pgpassfile"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lessorhq/lessor/pkg/pgurl"
 )
 
 // PostgresSchemaVersion is the layout of the tables this package writes and
@@ -130,6 +132,16 @@ func RedactURL(raw string) string {
 			}
 		}
 		return formatKeywords(kvs)
+	}
+	if pgurl.MisplacedAt(raw) != "" {
+		// A password with an unencoded '/', '?', '#' or '@': a URL parser
+		// shows part of it as a host or a path. Everything up to the last
+		// '@' is hidden, the host and the rest are shown.
+		t := strings.TrimLeft(raw, " \t\n")
+		scheme, rest, _ := strings.Cut(t, "://")
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			raw = scheme + "://xxxxx" + rest[at:]
+		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" {
@@ -258,6 +270,9 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 	}
 	if IsPostgresKeywords(raw) {
 		return parsePostgresKeywords(raw, name)
+	}
+	if reason := pgurl.MisplacedAt(raw); reason != "" {
+		return nil, "", fmt.Errorf("store %s: not a valid URL: %s", name, reason)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {

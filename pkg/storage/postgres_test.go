@@ -451,6 +451,30 @@ func TestStoreURLs(t *testing.T) {
 			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)
 		}
 	}
+	// A password with an unencoded '/', '?' or '#' (a base64 one may start
+	// with '/'): a URL parser takes its tail for a path or a query, and
+	// the driver for a database name.
+	for _, in := range []string{
+		"postgres://u:/secret-1@h:5432/db",
+		"postgres://u:77/secret-1@h/db",
+		"postgres://u:77?secret-1@h/db",
+		"postgres://u:a#secret-1@h/db",
+	} {
+		if got := RedactURL(in); strings.Contains(got, "secret-1") {
+			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)
+		}
+		// Refused before it reaches the driver, whose error would quote
+		// the tail as a database name.
+		if _, _, err := ParsePostgresURL(in); err == nil || strings.Contains(err.Error(), "secret-1") {
+			t.Errorf("ParsePostgresURL(%q): %v", in, err)
+		}
+	}
+	if got := RedactURL("postgres://u:77?secret-1@h/db"); got != "postgres://xxxxx@h/db" {
+		t.Errorf("RedactURL of a URL with a '?' in its password = %q", got)
+	}
+	if _, _, err := ParsePostgresURL("postgres://h/db?user=me@server&sslmode=disable"); err != nil {
+		t.Errorf("an '@' in a parameter's value: %v", err)
+	}
 	cfg, schema, err := ParsePostgresURL("postgres://u@a:5432,b:5433/db?target_session_attrs=read-write&schema=s1")
 	if err != nil || schema != "s1" || len(cfg.Fallbacks) == 0 || cfg.ValidateConnect == nil {
 		t.Fatalf("multi-host URL: %v, schema %q, %d fallbacks", err, schema, len(cfg.Fallbacks))

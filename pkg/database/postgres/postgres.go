@@ -44,6 +44,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lessorhq/lessor/pkg/pgurl"
 )
 
 // Authentication types for Config.PasswordAuthentication.
@@ -200,30 +202,16 @@ func escapeUserinfo(s string) string {
 }
 
 // checkURLUserinfo refuses a postgres:// URL whose user name or password
-// holds a character that ends the userinfo: an unencoded '@' (two in the
-// authority) or '/' (an '@' in the path). pgx would take the host to
-// start at the first '@', dial a "host" that is the rest of the password,
-// and print it in its error. The error quotes nothing from the URL.
+// holds a character that ends the userinfo (see pgurl.MisplacedAt): pgx
+// would take the host to start at the first '@', dial a "host" that is
+// the rest of the password, and print it in its error. The error quotes
+// nothing from the URL.
 func checkURLUserinfo(dsn string) error {
 	if !isURL(dsn) {
 		return nil
 	}
-	_, rest, _ := strings.Cut(strings.TrimSpace(dsn), "://")
-	authority, path := rest, ""
-	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
-		authority = rest[:end]
-		if rest[end] == '/' {
-			path = rest[end:]
-			if q := strings.IndexAny(path, "?#"); q >= 0 {
-				path = path[:q]
-			}
-		}
-	}
-	switch {
-	case strings.Count(authority, "@") > 1:
-		return &URLError{Scheme: urlScheme(dsn), Reason: "an '@' in the user name or password must be percent-encoded as %40"}
-	case strings.Contains(path, "@"):
-		return &URLError{Scheme: urlScheme(dsn), Reason: "an '@' after the host: a '/' in the user name or password must be percent-encoded as %2F (and an '@' in the database name as %40)"}
+	if reason := pgurl.MisplacedAt(dsn); reason != "" {
+		return &URLError{Scheme: urlScheme(dsn), Reason: reason}
 	}
 	return nil
 }

@@ -1,0 +1,27 @@
+package pgurl
+
+import "testing"
+
+func TestMisplacedAt(t *testing.T) {
+	for _, tc := range []struct {
+		dsn string
+		bad bool
+	}{
+		{"postgres://u:pw@h:5432/db?sslmode=disable", false},
+		{"postgres://u:p%2Fw%40x@h/db", false},
+		{"postgres://h/db?user=me@server&sslmode=disable", false},
+		{"postgres://h/db", false},
+		{"host=h password=a@b", false},
+		{"postgres://u:a@b@h/db", true},
+		{"postgres://lessor:/Sb64+pwTail@127.0.0.1:5432/db", true},
+		{"postgres://u:Sec/ret@h/db", true},
+		{"postgres://lessor:77?QmarkTail@127.0.0.1/db", true},
+		{"postgres://u:77?Q@x=y@h/db", true},
+		{"postgres://u:pw#frag@h/db", true},
+		{"  postgresql://u:a/b@h/db", true},
+	} {
+		if got := MisplacedAt(tc.dsn); (got != "") != tc.bad {
+			t.Errorf("MisplacedAt(%q) = %q, want a reason: %v", tc.dsn, got, tc.bad)
+		}
+	}
+}

@@ -363,10 +363,37 @@ func nonNil(s []string) []string {
 const redacted = "xxxxx"
 
 // keywordPasswordRE finds password=... (and sslpassword=...) in a keyword/value connection
-// string: a single-quoted value (with backslash escapes) or a bare word.
+// string: a single-quoted value or a bare word, either with backslash
+// escapes (libpq reads "a\ b" unquoted as one value holding a blank).
 var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`(?i)(^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)`)
+	return regexp.MustCompile(`(?is)(^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s'\\]|\\.?)(?:[^\s\\]|\\.?)*)`)
 })
+
+// queryParamRE finds the name=value pairs of a URL's query string, and
+// anything shaped like one after a '?' or '&' elsewhere in the URL: a
+// password holding an unencoded '?' or '&' makes the rest look like a
+// query, and reading too much as a parameter only hides more.
+var queryParamRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`([?&])([^=&#?]*)=([^&#]*)`)
+})
+
+// urlParts splits a postgres:// URL (leading blanks and the scheme's case
+// aside) after its "://", and finds its user information: up to the last
+// '@', since a password may hold an unencoded '/', '?', '#' or '@', and a
+// URL parser that cuts at the first of them shows the rest as a host or
+// a path. ok is false for a keyword/value string.
+func urlParts(conn string) (head, userinfo, rest string, ok bool) {
+	t := strings.TrimLeft(conn, " \t\r\n")
+	scheme, after, isURL := strings.Cut(t, "://")
+	if s := strings.ToLower(scheme); !isURL || s != "postgres" && s != "postgresql" {
+		return "", "", "", false
+	}
+	head = conn[:len(conn)-len(after)]
+	if at := strings.LastIndex(after, "@"); at >= 0 {
+		return head, after[:at], after[at:], true
+	}
+	return head, "", after, true
+}
 
 // inlinePasswords returns the passwords written literally into a
 // connection string (in the user part, and in every parameter named like
@@ -374,17 +401,13 @@ var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
 // {{password}} template; none when there are none.
 func inlinePasswords(conn string) []string {
 	var pws []string
-	scheme, rest, isURL := strings.Cut(conn, "://")
-	if isURL && (scheme == "postgres" || scheme == "postgresql") {
-		authority, query := splitURL(rest)
-		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(authority[:at], ":"); ok && literal(pw) {
-				pws = append(pws, pw)
-			}
+	if _, userinfo, _, ok := urlParts(conn); ok {
+		if _, pw, ok := strings.Cut(userinfo, ":"); ok && literal(pw) {
+			pws = append(pws, pw)
 		}
-		for _, kv := range strings.Split(query, "&") {
-			if k, v, ok := strings.Cut(kv, "="); ok && passwordParam(k) && literal(v) {
-				pws = append(pws, v)
+		for _, m := range queryParamRE().FindAllStringSubmatch(conn, -1) {
+			if passwordParam(m[2]) && literal(m[3]) {
+				pws = append(pws, m[3])
 			}
 		}
 		return pws
@@ -410,20 +433,6 @@ func passwordParam(k string) bool {
 // not the {{password}} template.
 func literal(pw string) bool { return pw != "" && pw != "{{password}}" }
 
-// splitURL splits what follows "scheme://" into the authority (userinfo
-// and hosts) and the query string.
-func splitURL(rest string) (authority, query string) {
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		return rest, ""
-	}
-	authority = rest[:end]
-	if _, q, ok := strings.Cut(rest[end:], "?"); ok {
-		query, _, _ = strings.Cut(q, "#")
-	}
-	return authority, query
-}
-
 // redactURL replaces every inline password with "xxxxx", as Vault shows
 // it, and reports whether there was one. A templated URL comes back
 // unchanged.
@@ -431,26 +440,18 @@ func redactURL(conn string) (string, bool) {
 	if len(inlinePasswords(conn)) == 0 {
 		return conn, false
 	}
-	scheme, rest, isURL := strings.Cut(conn, "://")
-	if isURL && (scheme == "postgres" || scheme == "postgresql") {
-		authority, query := splitURL(rest)
-		tail := rest[len(authority):]
-		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			if user, pw, ok := strings.Cut(authority[:at], ":"); ok && literal(pw) {
-				authority = user + ":" + redacted + authority[at:]
-			}
+	if head, userinfo, rest, ok := urlParts(conn); ok {
+		if user, pw, ok := strings.Cut(userinfo, ":"); ok && literal(pw) {
+			userinfo = user + ":" + redacted
 		}
-		if query != "" {
-			kvs := strings.Split(query, "&")
-			for i, kv := range kvs {
-				if k, v, ok := strings.Cut(kv, "="); ok && passwordParam(k) && literal(v) {
-					kvs[i] = k + "=" + redacted
-				}
+		out := head + userinfo + rest
+		return queryParamRE().ReplaceAllStringFunc(out, func(m string) string {
+			sub := queryParamRE().FindStringSubmatch(m)
+			if !passwordParam(sub[2]) || !literal(sub[3]) {
+				return m
 			}
-			qi := strings.Index(tail, "?")
-			tail = tail[:qi+1] + strings.Join(kvs, "&") + tail[qi+1+len(query):]
-		}
-		return scheme + "://" + authority + tail, true
+			return sub[1] + sub[2] + "=" + redacted
+		}), true
 	}
 	return keywordPasswordRE().ReplaceAllStringFunc(conn, func(m string) string {
 		sub := keywordPasswordRE().FindStringSubmatch(m)

@@ -147,6 +147,20 @@ func TestRedactURL(t *testing.T) {
 		{"postgres://root@h/db?PASSWORD=s3cret#frag", "postgres://root@h/db?PASSWORD=xxxxx#frag"},
 		{"postgres://root@h/db?pass%77ord=s3cret", "postgres://root@h/db?pass%77ord=xxxxx"},
 		{"host=h password=one sslpassword=two", "host=h password=xxxxx sslpassword=xxxxx"},
+		// libpq reads a backslash-escaped blank as part of a bare value.
+		{`host=h password=Head\ TailSecret99 dbname=db`, "host=h password=xxxxx dbname=db"},
+		{`host=h password='it\'s secret' dbname=db`, "host=h password=xxxxx dbname=db"},
+		// A password with an unencoded '/', '?', '#' or '@' ends at the
+		// last '@', whatever a URL parser makes of it; a pasted URL may
+		// start with blanks, and its scheme may be upper case.
+		{"postgres://root:Sec/retPass99@h:5432/db", "postgres://root:xxxxx@h:5432/db"},
+		{"postgres://root:77?QmarkTail@h/db", "postgres://root:xxxxx@h/db"},
+		{"postgres://root:a#b@c@h/db?sslmode=disable", "postgres://root:xxxxx@h/db?sslmode=disable"},
+		{" postgres://root:s3cret@h/db", " postgres://root:xxxxx@h/db"},
+		{"POSTGRESQL://root:s3cret@h/db", "POSTGRESQL://root:xxxxx@h/db"},
+		// An '@' in the query: the display hides more than it must,
+		// never less.
+		{"postgres://h/db?password=s3cret&user=a@b", "postgres://h/db?password=xxxxx&user=a@b"},
 	} {
 		if got, _ := redactURL(tc.in); got != tc.want {
 			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)

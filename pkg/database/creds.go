@@ -274,7 +274,10 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	prepared := rec.lease
 	err = creation.Commit(ctx)
 	if err != nil {
-		cerr := fmt.Errorf("role %q: %w", name, cfg.redact(err))
+		// A creation statement that failed may quote the generated
+		// password, or the SQL token of it where the error arose (an
+		// unquoted {{password}} under password_authentication=password).
+		cerr := fmt.Errorf("role %q: %w", name, cfg.redact(err, sqlTokens(password)...))
 		if isDefiniteFailure(err) {
 			if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
 				return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))
@@ -330,4 +333,35 @@ func (b *Backend) dropUnconfirmed(ctx context.Context, db *postgres.DB, cfg *dbC
 func isDefiniteFailure(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) || pgconn.SafeToRetry(err) || errors.Is(err, postgres.ErrNotCreated)
+}
+
+// sqlTokens returns pw and the pieces of it that PostgreSQL's lexer can
+// quote in a syntax error ("at or near ..."): within every run of
+// identifier characters, each stretch at least 4 characters long (a
+// number lexes apart from the letters after it, and a numeric literal
+// from what follows its exponent).
+func sqlTokens(pw string) []string {
+	out := []string{pw}
+	ident := func(c byte) bool {
+		return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+	}
+	for i := 0; i < len(pw); {
+		if !ident(pw[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(pw) && ident(pw[j]) {
+			j++
+		}
+		for a := i; a+4 <= j; a++ {
+			for b := a + 4; b <= j; b++ {
+				if b-a < len(pw) {
+					out = append(out, pw[a:b])
+				}
+			}
+		}
+		i = j
+	}
+	return out
 }

@@ -424,3 +424,40 @@ func TestCredsRevokedWhileIssuing(t *testing.T) {
 		})
 	}
 }
+
+// TestCredsErrorHidesPassword: a creation statement that quotes no
+// {{password}} (allowed with password_authentication=password) fails
+// with a syntax error at the password's first token; the error shows
+// none of it.
+func TestCredsErrorHidesPassword(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "bare", "password_authentication": "password"})
+	e.writeRole("bare", map[string]any{"creation_statements": []any{
+		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD {{password}} VALID UNTIL '{{expiration}}'`,
+	}})
+	for range 5 {
+		_, err := e.do(logical.ReadOperation, "creds/bare", nil)
+		if err == nil {
+			t.Fatal("a creation statement with a bare password succeeded")
+		}
+		_, near, ok := strings.Cut(err.Error(), `at or near "`)
+		if !ok {
+			t.Fatalf("error = %v, want a syntax error", err)
+		}
+		token, _, _ := strings.Cut(near, `"`)
+		if len(token) >= 4 && token != "[password]" {
+			t.Fatalf("the error quotes %q, a piece of the generated password: %v", token, err)
+		}
+	}
+	if roles := e.pgRoles(); len(roles) != 0 {
+		t.Fatalf("roles left in PostgreSQL: %+v", roles)
+	}
+}
+
+func TestSQLTokens(t *testing.T) {
+	got := sqlTokens("ab-9AaC8-xyz_w$")
+	want := []string{"ab-9AaC8-xyz_w$", "9AaC", "9AaC8", "AaC8", "xyz_", "xyz_w", "xyz_w$", "yz_w", "yz_w$", "z_w$"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("sqlTokens = %q, want %q", got, want)
+	}
+}

@@ -220,14 +220,14 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 			ID:            e.RequestID,
 			Operation:     e.Operation,
 			MountType:     e.MountType,
-			Path:          e.Path,
+			Path:          logical.ReplaceTokens(e.Path, token),
 			RemoteUser:    e.RemoteUser,
 			RemoteAddress: e.RemoteAddress,
 			Data:          reqData,
 		},
 	}
 	if e.Err != nil {
-		out.Error = e.Err.Error()
+		out.Error = logical.ReplaceTokens(e.Err.Error(), token)
 	}
 	if resp := e.Response; resp != nil && typ == "response" {
 		data, err := r.tree(resp.Data)

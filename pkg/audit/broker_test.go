@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -357,5 +358,24 @@ func BenchmarkLogResponse(b *testing.B) {
 		if err := br.LogResponse(ctx, e); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTokenInPathHashed: a token a client put into the path (Vault's old
+// auth/token/lookup/<token>) is logged as its HMAC, in the path and in
+// the error that quotes the path.
+func TestTokenInPathHashed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	tok := "lsr_" + strings.Repeat("aB3", 10) + "xY"
+	e := &Entry{Operation: "read", Path: "auth/token/lookup/" + tok, DisplayName: "token",
+		Err: fmt.Errorf("unsupported path %q", "auth/token/lookup/"+tok)}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	line := readLines(t, path)[0]
+	hashed := HashString(testKey, tok)
+	if strings.Contains(line, tok) || strings.Count(line, hashed) != 2 {
+		t.Fatalf("audit line %s: want the token's HMAC %s in the path and the error, never the token", line, hashed)
 	}
 }

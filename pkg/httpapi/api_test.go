@@ -383,6 +383,11 @@ func TestHostileHTTP(t *testing.T) {
 	if status, body, _ := e.do(t, "GET", "/v1/sys/mounts", e.root, ""); status != 200 {
 		t.Fatalf("the server did not survive: %d %s", status, body)
 	}
+	// A token put into the path (Vault's old auth/token/lookup/<token>)
+	// is quoted in neither the answer nor the log.
+	if status, body, _ := e.do(t, "GET", "/v1/auth/token/lookup/"+e.root, e.root, ""); status != 404 || strings.Contains(body, e.root) || !strings.Contains(body, "[token]") {
+		t.Fatalf("a token in the path: %d %s", status, body)
+	}
 	if strings.Contains(e.logs.String(), e.root) {
 		t.Fatal("the server's log holds the root token")
 	}

@@ -185,7 +185,7 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		writeErrors(w, http.StatusNotFound)
 		return
 	}
-	rec.path = printable(rel)
+	rec.path = printable(logical.MaskTokens(rel))
 	if err := checkHeaders(r); err != nil {
 		writeError(w, err)
 		return
@@ -209,7 +209,7 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		writeError(w, err)
 		return
 	}
-	rec.path = printable(req.Path)
+	rec.path = printable(logical.MaskTokens(req.Path))
 	req.RemoteAddress = remoteHost(r.RemoteAddr)
 	op := req.Operation
 	resp, err := s.core.Handle(ctx, req)

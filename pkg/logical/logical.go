@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -290,14 +291,14 @@ func (e *CodedError) Unwrap() error { return e.Cause }
 // UnsupportedPath is the error every backend returns for a path it does
 // not serve: 404, naming the full path, and errors.Is ErrUnsupportedPath.
 func UnsupportedPath(req *Request) error {
-	return &CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", req.MountPoint+req.Path), Cause: ErrUnsupportedPath}
+	return &CodedError{Status: 404, Msg: fmt.Sprintf("unsupported path %q", MaskTokens(req.MountPoint+req.Path)), Cause: ErrUnsupportedPath}
 }
 
 // UnsupportedOperation is the error every backend returns for a path it
 // serves but not with this operation: 405, naming the operation and the
 // full path, and errors.Is ErrUnsupportedOperation.
 func UnsupportedOperation(req *Request) error {
-	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, req.MountPoint+req.Path), Cause: ErrUnsupportedOperation}
+	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, MaskTokens(req.MountPoint+req.Path)), Cause: ErrUnsupportedOperation}
 }
 
 // Errorf returns a 400 error: the request was wrong.
@@ -316,4 +317,51 @@ func WrapErrorf(cause error, format string, args ...any) error {
 // policy found" when there is no such policy.
 type PasswordGenerator interface {
 	GeneratePasswordFromPolicy(ctx context.Context, policyName string) (string, error)
+}
+
+// TokenPrefix starts every lessor token: TokenPrefix and 32 base62
+// characters.
+const TokenPrefix = "lsr_"
+
+const tokenRandomLen = 32
+
+// ReplaceTokens returns s with every lessor token in it replaced by
+// with(token). A token has no place in a path, but a client may put one
+// there (Vault's old auth/token/lookup/<token>), and the path is then
+// logged, audited and quoted in errors.
+func ReplaceTokens(s string, with func(token string) string) string {
+	var b strings.Builder
+	rest := s
+	for {
+		i := strings.Index(rest, TokenPrefix)
+		if i < 0 {
+			break
+		}
+		end := i + len(TokenPrefix)
+		for end < len(rest) && end-i-len(TokenPrefix) < tokenRandomLen && base62(rest[end]) {
+			end++
+		}
+		if end-i-len(TokenPrefix) < tokenRandomLen {
+			b.WriteString(rest[:i+len(TokenPrefix)])
+			rest = rest[i+len(TokenPrefix):]
+			continue
+		}
+		b.WriteString(rest[:i])
+		b.WriteString(with(rest[i:end]))
+		rest = rest[end:]
+	}
+	if b.Len() == 0 {
+		return s
+	}
+	b.WriteString(rest)
+	return b.String()
+}
+
+// MaskTokens replaces every lessor token in s by "[token]".
+func MaskTokens(s string) string {
+	return ReplaceTokens(s, func(string) string { return "[token]" })
+}
+
+func base62(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -1,6 +1,9 @@
 package logical
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestCanonicalPath(t *testing.T) {
 	for _, tt := range []struct {
@@ -44,5 +47,21 @@ func TestCheckKeys(t *testing.T) {
 	err := CheckKeys(map[string]any{"policies": 1, "Policies": 2})
 	if err == nil || err.Error() != `keys "Policies" and "policies" differ only in case; send one` {
 		t.Errorf("CheckKeys: %v", err)
+	}
+}
+
+func TestMaskTokens(t *testing.T) {
+	tok := "lsr_" + strings.Repeat("Ab9", 10) + "zZ"
+	for in, want := range map[string]string{
+		"auth/token/lookup/" + tok:    "auth/token/lookup/[token]",
+		tok + "/" + tok:               "[token]/[token]",
+		"lsr_short/x":                 "lsr_short/x",
+		"database/creds/readonly":     "database/creds/readonly",
+		"a/lsr_lsr_" + tok[4:] + "/b": "a/lsr_[token]/b",
+		"x/" + tok + "more":           "x/[token]more",
+	} {
+		if got := MaskTokens(in); got != want {
+			t.Errorf("MaskTokens(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

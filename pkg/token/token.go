@@ -55,7 +55,7 @@ import (
 )
 
 // Prefix starts every token, so that secret scanners recognise one.
-const Prefix = "lsr_"
+const Prefix = logical.TokenPrefix
 
 // SaltKey is where a token store keeps the salt of its token hashes, below
 // the storage it is given: a caller that reads ahead for a lookup reads it.

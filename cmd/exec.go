@@ -155,11 +155,20 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 	return &exitCodeError{code: code}
 }
 
+// withheldFromChild are the caller's secrets that the command never
+// gets: it holds the credential, not what unseals the store or asks for
+// more credentials.
+var withheldFromChild = []string{"LESSOR_UNSEAL_KEY", "LESSOR_TOKEN", "VAULT_TOKEN"}
+
 // childEnv is env with the credential's variables: PGUSER, PGPASSWORD
 // and the LESSOR_ lease names replace any the caller had; PGHOST, PGPORT
 // and PGDATABASE are added only where the caller set none (an empty value
-// counts as none).
+// counts as none). The unseal key and the token are left out.
 func childEnv(env []string, vars []format.Var) []string {
+	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(withheldFromChild, name)
+	})
 	set := func(name string) int {
 		return slices.IndexFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -470,18 +471,36 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 }
 
 // readSecretFile reads a passphrase file, refusing one that others can
-// read, and drops one trailing newline.
+// read or that another user owns, and drops one trailing newline. The
+// checks are made on the file it opened, not on the path: a path in a
+// shared directory can be swapped between a check and a read. A pipe
+// (LESSOR_PASSPHRASE_FILE=<(pass show lessor)) is read like a file; no
+// other kind of file is, and opening one never waits (O_NONBLOCK).
 func readSecretFile(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	if !st.Mode().IsRegular() && st.Mode()&fs.ModeNamedPipe == 0 {
+		return nil, fmt.Errorf("%s is not a regular file or a pipe", path)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%s is readable by group or others (mode %04o); run: chmod 600 %s", path, st.Mode().Perm(), path)
 	}
-	b, err := os.ReadFile(path)
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && sys.Uid != 0 {
+		return nil, fmt.Errorf("%s belongs to another user (uid %d); use a file of your own", path, sys.Uid)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+	}
+	if len(b) > maxSecretFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a passphrase", path, maxSecretFile)
 	}
 	b = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
 	if len(b) == 0 {
@@ -489,6 +508,9 @@ func readSecretFile(path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// maxSecretFile bounds what readSecretFile reads.
+const maxSecretFile = 64 << 10
 
 // Barrier opens and unseals the store.
 func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {

@@ -146,11 +146,13 @@ const passwordTemplate = "{{password}}"
 
 // passwordParam finds password=value in a libpq keyword/value string
 // ("host=db password=x") or a URL query ("?password=x"); it also matches
-// sslpassword, which unlocks the client's private key. It is compiled on
+// sslpassword, which unlocks the client's private key. A quoted value
+// that is never closed runs to the end, as libpq would read it (the
+// string is refused, but the request is audited). It is compiled on
 // first use, when a connection string is audited, rather than at the start
 // of every lessor process.
 var passwordParam = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&']*)`)
+	return regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&']*)`)
 })
 
 // hasInlinePassword reports whether a connection string carries a password

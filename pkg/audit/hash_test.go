@@ -30,6 +30,7 @@ func TestHasInlinePassword(t *testing.T) {
 		"postgres://root@localhost/postgres?sslpassword=keypw":           true,
 		"host=localhost user=root password=pw dbname=postgres":           true,
 		"host=localhost password = 'p w' user=root":                      true,
+		"host=h user=root password='SECRETPW2 dbname=postgres":           true, // quote never closed
 		"postgresql://{{username}}:{{password}}@localhost:5432/postgres": false,
 		"host=localhost user={{username}} password={{password}}":         false,
 		"postgres://root@localhost:5432/postgres?sslmode=disable":        false,

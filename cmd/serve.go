@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lessorhq/lessor/pkg/apiclient"
 	"github.com/lessorhq/lessor/pkg/core"
 	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/database/postgres"
@@ -264,6 +265,9 @@ func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { ret
 // can connect before its mode is set, then linked into place: the process
 // umask, which every goroutine shares, stays as it is.
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := apiclient.CheckSocketDir(path); err != nil {
+		return nil, fmt.Errorf("-unix: %w", err)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("-unix %s: a file that is not a socket is in the way", path)

@@ -659,6 +659,26 @@ func TestListenUnixSharedPath(t *testing.T) {
 	}
 }
 
+// TestListenUnixSharedDirectory: serve does not listen in a directory
+// other users can write to (/tmp), where any of them could take the path
+// while it is down; clients refuse to send a token there anyway.
+func TestListenUnixSharedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	if l, err := listenUnix(sock, 0o600); err == nil {
+		l.Close()
+		t.Fatal("listened in a world-writable directory")
+	} else if !strings.Contains(err.Error(), "can be written by other users (mode 1777)") {
+		t.Fatalf("listen in a world-writable directory: %v", err)
+	}
+	if _, err := os.Lstat(sock); err == nil {
+		t.Fatal("a socket was left at the path")
+	}
+}
+
 // TestServeStopLeavesOthersSocket: a server that stops removes its socket
 // only while the path still names it. An operator who moved it away and
 // started another server at the path keeps the new server reachable.

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -149,6 +150,9 @@ func New(cfg Config) (*Client, error) {
 	if socket != "" {
 		tr.Proxy = nil
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if err := CheckSocketDir(socket); err != nil {
+				return nil, err
+			}
 			var d net.Dialer
 			d.Timeout = dialTimeout
 			return d.DialContext(ctx, "unix", socket)
@@ -173,6 +177,32 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{base: base, addr: raw, name: name, http: hc, header: cfg.Header.Clone(), causes: cfg.Causes}, nil
 }
+
+// CheckSocketDir refuses a Unix socket whose directory users other than
+// its owner can write to (/tmp, a group-writable directory): any of them
+// could remove the server's socket or take the path before the server
+// binds it, and collect the token of every client that connects. The
+// server refuses to listen there and the client to send a token there.
+func CheckSocketDir(socket string) error {
+	dir := filepath.Dir(socket)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("unix socket %s: %w", socket, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		mode := uint32(perm)
+		if fi.Mode()&fs.ModeSticky != 0 {
+			mode |= 0o1000
+		}
+		return &SocketDirError{fmt.Sprintf("unix socket %s: its directory %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, dir, mode)}
+	}
+	return nil
+}
+
+// SocketDirError is CheckSocketDir's refusal.
+type SocketDirError struct{ msg string }
+
+func (e *SocketDirError) Error() string { return e.msg }
 
 // Address returns the server's address as configured.
 func (c *Client) Address() string { return c.addr }
@@ -483,7 +513,10 @@ func (c *Client) connError(ctx context.Context, err error) error {
 		ope  *net.OpError
 		ne   net.Error
 	)
+	var sde *SocketDirError
 	switch {
+	case errors.As(err, &sde):
+		e.Reason = "no token is sent there: " + sde.Error()
 	case errors.As(err, &uae):
 		e.Certificate = true
 		e.Reason = "its certificate is signed by an authority lessor does not trust (x509: unknown authority)"

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync/atomic"
@@ -287,4 +290,43 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSocketInSharedDirectory: no token goes to a Unix socket in a
+// directory other users can write to, where any of them could have put
+// their own server; in a directory only its owner writes, it does.
+func TestSocketInSharedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Vault-Token") != "" {
+			tokens.Add(1)
+		}
+		io.WriteString(w, `{"data":{"ok":true}}`)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Address: "unix://" + sock, Header: http.Header{"X-Vault-Token": {"lsr_x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Get(context.Background(), "sys/mounts")
+	if err == nil || !strings.Contains(err.Error(), "can be written by other users (mode 1777)") || tokens.Load() != 0 {
+		t.Fatalf("socket in a shared directory: %v, %d tokens sent", err, tokens.Load())
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), "sys/mounts"); err != nil || tokens.Load() != 1 {
+		t.Fatalf("socket in a private directory: %v, %d tokens sent", err, tokens.Load())
+	}
 }

@@ -84,6 +84,17 @@ func TestStoreAndKeyRefuseDirectoriesOthersCanChange(t *testing.T) {
 		}
 		cases = append(cases, struct{ name, store, key, want string }{"store in nobody's directory", filepath.Join(theirs, "lessor.db"), "",
 			"directory " + theirs + " belongs to uid 65534, not to uid 0 running lessor or to root"})
+		// A link of another user's in a sticky directory, to a private
+		// directory of ours: its owner may point it elsewhere at will.
+		link := filepath.Join(sticky, "theirlink")
+		if err := os.Symlink(mine, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(link, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct{ name, store, key, want string }{"store through nobody's link", filepath.Join(link, "lessor.db"), "",
+			"directory " + link + " is a symbolic link that belongs to uid 65534, not to uid 0 running lessor or to root"})
 	} else {
 		t.Log("not root: the case of a directory owned by another user is not tested")
 	}

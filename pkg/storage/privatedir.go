@@ -40,7 +40,14 @@ func checkDir(dir string, strict bool) error {
 	if err != nil {
 		return err
 	}
-	return checkDirChain(abs, strict)
+	// The directories above the one the links lead to, not those the name
+	// spells: /tmp/x -> /home/u/y is checked as /home/u/y, after the
+	// links on the way (and who may change them) are.
+	real, err := checkLinkChain(abs)
+	if err != nil {
+		return err
+	}
+	return checkDirChain(real, strict)
 }
 
 // UnsafeFileError is a file lessor was about to read its settings from that
@@ -136,9 +143,13 @@ func checkLinkChain(path string) (string, error) {
 			cur = next
 			continue
 		}
-		// Whoever may write where the link is may point it elsewhere.
+		// Whoever may write where the link is may point it elsewhere, and
+		// in a sticky directory (/tmp) so may the link's owner.
 		if err := checkDirChain(cur, false); err != nil {
 			return "", err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() && st.Uid != 0 {
+			return "", &UnsafeDirError{Dir: next, Reason: fmt.Sprintf("is a symbolic link that belongs to uid %d, not to uid %d running lessor or to root", st.Uid, os.Geteuid())}
 		}
 		if hops++; hops > maxLinkHops {
 			return "", fmt.Errorf("%s: too many levels of symbolic links", path)

@@ -149,6 +149,9 @@ to read the value from standard input and keep it out of argv.`,
 			if err != nil {
 				return requestError("hash", "sys/audit-hash", err)
 			}
+			if err := requireData(resp, "hash", "sys/audit-hash"); err != nil {
+				return err
+			}
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}

@@ -47,6 +47,7 @@ var clientScripts = []string{
 	"security_statements_encoded.txtar",
 	"token_ttl_range.txtar",
 	"ux_bad_token.txtar",
+	"ux_db_errors.txtar",
 	"vault_connection_url.txtar",
 	"vault_expiration.txtar",
 	"vault_failed_issue.txtar",

@@ -96,6 +96,20 @@ func requestError(verb, path string, err error) error {
 	return fmt.Errorf("%s %s: %w", verb, path, err)
 }
 
+// errNoData is a success that carries none of the data a command shows:
+// a server that answers 204 or an empty body where lessor always answers
+// with data.
+var errNoData = errors.New("the answer holds no data")
+
+// requireData refuses a response without data, for the commands that
+// show what the answer holds.
+func requireData(resp *logical.Response, verb, path string) error {
+	if resp == nil || resp.Data == nil {
+		return requestError(verb, path, errNoData)
+	}
+	return nil
+}
+
 // namesAlready tells whether err's text opens by naming path ("revoke
 // <lease id>: …", "audit device file/: …"): wrapping it again would say
 // the thing twice.

@@ -176,9 +176,8 @@ revoked yet. Needs sudo on sys/leases/entries.`,
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
-			leases, _ := resp.Data["leases"].([]map[string]any)
-			rows := make([][]string, 0, len(leases))
-			for _, l := range leases {
+			rows := [][]string{}
+			for _, l := range leaseRows(resp.Data["leases"]) {
 				rows = append(rows, []string{logical.String(l["id"]), logical.String(l["state"]),
 					logical.String(l["expire_time"]), logical.String(l["revoke_attempts"]), logical.String(l["revoke_error"])})
 			}
@@ -186,4 +185,22 @@ revoked yet. Needs sudo on sys/leases/entries.`,
 			return nil
 		},
 	}
+}
+
+// leaseRows reads a lease list's entries: maps from the local backend,
+// JSON objects (decoded as []any) from a server.
+func leaseRows(v any) []map[string]any {
+	switch x := v.(type) {
+	case []map[string]any:
+		return x
+	case []any:
+		rows := make([]map[string]any, 0, len(x))
+		for _, e := range x {
+			if m, ok := e.(map[string]any); ok {
+				rows = append(rows, m)
+			}
+		}
+		return rows
+	}
+	return nil
 }

@@ -39,6 +39,9 @@ error (exit 2).`,
 			if err != nil {
 				return requestError("path-help", path, err)
 			}
+			if err := requireData(resp, "path-help", path); err != nil {
+				return err
+			}
 			o := g.formatOptions(f)
 			if o.Format != format.NameTable {
 				return format.Encode(f.IO.Out, resp.Data, o.Format)

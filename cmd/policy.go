@@ -100,6 +100,9 @@ func newPolicyListCmd(f *Factory, g *globalOptions) *cobra.Command {
 			if err != nil {
 				return requestError("list", "sys/policy", err)
 			}
+			if err := requireData(resp, "list", "sys/policy"); err != nil {
+				return err
+			}
 			keys, _ := logical.ParseCommaStrings(resp.Data["keys"])
 			if o := g.formatOptions(f); o.Format != format.NameTable {
 				return listOut(f, g, keys, "sys/policy")

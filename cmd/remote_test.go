@@ -379,3 +379,23 @@ func selfSignedCA(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+// TestClientEmptyAnswers: a server that answers success with nothing in
+// it (204, or an empty help page) gets a one-line error from the commands
+// that show what an answer holds, never a crash.
+func TestClientEmptyAnswers(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	c := remoteCLI(t, srv.URL, "lsr_secrettoken")
+	for _, args := range [][]string{
+		{"secrets", "list"}, {"policy", "list"}, {"token", "capabilities", "database/creds/x"},
+		{"audit", "hash", "x"}, {"path-help", "sys/mounts"},
+	} {
+		r := c.run(args...)
+		if r.code != exitFailed || !strings.Contains(r.stderr, "the answer holds no data") || strings.Contains(r.stderr, "panic") {
+			t.Errorf("%v against an empty answer: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}

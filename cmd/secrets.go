@@ -120,7 +120,8 @@ grace; disable refuses until then, or forgets it with -force.`,
 				return nil
 			}
 			warn(f, resp.Warnings)
-			n, _ := resp.Data["revoked_leases"].(int)
+			// An int here, a JSON number from a server.
+			n, _ := logical.ParseInt(resp.Data["revoked_leases"])
 			if n == 0 {
 				fmt.Fprintf(f.IO.Out, "Success! Disabled the secrets engine at: %s\n", path)
 				return nil
@@ -147,6 +148,9 @@ func newSecretsListCmd(f *Factory, g *globalOptions) *cobra.Command {
 			resp, err := f.Request(c.Context(), req)
 			if err != nil {
 				return requestError("list", "sys/mounts", err)
+			}
+			if err := requireData(resp, "list", "sys/mounts"); err != nil {
+				return err
 			}
 			o := g.formatOptions(f)
 			if o.Format != format.NameTable || o.Field != "" {

@@ -258,6 +258,9 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 			if err != nil {
 				return requestError("capabilities", path, err)
 			}
+			if err := requireData(resp, "capabilities", path); err != nil {
+				return err
+			}
 			caps, _ := logical.ParseCommaStrings(resp.Data["capabilities"])
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"capabilities": caps}})

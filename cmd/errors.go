@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 	"github.com/lessorhq/lessor/pkg/token"
@@ -170,5 +171,6 @@ func oneLine(s string) string {
 	for i := range parts {
 		parts[i] = strings.TrimSpace(parts[i])
 	}
-	return strings.Join(parts, "; ")
+	// An error may quote a server's text: a terminal must not obey it.
+	return format.EscapeControls(strings.Join(parts, "; "))
 }

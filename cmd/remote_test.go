@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"log"
@@ -396,6 +397,30 @@ func TestClientEmptyAnswers(t *testing.T) {
 		r := c.run(args...)
 		if r.code != exitFailed || !strings.Contains(r.stderr, "the answer holds no data") || strings.Contains(r.stderr, "panic") {
 			t.Errorf("%v against an empty answer: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}
+
+// TestClientEscapesServerText: a server's error text and warnings reach
+// the terminal with their control characters written as escapes, so a
+// hostile server cannot retitle the window or recolour what follows.
+func TestClientEscapesServerText(t *testing.T) {
+	const evil = "\x1b]0;PWNED\x07\x1b[31m"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]any{"errors": []string{"bad " + evil}})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"a": "b"}, "warnings": []string{"careful " + evil}})
+	}))
+	defer srv.Close()
+	c := remoteCLI(t, srv.URL, "lsr_secrettoken")
+	for _, args := range [][]string{{"read", "x/y"}, {"write", "x/y", "a=b"}} {
+		r := c.run(args...)
+		if strings.ContainsAny(r.stderr, "\x1b\x07") || !strings.Contains(r.stderr, `\x1b]0;PWNED\a`) {
+			t.Errorf("%v: stderr %q", args, r.stderr)
 		}
 	}
 }

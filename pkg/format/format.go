@@ -180,7 +180,7 @@ func writeField(w, errw io.Writer, warnings []string, val any, format Name, tty 
 			// On a terminal a field is read, not parsed: escape what
 			// would drive the terminal, as tables do. Piped, it is the
 			// exact value a script asked for.
-			v = escapeControls(v)
+			v = EscapeControls(v)
 		}
 		out = []byte(v)
 	case NameJSON:

@@ -32,7 +32,7 @@ const columnGap = "    "
 // Cells are trimmed of surrounding spaces and an empty cell prints as
 // `n/a`. A row shorter than the header is filled with `n/a`. Control
 // characters other than newline and tab are shown escaped (see
-// escapeControls), so that a mount description or token metadata cannot
+// EscapeControls), so that a mount description or token metadata cannot
 // drive the terminal. Like any terminal output, a failed write is not
 // reported.
 func Table(w io.Writer, header []string, rows [][]string) {
@@ -51,7 +51,7 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	head := make([]string, ncol)
 	under := make([]string, ncol)
 	for i, h := range header {
-		head[i] = escapeControls(strings.TrimSpace(h))
+		head[i] = EscapeControls(strings.TrimSpace(h))
 		under[i] = strings.Repeat("-", len([]rune(head[i])))
 	}
 	lines = append(lines, head, under)
@@ -59,7 +59,7 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 		line := make([]string, ncol)
 		for i := range line {
 			if i < len(r) {
-				line[i] = escapeControls(strings.TrimSpace(r[i]))
+				line[i] = EscapeControls(strings.TrimSpace(r[i]))
 			}
 			if line[i] == "" {
 				line[i] = "n/a"
@@ -85,14 +85,14 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 	return err
 }
 
-// escapeControls returns s with every byte or character a terminal could
+// EscapeControls returns s with every byte or character a terminal could
 // take as a command written as a Go escape: C0 controls (ESC is \x1b), DEL,
 // the C1 controls U+0080–U+009F (\u009b, a one-character CSI) and bytes
 // that are not UTF-8 (a lone 0x9b is CSI to a terminal that is not in
 // UTF-8 mode). Newline and tab stay: multi-line values such as a policy's
 // rules or a role's statements print as lines, as in Vault. Text with
 // nothing to escape is returned as it is, without copying.
-func escapeControls(s string) string {
+func EscapeControls(s string) string {
 	i := 0
 	for i < len(s) {
 		r, size := utf8.DecodeRuneInString(s[i:])

@@ -29,7 +29,9 @@ func Warnings(errw io.Writer, warnings []string) {
 	var b strings.Builder
 	b.WriteString("WARNING! The following warnings were returned from lessor:\n\n")
 	for _, w := range warnings {
-		for _, line := range wrap("* "+w, warningWidth) {
+		// A server's warning reaches the terminal: its control characters
+		// are written as escapes.
+		for _, line := range wrap("* "+EscapeControls(w), warningWidth) {
 			b.WriteString(warningIndent)
 			b.WriteString(line)
 			b.WriteByte('\n')

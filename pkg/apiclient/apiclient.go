@@ -41,6 +41,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -309,15 +310,35 @@ func tlsConfig(caCert, caPath string) (*tls.Config, error) {
 }
 
 func addPEMFile(pool *x509.CertPool, path string) error {
-	b, err := os.ReadFile(path)
+	// O_NONBLOCK: a FIFO at the path fails the check below instead of
+	// hanging the command; /dev/zero is not a file either.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("CA certificate %s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	if err != nil {
+		return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
+	}
+	if len(b) > maxPEMFile {
+		return fmt.Errorf("CA certificate %s: larger than %d MiB", path, maxPEMFile>>20)
 	}
 	if !pool.AppendCertsFromPEM(b) {
 		return fmt.Errorf("CA certificate %s: no PEM certificate in it", path)
 	}
 	return nil
 }
+
+// maxPEMFile bounds a CA file (the system's bundle is about 200 KiB).
+const maxPEMFile = 16 << 20
 
 func unwrapPath(err error) error {
 	var pe *os.PathError

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -328,5 +329,20 @@ func TestSocketInSharedDirectory(t *testing.T) {
 	}
 	if _, err := c.Get(context.Background(), "sys/mounts"); err != nil || tokens.Load() != 1 {
 		t.Fatalf("socket in a private directory: %v, %d tokens sent", err, tokens.Load())
+	}
+}
+
+// TestCACertNotAFile: a CA "file" that is a device or a pipe is refused
+// at once, never read without end or waited on.
+func TestCACertNotAFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "ca.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ca := range []string{"/dev/zero", fifo} {
+		_, err := New(Config{Address: "https://127.0.0.1:8200", CACert: ca})
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("CA certificate %s: %v", ca, err)
+		}
 	}
 }

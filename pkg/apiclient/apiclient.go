@@ -431,6 +431,12 @@ func (c *Client) newRequest(ctx context.Context, req *logical.Request) (*http.Re
 		// Never quoted: it may be a secret pasted in the wrong place.
 		return nil, logical.Errorf("the token holds characters a token cannot (a space, a control character)")
 	}
+	// A path the server refuses as not canonical ("a/../b", "a//b") is
+	// refused here, with the server's error: a proxy in between that
+	// normalises paths would send it on as another one.
+	if _, err := logical.CanonicalPath(req.Path, req.Operation == logical.ListOperation); err != nil {
+		return nil, err
+	}
 	var method string
 	var body io.Reader
 	q := url.Values{}
@@ -542,8 +548,10 @@ func (c *Client) connError(ctx context.Context, err error) error {
 		e.Certificate = true
 		e.Reason = "its certificate is signed by an authority lessor does not trust (x509: unknown authority)"
 	case errors.As(err, &hne):
-		e.Certificate = true
-		e.Reason = fmt.Sprintf("its certificate is not valid for %s", hne.Host)
+		// Not a question of trust: another CA file would not help.
+		e.Reason = fmt.Sprintf("its certificate is not valid for %s (name the server in the address as its certificate does)", hne.Host)
+	case errors.Is(err, http.ErrSchemeMismatch):
+		e.Reason = "it answered in plain HTTP, not TLS (then the address is http://)"
 	case errors.As(err, &cie):
 		e.Certificate = true
 		e.Reason = "its certificate is not valid: " + cie.Error()

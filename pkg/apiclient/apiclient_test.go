@@ -3,6 +3,7 @@ package apiclient
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -344,5 +345,51 @@ func TestCACertNotAFile(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("CA certificate %s: %v", ca, err)
 		}
+	}
+}
+
+// TestNonCanonicalPathNotSent: "..", "." and empty segments never leave
+// the client; the error is the one the server (and local mode) gives.
+func TestNonCanonicalPathNotSent(t *testing.T) {
+	v := newVaultServer(t, 200, `{"data":{}}`)
+	c := newClient(t, v.URL)
+	for _, p := range []string{"database/roles/../../sys/policy/root", "database//creds/x", "database/./creds/x"} {
+		_, err := c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: p})
+		_, want := logical.CanonicalPath(p, false)
+		if err == nil || want == nil || err.Error() != want.Error() {
+			t.Errorf("%s: %v, want %v", p, err, want)
+		}
+	}
+	if n := v.calls.Load(); n != 0 {
+		t.Fatalf("%d requests reached the server", n)
+	}
+}
+
+// TestTLSFailureReasons: https:// to a plain HTTP server, and a
+// certificate for another name, each say what is wrong; neither is a
+// question of which CA to trust.
+func TestTLSFailureReasons(t *testing.T) {
+	plain := newVaultServer(t, 200, `{"data":{}}`)
+	c := newClient(t, strings.Replace(plain.URL, "http://", "https://", 1))
+	_, err := c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "sys/mounts"})
+	var ce *ConnError
+	if !errors.As(err, &ce) || ce.Certificate || !strings.Contains(err.Error(), "it answered in plain HTTP, not TLS") {
+		t.Errorf("https to plain HTTP: %v", err)
+	}
+
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer tlsSrv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(tlsSrv.Listener.Addr().String())
+	c, err = New(Config{Address: "https://localhost:" + port, CACert: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Do(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "sys/mounts"})
+	if !errors.As(err, &ce) || ce.Certificate || !strings.Contains(err.Error(), "its certificate is not valid for localhost") {
+		t.Errorf("certificate for another name: %v", err)
 	}
 }

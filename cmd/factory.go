@@ -470,31 +470,19 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 	return key, nil
 }
 
-// readSecretFile reads a passphrase file, refusing one that others can
-// read or that another user owns, and drops one trailing newline. The
-// checks are made on the file it opened, not on the path: a path in a
-// shared directory can be swapped between a check and a read. A pipe
-// (LESSOR_PASSPHRASE_FILE=<(pass show lessor)) is read like a file; no
-// other kind of file is, and opening one never waits (O_NONBLOCK).
+// readSecretFile reads a passphrase file (see openSecretFile; a pipe,
+// LESSOR_PASSPHRASE_FILE=<(pass show lessor), is read like a file) and
+// drops one trailing newline.
 func readSecretFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := openSecretFile(path, "", true)
+	var me *secretModeError
+	if errors.As(err, &me) {
+		return nil, fmt.Errorf("%w; run: chmod 600 %s", err, path)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
-	}
-	if !st.Mode().IsRegular() && st.Mode()&fs.ModeNamedPipe == 0 {
-		return nil, fmt.Errorf("%s is not a regular file or a pipe", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by group or others (mode %04o); run: chmod 600 %s", path, st.Mode().Perm(), path)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && sys.Uid != 0 {
-		return nil, fmt.Errorf("%s belongs to another user (uid %d); use a file of your own", path, sys.Uid)
-	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, unwrapPathError(err))
@@ -507,6 +495,47 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is empty", path)
 	}
 	return b, nil
+}
+
+// secretModeError is a secret file that group or others can read.
+type secretModeError struct{ msg string }
+
+func (e *secretModeError) Error() string { return e.msg }
+
+// openSecretFile opens a file that holds one of the caller's secrets (a
+// passphrase, a token) and checks the file it opened, not the path: a
+// path in a shared directory can be swapped between a check and a read.
+// It must be a regular file (or, with pipeOK, a pipe), mode 0600 or
+// narrower, and the caller's or root's. Opening never waits
+// (O_NONBLOCK), so a FIFO put at the path cannot hang the command.
+// what ("token file ") opens the messages.
+func openSecretFile(path, what string, pipeOK bool) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s%s: %w", what, path, unwrapPathError(err))
+	}
+	st, err := f.Stat()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%s%s: %w", what, path, unwrapPathError(err))
+	case !st.Mode().IsRegular() && !(pipeOK && st.Mode()&fs.ModeNamedPipe != 0):
+		kind := "a regular file"
+		if pipeOK {
+			kind += " or a pipe"
+		}
+		err = fmt.Errorf("%s%s is not %s", what, path, kind)
+	case st.Mode().Perm()&0o077 != 0:
+		err = &secretModeError{fmt.Sprintf("%s%s is readable by group or others (mode %04o)", what, path, st.Mode().Perm())}
+	default:
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() && sys.Uid != 0 {
+			err = fmt.Errorf("%s%s belongs to another user (uid %d); use a file of your own", what, path, sys.Uid)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // maxSecretFile bounds what readSecretFile reads.
@@ -653,24 +682,15 @@ func (f *Factory) Token() (string, error) {
 // (the root token, after `operator init`) others could read is a token
 // others hold.
 func readTokenFile(path string) ([]byte, error) {
-	// O_NONBLOCK: a FIFO in its place cannot block the open; it is then
-	// refused as not regular.
-	tf, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	tf, err := openSecretFile(path, "token file ", false)
+	var me *secretModeError
+	if errors.As(err, &me) {
+		return nil, withHint(err, "run: chmod 600 %s (and revoke the token if others may have read it)", path)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("token file %s: %w", path, unwrapPathError(err))
+		return nil, err
 	}
 	defer tf.Close()
-	fi, err := tf.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("token file %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("token file %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, withHint(fmt.Errorf("token file %s is readable by group or others (mode %04o)", path, perm),
-			"run: chmod 600 %s (and revoke the token if others may have read it)", path)
-	}
 	b, err := io.ReadAll(io.LimitReader(tf, 4096))
 	if err != nil {
 		return nil, fmt.Errorf("token file %s: %w", path, err)

@@ -30,6 +30,15 @@ func TestTokenFileReadableByOthersIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.must("token", "lookup")
+
+	// A token file of another user's (who chose the token it holds) is
+	// refused too, whatever its mode.
+	if os.Geteuid() == 0 {
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		c.fails(1, `^lessor: error: token file `+path+` belongs to another user \(uid 65534\); use a file of your own`, "token", "lookup")
+	}
 }
 
 // TestStoreAndKeyRefuseDirectoriesOthersCanChange: init refuses to create

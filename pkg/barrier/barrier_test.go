@@ -756,6 +756,15 @@ func TestKeyFile(t *testing.T) {
 	if _, err := KeyFromFile(filepath.Join(dir, "absent")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("absent: %v", err)
 	}
+	if os.Geteuid() == 0 {
+		theirs := writeKeyFile(t, dir, "theirs", testKeyB64, 0o600)
+		if err := os.Chown(theirs, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := KeyFromFile(theirs); err == nil || err.Error() != "key file "+theirs+" belongs to another user (uid 65534); use a file of your own" {
+			t.Fatalf("another user's key file: %v", err)
+		}
+	}
 	for name, content := range map[string]string{
 		"short":  base64.StdEncoding.EncodeToString(make([]byte, 16)),
 		"text":   "not base64 at all, and it might be a secret",

@@ -106,6 +106,11 @@ func KeyFromFile(path string) (UnsealKey, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return UnsealKey{}, fmt.Errorf("key file %s is readable by group or others (mode %04o); run: chmod 600 %s", path, perm, path)
 	}
+	// Another user's key is one they know: what it unseals (or, for a
+	// new store, seals) is theirs to read.
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() && st.Uid != 0 {
+		return UnsealKey{}, fmt.Errorf("key file %s belongs to another user (uid %d); use a file of your own", path, st.Uid)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, 1024))
 	if err != nil {
 		return UnsealKey{}, fmt.Errorf("read key file %s: %w", path, err)

@@ -485,6 +485,11 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("open store: %s is not a regular file", path)
 	}
+	// Whoever may write the file may put an old copy in its place or
+	// damage it; lessor creates it 0600.
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return nil, fmt.Errorf("open store: %s is writable by group or others (mode %04o); run: chmod 600 %s", path, perm, path)
+	}
 	return &Bolt{path: path, opts: opts}, nil
 }
 

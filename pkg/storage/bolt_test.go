@@ -702,3 +702,26 @@ func TestBoltDamagedLeafNotWritten(t *testing.T) {
 		t.Fatal("the refused updates changed the file")
 	}
 }
+
+// TestOpenBoltWritableByOthers: a store file others can write is refused
+// with the command that fixes it; lessor creates it 0600.
+func TestOpenBoltWritableByOthers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lessor.db")
+	s, err := CreateBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenBolt(path, BoltOptions{}); err == nil || err.Error() != "open store: "+path+" is writable by group or others (mode 0666); run: chmod 600 "+path {
+		t.Fatalf("a store others can write: %v", err)
+	}
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenBolt(path, BoltOptions{}); err != nil {
+		t.Fatalf("a store others can only read: %v", err)
+	}
+}

@@ -1215,18 +1215,39 @@ type Result struct {
 // again and deletes it; meanwhile its issuer finds it revoking and
 // destroys the secret itself (Recorder.Confirm).
 func (m *Manager) revokeClaimed(ctx context.Context, claimed []*Entry, force bool, claimKey string) (Result, error) {
-	res, _, err := m.revokeClaimedThen(ctx, claimed, force, claimKey, nil)
+	// Claimed record by record: the claim that ends first bounds the
+	// backend's work.
+	var until time.Time
+	for _, e := range claimed {
+		if !e.ClaimUntil.IsZero() && (until.IsZero() || e.ClaimUntil.Before(until)) {
+			until = e.ClaimUntil
+		}
+	}
+	res, _, err := m.revokeClaimedThen(ctx, claimed, force, claimKey, until, nil)
 	return res, err
 }
+
+// claimMargin is how long before its claim runs out a revoker stops
+// waiting on the backend: a tenth of the claim.
+func claimMargin(claim time.Duration) time.Duration { return claim / 10 }
 
 // revokeClaimedThen is revokeClaimed whose settling transaction, when then
 // is set, also runs then (reap claims its next batch there: one commit
 // fewer per batch); thenDone reports whether it committed. If that
 // transaction fails, the leases are settled again without then, so that a
 // failure of the next claim never undoes this batch's settling.
-func (m *Manager) revokeClaimedThen(ctx context.Context, claimed []*Entry, force bool, claimKey string, then func(storage.Tx) error) (res Result, thenDone bool, err error) {
+func (m *Manager) revokeClaimedThen(ctx context.Context, claimed []*Entry, force bool, claimKey string, until time.Time, then func(storage.Tx) error) (res Result, thenDone bool, err error) {
 	failpoint.Hit(failpoint.RevokeAfterClaim)
-	issuing := m.mayBeIssuing(ctx, claimed, m.now())
+	// The backend's work ends before the claim (until, when known) runs
+	// out: past it another reaper takes these leases for its own, and both
+	// would revoke them. What is cut off fails and is retried.
+	bctx := ctx
+	if !until.IsZero() {
+		var cancel context.CancelFunc
+		bctx, cancel = context.WithTimeout(ctx, until.Sub(m.now())-claimMargin(m.o.ClaimTimeout))
+		defer cancel()
+	}
+	issuing := m.mayBeIssuing(bctx, claimed, m.now())
 	byMount := map[string][]*Entry{}
 	var order []string
 	for _, e := range claimed {
@@ -1238,7 +1259,7 @@ func (m *Manager) revokeClaimedThen(ctx context.Context, claimed []*Entry, force
 	errs := map[string]error{}
 	for _, uuid := range order {
 		entries := byMount[uuid]
-		mnt, err := m.resolve(ctx, uuid)
+		mnt, err := m.resolve(bctx, uuid)
 		if err != nil {
 			for _, e := range entries {
 				errs[e.ID] = fmt.Errorf("mount of lease: %w", err)
@@ -1257,7 +1278,7 @@ func (m *Manager) revokeClaimedThen(ctx context.Context, claimed []*Entry, force
 			m.idle[ic] = true
 			m.mu.Unlock()
 		}
-		out := mnt.Backend.RevokeSecrets(ctx, reqs)
+		out := mnt.Backend.RevokeSecrets(bctx, reqs)
 		for i, e := range entries {
 			if i < len(out) && out[i] != nil {
 				errs[e.ID] = out[i]

@@ -188,3 +188,51 @@ func TestLongReapFreshClaims(t *testing.T) {
 		t.Fatalf("%d of 20 revoked", len(n))
 	}
 }
+
+// ctxBackend waits in RevokeSecrets until its context ends, as a backend
+// stuck on a database that does not answer would, and says when that was.
+type ctxBackend struct {
+	*fakeBackend
+	deadline chan time.Time
+}
+
+func (b *ctxBackend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequest) []error {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Time{}
+	}
+	b.deadline <- dl
+	<-ctx.Done()
+	errs := make([]error, len(ss))
+	for i := range errs {
+		errs[i] = ctx.Err()
+	}
+	return errs
+}
+
+// TestReapStopsBeforeItsClaimEnds: a backend that never answers is given
+// up on before the batch's claim runs out, so that a reaper taking the
+// leases after the claim never overlaps with this one; the leases fail
+// and wait for a retry.
+func TestReapStopsBeforeItsClaimEnds(t *testing.T) {
+	m, be, clk, st := setup(t)
+	cb := &ctxBackend{fakeBackend: be, deadline: make(chan time.Time, 1)}
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+	m.o.ClaimTimeout = time.Second
+	issue(t, m, be, clk, "ro", time.Minute, "")
+	clk.advance(2 * time.Minute)
+	start := time.Now()
+	sum, err := m.Reap(context.Background(), ReapOptions{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl := <-cb.deadline
+	if dl.IsZero() || dl.Sub(start) > time.Second-claimMargin(time.Second)+100*time.Millisecond {
+		t.Fatalf("the backend was given until %v, %v after the claim (1s) began", dl, dl.Sub(start))
+	}
+	if sum.Revoked != 0 || sum.Failed != 1 || sum.WaitingRetry != 1 {
+		t.Fatalf("summary %+v, want the lease failed and waiting for a retry", sum)
+	}
+}

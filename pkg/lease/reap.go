@@ -171,7 +171,7 @@ func (m *Manager) Reap(ctx context.Context, o ReapOptions) (*ReapSummary, error)
 							}
 						}
 					}
-					r, claimedNext, rerr := m.revokeClaimedThen(ctx, b.claimed, false, b.key, then)
+					r, claimedNext, rerr := m.revokeClaimedThen(ctx, b.claimed, false, b.key, b.until, then)
 					if claimedNext {
 						next = &nb
 					}
@@ -462,6 +462,7 @@ func (m *Manager) claimDue(ctx context.Context, now time.Time) (b claimedBatch, 
 type claimedBatch struct {
 	claimed, pending []*Entry
 	key              string
+	until            time.Time // when the claim runs out
 	skipped          int
 }
 
@@ -515,6 +516,7 @@ func (m *Manager) claimIn(tx storage.Tx, now time.Time, key string) (claimedBatc
 		return b, nil
 	}
 	c := batchClaim{Until: now.Add(m.o.ClaimTimeout)}
+	b.until = c.Until
 	for _, e := range b.claimed {
 		c.Revoke = append(c.Revoke, e.ID)
 	}

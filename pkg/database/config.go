@@ -11,6 +11,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/pgurl"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -363,10 +364,12 @@ func nonNil(s []string) []string {
 const redacted = "xxxxx"
 
 // keywordPasswordRE finds password=... (and sslpassword=...) in a keyword/value connection
-// string: a single-quoted value or a bare word, either with backslash
-// escapes (libpq reads "a\ b" unquoted as one value holding a blank).
+// string, after a blank or right after a quoted value (libpq reads
+// "sslmode='disable'password=x"): a single-quoted value or a bare word,
+// either with backslash escapes (libpq reads "a\ b" unquoted as one value
+// holding a blank).
 var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`(?is)(^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s'\\]|\\.?)(?:[^\s\\]|\\.?)*)`)
+	return regexp.MustCompile(`(?is)(^|[\s'])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s'\\]|\\.?)(?:[^\s\\]|\\.?)*)`)
 })
 
 // queryParamRE finds the name=value pairs of a URL's query string, and
@@ -389,7 +392,17 @@ func urlParts(conn string) (head, userinfo, rest string, ok bool) {
 		return "", "", "", false
 	}
 	head = conn[:len(conn)-len(after)]
-	if at := strings.LastIndex(after, "@"); at >= 0 {
+	at := strings.LastIndex(after, "@")
+	if at >= 0 && pgurl.MisplacedAt(t) == "" {
+		// A well-formed URL: the user part ends at the authority's '@'
+		// (a later one belongs to a parameter's value).
+		end := strings.IndexAny(after, "/?#")
+		if end < 0 {
+			end = len(after)
+		}
+		at = strings.LastIndex(after[:end], "@")
+	}
+	if at >= 0 {
 		return head, after[:at], after[at:], true
 	}
 	return head, "", after, true

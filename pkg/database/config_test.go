@@ -158,9 +158,14 @@ func TestRedactURL(t *testing.T) {
 		{"postgres://root:a#b@c@h/db?sslmode=disable", "postgres://root:xxxxx@h/db?sslmode=disable"},
 		{" postgres://root:s3cret@h/db", " postgres://root:xxxxx@h/db"},
 		{"POSTGRESQL://root:s3cret@h/db", "POSTGRESQL://root:xxxxx@h/db"},
-		// An '@' in the query: the display hides more than it must,
-		// never less.
+		// An '@' in a parameter's value after a user part is the
+		// parameter's; with no user part, the display hides more than it
+		// must, never less.
+		{"postgres://root:s3cret@h/db?application_name=ops@team", "postgres://root:xxxxx@h/db?application_name=ops@team"},
+		{"postgresql://{{username}}:{{password}}@h/db?application_name=ops@team", "postgresql://{{username}}:{{password}}@h/db?application_name=ops@team"},
 		{"postgres://h/db?password=s3cret&user=a@b", "postgres://h/db?password=xxxxx&user=a@b"},
+		// A password right after a quoted value.
+		{"host=h sslmode='disable'password=s3cret user=u", "host=h sslmode='disable'password=xxxxx user=u"},
 	} {
 		if got, _ := redactURL(tc.in); got != tc.want {
 			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)

@@ -14,9 +14,12 @@ import "strings"
 // MisplacedAt returns why the '@' of dsn (a postgres:// or postgresql://
 // URL, leading blanks aside) is where no URL parser would put the end of
 // the user information, or "" when it is not. Two '@' in the authority,
-// an '@' in the path or the fragment, and an '@' in a query parameter's
-// name (or in one with no '=') all are; an '@' in a parameter's value
-// (user=me@server) is not.
+// an '@' in the path or the fragment, an '@' in a query parameter's name
+// (or in one with no '='), and any '@' after an authority that has none
+// all are: "u:12?k=x@h" is a password holding a '?', not a host u and a
+// parameter. An '@' in a parameter's value after a user part
+// (u:pw@h/db?application_name=ops@team) is not; without one, write it
+// %40.
 func MisplacedAt(dsn string) string {
 	_, rest, ok := strings.Cut(strings.TrimLeft(dsn, " \t\r\n"), "://")
 	if !ok {
@@ -29,6 +32,9 @@ func MisplacedAt(dsn string) string {
 	authority, tail := rest[:end], rest[end:]
 	if strings.Count(authority, "@") > 1 {
 		return "an '@' in the user name or password must be percent-encoded as %40"
+	}
+	if !strings.Contains(authority, "@") && strings.Contains(tail, "@") {
+		return "an '@' after the host: percent-encode an '@' in a parameter's value as %40, and a '/', '?' or '#' in the user name or password as %2F, %3F or %23"
 	}
 	tail, fragment, _ := strings.Cut(tail, "#")
 	path, query, _ := strings.Cut(tail, "?")

@@ -9,7 +9,11 @@ func TestMisplacedAt(t *testing.T) {
 	}{
 		{"postgres://u:pw@h:5432/db?sslmode=disable", false},
 		{"postgres://u:p%2Fw%40x@h/db", false},
-		{"postgres://h/db?user=me@server&sslmode=disable", false},
+		{"postgres://u:pw@h/db?application_name=ops@team", false},
+		{"postgres://h/db?user=me%40server&sslmode=disable", false},
+		{"postgres://h/db?user=me@server&sslmode=disable", true},
+		{"postgres://lessor:12?k=SecretTail@127.0.0.1:5432/db", true},
+		{"postgres://u:12/x?y=z@h/db", true},
 		{"postgres://h/db", false},
 		{"host=h password=a@b", false},
 		{"postgres://u:a@b@h/db", true},

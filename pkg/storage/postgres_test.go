@@ -459,6 +459,7 @@ func TestStoreURLs(t *testing.T) {
 		"postgres://u:77/secret-1@h/db",
 		"postgres://u:77?secret-1@h/db",
 		"postgres://u:a#secret-1@h/db",
+		"postgres://u:12?k=secret-1@h:5432/db",
 	} {
 		if got := RedactURL(in); strings.Contains(got, "secret-1") {
 			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)
@@ -472,7 +473,7 @@ func TestStoreURLs(t *testing.T) {
 	if got := RedactURL("postgres://u:77?secret-1@h/db"); got != "postgres://xxxxx@h/db" {
 		t.Errorf("RedactURL of a URL with a '?' in its password = %q", got)
 	}
-	if _, _, err := ParsePostgresURL("postgres://h/db?user=me@server&sslmode=disable"); err != nil {
+	if _, _, err := ParsePostgresURL("postgres://u@h/db?application_name=ops@team&sslmode=disable"); err != nil {
 		t.Errorf("an '@' in a parameter's value: %v", err)
 	}
 	cfg, schema, err := ParsePostgresURL("postgres://u@a:5432,b:5433/db?target_session_attrs=read-write&schema=s1")

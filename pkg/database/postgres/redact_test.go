@@ -40,14 +40,16 @@ func TestRedactPiecesOfAPassword(t *testing.T) {
 
 func TestURLWithUnencodedAtIsRefused(t *testing.T) {
 	const at = "unable to parse connection url (a postgresql:// URL): an '@' in the user name or password must be percent-encoded as %40"
-	const slash = "unable to parse connection url (a postgresql:// URL): an '@' after the host: a '/' or '#' in the user name or password must be percent-encoded as %2F or %23 (and an '@' in the database name as %40)"
+	const slash = "unable to parse connection url (a postgresql:// URL): an '@' after the host: percent-encode an '@' in a parameter's value as %40, and a '/', '?' or '#' in the user name or password as %2F, %3F or %23"
 	for _, tc := range []struct {
 		cfg  Config
 		want string
 	}{
 		{Config{ConnectionURL: "postgresql://root:Xq9@Zk2Lm@127.0.0.1:5432/db"}, at},
 		{Config{ConnectionURL: "postgresql://root:Ab3d/Zk2Lm@127.0.0.1:5432/db?sslmode=disable"}, slash},
-		{Config{ConnectionURL: "postgresql://root:77?Zk2LmQ@127.0.0.1/db"}, "unable to parse connection url (a postgresql:// URL): an '@' in the query where no parameter's value can hold it: a '?' in the user name or password must be percent-encoded as %3F"},
+		{Config{ConnectionURL: "postgresql://root:77?Zk2LmQ@127.0.0.1/db"}, slash},
+		{Config{ConnectionURL: "postgresql://root:12?k=Zk2LmQ@127.0.0.1/db"}, slash},
+		{Config{ConnectionURL: "postgresql://root:pw@127.0.0.1/d@b"}, "unable to parse connection url (a postgresql:// URL): an '@' after the host: a '/' or '#' in the user name or password must be percent-encoded as %2F or %23 (and an '@' in the database name as %40)"},
 		{Config{ConnectionURL: "postgres://{{username}}:{{password}}@h/db", Username: "u", Password: "Xq9@Zk2Lm", DisableEscaping: true},
 			strings.Replace(at, "postgresql://", "postgres://", 1) + " (disable_escaping=true puts the username and password into the URL as they are)"},
 		{Config{ConnectionURL: "postgres://{{username}}:{{password}}@h/db", Username: "u", Password: "Xq9@Zk2Lm"}, ""},

@@ -435,10 +435,14 @@ func TestCredsErrorHidesPassword(t *testing.T) {
 	e.writeRole("bare", map[string]any{"creation_statements": []any{
 		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD {{password}} VALID UNTIL '{{expiration}}'`,
 	}})
-	for range 5 {
+	seen := 0
+	for range 40 {
 		_, err := e.do(logical.ReadOperation, "creds/bare", nil)
 		if err == nil {
 			t.Fatal("a creation statement with a bare password succeeded")
+		}
+		if strings.Contains(err.Error(), "is not safe outside quotes") {
+			continue // refused before PostgreSQL saw it
 		}
 		_, near, ok := strings.Cut(err.Error(), `at or near "`)
 		if !ok {
@@ -448,6 +452,12 @@ func TestCredsErrorHidesPassword(t *testing.T) {
 		if len(token) >= 4 && token != "[password]" {
 			t.Fatalf("the error quotes %q, a piece of the generated password: %v", token, err)
 		}
+		if seen++; seen == 5 {
+			break
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no creation reached PostgreSQL")
 	}
 	if roles := e.pgRoles(); len(roles) != 0 {
 		t.Fatalf("roles left in PostgreSQL: %+v", roles)

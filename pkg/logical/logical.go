@@ -330,30 +330,41 @@ const tokenRandomLen = 32
 // there (Vault's old auth/token/lookup/<token>), and the path is then
 // logged, audited and quoted in errors.
 func ReplaceTokens(s string, with func(token string) string) string {
-	var b strings.Builder
-	rest := s
-	for {
-		i := strings.Index(rest, TokenPrefix)
-		if i < 0 {
+	// Every "lsr_" followed by 32 base62 characters is a token, each
+	// found on its own: one may begin inside the run of another
+	// ("lsr_qqq…lsr_<token>"), and both are then replaced, as one.
+	type span struct{ from, to int }
+	var spans []span
+	for i := 0; ; {
+		j := strings.Index(s[i:], TokenPrefix)
+		if j < 0 {
 			break
 		}
-		end := i + len(TokenPrefix)
-		for end < len(rest) && end-i-len(TokenPrefix) < tokenRandomLen && base62(rest[end]) {
-			end++
+		from := i + j
+		to := from + len(TokenPrefix)
+		for to < len(s) && to-from-len(TokenPrefix) < tokenRandomLen && base62(s[to]) {
+			to++
 		}
-		if end-i-len(TokenPrefix) < tokenRandomLen {
-			b.WriteString(rest[:i+len(TokenPrefix)])
-			rest = rest[i+len(TokenPrefix):]
-			continue
+		if to-from-len(TokenPrefix) == tokenRandomLen {
+			if n := len(spans); n > 0 && from <= spans[n-1].to {
+				spans[n-1].to = to
+			} else {
+				spans = append(spans, span{from, to})
+			}
 		}
-		b.WriteString(rest[:i])
-		b.WriteString(with(rest[i:end]))
-		rest = rest[end:]
+		i = from + 1
 	}
-	if b.Len() == 0 {
+	if len(spans) == 0 {
 		return s
 	}
-	b.WriteString(rest)
+	var b strings.Builder
+	last := 0
+	for _, sp := range spans {
+		b.WriteString(s[last:sp.from])
+		b.WriteString(with(s[sp.from:sp.to]))
+		last = sp.to
+	}
+	b.WriteString(s[last:])
 	return b.String()
 }
 

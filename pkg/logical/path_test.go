@@ -53,12 +53,13 @@ func TestCheckKeys(t *testing.T) {
 func TestMaskTokens(t *testing.T) {
 	tok := "lsr_" + strings.Repeat("Ab9", 10) + "zZ"
 	for in, want := range map[string]string{
-		"auth/token/lookup/" + tok:    "auth/token/lookup/[token]",
-		tok + "/" + tok:               "[token]/[token]",
-		"lsr_short/x":                 "lsr_short/x",
-		"database/creds/readonly":     "database/creds/readonly",
-		"a/lsr_lsr_" + tok[4:] + "/b": "a/lsr_[token]/b",
-		"x/" + tok + "more":           "x/[token]more",
+		"auth/token/lookup/" + tok:               "auth/token/lookup/[token]",
+		tok + "/" + tok:                          "[token]/[token]",
+		"lsr_short/x":                            "lsr_short/x",
+		"database/creds/readonly":                "database/creds/readonly",
+		"a/lsr_lsr_" + tok[4:] + "/b":            "a/lsr_[token]/b",
+		"x/" + tok + "more":                      "x/[token]more",
+		"a/lsr_" + strings.Repeat("q", 31) + tok: "a/[token]",
 	} {
 		if got := MaskTokens(in); got != want {
 			t.Errorf("MaskTokens(%q) = %q, want %q", in, got, want)

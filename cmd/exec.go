@@ -16,6 +16,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // forwardedSignals reach the child as they reach lessor. SIGTSTP, SIGCONT
@@ -163,11 +164,14 @@ var withheldFromChild = []string{"LESSOR_UNSEAL_KEY", "LESSOR_TOKEN", "VAULT_TOK
 // childEnv is env with the credential's variables: PGUSER, PGPASSWORD
 // and the LESSOR_ lease names replace any the caller had; PGHOST, PGPORT
 // and PGDATABASE are added only where the caller set none (an empty value
-// counts as none). The unseal key and the token are left out.
+// counts as none). The unseal key, the token and a store connection
+// string are left out.
 func childEnv(env []string, vars []format.Var) []string {
 	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		name, _, _ := strings.Cut(kv, "=")
-		return slices.Contains(withheldFromChild, name)
+		name, value, _ := strings.Cut(kv, "=")
+		// A store given as a connection string may hold its password.
+		return slices.Contains(withheldFromChild, name) ||
+			name == "LESSOR_STORE" && (storage.LooksLikeURL(value) || storage.IsPostgresKeywords(value))
 	})
 	set := func(name string) int {
 		return slices.IndexFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })

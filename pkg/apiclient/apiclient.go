@@ -183,21 +183,37 @@ func New(cfg Config) (*Client, error) {
 // its owner can write to (/tmp, a group-writable directory): any of them
 // could remove the server's socket or take the path before the server
 // binds it, and collect the token of every client that connects. The
-// server refuses to listen there and the client to send a token there.
+// directories above it may be writable by others only if sticky (as /tmp
+// is): otherwise one of those users could rename the socket's directory
+// and put one of their own in its place. The owner is not checked: the
+// server's user is often not the client's. The server refuses to listen
+// there and the client to send a token there.
 func CheckSocketDir(socket string) error {
-	dir := filepath.Dir(socket)
-	fi, err := os.Stat(dir)
+	dir, err := filepath.Abs(filepath.Dir(socket))
 	if err != nil {
 		return fmt.Errorf("unix socket %s: %w", socket, err)
 	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		mode := uint32(perm)
-		if fi.Mode()&fs.ModeSticky != 0 {
-			mode |= 0o1000
+	for d, first := dir, true; ; d, first = filepath.Dir(d), false {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("unix socket %s: %w", socket, err)
 		}
-		return &SocketDirError{fmt.Sprintf("unix socket %s: its directory %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, dir, mode)}
+		m := fi.Mode()
+		if m.Perm()&0o022 != 0 && (first || m&fs.ModeSticky == 0) {
+			mode := uint32(m.Perm())
+			if m&fs.ModeSticky != 0 {
+				mode |= 0o1000
+			}
+			what := "its directory"
+			if !first {
+				what = "the directory above it,"
+			}
+			return &SocketDirError{fmt.Sprintf("unix socket %s: %s %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, what, d, mode)}
+		}
+		if filepath.Dir(d) == d {
+			return nil
+		}
 	}
-	return nil
 }
 
 // SocketDirError is CheckSocketDir's refusal.

@@ -331,6 +331,26 @@ func TestSocketInSharedDirectory(t *testing.T) {
 	if _, err := c.Get(context.Background(), "sys/mounts"); err != nil || tokens.Load() != 1 {
 		t.Fatalf("socket in a private directory: %v, %d tokens sent", err, tokens.Load())
 	}
+	// A private directory under one that others can write, not sticky:
+	// they could rename it away and put their own in its place.
+	parent := filepath.Dir(dir)
+	fi, err := os.Stat(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(parent, fi.Mode())
+	// (A new client: the first one's open connection was checked when it
+	// was dialled.)
+	c, err = New(Config{Address: "unix://" + sock, Header: http.Header{"X-Vault-Token": {"lsr_x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = c.Get(context.Background(), "sys/mounts"); err == nil || !strings.Contains(err.Error(), "the directory above it, "+parent+" can be written by other users (mode 0777)") || tokens.Load() != 1 {
+		t.Fatalf("socket under a world-writable directory: %v, %d tokens sent", err, tokens.Load())
+	}
 }
 
 // TestCACertNotAFile: a CA "file" that is a device or a pipe is refused

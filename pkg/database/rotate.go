@@ -79,7 +79,7 @@ func (b *Backend) retryPending(ctx context.Context, st storage.Store, name strin
 		// Neither password works; report the stored one's failure.
 		return nil, connErr
 	}
-	if err := adoptPending(ctx, st, name, cfg.Connection.Password, p.Password); err != nil {
+	if err := adoptPending(ctx, st, name, p.Username, cfg.Connection.Password, p.Password, p.Created); err != nil {
 		db.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("store the rotated admin password: %w", err)
 	}
@@ -104,7 +104,7 @@ func configIn(tx storage.Tx, name string) (*dbConfig, error) {
 // adoptPending makes a verified password the stored one and drops the
 // pending record, unless the config changed meanwhile (another process
 // finished the rotation, or an operator wrote new credentials).
-func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newPassword string) error {
+func adoptPending(ctx context.Context, st storage.Store, name, username, oldPassword, newPassword string, now time.Time) error {
 	return st.Update(ctx, func(tx storage.Tx) error {
 		cur, err := configIn(tx, name)
 		if err != nil {
@@ -120,8 +120,15 @@ func adoptPending(ctx context.Context, st storage.Store, name, oldPassword, newP
 		default:
 			// Someone else stored other credentials meanwhile, but
 			// PostgreSQL may hold this password now: it stays pending, to
-			// be tried when the stored one is refused.
-			return nil
+			// be tried when the stored one is refused. If another
+			// rotation already settled and dropped the record, it is
+			// written again (unless another rotation holds it now).
+			var p pendingRoot
+			pfound, err := getJSON(tx, pendingPrefix+name, &p)
+			if err != nil || pfound {
+				return err
+			}
+			return putJSON(tx, pendingPrefix+name, &pendingRoot{Username: username, Password: newPassword, Created: now})
 		}
 		var p pendingRoot
 		pfound, err := getJSON(tx, pendingPrefix+name, &p)
@@ -201,7 +208,13 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	}
 	failpoint.Hit(failpoint.RotateRootAfterPending)
 
-	if err := db.RotateRootPassword(ctx, newPassword, cfg.RootRotationStatements); err != nil {
+	// The ALTER ends before the claim does: past it, another rotation may
+	// begin and store its own password, and this one's ALTER, landing
+	// later, would leave PostgreSQL holding a password nobody stored.
+	actx, cancel := context.WithTimeout(ctx, rotationClaim-rotationClaim/10)
+	err = db.RotateRootPassword(actx, newPassword, cfg.RootRotationStatements)
+	cancel()
+	if err != nil {
 		rerr := fmt.Errorf("unable to rotate root credentials: %w", cfg.redact(err, newPassword))
 		// The error's shape cannot say for sure which password PostgreSQL
 		// holds now (the plugin may have failed to put the old one back),
@@ -212,7 +225,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 		switch {
 		case perr == nil:
 			probe.Close(context.WithoutCancel(ctx))
-			if aerr := adoptPending(ctx, req.Storage, name, cfg.Connection.Password, newPassword); aerr != nil {
+			if aerr := adoptPending(ctx, req.Storage, name, cfg.Connection.Username, cfg.Connection.Password, newPassword, now); aerr != nil {
 				return errors.Join(rerr, fmt.Errorf("store new password: %w", aerr))
 			}
 			return nil
@@ -240,7 +253,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	}
 	vdb.Close(context.WithoutCancel(ctx))
 
-	if err := adoptPending(ctx, req.Storage, name, cfg.Connection.Password, newPassword); err != nil {
+	if err := adoptPending(ctx, req.Storage, name, cfg.Connection.Username, cfg.Connection.Password, newPassword, now); err != nil {
 		return fmt.Errorf("unable to rotate root credentials: store new password (it stays pending and is tried when the stored one is refused): %w", err)
 	}
 	return nil

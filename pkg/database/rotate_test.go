@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +261,52 @@ func TestRotateRootConcurrent(t *testing.T) {
 	stored = e.storedConfig("pg").Connection.Password
 	if err := e.srv.CanLogin(context.Background(), admin, stored, e.db.Name); err != nil {
 		t.Fatalf("after the claim lapsed, the stored admin password does not log in: %v", err)
+	}
+}
+
+// TestRotateRootStaleRotator: a rotation that stalls after claiming
+// (suspended, cut off) until its claim runs out, while another rotation
+// begins and finishes, then sets its own password in PostgreSQL last.
+// The store holds the other password, but this one stays pending, so
+// the next request logs in with it and stores it: the admin is never
+// locked out.
+func TestRotateRootStaleRotator(t *testing.T) {
+	e, admin, _ := adminEnv(t)
+	ctx := context.Background()
+	var hits atomic.Int32
+	stalled, release := make(chan struct{}), make(chan struct{})
+	failpoint.Arm(failpoint.RotateRootAfterPending, func(string) {
+		if hits.Add(1) == 1 {
+			close(stalled)
+			<-release
+		}
+	})
+	defer failpoint.Arm("", nil)
+	doneA := make(chan error, 1)
+	go func() {
+		_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+		doneA <- err
+	}()
+	<-stalled
+	p1 := e.pending("pg").Password
+	e.setNow(e.sys.Now().Add(rotationClaim + time.Minute))
+	e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+	p2 := e.storedConfig("pg").Connection.Password
+	close(release)
+	if err := <-doneA; err != nil {
+		t.Logf("the stale rotation: %v", err)
+	}
+	if e.storedConfig("pg").Connection.Password != p2 || e.srv.CanLogin(ctx, admin, p1, e.db.Name) != nil {
+		t.Skip("the stale rotation's ALTER did not land last; nothing to recover")
+	}
+	if p := e.pending("pg"); p == nil || p.Password != p1 {
+		t.Fatalf("PostgreSQL holds the stale rotation's password, but it is not pending: %+v", p)
+	}
+	// The next request logs in with it and stores it.
+	e.writeRole("plain", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`})
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"allowed_roles": "*"})
+	e.issue("plain")
+	if got := e.storedConfig("pg").Connection.Password; got != p1 {
+		t.Fatal("the password PostgreSQL holds was not adopted")
 	}
 }

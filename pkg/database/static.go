@@ -43,6 +43,12 @@ const minRotationWindow = time.Hour
 // the role settles it.
 const staticClaim = 5 * time.Minute
 
+// staticAlterTimeout bounds the ALTER ROLE of a claimed rotation, which
+// must end before the claim does: past it, another command settles the
+// role and may rotate it again, and this ALTER, landing later, would
+// leave PostgreSQL holding a password nobody stored. A variable for tests.
+var staticAlterTimeout = staticClaim - staticClaim/10
+
 // staticRole is a stored static role, static-role/<name>.
 type staticRole struct {
 	DBName             string   `json:"db_name"`

@@ -158,7 +158,9 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 // for the next command to settle.
 func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name string, db *postgres.DB, cfg *dbConfig, r *staticRole, password string, now time.Time, creating bool) error {
 	failpoint.Hit(failpoint.StaticRotateAfterPending)
-	err := db.SetPassword(ctx, r.Username, password, r.RotationStatements)
+	actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+	err := db.SetPassword(actx, r.Username, password, r.RotationStatements)
+	cancel()
 	if err != nil {
 		err = cfg.redact(err, password)
 		if !isDefiniteFailure(err) {
@@ -468,13 +470,15 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 		}
 		byDB[it.r.DBName] = append(byDB[it.r.DBName], it)
 	}
+	actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+	defer cancel()
 	for _, dbName := range order {
 		its := byDB[dbName]
 		changes := make([]postgres.PasswordChange, len(its))
 		for i, it := range its {
 			changes[i] = postgres.PasswordChange{Username: it.r.Username, Password: it.password, Statements: it.r.RotationStatements}
 		}
-		for i, err := range conns[dbName].SetPasswords(ctx, changes) {
+		for i, err := range conns[dbName].SetPasswords(actx, changes) {
 			if err != nil {
 				its[i].err = its[i].cfg.redact(err, its[i].password)
 			}

@@ -463,3 +463,47 @@ func BenchmarkRotateDueNothingDue(b *testing.B) {
 		})
 	}
 }
+
+// TestStaticRotationEndsBeforeItsClaim: an ALTER ROLE that waits (here on
+// a lock another session holds) is given up on before the rotation's
+// claim runs out, so that it cannot land after another command has
+// settled the role; the password shown before still logs in, and the
+// next rotation works.
+func TestStaticRotationEndsBeforeItsClaim(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "app"})
+	user := e.staticLogin("start-password-1234")
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+	shown := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
+
+	defer func(d time.Duration) { staticAlterTimeout = d }(staticAlterTimeout)
+	staticAlterTimeout = 300 * time.Millisecond
+	ctx := context.Background()
+	holder := e.db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `ALTER ROLE "`+user+`" VALID UNTIL 'infinity'`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	waited := time.Since(start)
+	tx.Rollback(ctx)
+	if err == nil || waited > 5*time.Second {
+		t.Fatalf("rotation behind a lock: %v after %v, want an error well before the claim ends", err, waited)
+	}
+	if got := e.login(user, shown); got != postgres.LoginAccepted {
+		t.Fatalf("the password shown before the failed rotation: login %v", got)
+	}
+	// Whether the cancelled ALTER landed is not certain: its password
+	// stays pending until the claim runs out, then the next command
+	// settles it (PostgreSQL refuses it) and rotates.
+	e.setNow(e.sys.Now().Add(staticClaim + time.Second))
+	e.must(logical.UpdateOperation, "rotate-role/app", nil)
+	now := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
+	if now == shown || e.login(user, now) != postgres.LoginAccepted {
+		t.Fatal("the next rotation did not take")
+	}
+}

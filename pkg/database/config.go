@@ -187,6 +187,9 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	}
 	passwordSent, usernameSent := fd.Has("password"), fd.Has("username")
 	cfg.Admin = nil // found again below, or unknown
+	// The role the connection logs in as: the username field, or what
+	// the server says (the URL may name it).
+	adminUser := cfg.Connection.Username
 	if cfg.VerifyConnection {
 		var db *postgres.DB
 		if old != nil && !passwordSent && !usernameSent {
@@ -206,6 +209,7 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
 		}
 		cfg.Admin = &adminCheck{ServerVersion: check.ServerVersion, Verdict: check.Verdict}
+		adminUser = check.User
 		warnings = check.Warnings
 		if err := db.Close(context.WithoutCancel(ctx)); err != nil {
 			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
@@ -213,6 +217,17 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	}
 
 	err = req.Storage.Update(ctx, func(tx storage.Tx) error {
+		// A login a static role manages cannot be the admin: the next
+		// rotation would change the password the connection logs in with.
+		if adminUser != "" {
+			owner, err := tx.Get(staticUserKey(name, adminUser))
+			if err != nil {
+				return err
+			}
+			if owner != nil {
+				return logical.Errorf("username %q is managed by static role %q; an admin must be a login of its own", adminUser, owner)
+			}
+		}
 		if passwordSent || usernameSent {
 			// An operator who sets the admin credentials by hand has
 			// superseded any rotation that was left half done.

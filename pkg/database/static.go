@@ -376,6 +376,9 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 		return fmt.Errorf("static role %q: %w", name, cfg.redact(err))
 	case !info.Exists:
 		return logical.Errorf("role %q does not exist in PostgreSQL: a static role manages an existing login (create it first)", r.Username)
+	case info.IsAdmin:
+		// The admin named only in connection_url, not in username.
+		return logical.Errorf("username %q is the admin of connection %q: rotate its password with `lessor write -f %srotate-root/%s`", r.Username, r.DBName, req.MountPoint, r.DBName)
 	case strings.HasPrefix(info.Comment, CommentPrefix):
 		return logical.Errorf("role %q belongs to a lease (lessor created it for dynamic credentials); a static role cannot manage it", r.Username)
 	case info.AlterDenied != "" && len(r.RotationStatements) == 0:

@@ -507,3 +507,37 @@ func TestStaticRotationEndsBeforeItsClaim(t *testing.T) {
 		t.Fatal("the next rotation did not take")
 	}
 }
+
+// TestStaticRoleNeverTheAdmin: the login a connection's admin uses is not
+// a static role's to rotate, whether the admin is named in username or
+// only in connection_url; nor can a config take as its admin a login a
+// static role manages. Either way the next rotation would lock the
+// connection out.
+func TestStaticRoleNeverTheAdmin(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	admin := "adm_" + e.display
+	if _, err := e.db.Conn(t).Exec(ctx, `CREATE ROLE "`+admin+`" WITH LOGIN CREATEROLE PASSWORD 'inline-pw-123456'`); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.DropRolesAtCleanup(t, admin)
+	hostAndDB := strings.TrimPrefix(e.templatedURL(), "postgresql://{{username}}:{{password}}@")
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"plugin_name": PluginName, "allowed_roles": "*",
+		"connection_url": "postgresql://" + admin + ":inline-pw-123456@" + hostAndDB})
+	_, err := e.do(logical.UpdateOperation, "static-roles/self", map[string]any{"db_name": "pg", "username": admin, "rotation_period": "1h"})
+	if err == nil || !strings.Contains(err.Error(), `username "`+admin+`" is the admin of connection "pg"`) {
+		t.Fatalf("a static role on the admin named only in the URL: %v", err)
+	}
+
+	// A login a static role manages, then written as a config's admin.
+	user := e.staticLogin("start-password-1234")
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+	if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" CREATEROLE`); err != nil {
+		t.Fatal(err)
+	}
+	pw := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
+	_, err = e.do(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": e.templatedURL(), "username": user, "password": pw})
+	if err == nil || !strings.Contains(err.Error(), `username "`+user+`" is managed by static role "app"`) {
+		t.Fatalf("a config whose admin a static role manages: %v", err)
+	}
+}

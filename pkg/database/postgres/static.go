@@ -27,6 +27,8 @@ type RoleInfo struct {
 	// AlterDenied, when not "", says why the admin may not set the role's
 	// password with ALTER ROLE, and how to fix it.
 	AlterDenied string
+	// IsAdmin: the role is the one the admin connection logs in as.
+	IsAdmin bool
 }
 
 // LookupRole reads whether a role exists, whether it may log in, and its
@@ -57,7 +59,7 @@ FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 		return ri, db.redact(fmt.Errorf("look up role %s: %w", username, err))
 	}
 	p.target = username
-	ri.Exists, ri.AlterDenied = true, p.denied()
+	ri.Exists, ri.AlterDenied, ri.IsAdmin = true, p.denied(), p.admin == username
 	return ri, nil
 }
 

@@ -779,8 +779,10 @@ ORDER BY r.rolname`, prefix)
 type AdminCheck struct {
 	// ServerVersion is the server's server_version, e.g. "17.10".
 	ServerVersion string
-	Superuser     bool
-	CreateRole    bool
+	// User is the role the admin connection logs in as.
+	User       string
+	Superuser  bool
+	CreateRole bool
 	// Verdict is "superuser", "createrole" (on PostgreSQL 16+ "createrole
 	// (revokes the roles it created)") or "cannot create roles".
 	Verdict string
@@ -806,13 +808,12 @@ func (db *DB) checkAdmin(ctx context.Context) (AdminCheck, error) {
 	if err != nil {
 		return c, err
 	}
-	var name string
 	err = db.queryRow(ctx, conn, `SELECT current_setting('server_version'), current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
-		nil, &c.ServerVersion, &name, &c.Superuser, &c.CreateRole)
+		nil, &c.ServerVersion, &c.User, &c.Superuser, &c.CreateRole)
 	if err != nil {
 		return c, err
 	}
-	admin := pgx.Identifier{name}.Sanitize()
+	admin := pgx.Identifier{c.User}.Sanitize()
 	switch {
 	case c.Superuser:
 		c.Verdict = "superuser"

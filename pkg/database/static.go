@@ -487,28 +487,62 @@ func addSchedule(data map[string]any, r *staticRole, now time.Time) {
 // last password stay as they are. A rotation in progress is settled
 // first, so that the password left in PostgreSQL is one lessor showed.
 func (b *Backend) staticDelete(ctx context.Context, req *logical.Request, name string) error {
-	r, _, err := loadStatic(ctx, req.Storage, name)
+	r, cfg, err := loadStatic(ctx, req.Storage, name)
 	if err != nil || r == nil {
 		return err
 	}
+	var settled *staticPending
 	if r.Pending != nil {
 		if r.Pending.ClaimUntil.After(req.System.Now()) {
 			return logical.Errorf("static role %q is being rotated; retry in a moment", name)
 		}
-		if _, err := b.rotateStatic(ctx, req.Storage, req.System, name, false); err != nil {
+		// The rotation's rotator is gone. Deleting neither finishes it
+		// nor starts another: the login is left with the password
+		// static-creds last showed, which is what its users hold.
+		if err := b.undoPending(ctx, req.Storage, cfg, r); err != nil {
 			return fmt.Errorf("settle the unfinished rotation of static role %q before deleting it: %w", name, err)
 		}
+		settled = r.Pending
 	}
 	return req.Storage.Update(ctx, func(tx storage.Tx) error {
 		cur, err := getStatic(tx, name)
 		if err != nil || cur == nil {
 			return err
 		}
-		if cur.Pending != nil {
+		if cur.Pending != nil && (settled == nil || cur.Pending.Password != settled.Password) {
 			return logical.Errorf("static role %q is being rotated; retry in a moment", name)
 		}
 		return deleteStatic(tx, name, cur)
 	})
+}
+
+// undoPending makes sure PostgreSQL holds r's stored password, not the
+// pending one of a rotation that died: a login with the pending password
+// tells whether its ALTER ROLE landed, and if so the stored one is set
+// back. When neither can be told, it fails.
+func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConfig, r *staticRole) error {
+	if cfg == nil {
+		return missingConfig(r.DBName)
+	}
+	res, lerr := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, r.Pending.Password)
+	switch res {
+	case postgres.LoginRefused:
+		return nil
+	case postgres.LoginAccepted:
+		db, err := b.open(ctx, st, r.DBName, cfg)
+		if err != nil {
+			return err
+		}
+		defer db.Close(context.WithoutCancel(ctx))
+		if err := db.SetPassword(ctx, r.Username, r.Password, r.RotationStatements); err != nil {
+			return fmt.Errorf("set the password static-creds showed back: %w", cfg.redact(err, r.Password, r.Pending.Password))
+		}
+		return nil
+	}
+	if lerr == nil {
+		lerr = errors.New("the login gave no answer")
+	}
+	return fmt.Errorf("cannot tell whether PostgreSQL took the pending password of %q: %w", r.Username, cfg.redact(lerr, r.Pending.Password))
 }
 
 // staticCredsRead returns the login's current password. It never

@@ -541,3 +541,38 @@ func TestStaticRoleNeverTheAdmin(t *testing.T) {
 		t.Fatalf("a config whose admin a static role manages: %v", err)
 	}
 }
+
+// TestStaticDeleteUndoesUnfinishedRotation: deleting a static role whose
+// rotation died neither finishes that rotation nor starts another: the
+// login keeps the password static-creds last showed, whether or not the
+// dead rotation's ALTER ROLE had landed.
+func TestStaticDeleteUndoesUnfinishedRotation(t *testing.T) {
+	for _, altered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("altered=%v", altered), func(t *testing.T) {
+			e := newEnv(t)
+			e.writeConfig(map[string]any{"allowed_roles": "app"})
+			user := e.staticLogin("start-password-1234")
+			e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+			ctx := context.Background()
+			shown := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
+			p1 := "pending-Password-xyz1"
+			if altered {
+				if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" PASSWORD '`+p1+`'`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := e.storedStatic("app")
+			r.Pending = &staticPending{Password: p1, Created: e.sys.Now(), ClaimUntil: e.sys.Now().Add(-time.Second)}
+			if err := e.st.Update(ctx, func(tx storage.Tx) error { return putStatic(tx, "app", r) }); err != nil {
+				t.Fatal(err)
+			}
+			e.must(logical.DeleteOperation, "static-roles/app", nil)
+			if got := e.login(user, shown); got != postgres.LoginAccepted {
+				t.Fatalf("the password static-creds showed: login %v after the delete", got)
+			}
+			if got := e.login(user, p1); got != postgres.LoginRefused {
+				t.Fatalf("the dead rotation's password: login %v after the delete", got)
+			}
+		})
+	}
+}

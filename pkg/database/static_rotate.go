@@ -62,7 +62,16 @@ func parseSchedule(s string) (cron.Schedule, error) {
 	if strings.HasPrefix(s, "TZ=") || strings.HasPrefix(s, "CRON_TZ=") {
 		return nil, errors.New("time zones are not supported: schedules are in UTC")
 	}
-	return scheduleParser.Parse(s)
+	sched, err := scheduleParser.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	// "0 0 30 2 *" parses but never fires (the parser gives up after five
+	// years and answers the zero time, which would be due at every reap).
+	if sched.Next(time.Now().UTC()).IsZero() {
+		return nil, errors.New("it never fires: no date matches it")
+	}
+	return sched, nil
 }
 
 // rotateStatic rotates one static role now, or settles the rotation a

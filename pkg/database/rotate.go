@@ -176,7 +176,8 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 
-	newPassword, err := postgres.GeneratePassword(b.rand)
+	// By the connection's password policy, as Vault does, when it names one.
+	newPassword, err := b.newPassword(ctx, req.System, cfg)
 	if err != nil {
 		return fmt.Errorf("unable to rotate root credentials: generate password: %w", err)
 	}

@@ -310,3 +310,32 @@ func TestRotateRootStaleRotator(t *testing.T) {
 		t.Fatal("the password PostgreSQL holds was not adopted")
 	}
 }
+
+// policySystem generates every policy's password as the same digits.
+type policySystem struct{ *fakeSystem }
+
+func (policySystem) GeneratePasswordFromPolicy(context.Context, string) (string, error) {
+	return "11111111112222222222333333333344", nil
+}
+
+// TestRotateRootUsesPasswordPolicy: the new root password follows the
+// connection's password_policy, as in Vault.
+func TestRotateRootUsesPasswordPolicy(t *testing.T) {
+	e, admin, _ := adminEnv(t)
+	do := func(op logical.Operation, path string, data map[string]any) {
+		t.Helper()
+		_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "database/",
+			MountType: "database", Storage: e.st, DisplayName: e.display, Leases: e.leases, System: policySystem{e.sys}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(logical.UpdateOperation, "config/pg", map[string]any{"password_policy": "digits"})
+	do(logical.UpdateOperation, "rotate-root/pg", nil)
+	if got := e.storedConfig("pg").Connection.Password; got != "11111111112222222222333333333344" {
+		t.Fatalf("root password after rotate-root = %q, not the policy's", got)
+	}
+	if err := e.srv.CanLogin(context.Background(), admin, "11111111112222222222333333333344", e.db.Name); err != nil {
+		t.Fatalf("the policy's password does not log in: %v", err)
+	}
+}

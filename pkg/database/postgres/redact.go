@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"net/url"
+	"regexp"
 	"strings"
+	"sync"
 )
 
 // Redact returns err with every password in secrets replaced by
@@ -35,7 +37,7 @@ func Redact(err error, secrets ...string) error {
 			whole = append(whole, pieces(f)...)
 		}
 	}
-	clean := redactText(msg, whole)
+	clean := maskVerifiers(redactText(msg, whole))
 	if clean == msg {
 		return err
 	}
@@ -100,3 +102,19 @@ type redactedError struct {
 
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
+
+// verifierRE matches a SCRAM-SHA-256 verifier, what {{password}} becomes
+// under scram-sha-256: SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>.
+var verifierRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+`)
+})
+
+// maskVerifiers replaces every SCRAM verifier in msg: a statement that
+// fails may quote the one it was given (SELECT '{{password}}'::int), and
+// a verifier, with one login of the role seen in clear, logs in as it.
+func maskVerifiers(msg string) string {
+	if !strings.Contains(msg, "SCRAM-SHA-256$") {
+		return msg
+	}
+	return verifierRE().ReplaceAllString(msg, "[verifier]")
+}

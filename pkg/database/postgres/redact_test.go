@@ -68,3 +68,16 @@ func TestURLWithUnencodedAtIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactVerifier: a SCRAM verifier quoted by a failed statement is
+// masked, whatever secrets the caller passed.
+func TestRedactVerifier(t *testing.T) {
+	v, err := ScramVerifier("a-Password-1", strings.NewReader(strings.Repeat("s", 16)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Redact(fmt.Errorf(`rotation statement 1: invalid input syntax for type integer: "%s" (SQLSTATE 22P02)`, v)).Error()
+	if strings.Contains(got, v) || !strings.Contains(got, `type integer: "[verifier]"`) {
+		t.Fatalf("Redact = %q", got)
+	}
+}

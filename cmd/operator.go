@@ -367,6 +367,8 @@ Exits 1 when the store was tampered with.`,
 			if err != nil {
 				return f.storeError(err)
 			}
+			// Only a store that passed is accepted as the newest seen.
+			b.AcceptGeneration()
 			o := g.formatOptions(f)
 			if o.Format == format.NameTable && o.Field == "" {
 				fmt.Fprintf(f.IO.Out, "Success! %s verified at generation %d: each one opens, and none is missing or extra.\n", count(res.Records, "record", "records"), res.Generation)

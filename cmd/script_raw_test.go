@@ -17,6 +17,7 @@ import (
 //	rawstore save STORE PREFIX FILE   copy every record under PREFIX to FILE
 //	rawstore load STORE FILE          put the records saved in FILE back
 //	rawstore delete STORE KEY...      delete records
+//	rawstore delete-under STORE PREFIX  delete every record under PREFIX
 //	rawstore keys STORE PREFIX        print the keys under PREFIX
 func cmdRawStore(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
@@ -81,6 +82,24 @@ func cmdRawStore(ts *testscript.TestScript, neg bool, args []string) {
 				if err := tx.Bucket(bucket).Delete([]byte(k)); err != nil {
 					return err
 				}
+			}
+			return nil
+		})
+	case "delete-under":
+		if len(args) != 3 {
+			ts.Fatalf("usage: rawstore delete-under STORE PREFIX")
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucket).Cursor()
+			n := 0
+			for k, _ := c.Seek([]byte(args[2])); k != nil && bytes.HasPrefix(k, []byte(args[2])); k, _ = c.Seek([]byte(args[2])) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+			if n == 0 {
+				ts.Fatalf("rawstore: nothing under %q", args[2])
 			}
 			return nil
 		})

@@ -194,6 +194,7 @@ type Barrier struct {
 	guardCache *guardCache
 
 	genMu      sync.Mutex // serializes writes of the generation file
+	acceptPath string     // the generation file an AcceptGeneration will write
 	genWritten uint64     // the last generation written to it
 }
 

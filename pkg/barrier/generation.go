@@ -55,6 +55,10 @@ func (b *Barrier) Generation() uint64 {
 // from then on, every transaction of b that commits writes its generation
 // to path. Writing it is best effort and not synced: a crash can only leave
 // it behind the store, which weakens the check but never fails it.
+//
+// With accept and a store older than path says, nothing is written until
+// AcceptGeneration: the older store is accepted only once it has been
+// checked (operator verify), never by a check that failed.
 func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool) error {
 	seen := readGeneration(path)
 	cur := b.Generation()
@@ -68,13 +72,36 @@ func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool)
 			return &RollbackError{Path: path, Store: cur, Seen: seen}
 		}
 	}
+	if accept && seen > cur {
+		b.mu.Lock()
+		b.acceptPath = path
+		b.mu.Unlock()
+		return nil
+	}
 	b.mu.Lock()
 	b.genPath = path
 	b.mu.Unlock()
-	if cur > seen || accept {
-		b.noteGeneration(cur, accept)
+	if cur > seen {
+		b.noteGeneration(cur, false)
 	}
 	return nil
+}
+
+// AcceptGeneration records, after TrackGeneration with accept, the store's
+// generation as the newest seen, lower though it is than the one
+// recorded. A store that was not older needs nothing.
+func (b *Barrier) AcceptGeneration() {
+	b.mu.Lock()
+	path := b.acceptPath
+	b.acceptPath = ""
+	if path != "" {
+		b.genPath = path
+	}
+	cur := b.gen
+	b.mu.Unlock()
+	if path != "" {
+		b.noteGeneration(cur, true)
+	}
 }
 
 // refreshState reads the state record again (a version 2 store) and

@@ -379,11 +379,17 @@ func TestGenerationDetectsRollback(t *testing.T) {
 	if !errors.As(err, &re) || !errors.Is(err, ErrRolledBack) || re.Store != 2 || re.Seen != 3 {
 		t.Fatalf("rolled back store: %v", err)
 	}
-	// The operator restored it on purpose.
+	// Accepting it writes nothing until the store has been checked: a
+	// write in the meantime does not lower the recorded generation.
 	if err := b2.TrackGeneration(ctx, gen, true); err != nil {
 		t.Fatal(err)
 	}
 	put(t, b2, "x", "y")
+	if raw, _ := os.ReadFile(gen); parseGeneration(raw) != 3 {
+		t.Fatalf("generation file %q before the copy was accepted", raw)
+	}
+	// The operator restored it on purpose, and it passed verify.
+	b2.AcceptGeneration()
 	b3, err := Open(ctx, phys, testKey(t))
 	if err != nil {
 		t.Fatal(err)

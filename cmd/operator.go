@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -37,6 +38,9 @@ func newPassphrase(f *Factory) ([]byte, error) {
 		if err != nil {
 			return nil, usageErrorf("passphrase file: %v", err)
 		}
+		if len(b) < minPassphrase {
+			return nil, usageErrorf("the passphrase in %s is too short: use at least %d characters", pf, minPassphrase)
+		}
 		return b, nil
 	}
 	p1, err := f.ReadPassword("New passphrase: ")
@@ -56,11 +60,14 @@ func newPassphrase(f *Factory) ([]byte, error) {
 	if !bytes.Equal(p1, p2) {
 		return nil, usageErrorf("the passphrases do not match")
 	}
-	if len(p1) < 12 {
-		return nil, usageErrorf("the passphrase is too short: use at least 12 characters")
+	if len(p1) < minPassphrase {
+		return nil, usageErrorf("the passphrase is too short: use at least %d characters", minPassphrase)
 	}
 	return p1, nil
 }
+
+// minPassphrase is the shortest passphrase init and rekey accept.
+const minPassphrase = 12
 
 func newOperatorInitCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var usePassphrase, noStoreToken bool
@@ -419,8 +426,19 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 				if err != nil {
 					return err
 				}
-				if err := b.Rekey(ctx, barrier.KeyFromPassphrase(pass), barrier.InitOptions{Now: f.Now}); err != nil {
-					return f.storeError(err)
+				if f.unsealPassphrase != nil && bytes.Equal(pass, f.unsealPassphrase) {
+					// As when LESSOR_PASSPHRASE_FILE gave both.
+					return usageErrorf("the new passphrase is the one that unseals the store now; unset LESSOR_PASSPHRASE_FILE to type the current one and then the new one")
+				}
+				newKey := barrier.KeyFromPassphrase(pass)
+				if err := b.Rekey(ctx, newKey, barrier.InitOptions{Now: f.Now}); err != nil {
+					switch rekeyed, cerr := f.storeOpensWith(ctx, newKey); {
+					case cerr != nil:
+						return fmt.Errorf("%w (whether the store was rekeyed cannot be told now: if the old key is refused, the new passphrase opens it)", f.storeError(err))
+					case !rekeyed:
+						return f.storeError(err)
+					}
+					// The rekey took effect; only its answer was lost.
 				}
 				fmt.Fprintln(f.IO.Out, "Success! The store is now unsealed by the new passphrase; the old key no longer works.")
 				return nil
@@ -434,8 +452,18 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 				return usageErrorf("this store was not unsealed by a key file (but by LESSOR_UNSEAL_KEY or a passphrase): give -new-key-file=PATH for the new key, or -passphrase")
 			}
 			if inPlace {
+				// One in-place rekey of a key file at a time: two would
+				// each write <key file>.new, and one could rename the
+				// other's key over the key file.
+				unlock, err := lockDir(filepath.Dir(current))
+				if err != nil {
+					return &localError{fmt.Errorf("rekey %s: %w", current, err)}
+				}
+				defer unlock()
 				target = current + ".new"
-				os.Remove(target) // a leftover from an interrupted rekey that never reached the store
+				// A leftover of a rekey that never reached the store: the
+				// store opened with the current key, under this lock.
+				os.Remove(target)
 			}
 			if _, err := os.Lstat(target); err == nil {
 				return usageErrorf("%s already exists; choose another -new-key-file", target)
@@ -448,8 +476,16 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 				return &localError{err}
 			}
 			if err := b.Rekey(ctx, key, barrier.InitOptions{Now: f.Now}); err != nil {
-				os.Remove(target)
-				return f.storeError(err)
+				// The new key is deleted only when the store provably
+				// does not open with it: a commit whose answer was lost
+				// (a dropped connection) may have rekeyed the store.
+				switch rekeyed, cerr := f.storeOpensWith(ctx, key); {
+				case cerr != nil:
+					return fmt.Errorf("%w (whether the store was rekeyed cannot be told now: keep %s; if the old key is refused, use it)", f.storeError(err), target)
+				case !rekeyed:
+					os.Remove(target)
+					return f.storeError(err)
+				}
 			}
 			if inPlace {
 				if err := os.Rename(target, current); err != nil {
@@ -468,4 +504,40 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 	c.Flags().BoolVar(&usePassphrase, "passphrase", false, "switch to a passphrase")
 	c.Flags().StringVar(&newKeyFile, "new-key-file", "", "write the new key to this file instead of replacing the current one")
 	return c
+}
+
+// storeOpensWith tells whether the store, opened afresh, opens with key:
+// after a rekey that failed, whether it took effect anyway. An error
+// means it cannot be told (the store does not answer).
+func (f *Factory) storeOpensWith(ctx context.Context, key barrier.UnsealKey) (bool, error) {
+	phys, err := f.openPhysical(ctx)
+	if err != nil {
+		return false, err
+	}
+	_, err = barrier.Open(ctx, phys, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, barrier.ErrWrongKey):
+		return false, nil
+	}
+	return false, err
+}
+
+// lockDir takes an exclusive lock (flock) on directory dir, released by
+// the function it returns or when the process ends. It does not wait: a
+// lock held elsewhere is an error.
+func lockDir(dir string) (func(), error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		d.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errors.New("another rekey of a key file in this directory is running; retry when it is done")
+		}
+		return nil, err
+	}
+	return func() { d.Close() }, nil
 }

@@ -71,6 +71,9 @@ type Factory struct {
 	// unsealedFrom is the key file the store was unsealed with; "" when
 	// the key came from elsewhere (LESSOR_UNSEAL_KEY, a passphrase).
 	unsealedFrom string
+	// unsealPassphrase is the passphrase that unsealed the store, if one
+	// did: a rekey refuses it as the new one.
+	unsealPassphrase []byte
 	// homeDir is the caller's home directory (see resolveHome); homeErr
 	// says why there is none, and every command that runs apply refuses.
 	homeDir string
@@ -443,6 +446,7 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 			if err != nil {
 				return barrier.UnsealKey{}, &localError{fmt.Errorf("passphrase file: %w", err)}
 			}
+			f.unsealPassphrase = b
 			return barrier.KeyFromPassphrase(b), nil
 		}
 		b, err := f.ReadPassword("Passphrase for " + f.storeName() + ": ")
@@ -452,6 +456,7 @@ func (f *Factory) unsealKey(kind string) (barrier.UnsealKey, error) {
 		if err != nil {
 			return barrier.UnsealKey{}, &localError{fmt.Errorf("read passphrase: %w", err)}
 		}
+		f.unsealPassphrase = b
 		return barrier.KeyFromPassphrase(b), nil
 	}
 	if k := f.get("unseal_key"); k != "" {

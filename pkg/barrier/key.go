@@ -167,6 +167,16 @@ func GenerateKeyFile(path string) error {
 		os.Remove(path)
 		return fmt.Errorf("generate key file %s: %w", path, err)
 	}
+	// The file's name is durable too before a store is sealed under the
+	// key: a power loss must not keep the store and lose the key.
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			os.Remove(path)
+			return fmt.Errorf("generate key file %s: sync its directory: %w", path, err)
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -55,7 +56,9 @@ by a failure is removed.`,
 			}
 			n, res, err := migrate(ctx, srcPhys, dst, key)
 			if err != nil {
-				undo()
+				if uerr := undo(); uerr != nil {
+					return &localError{fmt.Errorf("migrate to %s: %w (removing the destination failed too: %v; remove it by hand before migrating there again; the source is unchanged)", dstName, err, uerr)}
+				}
 				return &localError{fmt.Errorf("migrate to %s: %w (the destination was removed; the source is unchanged)", dstName, err)}
 			}
 			o := g.formatOptions(f)
@@ -72,27 +75,60 @@ by a failure is removed.`,
 
 // createDestination creates an empty store at to, refusing one that
 // exists, and returns how to remove it again.
-func createDestination(ctx context.Context, f *Factory, to string) (storage.Store, string, func(), error) {
+func createDestination(ctx context.Context, f *Factory, to string) (storage.Store, string, func() error, error) {
 	switch {
 	case storage.IsPostgresURL(to):
 		p, err := storage.CreatePostgres(ctx, to, storage.PostgresOptions{})
 		if err != nil {
 			if errors.Is(err, storage.ErrStoreExists) {
-				return nil, "", nil, &localError{withHint(err, "migrate copies only into a new store: use another ?schema=")}
+				hint := "migrate copies only into a new store: use another ?schema="
+				if old, oerr := storage.OpenPostgres(ctx, to, storage.PostgresOptions{}); oerr == nil {
+					if headerless(ctx, old) {
+						hint = "it holds records but no store header: the remains of a migration that was interrupted; drop its tables kv and meta and migrate again"
+					}
+					old.Close()
+				}
+				return nil, "", nil, &localError{withHint(err, "%s", hint)}
 			}
 			return nil, "", nil, f.storeError(err)
 		}
 		f.onClose(p.Close)
-		return p, p.Name(), func() { p.Drop(context.WithoutCancel(ctx)) }, nil
+		return p, p.Name(), func() error { return p.Drop(context.WithoutCancel(ctx)) }, nil
 	case storage.LooksLikeURL(to):
 		return nil, "", nil, usageErrorf("-to %s: unsupported store URL; use a file path or a postgres:// or postgresql:// URL", storage.RedactURL(to))
 	}
 	path := expandHome(to, f.home())
 	b, err := storage.CreateBolt(path, storage.BoltOptions{})
 	if err != nil {
+		if errors.Is(err, storage.ErrStoreExists) {
+			if old, oerr := storage.OpenBolt(path, storage.BoltOptions{}); oerr == nil && headerless(ctx, old) {
+				return nil, "", nil, &localError{withHint(err, "it holds records but no store header: the remains of a migration that was interrupted; remove it and migrate again")}
+			}
+		}
 		return nil, "", nil, &localError{err}
 	}
-	return b, path, func() { os.Remove(path) }, nil
+	return b, path, func() error {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}, nil
+}
+
+// headerless reports whether st holds records but no header: what a
+// migration killed before its last write leaves (it writes the header
+// last).
+func headerless(ctx context.Context, st storage.Store) bool {
+	var some, header bool
+	err := st.View(ctx, func(tx storage.Tx) error {
+		v, err := tx.Get(barrier.HeaderKey)
+		if err != nil {
+			return err
+		}
+		header = v != nil
+		return tx.Walk("", func(string) error { some = true; return storage.ErrStop })
+	})
+	return err == nil && some && !header
 }
 
 // migrate copies every record of src, in one read transaction, into dst
@@ -121,10 +157,19 @@ func migrate(ctx context.Context, src, dst storage.Store, key barrier.UnsealKey)
 	}
 	err := src.View(ctx, func(tx storage.Tx) error {
 		n, batch = 0, batch[:0]
-		return tx.Walk("", func(k string) error {
+		var header []byte
+		err := tx.Walk("", func(k string) error {
 			v, err := tx.Get(k)
 			if err != nil {
 				return err
+			}
+			if k == barrier.HeaderKey {
+				// Written last: a copy cut off before the end has no
+				// header, and opens as no store rather than as a
+				// damaged one.
+				header = v
+				n++
+				return nil
 			}
 			batch = append(batch, kv{k, v})
 			n++
@@ -133,10 +178,15 @@ func migrate(ctx context.Context, src, dst storage.Store, key barrier.UnsealKey)
 			}
 			return nil
 		})
+		if err == nil {
+			err = flush()
+		}
+		if err == nil && header != nil {
+			batch = append(batch, kv{barrier.HeaderKey, header})
+			err = flush()
+		}
+		return err
 	})
-	if err == nil {
-		err = flush()
-	}
 	if err != nil {
 		return 0, barrier.VerifyResult{}, err
 	}

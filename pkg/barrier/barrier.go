@@ -127,6 +127,9 @@ const FormatVersion = 2
 const (
 	ReservedPrefix = "barrier/"
 	headerKey      = ReservedPrefix + "header"
+	// HeaderKey is where the store's header is: a store without one
+	// (the remains of an interrupted copy) opens as no store.
+	HeaderKey = headerKey
 	keyringKey     = ReservedPrefix + "keyring"
 )
 

@@ -129,8 +129,8 @@ const (
 	headerKey      = ReservedPrefix + "header"
 	// HeaderKey is where the store's header is: a store without one
 	// (the remains of an interrupted copy) opens as no store.
-	HeaderKey = headerKey
-	keyringKey     = ReservedPrefix + "keyring"
+	HeaderKey  = headerKey
+	keyringKey = ReservedPrefix + "keyring"
 )
 
 var (

@@ -461,8 +461,21 @@ a passphrase (from LESSOR_PASSPHRASE_FILE or typed twice).`,
 				}
 				defer unlock()
 				target = current + ".new"
-				// A leftover of a rekey that never reached the store: the
-				// store opened with the current key, under this lock.
+				// The store was opened before the lock was taken: ask it
+				// again. Only if it still opens with the current key is a
+				// <key file>.new the leftover of a rekey that never
+				// reached the store; otherwise it may be the only key
+				// that opens it.
+				curKey, err := barrier.KeyFromFile(current)
+				if err != nil {
+					return &localError{err}
+				}
+				switch ok, err := f.storeOpensWith(ctx, curKey); {
+				case err != nil:
+					return f.storeError(err)
+				case !ok:
+					return &localError{fmt.Errorf("the store no longer opens with %s: it was rekeyed meanwhile (if %s exists, it is probably the key that opens it now); nothing was changed", current, target)}
+				}
 				os.Remove(target)
 			}
 			if _, err := os.Lstat(target); err == nil {

@@ -78,3 +78,47 @@ func TestMigrateLeftoverNamed(t *testing.T) {
 	c.fails(1, `already exists\nlessor: hint: it holds records but no store header: the remains of a migration that was interrupted; remove it and migrate again`,
 		"operator", "migrate", "-to="+dst)
 }
+
+// TestRekeyKeepsAnotherRekeysKey: a rekey that opened the store before
+// another one committed (and died before renaming its <key file>.new over
+// the key file) never deletes that .new, the only key that opens the
+// store now.
+func TestRekeyKeepsAnotherRekeysKey(t *testing.T) {
+	c := newCLI(t)
+	c.initStore()
+	ctx := context.Background()
+	keyFile := filepath.Join(c.env["HOME"], ".config", "lessor", "unseal.key")
+	getenv := func(k string) string { return c.env[k] }
+	var errB strings.Builder
+	fB := newFactory(strings.NewReader(""), io.Discard, &errB, getenv)
+	if _, err := fB.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile A's in-place rekey commits and dies before its rename.
+	fA := newFactory(strings.NewReader(""), io.Discard, io.Discard, getenv)
+	bA, err := fA.Barrier(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := barrier.GenerateKeyFile(keyFile + ".new"); err != nil {
+		t.Fatal(err)
+	}
+	k1, err := barrier.KeyFromFile(keyFile + ".new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bA.Rekey(ctx, k1, barrier.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if code := run(ctx, fB, []string{"operator", "rekey"}); code != 1 || !strings.Contains(errB.String(), "it was rekeyed meanwhile") {
+		t.Fatalf("the second rekey: exit %d, stderr %q", code, errB.String())
+	}
+	k, err := barrier.KeyFromFile(keyFile + ".new")
+	if err != nil {
+		t.Fatalf("the committed rekey's key is gone: %v", err)
+	}
+	fC := newFactory(strings.NewReader(""), io.Discard, io.Discard, getenv)
+	if ok, err := fC.storeOpensWith(ctx, k); !ok || err != nil {
+		t.Fatalf("the store does not open with %s.new: %v, %v", keyFile, ok, err)
+	}
+}

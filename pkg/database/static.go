@@ -334,6 +334,10 @@ func applyStaticSchedule(r *staticRole, fd *logical.FieldData) error {
 // rotation), or with skip_import_rotation=true the given one, after a
 // login with it proves it right.
 func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name string, r *staticRole, fd *logical.FieldData, now time.Time) error {
+	// now was read by the caller a moment ago, and the claim written below
+	// runs out staticClaim after it; the ALTER's deadline, set from
+	// started, keeps a tenth of the claim as its margin.
+	started := time.Now()
 	cfg, err := b.loadConfig(ctx, req.Storage, r.DBName)
 	switch {
 	case err != nil:
@@ -411,7 +415,7 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 	if err := req.Storage.Update(ctx, func(tx storage.Tx) error { return b.insertStatic(tx, name, r) }); err != nil {
 		return err
 	}
-	return b.finishRotation(ctx, req.Storage, name, db, cfg, r, password, now, true)
+	return b.finishRotation(ctx, req.Storage, name, db, cfg, r, password, now, started, true)
 }
 
 // insertStatic stores a new role, unless its name or login was taken
@@ -498,9 +502,17 @@ func (b *Backend) staticDelete(ctx context.Context, req *logical.Request, name s
 		}
 		// The rotation's rotator is gone. Deleting neither finishes it
 		// nor starts another: the login is left with the password
-		// static-creds last showed, which is what its users hold.
-		if err := b.undoPending(ctx, req.Storage, cfg, r); err != nil {
-			return fmt.Errorf("settle the unfinished rotation of static role %q before deleting it: %w", name, err)
+		// static-creds last showed, which is what its users hold. A role
+		// whose first rotation died has shown none: nothing to undo.
+		if r.Password != "" {
+			claimed, err := b.claimUndo(ctx, req.Storage, name, r, req.System.Now().UTC())
+			if err != nil {
+				return err
+			}
+			if err := b.undoPending(ctx, req.Storage, cfg, claimed); err != nil {
+				return fmt.Errorf("settle the unfinished rotation of static role %q before deleting it: %w", name, err)
+			}
+			r = claimed
 		}
 		settled = r.Pending
 	}
@@ -516,10 +528,32 @@ func (b *Backend) staticDelete(ctx context.Context, req *logical.Request, name s
 	})
 }
 
+// claimUndo takes over the dead rotation pending on r, as a rotation
+// claims a role: until the claim runs out, static-creds, rotate-role and
+// reap wait instead of settling or rotating it while the delete undoes
+// it. It returns the role as claimed.
+func (b *Backend) claimUndo(ctx context.Context, st storage.Store, name string, r *staticRole, now time.Time) (*staticRole, error) {
+	var claimed *staticRole
+	err := st.Update(ctx, func(tx storage.Tx) error {
+		cur, err := getStatic(tx, name)
+		if err != nil {
+			return err
+		}
+		if cur == nil || cur.Pending == nil || cur.Pending.Password != r.Pending.Password || cur.Pending.ClaimUntil.After(now) {
+			return logical.Errorf("static role %q is being rotated; retry in a moment", name)
+		}
+		cur.Pending.ClaimUntil = now.Add(staticClaim)
+		claimed = cur
+		return putStatic(tx, name, cur)
+	})
+	return claimed, err
+}
+
 // undoPending makes sure PostgreSQL holds r's stored password, not the
 // pending one of a rotation that died: a login with the pending password
 // tells whether its ALTER ROLE landed, and if so the stored one is set
-// back. When neither can be told, it fails.
+// back (with the role's rotation statements, which run again). When
+// neither can be told, it fails. r's pending rotation is claimed.
 func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConfig, r *staticRole) error {
 	if cfg == nil {
 		return missingConfig(r.DBName)
@@ -534,7 +568,9 @@ func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConf
 			return err
 		}
 		defer db.Close(context.WithoutCancel(ctx))
-		if err := db.SetPassword(ctx, r.Username, r.Password, r.RotationStatements); err != nil {
+		actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+		defer cancel()
+		if err := db.SetPassword(actx, r.Username, r.Password, r.RotationStatements); err != nil {
 			return fmt.Errorf("set the password static-creds showed back: %w", cfg.redact(err, r.Password, r.Pending.Password))
 		}
 		return nil

@@ -78,7 +78,7 @@ func parseSchedule(s string) (cron.Schedule, error) {
 // dead process left. With onlyIfDue (reap), a role that is no longer due
 // (another reaper was first) is left alone and rotated is false.
 func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logical.SystemView, name string, onlyIfDue bool) (rotated bool, err error) {
-	now := sys.Now().UTC()
+	now, started := sys.Now().UTC(), time.Now()
 	r, cfg, err := loadStatic(ctx, st, name)
 	switch {
 	case err != nil:
@@ -154,7 +154,7 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 		}
 		return false, err
 	}
-	if err := b.finishRotation(ctx, st, name, db, cfg, r, password, now, false); err != nil {
+	if err := b.finishRotation(ctx, st, name, db, cfg, r, password, now, started, false); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -165,9 +165,11 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 // password is dropped (creating: the role is not kept) and the failure
 // recorded for a retry; when it is uncertain, the pending password stays
 // for the next command to settle.
-func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name string, db *postgres.DB, cfg *dbConfig, r *staticRole, password string, now time.Time, creating bool) error {
+func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name string, db *postgres.DB, cfg *dbConfig, r *staticRole, password string, now, started time.Time, creating bool) error {
 	failpoint.Hit(failpoint.StaticRotateAfterPending)
-	actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+	// started is when now was read, by this process's clock: the claim
+	// runs out staticClaim after it.
+	actx, cancel := context.WithDeadline(ctx, started.Add(staticAlterTimeout))
 	err := db.SetPassword(actx, r.Username, password, r.RotationStatements)
 	cancel()
 	if err != nil {
@@ -348,7 +350,7 @@ const staticBatch = 250
 // PostgreSQL took. Roles that need more than a plain rotation (a rotation
 // left unfinished, a window that passed) go through rotateStatic.
 func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical.SystemView, names, keys []string, conns map[string]*postgres.DB, rep *logical.RotationReport) error {
-	now := sys.Now().UTC()
+	now, started := sys.Now().UTC(), time.Now()
 	type item struct {
 		name     string
 		r        *staticRole
@@ -479,7 +481,9 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 		}
 		byDB[it.r.DBName] = append(byDB[it.r.DBName], it)
 	}
-	actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+	// The claims run out staticClaim after now; started is that moment by
+	// this process's clock.
+	actx, cancel := context.WithDeadline(ctx, started.Add(staticAlterTimeout))
 	defer cancel()
 	for _, dbName := range order {
 		its := byDB[dbName]

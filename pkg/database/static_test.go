@@ -3,12 +3,14 @@ package database
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -574,5 +576,31 @@ func TestStaticDeleteUndoesUnfinishedRotation(t *testing.T) {
 				t.Fatalf("the dead rotation's password: login %v after the delete", got)
 			}
 		})
+	}
+}
+
+// TestStaticDeleteAfterDeadCreate: a static role whose first rotation died
+// after its ALTER landed has shown no password; deleting it undoes
+// nothing and succeeds.
+func TestStaticDeleteAfterDeadCreate(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "app"})
+	user := e.staticLogin("start-password-1234")
+	failpoint.Arm(failpoint.StaticRotateAfterAlter, func(string) { runtime.Goexit() })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.do(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+	}()
+	<-done
+	failpoint.Arm("", nil)
+	r := e.storedStatic("app")
+	if r.Password != "" || r.Pending == nil || e.login(user, r.Pending.Password) != postgres.LoginAccepted {
+		t.Fatalf("set-up: stored %q, pending %+v", r.Password, r.Pending)
+	}
+	e.setNow(e.sys.Now().Add(staticClaim + time.Second))
+	e.must(logical.DeleteOperation, "static-roles/app", nil)
+	if _, err := e.do(logical.ReadOperation, "static-creds/app", nil); err == nil {
+		t.Fatal("the role is still there")
 	}
 }

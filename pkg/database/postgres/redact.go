@@ -37,7 +37,9 @@ func Redact(err error, secrets ...string) error {
 			whole = append(whole, pieces(f)...)
 		}
 	}
-	clean := maskVerifiers(redactText(msg, whole))
+	// Verifiers first: a secret that is part of one (its iteration
+	// count, say) would otherwise break it up and leave its keys.
+	clean := redactText(maskVerifiers(msg), whole)
 	if clean == msg {
 		return err
 	}

@@ -76,8 +76,10 @@ func TestRedactVerifier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := Redact(fmt.Errorf(`rotation statement 1: invalid input syntax for type integer: "%s" (SQLSTATE 22P02)`, v)).Error()
-	if strings.Contains(got, v) || !strings.Contains(got, `type integer: "[verifier]"`) {
-		t.Fatalf("Redact = %q", got)
+	for _, secrets := range [][]string{nil, {"4096"}} {
+		got := Redact(fmt.Errorf(`rotation statement 1: invalid input syntax for type integer: "%s" (SQLSTATE 22P02)`, v), secrets...).Error()
+		if strings.Contains(got, v) || !strings.Contains(got, `type integer: "[verifier]"`) {
+			t.Fatalf("Redact with secrets %q = %q", secrets, got)
+		}
 	}
 }

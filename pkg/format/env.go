@@ -191,6 +191,12 @@ func encodeEnv(resp *logical.Response, format Name) ([]byte, error) {
 			fmt.Fprintf(&b, "export %s=%s\n", v.Name, ShellQuote(v.Value))
 			continue
 		}
+		if strings.ContainsAny(v.Value, "'\n\r") && strings.ContainsAny(v.Value, "$`") {
+			// Double quotes are then needed, and inside them a shell
+			// that sources the file runs $(…) and `…`, and dotenv
+			// readers expand ${…}: no quoting keeps such a value as it is.
+			return nil, cannot("-format=dotenv: %s holds a quote or a line break and a $ or `, which a dotenv file cannot hold literally; use -format=env or -format=json", v.Name)
+		}
 		fmt.Fprintf(&b, "%s=%s\n", v.Name, dotenvQuote(v.Value))
 	}
 	return []byte(b.String()), nil

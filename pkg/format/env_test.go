@@ -88,6 +88,15 @@ func TestDotenvQuoting(t *testing.T) {
 	if out.String() != want {
 		t.Errorf("got %q, want %q", out.String(), want)
 	}
+	// A value that needs double quotes and holds $ or a backquote: a
+	// shell sourcing the file would run it, so it is refused.
+	for _, v := range []string{"a'$(touch x)", "a'`touch x`", "l1\n${HOME}"} {
+		resp := &logical.Response{Data: map[string]any{"k": v}}
+		err := Secret(io.Discard, io.Discard, resp, Options{Format: NameDotenv})
+		if err == nil || !strings.Contains(err.Error(), "K holds a quote or a line break and a $ or `") {
+			t.Errorf("dotenv of %q: %v", v, err)
+		}
+	}
 }
 
 // pgpass escapes ':' and '\' as libpq reads them; dsn percent-encodes so

@@ -28,10 +28,13 @@ func TestConfigErrorsNeverQuoteTheFile(t *testing.T) {
 		{"key with colon", secret + ":" + secret + ": x\n", `: line 1: unknown key \(known: .*\)$`},
 		{"nested value", "format: json\nstore: {" + secret + ": b}\n", `: line 2: store must be a single value$`},
 		{"list value", "store: [" + secret + "]\n", `: line 1: store must be a single value$`},
-		{"twice", "store: " + secret + "\nSTORE: x\n", `: line 2: store is set twice$`},
+		{"twice", "store: /" + secret + "\nSTORE: /x\n", `: line 2: store is set twice$`},
 		{"unknown anchor", "store: *" + secret + "\n", `: line 1: not valid YAML$|: not valid YAML$`},
 		{"unterminated", "format: json\nstore: \"" + secret + "\n", `: line \d+: not valid YAML$`},
-		{"binary tag", "store: !!int " + secret + "\n", `: not a valid config file$`},
+		{"binary tag", "store: !!int /" + secret + "\n", `: not a valid config file$`},
+		{"relative path", "ca_cert: " + secret + ".pem\n", `: line 1: ca_cert must be an absolute path \(or start with ~/\): a relative one would be looked up in whatever directory lessor runs in$`},
+		{"store password", "store: postgres://u:" + secret + "@h/db\n", `: line 1: store holds a password, which may not be in the config file; put it in ~/.pgpass or PGPASSFILE$`},
+		{"store keyword password", "store: host=h password=" + secret + "\n", `: line 1: store holds a password, which may not be in the config file; put it in ~/.pgpass or PGPASSFILE$`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -325,6 +325,30 @@ func checkConfigYAML(raw []byte) error {
 		if v.Kind != yaml.ScalarNode {
 			return fmt.Errorf("line %d: %s must be a single value", v.Line, name)
 		}
+		if err := checkConfigValue(name, v.Value); err != nil {
+			return fmt.Errorf("line %d: %w", v.Line, err)
+		}
+	}
+	return nil
+}
+
+// configPaths are the settings that name a file or directory.
+var configPaths = []string{"store", "key_file", "passphrase_file", "token_file", "ca_cert", "ca_path", "unix", "tls_cert", "tls_key"}
+
+// checkConfigValue refuses, in the config file, a path that is relative
+// (it would be looked up in whatever directory lessor runs in, which
+// another user may have prepared: a CA certificate of theirs, a store of
+// theirs) and a store connection string that holds a password (the file
+// need not be private; the password goes in ~/.pgpass).
+func checkConfigValue(name, value string) error {
+	if name == "store" && (storage.LooksLikeURL(value) || storage.IsPostgresKeywords(value)) {
+		if storage.HoldsPassword(value) {
+			return errors.New("store holds a password, which may not be in the config file; put it in ~/.pgpass or PGPASSFILE")
+		}
+		return nil
+	}
+	if value != "" && slices.Contains(configPaths, name) && !filepath.IsAbs(value) && value != "~" && !strings.HasPrefix(value, "~/") {
+		return fmt.Errorf("%s must be an absolute path (or start with ~/): a relative one would be looked up in whatever directory lessor runs in", name)
 	}
 	return nil
 }

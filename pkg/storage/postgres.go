@@ -165,6 +165,44 @@ func RedactURL(raw string) string {
 	return u.String()
 }
 
+// HoldsPassword reports whether a store URL or keyword/value string
+// carries a password of its own (in the user part, or a password= or
+// sslpassword= parameter), or is malformed in a way that may hide one.
+func HoldsPassword(raw string) bool {
+	if IsPostgresKeywords(raw) && !LooksLikeURL(raw) {
+		kvs, err := parseKeywords(raw)
+		if err != nil {
+			return true
+		}
+		for _, kv := range kvs {
+			if secretParam(kv.k) && kv.v != "" {
+				return true
+			}
+		}
+		return false
+	}
+	if pgurl.MisplacedAt(raw) != "" {
+		return true
+	}
+	u, err := url.Parse(strings.TrimLeft(raw, " \t\n"))
+	if err != nil {
+		return true
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+	}
+	for seg := range strings.SplitSeq(u.RawQuery, "&") {
+		k, v, _ := strings.Cut(seg, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil || secretParam(name) && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // redactQuery replaces the value of every parameter of a raw query that
 // could hold a secret: one named like a password, one whose name does not
 // decode (what it means is unknown), and one holding a ';' (a separator

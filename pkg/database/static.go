@@ -81,6 +81,9 @@ type staticPending struct {
 	Password   string    `json:"password"`
 	Created    time.Time `json:"created"`
 	ClaimUntil time.Time `json:"claim_until"`
+	// Undo: the claim is a delete's, setting the shown password back;
+	// until it runs out, this password is not promoted.
+	Undo bool `json:"undo,omitempty"`
 }
 
 func (r *staticRole) period() time.Duration { return time.Duration(r.RotationPeriod) * time.Second }
@@ -505,11 +508,17 @@ func (b *Backend) staticDelete(ctx context.Context, req *logical.Request, name s
 		// static-creds last showed, which is what its users hold. A role
 		// whose first rotation died has shown none: nothing to undo.
 		if r.Password != "" {
-			claimed, err := b.claimUndo(ctx, req.Storage, name, r, req.System.Now().UTC())
+			if cfg == nil {
+				return missingConfig(r.DBName)
+			}
+			now, started := req.System.Now().UTC(), time.Now()
+			claimed, err := b.claimUndo(ctx, req.Storage, name, r, now)
 			if err != nil {
 				return err
 			}
-			if err := b.undoPending(ctx, req.Storage, cfg, claimed); err != nil {
+			if err := b.undoPending(ctx, req.Storage, cfg, claimed, started); err != nil {
+				// The claim goes, so that a retry need not wait for it.
+				releaseUndo(ctx, req.Storage, name, claimed.Pending.Password, now)
 				return fmt.Errorf("settle the unfinished rotation of static role %q before deleting it: %w", name, err)
 			}
 			r = claimed
@@ -529,9 +538,10 @@ func (b *Backend) staticDelete(ctx context.Context, req *logical.Request, name s
 }
 
 // claimUndo takes over the dead rotation pending on r, as a rotation
-// claims a role: until the claim runs out, static-creds, rotate-role and
-// reap wait instead of settling or rotating it while the delete undoes
-// it. It returns the role as claimed.
+// claims a role, marked as a delete's undo: until the claim runs out,
+// rotate-role and reap wait, and static-creds refuses to promote the
+// pending password, while the delete sets the shown one back. It returns
+// the role as claimed.
 func (b *Backend) claimUndo(ctx context.Context, st storage.Store, name string, r *staticRole, now time.Time) (*staticRole, error) {
 	var claimed *staticRole
 	err := st.Update(ctx, func(tx storage.Tx) error {
@@ -542,11 +552,23 @@ func (b *Backend) claimUndo(ctx context.Context, st storage.Store, name string, 
 		if cur == nil || cur.Pending == nil || cur.Pending.Password != r.Pending.Password || cur.Pending.ClaimUntil.After(now) {
 			return logical.Errorf("static role %q is being rotated; retry in a moment", name)
 		}
-		cur.Pending.ClaimUntil = now.Add(staticClaim)
+		cur.Pending.ClaimUntil, cur.Pending.Undo = now.Add(staticClaim), true
 		claimed = cur
 		return putStatic(tx, name, cur)
 	})
 	return claimed, err
+}
+
+// releaseUndo ends a delete's claim on a role whose undo failed.
+func releaseUndo(ctx context.Context, st storage.Store, name, password string, now time.Time) {
+	_ = st.Update(context.WithoutCancel(ctx), func(tx storage.Tx) error {
+		cur, err := getStatic(tx, name)
+		if err != nil || cur == nil || cur.Pending == nil || cur.Pending.Password != password || !cur.Pending.Undo {
+			return err
+		}
+		cur.Pending.ClaimUntil, cur.Pending.Undo = now, false
+		return putStatic(tx, name, cur)
+	})
 }
 
 // undoPending makes sure PostgreSQL holds r's stored password, not the
@@ -554,10 +576,7 @@ func (b *Backend) claimUndo(ctx context.Context, st storage.Store, name string, 
 // tells whether its ALTER ROLE landed, and if so the stored one is set
 // back (with the role's rotation statements, which run again). When
 // neither can be told, it fails. r's pending rotation is claimed.
-func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConfig, r *staticRole) error {
-	if cfg == nil {
-		return missingConfig(r.DBName)
-	}
+func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConfig, r *staticRole, started time.Time) error {
 	res, lerr := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, r.Pending.Password)
 	switch res {
 	case postgres.LoginRefused:
@@ -568,7 +587,8 @@ func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConf
 			return err
 		}
 		defer db.Close(context.WithoutCancel(ctx))
-		actx, cancel := context.WithTimeout(ctx, staticAlterTimeout)
+		// started is when the claim's time was read.
+		actx, cancel := context.WithDeadline(ctx, started.Add(staticAlterTimeout))
 		defer cancel()
 		if err := db.SetPassword(actx, r.Username, r.Password, r.RotationStatements); err != nil {
 			return fmt.Errorf("set the password static-creds showed back: %w", cfg.redact(err, r.Password, r.Pending.Password))
@@ -601,7 +621,7 @@ func (b *Backend) staticCredsRead(ctx context.Context, req *logical.Request, nam
 		res, _ := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, r.Pending.Password)
 		switch {
 		case res == postgres.LoginAccepted:
-			if err := promoteStatic(ctx, req.Storage, name, r.Pending.Password, r.Pending.Created); err != nil {
+			if err := promoteStatic(ctx, req.Storage, name, r.Pending.Password, r.Pending.Created, now); err != nil {
 				return nil, err
 			}
 		case !r.Pending.ClaimUntil.After(now):

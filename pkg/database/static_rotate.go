@@ -118,7 +118,7 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 		// A rotation that its process left unfinished.
 		res, _ := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, p.Password)
 		if res == postgres.LoginAccepted {
-			if err := promoteStatic(ctx, st, name, p.Password, now); err != nil || onlyIfDue {
+			if err := promoteStatic(ctx, st, name, p.Password, now, now); err != nil || onlyIfDue {
 				return err == nil, err
 			}
 			// rotate-role asked for a new password, not the settled one.
@@ -192,7 +192,7 @@ func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name str
 		return errors.Join(fmt.Errorf("rotate %q: %w", r.Username, err), werr)
 	}
 	failpoint.Hit(failpoint.StaticRotateAfterAlter)
-	if err := promoteStatic(ctx, st, name, password, now); err != nil {
+	if err := promoteStatic(ctx, st, name, password, now, now); err != nil {
 		return fmt.Errorf("store the new password of %q (it stays pending and is settled by the next command or reap): %w", r.Username, err)
 	}
 	return nil
@@ -200,11 +200,16 @@ func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name str
 
 // promoteStatic makes a pending password that PostgreSQL holds the
 // current one, if it is still the pending one.
-func promoteStatic(ctx context.Context, st storage.Store, name, password string, at time.Time) error {
+func promoteStatic(ctx context.Context, st storage.Store, name, password string, at, now time.Time) error {
 	return st.Update(context.WithoutCancel(ctx), func(tx storage.Tx) error {
 		cur, err := getStatic(tx, name)
 		if err != nil || cur == nil || cur.Pending == nil || cur.Pending.Password != password {
 			return err
+		}
+		if cur.Pending.Undo && cur.Pending.ClaimUntil.After(now) {
+			// A delete is setting the password static-creds showed
+			// back: this one is about to stop working.
+			return logical.Errorf("static role %q is being deleted; retry in a moment", name)
 		}
 		cur.Password = password
 		cur.Pending = nil

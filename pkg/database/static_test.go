@@ -604,3 +604,56 @@ func TestStaticDeleteAfterDeadCreate(t *testing.T) {
 		t.Fatal("the role is still there")
 	}
 }
+
+// TestStaticDeleteUndoRaces: while a delete undoes a dead rotation,
+// static-creds does not hand out the password about to be undone; an
+// undo that fails leaves no claim behind, so a retry need not wait.
+func TestStaticDeleteUndoRaces(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "app"})
+	user := e.staticLogin("start-password-1234")
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+	ctx := context.Background()
+	shown := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
+	p1 := "pending-Password-xyz1"
+	if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" PASSWORD '`+p1+`'`); err != nil {
+		t.Fatal(err)
+	}
+	r := e.storedStatic("app")
+	r.Pending = &staticPending{Password: p1, Created: e.sys.Now(), ClaimUntil: e.sys.Now().Add(-time.Second)}
+	if err := e.st.Update(ctx, func(tx storage.Tx) error { return putStatic(tx, "app", r) }); err != nil {
+		t.Fatal(err)
+	}
+
+	// The delete has claimed the role and is about to set shown back.
+	claimed, err := e.b.claimUndo(ctx, e.st, "app", r, e.sys.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.do(logical.ReadOperation, "static-creds/app", nil); err == nil || !strings.Contains(err.Error(), "is being deleted") {
+		t.Fatalf("static-creds during the undo: %v", err)
+	}
+	if e.storedStatic("app").Password != shown {
+		t.Fatal("static-creds promoted the password being undone")
+	}
+	releaseUndo(ctx, e.st, "app", claimed.Pending.Password, e.sys.Now())
+
+	// An undo that fails (the login cannot be tried: NOLOGIN) releases
+	// its claim: the retry fails for the same reason, not "being rotated".
+	if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" NOLOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		_, err := e.do(logical.DeleteOperation, "static-roles/app", nil)
+		if err == nil || strings.Contains(err.Error(), "being rotated") {
+			t.Fatalf("delete of a role whose undo cannot be decided: %v", err)
+		}
+	}
+	if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	e.must(logical.DeleteOperation, "static-roles/app", nil)
+	if got := e.login(user, shown); got != postgres.LoginAccepted {
+		t.Fatalf("the password static-creds showed: login %v after the delete", got)
+	}
+}

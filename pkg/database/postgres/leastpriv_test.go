@@ -469,3 +469,61 @@ func TestLeastPrivilegeRevokeLoginDuringRevocation(t *testing.T) {
 		}
 	})
 }
+
+// adminHoldsPrivilegesOf reports whether the fixture's admin has role's
+// privileges (USAGE: a member that inherits them; on PostgreSQL 16+ a
+// CREATEROLE admin is a member of the roles it creates from the start,
+// with ADMIN OPTION but without inheriting).
+func (f *lpFixture) adminHoldsPrivilegesOf(t *testing.T, role string) bool {
+	t.Helper()
+	var holds bool
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT coalesce((SELECT pg_has_role($1, oid, 'USAGE') FROM pg_roles WHERE rolname = $2), false)`, f.adminUser, role).Scan(&holds); err != nil {
+		t.Fatal(err)
+	}
+	return holds
+}
+
+// TestLeastPrivilegeNoMembershipLeft: a CREATEROLE admin grants itself
+// membership in a role to end its sessions or tear it down. A role the
+// admin then cannot drop (a grant by a role out of its reach), and a
+// role custom revocation statements leave in place, must not leave the
+// admin holding what the role holds.
+func TestLeastPrivilegeNoMembershipLeft(t *testing.T) {
+	f := setupKind(t, pgtest.KindCreateRole)
+	f.d.Exec(t, `CREATE TABLE secrets (s text); INSERT INTO secrets VALUES ('top')`)
+	grantor := newName(t, "other-grantor")
+	f.s.DropRolesAtCleanup(t, grantor)
+	g := pgx.Identifier{grantor}.Sanitize()
+	f.d.Exec(t, fmt.Sprintf(`CREATE ROLE %s NOLOGIN; GRANT SELECT ON secrets TO %s WITH GRANT OPTION`, g, g))
+
+	// A role stuck behind a grant it got from the out-of-reach role, with
+	// a session open (which needs the admin's membership to end).
+	name, pw := f.issue(t, "v-stuckmem", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT SELECT ON accounts TO "{{name}}"`)
+	f.s.DropRolesAtCleanup(t, name)
+	f.d.ExecAs(t, grantor, `GRANT SELECT ON secrets TO `+pgx.Identifier{name}.Sanitize())
+	f.d.Exec(t, `RESET ROLE`)
+	f.s.Connect(t, name, pw, f.d.Name)
+	if err := f.revokeErr(name); err == nil {
+		t.Fatal("the role behind an out-of-reach grant was revoked")
+	}
+	if f.adminHoldsPrivilegesOf(t, name) {
+		t.Fatalf("the admin is left holding the privileges of %s, which it could not drop", name)
+	}
+	// Once the grantor takes its grant back, the revocation goes through.
+	f.d.ExecAs(t, grantor, `REVOKE ALL ON secrets FROM `+pgx.Identifier{name}.Sanitize())
+	f.d.Exec(t, `RESET ROLE`)
+	f.revoke(t, name)
+	f.gone(t, name)
+
+	// Custom statements that do not drop the role.
+	name2, pw2 := f.issue(t, "v-custmem", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT SELECT ON accounts TO "{{name}}"`)
+	f.s.DropRolesAtCleanup(t, name2)
+	f.s.Connect(t, name2, pw2, f.d.Name)
+	errs := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name2, Statements: []string{`REVOKE ALL ON accounts FROM "{{name}}"`}}})
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if f.adminHoldsPrivilegesOf(t, name2) {
+		t.Fatalf("the admin is left holding the privileges of %s after custom revocation statements", name2)
+	}
+}

@@ -233,15 +233,21 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 		db.giveBack(ctx, conn, granted)
 		return errs, err
 	}
-	var drop []string
+	var drop, kept []string
 	var dropOids []uint32
 	for i, name := range present {
 		if stuck[name] != nil {
 			errs[name] = stuck[name]
+			kept = append(kept, name)
 			continue
 		}
 		drop = append(drop, name)
 		dropOids = append(dropOids, oids[i])
+	}
+	// A role left in place (the admin could not tear it down) keeps what
+	// the admin could not revoke: the admin must not stay a member of it.
+	if len(kept) > 0 {
+		db.giveBack(ctx, conn, slices.DeleteFunc(slices.Clone(granted), func(g string) bool { return !slices.Contains(kept, g) }))
 	}
 	if len(drop) == 0 {
 		return errs, nil
@@ -851,9 +857,10 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 			})
 		})
 	}
-	if err != nil {
-		db.giveBack(ctx, conn, granted)
-	}
+	// Whatever the statements did: a role they did not drop must not
+	// leave the admin holding its privileges (for a dropped one, giving
+	// back fails harmlessly).
+	db.giveBack(ctx, conn, granted)
 	return err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -173,7 +174,7 @@ func benchPGReap(t *testing.T, r *benchRig) {
 		reapers int
 	}
 	cases := []reapCase{{"file, 1 reaper", false, 1}, {"pg, 1 reaper", true, 1}, {"pg, 2 reapers", true, 2}, {"pg, 3 reapers", true, 3}}
-	walls := map[string][]time.Duration{}
+	walls, cpus := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for range reps {
 		for _, c := range cases {
 			var s *benchStore
@@ -192,7 +193,7 @@ func benchPGReap(t *testing.T, r *benchRig) {
 			revoked := 0
 			var errs []error
 			var wg sync.WaitGroup
-			start := time.Now()
+			start, cpu0 := time.Now(), busyCPU()
 			for range c.reapers {
 				wg.Go(func() {
 					res := s.run("reap", "-format=json")
@@ -210,7 +211,7 @@ func benchPGReap(t *testing.T, r *benchRig) {
 				})
 			}
 			wg.Wait()
-			wall := time.Since(start)
+			wall, cpu := time.Since(start), busyCPU()-cpu0
 			for _, err := range errs {
 				t.Fatal(err)
 			}
@@ -224,6 +225,7 @@ func benchPGReap(t *testing.T, r *benchRig) {
 				t.Fatalf("%s: revoked %d of %d, %d roles left", c.label, revoked, reapN, left)
 			}
 			walls[c.label] = append(walls[c.label], wall)
+			cpus[c.label] = append(cpus[c.label], cpu)
 		}
 	}
 	base := walls[cases[0].label]
@@ -231,6 +233,13 @@ func benchPGReap(t *testing.T, r *benchRig) {
 		w := walls[c.label]
 		report(t, fmt.Sprintf("pg store: reap %d due (%s), median (min–max) of %d", reapN, c.label, reps),
 			fmt.Sprintf("%s, %.0f leases/s, %.2fx file", durSpread(w), float64(reapN)/median(w).Seconds(), ratio(w, base)), "<= 1x file (pg)")
+		// The machine's busy CPU time during the run (lessor and both
+		// PostgreSQL roles of the one server: store and target), and the
+		// least wall time it allows on this machine's CPUs.
+		cw := cpus[c.label]
+		report(t, fmt.Sprintf("pg store: reap %d due (%s), machine CPU busy, median (min–max)", reapN, c.label),
+			fmt.Sprintf("%s, %.2fx file's; at least %s of wall on %d CPUs", durSpread(cw), ratio(cw, cpus[cases[0].label]),
+				ms(median(cw)/time.Duration(runtime.NumCPU())), runtime.NumCPU()), "")
 	}
 }
 

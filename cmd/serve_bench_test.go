@@ -191,6 +191,36 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
+// busyCPU is the CPU time the whole machine has spent busy since boot
+// (every process, PostgreSQL's included; /proc/stat's first line less its
+// idle and iowait columns), or 0 where /proc/stat cannot be read. Two
+// readings bound a run: no run finishes faster than the busy time it
+// needs divided by the CPUs.
+func busyCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0
+		}
+		busy += n
+	}
+	// USER_HZ is 100 on every Linux ABI Go runs on.
+	return time.Duration(busy) * 10 * time.Millisecond
+}
+
 // TestBenchServeIssueLatency: warm issuance over HTTP (keep-alive, the
 // server's pool warm) against a warm floor (a pooled connection running
 // the same CREATE ROLE/GRANT transaction), interleaved one for one.

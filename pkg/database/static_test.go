@@ -544,6 +544,26 @@ func TestStaticRoleNeverTheAdmin(t *testing.T) {
 	}
 }
 
+// deadRotation makes static role app (login user) look as if a rotation
+// to p1 had died: its pending record holds p1 with a claim that ran out,
+// and, when altered, p1 is already the login's password. It returns the
+// role as stored.
+func (e *env) deadRotation(user, p1 string, altered bool) *staticRole {
+	e.t.Helper()
+	ctx := context.Background()
+	if altered {
+		if _, err := e.db.Conn(e.t).Exec(ctx, `ALTER ROLE "`+user+`" PASSWORD '`+p1+`'`); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	r := e.storedStatic("app")
+	r.Pending = &staticPending{Password: p1, Created: e.sys.Now(), ClaimUntil: e.sys.Now().Add(-time.Second)}
+	if err := e.st.Update(ctx, func(tx storage.Tx) error { return putStatic(tx, "app", r) }); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
 // TestStaticDeleteUndoesUnfinishedRotation: deleting a static role whose
 // rotation died neither finishes that rotation nor starts another: the
 // login keeps the password static-creds last showed, whether or not the
@@ -555,19 +575,9 @@ func TestStaticDeleteUndoesUnfinishedRotation(t *testing.T) {
 			e.writeConfig(map[string]any{"allowed_roles": "app"})
 			user := e.staticLogin("start-password-1234")
 			e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
-			ctx := context.Background()
 			shown := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
 			p1 := "pending-Password-xyz1"
-			if altered {
-				if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" PASSWORD '`+p1+`'`); err != nil {
-					t.Fatal(err)
-				}
-			}
-			r := e.storedStatic("app")
-			r.Pending = &staticPending{Password: p1, Created: e.sys.Now(), ClaimUntil: e.sys.Now().Add(-time.Second)}
-			if err := e.st.Update(ctx, func(tx storage.Tx) error { return putStatic(tx, "app", r) }); err != nil {
-				t.Fatal(err)
-			}
+			e.deadRotation(user, p1, altered)
 			e.must(logical.DeleteOperation, "static-roles/app", nil)
 			if got := e.login(user, shown); got != postgres.LoginAccepted {
 				t.Fatalf("the password static-creds showed: login %v after the delete", got)
@@ -615,15 +625,7 @@ func TestStaticDeleteUndoRaces(t *testing.T) {
 	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
 	ctx := context.Background()
 	shown := e.must(logical.ReadOperation, "static-creds/app", nil).Data["password"].(string)
-	p1 := "pending-Password-xyz1"
-	if _, err := e.db.Conn(t).Exec(ctx, `ALTER ROLE "`+user+`" PASSWORD '`+p1+`'`); err != nil {
-		t.Fatal(err)
-	}
-	r := e.storedStatic("app")
-	r.Pending = &staticPending{Password: p1, Created: e.sys.Now(), ClaimUntil: e.sys.Now().Add(-time.Second)}
-	if err := e.st.Update(ctx, func(tx storage.Tx) error { return putStatic(tx, "app", r) }); err != nil {
-		t.Fatal(err)
-	}
+	r := e.deadRotation(user, "pending-Password-xyz1", true)
 
 	// The delete has claimed the role and is about to set shown back.
 	claimed, err := e.b.claimUndo(ctx, e.st, "app", r, e.sys.Now())

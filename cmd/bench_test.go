@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -798,6 +799,10 @@ func TestBenchReap(t *testing.T) {
 	peakConns := map[string]int{}
 	peakRSS := map[string]int64{}
 	outcome := map[string][]string{}
+	// The machine's busy CPU time (lessor and PostgreSQL) during lessor's
+	// reap and during the floor's: on 2 CPUs, a reap can take no less
+	// than half its busy time, whatever its own overlap.
+	busy, floorBusy := map[string]spread{}, map[string]spread{}
 	for range benchReps() {
 		for _, c := range cases {
 			s := r.newStoreAs("", c.admin)
@@ -833,7 +838,9 @@ func TestBenchReap(t *testing.T) {
 					time.Sleep(2 * time.Millisecond)
 				}
 			})
+			cpu0 := busyCPU()
 			res := s.runRSS("reap", "-format=json")
+			cpu := busyCPU() - cpu0
 			close(stop)
 			mon.Wait()
 			mc.Close(ctx)
@@ -852,8 +859,11 @@ func TestBenchReap(t *testing.T) {
 			}
 			leases := s.leaseCount()
 			rate[c.label] = append(rate[c.label], float64(sum.Revoked)/res.wall.Seconds())
+			busy[c.label] = append(busy[c.label], float64(cpu)/float64(time.Millisecond))
 			if c.admin == r.lessorAdm {
+				cpu0 := busyCPU()
 				floor := r.reapFloor(n, c.kind)
+				floorBusy[c.label] = append(floorBusy[c.label], float64(busyCPU()-cpu0)/float64(time.Millisecond))
 				vsFloor[c.label] = append(vsFloor[c.label], float64(res.wall)/float64(floor))
 				floorRate[c.label] = append(floorRate[c.label], float64(n)/floor.Seconds())
 			}
@@ -877,6 +887,8 @@ func TestBenchReap(t *testing.T) {
 				target = "<= 2x (rate >= 0.5x the floor's)"
 			}
 			report(t, fmt.Sprintf("reap %d (%s): lessor / SQL floor, time", n, c.label), vsFloor[c.label].String(), target)
+			report(t, fmt.Sprintf("reap %d (%s): machine CPU busy (ms), lessor / SQL floor", n, c.label),
+				busy[c.label].millis()+" / "+floorBusy[c.label].millis(), fmt.Sprintf("wall >= busy / %d CPUs", runtime.NumCPU()))
 		}
 		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, c.label), fmt.Sprintf("%d, %s", peakConns[c.label], mib(peakRSS[c.label])), "< 64 MiB")
 		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, c.label), strings.Join(outcome[c.label], "; "), fmt.Sprintf("%d, 0, 0, 1 each rep", n))
@@ -886,6 +898,13 @@ func TestBenchReap(t *testing.T) {
 		crsu = append(crsu, rate["group, CREATEROLE admin"][i]/rate["group"][i])
 	}
 	report(t, fmt.Sprintf("reap %d (group): CREATEROLE / superuser admin, rate", n), crsu.String(), "")
+}
+
+// millis is "median (min-max over N reps)" of milliseconds.
+func (sp spread) millis() string {
+	s := slices.Clone(sp)
+	slices.Sort(s)
+	return fmt.Sprintf("%.0f (%.0f-%.0f over %d reps)", s[len(s)/2], s[0], s[len(s)-1], len(s))
 }
 
 // rate is "median/s (min-max over N reps)" of rates.

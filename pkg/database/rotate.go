@@ -150,6 +150,11 @@ func adoptPending(ctx context.Context, st storage.Store, name, username, oldPass
 // password is refused).
 const rotationClaim = 5 * time.Minute
 
+// rootAlterTimeout bounds a rotation's ALTER ROLE, which may wait on a
+// lock another session holds: it ends before the rotation's claim does
+// (a variable so that a test need not wait minutes).
+var rootAlterTimeout = rotationClaim - rotationClaim/10
+
 // rotateRoot gives the configured admin a new random password in two
 // phases, so that a crash at any point leaves a password lessor can use:
 // (1) commit the new password as pending; (2) ALTER ROLE in PostgreSQL;
@@ -212,7 +217,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	// The ALTER ends before the claim does: past it, another rotation may
 	// begin and store its own password, and this one's ALTER, landing
 	// later, would leave PostgreSQL holding a password nobody stored.
-	actx, cancel := context.WithTimeout(ctx, rotationClaim-rotationClaim/10)
+	actx, cancel := context.WithTimeout(ctx, rootAlterTimeout)
 	err = db.RotateRootPassword(actx, newPassword, cfg.RootRotationStatements)
 	cancel()
 	if err != nil {

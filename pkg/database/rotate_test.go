@@ -203,6 +203,62 @@ func TestRotateRootRejectedByPostgres(t *testing.T) {
 	}
 }
 
+// TestRotateRootEndsBeforeItsClaim: a rotation whose ALTER ROLE waits (on
+// a lock another session holds) is given up on before its claim runs out,
+// so that it cannot land after another rotation began; the admin keeps
+// its old password, in PostgreSQL and in the store, and the next rotation
+// works.
+func TestRotateRootEndsBeforeItsClaim(t *testing.T) {
+	e, admin, initial := adminEnv(t)
+	defer func(d time.Duration) { rootAlterTimeout = d }(rootAlterTimeout)
+	rootAlterTimeout = 300 * time.Millisecond
+	ctx := context.Background()
+	holder := e.db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `ALTER ROLE `+pgx.Identifier{admin}.Sanitize()+` VALID UNTIL 'infinity'`); err != nil {
+		t.Fatal(err)
+	}
+	// The lock is let go after 5 s whatever happens, so that a rotation
+	// that waits it out fails the test instead of hanging it.
+	release, released := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		tx.Rollback(ctx)
+		close(released)
+	}()
+	start := time.Now()
+	_, err = e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	waited := time.Since(start)
+	close(release)
+	<-released
+	if err == nil || waited > 5*time.Second {
+		t.Fatalf("rotation behind a lock: %v after %v, want an error well before the claim ends", err, waited)
+	}
+	if err := e.srv.CanLogin(ctx, admin, initial, e.db.Name); err != nil {
+		t.Fatalf("the old password after the rotation gave up: %v", err)
+	}
+	if got := e.storedConfig("pg").Connection.Password; got != initial {
+		t.Fatal("the stored password changed though the rotation gave up")
+	}
+	if p := e.pending("pg"); p != nil {
+		t.Fatalf("pending record left by a rotation PostgreSQL refused: %+v", p)
+	}
+	e.must(logical.UpdateOperation, "rotate-root/pg", nil)
+	stored := e.storedConfig("pg").Connection.Password
+	if stored == initial {
+		t.Fatal("the next rotation did not take")
+	}
+	if err := e.srv.CanLogin(ctx, admin, stored, e.db.Name); err != nil {
+		t.Fatalf("the next rotation's password: %v", err)
+	}
+}
+
 // TestRotateRootConcurrent: a rotation that starts while another one is
 // between recording its password and storing it is refused, instead of
 // both altering the role and the store keeping the password PostgreSQL

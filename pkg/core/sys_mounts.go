@@ -269,6 +269,7 @@ func (c *Core) remount(ctx context.Context, from, to string) error {
 	if _, err := c.leases.RevokePrefix(ctx, from, false); err != nil {
 		return fmt.Errorf("revoke leases of %s: %w", from, err)
 	}
+	failpoint.Hit(failpoint.RemountAfterRevoke)
 	return c.store.Update(ctx, func(tx storage.Tx) error {
 		ms, err := loadMounts(tx)
 		if err != nil {
@@ -285,6 +286,18 @@ func (c *Core) remount(ctx context.Context, from, to string) error {
 		}
 		if cur == nil {
 			return logical.Errorf("no mount at %s", from)
+		}
+		// A credential issued under the old path since its leases were
+		// revoked would outlive the move that was to revoke it (and a
+		// pending one would be handed out afterwards, its id naming the
+		// old path).
+		issued, err := lease.IssuedUnder(tx, m.Path)
+		if err != nil {
+			return err
+		}
+		if len(issued) > 0 {
+			return logical.Errorf("cannot move %s: %s issued under it while its leases were revoked (first: %s); run the move again",
+				m.Path, plural(len(issued), "lease was", "leases were"), issued[0])
 		}
 		if err := checkMountPath(to, others); err != nil {
 			return err

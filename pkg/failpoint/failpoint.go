@@ -77,6 +77,9 @@ const (
 	// DisableAfterRevoke: every lease of the mount is revoked; the mount
 	// and its data are still there.
 	DisableAfterRevoke = "disable/after-revoke"
+	// RemountAfterRevoke: every lease of the mount is revoked; the mount
+	// has not moved yet.
+	RemountAfterRevoke = "remount/after-revoke"
 	// TokenRevokeAfterMark: the token tree is marked pending revocation;
 	// its leases were not touched.
 	TokenRevokeAfterMark = "token-revoke/after-mark"
@@ -95,7 +98,7 @@ var All = []string{
 	BarrierRotateBeforeCommit, BarrierRotateAfterCommit,
 	BarrierRekeyBeforeCommit, BarrierRekeyAfterCommit,
 	BarrierReencryptBeforeRename,
-	DisableAfterRevoke,
+	DisableAfterRevoke, RemountAfterRevoke,
 	TokenRevokeAfterMark, TokenRevokeAfterLeases,
 }
 

@@ -217,3 +217,99 @@ func TestDisableWhileIssuing(t *testing.T) {
 		t.Errorf("roles left: %v", roles)
 	}
 }
+
+// TestRemountWhileIssuing: `secrets move` that meets a credential being
+// issued, at each step of the issue, never leaves a credential handed out
+// under the old path, nor a role without its record; reap, once the
+// issuer's grace is over, leaves neither a role nor a record, and the
+// mount works at its new path.
+func TestRemountWhileIssuing(t *testing.T) {
+	for _, step := range []string{failpoint.IssueAfterPending, failpoint.IssueAfterCreate} {
+		t.Run(strings.ReplaceAll(step, "/", "-"), func(t *testing.T) {
+			e, db, clk, storeID := seededEnv(t)
+			var moveStatus int
+			var moveBody string
+			var once sync.Once
+			failpoint.Arm(step, func(string) {
+				once.Do(func() {
+					moveStatus, moveBody, _ = e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`)
+				})
+			})
+			t.Cleanup(func() { failpoint.Arm("", nil) })
+			status, body, _ := e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
+			failpoint.Arm("", nil)
+			t.Logf("move during the issue: %d %s; issue: %d %s", moveStatus, moveBody, status, body)
+			if status == http.StatusOK && moveStatus < 300 {
+				t.Errorf("the issue handed out a credential under the old path of a mount that moved: %s", body)
+			}
+			entries, err := e.core.Leases().Entries(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			recorded := map[string]bool{}
+			for _, le := range entries {
+				recorded[le.ID] = true
+			}
+			for name, id := range storeRoles(t, db, storeID) {
+				if !recorded[id] {
+					t.Errorf("role %s exists without its lease %s", name, id)
+				}
+			}
+			clk.advance(6 * time.Minute)
+			if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
+				t.Fatalf("reap: %v", err)
+			}
+			if moveStatus >= 300 {
+				if s, b, _ := e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`); s >= 300 {
+					t.Fatalf("move after reap: %d %s", s, b)
+				}
+			}
+			if n, err := e.core.Leases().Count(ctx); err != nil || n != 0 {
+				t.Errorf("%d lease records left (%v)", n, err)
+			}
+			if roles := storeRoles(t, db, storeID); len(roles) != 0 {
+				t.Errorf("roles left: %v", roles)
+			}
+			if s, b, _ := e.do(t, "GET", "/v1/db2/creds/readonly", e.root, ""); s != http.StatusOK {
+				t.Fatalf("issue at the new path: %d %s", s, b)
+			}
+		})
+	}
+}
+
+// TestRemountRefusesIssuedSinceRevoke: a credential issued under the old
+// path after `secrets move` revoked its leases, and before the mount
+// moved, makes the move refuse instead of leaving that credential alive
+// under a path that no longer exists; the next move revokes it and moves.
+func TestRemountRefusesIssuedSinceRevoke(t *testing.T) {
+	e, db, _, storeID := seededEnv(t)
+	var issueStatus int
+	var issueBody string
+	var once sync.Once
+	failpoint.Arm(failpoint.RemountAfterRevoke, func(string) {
+		once.Do(func() {
+			issueStatus, issueBody, _ = e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
+		})
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	status, body, _ := e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`)
+	failpoint.Arm("", nil)
+	if issueStatus != http.StatusOK {
+		t.Fatalf("issue between the move's revocation and the move: %d %s", issueStatus, issueBody)
+	}
+	if status != http.StatusBadRequest || !strings.Contains(body, "issued under it while its leases were revoked") {
+		t.Fatalf("move with a credential issued since its revocation: %d %s", status, body)
+	}
+	if len(storeRoles(t, db, storeID)) != 1 {
+		t.Fatal("the credential issued before the refused move has no role")
+	}
+	if s, b, _ := e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`); s >= 300 {
+		t.Fatalf("the move again: %d %s", s, b)
+	}
+	if roles := storeRoles(t, db, storeID); len(roles) != 0 {
+		t.Errorf("roles left after the move: %v", roles)
+	}
+	if n, err := e.core.Leases().Count(ctx); err != nil || n != 0 {
+		t.Errorf("%d lease records left after the move (%v)", n, err)
+	}
+}

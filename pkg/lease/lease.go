@@ -843,6 +843,28 @@ func (m *Manager) PendingGrace() time.Duration { return m.o.PendingGrace }
 // recorded since.
 func LeftUnder(tx storage.Tx, prefix string) ([]string, error) { return idsUnder(tx, prefix) }
 
+// IssuedUnder returns, in tx, the leases recorded under prefix that no
+// revocation has reached: pending or active, so issued (or being issued)
+// since the prefix was last revoked. A lease kept as revoking, whose
+// record must outlive its issue, is not one of them.
+func IssuedUnder(tx storage.Tx, prefix string) ([]string, error) {
+	ids, err := idsUnder(tx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var live []string
+	for _, id := range ids {
+		e, err := get(tx, id)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil && (e.State == StatePending || e.State == StateActive) {
+			live = append(live, id)
+		}
+	}
+	return live, nil
+}
+
 // Forget deletes the records of ids in tx, revoking nothing: what
 // `secrets disable -force` does with the leases it could not settle.
 func Forget(tx storage.Tx, ids []string) error {

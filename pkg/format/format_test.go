@@ -566,6 +566,10 @@ func TestValue(t *testing.T) {
 		{[]any{"a", 1}, "[a 1]"},
 		{map[string]any{"b": 2, "a": "x"}, "map[a:x b:2]"},
 		{map[string]any{}, "map[]"},
+		// What JSON carries as null, as a client decodes it.
+		{map[string]string(nil), "<nil>"},
+		{[]string(nil), "<nil>"},
+		{(*int)(nil), "<nil>"},
 		{json.Number("3600"), "3600"},
 		{true, "true"},
 		{time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC), "2026-01-02T03:04:05.0000006Z"},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,9 +184,21 @@ func renderColumns(lines [][]string) []byte {
 // Value formats one table cell the way Vault's %v does: slices as
 // `[a b]`, maps as `map[k:v]`, nil as `<nil>`. A time.Time is shown in
 // RFC 3339, as the JSON envelope (and so Vault's table) shows it.
+//
+// A nil map, slice or pointer is `<nil>` too: the JSON envelope carries it
+// as null, which is what Vault's CLI (and lessor's, against a server)
+// decodes and shows, where fmt would show `map[]` or `[]`.
 func Value(v any) string {
 	if t, ok := v.(time.Time); ok {
 		return t.Format(time.RFC3339Nano)
+	}
+	if rv := reflect.ValueOf(v); rv.IsValid() {
+		switch rv.Kind() {
+		case reflect.Map, reflect.Slice, reflect.Pointer:
+			if rv.IsNil() {
+				return "<nil>"
+			}
+		}
 	}
 	return fmt.Sprint(v)
 }

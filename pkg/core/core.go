@@ -322,7 +322,31 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 
-	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System)
+	lastUse := te.NumUses < 0
+	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System).WithCheck(func(tx storage.Tx) error {
+		// Since the request was authorised, its token may have been
+		// revoked (the revocation has selected the token's leases
+		// already, so a lease recorded now would outlive it), or its
+		// mount moved (the lease's id would name a path the mount no
+		// longer has). Either way nothing is recorded, and the backend
+		// creates nothing.
+		if err := c.tokens.StillUsableTx(storage.PrefixedTx(tx, tokenStoragePrefix), te, lastUse); err != nil {
+			if errors.Is(err, token.ErrBadToken) {
+				return badTokenError(req.Operation, fullPath)
+			}
+			return err
+		}
+		ms, err := loadMounts(tx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.UUID == mount.UUID && m.Path == mount.Path {
+				return nil
+			}
+		}
+		return logical.Errorf("the mount at %s was moved or disabled while the request ran; nothing was issued", mount.Path)
+	})
 	req.Leases = rec
 	req.Path = rel
 	if c.endReads != nil {

@@ -429,6 +429,18 @@ type Recorder struct {
 	accessor   string
 	sys        logical.SystemView
 	prepared   []string
+	// check, when set, runs in the transaction that records each lease,
+	// which records nothing if it fails.
+	check func(storage.Tx) error
+}
+
+// WithCheck makes Prepare run check in the transaction that records a
+// lease, and record nothing if it fails: what authorised the request
+// (its token, its mount's path) must still hold when the lease that
+// outlives the request is written.
+func (r *Recorder) WithCheck(check func(storage.Tx) error) *Recorder {
+	r.check = check
+	return r
 }
 
 // Prepare implements logical.LeaseRecorder.
@@ -477,6 +489,11 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 		// more than once (a group commit that failed, a PostgreSQL
 		// serialization failure), and each run must start from the
 		// entry as it was, or a second run would skip the token index.
+		if r.check != nil {
+			if err := r.check(tx); err != nil {
+				return err
+			}
+		}
 		fresh := *e
 		return put(tx, &fresh, due)
 	}); err != nil {

@@ -350,6 +350,25 @@ func (s *Store) Use(ctx context.Context, e *Entry) error {
 	return nil
 }
 
+// StillUsableTx returns ErrBadToken unless the token e (looked up at the
+// start of a request) is still stored, unexpired and not being revoked,
+// in tx on the token store's storage: a request that records what must
+// die with its token does so only while the token lives, so that a
+// revocation that began after the request's check either sees the record
+// or refuses it. lastUse accepts a token whose revocation is pending
+// because this very request was its last use (Use marked it; its caller
+// revokes it, and what the request created, when the request is done).
+func (s *Store) StillUsableTx(tx storage.Tx, e *Entry, lastUse bool) error {
+	cur, err := getEntry(tx, e.ID)
+	if err != nil {
+		return fmt.Errorf("look up token: %w", err)
+	}
+	if cur == nil || !usable(cur, s.now(), lastUse) {
+		return ErrBadToken
+	}
+	return nil
+}
+
 // Count returns the number of stored tokens, including expired ones that
 // reap has not yet removed.
 func (s *Store) Count(ctx context.Context) (int, error) {

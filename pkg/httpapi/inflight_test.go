@@ -1,0 +1,180 @@
+package httpapi_test
+
+// Requests in flight while what authorised them changes: the token is
+// revoked, or the mount moved, between the core's check and the lease's
+// record.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/database"
+	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/pgtest"
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// hookedDB is the real database backend; before it handles a read of
+// creds/<role> it calls before: the time a real request spends between
+// the core's token check and the lease record (audit write, role and
+// connection reads, the dial to PostgreSQL), made deterministic.
+type hookedDB struct {
+	*database.Backend
+	before func()
+}
+
+func (h hookedDB) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if h.before != nil && req.Operation == logical.ReadOperation && strings.HasPrefix(req.Path, "creds/") {
+		h.before()
+	}
+	return h.Backend.HandleRequest(ctx, req)
+}
+
+type inflightEnv struct {
+	c    *core.Core
+	root string
+	srv  *pgtest.Server
+	db   *pgtest.Database
+	hook *func()
+}
+
+func newInflightEnv(t *testing.T) *inflightEnv {
+	t.Helper()
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	pool := postgres.NewPool(2, 0)
+	t.Cleanup(pool.Close)
+	var hook func()
+	c := core.New(core.Config{Store: storage.NewMemory(), StoreID: "inflight-" + randHex(4), Factories: map[string]core.Factory{
+		"database": func() logical.Backend {
+			return hookedDB{Backend: database.New(database.Options{Pool: pool}), before: func() {
+				if hook != nil {
+					h := hook
+					hook = nil
+					h()
+				}
+			}}
+		},
+	}})
+	root, err := c.Initialize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &inflightEnv{c: c, root: root, srv: srv, db: db, hook: &hook}
+	e.must(t, root, logical.UpdateOperation, "sys/mounts/database", map[string]any{"type": "database"})
+	e.must(t, root, logical.UpdateOperation, "database/config/postgresql", map[string]any{
+		"plugin_name":    "postgresql-database-plugin",
+		"allowed_roles":  "readonly",
+		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
+		"username":       srv.User,
+		"password":       srv.Password,
+	})
+	e.must(t, root, logical.UpdateOperation, "database/roles/readonly", map[string]any{
+		"db_name": "postgresql", "creation_statements": readonlySQL, "default_ttl": "1h", "max_ttl": "24h",
+	})
+	e.must(t, root, logical.UpdateOperation, "sys/policy/apps", map[string]any{
+		"policy": `path "database/creds/readonly" { capabilities = ["read"] }`,
+	})
+	t.Cleanup(func() {
+		var names []string
+		for name := range storeRoles(t, db, c.StoreID()) {
+			names = append(names, name)
+		}
+		srv.DropRolesAtCleanup(t, names...)
+	})
+	return e
+}
+
+func (e *inflightEnv) do(tok string, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return e.c.Handle(ctx, &logical.Request{Operation: op, Path: path, Data: data, ClientToken: tok})
+}
+
+func (e *inflightEnv) must(t *testing.T, tok string, op logical.Operation, path string, data map[string]any) *logical.Response {
+	t.Helper()
+	resp, err := e.do(tok, op, path, data)
+	if err != nil {
+		t.Fatalf("%s %s: %v", op, path, err)
+	}
+	return resp
+}
+
+// TestRevokedTokenIssuesNothingInFlight: An admin
+// revokes a leaked token (auth/token/revoke-accessor) while a request of
+// that token is issuing a credential. The request passed its token check
+// before the revocation; the revocation marks the token and revokes the
+// leases recorded under its accessor; the issuer records its lease after
+// that, under the accessor of a token that no longer exists, and hands
+// the credential out. Nothing ever revokes it before its own TTL (1h
+// here, up to the role's max with renewals by anyone granted
+// sys/leases/renew/*): "a token's leases never outlive it" does not hold.
+func TestRevokedTokenIssuesNothingInFlight(t *testing.T) {
+	e := newInflightEnv(t)
+	apps := e.must(t, e.root, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "apps"}).Auth
+	*e.hook = func() {
+		// The admin's revocation, from another command or request.
+		e.must(t, e.root, logical.UpdateOperation, "auth/token/revoke-accessor", map[string]any{"accessor": apps.Accessor})
+	}
+	resp, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil)
+	if _, lerr := e.do(apps.ClientToken, logical.ReadOperation, "auth/token/lookup-self", nil); lerr == nil {
+		t.Fatal("the token still works after its revocation")
+	}
+	if err != nil {
+		if !errors.Is(err, logical.ErrPermissionDenied) {
+			t.Errorf("the issue of a token revoked meanwhile: %v, want permission denied", err)
+		}
+	} else {
+		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
+		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+			t.Errorf("a credential issued to token %s, which was revoked before the credential was handed out, logs in to PostgreSQL: %s", apps.Accessor, user)
+		}
+	}
+	// Reap now (the token is gone, nothing is due) leaves the lease alone.
+	if _, err := e.c.Reap(ctx, lease.ReapOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	es, err := e.c.Leases().Entries(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, le := range es {
+		if le.TokenAccessor == apps.Accessor && (le.State == lease.StateActive || le.State == lease.StatePending) {
+			t.Errorf("lease %s of the revoked token is %s, expiring %s", le.ID, le.State, le.ExpireTime.Sub(time.Now()).Round(time.Minute))
+		}
+	}
+	if roles := storeRoles(t, e.db, e.c.StoreID()); len(roles) != 0 && err == nil {
+		t.Logf("roles left in PostgreSQL: %v", roles)
+	}
+}
+
+// TestRemountIssuesNothingInFlight: `secrets move database db2` revokes the leases under database/
+// and moves the mount; a credential being issued meanwhile records its
+// lease after that revocation, under database/creds/…, for the mount now
+// at db2/. The lease id names a path where nothing is mounted (or, once
+// someone mounts database/ again, another mount, whose
+// sys/leases/*/database/* grants then apply to it), and revoking the
+// prefix of the moved mount does not reach it.
+func TestRemountIssuesNothingInFlight(t *testing.T) {
+	e := newInflightEnv(t)
+	*e.hook = func() {
+		e.must(t, e.root, logical.UpdateOperation, "sys/remount", map[string]any{"from": "database", "to": "db2"})
+	}
+	resp, err := e.do(e.root, logical.ReadOperation, "database/creds/readonly", nil)
+	if err != nil {
+		if !strings.Contains(err.Error(), "the mount at database/ was moved or disabled while the request ran") {
+			t.Errorf("the issue under a mount moved meanwhile: %v", err)
+		}
+		return
+	}
+	e.must(t, e.root, logical.UpdateOperation, "sys/leases/revoke-prefix/db2", nil)
+	user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
+	if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+		t.Errorf("lease %s (issued while database/ moved to db2/) survives `lease revoke -prefix db2`; its credential %s logs in", resp.Secret.LeaseID, user)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"slices"
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -170,7 +171,8 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		if len(text) > policy.MaxSize {
 			return nil, logical.Errorf("policy %s is %d bytes, larger than the limit of %d bytes (1 MiB)", name, len(text), policy.MaxSize)
 		}
-		if _, err := policy.Parse(name, text); err != nil {
+		parsed, err := policy.Parse(name, text)
+		if err != nil {
 			return nil, logical.Errorf("failed to parse policy: %v", err)
 		}
 		raw, err := json.Marshal(storedPolicy{Name: name, Raw: text})
@@ -180,7 +182,13 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		if err := c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(policyPrefix+name, raw) }); err != nil {
 			return nil, err
 		}
-		return &logical.Response{Data: map[string]any{"name": name}}, nil
+		resp := &logical.Response{Data: map[string]any{"name": name}}
+		for _, pr := range parsed.Paths {
+			if (pr.MinWrappingTTL > 0 || pr.MaxWrappingTTL > 0) && !slices.Contains(pr.Capabilities, policy.CapDeny) {
+				resp.AddWarning("path %q (line %d): lessor never wraps a response, so with min_wrapping_ttl or max_wrapping_ttl this block allows no request (Vault allows only wrapped ones)", pr.Path, pr.Line)
+			}
+		}
+		return resp, nil
 	case logical.DeleteOperation:
 		switch name {
 		case "default":

@@ -32,6 +32,10 @@ type rule struct {
 	firstWildcard    int
 	segments         []string // the pattern without its `*`, split on "/"
 	wildcardSegments int
+	// wrapOnly: a merged block sets min_wrapping_ttl or max_wrapping_ttl.
+	// Vault then allows a request only if its response is wrapped; lessor
+	// never wraps one, so the rule allows no request.
+	wrapOnly bool
 }
 
 // Result is the answer for one request.
@@ -137,6 +141,9 @@ func (r *rule) merge(bits uint16, pr *PathRules) {
 		return
 	}
 	r.bits |= bits
+	if pr.MinWrappingTTL > 0 || pr.MaxWrappingTTL > 0 {
+		r.wrapOnly = true
+	}
 	for _, name := range pr.RequiredParameters {
 		if !contains(r.required, name) {
 			r.required = append(r.required, name)
@@ -203,7 +210,7 @@ func (a *ACL) Allow(op logical.Operation, path string, data map[string]any) Resu
 	res.Sudo = r.bits&capBits[CapSudo] != 0
 	want := string(op)
 	bit, ok := capBits[want]
-	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 {
+	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 || r.wrapOnly {
 		return res
 	}
 	switch want {

@@ -567,3 +567,38 @@ func BenchmarkParse(b *testing.B) {
 		}
 	})
 }
+
+// TestWrappingTTLsAllowNothing: Vault allows a request that a block with
+// min_wrapping_ttl or max_wrapping_ttl governs only when its response is
+// wrapped; lessor never wraps one, so such a block allows no request,
+// even merged with a block of the same pattern that sets neither. Other
+// patterns are unaffected, and capabilities still show what is granted.
+func TestWrappingTTLsAllowNothing(t *testing.T) {
+	for _, text := range []string{
+		`path "database/creds/readonly" { capabilities = ["read"]  min_wrapping_ttl = "1s" }`,
+		`path "database/creds/readonly" { capabilities = ["read"]  max_wrapping_ttl = "5m" }`,
+		`path "database/creds/*" { capabilities = ["read", "update"]  min_wrapping_ttl = "1m" }`,
+	} {
+		a := mustACL(t, text, `path "database/creds/readonly" { capabilities = ["read"] }
+path "database/creds/readonly" { capabilities = ["read"] }
+path "secret/data" { capabilities = ["read"] }`)
+		if strings.Contains(text, "*") {
+			a = mustACL(t, text, `path "secret/data" { capabilities = ["read"] }`)
+		}
+		if r := a.Allow(logical.ReadOperation, "database/creds/readonly", nil); r.Allowed {
+			t.Errorf("%s: an unwrapped read was allowed", text)
+		}
+		if r := a.Allow(logical.ReadOperation, "secret/data", nil); !r.Allowed {
+			t.Errorf("%s: a read another pattern grants was refused", text)
+		}
+		if got := caps(a, "database/creds/readonly"); !strings.Contains(got, "read") {
+			t.Errorf("%s: capabilities %s", text, got)
+		}
+	}
+	// Merged into the wrapping block's pattern, a plain block does not
+	// lift the requirement, as in Vault.
+	a := mustACL(t, `path "db/creds/x" { capabilities = ["read"]  min_wrapping_ttl = "1s" }`, `path "db/creds/x" { capabilities = ["read", "update"] }`)
+	if r := a.Allow(logical.UpdateOperation, "db/creds/x", nil); r.Allowed {
+		t.Error("a plain block lifted the wrapping requirement of its pattern")
+	}
+}

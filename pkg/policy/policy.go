@@ -115,8 +115,10 @@ type PathRules struct {
 	// sets no such constraint.
 	AllowedParameters map[string][]string
 	DeniedParameters  map[string][]string
-	// MinWrappingTTL and MaxWrappingTTL are parsed for compatibility;
-	// lessor has no response wrapping, so nothing enforces them.
+	// MinWrappingTTL and MaxWrappingTTL: in Vault, a block that sets
+	// either allows a request only with a wrapped response. lessor has no
+	// response wrapping, so such a block allows no request (it fails
+	// closed, never granting the unwrapped response Vault refuses).
 	MinWrappingTTL, MaxWrappingTTL time.Duration
 	// MFAMethods and control_group are Vault Enterprise features, parsed
 	// so that such policies load, and not enforced.

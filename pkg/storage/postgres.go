@@ -559,7 +559,7 @@ func CreatePostgres(ctx context.Context, raw string, opts PostgresOptions) (*Pos
 		var exists bool
 		var tables int
 		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1),
-			(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1)`,
+			(SELECT pg_catalog.count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1)`,
 			p.schema).Scan(&exists, &tables)
 		if err != nil {
 			return err
@@ -606,7 +606,7 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := p.withConn(ctx, func(c *pgx.Conn) error {
 		var found bool
-		if err := c.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
+		if err := c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
 			return err
 		}
 		if !found {
@@ -651,7 +651,7 @@ func UpgradePostgres(ctx context.Context, raw string, opts PostgresOptions) (fro
 		}
 		defer tx.Rollback(context.WithoutCancel(ctx))
 		var found bool
-		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
 			return err
 		}
 		if !found {
@@ -968,7 +968,7 @@ func (t *pgTx) flush() error {
 		}
 	}
 	if len(putKeys) > 0 {
-		if _, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+		if _, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.table+` (key, value) SELECT * FROM ROWS FROM (pg_catalog.unnest($1::bytea[]), pg_catalog.unnest($2::bytea[]))
 			ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, batchMode, putKeys, putValues); err != nil {
 			t.failed = err
 			return err

@@ -281,24 +281,24 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 const revokeCatalog = `
 WITH r AS (
   SELECT rolname, oid,
-         rolcanlogin AND coalesce(rolvaliduntil > now(), true) AS can_login,
-         oid IN (SELECT usesysid FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_backend_pid()) AS in_session
+         rolcanlogin AND coalesce(rolvaliduntil > pg_catalog.now(), true) AS can_login,
+         oid IN (SELECT usesysid FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()) AS in_session
   FROM pg_roles WHERE rolname = ANY($1::name[]) AND rolname <> current_user
 )
 SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT array_agg(oid ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT array_agg(coalesce(shobj_description(oid, 'pg_authid'), '') ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
-       coalesce((SELECT array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}')`
+       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT pg_catalog.array_agg(oid ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT pg_catalog.array_agg(coalesce(pg_catalog.shobj_description(oid, 'pg_authid'), '') ORDER BY rolname) FROM r), '{}'),
+       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
+       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}')`
 
 // terminateDropped ends the sessions, if any, of roles that are dropped
 // already, by their oids (a dropped role's sessions have no user name).
 func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
-	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_backend_pid()`
+	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`
 	args := []any{oids, terminateWait.Milliseconds()}
 	if db.version < 140000 {
-		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_backend_pid()`
+		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`
 		args = args[:1]
 	}
 	var n int64
@@ -329,8 +329,8 @@ func (db *DB) terminate(ctx context.Context, conn *pgx.Conn, names []string, adm
 	var granted []string
 	if !adm.super {
 		var need []string
-		q := `SELECT coalesce(array_agg(DISTINCT usename::text), '{}') FROM pg_stat_activity
-WHERE usename = ANY($1::name[]) AND NOT pg_has_role('pg_signal_backend', 'USAGE') AND NOT pg_has_role(usename, 'USAGE')`
+		q := `SELECT coalesce(pg_catalog.array_agg(DISTINCT usename::text), '{}') FROM pg_stat_activity
+WHERE usename = ANY($1::name[]) AND NOT pg_catalog.pg_has_role('pg_signal_backend', 'USAGE') AND NOT pg_catalog.pg_has_role(usename, 'USAGE')`
 		if err := db.queryRow(ctx, conn, q, []any{names}, &need); err != nil {
 			return nil, fmt.Errorf("terminate sessions: %w", err)
 		}
@@ -344,10 +344,10 @@ WHERE usename = ANY($1::name[]) AND NOT pg_has_role('pg_signal_backend', 'USAGE'
 			granted = need
 		}
 	}
-	q := `SELECT count(pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_backend_pid()`
+	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_catalog.pg_backend_pid()`
 	args := []any{names, terminateWait.Milliseconds()}
 	if db.version < 140000 {
-		q = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_backend_pid()`
+		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = ANY($1::name[]) AND pid <> pg_catalog.pg_backend_pid()`
 		args = args[:1]
 	}
 	var n int64
@@ -390,10 +390,10 @@ func (db *DB) dropOwned(ctx context.Context, conn *pgx.Conn, names []string, adm
 	stuck = map[string]error{}
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, `
-SELECT coalesce(d.datname, current_database()),
-       s.dbid = 0 OR d.datname = current_database(),
+SELECT coalesce(d.datname, pg_catalog.current_database()),
+       s.dbid = 0 OR d.datname = pg_catalog.current_database(),
        coalesce(d.datallowconn, true),
-       array_agg(DISTINCT r.rolname ORDER BY r.rolname)
+       pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
 FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid
 LEFT JOIN pg_database d ON d.oid = s.dbid
@@ -496,7 +496,7 @@ dep AS (
   FROM pg_shdepend s
   WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype <> 'p'
     AND s.refobjid IN (SELECT oid FROM dying)
-    AND (s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) OR (s.dbid = 0 AND $2))
+    AND (s.dbid = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) OR (s.dbid = 0 AND $2))
 ),
 handled AS (
   SELECT * FROM dep WHERE deptype = 'a' AND objsubid = 0 AND classid IN
@@ -506,32 +506,32 @@ obj AS (
   SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name, c.relowner AS owner, c.relacl AS acl
   FROM pg_class c WHERE c.oid IN (SELECT objid FROM handled WHERE classid = 'pg_class'::regclass)
   UNION ALL
-  SELECT 'SCHEMA', quote_ident(n.nspname), n.nspowner, n.nspacl
+  SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname), n.nspowner, n.nspacl
   FROM pg_namespace n WHERE n.oid IN (SELECT objid FROM handled WHERE classid = 'pg_namespace'::regclass)
   UNION ALL
   SELECT 'ROUTINE', p.oid::regprocedure::text, p.proowner, p.proacl
   FROM pg_proc p WHERE p.oid IN (SELECT objid FROM handled WHERE classid = 'pg_proc'::regclass)
   UNION ALL
-  SELECT 'DATABASE', quote_ident(d.datname), d.datdba, d.datacl
+  SELECT 'DATABASE', pg_catalog.quote_ident(d.datname), d.datdba, d.datacl
   FROM pg_database d WHERE d.oid IN (SELECT objid FROM handled WHERE classid = 'pg_database'::regclass)
 )
 SELECT 'acl', o.kind, o.name, g.rolname, g.rolsuper, a.grantor = o.owner,
-       pg_has_role(a.grantor, $3), array_agg(DISTINCT r.rolname ORDER BY r.rolname)
+       pg_catalog.pg_has_role(a.grantor, $3), pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
 FROM obj o
-CROSS JOIN LATERAL aclexplode(o.acl) a
+CROSS JOIN LATERAL pg_catalog.aclexplode(o.acl) a
 JOIN dying r ON r.oid = a.grantee
 JOIN pg_roles g ON g.oid = a.grantor
 GROUP BY o.kind, o.name, g.rolname, g.rolsuper, a.grantor, o.owner
 UNION ALL
 SELECT 'shared', CASE WHEN dep.classid = 'pg_database'::regclass THEN 'DATABASE' ELSE 'TABLESPACE' END,
-       coalesce(quote_ident(d.datname), quote_ident(t.spcname)), '', false, false, false, ARRAY[r.rolname]
+       coalesce(pg_catalog.quote_ident(d.datname), pg_catalog.quote_ident(t.spcname)), '', false, false, false, ARRAY[r.rolname]
 FROM dep
 JOIN dying r ON r.oid = dep.refobjid
 LEFT JOIN pg_database d ON dep.classid = 'pg_database'::regclass AND d.oid = dep.objid
 LEFT JOIN pg_tablespace t ON dep.classid = 'pg_tablespace'::regclass AND t.oid = dep.objid
 WHERE dep.deptype = 'o' AND dep.classid IN ('pg_database'::regclass, 'pg_tablespace'::regclass)
 UNION ALL
-SELECT 'rest', '', r.rolname, '', false, false, pg_has_role(r.oid, 'USAGE'), '{}'
+SELECT 'rest', '', r.rolname, '', false, false, pg_catalog.pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
 WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND dep.objsubid = 0 AND dep.classid IN
     ('pg_class'::regclass, 'pg_namespace'::regclass, 'pg_proc'::regclass, 'pg_database'::regclass)))`
@@ -838,7 +838,7 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 	var comment string
 	var adm adminRole
 	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
-		coalesce((SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1), ''),
+		coalesce((SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1), ''),
 		current_user, rolsuper FROM pg_roles WHERE rolname = current_user`,
 		[]any{r.Username}, &exists, &comment, &adm.name, &adm.super); err != nil {
 		return err

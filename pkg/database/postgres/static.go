@@ -46,9 +46,9 @@ func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error)
 	}
 	var p alterPrivileges
 	err = db.queryRow(ctx, conn, `
-SELECT r.rolcanlogin, coalesce(shobj_description(r.oid, 'pg_authid'), ''),
+SELECT r.rolcanlogin, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''),
        r.rolsuper, r.rolreplication, a.rolname, a.rolsuper, a.rolcreaterole,
-       pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), current_setting('server_version_num')::int
+       pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), pg_catalog.current_setting('server_version_num')::int
 FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 		[]any{username}, &ri.CanLogin, &ri.Comment,
 		&p.targetSuper, &p.targetReplication, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version)

@@ -282,9 +282,9 @@ func (c *Creation) begin(ctx context.Context, lock bool) error {
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
 	c.locked = lock && c.db.pool != nil
 	if c.locked {
-		b.ExecParams("SELECT pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
+		b.ExecParams("SELECT pg_catalog.pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
 	}
-	b.ExecParams("SELECT to_regrole(quote_ident($1)) IS NOT NULL", [][]byte{[]byte(c.r.Username)}, nil, nil, nil)
+	b.ExecParams("SELECT pg_catalog.to_regrole(pg_catalog.quote_ident($1)) IS NOT NULL", [][]byte{[]byte(c.r.Username)}, nil, nil, nil)
 	c.open = true
 	rctx, cancel := c.db.roundTrip(ctx)
 	defer cancel()
@@ -331,7 +331,7 @@ func (c *Creation) finish(ctx context.Context) error {
 	// across a round trip to lessor.
 	locked := c.db.pool != nil && !c.locked
 	if locked {
-		b.ExecParams("SELECT pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
+		b.ExecParams("SELECT pg_catalog.pg_advisory_xact_lock($1::int8)", [][]byte{[]byte(strconv.FormatInt(c.r.lockKey, 10))}, nil, nil, nil)
 	}
 	for _, s := range rest {
 		b.ExecParams(s, nil, nil, nil, nil)
@@ -396,7 +396,7 @@ func endsTx(tag pgconn.CommandTag) bool {
 func (c *Creation) finishUncommented(ctx context.Context, rest []string) error {
 	conn := c.db.conn
 	if c.db.pool != nil && !c.locked {
-		if err := c.db.exec(ctx, conn, "SELECT pg_advisory_xact_lock("+strconv.FormatInt(c.r.lockKey, 10)+")"); err != nil {
+		if err := c.db.exec(ctx, conn, "SELECT pg_catalog.pg_advisory_xact_lock("+strconv.FormatInt(c.r.lockKey, 10)+")"); err != nil {
 			return err
 		}
 	}
@@ -409,7 +409,7 @@ func (c *Creation) finishUncommented(ctx context.Context, rest []string) error {
 		}
 	}
 	var exists bool
-	if err := c.db.queryRow(ctx, conn, `SELECT to_regrole(quote_ident($1)) IS NOT NULL`, []any{c.r.Username}, &exists); err != nil {
+	if err := c.db.queryRow(ctx, conn, `SELECT pg_catalog.to_regrole(pg_catalog.quote_ident($1)) IS NOT NULL`, []any{c.r.Username}, &exists); err != nil {
 		return err
 	}
 	if !exists {
@@ -435,7 +435,7 @@ func (c *Creation) checkGone(ctx context.Context) error {
 		return fmt.Errorf("creation statements did not create role %q; check after rollback: the connection closed", c.r.Username)
 	}
 	var n int
-	if qerr := c.db.queryRow(ctx, conn, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, []any{c.r.Username}, &n); qerr != nil {
+	if qerr := c.db.queryRow(ctx, conn, `SELECT pg_catalog.count(*) FROM pg_roles WHERE rolname = $1`, []any{c.r.Username}, &n); qerr != nil {
 		return fmt.Errorf("creation statements did not create role %q; check after rollback: %w", c.r.Username, qerr)
 	}
 	if n != 0 {
@@ -750,7 +750,7 @@ func (db *DB) listRoles(ctx context.Context, prefix string) ([]ManagedRole, erro
 SELECT r.rolname, d.description, r.rolvaliduntil
 FROM pg_roles r
 JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
-WHERE left(d.description, length($1)) = $1
+WHERE pg_catalog.left(d.description, pg_catalog.length($1)) = $1
 ORDER BY r.rolname`, prefix)
 	if err != nil {
 		return nil, pgError(err)
@@ -808,7 +808,7 @@ func (db *DB) checkAdmin(ctx context.Context) (AdminCheck, error) {
 	if err != nil {
 		return c, err
 	}
-	err = db.queryRow(ctx, conn, `SELECT current_setting('server_version'), current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
+	err = db.queryRow(ctx, conn, `SELECT pg_catalog.current_setting('server_version'), current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
 		nil, &c.ServerVersion, &c.User, &c.Superuser, &c.CreateRole)
 	if err != nil {
 		return c, err
@@ -851,7 +851,7 @@ func (db *DB) roleComments(ctx context.Context, names []string) (map[string]stri
 	rctx, cancel := db.roundTrip(ctx)
 	defer cancel()
 	rows, err := conn.Query(rctx, `
-SELECT r.rolname, coalesce(shobj_description(r.oid, 'pg_authid'), '')
+SELECT r.rolname, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), '')
 FROM pg_roles r WHERE r.rolname = ANY($1::name[])`, names)
 	if err != nil {
 		return nil, pgError(err)

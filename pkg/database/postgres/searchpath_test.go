@@ -1,0 +1,105 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lessorhq/lessor/pkg/pgtest"
+)
+
+// plantedLookalikes are functions and aggregates a role that may create
+// objects in public could plant there, each a closer match than
+// pg_catalog's for a call lessor's own SQL makes without the pg_catalog.
+// prefix (the CVE-2018-1058 pattern): shobj_description(oid, 'pg_authid')
+// prefers text to name, quote_ident(<name column>) an exact name, and the
+// aggregates an exact argument type to pg_catalog's polymorphic or "any"
+// ones. Each, if called, records its name in public.lessor_hijacked,
+// which the admin would be doing.
+var plantedLookalikes = []string{
+	`CREATE FUNCTION public.shobj_description(oid, text) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('shobj_description', current_user); RETURN pg_catalog.shobj_description($1, $2::name); END $f$`,
+	`CREATE FUNCTION public.quote_ident(name) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('quote_ident', current_user); RETURN pg_catalog.quote_ident($1::text); END $f$`,
+	`CREATE FUNCTION public.pg_has_role(text, text) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('pg_has_role', current_user); RETURN pg_catalog.pg_has_role($1::name, $2); END $f$`,
+	`CREATE FUNCTION public.hijack_name_sfunc(name[], name) RETURNS name[] LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('array_agg', current_user); RETURN $1 || $2; END $f$`,
+	`CREATE AGGREGATE public.array_agg(name) (sfunc = public.hijack_name_sfunc, stype = name[], initcond = '{}')`,
+	`CREATE FUNCTION public.hijack_bool_sfunc(bigint, boolean) RETURNS bigint LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('count', current_user); RETURN $1 + 1; END $f$`,
+	`CREATE AGGREGATE public.count(boolean) (sfunc = public.hijack_bool_sfunc, stype = bigint, initcond = '0')`,
+}
+
+// TestPlantedFunctionsNeverRunAsAdmin: a credential allowed to create
+// objects in schema public (of this database and of another one where it
+// holds a privilege) plants look-alikes of the functions lessor's catalog
+// queries call; creating, looking up, checking and revoking credentials
+// (with objects to tear down in both databases, and a session to end)
+// never calls one of them as the admin.
+func TestPlantedFunctionsNeverRunAsAdmin(t *testing.T) {
+	f := setup(t)
+	d2 := f.s.NewDatabase(t)
+	name := newName(t, "v-plant")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{name}}";`})
+	ident := pgx.Identifier{name}.Sanitize()
+	admin(t, d2, `GRANT CREATE, USAGE ON SCHEMA public TO `+ident)
+	for _, d := range []*pgtest.Database{f.d, d2} {
+		// The record outlives the credential's objects, which its
+		// revocation drops.
+		admin(t, d, `CREATE TABLE public.lessor_hijacked (fn text, by_role text); GRANT INSERT ON public.lessor_hijacked TO PUBLIC`)
+		c := f.s.Connect(t, name, pw, d.Name)
+		for _, sql := range plantedLookalikes {
+			if _, err := c.Exec(f.ctx, sql); err != nil {
+				t.Fatalf("plant in %s: %v\n%s", d.Name, err, sql)
+			}
+		}
+		c.Close(f.ctx)
+	}
+	// A session of the credential stays open, for revocation to end.
+	session := f.s.Connect(t, name, pw, f.d.Name)
+	defer session.Close(f.ctx)
+
+	other := newName(t, "v-other")
+	f.create(t, other, seedStatements)
+	if _, err := f.db.LookupRole(f.ctx, other); err != nil {
+		t.Fatalf("LookupRole: %v", err)
+	}
+	if _, err := f.db.RoleComments(f.ctx, []string{name, other}); err != nil {
+		t.Fatalf("RoleComments: %v", err)
+	}
+	if err := f.db.RenewUser(f.ctx, other, time.Now().Add(2*time.Hour), nil); err != nil {
+		t.Fatalf("RenewUser: %v", err)
+	}
+	errs := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: other}})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("revoke %d: %v", i, err)
+		}
+	}
+	if f.roleExists(t, name) {
+		t.Errorf("role %s still exists", name)
+	}
+	for _, d := range []*pgtest.Database{f.d, d2} {
+		rows, err := d.Conn(t).Query(f.ctx, `SELECT fn, by_role FROM public.lessor_hijacked`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ran []string
+		for rows.Next() {
+			var fn, by string
+			if err := rows.Scan(&fn, &by); err != nil {
+				t.Fatal(err)
+			}
+			ran = append(ran, fmt.Sprintf("%s as %s", fn, by))
+		}
+		rows.Close()
+		if len(ran) > 0 {
+			t.Errorf("in database %s, lessor's SQL called the planted %s", d.Name, strings.Join(ran, ", "))
+		}
+	}
+}

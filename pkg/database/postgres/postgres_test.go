@@ -1015,3 +1015,35 @@ func TestTerminateDroppedRoleSessions(t *testing.T) {
 		t.Error("the session of a dropped role survived terminateDropped")
 	}
 }
+
+// TestRevokeGrantOptionPassedOn: a credential given a privilege WITH
+// GRANT OPTION passes it on, to another role and to PUBLIC. Its
+// revocation takes the privilege from it and from everyone it passed it
+// to (they had it only through the credential), and drops the role,
+// where a plain REVOKE failed on the dependent grants for ever.
+func TestRevokeGrantOptionPassedOn(t *testing.T) {
+	f := setup(t)
+	other := newName(t, "v-other")
+	f.s.DropRolesAtCleanup(t, other)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{other}.Sanitize()+` NOLOGIN`)
+	name := newName(t, "v-grantopt")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+GRANT SELECT ON items TO "{{name}}" WITH GRANT OPTION;`})
+	conn := f.s.Connect(t, name, pw, f.d.Name)
+	if _, err := conn.Exec(f.ctx, `GRANT SELECT ON items TO `+pgx.Identifier{other}.Sanitize()+`, PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(f.ctx)
+	f.revoke(t, name)
+	if f.roleExists(t, name) {
+		t.Fatalf("role %s still exists", name)
+	}
+	var others, public bool
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT has_table_privilege($1, 'items', 'SELECT'),
+		EXISTS (SELECT 1 FROM pg_class c, aclexplode(c.relacl) a WHERE c.relname = 'items' AND a.grantee = 0)`, other).Scan(&others, &public); err != nil {
+		t.Fatal(err)
+	}
+	if others || public {
+		t.Errorf("what the credential passed on outlived it: to %s %v, to PUBLIC %v", other, others, public)
+	}
+}

@@ -653,7 +653,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 		if len(holders) == 0 {
 			continue
 		}
-		revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(holders) + ";"
+		revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(holders) + " CASCADE;"
 		grantor := pgx.Identifier{g.grantor}.Sanitize()
 		switch g.how {
 		case "":

@@ -177,6 +177,10 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 		}
 	}
 	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(c.statementTimeout().Milliseconds(), 10)
+	// Values are quoted, and statements split, as standard SQL strings,
+	// where a backslash is an ordinary character: a database or role
+	// default of off would make one in a password an escape.
+	cc.RuntimeParams["standard_conforming_strings"] = "on"
 	return cc, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -170,6 +171,21 @@ func hasInlinePassword(s string) bool {
 			return true
 		}
 	}
+	if paramPassword(s) {
+		return true
+	}
+	// A URL's parameter names are percent-decoded before the driver
+	// reads them (?pass%77ord=x is a password), so look again with the
+	// escapes decoded.
+	if dec := percentDecode(s); dec != s {
+		return paramPassword(dec)
+	}
+	return false
+}
+
+// paramPassword reports whether s sets a password parameter to anything
+// but the template.
+func paramPassword(s string) bool {
 	for _, m := range passwordParam().FindAllStringSubmatch(s, -1) {
 		v := strings.Trim(m[1], "'")
 		if v != "" && v != passwordTemplate {
@@ -177,6 +193,26 @@ func hasInlinePassword(s string) bool {
 		}
 	}
 	return false
+}
+
+// percentDecode decodes every well-formed %XX escape of s, leaving the
+// rest as it is.
+func percentDecode(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // newRedactor returns the redactor for a request to path.

@@ -43,6 +43,13 @@ func TestHasInlinePassword(t *testing.T) {
 		"v-token-readonly-Xy12":   false,
 		"password_authentication": false,
 		"postgresql://{{username}}:{{password}}@db/x?password=leaked-here": true,
+		// Parameter names are percent-decoded by the driver.
+		"postgresql://{{username}}:{{password}}@db/x?pass%77ord=leaked-here":          true,
+		"postgresql://{{username}}:{{password}}@db/x?%70assword=leaked-here":          true,
+		"postgresql://{{username}}:{{password}}@db/x?ssl%50ASSWORD=key-pw":            true,
+		"postgresql://{{username}}:{{password}}@db/x?pass%77ord=%7B%7Bpassword%7D%7D": false,
+		"postgresql://{{username}}:{{password}}@db/x?application_name=100%25":         false,
+		"postgresql://{{username}}:{{password}}@db/x?application_name=%zz":            false,
 	}
 	for in, want := range cases {
 		if got := hasInlinePassword(in); got != want {

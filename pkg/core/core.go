@@ -383,19 +383,26 @@ func badTokenError(op logical.Operation, path string) error {
 	return &PermissionError{Operation: op, Path: path, Reason: "missing, invalid or expired token", Cause: token.ErrBadToken}
 }
 
-// CheckToken is the first step of Handle alone: nil when tok is a usable
-// token, else the error Handle would return for it. It lets a server
-// refuse a caller without a token before it reads and parses what the
-// caller sent. It grants nothing: Handle looks the token up again and
-// asks the ACL.
-func (c *Core) CheckToken(ctx context.Context, op logical.Operation, path, tok string) error {
-	if _, err := c.tokens.Lookup(ctx, tok); err != nil {
-		if errors.Is(err, token.ErrBadToken) {
-			return badTokenError(op, path)
-		}
+// CheckToken is the first step of Handle alone: nil when req's token is
+// usable, else the error Handle would return for it, audited as Handle
+// audits it (with req's remote address, and without its data, which the
+// caller has not read). It lets a server refuse a caller without a token
+// before it reads and parses what the caller sent. It grants nothing:
+// Handle looks the token up again and asks the ACL.
+func (c *Core) CheckToken(ctx context.Context, req *logical.Request) error {
+	_, err := c.tokens.Lookup(ctx, req.ClientToken)
+	if err == nil || !errors.Is(err, token.ErrBadToken) {
 		return err
 	}
-	return nil
+	path := req.Path
+	if p, perr := logical.CanonicalPath(req.Path, req.Operation == logical.ListOperation); perr == nil {
+		path = p
+	}
+	if req.ID == "" {
+		req.ID = c.requestID()
+	}
+	_, err = c.denyBadToken(ctx, req, path)
+	return err
 }
 
 func containsString(ss []string, s string) bool {

@@ -202,7 +202,10 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	// must not make the server read and parse what it sends. The ACL is
 	// still the core's, once the data is known.
 	checkToken := func(req *logical.Request) error {
-		return s.core.CheckToken(ctx, req.Operation, req.Path, req.ClientToken)
+		req.RemoteAddress = remoteHost(r.RemoteAddr)
+		err := s.core.CheckToken(ctx, req)
+		rec.requestID = req.ID
+		return err
 	}
 	req, err := decodeRequest(w, r, s.maxBody, checkToken)
 	if err != nil {

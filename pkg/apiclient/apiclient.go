@@ -148,6 +148,13 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:       30 * time.Second,
 		ForceAttemptHTTP2:     true,
 	}
+	if IsLoopback(base.Hostname()) {
+		// A server on this host is never reached through a proxy: the
+		// environment's proxy settings exempt only the exact name
+		// "localhost", and a plain-http request would hand the proxy the
+		// token in clear.
+		tr.Proxy = nil
+	}
 	if socket != "" {
 		tr.Proxy = nil
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -347,6 +347,15 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 	}
 	log := slog.New(h)
 
+	// SIGHUP is caught from the start, not only once the server listens:
+	// opening the store may wait on its lock or on PostgreSQL, and a
+	// reload (systemctl reload, a certificate renewal hook) sent then
+	// must not kill the process. One that arrives before the server
+	// serves is acted on (a reload) once it does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	var reload *certReloader
 	if o.tlsCert != "" {
 		reload = &certReloader{certFile: o.tlsCert, keyFile: o.tlsKey}
@@ -424,11 +433,6 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get, NextProtos: []string{"h2", "http/1.1"}}
 	}
 
-	// SIGHUP is caught before the first request is served: from then on
-	// it reloads the certificate and never kills the server.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {

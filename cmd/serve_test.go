@@ -714,3 +714,58 @@ func TestServeStopLeavesOthersSocket(t *testing.T) {
 	}
 	conn.Close()
 }
+
+// TestServeSIGHUPWhileStarting: a reload signal that arrives while serve
+// is still opening its store (here, waiting for another process's lock on
+// the file) does not kill it; once the lock is free it serves, and stops
+// with exit 0.
+func TestServeSIGHUPWhileStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildLessor(t)
+	c := newCompCLI(t)
+	c.must("operator", "init")
+	store := filepath.Join(c.env["HOME"], ".local", "share", "lessor", "lessor.db")
+	lock, err := os.Open(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "serve", "-listen="+addr, "-reap-interval=0")
+	cmd.Env = append(os.Environ(), "HOME="+c.env["HOME"], "XDG_DATA_HOME=", "XDG_CONFIG_HOME=", "XDG_STATE_HOME=",
+		"LESSOR_TOKEN=", "LESSOR_STORE=", "LESSOR_KEY_FILE=", "LESSOR_CONFIG=", "LESSOR_UNSEAL_KEY=")
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// Started, and waiting for the lock.
+	time.Sleep(500 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("serve exited on SIGHUP while it opened the store: %v\n%s", err, logs.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	waitHealthy(t, http.DefaultClient, "http://"+addr)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("serve after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+}

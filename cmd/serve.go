@@ -248,6 +248,12 @@ type certReloader struct {
 }
 
 func (r *certReloader) load() error {
+	// The private key is the server's identity: one that other users may
+	// read, or its group rewrite, is refused, as lessor refuses such an
+	// unseal key (a group may read it: the ssl-cert convention).
+	if fi, err := os.Stat(r.keyFile); err == nil && fi.Mode().Perm()&0o027 != 0 {
+		return fmt.Errorf("TLS key %s has mode %04o, which lets other users read it or its group change it; fix: chmod o-rwx,g-w %s", r.keyFile, fi.Mode().Perm(), r.keyFile)
+	}
 	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate %s and key %s: %w", r.certFile, r.keyFile, unwrapPathError(err))

@@ -769,3 +769,28 @@ func TestServeSIGHUPWhileStarting(t *testing.T) {
 		t.Fatal("serve did not stop after SIGTERM")
 	}
 }
+
+// TestServeTLSKeyMode: a TLS private key that other users may read, or
+// its group change, is refused, at start and on reload (which keeps the
+// certificate in service); one its group may only read is accepted.
+func TestServeTLSKeyMode(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	selfSignedCert(t, certFile, keyFile)
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	for _, c := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o600, true}, {0o640, true}, {0o644, false}, {0o660, false}, {0o604, false}, {0o400, true}} {
+		if err := os.Chmod(keyFile, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		err := r.load()
+		if (err == nil) != c.ok {
+			t.Errorf("key mode %04o: %v", c.mode, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("TLS key %s has mode %04o", keyFile, c.mode)) {
+			t.Errorf("key mode %04o: %v", c.mode, err)
+		}
+	}
+}

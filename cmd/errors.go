@@ -156,8 +156,11 @@ func printError(w io.Writer, err error) {
 	}
 	switch {
 	case errors.As(err, &he):
-	case errors.Is(err, token.ErrBadToken):
+	case errors.Is(err, token.ErrCallerToken):
 		fmt.Fprintln(w, "lessor: hint: log in with `lessor login`, or set LESSOR_TOKEN to a valid token")
+	case errors.Is(err, token.ErrBadToken):
+		// A token the request names (token lookup, say) is unknown: the
+		// caller's own is fine.
 	case errors.Is(err, logical.ErrPermissionDenied):
 		fmt.Fprintln(w, "lessor: hint: check the token's policies with `lessor token capabilities PATH`")
 	}

@@ -439,7 +439,6 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: reload.get, NextProtos: []string{"h2", "http/1.1"}}
 	}
 
-
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
 		addr := l.Addr().String()

@@ -694,11 +694,19 @@ func (c *Client) statusError(req *logical.Request, hresp *http.Response, body []
 		slices.ContainsFunc(msgs, func(m string) bool { return strings.Contains(m, "invalid token") })
 	switch {
 	case status == http.StatusForbidden && badToken:
-		// The core's own words for a missing, unknown or expired token,
-		// whatever the server's are (Vault 1.17 says "permission denied"
-		// and "invalid token").
-		ce.Msg = "permission denied: missing, invalid or expired token"
+		// A lessor server's message is the core's, as a local request
+		// prints it (which may be about a token the request names, not
+		// the caller's); Vault's words (1.17 says "permission denied" and
+		// "invalid token") become the core's for the caller's token.
+		if !slices.Contains(causes, "invalid_token") {
+			ce.Msg = "permission denied: missing, invalid or expired token"
+		}
 		ce.Cause = token.ErrBadToken
+		if strings.HasPrefix(ce.Msg, "permission denied") {
+			// The caller's own token, as the core's PermissionError
+			// says locally.
+			ce.Cause = errors.Join(token.ErrBadToken, token.ErrCallerToken)
+		}
 	case status == http.StatusForbidden:
 		ce.Cause = logical.ErrPermissionDenied
 	case status == http.StatusMethodNotAllowed:

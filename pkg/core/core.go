@@ -380,7 +380,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 // badTokenError is the refusal of a request whose token is missing,
 // unknown, expired or used up.
 func badTokenError(op logical.Operation, path string) error {
-	return &PermissionError{Operation: op, Path: path, Reason: "missing, invalid or expired token", Cause: token.ErrBadToken}
+	return &PermissionError{Operation: op, Path: path, Reason: "missing, invalid or expired token", Cause: errors.Join(token.ErrBadToken, token.ErrCallerToken)}
 }
 
 // CheckToken is the first step of Handle alone: nil when req's token is

@@ -89,6 +89,11 @@ type badTokenError struct{}
 func (badTokenError) Error() string { return "bad token" }
 func (badTokenError) Unwrap() error { return logical.ErrPermissionDenied }
 
+// ErrCallerToken marks, beside ErrBadToken, a request refused because
+// its own token (not one it names, as a lookup does) is missing, unknown,
+// expired, used up or being revoked: the caller has to log in again.
+var ErrCallerToken = errors.New("the request's token is missing, invalid or expired")
+
 // Entry is a stored token. It never holds the token itself.
 type Entry struct {
 	// ID is the salted hash of the token and the storage key.

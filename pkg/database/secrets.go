@@ -89,7 +89,7 @@ func (b *Backend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp
 		return err
 	}
 	defer db.Close(context.WithoutCancel(ctx))
-	if err := db.RenewUser(ctx, is.username, expiration.Add(expirationBuffer), role.RenewStatements); err != nil {
+	if err := db.RenewUser(ctx, is.username, expiration.Add(expirationBuffer), role.RenewStatements, belongsTo(s.System.StoreID(), s.LeaseID)); err != nil {
 		return cfg.redact(err)
 	}
 	return nil

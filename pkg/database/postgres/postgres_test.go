@@ -379,7 +379,7 @@ func TestHostileNamesAndComments(t *testing.T) {
 		t.Errorf("roles = %+v", roles)
 	}
 	exp2 := exp.Add(time.Hour)
-	if err := f.db.RenewUser(f.ctx, name, exp2, nil); err != nil {
+	if err := f.db.RenewUser(f.ctx, name, exp2, nil, nil); err != nil {
 		t.Errorf("renew: %v", err)
 	}
 	if got := validUntil(t, f.d.Conn(t), name); !within(got, exp2, time.Second) {
@@ -399,7 +399,7 @@ func TestRenewUser(t *testing.T) {
 	pw := f.create(t, name, seedStatements)
 	conn := f.d.Conn(t)
 	exp := time.Now().Add(48 * time.Hour)
-	if err := f.db.RenewUser(f.ctx, name, exp, nil); err != nil {
+	if err := f.db.RenewUser(f.ctx, name, exp, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := validUntil(t, conn, name); !within(got, exp, time.Second) {
@@ -407,7 +407,7 @@ func TestRenewUser(t *testing.T) {
 	}
 	// Custom statements, and an expiry in the past: login must stop.
 	past := time.Now().Add(-time.Minute)
-	if err := f.db.RenewUser(f.ctx, name, past, []string{`ALTER ROLE "{{username}}" VALID UNTIL '{{expiration}}'; COMMENT ON ROLE "{{name}}" IS 'renewed'`}); err != nil {
+	if err := f.db.RenewUser(f.ctx, name, past, []string{`ALTER ROLE "{{username}}" VALID UNTIL '{{expiration}}'; COMMENT ON ROLE "{{name}}" IS 'renewed'`}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := validUntil(t, conn, name); !within(got, past, time.Second) {
@@ -416,7 +416,7 @@ func TestRenewUser(t *testing.T) {
 	if err := f.s.CanLogin(f.ctx, name, pw, f.d.Name); err == nil {
 		t.Error("expired role can still log in")
 	}
-	if err := f.db.RenewUser(f.ctx, "v-no-such-role", exp, nil); err == nil || !strings.Contains(err.Error(), `role "v-no-such-role" does not exist (SQLSTATE 42704)`) {
+	if err := f.db.RenewUser(f.ctx, "v-no-such-role", exp, nil, nil); err == nil || !strings.Contains(err.Error(), `role "v-no-such-role" does not exist (SQLSTATE 42704)`) {
 		t.Errorf("renew of a missing role: err = %v", err)
 	}
 }
@@ -1045,5 +1045,32 @@ GRANT SELECT ON items TO "{{name}}" WITH GRANT OPTION;`})
 	}
 	if others || public {
 		t.Errorf("what the credential passed on outlived it: to %s %v, to PUBLIC %v", other, others, public)
+	}
+}
+
+// TestRenewOnlyTheLeasesRole: renewal changes a role only if its comment
+// names the lease (belongs claims it): a role of the same name made by
+// someone else after the lease's role was dropped keeps its VALID UNTIL.
+func TestRenewOnlyTheLeasesRole(t *testing.T) {
+	f := setup(t)
+	name := newName(t, "v-renew")
+	f.s.DropRolesAtCleanup(t, name)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN; COMMENT ON ROLE `+pgx.Identifier{name}.Sanitize()+` IS 'a DBA''s login'`)
+	mine := func(c string) bool { return c == "lease-1" }
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	err := f.db.RenewUser(f.ctx, name, exp, nil, mine)
+	if !errors.Is(err, ErrNotMine) {
+		t.Fatalf("renew of a role that is not the lease's: %v", err)
+	}
+	var unset bool
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT rolvaliduntil IS NULL FROM pg_roles WHERE rolname = $1`, name).Scan(&unset); err != nil || !unset {
+		t.Fatalf("the DBA's login got a VALID UNTIL (%v)", err)
+	}
+	admin(t, f.d, `COMMENT ON ROLE `+pgx.Identifier{name}.Sanitize()+` IS 'lease-1'`)
+	if err := f.db.RenewUser(f.ctx, name, exp, nil, mine); err != nil {
+		t.Fatalf("renew of the lease's role: %v", err)
+	}
+	if err := f.db.RenewUser(f.ctx, "v-no-such-role", exp, nil, mine); err == nil || !strings.Contains(err.Error(), `role "v-no-such-role" does not exist`) {
+		t.Fatalf("renew of a role that does not exist: %v", err)
 	}
 }

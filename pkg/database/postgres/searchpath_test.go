@@ -72,7 +72,7 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 	if _, err := f.db.RoleComments(f.ctx, []string{name, other}); err != nil {
 		t.Fatalf("RoleComments: %v", err)
 	}
-	if err := f.db.RenewUser(f.ctx, other, time.Now().Add(2*time.Hour), nil); err != nil {
+	if err := f.db.RenewUser(f.ctx, other, time.Now().Add(2*time.Hour), nil, func(string) bool { return true }); err != nil {
 		t.Fatalf("RenewUser: %v", err)
 	}
 	errs := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: other}})

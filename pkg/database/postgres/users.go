@@ -590,16 +590,23 @@ func (db *DB) queryRow(ctx context.Context, q querier, sql string, args []any, d
 	return pgError(q.QueryRow(rctx, sql, args...).Scan(dest...))
 }
 
-// RenewUser moves the role's expiry, in one transaction. With the default
-// statement it reads rolvaliduntil back and checks it within a second.
-func (db *DB) RenewUser(ctx context.Context, username string, expiration time.Time, statements []string) error {
-	if err := db.renewUser(ctx, username, expiration, statements); err != nil {
+// ErrNotMine: a role of the lease's name exists, but its COMMENT ON ROLE
+// does not name the lease, so it is not the lease's role to change.
+var ErrNotMine = errors.New("the role of that name is not this lease's")
+
+// RenewUser moves the role's expiry, in one transaction. belongs, when set,
+// must claim the role's COMMENT ON ROLE first (see RevokeRequest.Belongs):
+// a role of the same name that is not the lease's (its role was dropped,
+// and someone made another) is never changed. With the default statement
+// it reads rolvaliduntil back and checks it within a second.
+func (db *DB) RenewUser(ctx context.Context, username string, expiration time.Time, statements []string, belongs func(comment string) bool) error {
+	if err := db.renewUser(ctx, username, expiration, statements, belongs); err != nil {
 		return db.redact(fmt.Errorf("renew user %s: %w", username, err))
 	}
 	return nil
 }
 
-func (db *DB) renewUser(ctx context.Context, username string, expiration time.Time, statements []string) error {
+func (db *DB) renewUser(ctx context.Context, username string, expiration time.Time, statements []string, belongs func(comment string) bool) error {
 	if err := checkRoleName(username); err != nil {
 		return err
 	}
@@ -622,6 +629,18 @@ func (db *DB) renewUser(ctx context.Context, username string, expiration time.Ti
 		return err
 	}
 	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		if belongs != nil {
+			var comment string
+			err := db.queryRow(ctx, tx, `SELECT coalesce(pg_catalog.shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, []any{username}, &comment)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+				return fmt.Errorf("role %q does not exist", username)
+			case err != nil:
+				return err
+			case !belongs(comment):
+				return ErrNotMine
+			}
+		}
 		if err := db.execEach(ctx, tx, "renew", stmts); err != nil {
 			return err
 		}

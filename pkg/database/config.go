@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -46,6 +47,30 @@ type dbConfig struct {
 type adminCheck struct {
 	ServerVersion string `json:"server_version"`
 	Verdict       string `json:"admin_privileges"`
+	// User is the login the connection was found to use.
+	User string `json:"user,omitempty"`
+}
+
+// adminNames are the logins the connection may log in as: its username,
+// the user its URL names, and the one a verified write found.
+func (c *dbConfig) adminNames() []string {
+	var names []string
+	add := func(n string) {
+		if n != "" && n != "{{username}}" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	add(c.Connection.Username)
+	if _, userinfo, _, ok := urlParts(c.Connection.ConnectionURL); ok {
+		user, _, _ := strings.Cut(userinfo, ":")
+		if u, err := url.PathUnescape(user); err == nil {
+			add(u)
+		}
+	}
+	if c.Admin != nil {
+		add(c.Admin.User)
+	}
+	return names
 }
 
 // connDetails are the plugin's settings. The pool settings are accepted
@@ -208,7 +233,7 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			db.Close(context.WithoutCancel(ctx))
 			return nil, logical.Errorf("error creating database object: error verifying connection: %v", cfg.redact(err))
 		}
-		cfg.Admin = &adminCheck{ServerVersion: check.ServerVersion, Verdict: check.Verdict}
+		cfg.Admin = &adminCheck{ServerVersion: check.ServerVersion, Verdict: check.Verdict, User: check.User}
 		adminUser = check.User
 		warnings = check.Warnings
 		if err := db.Close(context.WithoutCancel(ctx)); err != nil {
@@ -219,13 +244,19 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	err = req.Storage.Update(ctx, func(tx storage.Tx) error {
 		// A login a static role manages cannot be the admin: the next
 		// rotation would change the password the connection logs in with.
-		if adminUser != "" {
-			owner, err := tx.Get(staticUserKey(name, adminUser))
-			if err != nil {
-				return err
-			}
-			if owner != nil {
-				return logical.Errorf("username %q is managed by static role %q; an admin must be a login of its own", adminUser, owner)
+		// Static roles of any connection count (two connections may reach
+		// one server), whether or not this one was verified.
+		admins := cfg.adminNames()
+		if adminUser != "" && !slices.Contains(admins, adminUser) {
+			admins = append(admins, adminUser)
+		}
+		statics, err := allStatic(tx)
+		if err != nil {
+			return err
+		}
+		for _, st := range statics {
+			if slices.Contains(admins, st.role.Username) {
+				return logical.Errorf("username %q is managed by static role %q (connection %q); an admin must be a login of its own", st.role.Username, st.name, st.role.DBName)
 			}
 		}
 		if passwordSent || usernameSent {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,6 +74,44 @@ type staticRole struct {
 	LastError string    `json:"last_error,omitempty"`
 	RetryAt   time.Time `json:"retry_at,omitzero"`
 	DueKey    string    `json:"due_key"`
+	// Cluster is the system identifier of the server the login lives on,
+	// "" when unknown (a role created before lessor recorded it, or an
+	// admin that may not read it).
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// namedStatic is a static role with its name.
+type namedStatic struct {
+	name string
+	role *staticRole
+}
+
+// allStatic reads every static role of the mount.
+func allStatic(tx storage.Tx) ([]namedStatic, error) {
+	keys, err := tx.List(staticPrefix)
+	if err != nil {
+		return nil, err
+	}
+	var out []namedStatic
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, staticPrefix)
+		r, err := getStatic(tx, name)
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			out = append(out, namedStatic{name, r})
+		}
+	}
+	return out, nil
+}
+
+// sameLogin reports whether static role o manages the login r is to
+// manage: the same username through the same connection, or on the same
+// server through another one (two connections may reach one server, and
+// a server's roles are shared by its databases).
+func sameLogin(r, o *staticRole) bool {
+	return o.Username == r.Username && (o.DBName == r.DBName || o.Cluster != "" && o.Cluster == r.Cluster)
 }
 
 // staticPending is a rotation in progress: its new password, and until
@@ -372,12 +411,17 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 		return logical.Errorf("username %q is already managed by static role %q", r.Username, owner)
 	}
 
+	other, err := adminOfOther(ctx, req.Storage, r.DBName, r.Username)
+	if err != nil {
+		return err
+	}
 	db, err := b.open(ctx, req.Storage, r.DBName, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 	info, err := db.LookupRole(ctx, r.Username)
+	r.Cluster = info.Cluster
 	switch {
 	case err != nil:
 		return fmt.Errorf("static role %q: %w", name, cfg.redact(err))
@@ -386,6 +430,11 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 	case info.IsAdmin:
 		// The admin named only in connection_url, not in username.
 		return logical.Errorf("username %q is the admin of connection %q: rotate its password with `lessor write -f %srotate-root/%s`", r.Username, r.DBName, req.MountPoint, r.DBName)
+	case other != "":
+		// Another connection's admin (it may reach the same server): the
+		// first rotation would lock that connection out, and hand its
+		// admin's password to whoever reads static-creds.
+		return logical.Errorf("username %q is the admin of connection %q: a static role never manages a connection's admin (rotate it with `lessor write -f %srotate-root/%s`)", r.Username, other, req.MountPoint, other)
 	case strings.HasPrefix(info.Comment, CommentPrefix):
 		return logical.Errorf("role %q belongs to a lease (lessor created it for dynamic credentials); a static role cannot manage it", r.Username)
 	case info.AlterDenied != "" && len(r.RotationStatements) == 0:
@@ -421,6 +470,34 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 	return b.finishRotation(ctx, req.Storage, name, db, cfg, r, password, now, started, true)
 }
 
+// adminOfOther names the connection config, other than dbName, whose
+// admin is username ("" for none).
+func adminOfOther(ctx context.Context, st storage.Store, dbName, username string) (string, error) {
+	var other string
+	err := st.View(ctx, func(tx storage.Tx) error {
+		keys, err := tx.List(configPrefix)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			name := strings.TrimPrefix(k, configPrefix)
+			if name == dbName {
+				continue
+			}
+			cfg, err := configIn(tx, name)
+			if err != nil {
+				return err
+			}
+			if cfg != nil && slices.Contains(cfg.adminNames(), username) {
+				other = name
+				return nil
+			}
+		}
+		return nil
+	})
+	return other, err
+}
+
 // insertStatic stores a new role, unless its name or login was taken
 // meanwhile.
 func (b *Backend) insertStatic(tx storage.Tx, name string, r *staticRole) error {
@@ -436,6 +513,15 @@ func (b *Backend) insertStatic(tx storage.Tx, name string, r *staticRole) error 
 			err = logical.Errorf("username %q is already managed by static role %q", r.Username, string(raw))
 		}
 		return err
+	}
+	statics, err := allStatic(tx)
+	if err != nil {
+		return err
+	}
+	for _, o := range statics {
+		if sameLogin(r, o.role) {
+			return logical.Errorf("username %q is already managed by static role %q, through connection %q to the same server: each rotation would break the other's password", r.Username, o.name, o.role.DBName)
+		}
 	}
 	if err := tx.Put(uk, []byte(name)); err != nil {
 		return err

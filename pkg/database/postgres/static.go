@@ -29,6 +29,10 @@ type RoleInfo struct {
 	AlterDenied string
 	// IsAdmin: the role is the one the admin connection logs in as.
 	IsAdmin bool
+	// Cluster identifies the server the role lives on (its system
+	// identifier): two connection configs that reach one server see the
+	// same roles. "" when the admin may not read it.
+	Cluster string
 }
 
 // LookupRole reads whether a role exists, whether it may log in, and its
@@ -45,13 +49,15 @@ func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error)
 		return ri, db.redact(err)
 	}
 	var p alterPrivileges
+	var controlData bool
 	err = db.queryRow(ctx, conn, `
 SELECT r.rolcanlogin, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''),
        r.rolsuper, r.rolreplication, a.rolname, a.rolsuper, a.rolcreaterole,
-       pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), pg_catalog.current_setting('server_version_num')::int
+       pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), pg_catalog.current_setting('server_version_num')::int,
+       pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
 FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 		[]any{username}, &ri.CanLogin, &ri.Comment,
-		&p.targetSuper, &p.targetReplication, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version)
+		&p.targetSuper, &p.targetReplication, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version, &controlData)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return RoleInfo{}, nil
 	}
@@ -60,6 +66,13 @@ FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 	}
 	p.target = username
 	ri.Exists, ri.AlterDenied, ri.IsAdmin = true, p.denied(), p.admin == username
+	if controlData {
+		// A query of its own: PostgreSQL checks the privilege on every
+		// function a statement names before it runs any of it.
+		if err := db.queryRow(ctx, conn, `SELECT system_identifier::text FROM pg_catalog.pg_control_system()`, nil, &ri.Cluster); err != nil {
+			return ri, db.redact(fmt.Errorf("look up role %s: %w", username, err))
+		}
+	}
 	return ri, nil
 }
 

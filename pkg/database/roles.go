@@ -2,6 +2,10 @@ package database
 
 import (
 	"context"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -45,8 +49,9 @@ func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name stri
 	if ct := fd.String("credential_type"); ct != "" && ct != "password" {
 		return nil, logical.Errorf("unsupported credential_type %q: only \"password\" is supported", ct)
 	}
-	return nil, req.Storage.Update(ctx, func(tx storage.Tx) error {
-		r := roleEntry{CredentialType: "password"}
+	var r roleEntry
+	err := req.Storage.Update(ctx, func(tx storage.Tx) error {
+		r = roleEntry{CredentialType: "password"}
 		if _, err := getJSON(tx, rolePrefix+name, &r); err != nil {
 			return err
 		}
@@ -65,6 +70,38 @@ func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name stri
 		}
 		return putJSON(tx, rolePrefix+name, &r)
 	})
+	if err != nil {
+		return nil, err
+	}
+	var resp *logical.Response
+	for _, attr := range escapingAttributes(r.CreationStatements) {
+		if resp == nil {
+			resp = &logical.Response{}
+		}
+		resp.AddWarning("creation_statements give each credential %s: it could make roles of its own, or rewrite the comment that marks its role as this lease's, and neither is undone by its revocation; grant what the application needs (a group role) instead", attr)
+	}
+	return resp, nil
+}
+
+// escapingAttrRE finds role attributes written in statements, with their
+// NO prefix when negated.
+var escapingAttrRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)\b(NO)?(SUPERUSER|CREATEROLE)\b`)
+})
+
+// escapingAttributes lists the role attributes, among those that let a
+// credential outlive its revocation (SUPERUSER, CREATEROLE), that the
+// statements grant.
+func escapingAttributes(statements []string) []string {
+	var out []string
+	for _, st := range statements {
+		for _, m := range escapingAttrRE().FindAllStringSubmatch(st, -1) {
+			if a := strings.ToUpper(m[2]); m[1] == "" && !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // applyRoleFields sets the fields that were sent; the others keep their

@@ -2,6 +2,8 @@ package database
 
 import (
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +133,32 @@ func TestUnsupportedPaths(t *testing.T) {
 		if err == nil || err.Error() != tc.want {
 			t.Errorf("%s %s: %v, want %s", tc.op, tc.path, err, tc.want)
 		}
+	}
+}
+
+// TestRoleWriteWarnsOfEscapingAttributes: creation statements that make
+// each credential a SUPERUSER or give it CREATEROLE are stored, with a
+// warning: such a credential can make roles, or rewrite its own role's
+// comment, beyond what its revocation undoes.
+func TestRoleWriteWarnsOfEscapingAttributes(t *testing.T) {
+	for stmts, want := range map[string][]string{
+		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`:           nil,
+		`CREATE ROLE "{{name}}" WITH LOGIN NOSUPERUSER NOCREATEROLE PASSWORD '{{password}}';`:               nil,
+		`CREATE ROLE "{{name}}" WITH LOGIN SUPERUSER PASSWORD '{{password}}';`:                              {"SUPERUSER"},
+		`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; ALTER ROLE "{{name}}" createrole superuser;`: {"CREATEROLE", "SUPERUSER"},
+	} {
+		if got := escapingAttributes([]string{stmts}); !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", stmts, got, want)
+		}
+	}
+	e := roleEnv(t)
+	resp := e.must(logical.UpdateOperation, "roles/boss", map[string]any{"db_name": "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN SUPERUSER PASSWORD '{{password}}';`})
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "creation_statements give each credential SUPERUSER") {
+		t.Fatalf("role write with SUPERUSER: %+v", resp)
+	}
+	if resp := e.must(logical.UpdateOperation, "roles/plain", map[string]any{"db_name": "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}';`}); resp != nil && len(resp.Warnings) > 0 {
+		t.Fatalf("role write without: %+v", resp.Warnings)
 	}
 }

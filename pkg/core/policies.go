@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -184,8 +183,8 @@ func (c *Core) handlePolicy(ctx context.Context, req *logical.Request, name stri
 		}
 		resp := &logical.Response{Data: map[string]any{"name": name}}
 		for _, pr := range parsed.Paths {
-			if (pr.MinWrappingTTL > 0 || pr.MaxWrappingTTL > 0) && !slices.Contains(pr.Capabilities, policy.CapDeny) {
-				resp.AddWarning("path %q (line %d): lessor never wraps a response, so with min_wrapping_ttl or max_wrapping_ttl this block allows no request (Vault allows only wrapped ones)", pr.Path, pr.Line)
+			if what := pr.Unmet(); what != "" {
+				resp.AddWarning("path %q (line %d): this block asks for %s, which lessor cannot give, so it allows no request", pr.Path, pr.Line, what)
 			}
 		}
 		return resp, nil

@@ -32,10 +32,12 @@ type rule struct {
 	firstWildcard    int
 	segments         []string // the pattern without its `*`, split on "/"
 	wildcardSegments int
-	// wrapOnly: a merged block sets min_wrapping_ttl or max_wrapping_ttl.
-	// Vault then allows a request only if its response is wrapped; lessor
-	// never wraps one, so the rule allows no request.
-	wrapOnly bool
+	// unmet: a merged block asks for what lessor cannot give, so the rule
+	// allows no request: a wrapped response (min_wrapping_ttl or
+	// max_wrapping_ttl: Vault then allows only a request whose response
+	// is wrapped, and lessor never wraps one), an MFA check or a control
+	// group's approval.
+	unmet bool
 }
 
 // Result is the answer for one request.
@@ -141,8 +143,8 @@ func (r *rule) merge(bits uint16, pr *PathRules) {
 		return
 	}
 	r.bits |= bits
-	if pr.MinWrappingTTL > 0 || pr.MaxWrappingTTL > 0 {
-		r.wrapOnly = true
+	if pr.Unmet() != "" {
+		r.unmet = true
 	}
 	for _, name := range pr.RequiredParameters {
 		if !contains(r.required, name) {
@@ -210,7 +212,7 @@ func (a *ACL) Allow(op logical.Operation, path string, data map[string]any) Resu
 	res.Sudo = r.bits&capBits[CapSudo] != 0
 	want := string(op)
 	bit, ok := capBits[want]
-	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 || r.wrapOnly {
+	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 || r.unmet {
 		return res
 	}
 	switch want {

@@ -571,13 +571,17 @@ func BenchmarkParse(b *testing.B) {
 // TestWrappingTTLsAllowNothing: Vault allows a request that a block with
 // min_wrapping_ttl or max_wrapping_ttl governs only when its response is
 // wrapped; lessor never wraps one, so such a block allows no request,
-// even merged with a block of the same pattern that sets neither. Other
-// patterns are unaffected, and capabilities still show what is granted.
+// even merged with a block of the same pattern that sets neither. The
+// same for an MFA check or a control group's approval, which lessor
+// cannot obtain. Other patterns are unaffected, and capabilities still
+// show what is granted.
 func TestWrappingTTLsAllowNothing(t *testing.T) {
 	for _, text := range []string{
 		`path "database/creds/readonly" { capabilities = ["read"]  min_wrapping_ttl = "1s" }`,
 		`path "database/creds/readonly" { capabilities = ["read"]  max_wrapping_ttl = "5m" }`,
 		`path "database/creds/*" { capabilities = ["read", "update"]  min_wrapping_ttl = "1m" }`,
+		`path "database/creds/readonly" { capabilities = ["read"]  mfa_methods = ["duo"] }`,
+		`path "database/creds/readonly" { capabilities = ["read"]  control_group = { factor "ops" { identity { group_names = ["ops"] approvals = 1 } } } }`,
 	} {
 		a := mustACL(t, text, `path "database/creds/readonly" { capabilities = ["read"] }
 path "database/creds/readonly" { capabilities = ["read"] }

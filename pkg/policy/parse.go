@@ -341,6 +341,7 @@ func parseBlock(e *ast.ObjectItem, start token.Pos) (PathRules, *node, error) {
 				return PathRules{}, nil, fail(orLine(err.Line, kline), "control_group: %s", err.Msg)
 			}
 			kid = g
+			pr.ControlGroup = true
 		}
 		if !kid.object {
 			kid.value, err = renderValue(v)

@@ -114,6 +114,7 @@ path "/secret/+/config" {
 		MinWrappingTTL:     time.Minute,
 		MaxWrappingTTL:     time.Hour,
 		MFAMethods:         []string{"duo"},
+		ControlGroup:       true,
 		Comment:            "team configs",
 	}}
 	for name, text := range map[string]string{"hcl": hcl, "json": json} {

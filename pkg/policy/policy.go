@@ -25,6 +25,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -120,13 +121,33 @@ type PathRules struct {
 	// response wrapping, so such a block allows no request (it fails
 	// closed, never granting the unwrapped response Vault refuses).
 	MinWrappingTTL, MaxWrappingTTL time.Duration
-	// MFAMethods and control_group are Vault Enterprise features, parsed
-	// so that such policies load, and not enforced.
+	// MFAMethods and control_group are Vault Enterprise features: a block
+	// that sets either asks for an approval lessor cannot obtain, so it
+	// allows no request (it fails closed, as for the wrapping TTLs).
 	MFAMethods []string
+	// ControlGroup is true when the block sets control_group.
+	ControlGroup bool
 	// Comment is the block's `comment` value.
 	Comment string
 	// Line is where the block starts in Raw, for messages.
 	Line int
+}
+
+// Unmet names what the block asks for that lessor cannot give, "" for
+// nothing: such a block allows no request (a deny block needs nothing).
+func (pr *PathRules) Unmet() string {
+	if slices.Contains(pr.Capabilities, CapDeny) {
+		return ""
+	}
+	switch {
+	case pr.MinWrappingTTL > 0 || pr.MaxWrappingTTL > 0:
+		return "a wrapped response (min_wrapping_ttl, max_wrapping_ttl)"
+	case len(pr.MFAMethods) > 0:
+		return "an MFA check (mfa_methods)"
+	case pr.ControlGroup:
+		return "a control group's approval (control_group)"
+	}
+	return ""
 }
 
 // ParseError is a policy that cannot be parsed. Line is 0 when the

@@ -158,6 +158,25 @@ func startServe(t *testing.T, c *compCLI, args ...string) (stop func() int, stde
 	return stop, stderr
 }
 
+// serveProcess starts `lessor serve args...` from bin as a process of its
+// own, with HOME and nothing of the caller's lessor settings; exited
+// gets its Wait's result, and the test kills it at cleanup.
+func serveProcess(t *testing.T, bin, home string, args ...string) (cmd *exec.Cmd, exited chan error, logs *syncBuffer) {
+	t.Helper()
+	cmd = exec.Command(bin, append([]string{"serve"}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME=", "XDG_CONFIG_HOME=", "XDG_STATE_HOME=",
+		"LESSOR_TOKEN=", "LESSOR_STORE=", "LESSOR_KEY_FILE=", "LESSOR_CONFIG=", "LESSOR_UNSEAL_KEY=")
+	logs = &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, exited, logs
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -327,17 +346,7 @@ func TestServeShutdownUnderLoad(t *testing.T) {
 	t.Cleanup(func() { dropStoreRoles(t, srv, db, ini.StoreID) })
 
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "-listen="+addr, "-reap-interval=1s", "-log-format=json")
-	cmd.Env = append(os.Environ(), "HOME="+c.env["HOME"], "XDG_DATA_HOME=", "XDG_CONFIG_HOME=", "XDG_STATE_HOME=",
-		"LESSOR_TOKEN=", "LESSOR_STORE=", "LESSOR_KEY_FILE=", "LESSOR_CONFIG=", "LESSOR_UNSEAL_KEY=")
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, exited, logs := serveProcess(t, bin, c.env["HOME"], "-listen="+addr, "-reap-interval=1s", "-log-format=json")
 	base := "http://" + addr
 	waitHealthy(t, http.DefaultClient, base)
 
@@ -736,17 +745,7 @@ func TestServeSIGHUPWhileStarting(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "serve", "-listen="+addr, "-reap-interval=0")
-	cmd.Env = append(os.Environ(), "HOME="+c.env["HOME"], "XDG_DATA_HOME=", "XDG_CONFIG_HOME=", "XDG_STATE_HOME=",
-		"LESSOR_TOKEN=", "LESSOR_STORE=", "LESSOR_KEY_FILE=", "LESSOR_CONFIG=", "LESSOR_UNSEAL_KEY=")
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	cmd, exited, logs := serveProcess(t, bin, c.env["HOME"], "-listen="+addr, "-reap-interval=0")
 	// Started, and waiting for the lock.
 	time.Sleep(500 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {

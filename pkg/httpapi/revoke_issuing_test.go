@@ -81,6 +81,25 @@ func seededEnv(t *testing.T) (*env, *pgtest.Database, *testClock, string) {
 	return e, db, clk, storeID
 }
 
+// checkRolesRecorded fails the test for any role of the store in
+// PostgreSQL whose lease has no record.
+func checkRolesRecorded(t *testing.T, e *env, db *pgtest.Database, storeID string) {
+	t.Helper()
+	entries, err := e.core.Leases().Entries(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	for _, le := range entries {
+		recorded[le.ID] = true
+	}
+	for name, id := range storeRoles(t, db, storeID) {
+		if !recorded[id] {
+			t.Errorf("role %s exists without its lease %s", name, id)
+		}
+	}
+}
+
 // TestRevokeWhileIssuing: `lease revoke -prefix` runs while a credential
 // under that prefix is being issued, once before PostgreSQL committed the
 // role (the revocation finds no role to drop) and once after. No role may
@@ -189,19 +208,7 @@ func TestDisableWhileIssuing(t *testing.T) {
 	if status, body, _ := e.do(t, "GET", "/v1/sys/mounts", e.root, ""); status != 200 || !strings.Contains(body, `"database/"`) {
 		t.Fatalf("the mount is gone after a refused disable: %d %s", status, body)
 	}
-	entries, err := e.core.Leases().Entries(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	recorded := map[string]bool{}
-	for _, le := range entries {
-		recorded[le.ID] = true
-	}
-	for name, id := range storeRoles(t, db, storeID) {
-		if !recorded[id] {
-			t.Errorf("role %s exists without its lease %s", name, id)
-		}
-	}
+	checkRolesRecorded(t, e, db, storeID)
 
 	clk.advance(6 * time.Minute)
 	if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
@@ -242,19 +249,7 @@ func TestRemountWhileIssuing(t *testing.T) {
 			if status == http.StatusOK && moveStatus < 300 {
 				t.Errorf("the issue handed out a credential under the old path of a mount that moved: %s", body)
 			}
-			entries, err := e.core.Leases().Entries(ctx, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			recorded := map[string]bool{}
-			for _, le := range entries {
-				recorded[le.ID] = true
-			}
-			for name, id := range storeRoles(t, db, storeID) {
-				if !recorded[id] {
-					t.Errorf("role %s exists without its lease %s", name, id)
-				}
-			}
+			checkRolesRecorded(t, e, db, storeID)
 			clk.advance(6 * time.Minute)
 			if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
 				t.Fatalf("reap: %v", err)

@@ -295,10 +295,10 @@ SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user
 // terminateDropped ends the sessions, if any, of roles that are dropped
 // already, by their oids (a dropped role's sessions have no user name).
 func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
-	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`
+	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()`
 	args := []any{oids, terminateWait.Milliseconds()}
 	if db.version < 140000 {
-		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1) AND pid <> pg_catalog.pg_backend_pid()`
+		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()`
 		args = args[:1]
 	}
 	var n int64
@@ -391,13 +391,13 @@ func (db *DB) dropOwned(ctx context.Context, conn *pgx.Conn, names []string, adm
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, `
 SELECT coalesce(d.datname, pg_catalog.current_database()),
-       s.dbid = 0 OR d.datname = pg_catalog.current_database(),
+       s.dbid = 0::pg_catalog.oid OR d.datname = pg_catalog.current_database(),
        coalesce(d.datallowconn, true),
        pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
 FROM pg_shdepend s
 JOIN pg_roles r ON r.oid = s.refobjid
 LEFT JOIN pg_database d ON d.oid = s.dbid
-WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype <> 'p' AND r.rolname = ANY($1::name[])
+WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid AND s.deptype <> 'p' AND r.rolname = ANY($1::name[])
 GROUP BY 1, 2, 3`, names)
 	if err != nil {
 		cancel()
@@ -494,26 +494,26 @@ WITH dying AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY($1::name[])
 dep AS (
   SELECT s.classid, s.objid, s.objsubid, s.deptype, s.refobjid
   FROM pg_shdepend s
-  WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype <> 'p'
+  WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid AND s.deptype <> 'p'
     AND s.refobjid IN (SELECT oid FROM dying)
-    AND (s.dbid = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) OR (s.dbid = 0 AND $2))
+    AND (s.dbid = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) OR (s.dbid = 0::pg_catalog.oid AND $2))
 ),
 handled AS (
   SELECT * FROM dep WHERE deptype = 'a' AND objsubid = 0 AND classid IN
-    ('pg_class'::regclass, 'pg_namespace'::regclass, 'pg_proc'::regclass, 'pg_database'::regclass)
+    ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)
 ),
 obj AS (
   SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name, c.relowner AS owner, c.relacl AS acl
-  FROM pg_class c WHERE c.oid IN (SELECT objid FROM handled WHERE classid = 'pg_class'::regclass)
+  FROM pg_class c WHERE c.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid)
   UNION ALL
   SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname), n.nspowner, n.nspacl
-  FROM pg_namespace n WHERE n.oid IN (SELECT objid FROM handled WHERE classid = 'pg_namespace'::regclass)
+  FROM pg_namespace n WHERE n.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid)
   UNION ALL
   SELECT 'ROUTINE', p.oid::regprocedure::text, p.proowner, p.proacl
-  FROM pg_proc p WHERE p.oid IN (SELECT objid FROM handled WHERE classid = 'pg_proc'::regclass)
+  FROM pg_proc p WHERE p.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid)
   UNION ALL
   SELECT 'DATABASE', pg_catalog.quote_ident(d.datname), d.datdba, d.datacl
-  FROM pg_database d WHERE d.oid IN (SELECT objid FROM handled WHERE classid = 'pg_database'::regclass)
+  FROM pg_database d WHERE d.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)
 )
 SELECT 'acl', o.kind, o.name, g.rolname, g.rolsuper, a.grantor = o.owner,
        pg_catalog.pg_has_role(a.grantor, $3), pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
@@ -523,18 +523,18 @@ JOIN dying r ON r.oid = a.grantee
 JOIN pg_roles g ON g.oid = a.grantor
 GROUP BY o.kind, o.name, g.rolname, g.rolsuper, a.grantor, o.owner
 UNION ALL
-SELECT 'shared', CASE WHEN dep.classid = 'pg_database'::regclass THEN 'DATABASE' ELSE 'TABLESPACE' END,
+SELECT 'shared', CASE WHEN dep.classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid THEN 'DATABASE' ELSE 'TABLESPACE' END,
        coalesce(pg_catalog.quote_ident(d.datname), pg_catalog.quote_ident(t.spcname)), '', false, false, false, ARRAY[r.rolname]
 FROM dep
 JOIN dying r ON r.oid = dep.refobjid
-LEFT JOIN pg_database d ON dep.classid = 'pg_database'::regclass AND d.oid = dep.objid
-LEFT JOIN pg_tablespace t ON dep.classid = 'pg_tablespace'::regclass AND t.oid = dep.objid
-WHERE dep.deptype = 'o' AND dep.classid IN ('pg_database'::regclass, 'pg_tablespace'::regclass)
+LEFT JOIN pg_database d ON dep.classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid AND d.oid = dep.objid
+LEFT JOIN pg_tablespace t ON dep.classid = 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid AND t.oid = dep.objid
+WHERE dep.deptype = 'o' AND dep.classid IN ('pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid)
 UNION ALL
 SELECT 'rest', '', r.rolname, '', false, false, pg_catalog.pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
 WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND dep.objsubid = 0 AND dep.classid IN
-    ('pg_class'::regclass, 'pg_namespace'::regclass, 'pg_proc'::regclass, 'pg_database'::regclass)))`
+    ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)))`
 
 // revokeGroup is one REVOKE: privileges that holders got from grantor on
 // objects of one kind.

@@ -11,7 +11,7 @@ import (
 	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
-// plantedLookalikes are functions and aggregates a role that may create
+// plantedLookalikes are functions, aggregates and operators a role that may create
 // objects in public could plant there, each a closer match than
 // pg_catalog's for a call lessor's own SQL makes without the pg_catalog.
 // prefix (the CVE-2018-1058 pattern): shobj_description(oid, 'pg_authid')
@@ -32,6 +32,18 @@ BEGIN INSERT INTO public.lessor_hijacked VALUES ('array_agg', current_user); RET
 	`CREATE FUNCTION public.hijack_bool_sfunc(bigint, boolean) RETURNS bigint LANGUAGE plpgsql AS $f$
 BEGIN INSERT INTO public.lessor_hijacked VALUES ('count', current_user); RETURN $1 + 1; END $f$`,
 	`CREATE AGGREGATE public.count(boolean) (sfunc = public.hijack_bool_sfunc, stype = bigint, initcond = '0')`,
+	// Operators too: pg_catalog has only =(oid, oid), so a comparison of
+	// an oid with a regclass, an integer or a bigint would take an exact
+	// match from public over it.
+	`CREATE FUNCTION public.hijack_oid_regclass(oid, regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(oid,regclass)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2::oid; END $f$`,
+	`CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.hijack_oid_regclass)`,
+	`CREATE FUNCTION public.hijack_oid_int(oid, integer) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(oid,integer)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2::oid; END $f$`,
+	`CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = integer, FUNCTION = public.hijack_oid_int)`,
+	`CREATE FUNCTION public.hijack_oid_bigint(oid, bigint) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(oid,bigint)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2::oid; END $f$`,
+	`CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = bigint, FUNCTION = public.hijack_oid_bigint)`,
 }
 
 // TestPlantedFunctionsNeverRunAsAdmin: a credential allowed to create
@@ -72,6 +84,9 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 	if _, err := f.db.RoleComments(f.ctx, []string{name, other}); err != nil {
 		t.Fatalf("RoleComments: %v", err)
 	}
+	if _, err := f.db.ListRolesWithCommentPrefix(f.ctx, "lessor"); err != nil {
+		t.Fatalf("ListRolesWithCommentPrefix: %v", err)
+	}
 	if err := f.db.RenewUser(f.ctx, other, time.Now().Add(2*time.Hour), nil, func(string) bool { return true }); err != nil {
 		t.Fatalf("RenewUser: %v", err)
 	}
@@ -85,17 +100,18 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 		t.Errorf("role %s still exists", name)
 	}
 	for _, d := range []*pgtest.Database{f.d, d2} {
-		rows, err := d.Conn(t).Query(f.ctx, `SELECT fn, by_role FROM public.lessor_hijacked`)
+		rows, err := d.Conn(t).Query(f.ctx, `SELECT fn, by_role, pg_catalog.count(*) FROM public.lessor_hijacked GROUP BY 1, 2 ORDER BY 1`)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var ran []string
 		for rows.Next() {
 			var fn, by string
-			if err := rows.Scan(&fn, &by); err != nil {
+			var n int64
+			if err := rows.Scan(&fn, &by, &n); err != nil {
 				t.Fatal(err)
 			}
-			ran = append(ran, fmt.Sprintf("%s as %s", fn, by))
+			ran = append(ran, fmt.Sprintf("%s as %s (%d times)", fn, by, n))
 		}
 		rows.Close()
 		if len(ran) > 0 {

@@ -768,7 +768,7 @@ func (db *DB) listRoles(ctx context.Context, prefix string) ([]ManagedRole, erro
 	rows, err := conn.Query(rctx, `
 SELECT r.rolname, d.description, r.rolvaliduntil
 FROM pg_roles r
-JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid
 WHERE pg_catalog.left(d.description, pg_catalog.length($1)) = $1
 ORDER BY r.rolname`, prefix)
 	if err != nil {

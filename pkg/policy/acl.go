@@ -191,7 +191,10 @@ func (a *ACL) Capabilities(path string) []string {
 }
 
 func capsOf(r *rule) []string {
-	if r == nil || r.bits == 0 || r.bits&capBits[CapDeny] != 0 {
+	// A rule that asks for what lessor cannot give grants nothing, and
+	// says so: callers (exec's check that it may revoke what it issues)
+	// act on the capabilities.
+	if r == nil || r.bits == 0 || r.bits&capBits[CapDeny] != 0 || r.unmet {
 		return []string{CapDeny}
 	}
 	return sortedCaps(r.bits)
@@ -206,13 +209,13 @@ func (a *ACL) Allow(op logical.Operation, path string, data map[string]any) Resu
 	}
 	r := a.lookup(path, op == logical.ListOperation)
 	res := Result{Capabilities: capsOf(r)}
-	if r == nil || r.bits&capBits[CapDeny] != 0 {
+	if r == nil || r.bits&capBits[CapDeny] != 0 || r.unmet {
 		return res
 	}
 	res.Sudo = r.bits&capBits[CapSudo] != 0
 	want := string(op)
 	bit, ok := capBits[want]
-	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 || r.unmet {
+	if !ok || want == CapSudo || want == CapDeny || r.bits&bit == 0 {
 		return res
 	}
 	switch want {

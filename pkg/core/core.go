@@ -315,8 +315,15 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	}
 	if te.NumUses < 0 {
 		// That was the token's last use: revoke it (and what it created
-		// in this very request) once the request is done.
-		defer func() { _ = c.tokens.Revoke(context.WithoutCancel(ctx), te) }()
+		// in this very request) once the request is done. A reap may have
+		// finished the revocation meanwhile (the token was due), before
+		// this request recorded its lease: the leases recorded under the
+		// accessor are revoked whether or not the token is still there.
+		defer func() {
+			rctx := context.WithoutCancel(ctx)
+			_ = c.tokens.Revoke(rctx, te)
+			_ = c.leases.RevokeByToken(rctx, []string{te.Accessor})
+		}()
 	}
 	if err := broker.LogRequest(ctx, ae); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)

@@ -15,13 +15,15 @@ import (
 	"github.com/lessorhq/lessor/pkg/core"
 	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/pgtest"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
-// hookedDB is the real database backend; before it handles a read of
+// hookedDB (used as a pointer: the lease manager keeps backends in a map)
+// is the real database backend; before it handles a read of
 // creds/<role> it calls before: the time a real request spends between
 // the core's token check and the lease record (audit write, role and
 // connection reads, the dial to PostgreSQL), made deterministic.
@@ -54,7 +56,7 @@ func newInflightEnv(t *testing.T) *inflightEnv {
 	var hook func()
 	c := core.New(core.Config{Store: storage.NewMemory(), StoreID: "inflight-" + randHex(4), Factories: map[string]core.Factory{
 		"database": func() logical.Backend {
-			return hookedDB{Backend: database.New(database.Options{Pool: pool}), before: func() {
+			return &hookedDB{Backend: database.New(database.Options{Pool: pool}), before: func() {
 				if hook != nil {
 					h := hook
 					hook = nil
@@ -176,5 +178,56 @@ func TestRemountIssuesNothingInFlight(t *testing.T) {
 	user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
 	if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
 		t.Errorf("lease %s (issued while database/ moved to db2/) survives `lease revoke -prefix db2`; its credential %s logs in", resp.Secret.LeaseID, user)
+	}
+}
+
+// TestLastUseRevokedByReapMeanwhile: a token's last use is a credential
+// request; while it runs, reap (the token is due, its revocation pending)
+// revokes the token's leases and then deletes it, and the request records
+// its lease between the two. The request's own revocation, once it is
+// done, finds the token gone: it still revokes the leases recorded under
+// its accessor, so the credential does not outlive its token.
+func TestLastUseRevokedByReapMeanwhile(t *testing.T) {
+	e := newInflightEnv(t)
+	one := e.must(t, e.root, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "apps", "num_uses": 1}).Auth
+	afterLeases, release, reaped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	failpoint.Arm(failpoint.TokenRevokeAfterLeases+","+failpoint.IssueAfterPending, func(step string) {
+		switch step {
+		case failpoint.TokenRevokeAfterLeases:
+			// Reap has revoked the token's leases (none yet).
+			close(afterLeases)
+			<-release
+		case failpoint.IssueAfterPending:
+			// The lease is recorded: reap deletes the token now.
+			close(release)
+			<-reaped
+		}
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	*e.hook = func() {
+		go func() {
+			defer close(reaped)
+			if _, err := e.c.Reap(ctx, lease.ReapOptions{}); err != nil {
+				t.Errorf("reap: %v", err)
+			}
+		}()
+		<-afterLeases
+	}
+	resp, err := e.do(one.ClientToken, logical.ReadOperation, "database/creds/readonly", nil)
+	failpoint.Arm("", nil)
+	if err == nil {
+		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
+		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+			t.Errorf("the credential of a token's last use, revoked by reap meanwhile, logs in: %s", user)
+		}
+	}
+	es, err := e.c.Leases().Entries(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, le := range es {
+		if le.TokenAccessor == one.Accessor && (le.State == lease.StateActive || le.State == lease.StatePending) {
+			t.Errorf("lease %s of the used-up token is %s", le.ID, le.State)
+		}
 	}
 }

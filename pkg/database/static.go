@@ -475,27 +475,34 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 func adminOfOther(ctx context.Context, st storage.Store, dbName, username string) (string, error) {
 	var other string
 	err := st.View(ctx, func(tx storage.Tx) error {
-		keys, err := tx.List(configPrefix)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			name := strings.TrimPrefix(k, configPrefix)
-			if name == dbName {
-				continue
-			}
-			cfg, err := configIn(tx, name)
-			if err != nil {
-				return err
-			}
-			if cfg != nil && slices.Contains(cfg.adminNames(), username) {
-				other = name
-				return nil
-			}
-		}
-		return nil
+		var err error
+		other, err = adminIn(tx, dbName, username)
+		return err
 	})
 	return other, err
+}
+
+// adminIn names, in tx, the connection config other than skip whose
+// admin is username ("" for none).
+func adminIn(tx storage.Tx, skip, username string) (string, error) {
+	keys, err := tx.List(configPrefix)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, configPrefix)
+		if name == skip {
+			continue
+		}
+		cfg, err := configIn(tx, name)
+		if err != nil {
+			return "", err
+		}
+		if slices.Contains(cfg.adminNames(), username) {
+			return name, nil
+		}
+	}
+	return "", nil
 }
 
 // insertStatic stores a new role, unless its name or login was taken
@@ -522,6 +529,14 @@ func (b *Backend) insertStatic(tx storage.Tx, name string, r *staticRole) error 
 		if sameLogin(r, o.role) {
 			return logical.Errorf("username %q is already managed by static role %q, through connection %q to the same server: each rotation would break the other's password", r.Username, o.name, o.role.DBName)
 		}
+	}
+	// Again here, for a connection config written since the check before
+	// PostgreSQL was asked.
+	if other, err := adminIn(tx, "", r.Username); err != nil || other != "" {
+		if err == nil {
+			err = logical.Errorf("username %q is the admin of connection %q: a static role never manages a connection's admin", r.Username, other)
+		}
+		return err
 	}
 	if err := tx.Put(uk, []byte(name)); err != nil {
 		return err

@@ -750,6 +750,23 @@ func (m *Manager) Lookup(ctx context.Context, id string) (*Entry, error) {
 	return e, nil
 }
 
+// CreatedBy reports whether the token with accessor created lease id,
+// from its record alone: no backend is asked and nothing is adopted, so
+// that a caller who may not see the lease learns nothing of it (whether
+// it exists, or its backend's errors) from the answer.
+func (m *Manager) CreatedBy(ctx context.Context, id, accessor string) (bool, error) {
+	if accessor == "" {
+		return false, nil
+	}
+	var mine bool
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		e, err := get(tx, strings.Trim(id, "/"))
+		mine = err == nil && e != nil && e.TokenAccessor == accessor
+		return err
+	})
+	return mine, err
+}
+
 // LookupData renders a record the way Vault's sys/leases/lookup does, plus
 // lessor's state and retry fields.
 func (m *Manager) LookupData(e *Entry) map[string]any {

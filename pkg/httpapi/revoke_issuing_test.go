@@ -100,6 +100,27 @@ func checkRolesRecorded(t *testing.T, e *env, db *pgtest.Database, storeID strin
 	}
 }
 
+// stepAnswer is the answer to a request a failpoint sent.
+type stepAnswer struct {
+	status int
+	body   string
+}
+
+// atStep arms step to send one request as root (method, path, body) the
+// first time the step is reached, in the goroutine that reaches it: what
+// a concurrent request of lessor serve does, at the worst moment. The
+// answer is in the result once the step has run.
+func atStep(t *testing.T, e *env, step, method, path, body string) *stepAnswer {
+	t.Helper()
+	a := &stepAnswer{}
+	var once sync.Once
+	failpoint.Arm(step, func(string) {
+		once.Do(func() { a.status, a.body, _ = e.do(t, method, path, e.root, body) })
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	return a
+}
+
 // TestRevokeWhileIssuing: `lease revoke -prefix` runs while a credential
 // under that prefix is being issued, once before PostgreSQL committed the
 // role (the revocation finds no role to drop) and once after. No role may
@@ -188,22 +209,14 @@ func TestRevokeWhileIssuing(t *testing.T) {
 func TestDisableWhileIssuing(t *testing.T) {
 	e, db, clk, storeID := seededEnv(t)
 
-	var disableStatus int
-	var disableBody string
-	var once sync.Once
-	failpoint.Arm(failpoint.IssueAfterPending, func(string) {
-		once.Do(func() {
-			disableStatus, disableBody, _ = e.do(t, "DELETE", "/v1/sys/mounts/database", e.root, "")
-		})
-	})
-	t.Cleanup(func() { failpoint.Arm("", nil) })
+	disable := atStep(t, e, failpoint.IssueAfterPending, "DELETE", "/v1/sys/mounts/database", "")
 	status, body, _ := e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
 	failpoint.Arm("", nil)
 	if status == http.StatusOK {
 		t.Errorf("the issue handed out a credential whose lease was revoked: %s", body)
 	}
-	if disableStatus != http.StatusBadRequest || !strings.Contains(disableBody, "being issued while its leases were revoked") {
-		t.Fatalf("disable during the issue: %d %s", disableStatus, disableBody)
+	if disable.status != http.StatusBadRequest || !strings.Contains(disable.body, "being issued while its leases were revoked") {
+		t.Fatalf("disable during the issue: %d %s", disable.status, disable.body)
 	}
 	if status, body, _ := e.do(t, "GET", "/v1/sys/mounts", e.root, ""); status != 200 || !strings.Contains(body, `"database/"`) {
 		t.Fatalf("the mount is gone after a refused disable: %d %s", status, body)
@@ -234,19 +247,11 @@ func TestRemountWhileIssuing(t *testing.T) {
 	for _, step := range []string{failpoint.IssueAfterPending, failpoint.IssueAfterCreate} {
 		t.Run(strings.ReplaceAll(step, "/", "-"), func(t *testing.T) {
 			e, db, clk, storeID := seededEnv(t)
-			var moveStatus int
-			var moveBody string
-			var once sync.Once
-			failpoint.Arm(step, func(string) {
-				once.Do(func() {
-					moveStatus, moveBody, _ = e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`)
-				})
-			})
-			t.Cleanup(func() { failpoint.Arm("", nil) })
+			move := atStep(t, e, step, "PUT", "/v1/sys/remount", `{"from":"database","to":"db2"}`)
 			status, body, _ := e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
 			failpoint.Arm("", nil)
-			t.Logf("move during the issue: %d %s; issue: %d %s", moveStatus, moveBody, status, body)
-			if status == http.StatusOK && moveStatus < 300 {
+			t.Logf("move during the issue: %d %s; issue: %d %s", move.status, move.body, status, body)
+			if status == http.StatusOK && move.status < 300 {
 				t.Errorf("the issue handed out a credential under the old path of a mount that moved: %s", body)
 			}
 			checkRolesRecorded(t, e, db, storeID)
@@ -254,7 +259,7 @@ func TestRemountWhileIssuing(t *testing.T) {
 			if _, err := e.core.Leases().Reap(ctx, lease.ReapOptions{}); err != nil {
 				t.Fatalf("reap: %v", err)
 			}
-			if moveStatus >= 300 {
+			if move.status >= 300 {
 				if s, b, _ := e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`); s >= 300 {
 					t.Fatalf("move after reap: %d %s", s, b)
 				}
@@ -278,19 +283,11 @@ func TestRemountWhileIssuing(t *testing.T) {
 // under a path that no longer exists; the next move revokes it and moves.
 func TestRemountRefusesIssuedSinceRevoke(t *testing.T) {
 	e, db, _, storeID := seededEnv(t)
-	var issueStatus int
-	var issueBody string
-	var once sync.Once
-	failpoint.Arm(failpoint.RemountAfterRevoke, func(string) {
-		once.Do(func() {
-			issueStatus, issueBody, _ = e.do(t, "GET", "/v1/database/creds/readonly", e.root, "")
-		})
-	})
-	t.Cleanup(func() { failpoint.Arm("", nil) })
+	issue := atStep(t, e, failpoint.RemountAfterRevoke, "GET", "/v1/database/creds/readonly", "")
 	status, body, _ := e.do(t, "PUT", "/v1/sys/remount", e.root, `{"from":"database","to":"db2"}`)
 	failpoint.Arm("", nil)
-	if issueStatus != http.StatusOK {
-		t.Fatalf("issue between the move's revocation and the move: %d %s", issueStatus, issueBody)
+	if issue.status != http.StatusOK {
+		t.Fatalf("issue between the move's revocation and the move: %d %s", issue.status, issue.body)
 	}
 	if status != http.StatusBadRequest || !strings.Contains(body, "issued under it while its leases were revoked") {
 		t.Fatalf("move with a credential issued since its revocation: %d %s", status, body)

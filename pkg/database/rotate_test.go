@@ -213,14 +213,7 @@ func TestRotateRootEndsBeforeItsClaim(t *testing.T) {
 	defer func(d time.Duration) { rootAlterTimeout = d }(rootAlterTimeout)
 	rootAlterTimeout = 300 * time.Millisecond
 	ctx := context.Background()
-	holder := e.db.Conn(t)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `ALTER ROLE `+pgx.Identifier{admin}.Sanitize()+` VALID UNTIL 'infinity'`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.lockRole(admin)
 	// The lock is let go after 5 s whatever happens, so that a rotation
 	// that waits it out fails the test instead of hanging it.
 	release, released := make(chan struct{}), make(chan struct{})
@@ -233,7 +226,7 @@ func TestRotateRootEndsBeforeItsClaim(t *testing.T) {
 		close(released)
 	}()
 	start := time.Now()
-	_, err = e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
 	waited := time.Since(start)
 	close(release)
 	<-released
@@ -257,6 +250,20 @@ func TestRotateRootEndsBeforeItsClaim(t *testing.T) {
 	if err := e.srv.CanLogin(ctx, admin, stored, e.db.Name); err != nil {
 		t.Fatalf("the next rotation's password: %v", err)
 	}
+}
+
+// lockRole holds the row lock of role name in a transaction of its own,
+// which the caller rolls back: an ALTER ROLE of name waits for it.
+func (e *env) lockRole(name string) pgx.Tx {
+	e.t.Helper()
+	tx, err := e.db.Conn(e.t).Begin(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `ALTER ROLE `+pgx.Identifier{name}.Sanitize()+` VALID UNTIL 'infinity'`); err != nil {
+		e.t.Fatal(err)
+	}
+	return tx
 }
 
 // TestRotateRootConcurrent: a rotation that starts while another one is

@@ -481,16 +481,9 @@ func TestStaticRotationEndsBeforeItsClaim(t *testing.T) {
 	defer func(d time.Duration) { staticAlterTimeout = d }(staticAlterTimeout)
 	staticAlterTimeout = 300 * time.Millisecond
 	ctx := context.Background()
-	holder := e.db.Conn(t)
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `ALTER ROLE "`+user+`" VALID UNTIL 'infinity'`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.lockRole(user)
 	start := time.Now()
-	_, err = e.do(logical.UpdateOperation, "rotate-role/app", nil)
+	_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
 	waited := time.Since(start)
 	tx.Rollback(ctx)
 	if err == nil || waited > 5*time.Second {

@@ -40,7 +40,7 @@ func newPolicyWriteCmd(f *Factory, g *globalOptions) *cobra.Command {
 			if src == "-" {
 				text, err = io.ReadAll(f.IO.In)
 			} else {
-				text, err = os.ReadFile(src)
+				text, err = f.readArgFile(src)
 			}
 			if err != nil {
 				return usageErrorf("read policy %s: %v", src, unwrapPathError(err))
@@ -142,7 +142,7 @@ func newPolicyFmtCmd(f *Factory) *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			path := args[0]
-			text, err := os.ReadFile(path)
+			text, err := f.readArgFile(path)
 			if err != nil {
 				return usageErrorf("read policy %s: %v", path, unwrapPathError(err))
 			}

@@ -61,7 +61,7 @@ func cleanPath(p string) string { return strings.Trim(strings.TrimSpace(p), "/")
 
 // parseData parses KEY=VALUE arguments; any mistake is a local error.
 func parseData(f *Factory, args []string) (map[string]any, error) {
-	data, err := kvargs.Parse(args, f.IO.In)
+	data, err := kvargs.ParseFiles(args, f.IO.In, f.readArgFile)
 	if err != nil {
 		return nil, usageErrorf("failed to parse K=V data: %v", err)
 	}

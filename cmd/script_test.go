@@ -60,7 +60,9 @@ func scriptSetup(env *testscript.Env) error {
 	env.Setenv("HOME", home)
 	for _, k := range []string{"XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "LESSOR_STORE", "LESSOR_KEY_FILE", "LESSOR_TOKEN",
 		"LESSOR_UNSEAL_KEY", "LESSOR_PASSPHRASE_FILE", "LESSOR_FORMAT", "LESSOR_CONFIG", "LESSOR_TOKEN_FILE",
-		"LESSOR_ADDR", "LESSOR_CACERT", "LESSOR_CAPATH", "LESSOR_CLIENT_TIMEOUT", "LESSOR_ALLOW_HTTP"} {
+		"LESSOR_ADDR", "LESSOR_CACERT", "LESSOR_CAPATH", "LESSOR_CLIENT_TIMEOUT", "LESSOR_ALLOW_HTTP",
+		// Tests run through sudo are not lessor run through sudo for another user.
+		"SUDO_UID", "SUDO_GID", "SUDO_USER"} {
 		env.Setenv(k, "")
 	}
 	// Scripts that touch PostgreSQL say so in their first line.

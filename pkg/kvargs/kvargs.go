@@ -38,7 +38,13 @@ import (
 // Every error names the argument it is about, in Vault's words:
 // `invalid key/value pair "<arg>": <reason>`.
 func Parse(args []string, stdin io.Reader) (map[string]any, error) {
-	p := parser{stdin: stdin, readFile: os.ReadFile, result: map[string]any{}}
+	return ParseFiles(args, stdin, os.ReadFile)
+}
+
+// ParseFiles is Parse with the function that reads `@file` arguments, so
+// that a caller can decide which files a command may read.
+func ParseFiles(args []string, stdin io.Reader, readFile func(name string) ([]byte, error)) (map[string]any, error) {
+	p := parser{stdin: stdin, readFile: readFile, result: map[string]any{}}
 	for _, arg := range args {
 		if err := p.add(arg); err != nil {
 			return nil, fmt.Errorf("invalid key/value pair %q: %w", arg, err)

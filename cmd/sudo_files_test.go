@@ -1,0 +1,72 @@
+package cmd
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestSudoCallerReadsOnlyFilesItCouldRead: run through sudo as the
+// service account that holds the store, lessor read the files named in a
+// command's arguments (key=@file, @file.json, policy write FILE) with the
+// service account's rights. A caller whose token may only read
+// database/creds/readonly read the unseal key file and the service
+// account's token file, which a path-echoing endpoint the default policy
+// grants (sys/capabilities-self) sent straight back. Through sudo, lessor
+// now reads only a file the user who ran it could read.
+func TestSudoCallerReadsOnlyFilesItCouldRead(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	home := c.env["HOME"]
+	apps := c.writeFile("apps.hcl", "path \"database/creds/readonly\" {\n  capabilities = [\"read\"]\n}\n")
+	c.must("policy", "write", "apps", apps)
+	c.env["LESSOR_TOKEN"] = strings.TrimSpace(c.must("token", "create", "-policy=apps", "-field=token"))
+	keyFile := filepath.Join(home, ".config", "lessor", "unseal.key")
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.TrimSpace(string(key))
+	tokenFile := filepath.Join(home, ".lessor-token") // the root token, written by operator init
+	rootTok, err := os.ReadFile(tokenFile)
+	if err != nil || !strings.HasPrefix(string(rootTok), "lsr_") {
+		t.Fatalf("operator init wrote no token file: %v", err)
+	}
+	pub := c.writeFile("paths.txt", "database/creds/readonly")
+	if err := os.Chmod(pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	obj := c.writeFile("paths.json", `{"paths": "database/creds/readonly"}`)
+
+	// The service account itself reads its own files, as before.
+	if out := c.must("write", "-format=json", "sys/capabilities-self", "paths=@"+keyFile); !strings.Contains(out, secret) {
+		t.Fatalf("the path-echoing endpoint this test relies on no longer echoes: %s", out)
+	}
+
+	// Through sudo, from another user: files only the service account
+	// can read are refused, and nothing of them is shown.
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env["SUDO_USER"] = "caller"
+	for _, args := range [][]string{
+		{"write", "sys/capabilities-self", "paths=@" + keyFile},
+		{"write", "sys/capabilities-self", "paths=@" + tokenFile},
+		{"write", "sys/capabilities-self", "@" + obj},
+		{"policy", "write", "stolen", keyFile},
+	} {
+		r := c.fails(1, `is not readable by the user who ran lessor through sudo \(uid \d+\)`, args...)
+		if strings.Contains(r.stdout+r.stderr, secret) || strings.Contains(r.stdout+r.stderr, string(rootTok)) {
+			t.Errorf("lessor %s: the refusal shows the file: %s%s", strings.Join(args, " "), r.stdout, r.stderr)
+		}
+	}
+	// A file the caller could read is read; standard input is the caller's.
+	if out := c.must("write", "-format=json", "sys/capabilities-self", "paths=@"+pub); !strings.Contains(out, `"read"`) {
+		t.Errorf("a file everyone may read: %s", out)
+	}
+	// sudo to the same user changes nothing.
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid())
+	c.must("write", "sys/capabilities-self", "@"+obj)
+}

@@ -52,7 +52,11 @@ Revoking needs update on sys/leases/revoke/PATH/<lease id> (a policy path
 "sys/leases/revoke/PATH/*"); without it, exec refuses before issuing
 anything, unless -keep is given. If the revocation fails after COMMAND
 exited, lessor says so on stderr and exits with COMMAND's code, or 2 if
-that was 0; the lease is recorded as failing and ` + "`lessor reap`" + ` retries it.`,
+that was 0; the lease is recorded as failing and ` + "`lessor reap`" + ` retries it.
+
+Run through sudo by another user (SUDO_UID), exec refuses before issuing
+anything: COMMAND would run as the account that holds the store, with its
+files, not only the credential.`,
 		Example: `  lessor exec database/creds/readonly -- psql -c 'SELECT 1'
   lessor exec database/creds/readonly -- pg_dump -Fc -f app.dump
   lessor exec -keep database/creds/readonly -- ./migrate.sh`,
@@ -75,6 +79,14 @@ that was 0; the lease is recorded as failing and ` + "`lessor reap`" + ` retries
 
 func runExec(ctx context.Context, f *Factory, path string, argv []string, keep bool) error {
 	// Everything that can be refused is checked before a credential exists.
+	if uid, _, sudo := f.sudoInvoker(); sudo {
+		// The command would run as the account sudo switched to, which
+		// can read what lessor reads (the unseal key, that account's
+		// token file): a token confined to one creds path would give its
+		// holder the whole store.
+		return withHint(usageErrorf("exec: lessor was run through sudo by another user (uid %d), and %s would run as this account, with its files, not only the credential", uid, argv[0]),
+			"run the command as yourself with the credential: eval \"$(sudo -u <account> lessor read -format=env %s)\"", path)
+	}
 	prog, err := exec.LookPath(argv[0])
 	if err != nil {
 		return usageErrorf("exec %s: %v", argv[0], errors.Unwrap(err))

@@ -696,6 +696,17 @@ func (f *Factory) Token() (string, error) {
 		return strings.TrimSpace(t), nil
 	}
 	path := f.tokenFile()
+	if uid, _, sudo := f.sudoInvoker(); sudo {
+		// This account's token file is shared by every caller sudo lets
+		// in, and holds whatever token was stored last (the root token,
+		// after operator init): using it would give each caller the
+		// powers of another. Through sudo the caller's token is theirs.
+		if fileExists(path) {
+			return "", withHint(&localError{fmt.Errorf("lessor was run through sudo by another user (uid %d): the token file %s is this account's, not yours; give your token in LESSOR_TOKEN", uid, path)},
+				"pass it through sudo: sudo LESSOR_TOKEN=\"$(cat ~/.lessor-token)\" -u <account> lessor … (needs SETENV), or env_keep+=LESSOR_TOKEN in sudoers")
+		}
+		return "", nil
+	}
 	b, err := readTokenFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -70,3 +70,39 @@ func TestSudoCallerReadsOnlyFilesItCouldRead(t *testing.T) {
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid())
 	c.must("write", "sys/capabilities-self", "@"+obj)
 }
+
+// TestSudoCallerDoesNotGetTheAccountsTokenFile: run through sudo as the
+// service account, lessor used the account's token file whenever the
+// caller's LESSOR_TOKEN did not come through sudo (sudo drops the
+// environment by default). That file is shared by every caller, and
+// `operator init` puts the root token there: a caller confined by a
+// policy that left LESSOR_TOKEN behind acted as root, and one who ran
+// `lessor login` handed their token to everyone after them. Through sudo
+// the token now comes from LESSOR_TOKEN only.
+func TestSudoCallerDoesNotGetTheAccountsTokenFile(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore() // the root token is in the token file, and in LESSOR_TOKEN
+	apps := c.writeFile("apps.hcl", "path \"database/creds/readonly\" {\n  capabilities = [\"read\"]\n}\n")
+	c.must("policy", "write", "apps", apps)
+	appsTok := strings.TrimSpace(c.must("token", "create", "-policy=apps", "-field=token"))
+	delete(c.env, "LESSOR_TOKEN")
+	// The account itself, run by cron or an operator logged in as it,
+	// uses its token file as before.
+	c.must("policy", "read", "apps")
+
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env["SUDO_USER"] = "caller"
+	r := c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): the token file .* is this account's, not yours; give your token in LESSOR_TOKEN`,
+		"policy", "read", "apps")
+	if strings.Contains(r.stdout, "database/creds/readonly") {
+		t.Errorf("the caller read a policy with the account's root token: %s", r.stdout)
+	}
+	// With its own token the caller is what its policy says.
+	c.env["LESSOR_TOKEN"] = appsTok
+	c.fails(2, `permission denied`, "policy", "read", "apps")
+	if out := c.must("token", "lookup", "-format=json"); !strings.Contains(out, `"apps"`) {
+		t.Errorf("token lookup through sudo: %s", out)
+	}
+}

@@ -57,6 +57,13 @@ nothing else.`,
 			if tok == "" {
 				return usageErrorf("empty token")
 			}
+			if uid, _, sudo := f.sudoInvoker(); sudo && !noStore && !tokenOnly {
+				// The account's token file is not the caller's: the
+				// account's own jobs would act with this token, and it
+				// would replace what the account keeps there.
+				return withHint(usageErrorf("lessor was run through sudo by another user (uid %d): login would store your token in this account's token file %s", uid, f.tokenFile()),
+					"verify it with -no-store, and give it to each command in LESSOR_TOKEN")
+			}
 			req := &logical.Request{Operation: logical.ReadOperation, Path: "auth/token/lookup-self", ClientToken: tok}
 			resp, err := f.Request(c.Context(), req)
 			if err != nil {

@@ -106,3 +106,29 @@ func TestSudoCallerDoesNotGetTheAccountsTokenFile(t *testing.T) {
 		t.Errorf("token lookup through sudo: %s", out)
 	}
 }
+
+// TestSudoLoginDoesNotStoreInTheAccountsTokenFile: through sudo, `lessor
+// login` wrote the caller's token into the service account's token file,
+// where the account's own jobs (and, before the fix above, every later
+// caller) then used it, and where it replaced what the account kept
+// there. Through sudo, login now only verifies unless told -no-store.
+func TestSudoLoginDoesNotStoreInTheAccountsTokenFile(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	root := c.env["LESSOR_TOKEN"]
+	appsTok := strings.TrimSpace(c.must("token", "create", "-policy=default", "-field=token"))
+	delete(c.env, "LESSOR_TOKEN")
+	tokenFile := filepath.Join(c.env["HOME"], ".lessor-token")
+
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): login would store your token in this account's token file`,
+		"login", appsTok)
+	if b, err := os.ReadFile(tokenFile); err != nil || strings.TrimSpace(string(b)) != root {
+		t.Errorf("the account's token file was changed: %q, %v", b, err)
+	}
+	c.must("login", "-no-store", appsTok)
+	if b, err := os.ReadFile(tokenFile); err != nil || strings.TrimSpace(string(b)) != root {
+		t.Errorf("the account's token file was changed: %q, %v", b, err)
+	}
+}

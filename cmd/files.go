@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // writeFileAtomic replaces path with data: a temp file in the same
@@ -59,6 +62,12 @@ func (f *Factory) sudoInvoker() (uid, gid int, ok bool) {
 	} else if uid == os.Getuid() {
 		return 0, 0, false
 	}
+	if !f.startedByAnotherUser() {
+		// A shell of this account (sudo -iu ACCOUNT, which keeps
+		// SUDO_UID) started lessor: whoever runs it there has the
+		// account's files already, and is the account.
+		return 0, 0, false
+	}
 	if gid, err = strconv.Atoi(f.Getenv("SUDO_GID")); err != nil {
 		gid = -1
 	}
@@ -108,4 +117,71 @@ func (f *Factory) readArgFile(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is not readable by the user who ran lessor through sudo (uid %d): lessor reads only what that user could; give its content on standard input instead (key=- or -)", name, uid)
 	}
 	return io.ReadAll(file)
+}
+
+// startedByAnotherUser tells whether lessor was started by sudo itself,
+// or by a process (its parent) of another user: by the parent's name and
+// its real and effective user ids. A shell of the account, even with
+// SUDO_UID still set (sudo -iu ACCOUNT keeps it), is the account's. When
+// the parent cannot be read, it says yes: lessor then reads files and
+// tokens as for a caller who is not the account, which only refuses more.
+func (f *Factory) startedByAnotherUser() bool {
+	if testOnlyStartedBy != nil {
+		if by := testOnlyStartedBy(f.Getenv); by != "" {
+			return by == "sudo"
+		}
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(os.Getppid()) + "/status")
+	if err != nil {
+		return true
+	}
+	me := strconv.Itoa(os.Getuid())
+	var name string
+	var uids []string
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "Name:"); ok {
+			name = strings.TrimSpace(v)
+		} else if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uids = strings.Fields(v)
+		}
+	}
+	return name == "sudo" || len(uids) < 2 || uids[0] != me || uids[1] != me
+}
+
+// testOnlyStartedBy is a test seam, set only by the test binary's
+// TestMain: "sudo" or "account", from the environment, for tests that
+// play a caller running lessor through sudo (whose parent is the test
+// binary, of lessor's own user). A shipped binary leaves it nil and reads
+// /proc.
+var testOnlyStartedBy func(getenv func(string) string) string
+
+// sudoRefused are the commands a caller who runs lessor through sudo as
+// the account that holds the store may not run: they act with the
+// store's unseal key and no token, so no policy confines them. A rekey to
+// a passphrase the caller types, then a migrate to a database the caller
+// owns, would hand over the whole store; init would give the caller a root
+// token over a store whose connections use the account's ~/.pgpass. The
+// account runs them itself (from its own shell, sudo -iu ACCOUNT, or its
+// service unit). reap is left: it revokes only what is due.
+func sudoRefused(name string) bool {
+	if name == "serve" {
+		return true
+	}
+	_, local := localOnlyCommands[name]
+	return local && name != "reap"
+}
+
+// refuseUnderSudo stops a command of sudoRefused that a caller ran
+// through sudo as this account.
+func refuseUnderSudo(f *Factory, c *cobra.Command) error {
+	name := strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
+	if !sudoRefused(name) {
+		return nil
+	}
+	uid, _, sudo := f.sudoInvoker()
+	if !sudo {
+		return nil
+	}
+	return withHint(usageErrorf("%s: lessor was run through sudo by another user (uid %d), and %s acts with the store's unseal key, which no token confines", name, uid, name),
+		"run it as the account itself: from its own shell (sudo -iu <account>) or its service unit")
 }

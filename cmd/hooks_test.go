@@ -18,6 +18,10 @@ const (
 	// testOnlyFailpointEnv names the pkg/failpoint steps (comma-separated)
 	// at which a lessor process of this test binary kills itself.
 	testOnlyFailpointEnv = "LESSOR_FAILPOINT"
+	// testStartedByEnv says what started lessor, for tests that play a
+	// caller running it through sudo: "sudo", or "account" (a shell of
+	// the account); unset, lessor reads its parent from /proc.
+	testStartedByEnv = "LESSOR_TESTONLY_STARTED_BY"
 )
 
 // installTestHooks sets the test seams; TestMain calls it before anything
@@ -42,6 +46,7 @@ func installTestHooks() {
 		}
 		return http.Header{testClockSkewHeader: {skew}}
 	}
+	testOnlyStartedBy = func(getenv func(string) string) string { return getenv(testStartedByEnv) }
 	testOnlyArmFailpoints = func() {
 		failpoint.Arm(os.Getenv(testOnlyFailpointEnv), killSelf)
 	}

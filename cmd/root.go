@@ -238,6 +238,9 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	if err := checkFormat(c, name); err != nil {
 		return err
 	}
+	if err := refuseUnderSudo(f, c); err != nil {
+		return err
+	}
 	return refuseLocalOnly(f, c)
 }
 

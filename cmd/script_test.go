@@ -62,7 +62,7 @@ func scriptSetup(env *testscript.Env) error {
 		"LESSOR_UNSEAL_KEY", "LESSOR_PASSPHRASE_FILE", "LESSOR_FORMAT", "LESSOR_CONFIG", "LESSOR_TOKEN_FILE",
 		"LESSOR_ADDR", "LESSOR_CACERT", "LESSOR_CAPATH", "LESSOR_CLIENT_TIMEOUT", "LESSOR_ALLOW_HTTP",
 		// Tests run through sudo are not lessor run through sudo for another user.
-		"SUDO_UID", "SUDO_GID", "SUDO_USER"} {
+		"SUDO_UID", "SUDO_GID", "SUDO_USER", testStartedByEnv} {
 		env.Setenv(k, "")
 	}
 	// Scripts that touch PostgreSQL say so in their first line.

@@ -49,6 +49,7 @@ func TestSudoCallerReadsOnlyFilesItCouldRead(t *testing.T) {
 	// Through sudo, from another user: files only the service account
 	// can read are refused, and nothing of them is shown.
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env[testStartedByEnv] = "sudo"
 	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
 	c.env["SUDO_USER"] = "caller"
 	for _, args := range [][]string{
@@ -92,6 +93,7 @@ func TestSudoCallerDoesNotGetTheAccountsTokenFile(t *testing.T) {
 	c.must("policy", "read", "apps")
 
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env[testStartedByEnv] = "sudo"
 	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
 	c.env["SUDO_USER"] = "caller"
 	r := c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): the token file .* is this account's, not yours; give your token in LESSOR_TOKEN`,
@@ -122,6 +124,7 @@ func TestSudoLoginDoesNotStoreInTheAccountsTokenFile(t *testing.T) {
 	tokenFile := filepath.Join(c.env["HOME"], ".lessor-token")
 
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env[testStartedByEnv] = "sudo"
 	c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): login would store your token in this account's token file`,
 		"login", appsTok)
 	if b, err := os.ReadFile(tokenFile); err != nil || strings.TrimSpace(string(b)) != root {
@@ -131,4 +134,52 @@ func TestSudoLoginDoesNotStoreInTheAccountsTokenFile(t *testing.T) {
 	if b, err := os.ReadFile(tokenFile); err != nil || strings.TrimSpace(string(b)) != root {
 		t.Errorf("the account's token file was changed: %q, %v", b, err)
 	}
+}
+
+// TestSudoRefusesCommandsNoTokenConfines: run through sudo as the account
+// that holds the store, the commands that act with the unseal key and no
+// token (operator init, rekey, rotate, verify, migrate, upgrade-schema,
+// serve, dev) ran for any caller sudo let in. A rekey to a passphrase the
+// caller typed, then a migrate to a database the caller owns, would hand
+// over every record. They are refused there; reap, which revokes only
+// what is due, is not. From a shell of the account (sudo -iu, which keeps
+// SUDO_UID), lessor is the account's, as before.
+func TestSudoRefusesCommandsNoTokenConfines(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	delete(c.env, "LESSOR_TOKEN")
+	home := c.env["HOME"]
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env[testStartedByEnv] = "sudo"
+	for _, cmd := range []struct {
+		name string
+		args []string
+	}{
+		{"operator rekey", []string{"operator", "rekey", "-new-key-file", filepath.Join(home, "new.key")}},
+		{"operator rotate", []string{"operator", "rotate"}},
+		{"operator verify", []string{"operator", "verify"}},
+		{"operator migrate", []string{"operator", "migrate", "-to", filepath.Join(home, "copy.db")}},
+		{"operator init", []string{"operator", "init", "-store", filepath.Join(home, "mine.db"), "-key-file", filepath.Join(home, "mine.key")}},
+		{"serve", []string{"serve", "-listen", "127.0.0.1:0"}},
+		{"dev", []string{"dev"}},
+	} {
+		c.fails(1, `^lessor: error: `+cmd.name+`: lessor was run through sudo by another user \(uid \d+\), and `+cmd.name+` acts with the store's unseal key`, cmd.args...)
+	}
+	for _, p := range []string{"new.key", "copy.db", "mine.db", "mine.key"} {
+		if _, err := os.Stat(filepath.Join(home, p)); err == nil {
+			t.Errorf("a refused command left %s", p)
+		}
+	}
+	c.must("reap")
+
+	// A shell of the account: its parent runs as the account.
+	c.env[testStartedByEnv] = "account"
+	c.must("operator", "rotate")
+	c.must("policy", "read", "default") // with the token file: the account's own
+	// And with no seam, lessor reads its parent from /proc: this test's
+	// process, of lessor's own user.
+	delete(c.env, testStartedByEnv)
+	c.must("operator", "verify")
 }

@@ -65,6 +65,27 @@ func TestHandleRefusesNonCanonicalPaths(t *testing.T) {
 	}
 }
 
+// TestCapabilitiesOfPathsNoRequestCanTake: sys/capabilities-self answered
+// with what a glob would grant a path that Handle refuses as invalid
+// (kv/../sys/policy/x under kv/*: read), so a caller, or lessor exec
+// asking before it issues, was told of access no request could use. Such
+// a path now reports deny, as it allows nothing.
+func TestCapabilitiesOfPathsNoRequestCanTake(t *testing.T) {
+	c, root := newEchoCore(t)
+	tok := tokenWith(t, c, root, "kv", `path "kv/*" { capabilities = ["read", "list"] }`)
+	resp := must(t, c, tok, logical.UpdateOperation, "sys/capabilities-self", map[string]any{
+		"paths": []any{"kv/../sys/policy/x", "kv/a//b", "kv/./a", "kv/a", "/kv/a/"},
+	})
+	for p, want := range map[string]string{
+		"kv/../sys/policy/x": "[deny]", "kv/a//b": "[deny]", "kv/./a": "[deny]",
+		"kv/a": "[list read]", "/kv/a/": "[list read]",
+	} {
+		if got := fmt.Sprint(resp.Data[p]); got != want {
+			t.Errorf("capabilities of %q: %s, want %s", p, got, want)
+		}
+	}
+}
+
 // TestHandleRefusesCaseCollidingKeys: finding 4 of issue 12.
 func TestHandleRefusesCaseCollidingKeys(t *testing.T) {
 	c, root := newEchoCore(t)

@@ -28,8 +28,13 @@ func (c *Core) capabilities(ctx context.Context, tok string, data map[string]any
 	}
 	out := map[string]any{}
 	for _, p := range paths {
-		caps := acl.Capabilities(strings.Trim(p, "/"))
-		out[p] = caps
+		// A path no request can take (kv/../sys/policy/x, a//b) allows
+		// nothing, whatever glob it would match as a string.
+		if _, err := logical.CanonicalPath(p, true); err != nil {
+			out[p] = []string{"deny"}
+			continue
+		}
+		out[p] = acl.Capabilities(strings.Trim(p, "/"))
 	}
 	if len(paths) == 1 {
 		out["capabilities"] = out[paths[0]]

@@ -100,7 +100,11 @@ type Entry struct {
 	LastError     string         `json:"last_error,omitempty"`
 	NextAttempt   time.Time      `json:"next_attempt,omitzero"`
 	ClaimUntil    time.Time      `json:"claim_until,omitzero"`
-	DueKey        string         `json:"due_key"`
+	// RenewUntil: a renewal is moving the secret's expiry in the backend
+	// until then; another renewal waits for it, so that the record ends
+	// with the expiry the backend was told last.
+	RenewUntil time.Time `json:"renew_until,omitzero"`
+	DueKey     string    `json:"due_key"`
 	// RevokedPending: a revocation claimed the lease while it was
 	// pending. Until IssueTime plus the pending grace its issuer may
 	// still create the secret, after the revocation found nothing to
@@ -989,7 +993,17 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		return nil, logical.Errorf("%v", err)
 	}
 	expire := now.Add(ttl)
-	if err := mnt.Backend.RenewSecret(ctx, sreq, expire); err != nil {
+	// Take the lease for this renewal, so that no other renewal moves
+	// VALID UNTIL between this one's backend call and its commit.
+	until, err := m.takeRenewal(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	bctx, cancel := context.WithDeadline(ctx, until.Add(-claimMargin(renewHold)))
+	err = mnt.Backend.RenewSecret(bctx, sreq, expire)
+	cancel()
+	if err != nil {
+		m.releaseRenewal(ctx, id, until)
 		return nil, fmt.Errorf("renew %s: %w", id, err)
 	}
 	failpoint.Hit(failpoint.RenewAfterBackend)
@@ -1000,6 +1014,11 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		}
 		if cur == nil || cur.State != StateActive {
 			return ErrNotFound
+		}
+		if !cur.RenewUntil.Equal(until) {
+			// Our hold ran out and another renewal took the lease: the
+			// backend holds what that one said, or will.
+			return fmt.Errorf("renew %s: took too long; another renewal took over", id)
 		}
 		// A reaper that claimed it since it was read revokes it:
 		// reporting the renewal as a success would promise a credential
@@ -1014,6 +1033,7 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		}
 		cur.ExpireTime = expire
 		cur.LastRenewal = &now
+		cur.RenewUntil = time.Time{}
 		return put(tx, cur, expire)
 	}); err != nil {
 		return nil, err
@@ -1023,6 +1043,81 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		resp.Warnings = append(resp.Warnings, warning)
 	}
 	return resp, nil
+}
+
+// ErrRenewing: another renewal of the lease held it past renewWait.
+var ErrRenewing = logical.Errorf("lease is being renewed by another request; try again")
+
+// renewHold is how long a renewal holds its lease: its backend call (one
+// short ALTER ROLE) must end a tenth of it before then, and a renewal
+// killed meanwhile delays the next one of that lease at most this long.
+// renewWait bounds how long a renewal waits for another to let go.
+const (
+	renewHold = 15 * time.Second
+	renewWait = renewHold + 5*time.Second
+)
+
+// takeRenewal marks the active, unexpired lease id as being renewed until
+// the returned time, waiting for another renewal that holds it.
+func (m *Manager) takeRenewal(ctx context.Context, id string) (time.Time, error) {
+	deadline := time.Now().Add(renewWait)
+	for {
+		var until time.Time
+		busy := false
+		err := m.store.Update(ctx, func(tx storage.Tx) error {
+			busy = false
+			cur, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if cur == nil || cur.State == StatePending {
+				return ErrNotFound
+			}
+			t := m.now()
+			claims, err := loadClaims(tx, t)
+			if err != nil {
+				return err
+			}
+			switch {
+			case cur.State != StateActive || claims.live(id, t):
+				return ErrFailedExpired
+			case !t.Before(cur.ExpireTime):
+				return ErrExpired
+			case cur.RenewUntil.After(t):
+				busy = true
+				return nil
+			}
+			until = t.Add(renewHold)
+			cur.RenewUntil = until
+			return put(tx, cur, cur.ExpireTime)
+		})
+		if err != nil || !busy {
+			return until, err
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, ErrRenewing
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Time{}, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// releaseRenewal lets another renewal take the lease after this one's
+// backend call failed. A failure here only leaves the hold to run out.
+func (m *Manager) releaseRenewal(ctx context.Context, id string, until time.Time) {
+	_ = m.store.Update(ctx, func(tx storage.Tx) error {
+		cur, err := get(tx, id)
+		if err != nil || cur == nil || !cur.RenewUntil.Equal(until) {
+			return err
+		}
+		cur.RenewUntil = time.Time{}
+		return put(tx, cur, cur.ExpireTime)
+	})
 }
 
 func secretRequest(e *Entry, mnt *Mount) *logical.SecretRequest {

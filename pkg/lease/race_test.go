@@ -236,3 +236,87 @@ func TestReapStopsBeforeItsClaimEnds(t *testing.T) {
 		t.Fatalf("summary %+v, want the lease failed and waiting for a retry", sum)
 	}
 }
+
+// afterRenewBackend runs a hook once, after RenewSecret moved the
+// secret's expiry: what happens elsewhere between the backend call and
+// the renewal's commit.
+type afterRenewBackend struct {
+	*fakeBackend
+	after func()
+}
+
+func (h *afterRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp time.Time) error {
+	err := h.fakeBackend.RenewSecret(ctx, s, exp)
+	if f := h.after; f != nil {
+		h.after = nil
+		f()
+	}
+	return err
+}
+
+// TestConcurrentRenewalsAgree: two renewals of one lease overlap. Both
+// may succeed, one after the other, but what the record says at the end
+// is what the backend (VALID UNTIL) was last told: otherwise reap revokes
+// a credential early that a renewal promised, or the credential stops
+// logging in while its lease says it is valid.
+func TestConcurrentRenewalsAgree(t *testing.T) {
+	m, be, clk, st := setup(t)
+	ab := &afterRenewBackend{fakeBackend: be}
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: ab, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+	ctx := context.Background()
+	id := issue(t, m, be, clk, "ro", time.Hour, "")
+	done := make(chan error, 1)
+	ab.after = func() {
+		// The first renewal told the backend +10m; a second asks +1h
+		// before the first commits.
+		go func() {
+			_, err := m.Renew(ctx, id, time.Hour)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			done <- err
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if _, err := m.Renew(ctx, id, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e, err := m.Lookup(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.mu.Lock()
+	got := be.renewed[id]
+	be.mu.Unlock()
+	if !got.Equal(e.ExpireTime) {
+		t.Fatalf("the record expires at %v, the backend's secret at %v", e.ExpireTime, got)
+	}
+}
+
+// TestRenewAfterKilledRenewal: a renewal killed after it took the lease
+// holds it only until its hold runs out; the next renewal then works.
+func TestRenewAfterKilledRenewal(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	id := issue(t, m, be, clk, "ro", time.Hour, "")
+	if _, err := m.takeRenewal(ctx, id); err != nil { // then killed
+		t.Fatal(err)
+	}
+	clk.advance(renewHold)
+	if _, err := m.Renew(ctx, id, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	e, err := m.Lookup(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !be.renewed[id].Equal(e.ExpireTime) || !e.ExpireTime.Equal(clk.now().Add(2*time.Hour)) || !e.RenewUntil.IsZero() {
+		t.Fatalf("record expires %v (hold %v), backend %v", e.ExpireTime, e.RenewUntil, be.renewed[id])
+	}
+}

@@ -51,3 +51,27 @@ func TestConcurrentRenewalsMatchPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentRenewalsOfPendingLease: a served credential's lease is
+// left pending for the next command to adopt. Two requests renewing it
+// at once both adopt it; the one whose adoption found the lease already
+// active must renew it, not answer "lease not found" (exit 2) for a
+// lease that exists.
+func TestConcurrentRenewalsOfPendingLease(t *testing.T) {
+	e := newInflightEnv(t)
+	for range 5 {
+		resp := e.must(t, e.root, logical.ReadOperation, "database/creds/readonly", nil)
+		id := resp.Secret.LeaseID
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := e.do(e.root, logical.UpdateOperation, "sys/leases/renew/"+id, map[string]any{"increment": "30m"}); err != nil {
+					t.Errorf("renew %s: %v", id, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}

@@ -658,6 +658,12 @@ func (m *Manager) Adopt(ctx context.Context, es []*Entry) error {
 			if err != nil {
 				return err
 			}
+			if e != nil && e.State == StateActive {
+				// Another command adopted it since it was read: the
+				// caller sees it active, as it is.
+				done[id] = e
+				continue
+			}
 			if e == nil || e.State != StatePending {
 				continue
 			}

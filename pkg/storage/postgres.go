@@ -551,7 +551,7 @@ func CreatePostgres(ctx context.Context, raw string, opts PostgresOptions) (*Pos
 		return nil, err
 	}
 	err = p.withConn(ctx, func(c *pgx.Conn) error {
-		tx, err := c.BeginTx(ctx, pgx.TxOptions{})
+		tx, err := c.BeginTx(ctx, pinnedTx(""))
 		if err != nil {
 			return err
 		}
@@ -612,7 +612,9 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 		if !found {
 			return &pathError{msg: fmt.Sprintf("no store at %s (schema %s has no lessor tables)", p.name, p.schema), kind: ErrNoStore}
 		}
-		return c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1`).Scan(&v)
+		// Outside a transaction, so without pinnedTx's search_path: the
+		// operator is named with its schema.
+		return c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
 	})
 	if err != nil {
 		return 0, p.wrap("open", err)
@@ -645,7 +647,7 @@ func UpgradePostgres(ctx context.Context, raw string, opts PostgresOptions) (fro
 	}
 	defer p.Close()
 	err = p.withConn(ctx, func(c *pgx.Conn) error {
-		tx, err := c.BeginTx(ctx, pgx.TxOptions{})
+		tx, err := c.BeginTx(ctx, pinnedTx(""))
 		if err != nil {
 			return err
 		}
@@ -709,6 +711,25 @@ func (p *Postgres) Close() {
 		c.Close(ctx)
 		cancel()
 	}
+}
+
+// pinnedTx returns the options of a transaction begun with "BEGIN mode"
+// that first sets its search_path to pg_catalog, pg_temp, in the same round
+// trip. Every name the store's SQL leaves unqualified (operators, now(),
+// pg_class) then resolves in pg_catalog, whatever search_path the database
+// or the role was given (ALTER DATABASE … SET search_path is open to the
+// database's owner, who need not have any access to the store's schema):
+// an operator planted in public or "$user" would otherwise run in the
+// store's session, as its role, and could rewrite the store's tables or
+// bind itself into the CHECK constraint init creates. pg_temp is named
+// last so that no temporary table shadows a catalog; functions and
+// operators are never looked up there.
+func pinnedTx(mode string) pgx.TxOptions {
+	begin := "BEGIN"
+	if mode != "" {
+		begin += " " + mode
+	}
+	return pgx.TxOptions{BeginQuery: begin + "; SET LOCAL search_path = pg_catalog, pg_temp"}
 }
 
 func (p *Postgres) ident() string { return pgx.Identifier{p.schema}.Sanitize() }
@@ -838,9 +859,9 @@ func (p *Postgres) run(ctx context.Context, write bool, fn func(Tx) error) error
 
 // once runs one attempt of a transaction on c.
 func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx) error) (err error) {
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	opts := pinnedTx("ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	if write {
-		opts = pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite}
+		opts = pinnedTx("ISOLATION LEVEL READ COMMITTED READ WRITE")
 	}
 	tx, err := c.BeginTx(ctx, opts)
 	if err != nil {

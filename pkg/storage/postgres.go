@@ -614,12 +614,22 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 		}
 		// Outside a transaction, so without pinnedTx's search_path: the
 		// operator is named with its schema.
-		return c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
+		err := c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return p.metaMissing()
+		}
+		return err
 	})
 	if err != nil {
 		return 0, p.wrap("open", err)
 	}
 	return v, p.checkVersion(v)
+}
+
+// metaMissing is the error for a store whose meta row is gone: someone
+// deleted it, as lessor never does.
+func (p *Postgres) metaMissing() error {
+	return &pathError{msg: fmt.Sprintf("store %s is damaged: its meta row is missing", p.name), kind: ErrCorrupt}
 }
 
 func (p *Postgres) checkVersion(v int) error {
@@ -660,6 +670,9 @@ func UpgradePostgres(ctx context.Context, raw string, opts PostgresOptions) (fro
 			return &pathError{msg: fmt.Sprintf("no store at %s", p.name), kind: ErrNoStore}
 		}
 		if err := tx.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1 FOR UPDATE`).Scan(&from); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return p.metaMissing()
+			}
 			return err
 		}
 		if from > PostgresSchemaVersion {
@@ -886,7 +899,7 @@ func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx
 		var v int
 		if err := tx.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1 FOR UPDATE`).Scan(&v); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
-				return &pathError{msg: fmt.Sprintf("store %s is damaged: its meta row is missing", p.name), kind: ErrCorrupt}
+				return p.metaMissing()
 			}
 			return &driverError{err}
 		}

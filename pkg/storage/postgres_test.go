@@ -566,3 +566,27 @@ func TestPostgresRoundTrips(t *testing.T) {
 		t.Fatalf("after commit: %d keys", len(got))
 	}
 }
+
+// TestPostgresMetaRowDeleted: a store whose meta row someone deleted is
+// refused as damaged by open and upgrade-schema as it is by a write, never
+// reported as a store that cannot be reached.
+func TestPostgresMetaRowDeleted(t *testing.T) {
+	ctx := context.Background()
+	p, u := newTestPostgres(t)
+	srv := pgtest.Require(t)
+	c := srv.Connect(t, srv.User, srv.Password, dbName(t, u))
+	if _, err := c.Exec(ctx, `DELETE FROM lessor.meta`); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "meta row is missing") {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	_, err := OpenPostgres(ctx, u, PostgresOptions{})
+	check("open", err)
+	_, err = UpgradePostgres(ctx, u, PostgresOptions{})
+	check("upgrade", err)
+	check("write", p.Update(ctx, func(tx Tx) error { return tx.Put("a", nil) }))
+}

@@ -390,11 +390,29 @@ func (f *Factory) storeURL() (string, error) {
 	raw := f.storePath()
 	switch {
 	case storage.IsPostgresURL(raw):
+		if err := f.checkSudoPostgres(raw, "-store"); err != nil {
+			return "", err
+		}
 		return raw, nil
 	case storage.LooksLikeURL(raw):
 		return "", usageErrorf("store %s: unsupported store URL; use a file path or a postgres:// or postgresql:// URL", storage.RedactURL(raw))
 	}
 	return "", nil
+}
+
+// checkSudoPostgres refuses, when lessor runs through sudo for another
+// user, a PostgreSQL store URL that user chose (-store, LESSOR_STORE,
+// migrate -to) rather than this account's config file: lessor would look
+// its password up in this account's passfile (~/.pgpass, PGPASSFILE,
+// passfile=) and send it to whatever server the URL names, which may ask
+// for it in clear text.
+func (f *Factory) checkSudoPostgres(raw, what string) error {
+	uid, _, sudo := f.sudoInvoker()
+	if !sudo || raw == f.v.GetString("store") {
+		return nil
+	}
+	return withHint(usageErrorf("%s %s: lessor was run through sudo by another user (uid %d), and would send this account's database password to a server that user chose", what, storage.RedactURL(raw), uid),
+		"through sudo, the PostgreSQL store is the one in this account's config file (store:)")
 }
 
 func (f *Factory) onClose(fn func()) { f.closers = append(f.closers, fn) }

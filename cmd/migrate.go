@@ -78,6 +78,9 @@ by a failure is removed.`,
 func createDestination(ctx context.Context, f *Factory, to string) (storage.Store, string, func() error, error) {
 	switch {
 	case storage.IsPostgresURL(to):
+		if err := f.checkSudoPostgres(to, "-to"); err != nil {
+			return nil, "", nil, err
+		}
 		p, err := storage.CreatePostgres(ctx, to, storage.PostgresOptions{})
 		if err != nil {
 			if errors.Is(err, storage.ErrStoreExists) {

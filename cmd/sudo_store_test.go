@@ -1,0 +1,82 @@
+package cmd
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// TestSudoCallerCannotPointTheStoreAtItsServer: run through sudo as the
+// service account, lessor took a PostgreSQL store URL from the caller's
+// -store and looked its password up in the service account's passfile,
+// then sent it to whatever server the URL named. A caller whose token may
+// do nothing got the store's database password from a server of its own
+// that asked for it in clear text. Through sudo, a PostgreSQL store other
+// than the account's configured one is now refused before any connection.
+func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			if _, err := be.ReceiveStartupMessage(); err == nil {
+				be.Send(&pgproto3.AuthenticationCleartextPassword{})
+				be.Flush()
+				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+				if m, err := be.Receive(); err == nil {
+					if p, ok := m.(*pgproto3.PasswordMessage); ok {
+						got <- p.Password
+					}
+				}
+			}
+			c.Close()
+		}
+	}()
+
+	c := newCLI(t)
+	c.initStore()
+	// The service account's passfile, with a line for any host.
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, []byte("*:*:*:lessor:svc-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGPASSFILE", passfile)
+
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env["SUDO_USER"] = "caller"
+	evil := "postgres://lessor@" + ln.Addr().String() + "/ops?sslmode=disable"
+	for _, args := range [][]string{
+		{"read", "-store=" + evil, "database/creds/x"},
+		{"operator", "status", "-store=" + evil},
+		{"operator", "migrate", "-to=" + evil},
+		{"read", "-store=host=" + ln.Addr().(*net.TCPAddr).IP.String() + " port=" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + " user=lessor dbname=ops sslmode=disable", "database/creds/x"},
+	} {
+		r := c.run(args...)
+		if r.code == 0 {
+			t.Errorf("lessor %v through sudo: exit 0", args)
+		}
+	}
+	c.fails(1, `through sudo by another user \(uid \d+\), and would send this account's database password`, "read", "-store="+evil, "database/creds/x")
+	c.env["LESSOR_STORE"] = evil
+	if r := c.run("read", "database/creds/x"); r.code == 0 {
+		t.Errorf("LESSOR_STORE through sudo: exit 0")
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("the caller's server received the service account's password %q", p)
+	default:
+	}
+}

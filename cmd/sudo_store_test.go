@@ -57,6 +57,7 @@ func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
 	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
 	c.env["SUDO_USER"] = "caller"
+	c.env[testStartedByEnv] = "sudo"
 	evil := "postgres://lessor@" + ln.Addr().String() + "/ops?sslmode=disable"
 	for _, args := range [][]string{
 		{"read", "-store=" + evil, "database/creds/x"},

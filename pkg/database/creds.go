@@ -257,7 +257,17 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	}
 	defer db.Close(context.WithoutCancel(ctx))
 
-	creation := db.StartCreate(ctx, postgres.CreateUserRequest{
+	// The role is committed before reap may take this issue for dead
+	// (plan.CreateBy), or not at all: a statement waiting on a lock, or a
+	// slow server, must not commit a role whose pending record reap has
+	// meanwhile settled as never created.
+	createCtx := ctx
+	if !plan.CreateBy.IsZero() {
+		var cancelCreate context.CancelFunc
+		createCtx, cancelCreate = context.WithDeadline(ctx, plan.CreateBy)
+		defer cancelCreate()
+	}
+	creation := db.StartCreate(createCtx, postgres.CreateUserRequest{
 		Username:   username,
 		Password:   password,
 		Expiration: plan.ExpireTime.Add(expirationBuffer),
@@ -272,12 +282,16 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		return nil, fmt.Errorf("record lease for role %q: %w", name, r.err)
 	}
 	prepared := rec.lease
-	err = creation.Commit(ctx)
+	err = creation.Commit(createCtx)
 	if err != nil {
 		// A creation statement that failed may quote the generated
 		// password, or the SQL token of it where the error arose (an
 		// unquoted {{password}} under password_authentication=password).
 		cerr := fmt.Errorf("role %q: %w", name, cfg.redact(err, sqlTokens(password)...))
+		if ctx.Err() == nil && createCtx.Err() != nil {
+			cerr = fmt.Errorf("role %q: not created by %s, after which reap may take this issue for dead: %w",
+				name, plan.CreateBy.UTC().Format(time.RFC3339), cfg.redact(err, sqlTokens(password)...))
+		}
 		if isDefiniteFailure(err) {
 			if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {
 				return nil, errors.Join(cerr, fmt.Errorf("discard lease %s: %w", prepared.ID, derr))

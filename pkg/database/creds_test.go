@@ -425,6 +425,56 @@ func TestCredsRevokedWhileIssuing(t *testing.T) {
 	}
 }
 
+// TestCredsCreatedByTheGrace: a creation statement that waits (here on a
+// lock another session holds) past the time the lease manager gives the
+// issuer (PreparedLease.CreateBy, a fifth of the pending grace before reap
+// may take the issuer for dead) used to commit whenever it got through: a
+// role reap could by then have settled as never created, with no record.
+// The creation now gives up at CreateBy, commits nothing, and says why.
+func TestCredsCreatedByTheGrace(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	ctx := context.Background()
+	locker := e.db.Conn(t)
+	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; SELECT pg_catalog.pg_advisory_xact_lock(424242);`})
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(424242)`); err != nil {
+		t.Fatal(err)
+	}
+	e.leases.createWithin = 1500 * time.Millisecond
+	t.Cleanup(func() {
+		for _, r := range e.pgRoles() {
+			e.srv.DropRolesAtCleanup(t, r.name)
+		}
+	})
+	start := time.Now()
+	resp, err := e.do(logical.ReadOperation, "creds/readonly", nil)
+	if err == nil {
+		t.Fatalf("issued a credential past the issuer's deadline: %v", resp.Data)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the issue gave up after %v, not at its deadline", took)
+	}
+	if !strings.HasPrefix(err.Error(), `role "readonly": not created by `) || !strings.Contains(err.Error(), "after which reap may take this issue for dead") {
+		t.Errorf("error %q, want one saying the role was not created in time", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Once the lock is gone nothing of the issue commits later.
+	time.Sleep(200 * time.Millisecond)
+	if roles := e.pgRoles(); len(roles) != 0 {
+		t.Errorf("roles left: %+v", roles)
+	}
+	if len(e.leases.discarded)+len(e.leases.abandoned) != 1 {
+		t.Errorf("discarded %v, abandoned %v: the pending record must be settled once", e.leases.discarded, e.leases.abandoned)
+	}
+}
+
 // TestCredsErrorHidesPassword: a creation statement that quotes no
 // {{password}} (allowed with password_authentication=password) fails
 // with a syntax error at the password's first token; the error shows

@@ -50,6 +50,8 @@ type fakeLeases struct {
 	// whileRecording, if set, runs in Prepare after the lease is planned
 	// and before it is recorded.
 	whileRecording func(logical.PreparedLease)
+	// createWithin, if set, makes CreateBy that long after Prepare.
+	createWithin time.Duration
 }
 
 type fakeLease struct {
@@ -85,6 +87,9 @@ func (l *fakeLeases) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*lo
 	le := &fakeLease{id: id, issue: now, expire: now.Add(ttl), ttl: ttl, internalData: internal}
 	l.pending[id] = le
 	p := &logical.PreparedLease{ID: id, IssueTime: now, ExpireTime: le.expire, TTL: ttl}
+	if l.createWithin > 0 {
+		p.CreateBy = time.Now().Add(l.createWithin)
+	}
 	if warning != "" {
 		p.Warnings = []string{warning}
 	}

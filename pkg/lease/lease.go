@@ -480,7 +480,11 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 	if e.ExpireTime.Before(due) {
 		due = e.ExpireTime
 	}
-	p := &logical.PreparedLease{ID: e.ID, IssueTime: now, ExpireTime: e.ExpireTime, TTL: ttl}
+	// The issuer must be done a fifth of the grace before reap may take
+	// it for dead, so that a COMMIT sent just in time is in before then.
+	grace := r.m.o.PendingGrace
+	p := &logical.PreparedLease{ID: e.ID, IssueTime: now, ExpireTime: e.ExpireTime, TTL: ttl,
+		CreateBy: time.Now().Add(grace - grace/5)}
 	if warning != "" {
 		p.Warnings = []string{warning}
 	}

@@ -232,6 +232,11 @@ type PreparedLease struct {
 	ExpireTime time.Time
 	TTL        time.Duration
 	Warnings   []string
+	// CreateBy, when set, is when the issuer must have committed the
+	// secret, or given up: past it, reap may take the issuer for dead and
+	// settle the pending record without the secret, which would then have
+	// no record. An issuer bounds its creation by it (on its own clock).
+	CreateBy time.Time
 }
 
 // LeaseRecorder is the lease manager as a backend sees it while it issues.

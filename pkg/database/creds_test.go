@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -519,5 +520,47 @@ func TestSQLTokens(t *testing.T) {
 	want := []string{"ab-9AaC8-xyz_w$", "9AaC", "9AaC8", "AaC8", "xyz_", "xyz_w", "xyz_w$", "yz_w", "yz_w$", "z_w$"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("sqlTokens = %q, want %q", got, want)
+	}
+}
+
+// TestCredsCreatedByTheGracePooled: on a pooled connection (lessor serve)
+// the creation statements after the first, COMMENT ON ROLE and COMMIT go
+// to the server in one pipeline. A deadline that fires while a statement
+// of it waits used to only close lessor's side of the connection: the
+// server, which already held the COMMIT, committed the role once the wait
+// ended, after lessor had said it created nothing and abandoned the lease
+// (whose revocation, finding no role yet, deleted the record).
+func TestCredsCreatedByTheGracePooled(t *testing.T) {
+	e := newEnv(t)
+	pool := postgres.NewPool(2, time.Minute)
+	defer pool.Close()
+	e.b = New(Options{Pool: pool})
+	e.writeConfig(nil)
+	ctx := context.Background()
+	locker := e.db.Conn(t)
+	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; SELECT pg_catalog.pg_advisory_xact_lock(424243);`})
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(424243)`); err != nil {
+		t.Fatal(err)
+	}
+	e.leases.createWithin = 1500 * time.Millisecond
+	t.Cleanup(func() {
+		for _, r := range e.pgRoles() {
+			e.srv.DropRolesAtCleanup(t, r.name)
+		}
+	})
+	if resp, err := e.do(logical.ReadOperation, "creds/readonly", nil); err == nil {
+		t.Fatalf("issued a credential past the issuer's deadline: %v", resp.Data)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if roles := e.pgRoles(); len(roles) != 0 {
+		t.Errorf("a role committed after the issue gave up at its deadline: %+v", roles)
 	}
 }

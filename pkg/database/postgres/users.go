@@ -319,6 +319,22 @@ func (c *Creation) finish(ctx context.Context) error {
 		return c.finishUncommented(ctx, rest)
 	}
 	b := &pgconn.Batch{}
+	// The pipeline carries COMMIT: once sent, the server runs it whenever
+	// the statements before it end, even after lessor gave up at ctx's
+	// deadline and closed the connection (pgx does not cancel the query).
+	// So the server gets the deadline too, on its own clock, a little
+	// before lessor's: past it, the statement before COMMENT fails and
+	// the transaction rolls back instead of committing.
+	bounded := false
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		left -= min(time.Second, left/4)
+		// Seconds since the epoch: no DateStyle or TimeZone a creation
+		// statement sets changes how it reads back.
+		b.ExecParams("SELECT pg_catalog.set_config('lessor.create_by', (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.+) $1::pg_catalog.float8)::pg_catalog.text, true)",
+			[][]byte{[]byte(strconv.FormatFloat(max(left.Seconds(), 0), 'f', 6, 64))}, nil, nil, nil)
+		bounded = true
+	}
 	// A server issues for one role many times at once, and PostgreSQL
 	// answers concurrent GRANTs on one table with "tuple concurrently
 	// updated" rather than a wait: on a pooled connection, creations from
@@ -341,6 +357,10 @@ func (c *Creation) finish(ctx context.Context) error {
 	// fails on a folded name and is the check. (pg_roles would do too,
 	// but planning that view just after CREATE ROLE invalidated the
 	// catalog caches took 1.5-2.5 ms of a 20 ms issue.)
+	if bounded {
+		// Division by zero past the deadline.
+		b.ExecParams("SELECT pg_catalog.int4div(1, pg_catalog.int4(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.<) pg_catalog.current_setting('lessor.create_by')::pg_catalog.float8))", nil, nil, nil, nil)
+	}
 	b.ExecParams("COMMENT ON ROLE "+pgx.Identifier{c.r.Username}.Sanitize()+" IS "+quoteLiteral(c.r.Comment), nil, nil, nil, nil)
 	b.ExecParams("COMMIT", nil, nil, nil, nil)
 	// Each statement of the pipeline has the server's statement_timeout;
@@ -348,6 +368,12 @@ func (c *Creation) finish(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, time.Duration(len(rest)+2)*c.db.cfg.statementTimeout()+2*time.Second)
 	defer cancel()
 	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
+	if bounded {
+		if len(res) == 0 {
+			return pgError(err)
+		}
+		res = res[1:]
+	}
 	if locked {
 		if len(res) == 0 {
 			return pgError(err) // the turn itself failed
@@ -368,13 +394,20 @@ func (c *Creation) finish(ctx context.Context) error {
 		return nil
 	}
 	var pe *pgconn.PgError
-	switch n := len(res); {
+	n := len(res)
+	if bounded && n > len(rest) {
+		n-- // the deadline's check went through
+	}
+	switch {
 	case !errors.As(err, &pe):
 		// The connection broke: whether COMMIT reached the server is
 		// unknown.
 		return pgError(err)
 	case n < len(rest):
 		return fmt.Errorf("creation statement %d: %w", c.ran+n+1, pgError(err))
+	case bounded && len(res) == len(rest):
+		// Rolled back: nothing of it was committed.
+		return fmt.Errorf("the creation's deadline passed before its commit: %w", pgError(err))
 	case n == len(rest):
 		if pe.Code == "42704" { // undefined_object
 			return errNoRole

@@ -1071,36 +1071,53 @@ const (
 // the returned time, waiting for another renewal that holds it.
 func (m *Manager) takeRenewal(ctx context.Context, id string) (time.Time, error) {
 	deadline := time.Now().Add(renewWait)
-	for {
+	for waited := false; ; waited = true {
+		// A renewal that waits looks every 50 ms whether the other one
+		// still holds the lease: a read. A read-write transaction is a
+		// durable commit (on bbolt, two fdatasyncs under the file's
+		// exclusive lock) even when it writes nothing.
+		held := false
+		if waited {
+			if err := m.store.View(ctx, func(tx storage.Tx) error {
+				cur, err := get(tx, id)
+				held = err == nil && cur != nil && cur.RenewUntil.After(m.now())
+				return err
+			}); err != nil {
+				return time.Time{}, err
+			}
+		}
 		var until time.Time
-		busy := false
-		err := m.store.Update(ctx, func(tx storage.Tx) error {
-			busy = false
-			cur, err := get(tx, id)
-			if err != nil {
-				return err
-			}
-			if cur == nil || cur.State == StatePending {
-				return ErrNotFound
-			}
-			t := m.now()
-			claims, err := loadClaims(tx, t)
-			if err != nil {
-				return err
-			}
-			switch {
-			case cur.State != StateActive || claims.live(id, t):
-				return ErrFailedExpired
-			case !t.Before(cur.ExpireTime):
-				return ErrExpired
-			case cur.RenewUntil.After(t):
-				busy = true
-				return nil
-			}
-			until = t.Add(renewHold)
-			cur.RenewUntil = until
-			return put(tx, cur, cur.ExpireTime)
-		})
+		busy := held
+		var err error
+		if !held {
+			err = m.store.Update(ctx, func(tx storage.Tx) error {
+				busy = false
+				cur, err := get(tx, id)
+				if err != nil {
+					return err
+				}
+				if cur == nil || cur.State == StatePending {
+					return ErrNotFound
+				}
+				t := m.now()
+				claims, err := loadClaims(tx, t)
+				if err != nil {
+					return err
+				}
+				switch {
+				case cur.State != StateActive || claims.live(id, t):
+					return ErrFailedExpired
+				case !t.Before(cur.ExpireTime):
+					return ErrExpired
+				case cur.RenewUntil.After(t):
+					busy = true
+					return nil
+				}
+				until = t.Add(renewHold)
+				cur.RenewUntil = until
+				return put(tx, cur, cur.ExpireTime)
+			})
+		}
 		if err != nil || !busy {
 			return until, err
 		}

@@ -1136,8 +1136,10 @@ func (m *Manager) takeRenewal(ctx context.Context, id string) (time.Time, error)
 
 // releaseRenewal lets another renewal take the lease after this one's
 // backend call failed. A failure here only leaves the hold to run out.
+// The backend call often failed because ctx ended (the caller went
+// away): the release does not depend on it.
 func (m *Manager) releaseRenewal(ctx context.Context, id string, until time.Time) {
-	_ = m.store.Update(ctx, func(tx storage.Tx) error {
+	_ = m.store.Update(context.WithoutCancel(ctx), func(tx storage.Tx) error {
 		cur, err := get(tx, id)
 		if err != nil || cur == nil || !cur.RenewUntil.Equal(until) {
 			return err

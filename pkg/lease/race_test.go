@@ -364,3 +364,44 @@ func TestRenewWaitsWithoutCommitting(t *testing.T) {
 		t.Errorf("the renewal made %d read-write transactions while it waited, want at most 3", n)
 	}
 }
+
+// cancelRenewBackend: the caller goes away (an HTTP client of lessor
+// serve that disconnects, a command interrupted) while RenewSecret is on
+// the network; the backend call fails with the context's error.
+type cancelRenewBackend struct {
+	*fakeBackend
+	cancel context.CancelFunc
+}
+
+func (h *cancelRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp time.Time) error {
+	if h.cancel != nil {
+		h.cancel()
+		h.cancel = nil
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return h.fakeBackend.RenewSecret(ctx, s, exp)
+}
+
+// TestRenewCanceledLetsGo: a renewal whose caller went away during its
+// backend call fails, and lets go of the lease: releasing the hold with
+// the caller's (ended) context failed, so the next renewal of the lease
+// waited out the whole hold, 15 s, for a renewal that had already ended.
+func TestRenewCanceledLetsGo(t *testing.T) {
+	m, be, clk, st := setup(t)
+	cb := &cancelRenewBackend{fakeBackend: be}
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+	id := issue(t, m, be, clk, "ro", time.Hour, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cb.cancel = cancel
+	if _, err := m.Renew(ctx, id, 2*time.Hour); err == nil || ctx.Err() == nil {
+		t.Fatalf("renewal whose caller went away: %v", err)
+	}
+	next, cancelNext := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelNext()
+	if _, err := m.Renew(next, id, 2*time.Hour); err != nil {
+		t.Fatalf("the next renewal: %v", err)
+	}
+}

@@ -1009,7 +1009,9 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	bctx, cancel := context.WithDeadline(ctx, until.Add(-claimMargin(renewHold)))
+	// The hold is on the manager's clock, a context's deadline on the
+	// wall clock: what is left of the hold is measured on the first.
+	bctx, cancel := context.WithTimeout(ctx, until.Sub(m.now())-claimMargin(renewHold))
 	err = mnt.Backend.RenewSecret(bctx, sreq, expire)
 	cancel()
 	if err != nil {

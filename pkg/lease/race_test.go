@@ -405,3 +405,33 @@ func TestRenewCanceledLetsGo(t *testing.T) {
 		t.Fatalf("the next renewal: %v", err)
 	}
 }
+
+// ctxRenewBackend fails a renewal whose context is already done, as a
+// PostgreSQL backend does before it sends anything.
+type ctxRenewBackend struct{ *fakeBackend }
+
+func (h *ctxRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return h.fakeBackend.RenewSecret(ctx, s, exp)
+}
+
+// TestRenewDeadlineOnTheWallClock: the renewal's backend call must end a
+// tenth of the hold before the hold does; the hold is on the manager's
+// clock (Options.Now), a context's deadline on the wall clock. The
+// deadline used to be the hold's end read as a wall-clock time: with a
+// manager clock behind the wall clock (here the tests' fixed date) every
+// backend call started past its deadline and every renewal failed; with
+// one ahead, the call was not bounded at all.
+func TestRenewDeadlineOnTheWallClock(t *testing.T) {
+	m, be, clk, st := setup(t)
+	cb := &ctxRenewBackend{fakeBackend: be}
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+	id := issue(t, m, be, clk, "ro", time.Hour, "")
+	if _, err := m.Renew(context.Background(), id, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+}

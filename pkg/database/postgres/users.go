@@ -325,8 +325,11 @@ func (c *Creation) finish(ctx context.Context) error {
 	// So the server gets the deadline too, on its own clock, a little
 	// before lessor's: past it, the statement before COMMENT fails and
 	// the transaction rolls back instead of committing.
+	// Without a pool, StartCreate ran and awaited every creation
+	// statement, and no turn is taken: nothing in this pipeline waits
+	// before COMMIT, and a command's issue is spared the two statements.
 	bounded := false
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok && (len(rest) > 0 || c.db.pool != nil) {
 		left := time.Until(dl)
 		left -= min(time.Second, left/4)
 		// Seconds since the epoch: no DateStyle or TimeZone a creation

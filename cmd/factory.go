@@ -415,6 +415,34 @@ func (f *Factory) checkSudoPostgres(raw, what string) error {
 		"through sudo, the PostgreSQL store is the one in this account's config file (store:)")
 }
 
+// checkSudoFileStore refuses, when lessor runs through sudo for another
+// user, a file store that is not this account's (or root's), or that
+// another user could put another file in the place of (see
+// storage.CheckOwnFile). A store the caller made with its own key, where
+// it is root, would have lessor, running as this account, log in to the
+// databases it configures with this account's passfile and client
+// certificates, for reap with no token at all.
+func (f *Factory) checkSudoFileStore(path string) error {
+	uid, _, sudo := f.sudoInvoker()
+	if !sudo {
+		return nil
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil // OpenBolt says what is wrong
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err == nil {
+		err = storage.CheckOwnFile(path, fi)
+	}
+	if err != nil {
+		return withHint(&localError{fmt.Errorf("store %w: lessor was run through sudo by another user (uid %d), and opens only a store of this account's", err, uid)},
+			"through sudo, the store is one this account owns, in directories only it (or root) can change")
+	}
+	return nil
+}
+
 func (f *Factory) onClose(fn func()) { f.closers = append(f.closers, fn) }
 
 // close releases what the command opened.
@@ -453,6 +481,9 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 		return p, nil
 	}
 	path := f.storePath()
+	if err := f.checkSudoFileStore(path); err != nil {
+		return nil, err
+	}
 	phys, err := storage.OpenBolt(path, storage.BoltOptions{KeepOpen: f.keepOpen})
 	if err != nil {
 		if errors.Is(err, storage.ErrNoStore) {

@@ -1,0 +1,129 @@
+package cmd
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// catchPasswords is a PostgreSQL server that asks every client for its
+// password in clear text and hands back what it was given.
+func catchPasswords(t *testing.T) (addr string, got <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			if _, err := be.ReceiveStartupMessage(); err == nil {
+				be.Send(&pgproto3.AuthenticationCleartextPassword{})
+				be.Flush()
+				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+				if m, err := be.Receive(); err == nil {
+					if p, ok := m.(*pgproto3.PasswordMessage); ok {
+						select {
+						case ch <- p.Password:
+						default:
+						}
+					}
+				}
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), ch
+}
+
+// TestSudoCallerCannotOpenAStoreOfItsOwn: run through sudo as the service
+// account, lessor opened whatever file store -store (or LESSOR_STORE)
+// named, the caller's own included: one the caller made with its own
+// lessor and its own key, where it is root. Its database connections are
+// the caller's to configure, and lessor, running as the account, logged
+// them in with the account's passfile (~/.pgpass, PGPASSFILE) and client
+// certificates. `reap` needs no token, and -dry-run -orphans only reads
+// the store (which the account may read but not write), so
+//
+//	sudo -u svc LESSOR_UNSEAL_KEY=… lessor reap -dry-run -orphans -store=/home/me/mine.db
+//
+// sent the account's database password to a server the caller ran. A
+// file store not the account's (or root's), or one another user could
+// swap, is now refused through sudo, as the config file is.
+func TestSudoCallerCannotOpenAStoreOfItsOwn(t *testing.T) {
+	addr, got := catchPasswords(t)
+	// The service account's passfile, with a line for any host.
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, []byte("*:*:*:lessor:svc-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGPASSFILE", passfile)
+
+	c := newCLI(t) // the service account
+	c.initStore()
+	delete(c.env, "LESSOR_TOKEN")
+
+	// The caller's own store, made with its own lessor and key, whose
+	// connection names the caller's server and no password.
+	mine := newCLI(t)
+	mine.initStore()
+	mine.must("secrets", "enable", "database")
+	mine.must("write", "database/config/pg", "plugin_name=postgresql-database-plugin", "allowed_roles=*",
+		"connection_url=postgres://lessor@"+addr+"/ops?sslmode=disable", "username=lessor", "verify_connection=false")
+	dir := filepath.Join(mine.env["HOME"], ".local", "share", "lessor")
+	store := filepath.Join(dir, "lessor.db")
+	key, err := os.ReadFile(filepath.Join(mine.env["HOME"], ".config", "lessor", "unseal.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := os.Getuid() + 1
+	for _, p := range []string{mine.env["HOME"], filepath.Dir(dir), dir, store} {
+		if err := os.Chown(p, caller, os.Getgid()+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(store, 0o644); err != nil { // the account may read it
+		t.Fatal(err)
+	}
+	for _, p := range []string{mine.env["HOME"], filepath.Dir(dir), dir} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c.env["SUDO_UID"] = strconv.Itoa(caller)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env["SUDO_USER"] = "caller"
+	c.env[testStartedByEnv] = "sudo"
+	c.env["LESSOR_UNSEAL_KEY"] = strings.TrimSpace(string(key))
+	r := c.run("reap", "-dry-run", "-orphans", "-store="+store)
+	select {
+	case p := <-got:
+		t.Fatalf("the caller's server received the service account's password %q", p)
+	default:
+	}
+	if r.code != 1 || !regexp.MustCompile(`^lessor: error: store .*lessor\.db belongs to uid \d+, not to uid \d+ running lessor or to root: lessor was run through sudo by another user \(uid \d+\)`).MatchString(r.stderr) {
+		t.Errorf("reap of the caller's store through sudo: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	c.env["LESSOR_STORE"] = store
+	if r := c.run("read", "database/config/pg"); r.code == 0 {
+		t.Errorf("LESSOR_STORE through sudo: exit 0: %s", r.stdout)
+	}
+
+	// The account's own store, through sudo, opens as before.
+	delete(c.env, "LESSOR_STORE")
+	delete(c.env, "LESSOR_UNSEAL_KEY")
+	c.must("reap", "-dry-run")
+}

@@ -795,6 +795,9 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 	if f.remote() {
 		return f.remoteRequest(ctx, req)
 	}
+	if err := f.refuseSudoAuditDevice(req); err != nil {
+		return nil, err
+	}
 	// The reads before the backend acts (the barrier's header, the token,
 	// its policies, the mounts) share one opening of a file store.
 	f.holdReads = true
@@ -817,6 +820,29 @@ func (f *Factory) Request(ctx context.Context, req *logical.Request) (*logical.R
 		return nil, f.storeError(err)
 	}
 	return resp, err
+}
+
+// refuseSudoAuditDevice refuses, when lessor runs through sudo for
+// another user, to enable an audit device (sys/audit/NAME): its log is
+// written by this account, at a path the caller names, by this run and by
+// every later one, the account's own included. Any file the account may
+// write would take JSON lines that hold request paths the caller chooses:
+// in ~/.bashrc or ~/.bash_profile, a $(…) in one runs as the account in
+// its next shell. The account enables audit devices itself.
+func (f *Factory) refuseSudoAuditDevice(req *logical.Request) error {
+	if req.Operation != logical.CreateOperation && req.Operation != logical.UpdateOperation {
+		return nil
+	}
+	p, err := logical.CanonicalPath(req.Path, false)
+	if err != nil || !strings.HasPrefix(p, "sys/audit/") {
+		return nil // the request's own checks refuse a path that is not canonical
+	}
+	uid, _, sudo := f.sudoInvoker()
+	if !sudo {
+		return nil
+	}
+	return withHint(usageErrorf("%s: lessor was run through sudo by another user (uid %d), and an audit device writes as this account, to the file the request names", p, uid),
+		"enable audit devices as the account itself: from its own shell (sudo -iu <account>) or its service unit")
 }
 
 // setToken gives the request the caller's token unless it has one.

@@ -127,3 +127,45 @@ func TestSudoCallerCannotOpenAStoreOfItsOwn(t *testing.T) {
 	delete(c.env, "LESSOR_UNSEAL_KEY")
 	c.must("reap", "-dry-run")
 }
+
+// TestSudoCallerCannotEnableAnAuditDevice: run through sudo as the
+// service account, `lessor audit enable file file_path=…` (or a write to
+// sys/audit/NAME) had lessor, and every later run of it, append JSON
+// lines as the account to any file the account may write: its ~/.bashrc
+// or ~/.bash_profile, whose next shell (sudo -iu ACCOUNT, as operators
+// are told to run) expands a $(…) the caller put in a request path. A
+// token whose policy grants only sys/audit thus ran commands as the
+// account, which reads the unseal key. Through sudo, enabling an audit
+// device is refused: the account enables it itself.
+func TestSudoCallerCannotEnableAnAuditDevice(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	root := c.env["LESSOR_TOKEN"]
+	auditor := c.writeFile("auditor.hcl", "path \"sys/audit/*\" {\n  capabilities = [\"create\", \"update\", \"sudo\"]\n}\n")
+	c.must("policy", "write", "auditor", auditor)
+	c.env["LESSOR_TOKEN"] = strings.TrimSpace(c.must("token", "create", "-policy=auditor", "-field=token"))
+	profile := filepath.Join(c.env["HOME"], ".bash_profile")
+
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env[testStartedByEnv] = "sudo"
+	for _, args := range [][]string{
+		{"audit", "enable", "file", "file_path=" + profile, "mode=0644"},
+		{"write", "sys/audit/f2", "type=file", "file_path=" + profile},
+		{"write", "/sys/audit/f3/", "type=file", "file_path=" + profile},
+	} {
+		c.fails(1, `lessor was run through sudo by another user \(uid \d+\), and an audit device writes as this account`, args...)
+	}
+	c.run("read", "secret/$(id)")
+	if b, err := os.ReadFile(profile); err == nil {
+		t.Fatalf("the caller had lessor write %s as the account:\n%s", profile, b)
+	}
+	// The account itself finds none, and enables one, as before.
+	delete(c.env, "SUDO_UID")
+	c.env["LESSOR_TOKEN"] = root
+	if out := c.must("audit", "list", "-format=json"); strings.Contains(out, "file_path") {
+		t.Errorf("an audit device was enabled through sudo: %s", out)
+	}
+	c.must("audit", "enable", "file", "file_path="+filepath.Join(c.env["HOME"], "audit.log"))
+}

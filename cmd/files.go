@@ -101,22 +101,60 @@ func (f *Factory) readArgFile(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: cannot tell who may read it", name)
 	}
-	mode := fi.Mode().Perm()
-	var readable bool
-	switch {
-	case uid == 0:
-		readable = true
-	case int64(st.Uid) == int64(uid):
-		readable = mode&0o400 != 0
-	case int64(st.Gid) == int64(gid):
-		readable = mode&0o040 != 0
-	default:
-		readable = mode&0o004 != 0
+	readable := userMay(uid, gid, st, fi.Mode(), 4)
+	if readable {
+		// The caller must also reach it: every directory above the
+		// file opened (wherever the name's links led) must let it
+		// search. A 0644 file in the account's 0700 home is not theirs
+		// to read.
+		readable = reachable(file, fi, uid, gid)
 	}
 	if !readable {
 		return nil, fmt.Errorf("%s is not readable by the user who ran lessor through sudo (uid %d): lessor reads only what that user could; give its content on standard input instead (key=- or -)", name, uid)
 	}
 	return io.ReadAll(file)
+}
+
+// userMay tells whether the user uid, of primary group gid, may read (4)
+// or search (1) the file whose owner and mode these are, by the mode's
+// owner, group and other bits (root may do anything).
+func userMay(uid, gid int, st *syscall.Stat_t, mode os.FileMode, bit os.FileMode) bool {
+	perm := mode.Perm()
+	switch {
+	case uid == 0:
+		return true
+	case int64(st.Uid) == int64(uid):
+		return perm&(bit<<6) != 0
+	case int64(st.Gid) == int64(gid):
+		return perm&(bit<<3) != 0
+	default:
+		return perm&bit != 0
+	}
+}
+
+// reachable tells whether the user may search every directory above the
+// opened file: its path is the one the kernel gives for the descriptor,
+// and it must still name that file after the directories were checked.
+func reachable(file *os.File, fi os.FileInfo, uid, gid int) bool {
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(file.Fd())))
+	if err != nil || !filepath.IsAbs(real) {
+		return false
+	}
+	for d := filepath.Dir(real); ; d = filepath.Dir(d) {
+		di, err := os.Stat(d)
+		if err != nil {
+			return false
+		}
+		st, ok := di.Sys().(*syscall.Stat_t)
+		if !ok || !di.IsDir() || !userMay(uid, gid, st, di.Mode(), 1) {
+			return false
+		}
+		if d == "/" {
+			break
+		}
+	}
+	now, err := os.Stat(real)
+	return err == nil && os.SameFile(fi, now)
 }
 
 // startedByAnotherUser tells whether lessor was started by sudo itself,

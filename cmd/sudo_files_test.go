@@ -39,6 +39,12 @@ func TestSudoCallerReadsOnlyFilesItCouldRead(t *testing.T) {
 	if err := os.Chmod(pub, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// ... in directories everyone may search, or no one else reaches it.
+	for _, d := range []string{home, filepath.Dir(home)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	obj := c.writeFile("paths.json", `{"paths": "database/creds/readonly"}`)
 
 	// The service account itself reads its own files, as before.

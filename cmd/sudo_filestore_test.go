@@ -169,3 +169,61 @@ func TestSudoCallerCannotEnableAnAuditDevice(t *testing.T) {
 	}
 	c.must("audit", "enable", "file", "file_path="+filepath.Join(c.env["HOME"], "audit.log"))
 }
+
+// TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories: through
+// sudo, lessor read a file named in the arguments when its own mode let
+// the caller read it, though the caller could not reach it: a 0644 file
+// (a config the account keeps its database password in, written with the
+// usual umask) in the account's 0700 home or ~/.config. Whoever cannot
+// search a directory on the way cannot read the file, and now neither
+// does lessor for them.
+func TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	private := filepath.Join(c.env["HOME"], "app")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(private, "db.conf")
+	if err := os.WriteFile(secret, []byte("password=app-secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A link the caller could make in a directory of its own leads to
+	// the same file.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(c.env["HOME"], "public")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{c.env["HOME"], filepath.Dir(c.env["HOME"])} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := filepath.Join(open, "paths.txt")
+	if err := os.WriteFile(pub, []byte("database/creds/readonly"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env[testStartedByEnv] = "sudo"
+	for _, p := range []string{secret, link} {
+		r := c.fails(1, `is not readable by the user who ran lessor through sudo \(uid \d+\)`, "write", "sys/capabilities-self", "paths=@"+p)
+		if strings.Contains(r.stdout+r.stderr, "app-secret") {
+			t.Errorf("the refusal shows the file: %s%s", r.stdout, r.stderr)
+		}
+	}
+	// A file the caller can reach, through directories it may search,
+	// is read.
+	if out := c.must("write", "-format=json", "sys/capabilities-self", "paths=@"+pub); !strings.Contains(out, "database/creds/readonly") {
+		t.Errorf("a file the caller can reach: %s", out)
+	}
+}

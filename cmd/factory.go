@@ -752,7 +752,7 @@ func (f *Factory) Token() (string, error) {
 		// powers of another. Through sudo the caller's token is theirs.
 		if fileExists(path) {
 			return "", withHint(&localError{fmt.Errorf("lessor was run through sudo by another user (uid %d): the token file %s is this account's, not yours; give your token in LESSOR_TOKEN", uid, path)},
-				"pass it through sudo: sudo LESSOR_TOKEN=\"$(cat ~/.lessor-token)\" -u <account> lessor … (needs SETENV), or env_keep+=LESSOR_TOKEN in sudoers")
+				"let sudo keep it: Defaults!/usr/bin/lessor env_keep += \"LESSOR_TOKEN\" in sudoers, then LESSOR_TOKEN=… sudo -u <account> lessor …; not SETENV or -E, which let the caller set SUDO_UID, LD_PRELOAD or HOME and act as the account")
 		}
 		return "", nil
 	}

@@ -227,3 +227,27 @@ func TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories(t *testing.T) 
 		t.Errorf("a file the caller can reach: %s", out)
 	}
 }
+
+// TestSudoHintDoesNotAskForSETENV: the refusal of the account's token
+// file told operators to let callers pass LESSOR_TOKEN with
+// `sudo LESSOR_TOKEN=… -u ACCOUNT lessor` ("needs SETENV"). A SETENV
+// rule lets the caller set any variable, unchecked by env_check and
+// env_delete: SUDO_UID=<the account's uid> (lessor then takes the caller
+// for the account and uses its token file, the root token), LD_PRELOAD
+// for a lessor built with cgo, HOME. The hint now names env_keep for
+// LESSOR_TOKEN alone, and warns off SETENV.
+func TestSudoHintDoesNotAskForSETENV(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	delete(c.env, "LESSOR_TOKEN")
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env[testStartedByEnv] = "sudo"
+	r := c.fails(1, `is this account's, not yours`, "policy", "read", "default")
+	if strings.Contains(r.stderr, "needs SETENV") || !strings.Contains(r.stderr, `env_keep += "LESSOR_TOKEN"`) || !strings.Contains(r.stderr, "not SETENV") {
+		t.Errorf("the hint: %s", r.stderr)
+	}
+	// What SETENV would let a caller do: claim to be the account.
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid())
+	c.must("policy", "read", "default")
+}

@@ -213,12 +213,19 @@ func sudoRefused(name string) bool {
 // through sudo as this account.
 func refuseUnderSudo(f *Factory, c *cobra.Command) error {
 	name := strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
-	if !sudoRefused(name) {
+	generator := name == "__generate" || strings.HasPrefix(name, "__generate ")
+	if !sudoRefused(name) && !generator {
 		return nil
 	}
 	uid, _, sudo := f.sudoInvoker()
 	if !sudo {
 		return nil
+	}
+	if generator {
+		// A build step: it writes files as this account into the
+		// directory the caller names, following links there to the
+		// key file, the store or ~/.bashrc.
+		return usageErrorf("%s: lessor was run through sudo by another user (uid %d), and it writes files as this account where that user says", name, uid)
 	}
 	return withHint(usageErrorf("%s: lessor was run through sudo by another user (uid %d), and %s acts with the store's unseal key, which no token confines", name, uid, name),
 		"run it as the account itself: from its own shell (sudo -iu <account>) or its service unit")

@@ -251,3 +251,42 @@ func TestSudoHintDoesNotAskForSETENV(t *testing.T) {
 	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid())
 	c.must("policy", "read", "default")
 }
+
+// TestSudoCallerCannotRunTheBuildGenerator: `lessor __generate
+// completions|systemd DIR`, a build step hidden from help, ran through
+// sudo for any caller and wrote its files as the account, following
+// links: with DIR/lessor.bash a link the caller made to the account's
+// unseal key, it replaced the key with a completion script, and the
+// store with it, for good, with no token at all. Through sudo it is
+// refused.
+func TestSudoCallerCannotRunTheBuildGenerator(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	delete(c.env, "LESSOR_TOKEN")
+	keyFile := filepath.Join(c.env["HOME"], ".config", "lessor", "unseal.key")
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir() // the caller's
+	if err := os.Symlink(keyFile, filepath.Join(dir, "lessor.bash")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(keyFile, filepath.Join(dir, "lessor-reap.service")); err != nil {
+		t.Fatal(err)
+	}
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env[testStartedByEnv] = "sudo"
+	for _, what := range []string{"completions", "systemd"} {
+		r := c.run("__generate", what, dir)
+		if b, err := os.ReadFile(keyFile); err != nil || string(b) != string(key) {
+			t.Fatalf("__generate %s through sudo replaced the unseal key: %.60q", what, b)
+		}
+		if r.code != 1 || !strings.Contains(r.stderr, "lessor was run through sudo by another user") {
+			t.Errorf("__generate %s through sudo: exit %d: %s", what, r.code, r.stderr)
+		}
+	}
+	c.must("operator", "status")
+}

@@ -8,6 +8,16 @@ import (
 	"testing"
 )
 
+// sudoCaller plays a caller who ran lessor through sudo as the account
+// that runs it (the test's own user): another user and group, and sudo
+// itself as lessor's parent.
+func (c *cli) sudoCaller() {
+	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
+	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
+	c.env["SUDO_USER"] = "caller"
+	c.env[testStartedByEnv] = "sudo"
+}
+
 // TestSudoCallerReadsOnlyFilesItCouldRead: run through sudo as the
 // service account that holds the store, lessor read the files named in a
 // command's arguments (key=@file, @file.json, policy write FILE) with the
@@ -54,10 +64,7 @@ func TestSudoCallerReadsOnlyFilesItCouldRead(t *testing.T) {
 
 	// Through sudo, from another user: files only the service account
 	// can read are refused, and nothing of them is shown.
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env[testStartedByEnv] = "sudo"
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env["SUDO_USER"] = "caller"
+	c.sudoCaller()
 	for _, args := range [][]string{
 		{"write", "sys/capabilities-self", "paths=@" + keyFile},
 		{"write", "sys/capabilities-self", "paths=@" + tokenFile},
@@ -98,10 +105,7 @@ func TestSudoCallerDoesNotGetTheAccountsTokenFile(t *testing.T) {
 	// uses its token file as before.
 	c.must("policy", "read", "apps")
 
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env[testStartedByEnv] = "sudo"
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env["SUDO_USER"] = "caller"
+	c.sudoCaller()
 	r := c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): the token file .* is this account's, not yours; give your token in LESSOR_TOKEN`,
 		"policy", "read", "apps")
 	if strings.Contains(r.stdout, "database/creds/readonly") {
@@ -129,8 +133,7 @@ func TestSudoLoginDoesNotStoreInTheAccountsTokenFile(t *testing.T) {
 	delete(c.env, "LESSOR_TOKEN")
 	tokenFile := filepath.Join(c.env["HOME"], ".lessor-token")
 
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	c.fails(1, `^lessor: error: lessor was run through sudo by another user \(uid \d+\): login would store your token in this account's token file`,
 		"login", appsTok)
 	if b, err := os.ReadFile(tokenFile); err != nil || strings.TrimSpace(string(b)) != root {
@@ -156,9 +159,7 @@ func TestSudoRefusesCommandsNoTokenConfines(t *testing.T) {
 	c.initStore()
 	delete(c.env, "LESSOR_TOKEN")
 	home := c.env["HOME"]
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	for _, cmd := range []struct {
 		name string
 		args []string

@@ -147,9 +147,7 @@ func TestSudoCallerCannotEnableAnAuditDevice(t *testing.T) {
 	c.env["LESSOR_TOKEN"] = strings.TrimSpace(c.must("token", "create", "-policy=auditor", "-field=token"))
 	profile := filepath.Join(c.env["HOME"], ".bash_profile")
 
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	for _, args := range [][]string{
 		{"audit", "enable", "file", "file_path=" + profile, "mode=0644"},
 		{"write", "sys/audit/f2", "type=file", "file_path=" + profile},
@@ -212,9 +210,7 @@ func TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories(t *testing.T) 
 		t.Fatal(err)
 	}
 
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	for _, p := range []string{secret, link} {
 		r := c.fails(1, `is not readable by the user who ran lessor through sudo \(uid \d+\)`, "write", "sys/capabilities-self", "paths=@"+p)
 		if strings.Contains(r.stdout+r.stderr, "app-secret") {
@@ -241,8 +237,7 @@ func TestSudoHintDoesNotAskForSETENV(t *testing.T) {
 	c := newCLI(t)
 	c.initStore()
 	delete(c.env, "LESSOR_TOKEN")
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	r := c.fails(1, `is this account's, not yours`, "policy", "read", "default")
 	if strings.Contains(r.stderr, "needs SETENV") || !strings.Contains(r.stderr, `env_keep += "LESSOR_TOKEN"`) || !strings.Contains(r.stderr, "not SETENV") {
 		t.Errorf("the hint: %s", r.stderr)
@@ -276,9 +271,7 @@ func TestSudoCallerCannotRunTheBuildGenerator(t *testing.T) {
 	if err := os.Symlink(keyFile, filepath.Join(dir, "lessor-reap.service")); err != nil {
 		t.Fatal(err)
 	}
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env[testStartedByEnv] = "sudo"
+	c.sudoCaller()
 	for _, what := range []string{"completions", "systemd"} {
 		r := c.run("__generate", what, dir)
 		if b, err := os.ReadFile(keyFile); err != nil || string(b) != string(key) {

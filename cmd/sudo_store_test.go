@@ -4,10 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
-
-	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // TestSudoCallerCannotPointTheStoreAtItsServer: run through sudo as the
@@ -18,32 +15,11 @@ import (
 // that asked for it in clear text. Through sudo, a PostgreSQL store other
 // than the account's configured one is now refused before any connection.
 func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, got := catchPasswords(t)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	got := make(chan string, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			be := pgproto3.NewBackend(c, c)
-			if _, err := be.ReceiveStartupMessage(); err == nil {
-				be.Send(&pgproto3.AuthenticationCleartextPassword{})
-				be.Flush()
-				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
-				if m, err := be.Receive(); err == nil {
-					if p, ok := m.(*pgproto3.PasswordMessage); ok {
-						got <- p.Password
-					}
-				}
-			}
-			c.Close()
-		}
-	}()
 
 	c := newCLI(t)
 	c.initStore()
@@ -54,16 +30,13 @@ func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
 	}
 	t.Setenv("PGPASSFILE", passfile)
 
-	c.env["SUDO_UID"] = strconv.Itoa(os.Getuid() + 1)
-	c.env["SUDO_GID"] = strconv.Itoa(os.Getgid() + 1)
-	c.env["SUDO_USER"] = "caller"
-	c.env[testStartedByEnv] = "sudo"
-	evil := "postgres://lessor@" + ln.Addr().String() + "/ops?sslmode=disable"
+	c.sudoCaller()
+	evil := "postgres://lessor@" + addr + "/ops?sslmode=disable"
 	for _, args := range [][]string{
 		{"read", "-store=" + evil, "database/creds/x"},
 		{"operator", "status", "-store=" + evil},
 		{"operator", "migrate", "-to=" + evil},
-		{"read", "-store=host=" + ln.Addr().(*net.TCPAddr).IP.String() + " port=" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + " user=lessor dbname=ops sslmode=disable", "database/creds/x"},
+		{"read", "-store=host=" + host + " port=" + port + " user=lessor dbname=ops sslmode=disable", "database/creds/x"},
 	} {
 		r := c.run(args...)
 		if r.code == 0 {

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -426,6 +429,32 @@ func TestCredsRevokedWhileIssuing(t *testing.T) {
 	}
 }
 
+// roleWaitingOnLock defines role readonly so that its creation waits on
+// advisory lock key, and holds that lock in a transaction of another
+// session until the returned transaction ends (at the latest when the
+// test does). Roles the test leaves are dropped.
+func (e *env) roleWaitingOnLock(key int) pgx.Tx {
+	t := e.t
+	t.Helper()
+	ctx := context.Background()
+	k := strconv.Itoa(key)
+	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; SELECT pg_catalog.pg_advisory_xact_lock(` + k + `);`})
+	tx, err := e.db.Conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+k+`)`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, r := range e.pgRoles() {
+			e.srv.DropRolesAtCleanup(t, r.name)
+		}
+	})
+	return tx
+}
+
 // TestCredsCreatedByTheGrace: a creation statement that waits (here on a
 // lock another session holds) past the time the lease manager gives the
 // issuer (PreparedLease.CreateBy, a fifth of the pending grace before reap
@@ -436,22 +465,8 @@ func TestCredsCreatedByTheGrace(t *testing.T) {
 	e := newEnv(t)
 	e.writeConfig(nil)
 	ctx := context.Background()
-	locker := e.db.Conn(t)
-	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; SELECT pg_catalog.pg_advisory_xact_lock(424242);`})
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(424242)`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.roleWaitingOnLock(424242)
 	e.leases.createWithin = 1500 * time.Millisecond
-	t.Cleanup(func() {
-		for _, r := range e.pgRoles() {
-			e.srv.DropRolesAtCleanup(t, r.name)
-		}
-	})
 	start := time.Now()
 	resp, err := e.do(logical.ReadOperation, "creds/readonly", nil)
 	if err == nil {
@@ -537,22 +552,8 @@ func TestCredsCreatedByTheGracePooled(t *testing.T) {
 	e.b = New(Options{Pool: pool})
 	e.writeConfig(nil)
 	ctx := context.Background()
-	locker := e.db.Conn(t)
-	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; SELECT pg_catalog.pg_advisory_xact_lock(424243);`})
-	tx, err := locker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(424243)`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.roleWaitingOnLock(424243)
 	e.leases.createWithin = 1500 * time.Millisecond
-	t.Cleanup(func() {
-		for _, r := range e.pgRoles() {
-			e.srv.DropRolesAtCleanup(t, r.name)
-		}
-	})
 	if resp, err := e.do(logical.ReadOperation, "creds/readonly", nil); err == nil {
 		t.Fatalf("issued a credential past the issuer's deadline: %v", resp.Data)
 	}

@@ -71,12 +71,18 @@ func (h *hookBackend) RevokeSecrets(ctx context.Context, ss []*logical.SecretReq
 	return h.fakeBackend.RevokeSecrets(ctx, ss)
 }
 
+// useBackend has m's leases revoked and renewed through b, on a mount of
+// st at database/ with the test clock.
+func useBackend(m *Manager, b logical.SecretBackend, clk *clock, st storage.Store) {
+	m.resolve = func(context.Context, string) (*Mount, error) {
+		return &Mount{Backend: b, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
+	}
+}
+
 func setupHooks(t *testing.T) (*Manager, *hookBackend, *clock) {
 	m, be, clk, st := setup(t)
 	hb := &hookBackend{fakeBackend: be}
-	m.resolve = func(context.Context, string) (*Mount, error) {
-		return &Mount{Backend: hb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
-	}
+	useBackend(m, hb, clk, st)
 	return m, hb, clk
 }
 
@@ -218,9 +224,7 @@ func (b *ctxBackend) RevokeSecrets(ctx context.Context, ss []*logical.SecretRequ
 func TestReapStopsBeforeItsClaimEnds(t *testing.T) {
 	m, be, clk, st := setup(t)
 	cb := &ctxBackend{fakeBackend: be, deadline: make(chan time.Time, 1)}
-	m.resolve = func(context.Context, string) (*Mount, error) {
-		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
-	}
+	useBackend(m, cb, clk, st)
 	m.o.ClaimTimeout = time.Second
 	issue(t, m, be, clk, "ro", time.Minute, "")
 	clk.advance(2 * time.Minute)
@@ -263,9 +267,7 @@ func (h *afterRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretRe
 func TestConcurrentRenewalsAgree(t *testing.T) {
 	m, be, clk, st := setup(t)
 	ab := &afterRenewBackend{fakeBackend: be}
-	m.resolve = func(context.Context, string) (*Mount, error) {
-		return &Mount{Backend: ab, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
-	}
+	useBackend(m, ab, clk, st)
 	ctx := context.Background()
 	id := issue(t, m, be, clk, "ro", time.Hour, "")
 	done := make(chan error, 1)
@@ -390,9 +392,7 @@ func (h *cancelRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretR
 func TestRenewCanceledLetsGo(t *testing.T) {
 	m, be, clk, st := setup(t)
 	cb := &cancelRenewBackend{fakeBackend: be}
-	m.resolve = func(context.Context, string) (*Mount, error) {
-		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
-	}
+	useBackend(m, cb, clk, st)
 	id := issue(t, m, be, clk, "ro", time.Hour, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cb.cancel = cancel
@@ -427,9 +427,7 @@ func (h *ctxRenewBackend) RenewSecret(ctx context.Context, s *logical.SecretRequ
 func TestRenewDeadlineOnTheWallClock(t *testing.T) {
 	m, be, clk, st := setup(t)
 	cb := &ctxRenewBackend{fakeBackend: be}
-	m.resolve = func(context.Context, string) (*Mount, error) {
-		return &Mount{Backend: cb, MountPoint: "database/", Storage: st, System: sysView{clk.now}}, nil
-	}
+	useBackend(m, cb, clk, st)
 	id := issue(t, m, be, clk, "ro", time.Hour, "")
 	if _, err := m.Renew(context.Background(), id, 2*time.Hour); err != nil {
 		t.Fatal(err)

@@ -54,6 +54,8 @@ type Factory struct {
 
 	core    *core.Core
 	barrier *barrier.Barrier
+	// sudo is what sudoInvoker found, once per run (it reads /proc).
+	sudo *sudoCaller
 	// client sends requests to the server at LESSOR_ADDR (remote.go).
 	client *apiclient.Client
 	// closers run when the command ends (a PostgreSQL store's connections).

@@ -52,6 +52,21 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 // lessor runs for the user it runs as. A SUDO_UID that is not a number
 // stands for a user lessor cannot name: -1, who owns nothing.
 func (f *Factory) sudoInvoker() (uid, gid int, ok bool) {
+	if f.sudo == nil {
+		c := sudoCaller{}
+		c.uid, c.gid, c.ok = f.findSudoInvoker()
+		f.sudo = &c
+	}
+	return f.sudo.uid, f.sudo.gid, f.sudo.ok
+}
+
+// sudoCaller is the answer of findSudoInvoker.
+type sudoCaller struct {
+	uid, gid int
+	ok       bool
+}
+
+func (f *Factory) findSudoInvoker() (uid, gid int, ok bool) {
 	s := f.Getenv("SUDO_UID")
 	if s == "" {
 		return 0, 0, false

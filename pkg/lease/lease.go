@@ -994,21 +994,37 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 	if err != nil {
 		return nil, fmt.Errorf("error during renew: %w", err)
 	}
-	ttl, warning, err := logical.CalculateTTL(logical.TTLInputs{
-		Increment: increment, BackendTTL: roleTTL, BackendMax: roleMax,
-		MountDefault: mnt.System.DefaultLeaseTTL(), MountMax: mnt.System.MaxLeaseTTL(),
-		Start: e.IssueTime, Now: now,
-	})
-	if err != nil {
-		return nil, logical.Errorf("%v", err)
+	ttlAt := func(now time.Time) (time.Duration, string, error) {
+		ttl, warning, err := logical.CalculateTTL(logical.TTLInputs{
+			Increment: increment, BackendTTL: roleTTL, BackendMax: roleMax,
+			MountDefault: mnt.System.DefaultLeaseTTL(), MountMax: mnt.System.MaxLeaseTTL(),
+			Start: e.IssueTime, Now: now,
+		})
+		if err != nil {
+			return 0, "", logical.Errorf("%v", err)
+		}
+		return ttl, warning, nil
 	}
-	expire := now.Add(ttl)
+	// A request that cannot be granted is refused before the lease is
+	// taken (a durable commit).
+	if _, _, err := ttlAt(now); err != nil {
+		return nil, err
+	}
 	// Take the lease for this renewal, so that no other renewal moves
 	// VALID UNTIL between this one's backend call and its commit.
 	until, err := m.takeRenewal(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	// The increment counts from now, when the lease is this renewal's:
+	// it may have waited up to renewWait for another renewal to let go.
+	now = m.now().Truncate(time.Second)
+	ttl, warning, err := ttlAt(now)
+	if err != nil {
+		m.releaseRenewal(ctx, id, until)
+		return nil, err
+	}
+	expire := now.Add(ttl)
 	// The hold is on the manager's clock, a context's deadline on the
 	// wall clock: what is left of the hold is measured on the first.
 	bctx, cancel := context.WithTimeout(ctx, until.Sub(m.now())-claimMargin(renewHold))

@@ -433,3 +433,43 @@ func TestRenewDeadlineOnTheWallClock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRenewCountsFromWhenItHoldsTheLease: a renewal that waited for
+// another's hold on the lease (here a killed renewal's, 15 s) counts its
+// increment from when it took the lease, not from when it began: it
+// used to hand out a lease, and a VALID UNTIL, ending as much earlier
+// than "increment from now" as it had waited.
+func TestRenewCountsFromWhenItHoldsTheLease(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	ctx := context.Background()
+	id := issue(t, m, be, clk, "ro", time.Hour, "")
+	// The manager's clock runs 30 times as fast as the wall clock: the
+	// hold runs out after half a second.
+	base, start := clk.now(), time.Now()
+	m.o.Now = func() time.Time { return base.Add(30 * time.Since(start)) }
+	held, err := m.takeRenewal(ctx, id) // then killed
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.Renew(ctx, id, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := m.Lookup(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Truncated to the second, as every expiry is.
+	if want := held.Add(2 * time.Hour).Add(-time.Second); e.ExpireTime.Before(want) {
+		t.Fatalf("the renewal waited until %v and then gave the lease until %v, want from %v", held, e.ExpireTime, want)
+	}
+	be.mu.Lock()
+	got := be.renewed[id]
+	be.mu.Unlock()
+	if !got.Equal(e.ExpireTime) {
+		t.Fatalf("the record expires at %v, the backend's secret at %v", e.ExpireTime, got)
+	}
+	if resp.Secret.TTL != 2*time.Hour {
+		t.Fatalf("TTL %v, want 2h", resp.Secret.TTL)
+	}
+}

@@ -565,3 +565,36 @@ func TestCredsCreatedByTheGracePooled(t *testing.T) {
 		t.Errorf("a role committed after the issue gave up at its deadline: %+v", roles)
 	}
 }
+
+// TestCredsPooledResetAll: on a pooled connection the creation's deadline
+// is checked on the server just before COMMENT ON ROLE. It was kept in a
+// setting of the transaction, which a RESET ALL among the creation
+// statements cleared: every issue of such a role from lessor serve then
+// failed ("invalid input syntax for type double precision"). It is now
+// counted from the transaction's start, which no statement changes.
+func TestCredsPooledResetAll(t *testing.T) {
+	e := newEnv(t)
+	pool := postgres.NewPool(2, time.Minute)
+	defer pool.Close()
+	e.b = New(Options{Pool: pool})
+	e.writeConfig(nil)
+	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; RESET ALL; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`})
+	// As the lease manager gives every issue (PreparedLease.CreateBy).
+	e.leases.createWithin = 4 * time.Minute
+	t.Cleanup(func() {
+		for _, r := range e.pgRoles() {
+			e.srv.DropRolesAtCleanup(t, r.name)
+		}
+	})
+	resp, err := e.do(logical.ReadOperation, "creds/readonly", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, pw := resp.Data["username"].(string), resp.Data["password"].(string)
+	if r := e.pgRole(user); r == nil || !r.canLogin || r.comment == nil || !strings.Contains(*r.comment, resp.Secret.LeaseID) {
+		t.Fatalf("role after the issue: %+v", r)
+	}
+	if res := e.login(user, pw); res != postgres.LoginAccepted {
+		t.Fatalf("log in with the issued credential: %v, want accepted", res)
+	}
+}

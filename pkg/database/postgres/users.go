@@ -134,6 +134,9 @@ type Creation struct {
 	// ran is how many creation statements StartCreate ran.
 	ran  int
 	done bool
+	// begun is when BEGIN was sent: the server's transaction_timestamp()
+	// is this moment on its own clock, give or take the trip there.
+	begun time.Time
 }
 
 // errTxEnded: a COMMIT or ROLLBACK among the creation statements ended
@@ -288,6 +291,7 @@ func (c *Creation) begin(ctx context.Context, lock bool) error {
 	c.open = true
 	rctx, cancel := c.db.roundTrip(ctx)
 	defer cancel()
+	c.begun = time.Now()
 	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
 	if err != nil {
 		return pgError(err)
@@ -322,22 +326,23 @@ func (c *Creation) finish(ctx context.Context) error {
 	// The pipeline carries COMMIT: once sent, the server runs it whenever
 	// the statements before it end, even after lessor gave up at ctx's
 	// deadline and closed the connection (pgx does not cancel the query).
-	// So the server gets the deadline too, on its own clock, a little
-	// before lessor's: past it, the statement before COMMENT fails and
-	// the transaction rolls back instead of committing.
+	// So the server gets the deadline too, a little before lessor's, as
+	// seconds after its transaction began: past it, the statement before
+	// COMMENT fails and the transaction rolls back instead of committing.
+	// It is counted from transaction_timestamp(), which no creation
+	// statement can change (a setting noted in the transaction, as
+	// before, was lost to a RESET ALL among them, and then every issue
+	// failed), on the server's clock, which need not agree with lessor's.
 	// Without a pool, StartCreate ran and awaited every creation
 	// statement, and no turn is taken: nothing in this pipeline waits
-	// before COMMIT, and a command's issue is spared the two statements.
-	bounded := false
+	// before COMMIT, and a command's issue is spared the check.
+	var createBy []byte
 	if dl, ok := ctx.Deadline(); ok && (len(rest) > 0 || c.db.pool != nil) {
 		left := time.Until(dl)
 		left -= min(time.Second, left/4)
-		// Seconds since the epoch: no DateStyle or TimeZone a creation
-		// statement sets changes how it reads back.
-		b.ExecParams("SELECT pg_catalog.set_config('lessor.create_by', (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.+) $1::pg_catalog.float8)::pg_catalog.text, true)",
-			[][]byte{[]byte(strconv.FormatFloat(max(left.Seconds(), 0), 'f', 6, 64))}, nil, nil, nil)
-		bounded = true
+		createBy = []byte(strconv.FormatFloat(max(time.Since(c.begun)+left, 0).Seconds(), 'f', 6, 64))
 	}
+	bounded := createBy != nil
 	// A server issues for one role many times at once, and PostgreSQL
 	// answers concurrent GRANTs on one table with "tuple concurrently
 	// updated" rather than a wait: on a pooled connection, creations from
@@ -361,8 +366,11 @@ func (c *Creation) finish(ctx context.Context) error {
 	// but planning that view just after CREATE ROLE invalidated the
 	// catalog caches took 1.5-2.5 ms of a 20 ms issue.)
 	if bounded {
-		// Division by zero past the deadline.
-		b.ExecParams("SELECT pg_catalog.int4div(1, pg_catalog.int4(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.<) pg_catalog.current_setting('lessor.create_by')::pg_catalog.float8))", nil, nil, nil, nil)
+		// Division by zero past the deadline. Seconds since the epoch:
+		// no DateStyle, TimeZone or IntervalStyle a creation statement
+		// sets changes the arithmetic.
+		b.ExecParams("SELECT pg_catalog.int4div(1, pg_catalog.int4(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.<) (pg_catalog.date_part('epoch', pg_catalog.transaction_timestamp()) OPERATOR(pg_catalog.+) $1::pg_catalog.float8)))",
+			[][]byte{createBy}, nil, nil, nil)
 	}
 	b.ExecParams("COMMENT ON ROLE "+pgx.Identifier{c.r.Username}.Sanitize()+" IS "+quoteLiteral(c.r.Comment), nil, nil, nil, nil)
 	b.ExecParams("COMMIT", nil, nil, nil, nil)
@@ -371,12 +379,6 @@ func (c *Creation) finish(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, time.Duration(len(rest)+2)*c.db.cfg.statementTimeout()+2*time.Second)
 	defer cancel()
 	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
-	if bounded {
-		if len(res) == 0 {
-			return pgError(err)
-		}
-		res = res[1:]
-	}
 	if locked {
 		if len(res) == 0 {
 			return pgError(err) // the turn itself failed

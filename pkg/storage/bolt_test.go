@@ -725,3 +725,48 @@ func TestOpenBoltWritableByOthers(t *testing.T) {
 		t.Fatalf("a store others can only read: %v", err)
 	}
 }
+
+// TestBoltRewriteThroughLink: a store reached through a symbolic link
+// (its file on another disk) is rewritten where the link leads. Renamed
+// over the link instead, the new file would sit beside it and the old
+// one, with what the rewrite was meant to erase (the old header of a
+// rekey, the old ciphertexts of a re-encryption), would stay behind.
+func TestBoltRewriteThroughLink(t *testing.T) {
+	ctx := context.Background()
+	real := filepath.Join(t.TempDir(), "lessor.db")
+	if _, err := CreateBolt(real, BoltOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "lessor.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenBolt(link, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := "erase-me-" + strings.Repeat("x", 40)
+	if err := s.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte(old)) }); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Rewrite(ctx, func(src, dst Tx) error { return dst.Put("k", []byte("new")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced: %v", err)
+	}
+	raw, err := os.ReadFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(old)) {
+		t.Error("the file the link leads to still holds the old value")
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(link), ".lessor.db.*")); len(left) != 0 {
+		t.Errorf("left beside the link: %q", left)
+	}
+	if got := snapshot(t, s); len(got) != 1 || got["k"] != "new" {
+		t.Errorf("after the rewrite: %q", got)
+	}
+}

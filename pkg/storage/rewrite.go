@@ -48,7 +48,15 @@ func (b *Bolt) Rewrite(ctx context.Context, fn func(src, dst Tx) error) error {
 	err := b.run(ctx, true, func(src Tx) error {
 		st := src.(*boltTx)
 		st.write = false // fn reads the old content and must not change it
-		dir, base := filepath.Dir(b.path), filepath.Base(b.path)
+		// The file is replaced where it is, not the link at the store's
+		// path: renamed over a link, the new file would sit beside it and
+		// the old one, old header and ciphertexts and all, would stay
+		// where the link led, no longer read but not gone.
+		real, err := filepath.EvalSymlinks(b.path)
+		if err != nil {
+			return fmt.Errorf("rewrite store %s: %w", b.path, err)
+		}
+		dir, base := filepath.Dir(real), filepath.Base(real)
 		removeStaleRewrites(dir, base)
 		var suffix [8]byte
 		if _, err := rand.Read(suffix[:]); err != nil {
@@ -74,14 +82,14 @@ func (b *Bolt) Rewrite(ctx context.Context, fn func(src, dst Tx) error) error {
 		}
 		// Keep the owner: root rewriting another user's store must not
 		// take it away from that user.
-		if fi, err := os.Stat(b.path); err == nil {
+		if fi, err := os.Stat(real); err == nil {
 			if sys, ok := fi.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
 				if err := os.Chown(tmp, int(sys.Uid), int(sys.Gid)); err != nil {
 					return fmt.Errorf("rewrite store %s: %w", b.path, err)
 				}
 			}
 		}
-		if err := os.Rename(tmp, b.path); err != nil {
+		if err := os.Rename(tmp, real); err != nil {
 			return fmt.Errorf("rewrite store %s: %w", b.path, err)
 		}
 		renamed = true

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -125,11 +126,27 @@ func (b *Barrier) refreshState(tx storage.Tx) error {
 	return nil
 }
 
+// readGeneration reads the generation file under a shared lock, so that
+// it never catches a commit's rewrite half done (see writeGeneration):
+// read as 0, a line would let this command take a rolled-back store, and
+// then write the older number over the newer one. A FIFO or a link at the
+// path reads as 0 at once, and is replaced by the next write.
 func readGeneration(path string) uint64 {
 	if path == "" {
 		return 0
 	}
-	raw, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		return 0
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
 		return 0
 	}
@@ -206,7 +223,7 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 	if gen <= b.genWritten && !force {
 		return
 	}
-	if writeGeneration(path, gen) == nil {
+	if writeGeneration(path, gen, force) == nil {
 		b.genWritten = gen
 	}
 }
@@ -216,14 +233,29 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 // width); otherwise it writes the line to a new file and renames it over
 // whatever is at the path, never following a symbolic link or waiting on
 // a FIFO.
-func writeGeneration(path string, gen uint64) error {
+//
+// In place, it never lowers the number unless lower is set (an older
+// store accepted on purpose): two processes that commit one after the
+// other write their generations in either order, and the file must keep
+// the newer. The check and the write are made under an exclusive lock on
+// the file, which readers share.
+func writeGeneration(path string, gen uint64, lower bool) error {
 	line := formatGeneration(gen)
 	// O_NONBLOCK: a FIFO put at the path fails to open (no reader) instead
 	// of hanging the command, and is then replaced below.
-	if f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
+	if f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
 		fi, err := f.Stat()
 		if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(line)) {
-			_, err = f.WriteAt(line, 0)
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if err == nil && !lower {
+				cur := make([]byte, len(line))
+				if n, _ := f.ReadAt(cur, 0); parseGeneration(cur[:n]) >= gen {
+					return f.Close()
+				}
+			}
+			if err == nil {
+				_, err = f.WriteAt(line, 0)
+			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}

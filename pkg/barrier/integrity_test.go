@@ -407,14 +407,14 @@ func TestGenerationDetectsRollback(t *testing.T) {
 func TestGenerationFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state", "gen")
-	if err := writeGeneration(path, 7); err != nil {
+	if err := writeGeneration(path, 7, false); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(path, 12345); err != nil {
+	if err := writeGeneration(path, 12345, false); err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(path)
@@ -450,7 +450,7 @@ func TestGenerationFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("5\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(path, 6); err != nil {
+	if err := writeGeneration(path, 6, false); err != nil {
 		t.Fatal(err)
 	}
 	if raw, _ := os.ReadFile(path); string(raw) != string(formatGeneration(6)) {
@@ -465,7 +465,7 @@ func TestGenerationFile(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(link, 8); err != nil {
+	if err := writeGeneration(link, 8, false); err != nil {
 		t.Fatal(err)
 	}
 	if raw, _ := os.ReadFile(target); string(raw) != string(formatGeneration(1)) {
@@ -482,7 +482,7 @@ func TestGenerationFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- writeGeneration(fifo, 9) }()
+	go func() { done <- writeGeneration(fifo, 9, false) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -493,6 +493,63 @@ func TestGenerationFile(t *testing.T) {
 	}
 	if fi, err := os.Lstat(fifo); err != nil || !fi.Mode().IsRegular() || readGeneration(fifo) != 9 {
 		t.Errorf("the FIFO was not replaced by the file: %v", err)
+	}
+}
+
+// TestGenerationNeverLowered: two processes that commit one after the
+// other may write their generations in the other order; the file keeps
+// the newer, or the copy of the store between the two would pass for
+// current. Only accepting an older store on purpose lowers it.
+func TestGenerationNeverLowered(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	gen := filepath.Join(dir, "state", "gen")
+	if _, err := Init(ctx, phys, testKey(t), InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *Barrier {
+		t.Helper()
+		b, err := Open(ctx, phys, testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.TrackGeneration(ctx, gen, false); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	slow, fast := open(), open()
+	put(t, slow, "sys/token/id/aa", "1") // commits generation 2 ...
+	put(t, fast, "sys/token/id/bb", "1") // ... fast commits 3 and writes it
+	// ... and slow's write of 2, late, comes last.
+	slow.mu.Lock()
+	slow.genWritten = 0
+	slow.mu.Unlock()
+	slow.noteGeneration(2, false)
+	if got := readGeneration(gen); got != 3 {
+		t.Fatalf("generation file holds %d after a late write of 2, want 3", got)
+	}
+	if err := writeGeneration(gen, 2, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := readGeneration(gen); got != 2 {
+		t.Fatalf("generation file holds %d after accepting 2, want 2", got)
+	}
+
+	// A FIFO at the path reads as 0 at once; reading it does not hang.
+	fifo := filepath.Join(dir, "state", "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan uint64, 1)
+	go func() { done <- readGeneration(fifo) }()
+	select {
+	case got := <-done:
+		if got != 0 {
+			t.Fatalf("a FIFO read as %d", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading the generation hangs on a FIFO")
 	}
 }
 

@@ -656,11 +656,26 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 	if err != nil {
 		return nil, f.storeError(err)
 	}
-	if err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), f.acceptRollback); err != nil {
+	if err := f.trackGeneration(ctx, b, f.acceptRollback); err != nil {
 		return nil, f.storeError(err)
 	}
 	f.barrier = b
 	return b, nil
+}
+
+// trackGeneration starts b's rollback check (barrier.TrackGeneration). A
+// generation file that cannot be kept (no home directory, as for a system
+// account a service runs as) does not stop the command, but is said on
+// stderr each time: the check is off until it is fixed.
+func (f *Factory) trackGeneration(ctx context.Context, b *barrier.Barrier, accept bool) error {
+	err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), accept)
+	var ue *barrier.UntrackedError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	fmt.Fprintf(f.IO.Err, "lessor: warning: %s\n", oneLine(ue.Error()))
+	fmt.Fprintln(f.IO.Err, "lessor: hint: set XDG_STATE_HOME (or HOME) to a directory this user owns and can write, such as the service's state directory")
+	return nil
 }
 
 // generationFile is where this user keeps the highest generation of the

@@ -240,7 +240,7 @@ Description=Revoke expired lessor leases
 [Service]
 Type=oneshot
 User=lessor
-Environment=LESSOR_STORE=/var/lib/lessor/lessor.db LESSOR_KEY_FILE=/etc/lessor/unseal.key
+Environment=LESSOR_STORE=/var/lib/lessor/lessor.db LESSOR_KEY_FILE=/etc/lessor/unseal.key XDG_STATE_HOME=/var/lib/lessor/state
 ExecStart=/usr/bin/lessor reap
 `,
 		"lessor-reap.timer": `[Unit]

@@ -214,7 +214,7 @@ func initStore(ctx context.Context, f *Factory, storeURL string, key barrier.Uns
 	if err != nil {
 		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
 	}
-	if err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), true); err != nil {
+	if err := f.trackGeneration(ctx, b, true); err != nil {
 		return "", "", &localError{fmt.Errorf("initialise store %s: %w", path, err)}
 	}
 	tok, err = f.newCore(b).Initialize(ctx)

@@ -133,3 +133,28 @@ func TestStoreAndKeyRefuseDirectoriesOthersCanChange(t *testing.T) {
 	c := newCLI(t)
 	c.must("operator", "init", "-store="+filepath.Join(mine, "lessor.db"), "-key-file="+filepath.Join(mine, "unseal.key"))
 }
+
+// TestGenerationFileThatCannotBeKept: a user whose generation file cannot
+// be kept (a service account with no home directory) would not notice a
+// store put back from an older copy; every command says so on stderr and
+// goes on.
+func TestGenerationFileThatCannotBeKept(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	notDir := c.writeFile("state", "")
+	c.env["XDG_STATE_HOME"] = notDir
+	r := c.run("policy", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "root") {
+		t.Fatalf("policy list: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	want := "lessor: warning: cannot keep the store's generation in " + filepath.Join(notDir, "lessor", "generation") + "/"
+	if !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, "would not be noticed") ||
+		!strings.Contains(r.stderr, "\nlessor: hint: set XDG_STATE_HOME") {
+		t.Errorf("stderr %q, want a warning starting %q", r.stderr, want)
+	}
+	delete(c.env, "XDG_STATE_HOME")
+	if r := c.run("policy", "list"); r.code != 0 || r.stderr != "" {
+		t.Errorf("with a generation file: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

@@ -70,7 +70,7 @@ systemd, /etc/systemd/system/lessor-reap.service:
   [Service]
   Type=oneshot
   User=lessor
-  Environment=LESSOR_STORE=/var/lib/lessor/lessor.db LESSOR_KEY_FILE=/etc/lessor/unseal.key
+  Environment=LESSOR_STORE=/var/lib/lessor/lessor.db LESSOR_KEY_FILE=/etc/lessor/unseal.key XDG_STATE_HOME=/var/lib/lessor/state
   ExecStart=/usr/bin/lessor reap
 
 and /etc/systemd/system/lessor-reap.timer:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -84,6 +85,47 @@ func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool)
 	b.mu.Unlock()
 	if cur > seen {
 		b.noteGeneration(cur, false)
+	}
+	return checkGenerationFile(path)
+}
+
+// UntrackedError: the generation file can be neither read nor written (the
+// user has no home directory, as a system account a service runs as may
+// not), so this user would not notice a store put back from an older
+// copy. TrackGeneration returns it with the barrier fully usable: the
+// caller decides whether to go on, and should say so.
+type UntrackedError struct {
+	Path string
+	Err  error
+}
+
+func (e *UntrackedError) Error() string {
+	return fmt.Sprintf("cannot keep the store's generation in %s (%v), so a store put back from an older copy would not be noticed", e.Path, e.Err)
+}
+
+func (e *UntrackedError) Unwrap() error { return e.Err }
+
+// checkGenerationFile tells whether later commits can write the
+// generation file: it exists and opens for writing, or its directory can
+// be made and written in. Writing it is best effort, and a failed write
+// silently reads as 0 at the next command, which turns the check off:
+// this says so once, when the barrier starts tracking.
+func checkGenerationFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ELOOP) && !errors.Is(err, syscall.ENXIO) {
+		// ELOOP, ENXIO: a link or a FIFO at the path, which a write
+		// replaces.
+		return &UntrackedError{Path: path, Err: err}
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return &UntrackedError{Path: path, Err: err}
+	}
+	if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
+		return &UntrackedError{Path: path, Err: &fs.PathError{Op: "write in", Path: dir, Err: err}}
 	}
 	return nil
 }

@@ -553,6 +553,38 @@ func TestGenerationNeverLowered(t *testing.T) {
 	}
 }
 
+// TestGenerationUntracked: a generation file that cannot be kept (its
+// directory cannot be made: no home directory) turns the rollback check
+// off, since a missing file reads as 0; TrackGeneration says so, with the
+// barrier usable all the same, and says nothing when the file can be kept.
+func TestGenerationUntracked(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gen := filepath.Join(notDir, "lessor", "generation", "id")
+	err = b.TrackGeneration(ctx, gen, false)
+	var ue *UntrackedError
+	if !errors.As(err, &ue) || ue.Path != gen || !strings.Contains(err.Error(), "would not be noticed") {
+		t.Fatalf("TrackGeneration with no place for the file: %v", err)
+	}
+	put(t, b, "x", "y") // still usable
+
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.TrackGeneration(ctx, filepath.Join(dir, "state", "gen"), false); err != nil {
+		t.Fatalf("TrackGeneration with a place for the file: %v", err)
+	}
+}
+
 // TestCRC32C holds the bitwise CRC of generation lines to hash/crc32's
 // Castagnoli table, so that lines written by either read with the other.
 func TestCRC32C(t *testing.T) {

@@ -670,10 +670,16 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 
 // Rotate adds a new data key term and makes it the active one. Records
 // sealed with older terms stay readable and move to the new term when they
-// are next written; RotateReencrypt moves all of them at once.
+// are next written; RotateReencrypt moves all of them at once. It starts a
+// new generation, so that the store from before it, put back, is refused as
+// rolled back.
 func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 	var next *keyring
+	var gen uint64
+	var genState []byte
+	seen, seenState := b.seenState()
 	err := b.phys.Update(ctx, func(tx storage.Tx) error {
+		gen, genState = 0, nil
 		h, err := b.checkHeader(tx)
 		if err != nil {
 			return err
@@ -702,6 +708,29 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 		if err := tx.Put(keyringKey, next.raw); err != nil {
 			return err
 		}
+		if h.version >= 2 {
+			// A new generation, though no record changed: a copy of the
+			// store from before the rotation, put back, would otherwise be
+			// the same generation with the same state record, and pass
+			// for current with the rotation undone.
+			st, raw, err := loadState(tx, root, b.storeID)
+			if err != nil {
+				return err
+			}
+			if err := b.observe(st.gen, raw, seen, seenState); err != nil {
+				return err
+			}
+			if !st.guarded {
+				if err := b.guardState(tx, root, st, raw, &setSums{}); err != nil {
+					return err
+				}
+			}
+			st.gen++
+			if err := st.put(tx, root, b.storeID); err != nil {
+				return err
+			}
+			gen, genState = st.gen, st.marshal(root, b.storeID)
+		}
 		failpoint.Hit(failpoint.BarrierRotateBeforeCommit)
 		return nil
 	})
@@ -710,6 +739,10 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 	}
 	failpoint.Hit(failpoint.BarrierRotateAfterCommit)
 	b.setRing(next)
+	if gen != 0 {
+		b.noteGeneration(gen, false)
+		b.noteState(gen, genState)
+	}
 	return next.active, nil
 }
 

@@ -585,6 +585,44 @@ func TestGenerationUntracked(t *testing.T) {
 	}
 }
 
+// TestRotateIsANewGeneration: the store from before a rotation, put back,
+// is refused as rolled back, not taken with the rotation undone (and new
+// records sealed with the older data key).
+func TestRotateIsANewGeneration(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	gen := filepath.Join(dir, "state", "gen")
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/ab", "token")
+	backup := rawFile(t, phys)
+	if _, err := b.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(phys.Path(), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := b2.Info(); info.Term != 1 {
+		t.Fatalf("the copy is not from before the rotation: %+v", info)
+	}
+	if err := b2.TrackGeneration(ctx, gen, false); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("the store from before the rotation, put back: %v", err)
+	}
+	// The rotating process itself refuses it too, in its next transaction.
+	if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Put("x", []byte("y")) }); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("the rotating barrier wrote to the store from before: %v", err)
+	}
+}
+
 // TestCRC32C holds the bitwise CRC of generation lines to hash/crc32's
 // Castagnoli table, so that lines written by either read with the other.
 func TestCRC32C(t *testing.T) {

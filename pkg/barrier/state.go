@@ -189,7 +189,7 @@ func (s *setSums) addSums(d *setSums) {
 // state is the content of the state record, and of the guard record when
 // that is current.
 type state struct {
-	gen  uint64 // bumped by every transaction that changes a record
+	gen  uint64 // bumped by every transaction that changes a record, and by Rotate
 	sums setSums
 	// guarded: sums.guard holds the token buckets' sums for gen, from the
 	// guard record or from a checked pass; otherwise it is zero.

@@ -546,11 +546,7 @@ func TestSQLTokens(t *testing.T) {
 // ended, after lessor had said it created nothing and abandoned the lease
 // (whose revocation, finding no role yet, deleted the record).
 func TestCredsCreatedByTheGracePooled(t *testing.T) {
-	e := newEnv(t)
-	pool := postgres.NewPool(2, time.Minute)
-	defer pool.Close()
-	e.b = New(Options{Pool: pool})
-	e.writeConfig(nil)
+	e := newPooledEnv(t)
 	ctx := context.Background()
 	tx := e.roleWaitingOnLock(424243)
 	e.leases.createWithin = 1500 * time.Millisecond
@@ -573,11 +569,7 @@ func TestCredsCreatedByTheGracePooled(t *testing.T) {
 // failed ("invalid input syntax for type double precision"). It is now
 // counted from the transaction's start, which no statement changes.
 func TestCredsPooledResetAll(t *testing.T) {
-	e := newEnv(t)
-	pool := postgres.NewPool(2, time.Minute)
-	defer pool.Close()
-	e.b = New(Options{Pool: pool})
-	e.writeConfig(nil)
+	e := newPooledEnv(t)
 	e.writeRole("readonly", map[string]any{"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; RESET ALL; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`})
 	// As the lease manager gives every issue (PreparedLease.CreateBy).
 	e.leases.createWithin = 4 * time.Minute

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/pgtest"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -340,3 +341,14 @@ func jsonOf(t *testing.T, v any) string {
 
 // nameRule is the explanation that follows every "invalid name" error.
 const nameRule = `: use letters, digits, "_", "-" and ".", starting and ending with a letter, digit or "_"`
+
+// newPooledEnv is newEnv with a server's backend (one with a pool of
+// connections, as lessor serve has) and the connection configured.
+func newPooledEnv(t *testing.T) *env {
+	e := newEnv(t)
+	pool := postgres.NewPool(2, time.Minute)
+	t.Cleanup(pool.Close)
+	e.b = New(Options{Pool: pool})
+	e.writeConfig(nil)
+	return e
+}

@@ -4,19 +4,13 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/lessorhq/lessor/pkg/database/postgres"
 )
 
 // TestSparePasswords: a server's backend (one with a pool) issues with
 // passwords made ready after the previous request; each is handed out
 // once, and each logs in. A stale spare is dropped, not used.
 func TestSparePasswords(t *testing.T) {
-	e := newEnv(t)
-	pool := postgres.NewPool(2, time.Minute)
-	defer pool.Close()
-	e.b = New(Options{Pool: pool})
-	e.writeConfig(nil)
+	e := newPooledEnv(t)
 	e.writeRole("readonly", nil)
 	seen := map[string]bool{}
 	for i := range 4 {

@@ -348,10 +348,7 @@ func TestRenewWaitsWithoutCommitting(t *testing.T) {
 	m, be, clk, _ := setup(t)
 	ctx := context.Background()
 	id := issue(t, m, be, clk, "ro", time.Hour, "")
-	// The manager's clock runs 30 times as fast as the wall clock: the
-	// hold runs out after half a second.
-	base, start := clk.now(), time.Now()
-	m.o.Now = func() time.Time { return base.Add(30 * time.Since(start)) }
+	fastClock(m, clk)
 	if _, err := m.takeRenewal(ctx, id); err != nil { // then killed
 		t.Fatal(err)
 	}
@@ -443,10 +440,7 @@ func TestRenewCountsFromWhenItHoldsTheLease(t *testing.T) {
 	m, be, clk, _ := setup(t)
 	ctx := context.Background()
 	id := issue(t, m, be, clk, "ro", time.Hour, "")
-	// The manager's clock runs 30 times as fast as the wall clock: the
-	// hold runs out after half a second.
-	base, start := clk.now(), time.Now()
-	m.o.Now = func() time.Time { return base.Add(30 * time.Since(start)) }
+	fastClock(m, clk)
 	held, err := m.takeRenewal(ctx, id) // then killed
 	if err != nil {
 		t.Fatal(err)
@@ -472,4 +466,12 @@ func TestRenewCountsFromWhenItHoldsTheLease(t *testing.T) {
 	if resp.Secret.TTL != 2*time.Hour {
 		t.Fatalf("TTL %v, want 2h", resp.Secret.TTL)
 	}
+}
+
+// fastClock makes the manager's clock run 30 times as fast as the wall
+// clock from clk's time on: a renewal's hold on a lease (renewHold, 15 s)
+// runs out after half a second.
+func fastClock(m *Manager, clk *clock) {
+	base, start := clk.now(), time.Now()
+	m.o.Now = func() time.Time { return base.Add(30 * time.Since(start)) }
 }

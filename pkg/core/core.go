@@ -664,6 +664,22 @@ func (s *systemView) MaxLeaseTTL() time.Duration {
 	return SystemMaxTTL
 }
 
+// SiblingMounts lists the other mounts of this mount's type, with their
+// storage views (logical.SiblingMounts).
+func (s *systemView) SiblingMounts(ctx context.Context) ([]logical.Sibling, error) {
+	ms, err := s.c.mounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []logical.Sibling
+	for _, m := range ms {
+		if m.UUID != s.m.UUID && m.Type == s.m.Type {
+			out = append(out, logical.Sibling{Path: m.Path, Storage: s.c.mountStorage(m)})
+		}
+	}
+	return out, nil
+}
+
 func (s *systemView) StoreID() string { return s.storeID }
 func (s *systemView) Now() time.Time  { return s.now() }
 

@@ -442,6 +442,9 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 		// (a SECURITY DEFINER function, say): their first run tells.
 		return logical.Errorf("static role %q: %s", name, info.AlterDenied)
 	}
+	if err := checkOtherMounts(ctx, req.System, r); err != nil {
+		return err
+	}
 
 	if skip {
 		res, lerr := postgres.TryLogin(ctx, cfg.pluginConfig(), r.Username, given)
@@ -503,6 +506,47 @@ func adminIn(tx storage.Tx, skip, username string) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// checkOtherMounts refuses a login that another database mount depends
+// on: the admin of one of its connections (named alike on any server, as
+// a config does not record which server it reaches), or a login one of
+// its static roles manages on the same server. A token confined to this
+// mount would otherwise rotate that mount's admin password and read it
+// from static-creds, or break the other static role's password at every
+// rotation.
+func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole) error {
+	sm, ok := sys.(logical.SiblingMounts)
+	if !ok {
+		return nil
+	}
+	sibs, err := sm.SiblingMounts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sib := range sibs {
+		var admin string
+		var statics []namedStatic
+		if err := sib.Storage.View(ctx, func(tx storage.Tx) error {
+			var err error
+			if admin, err = adminIn(tx, "", r.Username); err != nil || admin != "" {
+				return err
+			}
+			statics, err = allStatic(tx)
+			return err
+		}); err != nil {
+			return err
+		}
+		if admin != "" {
+			return logical.Errorf("username %q is the admin of connection %q of mount %q: a static role never manages a connection's admin", r.Username, admin, sib.Path)
+		}
+		for _, o := range statics {
+			if o.role.Username == r.Username && o.role.Cluster != "" && o.role.Cluster == r.Cluster {
+				return logical.Errorf("username %q is already managed by static role %q of mount %q, on the same server: each rotation would break the other's password", r.Username, o.name, sib.Path)
+			}
+		}
+	}
+	return nil
 }
 
 // insertStatic stores a new role, unless its name or login was taken

@@ -3,7 +3,8 @@
 // the token store, the database secrets engine) implement.
 //
 // A backend sees only the part of the path below its mount, a storage view
-// confined to its own prefix, and the system view. It never imports
+// confined to its own prefix, and the system view (which may show it the
+// other mounts of its type, to read, see SiblingMounts). It never imports
 // pkg/core or cmd, never prints, and never exits.
 package logical
 
@@ -270,6 +271,22 @@ type SystemView interface {
 	// role's comment so that reap can find roles it created.
 	StoreID() string
 	Now() time.Time
+}
+
+// SiblingMounts is implemented by a SystemView that can show a backend
+// the other mounts of its own type, each with its storage view. A backend
+// only reads them, to refuse what would break another mount: a database
+// mount must not take over a login that another mount's connection logs
+// in as (its static roles would rotate that mount's admin password and
+// hand it to whoever may read static-creds).
+type SiblingMounts interface {
+	SiblingMounts(ctx context.Context) ([]Sibling, error)
+}
+
+// Sibling is another mount of a backend's type.
+type Sibling struct {
+	Path    string // with its trailing slash: "prod/"
+	Storage storage.Store
 }
 
 // Errors a backend returns; the CLI maps all of them to exit code 2.

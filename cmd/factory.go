@@ -742,11 +742,26 @@ func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
 	return core.New(core.Config{
 		Store:      b,
 		StoreID:    b.StoreID(),
+		StoreLogin: f.storeLogin(),
 		Factories:  backendFactories(),
 		Now:        f.Now,
 		RemoteUser: osUser(),
 		EndReads:   f.endReads,
 	})
+}
+
+// storeLogin is the PostgreSQL login the store connects as, "" for a
+// file store: no static role or root rotation may change its password.
+func (f *Factory) storeLogin() string {
+	u, err := f.storeURL()
+	if err != nil || u == "" {
+		return ""
+	}
+	cc, _, err := storage.ParsePostgresURL(u)
+	if err != nil {
+		return ""
+	}
+	return cc.User
 }
 
 func osUser() string {

@@ -385,7 +385,7 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 	pool := postgres.NewPool(o.poolSize, 0)
 	defer pool.Close()
 	cr := core.New(core.Config{
-		Store: b, StoreID: b.StoreID(), Now: f.Now,
+		Store: b, StoreID: b.StoreID(), StoreLogin: f.storeLogin(), Now: f.Now,
 		Factories: backendFactoriesWith(database.Options{Pool: pool}),
 	})
 	storageType := "file"

@@ -48,6 +48,9 @@ type Config struct {
 	// Store is the sealed (barrier) store.
 	Store   storage.Store
 	StoreID string
+	// StoreLogin is the PostgreSQL login the store connects as, "" for a
+	// file store (logical.StoreLoginView).
+	StoreLogin string
 	// Factories maps mount types ("database") to their backends.
 	Factories  map[string]Factory
 	Now        func() time.Time
@@ -61,13 +64,14 @@ type Config struct {
 
 // Core runs requests.
 type Core struct {
-	store     storage.Store
-	storeID   string
-	factories map[string]Factory
-	now       func() time.Time
-	rand      io.Reader
-	user      string
-	endReads  func()
+	store      storage.Store
+	storeID    string
+	storeLogin string
+	factories  map[string]Factory
+	now        func() time.Time
+	rand       io.Reader
+	user       string
+	endReads   func()
 
 	tokens *token.Store
 	leases *lease.Manager
@@ -94,7 +98,7 @@ func New(cfg Config) *Core {
 		cfg.Rand = rand.Reader
 	}
 	c := &Core{
-		store: cfg.Store, storeID: cfg.StoreID, factories: cfg.Factories,
+		store: cfg.Store, storeID: cfg.StoreID, storeLogin: cfg.StoreLogin, factories: cfg.Factories,
 		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser, endReads: cfg.EndReads,
 		backends: map[string]logical.Backend{},
 	}
@@ -682,6 +686,9 @@ func (s *systemView) SiblingMounts(ctx context.Context) ([]logical.Sibling, erro
 
 func (s *systemView) StoreID() string { return s.storeID }
 func (s *systemView) Now() time.Time  { return s.now() }
+
+// StoreLogin is the PostgreSQL login of the store (logical.StoreLoginView).
+func (s *systemView) StoreLogin() string { return s.c.storeLogin }
 
 // Counts reports how much the store holds, for `operator status`.
 type Counts struct {

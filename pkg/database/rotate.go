@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -173,6 +174,9 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 		return errors.New("unable to rotate root credentials: no username in configuration")
 	case cfg.Connection.Password == "":
 		return errors.New("unable to rotate root credentials: no password in configuration")
+	}
+	if sl, ok := req.System.(logical.StoreLoginView); ok && slices.Contains(cfg.adminNames(), sl.StoreLogin()) {
+		return fmt.Errorf("unable to rotate root credentials: %w", storeLoginError(sl.StoreLogin()))
 	}
 
 	db, err := b.open(ctx, req.Storage, name, cfg)

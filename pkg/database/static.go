@@ -516,6 +516,9 @@ func adminIn(tx storage.Tx, skip, username string) (string, error) {
 // from static-creds, or break the other static role's password at every
 // rotation.
 func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole) error {
+	if sl, ok := sys.(logical.StoreLoginView); ok && sl.StoreLogin() == r.Username {
+		return storeLoginError(r.Username)
+	}
 	sm, ok := sys.(logical.SiblingMounts)
 	if !ok {
 		return nil
@@ -547,6 +550,13 @@ func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole
 		}
 	}
 	return nil
+}
+
+// storeLoginError refuses to change the password of the login lessor's
+// store connects as: the new password would be kept only in the store
+// that it no longer opens.
+func storeLoginError(username string) error {
+	return logical.Errorf("username %q is the login lessor's store connects as: changing its password would lock lessor out of its own store", username)
 }
 
 // insertStatic stores a new role, unless its name or login was taken

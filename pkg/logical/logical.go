@@ -283,6 +283,14 @@ type SiblingMounts interface {
 	SiblingMounts(ctx context.Context) ([]Sibling, error)
 }
 
+// StoreLoginView is implemented by a SystemView whose store lives in
+// PostgreSQL: StoreLogin is the login the store connects as. No backend
+// may take it over: a new password there would lock lessor out of its own
+// store, the new one being kept only inside it.
+type StoreLoginView interface {
+	StoreLogin() string
+}
+
 // Sibling is another mount of a backend's type.
 type Sibling struct {
 	Path    string // with its trailing slash: "prod/"

@@ -241,15 +241,15 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		}
 	}
 
+	if err := staticOfOtherMounts(ctx, req.System, adminLogins(&cfg, adminUser)); err != nil {
+		return nil, err
+	}
 	err = req.Storage.Update(ctx, func(tx storage.Tx) error {
 		// A login a static role manages cannot be the admin: the next
 		// rotation would change the password the connection logs in with.
 		// Static roles of any connection count (two connections may reach
 		// one server), whether or not this one was verified.
-		admins := cfg.adminNames()
-		if adminUser != "" && !slices.Contains(admins, adminUser) {
-			admins = append(admins, adminUser)
-		}
+		admins := adminLogins(&cfg, adminUser)
 		statics, err := allStatic(tx)
 		if err != nil {
 			return err
@@ -283,6 +283,48 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		resp.AddWarning("%s", w)
 	}
 	return resp, nil
+}
+
+// adminLogins are the logins cfg may log in as, with adminUser, the one the
+// server said it did.
+func adminLogins(cfg *dbConfig, adminUser string) []string {
+	names := cfg.adminNames()
+	if adminUser != "" && !slices.Contains(names, adminUser) {
+		names = append(names, adminUser)
+	}
+	return names
+}
+
+// staticOfOtherMounts refuses as a connection's admin a login that a
+// static role of another database mount manages (on whatever server: a
+// config does not record which one it reaches): that mount's rotations
+// would lock this connection out, and hand its admin's password to that
+// mount's static-creds readers.
+func staticOfOtherMounts(ctx context.Context, sys logical.SystemView, admins []string) error {
+	sm, ok := sys.(logical.SiblingMounts)
+	if !ok {
+		return nil
+	}
+	sibs, err := sm.SiblingMounts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sib := range sibs {
+		var statics []namedStatic
+		if err := sib.Storage.View(ctx, func(tx storage.Tx) error {
+			var err error
+			statics, err = allStatic(tx)
+			return err
+		}); err != nil {
+			return err
+		}
+		for _, st := range statics {
+			if slices.Contains(admins, st.role.Username) {
+				return logical.Errorf("username %q is managed by static role %q of mount %q; an admin must be a login of its own", st.role.Username, st.name, sib.Path)
+			}
+		}
+	}
+	return nil
 }
 
 func applyConfigFields(cfg *dbConfig, fd *logical.FieldData) error {

@@ -537,6 +537,34 @@ func TestStaticRoleNeverTheAdmin(t *testing.T) {
 	}
 }
 
+// TestStaticRoleNeverTheAdminLogin: a connection that logs in as one role
+// and acts as another (role= in its options, a keyword connection string
+// naming the login only inside) keeps its login from static roles, as
+// the first rotation would lock it out.
+func TestStaticRoleNeverTheAdminLogin(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	login, group := "login_"+e.display, "grp_"+e.display
+	for _, q := range []string{
+		`CREATE ROLE "` + group + `" NOLOGIN SUPERUSER`,
+		`CREATE ROLE "` + login + `" LOGIN PASSWORD 'login-pw-123456' IN ROLE "` + group + `"`,
+	} {
+		if _, err := e.db.Conn(t).Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.srv.DropRolesAtCleanup(t, login, group)
+	dsn := fmt.Sprintf("host=%s port=%d dbname=%s sslmode=disable user=%s password=login-pw-123456 options='-c role=%s'", e.srv.Host, e.srv.Port, e.db.Name, login, group)
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"plugin_name": PluginName, "allowed_roles": "*", "connection_url": dsn})
+	_, err := e.do(logical.UpdateOperation, "static-roles/steal", map[string]any{"db_name": "pg", "username": login, "rotation_period": "1h"})
+	if err == nil || !strings.Contains(err.Error(), `username "`+login+`" is the admin of connection "pg"`) {
+		t.Fatalf("a static role on the login of an admin acting as another role: %v", err)
+	}
+	if res := e.login(login, "login-pw-123456"); res != postgres.LoginAccepted {
+		t.Fatalf("the admin's login lost its password: %v", res)
+	}
+}
+
 // deadRotation makes static role app (login user) look as if a rotation
 // to p1 had died: its pending record holds p1 with a claim that ran out,
 // and, when altered, p1 is already the login's password. It returns the

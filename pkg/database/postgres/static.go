@@ -27,7 +27,8 @@ type RoleInfo struct {
 	// AlterDenied, when not "", says why the admin may not set the role's
 	// password with ALTER ROLE, and how to fix it.
 	AlterDenied string
-	// IsAdmin: the role is the one the admin connection logs in as.
+	// IsAdmin: the role is the one the admin connection logs in as, or
+	// the one it acts as.
 	IsAdmin bool
 	// Cluster identifies the server the role lives on (its system
 	// identifier): two connection configs that reach one server see the
@@ -50,14 +51,15 @@ func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error)
 	}
 	var p alterPrivileges
 	var controlData bool
+	var login string
 	err = db.queryRow(ctx, conn, `
 SELECT r.rolcanlogin, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''),
-       r.rolsuper, r.rolreplication, a.rolname, a.rolsuper, a.rolcreaterole,
+       r.rolsuper, r.rolreplication, session_user, a.rolname, a.rolsuper, a.rolcreaterole,
        pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), pg_catalog.current_setting('server_version_num')::int,
        pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')
 FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 		[]any{username}, &ri.CanLogin, &ri.Comment,
-		&p.targetSuper, &p.targetReplication, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version, &controlData)
+		&p.targetSuper, &p.targetReplication, &login, &p.admin, &p.adminSuper, &p.adminCreateRole, &p.adminOption, &p.version, &controlData)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return RoleInfo{}, nil
 	}
@@ -65,7 +67,10 @@ FROM pg_roles r, pg_roles a WHERE r.rolname = $1 AND a.rolname = current_user`,
 		return ri, db.redact(fmt.Errorf("look up role %s: %w", username, err))
 	}
 	p.target = username
-	ri.Exists, ri.AlterDenied, ri.IsAdmin = true, p.denied(), p.admin == username
+	// The login counts as the admin too when role= in the connection's
+	// options makes it act as another role: a new password for it would
+	// lock the connection out all the same.
+	ri.Exists, ri.AlterDenied, ri.IsAdmin = true, p.denied(), p.admin == username || login == username
 	if controlData {
 		// A query of its own: PostgreSQL checks the privilege on every
 		// function a statement names before it runs any of it.

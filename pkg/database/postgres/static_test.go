@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -83,5 +84,33 @@ func TestLookupRole(t *testing.T) {
 	}
 	if ri, err := f.db.LookupRole(f.ctx, name+"-none"); err != nil || ri.Exists {
 		t.Fatalf("LookupRole of a missing role = %+v, %v", ri, err)
+	}
+}
+
+// TestLookupRoleSessionUser: an admin connection that logs in as one
+// role and acts as another (role= in its options) still has the login
+// as its admin: LookupRole of the login reports IsAdmin, so that no
+// static role takes it over and locks the connection out.
+func TestLookupRoleSessionUser(t *testing.T) {
+	f := setup(t)
+	login, group := newName(t, "lessor-login"), newName(t, "lessor-group")
+	f.s.DropRolesAtCleanup(t, login, group)
+	pw, _ := GeneratePassword(rand.Reader)
+	admin(t, f.d, fmt.Sprintf(`CREATE ROLE %s NOLOGIN CREATEROLE`, pgx.Identifier{group}.Sanitize()))
+	admin(t, f.d, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s' IN ROLE %s`, pgx.Identifier{login}.Sanitize(), pw, pgx.Identifier{group}.Sanitize()))
+	cfg := configFor(f.s, f.d.Name, login, pw)
+	cfg.ConnectionURL += "&options=-c%20role%3D" + url.QueryEscape(group)
+	db := connect(t, cfg)
+	ri, err := db.LookupRole(f.ctx, login)
+	if err != nil || !ri.Exists || !ri.IsAdmin {
+		t.Fatalf("LookupRole(login of the admin connection) = %+v, %v", ri, err)
+	}
+	if ri, err := db.LookupRole(f.ctx, group); err != nil || !ri.IsAdmin {
+		t.Fatalf("LookupRole(role the admin connection acts as) = %+v, %v", ri, err)
+	}
+	// CheckAdmin names the login, which a config then counts among its
+	// admins, and judges the privileges of the role it acts as.
+	if c, err := db.CheckAdmin(f.ctx); err != nil || c.User != login || c.Verdict != "createrole" && !strings.HasPrefix(c.Verdict, "createrole ") {
+		t.Fatalf("CheckAdmin = %+v, %v", c, err)
 	}
 }

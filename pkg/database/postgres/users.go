@@ -865,12 +865,15 @@ func (db *DB) checkAdmin(ctx context.Context) (AdminCheck, error) {
 	if err != nil {
 		return c, err
 	}
-	err = db.queryRow(ctx, conn, `SELECT pg_catalog.current_setting('server_version'), current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
-		nil, &c.ServerVersion, &c.User, &c.Superuser, &c.CreateRole)
+	// The privileges are those of the role the connection acts as, which
+	// role= in its options may make another than the login, session_user.
+	var acting string
+	err = db.queryRow(ctx, conn, `SELECT pg_catalog.current_setting('server_version'), session_user, current_user, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
+		nil, &c.ServerVersion, &c.User, &acting, &c.Superuser, &c.CreateRole)
 	if err != nil {
 		return c, err
 	}
-	admin := pgx.Identifier{c.User}.Sanitize()
+	admin := pgx.Identifier{acting}.Sanitize()
 	switch {
 	case c.Superuser:
 		c.Verdict = "superuser"

@@ -143,7 +143,9 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 // resetSession undoes what a request may have changed in its session.
 // statement_timeout goes first: a request that set it to a millisecond
 // would otherwise have the rest of the reset cancelled on a busy host.
-const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all()"
+// RESET ALL brings back the database's search_path, so pg_catalog is put
+// first again (see catalogFirst).
+const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + catalogFirst
 
 // resetConn runs resetSession, once more if the server cancelled it
 // (SQLSTATE 57014, a statement timeout the request left): the first

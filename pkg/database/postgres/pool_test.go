@@ -66,7 +66,7 @@ func TestPoolReusesAndResets(t *testing.T) {
 	if err := again.conn.QueryRow(ctx, `SELECT current_setting('search_path'), current_user, current_setting('statement_timeout')`).Scan(&searchPath, &user, &timeout); err != nil {
 		t.Fatal(err)
 	}
-	if searchPath != `"$user", public` || user != f.s.User || timeout != "10s" {
+	if searchPath != `pg_catalog, "$user", public` || user != f.s.User || timeout != "10s" {
 		t.Fatalf("session state leaked into the pooled connection: search_path %q, current_user %q, statement_timeout %q", searchPath, user, timeout)
 	}
 

@@ -326,11 +326,28 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 		}
 		return nil, db.redact(cerr)
 	}
+	if err := conn.PgConn().Exec(ctx, catalogFirst).Close(); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, db.redact(fmt.Errorf("put pg_catalog first in search_path: %w", pgError(err)))
+	}
 	if db.version == 0 {
 		db.version = versionNum(conn.PgConn())
 	}
 	return conn, nil
 }
+
+// catalogFirst puts pg_catalog first in the session's search_path, and
+// keeps the rest as the server set it. A database's owner, or any member
+// of its owner role (a credential that creation statements made one), may
+// give the database a default search_path that lists a schema of its own
+// before pg_catalog; every admin session lessor opened there would then
+// resolve the operators and catalog views of lessor's own SQL to that
+// schema's objects, and run them with the admin's privileges. With
+// pg_catalog first they resolve to PostgreSQL's own, as under the default
+// search_path, while statements of the operator's still find their tables
+// where the database says. The statement itself names only pg_catalog's
+// functions, with no operator, so it cannot be diverted.
+const catalogFirst = `SELECT pg_catalog.set_config('search_path', pg_catalog.regexp_replace(pg_catalog.concat('pg_catalog, ', pg_catalog.current_setting('search_path')), ', $', ''), false)`
 
 // versionNum is the server's version as server_version_num would give it.
 // Only PostgreSQL 18+ reports server_version_num when a session starts;

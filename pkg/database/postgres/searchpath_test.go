@@ -119,3 +119,79 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 		}
 	}
 }
+
+// TestDatabaseSearchPathNeverRunsCredentialCode: a credential that is a
+// member of its database's owner role may give the database a default
+// search_path that puts a schema of its own before pg_catalog, where it
+// plants an operator that lessor's SQL uses (exact matches this time, so
+// qualifying the near-misses does not help). Every admin connection that
+// lessor opens afterwards to that database starts with that search_path:
+// neither a lookup nor revoking the credential may call the operator as
+// the admin.
+func TestDatabaseSearchPathNeverRunsCredentialCode(t *testing.T) {
+	f := setup(t)
+	owner := newName(t, "v-owner")
+	f.s.DropRolesAtCleanup(t, owner)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
+	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
+	// Before the owner role is dropped, the database goes back.
+	t.Cleanup(func() { f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`) })
+	admin(t, f.d, `CREATE TABLE public.lessor_hijacked (fn text, by_role text); GRANT INSERT ON public.lessor_hijacked TO PUBLIC`)
+	name := newName(t, "v-path")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
+	c := f.s.Connect(t, name, pw, f.d.Name)
+	for _, sql := range []string{
+		`CREATE SCHEMA planted`,
+		`CREATE FUNCTION planted.ne_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('<>(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.<>) $2; END $f$`,
+		`CREATE OPERATOR planted.<> (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.ne_name)`,
+		`CREATE FUNCTION planted.eq_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $f$`,
+		`CREATE OPERATOR planted.= (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.eq_name)`,
+		`ALTER DATABASE ` + pgx.Identifier{f.d.Name}.Sanitize() + ` SET search_path = planted, pg_catalog, public`,
+	} {
+		if _, err := c.Exec(f.ctx, sql); err != nil {
+			t.Fatalf("as the credential: %v\n%s", err, sql)
+		}
+	}
+	c.Close(f.ctx)
+
+	// A fresh admin connection, as every lessor command opens.
+	db := connect(t, f.cfg)
+	if _, err := db.LookupRole(f.ctx, name); err != nil {
+		t.Fatalf("LookupRole: %v", err)
+	}
+	// lessor serve's pooled connection, used twice: its session reset
+	// between requests brings the database's search_path back.
+	pool := NewPool(1, 0)
+	defer pool.Close()
+	for range 2 {
+		pdb, err := pool.Connect(f.ctx, f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pdb.LookupRole(f.ctx, name); err != nil {
+			t.Fatalf("LookupRole on a pooled connection: %v", err)
+		}
+		pdb.Close(f.ctx)
+	}
+	if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if f.roleExists(t, name) {
+		t.Errorf("role %s still exists", name)
+	}
+	rows, err := f.d.Conn(t).Query(f.ctx, `SELECT fn, by_role, pg_catalog.count(*) FROM public.lessor_hijacked GROUP BY 1, 2 ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var fn, by string
+		var n int64
+		if err := rows.Scan(&fn, &by, &n); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("lessor's SQL called the planted %s as %s (%d times)", fn, by, n)
+	}
+}

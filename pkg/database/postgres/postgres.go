@@ -181,6 +181,9 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	// where a backslash is an ordinary character: a database or role
 	// default of off would make one in a password an escape.
 	cc.RuntimeParams["standard_conforming_strings"] = "on"
+	// A database default (its owner's to set) of read-only transactions
+	// would keep lessor from creating, changing or revoking anything there.
+	cc.RuntimeParams["default_transaction_read_only"] = "off"
 	return cc, nil
 }
 
@@ -326,9 +329,9 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 		}
 		return nil, db.redact(cerr)
 	}
-	if err := conn.PgConn().Exec(ctx, catalogFirst).Close(); err != nil {
+	if err := unbindSession(ctx, conn, cc); err != nil {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, db.redact(fmt.Errorf("put pg_catalog first in search_path: %w", pgError(err)))
+		return nil, db.redact(err)
 	}
 	if db.version == 0 {
 		db.version = versionNum(conn.PgConn())
@@ -348,6 +351,41 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 // where the database says. The statement itself names only pg_catalog's
 // functions, with no operator, so it cannot be diverted.
 const catalogFirst = `SELECT pg_catalog.set_config('search_path', pg_catalog.regexp_replace(pg_catalog.concat('pg_catalog, ', pg_catalog.current_setting('search_path')), ', $', ''), false)`
+
+// actingRoleFromDatabase, run after catalogFirst in the same query (and so
+// parsed with pg_catalog first), tells whether the session acts as
+// another role than its login only because of a setting no one with a
+// say over the login made: not one of the login's own (ALTER ROLE … SET
+// role, for every database or this one), which leaves the database's
+// default, set by its owner, or the connection string's options.
+const actingRoleFromDatabase = `SELECT current_user <> session_user AND NOT EXISTS (
+  SELECT FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+  WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user)
+    AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+    AND c LIKE 'role=%')`
+
+// unbindSession undoes what a database's defaults, which its owner sets,
+// could impose on an admin session: a search_path with pg_catalog behind
+// the owner's schema (see catalogFirst), and a role to act as (SET ROLE
+// NONE, unless the connection string asked for one), with which the
+// admin could no longer revoke the owner's credentials. Read-only
+// transactions are refused in the startup packet (see Config.connConfig).
+func unbindSession(ctx context.Context, conn *pgx.Conn, cc *pgx.ConnConfig) error {
+	res, err := conn.PgConn().Exec(ctx, catalogFirst+"; "+actingRoleFromDatabase).ReadAll()
+	if err != nil {
+		return fmt.Errorf("set up the admin session: %w", pgError(err))
+	}
+	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return errors.New("set up the admin session: unexpected answer")
+	}
+	if string(res[1].Rows[0][0]) != "t" || cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role") {
+		return nil
+	}
+	if err := conn.PgConn().Exec(ctx, "SET ROLE NONE").Close(); err != nil {
+		return fmt.Errorf("set up the admin session: %w", pgError(err))
+	}
+	return nil
+}
 
 // versionNum is the server's version as server_version_num would give it.
 // Only PostgreSQL 18+ reports server_version_num when a session starts;

@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +196,65 @@ BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); 
 		}
 		t.Errorf("lessor's SQL called the planted %s as %s (%d times)", fn, by, n)
 	}
+}
+
+// TestDatabaseDefaultsNeverBindTheAdmin: a credential that is a member of
+// its database's owner role may also give the database defaults that
+// bind every session there: a role to act as (here the owner role, which
+// may not revoke anything) and read-only transactions. Neither may keep
+// the admin from revoking the credential, whose open session must end
+// with it; a role= of the admin's own connection string stays in force.
+func TestDatabaseDefaultsNeverBindTheAdmin(t *testing.T) {
+	f := setup(t)
+	owner := newName(t, "v-owner")
+	f.s.DropRolesAtCleanup(t, owner)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
+	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
+	t.Cleanup(func() {
+		f.d.Exec(t, `SET ROLE NONE; SET default_transaction_read_only = off; BEGIN READ WRITE; ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` RESET ALL; ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER; COMMIT`)
+	})
+	group := newName(t, "v-acting")
+	f.s.DropRolesAtCleanup(t, group)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{group}.Sanitize()+` NOLOGIN`)
+	name := newName(t, "v-bind")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
+	session := f.s.Connect(t, name, pw, f.d.Name)
+	defer session.Close(f.ctx)
+	for _, sql := range []string{
+		`ALTER DATABASE ` + pgx.Identifier{f.d.Name}.Sanitize() + ` SET role = ` + pgx.Identifier{owner}.Sanitize(),
+		`ALTER DATABASE ` + pgx.Identifier{f.d.Name}.Sanitize() + ` SET default_transaction_read_only = on`,
+	} {
+		if _, err := session.Exec(f.ctx, sql); err != nil {
+			t.Fatalf("as the credential: %v\n%s", err, sql)
+		}
+	}
+
+	db := connect(t, f.cfg)
+	if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if f.roleExists(t, name) {
+		t.Errorf("role %s still exists", name)
+	}
+	if err := session.Ping(f.ctx); err == nil {
+		t.Error("the credential's session outlived its revocation")
+	}
+
+	// The admin's own role= still holds: the database's role is not it.
+	cfg := f.cfg
+	cfg.ConnectionURL += "&options=-c%20role%3D" + url.QueryEscape(group)
+	acting := connect(t, cfg)
+	var cur string
+	if err := acting.queryRow(f.ctx, mustConn(t, acting), `SELECT current_user`, nil, &cur); err != nil || cur != group {
+		t.Fatalf("current_user = %q, %v; want the connection string's role %s", cur, err, group)
+	}
+}
+
+func mustConn(t *testing.T, db *DB) *pgx.Conn {
+	t.Helper()
+	conn, err := db.admin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

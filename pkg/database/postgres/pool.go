@@ -143,18 +143,23 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 // resetSession undoes what a request may have changed in its session.
 // statement_timeout goes first: a request that set it to a millisecond
 // would otherwise have the rest of the reset cancelled on a busy host.
-// RESET ALL brings back the database's search_path, so pg_catalog is put
-// first again (see catalogFirst).
-const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + catalogFirst
+// RESET ALL brings back what the database's defaults impose, its
+// search_path and a role to act as, so the session is set up against them
+// again (see unbindSession): its last statement is actsAsAnother.
+const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + catalogFirst + "; " + actsAsAnother
 
 // resetConn runs resetSession, once more if the server cancelled it
 // (SQLSTATE 57014, a statement timeout the request left): the first
 // statement of a failed try may already have lifted the timeout.
 func resetConn(ctx context.Context, conn *pgx.Conn) bool {
 	for try := 0; try < 3; try++ {
-		err := conn.PgConn().Exec(ctx, resetSession).Close()
+		res, err := conn.PgConn().Exec(ctx, resetSession).ReadAll()
 		if err == nil {
-			return true
+			last := res[len(res)-1]
+			if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
+				return false
+			}
+			return string(last.Rows[0][0]) != "t" || unbindRole(ctx, conn) == nil
 		}
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "57014" || conn.PgConn().TxStatus() != 'I' {

@@ -269,6 +269,11 @@ type DB struct {
 	// pool, when set, takes the connection back on Close (Pool.Connect).
 	pool *Pool
 	set  *connSet
+	// unbound says that conn, made by Connect, is not yet set up against
+	// its database's defaults (unbindSession): admin does that before it
+	// hands conn out, and begin in its own round trip (unboundBatch),
+	// which counts once its transaction commits.
+	unbound bool
 	// testOnlyAfterCatalog, when set, runs in the default revocation
 	// between its catalog query and ALTER ROLE … NOLOGIN, where a test
 	// logs in as a role being revoked.
@@ -282,11 +287,13 @@ func Connect(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	db := &DB{cfg: cfg}
 	db.addSecret(cfg.Password)
-	conn, err := db.dial(ctx, cfg.Password, "")
+	// Set up by the first round trip that uses it: begin's, on the issue
+	// path, or one of admin's own (see unbound).
+	conn, err := db.dialUnbound(ctx, cfg.Password, "")
 	if err != nil {
 		return nil, err
 	}
-	db.conn = conn
+	db.conn, db.unbound = conn, true
 	return db, nil
 }
 
@@ -309,8 +316,11 @@ func (db *DB) addSecret(s string) {
 	}
 }
 
-// dial connects with the given password, to database dbName when not "".
-func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, error) {
+// dialUnbound connects with the given password, to database dbName when
+// not "". The session is not yet set up against what its database's
+// defaults impose (see unbindSession): no SQL of lessor's may run on it
+// before that.
+func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Conn, error) {
 	cc, err := db.cfg.connConfig(password)
 	if err != nil {
 		return nil, err
@@ -329,12 +339,22 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 		}
 		return nil, db.redact(cerr)
 	}
-	if err := unbindSession(ctx, conn, cc); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
-		return nil, db.redact(err)
-	}
 	if db.version == 0 {
 		db.version = versionNum(conn.PgConn())
+	}
+	return conn, nil
+}
+
+// dial connects as dialUnbound does, and sets the session up against its
+// database's defaults (unbindSession).
+func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, error) {
+	conn, err := db.dialUnbound(ctx, password, dbName)
+	if err != nil {
+		return nil, err
+	}
+	if err := unbindSession(ctx, conn); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, db.redact(err)
 	}
 	return conn, nil
 }
@@ -352,12 +372,19 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 // functions, with no operator, so it cannot be diverted.
 const catalogFirst = `SELECT pg_catalog.set_config('search_path', pg_catalog.regexp_replace(pg_catalog.concat('pg_catalog, ', pg_catalog.current_setting('search_path')), ', $', ''), false)`
 
-// actingRoleFromDatabase, run after catalogFirst in the same query (and so
+// actsAsAnother, run after catalogFirst in the same round trip (and so
 // parsed with pg_catalog first), tells whether the session acts as
-// another role than its login only because of a setting no one with a
-// say over the login made: not one of the login's own (ALTER ROLE … SET
-// role, for every database or this one), which leaves the database's
-// default, set by its owner, or the connection string's options.
+// another role than its login. It nearly never does; when it does,
+// actingRoleFromDatabase tells why.
+const actsAsAnother = `SELECT current_user <> session_user`
+
+// actingRoleFromDatabase tells whether the session acts as another role
+// than its login only because of a setting no one with a say over the
+// login made: not one of the login's own (ALTER ROLE … SET role, for
+// every database or this one), which leaves the database's default, set
+// by its owner, or the connection string's options. On a fresh session
+// the catalog lookups make it cost milliseconds, so it is asked only
+// when actsAsAnother says the session acts as another role.
 const actingRoleFromDatabase = `SELECT current_user <> session_user AND NOT EXISTS (
   SELECT FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
   WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = session_user)
@@ -370,21 +397,75 @@ const actingRoleFromDatabase = `SELECT current_user <> session_user AND NOT EXIS
 // NONE, unless the connection string asked for one), with which the
 // admin could no longer revoke the owner's credentials. Read-only
 // transactions are refused in the startup packet (see Config.connConfig).
-func unbindSession(ctx context.Context, conn *pgx.Conn, cc *pgx.ConnConfig) error {
-	res, err := conn.PgConn().Exec(ctx, catalogFirst+"; "+actingRoleFromDatabase).ReadAll()
+// A session that begin set up in its own round trip (see unboundBatch)
+// comes here only when it acts as another role.
+func unbindSession(ctx context.Context, conn *pgx.Conn) error {
+	res, err := conn.PgConn().Exec(ctx, catalogFirst+"; "+actsAsAnother).ReadAll()
 	if err != nil {
 		return fmt.Errorf("set up the admin session: %w", pgError(err))
 	}
 	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
 		return errors.New("set up the admin session: unexpected answer")
 	}
-	if string(res[1].Rows[0][0]) != "t" || cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role") {
+	if string(res[1].Rows[0][0]) != "t" {
+		return nil
+	}
+	return unbindRole(ctx, conn)
+}
+
+// unbindRole ends acting as the role a database's default set (see
+// unbindSession), on a session whose search_path is set up already.
+func unbindRole(ctx context.Context, conn *pgx.Conn) error {
+	cc := conn.Config()
+	if cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role") {
+		return nil
+	}
+	res, err := conn.PgConn().Exec(ctx, actingRoleFromDatabase).ReadAll()
+	if err != nil {
+		return fmt.Errorf("set up the admin session: %w", pgError(err))
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return errors.New("set up the admin session: unexpected answer")
+	}
+	if string(res[0].Rows[0][0]) != "t" {
 		return nil
 	}
 	if err := conn.PgConn().Exec(ctx, "SET ROLE NONE").Close(); err != nil {
 		return fmt.Errorf("set up the admin session: %w", pgError(err))
 	}
 	return nil
+}
+
+// unboundBatch puts the set-up of an admin session that Connect left
+// unbound (unbindSession's statements) at the head of b, so that it costs
+// no round trip of its own: lessor's statements after it in b are parsed
+// once it has run. It returns how many results it adds; finishUnbound
+// reads them.
+func (db *DB) unboundBatch(b *pgconn.Batch) int {
+	if !db.unbound {
+		return 0
+	}
+	b.ExecParams(catalogFirst, nil, nil, nil, nil)
+	b.ExecParams(actsAsAnother, nil, nil, nil, nil)
+	return 2
+}
+
+// finishUnbound reads the results unboundBatch added (n of them) at the
+// head of res and returns the rest. again says that the session acts as
+// another role: its set-up is not finished, and the caller ends what it
+// began in the batch, runs db.admin (which finishes it) and starts over.
+// The set-up ran in the transaction the batch began (one Sync ends a
+// batch, and BEGIN makes what came before it part of its transaction),
+// so the session stays unbound until that transaction commits: a
+// rollback undoes the set-up too (see Creation.committed).
+func finishUnbound(res []*pgconn.Result, n int) (rest []*pgconn.Result, again bool, err error) {
+	if n == 0 {
+		return res, false, nil
+	}
+	if len(res) < n || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return nil, false, errors.New("set up the admin session: unexpected answer")
+	}
+	return res[n:], string(res[1].Rows[0][0]) == "t", nil
 }
 
 // versionNum is the server's version as server_version_num would give it.
@@ -500,6 +581,12 @@ func (db *DB) Close(ctx context.Context) error {
 // network error closed the previous one. Call with db.mu held.
 func (db *DB) admin(ctx context.Context) (*pgx.Conn, error) {
 	if db.conn != nil && !db.conn.IsClosed() {
+		if db.unbound {
+			if err := unbindSession(ctx, db.conn); err != nil {
+				return nil, db.redact(err)
+			}
+			db.unbound = false
+		}
 		return db.conn, nil
 	}
 	if db.closed {
@@ -509,7 +596,7 @@ func (db *DB) admin(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	db.conn = conn
+	db.conn, db.unbound = conn, false
 	return conn, nil
 }
 

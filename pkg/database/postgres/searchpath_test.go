@@ -163,6 +163,22 @@ BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); 
 	if _, err := db.LookupRole(f.ctx, name); err != nil {
 		t.Fatalf("LookupRole: %v", err)
 	}
+	// Issuing, on a fresh connection each time, whose set-up rides with
+	// BEGIN: a credential created, and statements that create no role,
+	// whose rollback undoes that set-up before lessor checks, outside the
+	// transaction, that the role does not exist.
+	issued := newName(t, "v-issued")
+	f.s.DropRolesAtCleanup(t, issued)
+	if err := connect(t, f.cfg).CreateUser(f.ctx, CreateUserRequest{
+		Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour), Statements: seedStatements,
+	}); err != nil {
+		t.Fatalf("CreateUser on a fresh connection: %v", err)
+	}
+	if err := connect(t, f.cfg).CreateUser(f.ctx, CreateUserRequest{
+		Username: newName(t, "v-none"), Password: "pw", Expiration: time.Now().Add(time.Hour), Statements: []string{"SELECT 1"},
+	}); err == nil {
+		t.Fatal("CreateUser with statements that create no role succeeded")
+	}
 	// lessor serve's pooled connection, used twice: its session reset
 	// between requests brings the database's search_path back.
 	pool := NewPool(1, 0)
@@ -229,9 +245,40 @@ func TestDatabaseDefaultsNeverBindTheAdmin(t *testing.T) {
 		}
 	}
 
+	// Issuing on a fresh connection, whose set-up rides with BEGIN, and
+	// on a pooled one used twice (its reset brings the defaults back):
+	// acting as the owner role, which may not create roles, each fails.
+	// They are revoked below, by lessor: the database's defaults would
+	// keep the test's own clean-up from dropping them.
+	revoke := []RevokeRequest{{Username: name}}
+	issue := func(db *DB) {
+		t.Helper()
+		user := newName(t, "v-issued")
+		f.s.DropRolesAtCleanup(t, user)
+		if err := db.CreateUser(f.ctx, CreateUserRequest{
+			Username: user, Password: "pw-" + user, Expiration: time.Now().Add(time.Hour), Statements: seedStatements,
+		}); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+		revoke = append(revoke, RevokeRequest{Username: user})
+	}
+	issue(connect(t, f.cfg))
+	pool := NewPool(1, 0)
+	defer pool.Close()
+	for range 2 {
+		pdb, err := pool.Connect(f.ctx, f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issue(pdb)
+		pdb.Close(f.ctx)
+	}
+
 	db := connect(t, f.cfg)
-	if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
-		t.Fatalf("revoke: %v", err)
+	for i, err := range db.RevokeUsers(f.ctx, revoke) {
+		if err != nil {
+			t.Fatalf("revoke %s: %v", revoke[i].Username, err)
+		}
 	}
 	if f.roleExists(t, name) {
 		t.Errorf("role %s still exists", name)

@@ -134,6 +134,9 @@ type Creation struct {
 	// ran is how many creation statements StartCreate ran.
 	ran  int
 	done bool
+	// setUp says that begin set the session up (DB.unboundBatch) in this
+	// transaction: committed, it holds; rolled back, it is undone.
+	setUp bool
 	// begun is when BEGIN was sent: the server's transaction_timestamp()
 	// is this moment on its own clock, give or take the trip there.
 	begun time.Time
@@ -277,11 +280,17 @@ func (c *Creation) start(ctx context.Context, lock bool) error {
 // although they made nothing, or made a folded name: it is refused before
 // they run.
 func (c *Creation) begin(ctx context.Context, lock bool) error {
-	conn, err := c.db.admin(ctx)
-	if err != nil {
-		return err
+	// A session Connect just opened is set up in this round trip (see
+	// DB.unboundBatch), not in one of its own.
+	conn := c.db.conn
+	if conn == nil || conn.IsClosed() || !c.db.unbound {
+		var err error
+		if conn, err = c.db.admin(ctx); err != nil {
+			return err
+		}
 	}
 	b := &pgconn.Batch{}
+	setup := c.db.unboundBatch(b)
 	b.ExecParams("BEGIN", nil, nil, nil, nil)
 	c.locked = lock && c.db.pool != nil
 	if c.locked {
@@ -295,6 +304,20 @@ func (c *Creation) begin(ctx context.Context, lock bool) error {
 	res, err := conn.PgConn().ExecBatch(rctx, b).ReadAll()
 	if err != nil {
 		return pgError(err)
+	}
+	res, again, err := finishUnbound(res, setup)
+	if err != nil {
+		return err
+	}
+	c.setUp = setup > 0
+	if again {
+		// The session acts as another role than its login: admin
+		// finishes its set-up, and the transaction starts over.
+		c.rollback(ctx)
+		if _, err := c.db.admin(ctx); err != nil {
+			return err
+		}
+		return c.begin(ctx, lock)
 	}
 	last := res[len(res)-1]
 	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
@@ -396,6 +419,7 @@ func (c *Creation) finish(ctx context.Context) error {
 		if conn.PgConn().TxStatus() != 'I' {
 			return errors.New("the creation's transaction did not end at its COMMIT")
 		}
+		c.committed()
 		return nil
 	}
 	var pe *pgconn.PgError
@@ -459,7 +483,16 @@ func (c *Creation) finishUncommented(ctx context.Context, rest []string) error {
 	if err := conn.PgConn().Exec(rctx, "COMMIT").Close(); err != nil {
 		return pgError(err)
 	}
+	c.committed()
 	return nil
+}
+
+// committed records that the creation's transaction committed, and with
+// it the session's set-up if begin made it (see DB.unboundBatch).
+func (c *Creation) committed() {
+	if c.setUp {
+		c.db.unbound = false
+	}
 }
 
 // checkGone runs after the statements ran without error but made no role
@@ -471,6 +504,11 @@ func (c *Creation) checkGone(ctx context.Context) error {
 	conn := c.db.conn
 	if conn == nil || conn.IsClosed() {
 		return fmt.Errorf("creation statements did not create role %q; check after rollback: the connection closed", c.r.Username)
+	}
+	// The rollback undid a set-up begin made (see DB.unboundBatch).
+	conn, err := c.db.admin(ctx)
+	if err != nil {
+		return fmt.Errorf("creation statements did not create role %q; check after rollback: %w", c.r.Username, err)
 	}
 	var n int
 	if qerr := c.db.queryRow(ctx, conn, `SELECT pg_catalog.count(*) FROM pg_roles WHERE rolname = $1`, []any{c.r.Username}, &n); qerr != nil {
@@ -766,7 +804,7 @@ func (db *DB) rotateRoot(ctx context.Context, newPassword string, statements []s
 		return fmt.Errorf("login with the new password failed, old password restored: %w", err)
 	}
 	old := db.conn
-	db.conn = fresh
+	db.conn, db.unbound = fresh, false
 	db.cfg.Password = newPassword
 	if old != nil {
 		old.Close(context.WithoutCancel(ctx))

@@ -665,8 +665,9 @@ func (f *Factory) Barrier(ctx context.Context) (*barrier.Barrier, error) {
 
 // trackGeneration starts b's rollback check (barrier.TrackGeneration). A
 // generation file that cannot be kept (no home directory, as for a system
-// account a service runs as) does not stop the command, but is said on
-// stderr each time: the check is off until it is fixed.
+// account a service runs as), or that another user could change, does not
+// stop the command, but is said on stderr each time: the check is off
+// until it is fixed.
 func (f *Factory) trackGeneration(ctx context.Context, b *barrier.Barrier, accept bool) error {
 	err := b.TrackGeneration(ctx, f.generationFile(b.StoreID()), accept)
 	var ue *barrier.UntrackedError
@@ -674,7 +675,12 @@ func (f *Factory) trackGeneration(ctx context.Context, b *barrier.Barrier, accep
 		return err
 	}
 	fmt.Fprintf(f.IO.Err, "lessor: warning: %s\n", oneLine(ue.Error()))
-	fmt.Fprintln(f.IO.Err, "lessor: hint: set XDG_STATE_HOME (or HOME) to a directory this user owns and can write, such as the service's state directory")
+	var fe *storage.UnsafeFileError
+	if errors.As(ue, &fe) && strings.HasPrefix(fe.Reason, "is writable") {
+		fmt.Fprintf(f.IO.Err, "lessor: hint: run: chmod 600 %s\n", fe.Path)
+		return nil
+	}
+	fmt.Fprintln(f.IO.Err, "lessor: hint: set XDG_STATE_HOME (or HOME) to a directory that this user owns and only it (or root) can write, such as the service's state directory")
 	return nil
 }
 

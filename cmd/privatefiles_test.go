@@ -158,3 +158,32 @@ func TestGenerationFileThatCannotBeKept(t *testing.T) {
 		t.Errorf("with a generation file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestGenerationFileOthersCanChange: a generation directory another user
+// can write (XDG_STATE_HOME in a shared directory) is not trusted: they
+// could lower the number to let an old copy of the store in. Every
+// command says so on stderr, in one warning and one hint, and goes on.
+func TestGenerationFileOthersCanChange(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	shared := filepath.Join(c.env["HOME"], "shared")
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	c.env["XDG_STATE_HOME"] = shared
+	r := c.run("policy", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "root") {
+		t.Fatalf("policy list: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	want := "lessor: warning: cannot keep the store's generation in " + filepath.Join(shared, "lessor", "generation") + "/"
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], want) ||
+		!strings.Contains(lines[0], "directory "+shared+" is writable by group or others (mode 0777)") ||
+		!strings.HasPrefix(lines[1], "lessor: hint: set XDG_STATE_HOME") {
+		t.Errorf("stderr %q, want a warning starting %q", r.stderr, want)
+	}
+}

@@ -61,8 +61,21 @@ func (b *Barrier) Generation() uint64 {
 // With accept and a store older than path says, nothing is written until
 // AcceptGeneration: the older store is accepted only once it has been
 // checked (operator verify), never by a check that failed.
+//
+// The file is trusted only where no other user can change it: its
+// directory and those above must pass storage.CheckPrivateDir, and the
+// file storage.CheckOwnFile. Another user who could write it would lower
+// the number, and a store put back would pass, or raise it, and the store
+// be refused. Elsewhere TrackGeneration neither reads nor writes it and
+// returns an *UntrackedError.
 func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool) error {
-	seen := readGeneration(path)
+	if err := checkGenerationDir(path); err != nil {
+		return err
+	}
+	seen, err := readGeneration(path)
+	if err != nil {
+		return &UntrackedError{Path: path, Err: err}
+	}
 	cur := b.Generation()
 	if seen > cur && !accept {
 		// Another process may have committed after this one read the
@@ -105,11 +118,27 @@ func (e *UntrackedError) Error() string {
 
 func (e *UntrackedError) Unwrap() error { return e.Err }
 
+// checkGenerationDir makes the generation file's directory (0700) if it
+// is missing and checks that only this user (or root) can change what it
+// holds, as the directories of the store and the key file are checked
+// (an XDG_STATE_HOME in a shared directory would fail here).
+func checkGenerationDir(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return &UntrackedError{Path: path, Err: err}
+	}
+	if err := storage.CheckPrivateDir(dir); err != nil {
+		return &UntrackedError{Path: path, Err: err}
+	}
+	return nil
+}
+
 // checkGenerationFile tells whether later commits can write the
-// generation file: it exists and opens for writing, or its directory can
-// be made and written in. Writing it is best effort, and a failed write
-// silently reads as 0 at the next command, which turns the check off:
-// this says so once, when the barrier starts tracking.
+// generation file: it exists and opens for writing, or its directory
+// (made by checkGenerationDir) can be written in. Writing it is best
+// effort, and a failed write silently reads as 0 at the next command,
+// which turns the check off: this says so once, when the barrier starts
+// tracking.
 func checkGenerationFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err == nil {
@@ -121,9 +150,6 @@ func checkGenerationFile(path string) error {
 		return &UntrackedError{Path: path, Err: err}
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return &UntrackedError{Path: path, Err: err}
-	}
 	if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
 		return &UntrackedError{Path: path, Err: &fs.PathError{Op: "write in", Path: dir, Err: err}}
 	}
@@ -172,27 +198,33 @@ func (b *Barrier) refreshState(tx storage.Tx) error {
 // it never catches a commit's rewrite half done (see writeGeneration):
 // read as 0, a line would let this command take a rolled-back store, and
 // then write the older number over the newer one. A FIFO or a link at the
-// path reads as 0 at once, and is replaced by the next write.
-func readGeneration(path string) uint64 {
+// path reads as 0 at once, and is replaced by the next write. A file that
+// another user owns or may write fails storage.CheckOwnFile, and is not
+// read: its number, lower or higher, could be theirs.
+func readGeneration(path string) (uint64, error) {
 	if path == "" {
-		return 0
+		return 0, nil
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return 0
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0, nil
+	}
+	if err := storage.CheckOwnFile(path, fi); err != nil {
+		return 0, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
-		return 0
+		return 0, nil
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, 64))
 	if err != nil {
-		return 0
+		return 0, nil
 	}
-	return parseGeneration(raw)
+	return parseGeneration(raw), nil
 }
 
 // The generation file is one line of fixed width: the generation in 20

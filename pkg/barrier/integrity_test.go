@@ -399,6 +399,17 @@ func TestGenerationDetectsRollback(t *testing.T) {
 	}
 }
 
+// readGen reads the generation file at path, which must be one lessor
+// trusts.
+func readGen(t *testing.T, path string) uint64 {
+	t.Helper()
+	n, err := readGeneration(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestGenerationFile: the generation file is rewritten in place (same
 // inode) once it has this version's fixed width; a line torn by a
 // concurrent writer, or damaged, reads as 0, never higher; the bare number
@@ -424,7 +435,7 @@ func TestGenerationFile(t *testing.T) {
 	if !os.SameFile(before, after) {
 		t.Error("the generation file was replaced, not rewritten in place")
 	}
-	if got := readGeneration(path); got != 12345 {
+	if got := readGen(t, path); got != 12345 {
 		t.Fatalf("read %d, want 12345", got)
 	}
 
@@ -471,7 +482,7 @@ func TestGenerationFile(t *testing.T) {
 	if raw, _ := os.ReadFile(target); string(raw) != string(formatGeneration(1)) {
 		t.Errorf("the link's target was written: %q", raw)
 	}
-	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || readGeneration(link) != 8 {
+	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || readGen(t, link) != 8 {
 		t.Errorf("the link was not replaced by the file: %v", err)
 	}
 
@@ -491,7 +502,7 @@ func TestGenerationFile(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("writing the generation hangs on a FIFO")
 	}
-	if fi, err := os.Lstat(fifo); err != nil || !fi.Mode().IsRegular() || readGeneration(fifo) != 9 {
+	if fi, err := os.Lstat(fifo); err != nil || !fi.Mode().IsRegular() || readGen(t, fifo) != 9 {
 		t.Errorf("the FIFO was not replaced by the file: %v", err)
 	}
 }
@@ -526,13 +537,13 @@ func TestGenerationNeverLowered(t *testing.T) {
 	slow.genWritten = 0
 	slow.mu.Unlock()
 	slow.noteGeneration(2, false)
-	if got := readGeneration(gen); got != 3 {
+	if got := readGen(t, gen); got != 3 {
 		t.Fatalf("generation file holds %d after a late write of 2, want 3", got)
 	}
 	if err := writeGeneration(gen, 2, true); err != nil {
 		t.Fatal(err)
 	}
-	if got := readGeneration(gen); got != 2 {
+	if got := readGen(t, gen); got != 2 {
 		t.Fatalf("generation file holds %d after accepting 2, want 2", got)
 	}
 
@@ -542,7 +553,7 @@ func TestGenerationNeverLowered(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan uint64, 1)
-	go func() { done <- readGeneration(fifo) }()
+	go func() { n, _ := readGeneration(fifo); done <- n }()
 	select {
 	case got := <-done:
 		if got != 0 {
@@ -582,6 +593,73 @@ func TestGenerationUntracked(t *testing.T) {
 	}
 	if err := b2.TrackGeneration(ctx, filepath.Join(dir, "state", "gen"), false); err != nil {
 		t.Fatalf("TrackGeneration with a place for the file: %v", err)
+	}
+}
+
+// TestGenerationFileOthersCanChange: a generation file in a place another
+// user can change (XDG_STATE_HOME in a shared directory, or a file left
+// writable by others) is not trusted. Such a user could lower the number
+// to let an old copy of the store in, as here, or raise it to have the
+// current store refused; lessor used to read and write it as its own.
+func TestGenerationFileOthersCanChange(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gen := filepath.Join(shared, "lessor", "generation", "id")
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+	backup := rawFile(t, phys)
+	put(t, b, "sys/token/id/ab", "revoked")
+	if err := os.WriteFile(phys.Path(), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The directory becomes one others can write (chmod 1777 without the
+	// sticky bit, a group-writable shared home), and one of them writes
+	// the number of the copy they put back.
+	if err := os.Chmod(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gen, formatGeneration(1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b2.TrackGeneration(ctx, gen, false)
+	var ue *UntrackedError
+	var de *storage.UnsafeDirError
+	if !errors.As(err, &ue) || !errors.As(err, &de) || de.Dir != shared {
+		t.Fatalf("generation file in a directory others can write: %v", err)
+	}
+	put(t, b2, "x", "y")
+	if raw, _ := os.ReadFile(gen); parseGeneration(raw) != 1 {
+		t.Errorf("lessor wrote %q to a generation file others can change", raw)
+	}
+
+	// A private directory, but a file others can write.
+	if err := os.Chmod(shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(gen, 0o622); err != nil {
+		t.Fatal(err)
+	}
+	b3, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b3.TrackGeneration(ctx, gen, false)
+	var fe *storage.UnsafeFileError
+	if !errors.As(err, &ue) || !errors.As(err, &fe) || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("generation file others can write: %v", err)
 	}
 }
 

@@ -576,7 +576,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		done()
 	}
 	if gen != 0 {
-		b.noteGeneration(gen, false)
+		b.noteGeneration(gen, genState, false)
 		b.noteState(gen, genState)
 	}
 	return nil
@@ -740,7 +740,7 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 	failpoint.Hit(failpoint.BarrierRotateAfterCommit)
 	b.setRing(next)
 	if gen != 0 {
-		b.noteGeneration(gen, false)
+		b.noteGeneration(gen, genState, false)
 		b.noteState(gen, genState)
 	}
 	return next.active, nil
@@ -825,6 +825,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 
 	var next *keyring
 	var st *state
+	var stateRaw []byte
 	err := rw.Rewrite(ctx, func(src, dst storage.Tx) error {
 		cur, err := src.Get(headerKey)
 		if err != nil {
@@ -888,10 +889,11 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 			}
 			st.gen = old.gen + 1
 		}
+		stateRaw = st.marshal(root, b.storeID)
 		for _, kv := range []struct {
 			k string
 			v []byte
-		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, st.marshal(root, b.storeID)}, {guardKey, st.marshalGuard(root, b.storeID)}} {
+		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, stateRaw}, {guardKey, st.marshalGuard(root, b.storeID)}} {
 			if err := dst.Put(kv.k, kv.v); err != nil {
 				return err
 			}
@@ -905,7 +907,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 	b.mu.Lock()
 	b.hdr, b.hdrRaw, b.root, b.kek, b.ring = &h, hdrRaw, root, kek, next
 	b.mu.Unlock()
-	b.noteGeneration(st.gen, false)
+	b.noteGeneration(st.gen, stateRaw, false)
 	return next, nil
 }
 

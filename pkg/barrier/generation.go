@@ -1,8 +1,10 @@
 package barrier
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +30,9 @@ type RollbackError struct {
 }
 
 func (e *RollbackError) Error() string {
+	if e.Store == e.Seen && e.Path != "" {
+		return fmt.Sprintf("store was rolled back: it is at generation %d, but another state of that generation was already committed (recorded in %s): an older copy, changed since", e.Store, e.Path)
+	}
 	if e.Path == "" && e.Store == e.Seen {
 		return fmt.Sprintf("store was rolled back: its generation %d is not the one this process saw committed (an older copy, changed since)", e.Store)
 	}
@@ -51,9 +56,12 @@ func (b *Barrier) Generation() uint64 {
 
 // TrackGeneration detects whole-file rollback, which the file alone cannot
 // show: path is a small file outside the store (in the user's own state
-// directory) that holds the highest generation this user saw committed.
-// TrackGeneration fails with a *RollbackError when the store is older than
-// that, unless accept is set (the operator restored a copy on purpose);
+// directory) that holds the highest generation this user saw committed,
+// and the MAC of the state record committed at it. TrackGeneration fails
+// with a *RollbackError when the store is older than that, or is at that
+// generation with another state record (an older copy written to since,
+// up to the same number), unless accept is set (the operator restored a
+// copy on purpose);
 // from then on, every transaction of b that commits writes its generation
 // to path. Writing it is best effort and not synced: a crash can only leave
 // it behind the store, which weakens the check but never fails it.
@@ -72,22 +80,31 @@ func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool)
 	if err := checkGenerationDir(path); err != nil {
 		return err
 	}
-	seen, err := readGeneration(path)
+	seen, seenTag, err := readGeneration(path)
 	if err != nil {
 		return &UntrackedError{Path: path, Err: err}
 	}
-	cur := b.Generation()
+	cur, curState := b.seenState()
 	if seen > cur && !accept {
 		// Another process may have committed after this one read the
 		// state and before it read the file: read the state again.
 		if err := b.phys.View(ctx, func(tx storage.Tx) error { return b.refreshState(tx) }); err != nil {
 			return err
 		}
-		if cur = b.Generation(); seen > cur {
+		if cur, curState = b.seenState(); seen > cur {
 			return &RollbackError{Path: path, Store: cur, Seen: seen}
 		}
 	}
-	if accept && seen > cur {
+	// The file is written only after its generation committed, and one
+	// store has one state record per generation: another one is another
+	// history. (A file or store without the MAC, from an earlier version,
+	// is checked by the number only.)
+	tag := stateTag(curState)
+	forked := seen == cur && seenTag != nil && tag != nil && !bytes.Equal(seenTag, tag)
+	if forked && !accept {
+		return &RollbackError{Path: path, Store: cur, Seen: seen}
+	}
+	if accept && (seen > cur || forked) {
 		b.mu.Lock()
 		b.acceptPath = path
 		b.mu.Unlock()
@@ -97,7 +114,7 @@ func (b *Barrier) TrackGeneration(ctx context.Context, path string, accept bool)
 	b.genPath = path
 	b.mu.Unlock()
 	if cur > seen {
-		b.noteGeneration(cur, false)
+		b.noteGeneration(cur, curState, false)
 	}
 	return checkGenerationFile(path)
 }
@@ -166,10 +183,10 @@ func (b *Barrier) AcceptGeneration() {
 	if path != "" {
 		b.genPath = path
 	}
-	cur := b.gen
+	cur, state := b.gen, b.genState
 	b.mu.Unlock()
 	if path != "" {
-		b.noteGeneration(cur, true)
+		b.noteGeneration(cur, state, true)
 	}
 }
 
@@ -201,44 +218,59 @@ func (b *Barrier) refreshState(tx storage.Tx) error {
 // path reads as 0 at once, and is replaced by the next write. A file that
 // another user owns or may write fails storage.CheckOwnFile, and is not
 // read: its number, lower or higher, could be theirs.
-func readGeneration(path string) (uint64, error) {
+func readGeneration(path string) (gen uint64, tag []byte, err error) {
 	if path == "" {
-		return 0, nil
+		return 0, nil, nil
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return 0, nil
+		return 0, nil, nil
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if err := storage.CheckOwnFile(path, fi); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
-		return 0, nil
+		return 0, nil, nil
 	}
-	raw, err := io.ReadAll(io.LimitReader(f, 64))
+	raw, err := io.ReadAll(io.LimitReader(f, 128))
 	if err != nil {
-		return 0, nil
+		return 0, nil, nil
 	}
-	return parseGeneration(raw), nil
+	gen, tag = parseGeneration(raw)
+	return gen, tag, nil
 }
 
 // The generation file is one line of fixed width: the generation in 20
-// digits, a space, and the CRC-32C of those digits in 8 hex digits. Fixed
-// width lets a commit overwrite the number in place, one pwrite that
-// changes no metadata, where creating a file and renaming it over the old
-// one waits on the file system's journal behind whatever else syncs: 1.6 ms
-// per commit in `lessor serve` under load, on the path of every issue. The
-// checksum makes a line that a reader catches half rewritten read as 0,
-// never as a number higher than was written. Files of earlier versions
-// hold the bare number, which still reads.
-func formatGeneration(gen uint64) []byte {
-	digits := fmt.Sprintf("%020d", gen)
-	return fmt.Appendf(nil, "%s %08x\n", digits, crc32c([]byte(digits)))
+// digits, a space, the state record's MAC at that generation in 64 hex
+// digits (all zero when not known: a store upgraded from version 1 in
+// that commit), a space, and the CRC-32C of what comes before it in 8 hex
+// digits. Fixed width lets a commit overwrite the line in place, one
+// pwrite that changes no metadata, where creating a file and renaming it
+// over the old one waits on the file system's journal behind whatever
+// else syncs: 1.6 ms per commit in `lessor serve` under load, on the path
+// of every issue. The checksum makes a line that a reader catches half
+// rewritten read as 0, never as a number higher than was written, nor as
+// another MAC. Files of earlier versions hold the number and its CRC, or
+// the bare number, which still read, with no MAC.
+func formatGeneration(gen uint64, tag []byte) []byte {
+	var t [sha256.Size]byte
+	copy(t[:], tag)
+	body := fmt.Sprintf("%020d %x", gen, t)
+	return fmt.Appendf(nil, "%s %08x\n", body, crc32c([]byte(body)))
+}
+
+// stateTag is what the generation file keeps to tell state records of one
+// generation apart: the MAC of the state record raw, nil if raw is none.
+func stateTag(raw []byte) []byte {
+	if len(raw) != stateLen {
+		return nil
+	}
+	return raw[stateBodyLen:]
 }
 
 // crc32c is the CRC-32C (Castagnoli) of b, bit by bit: for the 20 bytes
@@ -257,35 +289,48 @@ func crc32c(b []byte) uint32 {
 	return ^crc
 }
 
-// parseGeneration reads a generation file's content. A file left empty or
-// torn by a crash or a concurrent write reads as 0: only someone who can
-// write the user's own files can make it so, and such a user has the key
-// anyway.
-func parseGeneration(raw []byte) uint64 {
+// parseGeneration reads a generation file's content: the generation, and
+// the state record's MAC at it (nil when the line has none, or all zero).
+// A file left empty or torn by a crash or a concurrent write reads as 0:
+// only someone who can write the user's own files can make it so, and
+// such a user has the key anyway.
+func parseGeneration(raw []byte) (uint64, []byte) {
 	line := strings.TrimSpace(string(raw))
-	digits, sum, ok := strings.Cut(line, " ")
-	if ok {
+	body, sum := line, ""
+	if i := strings.LastIndexByte(line, ' '); i >= 0 {
+		body, sum = line[:i], line[i+1:]
 		want, err := strconv.ParseUint(sum, 16, 32)
-		if err != nil || len(sum) != 8 || crc32c([]byte(digits)) != uint32(want) {
-			return 0
+		if err != nil || len(sum) != 8 || crc32c([]byte(body)) != uint32(want) {
+			return 0, nil
 		}
 	}
+	digits, hexTag, hasTag := strings.Cut(body, " ")
 	n, err := strconv.ParseUint(digits, 10, 64)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
-	return n
+	if !hasTag {
+		return n, nil
+	}
+	tag, err := hex.DecodeString(hexTag)
+	if err != nil || len(tag) != sha256.Size {
+		return 0, nil
+	}
+	if bytes.Equal(tag, make([]byte, sha256.Size)) {
+		return n, nil
+	}
+	return n, tag
 }
 
-// noteGeneration records gen, after a commit, in the generation file. A
-// process that commits from several goroutines (serve) writes each
-// generation once, and not one that an earlier write already passed.
-func (b *Barrier) noteGeneration(gen uint64, force bool) {
+// noteGeneration records gen, after a commit, in the generation file,
+// with the MAC of state, its state record (nil: not known). A process
+// that commits from several goroutines (serve) writes each generation
+// once, and not one that an earlier write already passed.
+func (b *Barrier) noteGeneration(gen uint64, state []byte, force bool) {
 	b.mu.Lock()
 	if gen > b.gen || force && gen != b.gen {
-		// A newer generation (or an accepted older one) whose record is
-		// not known here yet.
-		b.gen, b.genState = gen, nil
+		// A newer generation (or an accepted older one).
+		b.gen, b.genState = gen, state
 	}
 	path := b.genPath
 	b.mu.Unlock()
@@ -297,7 +342,7 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 	if gen <= b.genWritten && !force {
 		return
 	}
-	if writeGeneration(path, gen, force) == nil {
+	if writeGeneration(path, gen, stateTag(state), force) == nil {
 		b.genWritten = gen
 	}
 }
@@ -313,8 +358,8 @@ func (b *Barrier) noteGeneration(gen uint64, force bool) {
 // other write their generations in either order, and the file must keep
 // the newer. The check and the write are made under an exclusive lock on
 // the file, which readers share.
-func writeGeneration(path string, gen uint64, lower bool) error {
-	line := formatGeneration(gen)
+func writeGeneration(path string, gen uint64, tag []byte, lower bool) error {
+	line := formatGeneration(gen, tag)
 	// O_NONBLOCK: a FIFO put at the path fails to open (no reader) instead
 	// of hanging the command, and is then replaced below.
 	if f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
@@ -323,7 +368,8 @@ func writeGeneration(path string, gen uint64, lower bool) error {
 			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 			if err == nil && !lower {
 				cur := make([]byte, len(line))
-				if n, _ := f.ReadAt(cur, 0); parseGeneration(cur[:n]) >= gen {
+				n, _ := f.ReadAt(cur, 0)
+				if g, _ := parseGeneration(cur[:n]); g >= gen {
 					return f.Close()
 				}
 			}

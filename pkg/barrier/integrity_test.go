@@ -358,7 +358,7 @@ func TestGenerationDetectsRollback(t *testing.T) {
 	put(t, b, "sys/token/id/abc", "token")
 	backup := rawFile(t, phys)
 	put(t, b, "sys/token/id/abc", "revoked")
-	if raw, err := os.ReadFile(gen); err != nil || parseGeneration(raw) != 3 || len(raw) != 30 {
+	if raw, err := os.ReadFile(gen); err != nil || lineGen(raw) != 3 || len(raw) != len(formatGeneration(0, nil)) {
 		t.Fatalf("generation file %q, %v", raw, err)
 	}
 	if fi, err := os.Stat(gen); err != nil || fi.Mode().Perm() != 0o600 {
@@ -385,7 +385,7 @@ func TestGenerationDetectsRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, b2, "x", "y")
-	if raw, _ := os.ReadFile(gen); parseGeneration(raw) != 3 {
+	if raw, _ := os.ReadFile(gen); lineGen(raw) != 3 {
 		t.Fatalf("generation file %q before the copy was accepted", raw)
 	}
 	// The operator restored it on purpose, and it passed verify.
@@ -403,10 +403,16 @@ func TestGenerationDetectsRollback(t *testing.T) {
 // trusts.
 func readGen(t *testing.T, path string) uint64 {
 	t.Helper()
-	n, err := readGeneration(path)
+	n, _, err := readGeneration(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// lineGen is the generation a generation file's content says.
+func lineGen(raw []byte) uint64 {
+	n, _ := parseGeneration(raw)
 	return n
 }
 
@@ -418,14 +424,14 @@ func readGen(t *testing.T, path string) uint64 {
 func TestGenerationFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state", "gen")
-	if err := writeGeneration(path, 7, false); err != nil {
+	if err := writeGeneration(path, 7, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(path, 12345, false); err != nil {
+	if err := writeGeneration(path, 12345, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	after, err := os.Stat(path)
@@ -439,7 +445,7 @@ func TestGenerationFile(t *testing.T) {
 		t.Fatalf("read %d, want 12345", got)
 	}
 
-	a, b := formatGeneration(99), formatGeneration(100)
+	a, b := formatGeneration(99, nil), formatGeneration(100, nil)
 	torn := append(append([]byte{}, b[:18]...), a[18:]...) // "…10" then "9 <sum of 99>"
 	for _, c := range []struct {
 		raw  string
@@ -451,8 +457,9 @@ func TestGenerationFile(t *testing.T) {
 		{"", 0},
 		{"00000000000000000099 0000000g\n", 0},
 		{"00000000000000000099\n", 99},
+		{"00000000000000000099 badf8fab\n", 99}, // the previous version's line
 	} {
-		if got := parseGeneration([]byte(c.raw)); got != c.want {
+		if got := lineGen([]byte(c.raw)); got != c.want {
 			t.Errorf("parseGeneration(%q) = %d, want %d", c.raw, got, c.want)
 		}
 	}
@@ -461,25 +468,25 @@ func TestGenerationFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("5\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(path, 6, false); err != nil {
+	if err := writeGeneration(path, 6, nil, false); err != nil {
 		t.Fatal(err)
 	}
-	if raw, _ := os.ReadFile(path); string(raw) != string(formatGeneration(6)) {
+	if raw, _ := os.ReadFile(path); string(raw) != string(formatGeneration(6, nil)) {
 		t.Fatalf("file holds %q", raw)
 	}
 
 	target := filepath.Join(dir, "elsewhere")
-	if err := os.WriteFile(target, formatGeneration(1), 0o600); err != nil {
+	if err := os.WriteFile(target, formatGeneration(1, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	link := filepath.Join(dir, "state", "linked")
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGeneration(link, 8, false); err != nil {
+	if err := writeGeneration(link, 8, nil, false); err != nil {
 		t.Fatal(err)
 	}
-	if raw, _ := os.ReadFile(target); string(raw) != string(formatGeneration(1)) {
+	if raw, _ := os.ReadFile(target); string(raw) != string(formatGeneration(1, nil)) {
 		t.Errorf("the link's target was written: %q", raw)
 	}
 	if fi, err := os.Lstat(link); err != nil || !fi.Mode().IsRegular() || readGen(t, link) != 8 {
@@ -493,7 +500,7 @@ func TestGenerationFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- writeGeneration(fifo, 9, false) }()
+	go func() { done <- writeGeneration(fifo, 9, nil, false) }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -536,11 +543,11 @@ func TestGenerationNeverLowered(t *testing.T) {
 	slow.mu.Lock()
 	slow.genWritten = 0
 	slow.mu.Unlock()
-	slow.noteGeneration(2, false)
+	slow.noteGeneration(2, nil, false)
 	if got := readGen(t, gen); got != 3 {
 		t.Fatalf("generation file holds %d after a late write of 2, want 3", got)
 	}
-	if err := writeGeneration(gen, 2, true); err != nil {
+	if err := writeGeneration(gen, 2, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if got := readGen(t, gen); got != 2 {
@@ -553,7 +560,7 @@ func TestGenerationNeverLowered(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan uint64, 1)
-	go func() { n, _ := readGeneration(fifo); done <- n }()
+	go func() { n, _, _ := readGeneration(fifo); done <- n }()
 	select {
 	case got := <-done:
 		if got != 0 {
@@ -627,7 +634,7 @@ func TestGenerationFileOthersCanChange(t *testing.T) {
 	if err := os.Chmod(shared, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(gen, formatGeneration(1), 0o600); err != nil {
+	if err := os.WriteFile(gen, formatGeneration(1, nil), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b2, err := Open(ctx, phys, testKey(t))
@@ -641,7 +648,7 @@ func TestGenerationFileOthersCanChange(t *testing.T) {
 		t.Fatalf("generation file in a directory others can write: %v", err)
 	}
 	put(t, b2, "x", "y")
-	if raw, _ := os.ReadFile(gen); parseGeneration(raw) != 1 {
+	if raw, _ := os.ReadFile(gen); lineGen(raw) != 1 {
 		t.Errorf("lessor wrote %q to a generation file others can change", raw)
 	}
 
@@ -660,6 +667,77 @@ func TestGenerationFileOthersCanChange(t *testing.T) {
 	var fe *storage.UnsafeFileError
 	if !errors.As(err, &ue) || !errors.As(err, &fe) || !strings.Contains(err.Error(), "writable by group or others") {
 		t.Fatalf("generation file others can write: %v", err)
+	}
+}
+
+// TestGenerationSameNumberOtherState: an old copy of the store put back
+// and then written to (by a host or a user whose generation file is
+// behind, or none) up to the generation this user recorded is another
+// state of that generation. A new command used to take it, as the
+// generation file held only the number; it now holds the state record's
+// MAC too. Accepting the copy on purpose still works, and the store it
+// accepted passes afterwards.
+func TestGenerationSameNumberOtherState(t *testing.T) {
+	dir := t.TempDir()
+	phys := newBolt(t, dir)
+	gen := filepath.Join(dir, "state", "gen")
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, "sys/token/id/ab", "token")
+	backup := rawFile(t, phys)
+	put(t, b, "sys/token/id/ab", "revoked") // generation 3, recorded
+	if err := os.WriteFile(phys.Path(), backup, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Someone who does not track this user's file writes once: the copy
+	// is at generation 3 again, with the token not revoked.
+	other, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, other, "sys/token/id/cd", "another")
+	if other.Generation() != 3 {
+		t.Fatalf("the copy is at generation %d, want 3", other.Generation())
+	}
+	b2, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b2.TrackGeneration(ctx, gen, false)
+	var re *RollbackError
+	if !errors.As(err, &re) || re.Store != 3 || re.Seen != 3 || re.Path != gen ||
+		!strings.Contains(err.Error(), "another state of that generation was already committed (recorded in "+gen+")") {
+		t.Fatalf("another state of the recorded generation: %v", err)
+	}
+
+	// Accepted on purpose (operator verify -accept-rollback), it becomes
+	// the state recorded.
+	if err := b2.TrackGeneration(ctx, gen, true); err != nil {
+		t.Fatal(err)
+	}
+	b2.AcceptGeneration()
+	b3, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b3.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatalf("the accepted store: %v", err)
+	}
+	put(t, b3, "x", "y")
+	b4, err := Open(ctx, phys, testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b4.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatalf("the store after a write: %v", err)
+	}
+	if raw, _ := os.ReadFile(gen); lineGen(raw) != 4 {
+		t.Fatalf("generation file %q, want generation 4", raw)
 	}
 }
 

@@ -349,65 +349,106 @@ func (b *Barrier) noteGeneration(gen uint64, state []byte, force bool) {
 
 // writeGeneration overwrites the number in the generation file in place
 // when the file is one this version wrote (a regular file of the line's
-// width); otherwise it writes the line to a new file and renames it over
-// whatever is at the path, never following a symbolic link or waiting on
-// a FIFO.
+// width); otherwise it writes the line to a new file and puts it at the
+// path, never following a symbolic link or waiting on a FIFO.
 //
-// In place, it never lowers the number unless lower is set (an older
-// store accepted on purpose): two processes that commit one after the
-// other write their generations in either order, and the file must keep
-// the newer. The check and the write are made under an exclusive lock on
-// the file, which readers share.
+// It never lowers the number unless lower is set (an older store accepted
+// on purpose): two processes that commit one after the other write their
+// generations in either order, and the file must keep the newer. The
+// check and the write are made under an exclusive lock on the file, which
+// readers share; so is the replacement of an earlier version's file. A
+// new file is linked into place only where there is none, so that two
+// processes creating the file at once cannot both succeed, the later
+// with the lower number; the other one then writes in place.
 func writeGeneration(path string, gen uint64, tag []byte, lower bool) error {
 	line := formatGeneration(gen, tag)
-	// O_NONBLOCK: a FIFO put at the path fails to open (no reader) instead
-	// of hanging the command, and is then replaced below.
-	if f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0); err == nil {
-		fi, err := f.Stat()
-		if err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(line)) {
-			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-			if err == nil && !lower {
-				cur := make([]byte, len(line))
-				n, _ := f.ReadAt(cur, 0)
-				if g, _ := parseGeneration(cur[:n]); g >= gen {
-					return f.Close()
-				}
-			}
-			if err == nil {
-				_, err = f.WriteAt(line, 0)
-			}
+	for range 100 {
+		// O_NONBLOCK: a FIFO put at the path fails to open (no reader)
+		// instead of hanging the command, and is then replaced.
+		f, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+		var again bool
+		if err == nil {
+			again, err = writeGenerationLocked(f, path, line, gen, lower)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
-			if err == nil {
-				return nil
-			}
 		} else {
-			f.Close()
+			again, err = placeGeneration(path, line, errors.Is(err, fs.ErrNotExist))
+		}
+		if !again {
+			return err
 		}
 	}
+	return fmt.Errorf("write %s: the file keeps being replaced", path)
+}
+
+// writeGenerationLocked writes line to the generation file f, open at
+// path, under its exclusive lock, unless it holds gen or a newer one and
+// lower is not set. again: f was replaced while this waited for the lock.
+func writeGenerationLocked(f *os.File, path string, line []byte, gen uint64, lower bool) (again bool, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if !fi.Mode().IsRegular() {
+		// A FIFO with a reader, a device: a file takes its place.
+		return placeGeneration(path, line, false)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return false, err
+	}
+	if now, err := os.Lstat(path); err != nil || !os.SameFile(fi, now) {
+		return true, nil
+	}
+	if !lower {
+		cur := make([]byte, 128)
+		n, _ := f.ReadAt(cur, 0)
+		if g, _ := parseGeneration(cur[:n]); g >= gen {
+			return false, nil
+		}
+	}
+	if fi.Size() != int64(len(line)) {
+		// An earlier version's file: replaced while this holds its lock.
+		return placeGeneration(path, line, false)
+	}
+	_, err = f.WriteAt(line, 0)
+	return false, err
+}
+
+// placeGeneration writes line to a new file and puts it at path: by a
+// link when create says nothing is there (again if something is by now),
+// else by renaming it over what is.
+func placeGeneration(path string, line []byte, create bool) (again bool, err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return false, err
 	}
 	var suffix [6]byte
 	if _, err := rand.Read(suffix[:]); err != nil {
-		return err
+		return false, err
 	}
 	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(suffix[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return err
+		return false, err
 	}
+	defer os.Remove(tmp) // once linked or renamed, only the name goes
 	_, err = f.Write(line)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
-		os.Remove(tmp)
+		return false, err
 	}
-	return err
+	if create {
+		err = os.Link(tmp, path)
+		if errors.Is(err, fs.ErrExist) {
+			return true, nil
+		}
+		if err == nil {
+			return false, nil
+		}
+		// A file system without hard links: renamed, as before.
+	}
+	return false, os.Rename(tmp, path)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -568,6 +569,49 @@ func TestGenerationNeverLowered(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("reading the generation hangs on a FIFO")
+	}
+}
+
+// TestGenerationConcurrentNewFile: processes that commit at once while
+// the generation file is missing (a user's first commands, serve and a
+// cron reap) or of an earlier version's width (the first commits after
+// an upgrade) used to each write a new file and rename it into place,
+// with no lock and no look at what was there: the last rename won, and
+// it was often not the newest number.
+func TestGenerationConcurrentNewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gen")
+	const writers = 6
+	for round := range 200 {
+		if round%2 == 0 {
+			os.Remove(path)
+		} else if err := os.WriteFile(path, []byte("00000000000000000001 beb08cab\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make(chan error, writers)
+		for g := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs <- writeGeneration(path, uint64(2+g), nil, false)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := readGen(t, path); got != 1+writers {
+			t.Fatalf("round %d: the file holds generation %d after concurrent writes of 2 to %d", round, got, 1+writers)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".gen.tmp-*")); len(left) != 0 {
+		t.Errorf("left behind: %q", left)
 	}
 }
 

@@ -145,8 +145,8 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 // would otherwise have the rest of the reset cancelled on a busy host.
 // RESET ALL brings back what the database's defaults impose, its
 // search_path and a role to act as, so the session is set up against them
-// again (see unbindSession): its last statement is actsAsAnother.
-const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + catalogFirst + "; " + actsAsAnother
+// again (see unbindSession): its last statement is setUpSession.
+const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + setUpSession
 
 // resetConn runs resetSession, once more if the server cancelled it
 // (SQLSTATE 57014, a statement timeout the request left): the first
@@ -155,11 +155,8 @@ func resetConn(ctx context.Context, conn *pgx.Conn) bool {
 	for try := 0; try < 3; try++ {
 		res, err := conn.PgConn().Exec(ctx, resetSession).ReadAll()
 		if err == nil {
-			last := res[len(res)-1]
-			if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
-				return false
-			}
-			return string(last.Rows[0][0]) != "t" || unbindRole(ctx, conn) == nil
+			other, err := actsAsAnother(res[len(res)-1])
+			return err == nil && (!other || unbindRole(ctx, conn) == nil)
 		}
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "57014" || conn.PgConn().TxStatus() != 'I' {

@@ -269,10 +269,10 @@ type DB struct {
 	// pool, when set, takes the connection back on Close (Pool.Connect).
 	pool *Pool
 	set  *connSet
-	// unbound says that conn, made by Connect, is not yet set up against
-	// its database's defaults (unbindSession): admin does that before it
-	// hands conn out, and begin in its own round trip (unboundBatch),
-	// which counts once its transaction commits.
+	// unbound says that conn is not set up against its database's
+	// defaults (unbindSession): Connect made it, or a creation's statements
+	// ran in it since (see Creation.end). admin sets it up before it hands
+	// conn out; begin does in its own round trip (unboundBatch).
 	unbound bool
 	// testOnlyAfterCatalog, when set, runs in the default revocation
 	// between its catalog query and ALTER ROLE … NOLOGIN, where a test
@@ -461,8 +461,8 @@ func (db *DB) unboundBatch(b *pgconn.Batch) int {
 // began in the batch, runs db.admin (which finishes it) and starts over.
 // The set-up ran in the transaction the batch began (one Sync ends a
 // batch, and BEGIN makes what came before it part of its transaction),
-// so the session stays unbound until that transaction commits: a
-// rollback undoes the set-up too (see Creation.committed).
+// so the session stays unbound: a rollback undoes the set-up too, and a
+// commit keeps what the creation statements made of it (see Creation.end).
 func finishUnbound(res []*pgconn.Result, n int) (rest []*pgconn.Result, again bool, err error) {
 	if n == 0 {
 		return res, false, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,31 +133,7 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 // the admin.
 func TestDatabaseSearchPathNeverRunsCredentialCode(t *testing.T) {
 	f := setup(t)
-	owner := newName(t, "v-owner")
-	f.s.DropRolesAtCleanup(t, owner)
-	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
-	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
-	// Before the owner role is dropped, the database goes back.
-	t.Cleanup(func() { f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`) })
-	admin(t, f.d, `CREATE TABLE public.lessor_hijacked (fn text, by_role text); GRANT INSERT ON public.lessor_hijacked TO PUBLIC`)
-	name := newName(t, "v-path")
-	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
-	c := f.s.Connect(t, name, pw, f.d.Name)
-	for _, sql := range []string{
-		`CREATE SCHEMA planted`,
-		`CREATE FUNCTION planted.ne_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
-BEGIN INSERT INTO public.lessor_hijacked VALUES ('<>(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.<>) $2; END $f$`,
-		`CREATE OPERATOR planted.<> (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.ne_name)`,
-		`CREATE FUNCTION planted.eq_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
-BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $f$`,
-		`CREATE OPERATOR planted.= (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.eq_name)`,
-		`ALTER DATABASE ` + pgx.Identifier{f.d.Name}.Sanitize() + ` SET search_path = planted, pg_catalog, public`,
-	} {
-		if _, err := c.Exec(f.ctx, sql); err != nil {
-			t.Fatalf("as the credential: %v\n%s", err, sql)
-		}
-	}
-	c.Close(f.ctx)
+	name := plantSearchPath(t, f)
 
 	// A fresh admin connection, as every lessor command opens.
 	db := connect(t, f.cfg)
@@ -199,19 +176,100 @@ BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); 
 	if f.roleExists(t, name) {
 		t.Errorf("role %s still exists", name)
 	}
-	rows, err := f.d.Conn(t).Query(f.ctx, `SELECT fn, by_role, pg_catalog.count(*) FROM public.lessor_hijacked GROUP BY 1, 2 ORDER BY 1`)
+	if ran := hijacked(t, f, f.d); len(ran) > 0 {
+		t.Errorf("lessor's SQL called the planted %s", strings.Join(ran, ", "))
+	}
+}
+
+// TestCreationStatementsLeaveNoSessionSetUp: creation statements run in
+// the admin's session and may undo its set-up (RESET search_path, RESET
+// ALL, RESET ROLE after a SET ROLE bring back the database's defaults).
+// A revocation on the same connection after the issue, as the issue's
+// own when the lease it was for was revoked meanwhile (dropUnconfirmed),
+// must set the session up again before lessor's catalog queries run.
+func TestCreationStatementsLeaveNoSessionSetUp(t *testing.T) {
+	f := setup(t)
+	plantSearchPath(t, f)
+	for _, fresh := range []bool{true, false} {
+		db := connect(t, f.cfg)
+		if !fresh {
+			// Set up by a use before the issue.
+			mustConn(t, db)
+		}
+		issued := newName(t, "v-issued")
+		f.s.DropRolesAtCleanup(t, issued)
+		if err := db.CreateUser(f.ctx, CreateUserRequest{
+			Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour),
+			Statements: append(slices.Clone(seedStatements), "RESET search_path"),
+		}); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+		if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: issued}})[0]; err != nil {
+			t.Fatalf("revoke: %v", err)
+		}
+		if ran := hijacked(t, f, f.d); len(ran) > 0 {
+			t.Fatalf("fresh connection %v: lessor's SQL called the planted %s", fresh, strings.Join(ran, ", "))
+		}
+	}
+}
+
+// plantSearchPath makes a credential that is a member of f's database's
+// owner role, and as it plants the operators <> and = on names in a
+// schema of its own, which the database's default search_path puts
+// before pg_catalog. Each call of one records it in
+// public.lessor_hijacked (see hijacked). It returns the credential's name.
+func plantSearchPath(t *testing.T, f *fixture) string {
+	t.Helper()
+	owner := newName(t, "v-owner")
+	f.s.DropRolesAtCleanup(t, owner)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
+	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
+	// Before the owner role is dropped, the database goes back.
+	t.Cleanup(func() { f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`) })
+	admin(t, f.d, `CREATE TABLE public.lessor_hijacked (fn text, by_role text); GRANT INSERT ON public.lessor_hijacked TO PUBLIC`)
+	name := newName(t, "v-path")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
+	c := f.s.Connect(t, name, pw, f.d.Name)
+	for _, sql := range []string{
+		`CREATE SCHEMA planted`,
+		`CREATE FUNCTION planted.ne_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('<>(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.<>) $2; END $f$`,
+		`CREATE OPERATOR planted.<> (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.ne_name)`,
+		`CREATE FUNCTION planted.eq_name(name, name) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(name,name)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2; END $f$`,
+		`CREATE OPERATOR planted.= (LEFTARG = name, RIGHTARG = name, FUNCTION = planted.eq_name)`,
+		`ALTER DATABASE ` + pgx.Identifier{f.d.Name}.Sanitize() + ` SET search_path = planted, pg_catalog, public`,
+	} {
+		if _, err := c.Exec(f.ctx, sql); err != nil {
+			t.Fatalf("as the credential: %v\n%s", err, sql)
+		}
+	}
+	c.Close(f.ctx)
+	return name
+}
+
+// hijacked says which of the functions planted in d lessor's SQL called,
+// and as whom.
+func hijacked(t *testing.T, f *fixture, d *pgtest.Database) []string {
+	t.Helper()
+	rows, err := d.Conn(t).Query(f.ctx, `SELECT fn, by_role, pg_catalog.count(*) FROM public.lessor_hijacked GROUP BY 1, 2 ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
+	var ran []string
 	for rows.Next() {
 		var fn, by string
 		var n int64
 		if err := rows.Scan(&fn, &by, &n); err != nil {
 			t.Fatal(err)
 		}
-		t.Errorf("lessor's SQL called the planted %s as %s (%d times)", fn, by, n)
+		ran = append(ran, fmt.Sprintf("%s as %s (%d times)", fn, by, n))
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ran
 }
 
 // TestDatabaseDefaultsNeverBindTheAdmin: a credential that is a member of

@@ -134,9 +134,6 @@ type Creation struct {
 	// ran is how many creation statements StartCreate ran.
 	ran  int
 	done bool
-	// setUp says that begin set the session up (DB.unboundBatch) in this
-	// transaction: committed, it holds; rolled back, it is undone.
-	setUp bool
 	// begun is when BEGIN was sent: the server's transaction_timestamp()
 	// is this moment on its own clock, give or take the trip there.
 	begun time.Time
@@ -224,6 +221,12 @@ func (c *Creation) Rollback(ctx context.Context) {
 }
 
 func (c *Creation) end() {
+	// The creation statements ran in the session, and whether their
+	// transaction committed or not, they may have undone its set-up
+	// (RESET search_path, RESET ALL, or RESET ROLE after a SET ROLE of
+	// theirs, brings back the database's defaults): the next use sets it
+	// up again, as a pooled session's reset does anyway.
+	c.db.unbound = true
 	c.done = true
 	c.db.mu.Unlock()
 }
@@ -309,7 +312,6 @@ func (c *Creation) begin(ctx context.Context, lock bool) error {
 	if err != nil {
 		return err
 	}
-	c.setUp = setup > 0
 	if again {
 		// The session acts as another role than its login: admin
 		// finishes its set-up, and the transaction starts over.
@@ -419,7 +421,6 @@ func (c *Creation) finish(ctx context.Context) error {
 		if conn.PgConn().TxStatus() != 'I' {
 			return errors.New("the creation's transaction did not end at its COMMIT")
 		}
-		c.committed()
 		return nil
 	}
 	var pe *pgconn.PgError
@@ -483,16 +484,7 @@ func (c *Creation) finishUncommented(ctx context.Context, rest []string) error {
 	if err := conn.PgConn().Exec(rctx, "COMMIT").Close(); err != nil {
 		return pgError(err)
 	}
-	c.committed()
 	return nil
-}
-
-// committed records that the creation's transaction committed, and with
-// it the session's set-up if begin made it (see DB.unboundBatch).
-func (c *Creation) committed() {
-	if c.setUp {
-		c.db.unbound = false
-	}
 }
 
 // checkGone runs after the statements ran without error but made no role

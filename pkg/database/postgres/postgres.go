@@ -423,8 +423,7 @@ func unbindSession(ctx context.Context, conn *pgx.Conn) error {
 // unbindRole ends acting as the role a database's default set (see
 // unbindSession), on a session whose search_path is set up already.
 func unbindRole(ctx context.Context, conn *pgx.Conn) error {
-	cc := conn.Config()
-	if cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role") {
+	if roleAsked(conn) {
 		return nil
 	}
 	res, err := conn.PgConn().Exec(ctx, actingRoleFromDatabase).ReadAll()
@@ -443,6 +442,13 @@ func unbindRole(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
+// roleAsked tells whether the connection string asks for a role to act
+// as (role=, or in its options): that one is the operator's, and stays.
+func roleAsked(conn *pgx.Conn) bool {
+	cc := conn.Config()
+	return cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role")
+}
+
 // unboundBatch puts the set-up of an admin session that Connect left
 // unbound (setUpSession) at the head of b, so that it costs no round trip
 // of its own: lessor's statements after it in b are parsed once it has
@@ -457,13 +463,15 @@ func (db *DB) unboundBatch(b *pgconn.Batch) int {
 
 // finishUnbound reads the results unboundBatch added (n of them) at the
 // head of res and returns the rest. again says that the session acts as
-// another role: its set-up is not finished, and the caller ends what it
-// began in the batch, runs db.admin (which finishes it) and starts over.
+// another role than its login and than the one conn's string asked for:
+// its set-up is not finished, and the caller ends what it began in the
+// batch, runs db.admin (which finishes it) and starts over. A role the
+// string asked for needs nothing more, and costs no round trip.
 // The set-up ran in the transaction the batch began (one Sync ends a
 // batch, and BEGIN makes what came before it part of its transaction),
 // so the session stays unbound: a rollback undoes the set-up too, and a
 // commit keeps what the creation statements made of it (see Creation.end).
-func finishUnbound(res []*pgconn.Result, n int) (rest []*pgconn.Result, again bool, err error) {
+func finishUnbound(conn *pgx.Conn, res []*pgconn.Result, n int) (rest []*pgconn.Result, again bool, err error) {
 	if n == 0 {
 		return res, false, nil
 	}
@@ -471,7 +479,7 @@ func finishUnbound(res []*pgconn.Result, n int) (rest []*pgconn.Result, again bo
 		return nil, false, errors.New("set up the admin session: unexpected answer")
 	}
 	other, err := actsAsAnother(res[0])
-	return res[n:], other, err
+	return res[n:], other && !roleAsked(conn), err
 }
 
 // versionNum is the server's version as server_version_num would give it.

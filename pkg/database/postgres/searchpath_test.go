@@ -363,3 +363,65 @@ func mustConn(t *testing.T, db *DB) *pgx.Conn {
 	}
 	return conn
 }
+
+// TestConnectionStringRoleCostsTheIssueNothing: an admin connection string
+// may ask to act as a group role (role= in its options). An issue on a
+// fresh connection then sets the session up in BEGIN's round trip, as one
+// acting as its login does, instead of rolling that transaction back to
+// set the session up on its own and begin again: the database counts no
+// transaction of the issue's session rolled back.
+func TestConnectionStringRoleCostsTheIssueNothing(t *testing.T) {
+	f := setup(t)
+	group := newName(t, "v-acting")
+	f.s.DropRolesAtCleanup(t, group)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{group}.Sanitize()+` NOLOGIN CREATEROLE`)
+	cfg := f.cfg
+	cfg.ConnectionURL += "&options=-c%20role%3D" + url.QueryEscape(group)
+	// Counted from another database, so that no session of this test's
+	// adds to them.
+	stats := f.s.Connect(t, f.s.User, f.s.Password, "postgres")
+	defer stats.Close(f.ctx)
+	rollbacks := func() int64 {
+		t.Helper()
+		var n int64
+		if err := stats.QueryRow(f.ctx, `SELECT xact_rollback FROM pg_catalog.pg_stat_database WHERE datname = $1`, f.d.Name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := rollbacks()
+
+	db := connect(t, cfg)
+	pid := db.conn.PgConn().PID()
+	issued := newName(t, "v-issued")
+	f.s.DropRolesAtCleanup(t, issued)
+	if err := db.CreateUser(f.ctx, CreateUserRequest{
+		Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour),
+		Statements: []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`},
+	}); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	var acting string
+	if err := db.queryRow(f.ctx, mustConn(t, db), `SELECT current_user`, nil, &acting); err != nil || acting != group {
+		t.Fatalf("current_user = %q, %v; want the connection string's role %s", acting, err, group)
+	}
+	db.Close(f.ctx)
+	// A session's counts reach pg_stat_database by the time it leaves
+	// pg_stat_activity.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var left bool
+		if err := stats.QueryRow(f.ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_stat_activity WHERE pid = $1)`, int32(pid)).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if !left {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the admin session did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := rollbacks() - before; n != 0 {
+		t.Errorf("the issue rolled back %d transaction(s); want none", n)
+	}
+}

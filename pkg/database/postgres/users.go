@@ -308,7 +308,7 @@ func (c *Creation) begin(ctx context.Context, lock bool) error {
 	if err != nil {
 		return pgError(err)
 	}
-	res, again, err := finishUnbound(res, setup)
+	res, again, err := finishUnbound(conn, res, setup)
 	if err != nil {
 		return err
 	}

@@ -364,6 +364,30 @@ func mustConn(t *testing.T, db *DB) *pgx.Conn {
 	return conn
 }
 
+// TestOperatorStatementsLeaveNoSessionSetUp: revocation statements, like
+// creation statements, run in the admin's session and may undo its
+// set-up. The revocations that follow on the same connection (reap
+// revokes a batch on one) must set it up again first.
+func TestOperatorStatementsLeaveNoSessionSetUp(t *testing.T) {
+	f := setup(t)
+	plantSearchPath(t, f)
+	custom, plain := newName(t, "v-custom"), newName(t, "v-plain")
+	f.create(t, custom, seedStatements)
+	f.create(t, plain, seedStatements)
+	db := connect(t, f.cfg)
+	for i, err := range db.RevokeUsers(f.ctx, []RevokeRequest{
+		{Username: custom, Statements: []string{`DROP OWNED BY "{{name}}"; RESET search_path; DROP ROLE "{{name}}"`}},
+		{Username: plain},
+	}) {
+		if err != nil {
+			t.Fatalf("revoke %d: %v", i, err)
+		}
+	}
+	if ran := hijacked(t, f, f.d); len(ran) > 0 {
+		t.Fatalf("lessor's SQL called the planted %s", strings.Join(ran, ", "))
+	}
+}
+
 // TestConnectionStringRoleCostsTheIssueNothing: an admin connection string
 // may ask to act as a group role (role= in its options). An issue on a
 // fresh connection then sets the session up in BEGIN's round trip, as one

@@ -277,6 +277,8 @@ func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []erro
 		fail(db.redact(err))
 		return errs
 	}
+	// The rotation statements may undo the session's set-up (see execEach).
+	db.unbound = true
 	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
 		for i, c := range changes {
 			if errs[i] != nil {

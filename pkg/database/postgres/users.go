@@ -638,8 +638,13 @@ func (db *DB) exec(ctx context.Context, q querier, sql string, args ...any) erro
 }
 
 // execEach runs statements in order, naming the one that fails by its
-// kind and number ("creation statement 2: …").
+// kind and number ("creation statement 2: …"). They are the operator's,
+// and may undo the session's set-up (RESET search_path, RESET ALL, or
+// RESET ROLE after a SET ROLE of theirs, brings back the database's
+// defaults): the next use of the connection sets it up again. Call with
+// db.mu held.
 func (db *DB) execEach(ctx context.Context, q querier, kind string, stmts []string) error {
+	db.unbound = true
 	for i, s := range stmts {
 		if err := db.exec(ctx, q, s); err != nil {
 			return fmt.Errorf("%s statement %d: %w", kind, i+1, err)

@@ -443,10 +443,33 @@ func unbindRole(ctx context.Context, conn *pgx.Conn) error {
 }
 
 // roleAsked tells whether the connection string asks for a role to act
-// as (role=, or in its options): that one is the operator's, and stays.
+// as: that one is the operator's, and stays. It asks with role= (in any
+// case, as PostgreSQL reads the startup packet's names), or with role
+// among the settings of its options (-c role=…, -crole=…, --role=…), not
+// with any word that only contains "role" (-c search_path=roles), which
+// would leave the admin acting as the role the database's owner chose.
 func roleAsked(conn *pgx.Conn) bool {
-	cc := conn.Config()
-	return cc.RuntimeParams["role"] != "" || strings.Contains(cc.RuntimeParams["options"], "role")
+	for k, v := range conn.Config().RuntimeParams {
+		if strings.EqualFold(k, "role") && v != "" {
+			return true
+		}
+	}
+	words := strings.Fields(conn.Config().RuntimeParams["options"])
+	for i, w := range words {
+		var setting string
+		switch {
+		case w == "-c" && i+1 < len(words):
+			setting = words[i+1]
+		case strings.HasPrefix(w, "--"), strings.HasPrefix(w, "-c"):
+			setting = w[2:]
+		default:
+			continue
+		}
+		if name, _, _ := strings.Cut(setting, "="); strings.EqualFold(name, "role") {
+			return true
+		}
+	}
+	return false
 }
 
 // unboundBatch puts the set-up of an admin session that Connect left

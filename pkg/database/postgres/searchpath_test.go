@@ -346,12 +346,20 @@ func TestDatabaseDefaultsNeverBindTheAdmin(t *testing.T) {
 	}
 
 	// The admin's own role= still holds: the database's role is not it.
-	cfg := f.cfg
-	cfg.ConnectionURL += "&options=-c%20role%3D" + url.QueryEscape(group)
-	acting := connect(t, cfg)
-	var cur string
-	if err := acting.queryRow(f.ctx, mustConn(t, acting), `SELECT current_user`, nil, &cur); err != nil || cur != group {
-		t.Fatalf("current_user = %q, %v; want the connection string's role %s", cur, err, group)
+	// Options that only mention a role set none.
+	for options, want := range map[string]string{
+		"-c role=" + group:                       group,
+		"--role=" + group:                        group,
+		"-c application_name=" + group:           f.s.User,
+		"-c search_path=roles,public -c geqo=on": f.s.User,
+	} {
+		cfg := f.cfg
+		cfg.ConnectionURL += "&options=" + strings.ReplaceAll(url.QueryEscape(options), "+", "%20")
+		acting := connect(t, cfg)
+		var cur string
+		if err := acting.queryRow(f.ctx, mustConn(t, acting), `SELECT current_user`, nil, &cur); err != nil || cur != want {
+			t.Errorf("options %q: current_user = %q, %v; want %s", options, cur, err, want)
+		}
 	}
 }
 

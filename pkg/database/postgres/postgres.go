@@ -184,6 +184,10 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	// A database default (its owner's to set) of read-only transactions
 	// would keep lessor from creating, changing or revoking anything there.
 	cc.RuntimeParams["default_transaction_read_only"] = "off"
+	// Nor may its idle-in-transaction timeout end lessor's transactions:
+	// an issue's waits for its lease record, with its transaction open,
+	// and a revocation's transactions span round trips.
+	cc.RuntimeParams["idle_in_transaction_session_timeout"] = "0"
 	return cc, nil
 }
 

@@ -457,3 +457,38 @@ func TestConnectionStringRoleCostsTheIssueNothing(t *testing.T) {
 		t.Errorf("the issue rolled back %d transaction(s); want none", n)
 	}
 }
+
+// TestDatabaseIdleTimeoutNeverEndsTheAdminsTransaction: a member of the
+// database's owner role may give the database an idle-in-transaction
+// timeout of a millisecond. An issue keeps its transaction open while
+// its lease record commits (here 20 ms), and must not be ended by it.
+func TestDatabaseIdleTimeoutNeverEndsTheAdminsTransaction(t *testing.T) {
+	f := setup(t)
+	owner := newName(t, "v-owner")
+	f.s.DropRolesAtCleanup(t, owner)
+	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
+	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
+	t.Cleanup(func() {
+		f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` RESET ALL; ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`)
+	})
+	name := newName(t, "v-idle")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
+	c := f.s.Connect(t, name, pw, f.d.Name)
+	if _, err := c.Exec(f.ctx, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` SET idle_in_transaction_session_timeout = '1ms'`); err != nil {
+		t.Fatalf("as the credential: %v", err)
+	}
+	c.Close(f.ctx)
+
+	issued := newName(t, "v-issued")
+	f.s.DropRolesAtCleanup(t, issued)
+	creation := connect(t, f.cfg).StartCreate(f.ctx, CreateUserRequest{
+		Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour), Statements: seedStatements, Comment: "lessor test",
+	})
+	time.Sleep(20 * time.Millisecond) // the lease record's commit
+	if err := creation.Commit(f.ctx); err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	if !f.roleExists(t, issued) {
+		t.Errorf("role %s was not created", issued)
+	}
+}

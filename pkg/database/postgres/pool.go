@@ -145,15 +145,23 @@ func (p *Pool) Connect(ctx context.Context, cfg Config) (*DB, error) {
 // would otherwise have the rest of the reset cancelled on a busy host.
 // RESET ALL brings back what the database's defaults impose, its
 // search_path and a role to act as, so the session is set up against them
-// again (see unbindSession): its last statement is setUpSession.
-const resetSession = "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + setUpSession
+// again (see unbindSession): setUpSession ends it. A transaction_timeout
+// the database's defaults set comes back with RESET ALL too, and is
+// lifted right after it (see liftTimeout).
+func resetSession(version int) string {
+	q := "RESET statement_timeout; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; "
+	if lift := liftTimeout(version); lift != "" {
+		q += lift + "; "
+	}
+	return q + "DISCARD TEMP; SELECT pg_catalog.pg_advisory_unlock_all(); " + setUpSession
+}
 
 // resetConn runs resetSession, once more if the server cancelled it
 // (SQLSTATE 57014, a statement timeout the request left): the first
 // statement of a failed try may already have lifted the timeout.
-func resetConn(ctx context.Context, conn *pgx.Conn) bool {
+func resetConn(ctx context.Context, conn *pgx.Conn, version int) bool {
 	for try := 0; try < 3; try++ {
-		res, err := conn.PgConn().Exec(ctx, resetSession).ReadAll()
+		res, err := conn.PgConn().Exec(ctx, resetSession(version)).ReadAll()
 		if err == nil {
 			other, err := actsAsAnother(res[len(res)-1])
 			return err == nil && (!other || unbindRole(ctx, conn) == nil)
@@ -185,7 +193,7 @@ func (p *Pool) put(s *connSet, conn *pgx.Conn, version int, timeout time.Duratio
 		ok := !conn.IsClosed() && conn.PgConn().TxStatus() == 'I'
 		if ok {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			ok = resetConn(ctx, conn)
+			ok = resetConn(ctx, conn, version)
 			cancel()
 		}
 		p.mu.Lock()

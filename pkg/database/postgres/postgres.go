@@ -379,6 +379,22 @@ func (db *DB) dial(ctx context.Context, password, dbName string) (*pgx.Conn, err
 // session cost a third of a millisecond more.
 const setUpSession = `SELECT pg_catalog.set_config('search_path', pg_catalog.rtrim(pg_catalog.concat('pg_catalog, ', pg_catalog.current_setting('search_path')), ', '), false), pg_catalog.namene(current_user, session_user)`
 
+// liftTimeout is what comes first in a set-up (see unbindSession) on a
+// server of the given version (server_version_num): from PostgreSQL 17
+// on, the transaction_timeout that a database's defaults may set (its
+// owner's to set, like the rest) is lifted. At a millisecond it would end
+// every transaction of the admin's, its revocations among them, for ever.
+// The startup packet lifts the other timeouts (see Config.connConfig),
+// but older servers refuse this name there; and it must come first,
+// before the timeout can run out: SET is not planned, and ends it at
+// once. "" before PostgreSQL 17.
+func liftTimeout(version int) string {
+	if version >= 170000 {
+		return "SET transaction_timeout = 0"
+	}
+	return ""
+}
+
 // actsAsAnother reads setUpSession's answer: whether the session acts as
 // another role than its login, which it nearly never does; when it does,
 // actingRoleFromDatabase tells why.
@@ -411,14 +427,18 @@ const actingRoleFromDatabase = `SELECT current_user <> session_user AND NOT EXIS
 // A session that begin set up in its own round trip (see unboundBatch)
 // comes here only when it acts as another role.
 func unbindSession(ctx context.Context, conn *pgx.Conn) error {
-	res, err := conn.PgConn().Exec(ctx, setUpSession).ReadAll()
+	q := setUpSession
+	if lift := liftTimeout(versionNum(conn.PgConn())); lift != "" {
+		q = lift + "; " + q
+	}
+	res, err := conn.PgConn().Exec(ctx, q).ReadAll()
 	if err != nil {
 		return fmt.Errorf("set up the admin session: %w", pgError(err))
 	}
-	if len(res) != 1 {
+	if len(res) == 0 {
 		return errors.New("set up the admin session: unexpected answer")
 	}
-	if other, err := actsAsAnother(res[0]); err != nil || !other {
+	if other, err := actsAsAnother(res[len(res)-1]); err != nil || !other {
 		return err
 	}
 	return unbindRole(ctx, conn)
@@ -484,8 +504,13 @@ func (db *DB) unboundBatch(b *pgconn.Batch) int {
 	if !db.unbound {
 		return 0
 	}
+	n := 1
+	if lift := liftTimeout(db.version); lift != "" {
+		b.ExecParams(lift, nil, nil, nil, nil)
+		n++
+	}
 	b.ExecParams(setUpSession, nil, nil, nil, nil)
-	return 1
+	return n
 }
 
 // finishUnbound reads the results unboundBatch added (n of them) at the
@@ -505,7 +530,7 @@ func finishUnbound(conn *pgx.Conn, res []*pgconn.Result, n int) (rest []*pgconn.
 	if len(res) < n {
 		return nil, false, errors.New("set up the admin session: unexpected answer")
 	}
-	other, err := actsAsAnother(res[0])
+	other, err := actsAsAnother(res[n-1])
 	return res[n:], other && !roleAsked(conn), err
 }
 

@@ -458,37 +458,82 @@ func TestConnectionStringRoleCostsTheIssueNothing(t *testing.T) {
 	}
 }
 
-// TestDatabaseIdleTimeoutNeverEndsTheAdminsTransaction: a member of the
-// database's owner role may give the database an idle-in-transaction
-// timeout of a millisecond. An issue keeps its transaction open while
-// its lease record commits (here 20 ms), and must not be ended by it.
-func TestDatabaseIdleTimeoutNeverEndsTheAdminsTransaction(t *testing.T) {
-	f := setup(t)
-	owner := newName(t, "v-owner")
-	f.s.DropRolesAtCleanup(t, owner)
-	admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
-	admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
-	t.Cleanup(func() {
-		f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` RESET ALL; ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`)
-	})
-	name := newName(t, "v-idle")
-	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
-	c := f.s.Connect(t, name, pw, f.d.Name)
-	if _, err := c.Exec(f.ctx, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` SET idle_in_transaction_session_timeout = '1ms'`); err != nil {
-		t.Fatalf("as the credential: %v", err)
-	}
-	c.Close(f.ctx)
+// TestDatabaseTimeoutsNeverEndTheAdminsTransactions: a member of a
+// database's owner role may set any of its user-settable defaults, the
+// timeouts among them. Set to a millisecond, idle_in_transaction_session_
+// timeout ended every issue there (the creation's transaction waits,
+// open, while the lease record commits), and from PostgreSQL 17 on
+// transaction_timeout ends every transaction of the admin's that takes
+// longer, its revocations among them: for ever, as the default stays.
+func TestDatabaseTimeoutsNeverEndTheAdminsTransactions(t *testing.T) {
+	for _, setting := range []string{"idle_in_transaction_session_timeout", "transaction_timeout"} {
+		t.Run(setting, func(t *testing.T) {
+			f := setup(t)
+			if setting == "transaction_timeout" && f.db.version < 170000 {
+				t.Skipf("PostgreSQL %d has no transaction_timeout", f.db.version)
+			}
+			owner := newName(t, "v-owner")
+			f.s.DropRolesAtCleanup(t, owner)
+			admin(t, f.d, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` NOLOGIN`)
+			admin(t, f.d, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
+			// The test's own sessions in that database would time out
+			// too: its checks and clean-up go through another one.
+			elsewhere := f.s.Connect(t, f.s.User, f.s.Password, "postgres")
+			t.Cleanup(func() {
+				if _, err := elsewhere.Exec(f.ctx, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` RESET ALL`); err != nil {
+					t.Error(err)
+				}
+				f.d.Exec(t, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` OWNER TO CURRENT_USER`)
+			})
+			exists := func(role string) bool {
+				var n int
+				if err := elsewhere.QueryRow(f.ctx, `SELECT count(*) FROM pg_roles WHERE rolname = $1`, role).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n > 0
+			}
+			name := newName(t, "v-timeout")
+			pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ` + pgx.Identifier{owner}.Sanitize()})
+			c := f.s.Connect(t, name, pw, f.d.Name)
+			if _, err := c.Exec(f.ctx, `ALTER DATABASE `+pgx.Identifier{f.d.Name}.Sanitize()+` SET `+setting+` = '1ms'`); err != nil {
+				t.Fatalf("as the credential: %v", err)
+			}
+			c.Close(f.ctx)
 
-	issued := newName(t, "v-issued")
-	f.s.DropRolesAtCleanup(t, issued)
-	creation := connect(t, f.cfg).StartCreate(f.ctx, CreateUserRequest{
-		Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour), Statements: seedStatements, Comment: "lessor test",
-	})
-	time.Sleep(20 * time.Millisecond) // the lease record's commit
-	if err := creation.Commit(f.ctx); err != nil {
-		t.Fatalf("issue: %v", err)
-	}
-	if !f.roleExists(t, issued) {
-		t.Errorf("role %s was not created", issued)
+			issued := newName(t, "v-issued")
+			f.s.DropRolesAtCleanup(t, issued)
+			creation := connect(t, f.cfg).StartCreate(f.ctx, CreateUserRequest{
+				Username: issued, Password: "pw-" + issued, Expiration: time.Now().Add(time.Hour), Statements: seedStatements, Comment: "lessor test",
+			})
+			time.Sleep(20 * time.Millisecond) // the lease record's commit
+			if err := creation.Commit(f.ctx); err != nil {
+				t.Fatalf("issue: %v", err)
+			}
+			if !exists(issued) {
+				t.Errorf("role %s was not created", issued)
+			}
+			// The credential's revocation, on a fresh session and on a
+			// pooled one (whose reset brings the defaults back).
+			pool := NewPool(1, 0)
+			defer pool.Close()
+			for range 2 {
+				pdb, err := pool.Connect(f.ctx, f.cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := pdb.LookupRole(f.ctx, name); err != nil {
+					t.Fatalf("LookupRole on a pooled connection: %v", err)
+				}
+				pdb.Close(f.ctx)
+			}
+			for i, err := range connect(t, f.cfg).RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: issued}}) {
+				if err != nil {
+					t.Fatalf("revoke %d: %v", i, err)
+				}
+			}
+			if exists(name) || exists(issued) {
+				t.Error("a revoked role still exists")
+			}
+		})
 	}
 }

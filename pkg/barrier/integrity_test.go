@@ -346,16 +346,7 @@ func testRecordSetTampering(t *testing.T, newRaw func(t *testing.T) rawStore) {
 // TestGenerationDetectsRollback: a whole older copy of the store file put
 // back is consistent in itself; the generation file outside it tells.
 func TestGenerationDetectsRollback(t *testing.T) {
-	dir := t.TempDir()
-	phys := newBolt(t, dir)
-	gen := filepath.Join(dir, "state", "store.generation")
-	b, err := Init(ctx, phys, testKey(t), InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.TrackGeneration(ctx, gen, false); err != nil {
-		t.Fatal(err)
-	}
+	phys, b, gen := trackedStore(t)
 	put(t, b, "sys/token/id/abc", "token")
 	backup := rawFile(t, phys)
 	put(t, b, "sys/token/id/abc", "revoked")
@@ -722,16 +713,7 @@ func TestGenerationFileOthersCanChange(t *testing.T) {
 // MAC too. Accepting the copy on purpose still works, and the store it
 // accepted passes afterwards.
 func TestGenerationSameNumberOtherState(t *testing.T) {
-	dir := t.TempDir()
-	phys := newBolt(t, dir)
-	gen := filepath.Join(dir, "state", "gen")
-	b, err := Init(ctx, phys, testKey(t), InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.TrackGeneration(ctx, gen, false); err != nil {
-		t.Fatal(err)
-	}
+	phys, b, gen := trackedStore(t)
 	put(t, b, "sys/token/id/ab", "token")
 	backup := rawFile(t, phys)
 	put(t, b, "sys/token/id/ab", "revoked") // generation 3, recorded
@@ -789,16 +771,7 @@ func TestGenerationSameNumberOtherState(t *testing.T) {
 // is refused as rolled back, not taken with the rotation undone (and new
 // records sealed with the older data key).
 func TestRotateIsANewGeneration(t *testing.T) {
-	dir := t.TempDir()
-	phys := newBolt(t, dir)
-	gen := filepath.Join(dir, "state", "gen")
-	b, err := Init(ctx, phys, testKey(t), InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.TrackGeneration(ctx, gen, false); err != nil {
-		t.Fatal(err)
-	}
+	phys, b, gen := trackedStore(t)
 	put(t, b, "sys/token/id/ab", "token")
 	backup := rawFile(t, phys)
 	if _, err := b.Rotate(ctx); err != nil {
@@ -836,4 +809,21 @@ func TestCRC32C(t *testing.T) {
 	if got := crc32c([]byte("123456789")); got != 0xe3069283 {
 		t.Errorf("crc32c(123456789) = %08x, want e3069283", got)
 	}
+}
+
+// trackedStore makes a store in a test directory, its generation tracked
+// in a file under it (gen).
+func trackedStore(t *testing.T) (phys *storage.Bolt, b *Barrier, gen string) {
+	t.Helper()
+	dir := t.TempDir()
+	phys = newBolt(t, dir)
+	gen = filepath.Join(dir, "state", "gen")
+	b, err := Init(ctx, phys, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TrackGeneration(ctx, gen, false); err != nil {
+		t.Fatal(err)
+	}
+	return phys, b, gen
 }

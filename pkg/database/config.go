@@ -301,30 +301,60 @@ func adminLogins(cfg *dbConfig, adminUser string) []string {
 // would lock this connection out, and hand its admin's password to that
 // mount's static-creds readers.
 func staticOfOtherMounts(ctx context.Context, sys logical.SystemView, admins []string) error {
-	sm, ok := sys.(logical.SiblingMounts)
-	if !ok {
-		return nil
-	}
-	sibs, err := sm.SiblingMounts(ctx)
+	sibs, err := otherMounts(ctx, sys, "")
 	if err != nil {
 		return err
 	}
 	for _, sib := range sibs {
-		var statics []namedStatic
-		if err := sib.Storage.View(ctx, func(tx storage.Tx) error {
-			var err error
-			statics, err = allStatic(tx)
-			return err
-		}); err != nil {
-			return err
-		}
-		for _, st := range statics {
+		for _, st := range sib.statics {
 			if slices.Contains(admins, st.role.Username) {
-				return logical.Errorf("username %q is managed by static role %q of mount %q; an admin must be a login of its own", st.role.Username, st.name, sib.Path)
+				return logical.Errorf("username %q is managed by static role %q of mount %q; an admin must be a login of its own", st.role.Username, st.name, sib.path)
 			}
 		}
 	}
 	return nil
+}
+
+// otherMount is what another database mount holds that a config or a
+// static role of this one must not clash with.
+type otherMount struct {
+	path    string
+	statics []namedStatic
+	// admin names the connection of that mount whose admin is the login
+	// otherMounts was asked about, or is "".
+	admin string
+}
+
+// otherMounts reads the static roles of every other database mount and,
+// when login is not "", which of its connections has login as its admin.
+// Without a SystemView that shows other mounts (tests), there are none.
+func otherMounts(ctx context.Context, sys logical.SystemView, login string) ([]otherMount, error) {
+	sm, ok := sys.(logical.SiblingMounts)
+	if !ok {
+		return nil, nil
+	}
+	sibs, err := sm.SiblingMounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]otherMount, 0, len(sibs))
+	for _, sib := range sibs {
+		m := otherMount{path: sib.Path}
+		if err := sib.Storage.View(ctx, func(tx storage.Tx) error {
+			var err error
+			if login != "" {
+				if m.admin, err = adminIn(tx, "", login); err != nil {
+					return err
+				}
+			}
+			m.statics, err = allStatic(tx)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 func applyConfigFields(cfg *dbConfig, fd *logical.FieldData) error {

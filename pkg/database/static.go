@@ -519,33 +519,17 @@ func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole
 	if sl, ok := sys.(logical.StoreLoginView); ok && sl.StoreLogin() == r.Username {
 		return storeLoginError(r.Username)
 	}
-	sm, ok := sys.(logical.SiblingMounts)
-	if !ok {
-		return nil
-	}
-	sibs, err := sm.SiblingMounts(ctx)
+	sibs, err := otherMounts(ctx, sys, r.Username)
 	if err != nil {
 		return err
 	}
 	for _, sib := range sibs {
-		var admin string
-		var statics []namedStatic
-		if err := sib.Storage.View(ctx, func(tx storage.Tx) error {
-			var err error
-			if admin, err = adminIn(tx, "", r.Username); err != nil || admin != "" {
-				return err
-			}
-			statics, err = allStatic(tx)
-			return err
-		}); err != nil {
-			return err
+		if sib.admin != "" {
+			return logical.Errorf("username %q is the admin of connection %q of mount %q: a static role never manages a connection's admin", r.Username, sib.admin, sib.path)
 		}
-		if admin != "" {
-			return logical.Errorf("username %q is the admin of connection %q of mount %q: a static role never manages a connection's admin", r.Username, admin, sib.Path)
-		}
-		for _, o := range statics {
+		for _, o := range sib.statics {
 			if o.role.Username == r.Username && o.role.Cluster != "" && o.role.Cluster == r.Cluster {
-				return logical.Errorf("username %q is already managed by static role %q of mount %q, on the same server: each rotation would break the other's password", r.Username, o.name, sib.Path)
+				return logical.Errorf("username %q is already managed by static role %q of mount %q, on the same server: each rotation would break the other's password", r.Username, o.name, sib.path)
 			}
 		}
 	}

@@ -103,21 +103,7 @@ GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON items TO "{{
 		t.Errorf("role %s still exists", name)
 	}
 	for _, d := range []*pgtest.Database{f.d, d2} {
-		rows, err := d.Conn(t).Query(f.ctx, `SELECT fn, by_role, pg_catalog.count(*) FROM public.lessor_hijacked GROUP BY 1, 2 ORDER BY 1`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ran []string
-		for rows.Next() {
-			var fn, by string
-			var n int64
-			if err := rows.Scan(&fn, &by, &n); err != nil {
-				t.Fatal(err)
-			}
-			ran = append(ran, fmt.Sprintf("%s as %s (%d times)", fn, by, n))
-		}
-		rows.Close()
-		if len(ran) > 0 {
+		if ran := hijacked(t, f, d); len(ran) > 0 {
 			t.Errorf("in database %s, lessor's SQL called the planted %s", d.Name, strings.Join(ran, ", "))
 		}
 	}
@@ -158,18 +144,7 @@ func TestDatabaseSearchPathNeverRunsCredentialCode(t *testing.T) {
 	}
 	// lessor serve's pooled connection, used twice: its session reset
 	// between requests brings the database's search_path back.
-	pool := NewPool(1, 0)
-	defer pool.Close()
-	for range 2 {
-		pdb, err := pool.Connect(f.ctx, f.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pdb.LookupRole(f.ctx, name); err != nil {
-			t.Fatalf("LookupRole on a pooled connection: %v", err)
-		}
-		pdb.Close(f.ctx)
-	}
+	f.lookUpPooledTwice(t, name)
 	if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
@@ -321,16 +296,7 @@ func TestDatabaseDefaultsNeverBindTheAdmin(t *testing.T) {
 		revoke = append(revoke, RevokeRequest{Username: user})
 	}
 	issue(connect(t, f.cfg))
-	pool := NewPool(1, 0)
-	defer pool.Close()
-	for range 2 {
-		pdb, err := pool.Connect(f.ctx, f.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		issue(pdb)
-		pdb.Close(f.ctx)
-	}
+	f.pooledTwice(t, issue)
 
 	db := connect(t, f.cfg)
 	for i, err := range db.RevokeUsers(f.ctx, revoke) {
@@ -512,20 +478,9 @@ func TestDatabaseTimeoutsNeverEndTheAdminsTransactions(t *testing.T) {
 			if !exists(issued) {
 				t.Errorf("role %s was not created", issued)
 			}
-			// The credential's revocation, on a fresh session and on a
-			// pooled one (whose reset brings the defaults back).
-			pool := NewPool(1, 0)
-			defer pool.Close()
-			for range 2 {
-				pdb, err := pool.Connect(f.ctx, f.cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := pdb.LookupRole(f.ctx, name); err != nil {
-					t.Fatalf("LookupRole on a pooled connection: %v", err)
-				}
-				pdb.Close(f.ctx)
-			}
+			// A lookup on a pooled session used twice (its reset brings
+			// the defaults back), then the credential's revocation.
+			f.lookUpPooledTwice(t, name)
 			for i, err := range connect(t, f.cfg).RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: issued}}) {
 				if err != nil {
 					t.Fatalf("revoke %d: %v", i, err)
@@ -535,5 +490,33 @@ func TestDatabaseTimeoutsNeverEndTheAdminsTransactions(t *testing.T) {
 				t.Error("a revoked role still exists")
 			}
 		})
+	}
+}
+
+// lookUpPooledTwice looks name up on one pooled session (lessor serve's),
+// used twice (see pooledTwice).
+func (f *fixture) lookUpPooledTwice(t *testing.T, name string) {
+	t.Helper()
+	f.pooledTwice(t, func(db *DB) {
+		if _, err := db.LookupRole(f.ctx, name); err != nil {
+			t.Fatalf("LookupRole on a pooled connection: %v", err)
+		}
+	})
+}
+
+// pooledTwice runs use twice on one pooled session, as lessor serve's
+// requests do: the reset between the two brings the database's defaults
+// back, which the session's set-up must undo again.
+func (f *fixture) pooledTwice(t *testing.T, use func(*DB)) {
+	t.Helper()
+	pool := NewPool(1, 0)
+	defer pool.Close()
+	for range 2 {
+		pdb, err := pool.Connect(f.ctx, f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		use(pdb)
+		pdb.Close(f.ctx)
 	}
 }

@@ -227,7 +227,7 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 
 	// 3. Ownership and privileges, database by database. Roles the admin
 	// cannot tear down keep their error and are not dropped.
-	stuck, more, err := db.dropOwned(ctx, conn, present, adm)
+	stuck, more, err := db.dropOwned(ctx, conn, oids, adm)
 	granted = union(granted, more)
 	if err != nil {
 		db.giveBack(ctx, conn, granted)
@@ -275,22 +275,34 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 
 // revokeCatalog is what revokeDefault learns about the roles $1 before it
 // touches them: the admin's name and whether it is a superuser; the roles
-// that exist (but the admin) and their oids, in the same order; those that
-// could still log in (LOGIN, and a VALID UNTIL that has not passed); and
-// those with a session open. The sessions are read once, not once per role.
+// that exist (but the admin), their oids and comments, in the same order;
+// those that could still log in (LOGIN, and a VALID UNTIL that has not
+// passed); and those with a session open. The sessions are read once, not
+// once per role.
+//
+// One aggregation over the rows lines the arrays up, without a sort of
+// their own for each; each comment is one index lookup in pg_shdescription
+// (not a join, which would read every role's comment in the cluster), not
+// a call of shobj_description, a SQL function that planned and ran a query
+// per role. For a batch of 1,000 among 14,700 roles, PostgreSQL 15: 3.4 ms
+// instead of 7.8 ms, and 3.9 ms instead of 24 ms on a connection's first.
 const revokeCatalog = `
-WITH r AS (
-  SELECT rolname, oid,
-         rolcanlogin AND coalesce(rolvaliduntil > pg_catalog.now(), true) AS can_login,
-         oid IN (SELECT usesysid FROM pg_stat_activity WHERE usesysid IS NOT NULL AND pid <> pg_catalog.pg_backend_pid()) AS in_session
-  FROM pg_roles WHERE rolname = ANY($1::name[]) AND rolname <> current_user
-)
-SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT pg_catalog.array_agg(oid ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT pg_catalog.array_agg(coalesce(pg_catalog.shobj_description(oid, 'pg_authid'), '') ORDER BY rolname) FROM r), '{}'),
-       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r WHERE can_login), '{}'),
-       coalesce((SELECT pg_catalog.array_agg(rolname ORDER BY rolname) FROM r WHERE in_session), '{}')`
+SELECT current_user, (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.rolname = current_user),
+       coalesce(pg_catalog.array_agg(r.rolname), '{}'),
+       coalesce(pg_catalog.array_agg(r.oid), '{}'),
+       coalesce(pg_catalog.array_agg(r.comment), '{}'),
+       coalesce(pg_catalog.array_agg(r.rolname) FILTER (WHERE r.can_login), '{}'),
+       coalesce(pg_catalog.array_agg(r.rolname) FILTER (WHERE r.in_session), '{}')
+FROM (
+  SELECT a.rolname, a.oid,
+         coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d
+                   WHERE d.objoid = a.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass), '') AS comment,
+         a.rolcanlogin AND coalesce(a.rolvaliduntil > pg_catalog.now(), true) AS can_login,
+         a.oid IN (SELECT s.usesysid FROM pg_catalog.pg_stat_activity s WHERE s.usesysid IS NOT NULL AND s.pid <> pg_catalog.pg_backend_pid()) AS in_session
+  FROM pg_catalog.pg_roles a
+  WHERE a.rolname = ANY($1::pg_catalog.name[]) AND a.rolname <> current_user
+  ORDER BY a.rolname
+) r`
 
 // terminateDropped ends the sessions, if any, of roles that are dropped
 // already, by their oids (a dropped role's sessions have no user name).
@@ -374,13 +386,15 @@ type adminRole struct {
 	super bool
 }
 
-// dropOwned finds, through pg_shdepend, the databases where names own or
-// hold anything and tears them down there (see teardown). Shared objects
+// dropOwned finds, through pg_shdepend, the databases where the roles of
+// oids own or hold anything, and tears them down there (see teardown). The
+// lookup is by oid, which pg_shdepend indexes, not by name through
+// pg_roles. Shared objects
 // (databases, tablespaces, privileges on them) are handled from the admin's
 // own database. It returns the errors of roles that the admin cannot tear
 // down, which must then not be dropped, and the roles whose membership the
 // admin granted itself on the way.
-func (db *DB) dropOwned(ctx context.Context, conn *pgx.Conn, names []string, adm adminRole) (stuck map[string]error, granted []string, err error) {
+func (db *DB) dropOwned(ctx context.Context, conn *pgx.Conn, oids []uint32, adm adminRole) (stuck map[string]error, granted []string, err error) {
 	type target struct {
 		db      string
 		current bool
@@ -394,11 +408,11 @@ SELECT coalesce(d.datname, pg_catalog.current_database()),
        s.dbid = 0::pg_catalog.oid OR d.datname = pg_catalog.current_database(),
        coalesce(d.datallowconn, true),
        pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
-FROM pg_shdepend s
-JOIN pg_roles r ON r.oid = s.refobjid
-LEFT JOIN pg_database d ON d.oid = s.dbid
-WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid AND s.deptype <> 'p' AND r.rolname = ANY($1::name[])
-GROUP BY 1, 2, 3`, names)
+FROM pg_catalog.pg_shdepend s
+JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid
+LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid AND s.deptype <> 'p' AND s.refobjid = ANY($1::pg_catalog.oid[])
+GROUP BY 1, 2, 3`, oids)
 	if err != nil {
 		cancel()
 		return stuck, nil, fmt.Errorf("find dependencies: %w", pgError(err))

@@ -936,6 +936,8 @@ func (db *DB) RoleComments(ctx context.Context, names []string) (map[string]stri
 	return out, nil
 }
 
+// roleComments reads the comments of the roles names, by name. Each is one
+// index lookup in pg_shdescription, as in revokeCatalog.
 func (db *DB) roleComments(ctx context.Context, names []string) (map[string]string, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -946,8 +948,9 @@ func (db *DB) roleComments(ctx context.Context, names []string) (map[string]stri
 	rctx, cancel := db.roundTrip(ctx)
 	defer cancel()
 	rows, err := conn.Query(rctx, `
-SELECT r.rolname, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), '')
-FROM pg_roles r WHERE r.rolname = ANY($1::name[])`, names)
+SELECT r.rolname, coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d
+        WHERE d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass), '')
+FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::pg_catalog.name[])`, names)
 	if err != nil {
 		return nil, pgError(err)
 	}

@@ -79,11 +79,11 @@ type Core struct {
 
 	mu       sync.Mutex
 	backends map[string]logical.Backend // by mount uuid
-	broker   *audit.Broker
-	brokerOK bool
-	// brokerGen counts resetBroker calls, so that an audit configuration
-	// read before a reset is not cached after it.
-	brokerGen uint64
+	// broker is the audit broker of brokerCfg, the audit configuration
+	// the last request read. Every request reads the configuration again:
+	// the CLI or another server on the same store may have changed it.
+	broker    *audit.Broker
+	brokerCfg auditConfig
 }
 
 // tokenStoragePrefix is the token store's part of the sealed store.
@@ -271,7 +271,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		req.Operation = aclOp
 	}
 
-	broker, err := c.prefetchedBroker(ctx, pre)
+	broker, err := c.prefetchedBroker(pre)
 	if err != nil {
 		return nil, err
 	}
@@ -432,25 +432,17 @@ type prefetched struct {
 	token  *token.Entry
 	acl    *policy.ACL
 	mounts []*MountEntry // only for a path that is not a built-in mount
-
-	// The audit configuration, unless the core already had it. Handle
-	// used to read it only after routing and the existence check, so an
-	// error reading it waits until then.
-	auditRead bool
-	devices   []audit.Device
-	auditKey  []byte
-	auditErr  error
-	auditGen  uint64
+	// audit is the audit configuration as stored; an error decoding it
+	// waits until Handle needs its broker, after routing and the
+	// existence check.
+	audit auditConfig
 }
 
 // prefetch reads, in one read transaction and in the order Handle needs
 // them, the caller's token entry, its policies, the mount table (if the
-// path needs it) and the audit configuration (if not yet known).
+// path needs it) and the audit configuration.
 func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched, error) {
 	pre := &prefetched{}
-	c.mu.Lock()
-	pre.auditRead, pre.auditGen = !c.brokerOK, c.brokerGen
-	c.mu.Unlock()
 	err := c.store.View(ctx, func(tx storage.Tx) error {
 		// What does not depend on the token is read in one query, where
 		// a read is a round trip (the PostgreSQL store): the salt, the
@@ -459,9 +451,7 @@ func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched,
 		if !builtinMount(fullPath) {
 			ahead = append(ahead, mountsKey)
 		}
-		if pre.auditRead {
-			ahead = append(ahead, auditKeyPath, auditDevicesPath)
-		}
+		ahead = append(ahead, auditKeyPath, auditDevicesPath)
 		if err := storage.Prefetch(tx, ahead); err != nil {
 			return err
 		}
@@ -477,10 +467,8 @@ func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched,
 				return err
 			}
 		}
-		if pre.auditRead {
-			pre.devices, pre.auditKey, pre.auditErr = loadAudit(tx)
-		}
-		return nil
+		pre.audit, err = readAuditConfig(tx)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -585,7 +573,7 @@ func helpAllowed(acl *policy.ACL, path string) bool {
 // denyUnrouted audits and returns the denial of a request that reached no
 // mount.
 func (c *Core) denyUnrouted(ctx context.Context, pre *prefetched, req *logical.Request, te *token.Entry, err error) (*logical.Response, error) {
-	broker, berr := c.prefetchedBroker(ctx, pre)
+	broker, berr := c.prefetchedBroker(pre)
 	if berr != nil {
 		return nil, berr
 	}

@@ -182,3 +182,41 @@ func TestHandleEndsReads(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditDevicesChangedByAnotherProcess: a long-running core (lessor
+// serve, one replica of several) audits to the devices the store has now,
+// not to those it had when it first audited: a device enabled by the CLI
+// or another replica receives this core's requests from the next one on,
+// and a disabled one no longer does.
+func TestAuditDevicesChangedByAnotherProcess(t *testing.T) {
+	st := storage.NewMemory()
+	newCore := func() *Core {
+		return New(Config{Store: st, StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
+	}
+	server := newCore()
+	root, err := server.Initialize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, server, root, logical.UpdateOperation, "sys/mounts/kv", map[string]any{"type": "echo"})
+	must(t, server, root, logical.ReadOperation, "kv/before", nil)
+
+	log := filepath.Join(t.TempDir(), "audit.log")
+	must(t, newCore(), root, logical.UpdateOperation, "sys/audit/file", map[string]any{"type": "file", "file_path": log})
+	must(t, server, root, logical.ReadOperation, "kv/enabled", nil)
+	// A refusal for a bad token is audited as well.
+	do(t, server, strings.Repeat("x", len(root)), logical.ReadOperation, "kv/badtoken", nil)
+
+	must(t, newCore(), root, logical.DeleteOperation, "sys/audit/file", nil)
+	must(t, server, root, logical.ReadOperation, "kv/disabled", nil)
+
+	raw, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatalf("the device enabled by another process got nothing from the server: %v", err)
+	}
+	for path, want := range map[string]int{`"kv/enabled"`: 2, `"kv/badtoken"`: 1, `"kv/disabled"`: 0} {
+		if got := strings.Count(string(raw), path); got != want {
+			t.Errorf("audit log names %s %d times, want %d:\n%s", path, got, want, raw)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,67 +18,77 @@ const (
 	auditDevicesPath = "core/audit"
 )
 
-func loadAudit(tx storage.Tx) ([]audit.Device, []byte, error) {
+// auditConfig is the audit configuration as stored: the HMAC key and the
+// devices' JSON.
+type auditConfig struct{ key, devices []byte }
+
+func readAuditConfig(tx storage.Tx) (auditConfig, error) {
 	key, err := tx.Get(auditKeyPath)
+	if err != nil {
+		return auditConfig{}, err
+	}
+	devices, err := tx.Get(auditDevicesPath)
+	return auditConfig{key: key, devices: devices}, err
+}
+
+func (a auditConfig) decode() ([]audit.Device, error) {
+	if a.devices == nil {
+		return nil, nil
+	}
+	var ds []audit.Device
+	if err := json.Unmarshal(a.devices, &ds); err != nil {
+		return nil, fmt.Errorf("decode audit devices: %w", err)
+	}
+	return ds, nil
+}
+
+func loadAudit(tx storage.Tx) ([]audit.Device, []byte, error) {
+	a, err := readAuditConfig(tx)
 	if err != nil {
 		return nil, nil, err
 	}
-	raw, err := tx.Get(auditDevicesPath)
-	if err != nil || raw == nil {
-		return nil, key, err
+	ds, err := a.decode()
+	if err != nil {
+		return nil, nil, err
 	}
-	var ds []audit.Device
-	if err := json.Unmarshal(raw, &ds); err != nil {
-		return nil, nil, fmt.Errorf("decode audit devices: %w", err)
-	}
-	return ds, key, nil
+	return ds, a.key, nil
 }
 
+// auditBroker reads the audit configuration and returns its broker.
 func (c *Core) auditBroker(ctx context.Context) (*audit.Broker, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.brokerOK {
-		return c.broker, nil
-	}
-	var ds []audit.Device
-	var key []byte
+	var a auditConfig
 	if err := c.store.View(ctx, func(tx storage.Tx) error {
 		var err error
-		ds, key, err = loadAudit(tx)
+		a, err = readAuditConfig(tx)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	c.broker, c.brokerOK = audit.NewBroker(ds, key, c.now), true
-	return c.broker, nil
+	return c.brokerFor(a)
 }
 
-// prefetchedBroker is auditBroker from the audit configuration that
-// prefetch read, if it read it.
-func (c *Core) prefetchedBroker(ctx context.Context, pre *prefetched) (*audit.Broker, error) {
-	if !pre.auditRead {
-		return c.auditBroker(ctx)
-	}
-	if pre.auditErr != nil {
-		return nil, pre.auditErr
-	}
-	b := audit.NewBroker(pre.devices, pre.auditKey, c.now)
+// prefetchedBroker is the broker of the audit configuration that prefetch
+// read.
+func (c *Core) prefetchedBroker(pre *prefetched) (*audit.Broker, error) {
+	return c.brokerFor(pre.audit)
+}
+
+// brokerFor returns the broker of the audit configuration a: the one the
+// last request used if the configuration is the same, so that it is not
+// decoded on every request.
+func (c *Core) brokerFor(a auditConfig) (*audit.Broker, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.brokerOK {
+	if c.broker != nil && bytes.Equal(c.brokerCfg.key, a.key) && bytes.Equal(c.brokerCfg.devices, a.devices) {
 		return c.broker, nil
 	}
-	if c.brokerGen == pre.auditGen {
-		c.broker, c.brokerOK = b, true
+	ds, err := a.decode()
+	if err != nil {
+		return nil, err
 	}
-	return b, nil
-}
-
-func (c *Core) resetBroker() {
-	c.mu.Lock()
-	c.brokerOK = false
-	c.brokerGen++
-	c.mu.Unlock()
+	c.broker = audit.NewBroker(ds, a.key, c.now)
+	c.brokerCfg = auditConfig{key: bytes.Clone(a.key), devices: bytes.Clone(a.devices)}
+	return c.broker, nil
 }
 
 func (c *Core) listAudit(ctx context.Context) (*logical.Response, error) {
@@ -121,7 +132,6 @@ func (c *Core) enableAudit(ctx context.Context, path string, data map[string]any
 	if err := audit.ValidateDevice(d); err != nil {
 		return logical.Errorf("%v", err)
 	}
-	defer c.resetBroker()
 	return c.store.Update(ctx, func(tx storage.Tx) error {
 		ds, _, err := loadAudit(tx)
 		if err != nil {
@@ -141,7 +151,6 @@ func (c *Core) enableAudit(ctx context.Context, path string, data map[string]any
 }
 
 func (c *Core) disableAudit(ctx context.Context, path string) error {
-	defer c.resetBroker()
 	return c.store.Update(ctx, func(tx storage.Tx) error {
 		ds, _, err := loadAudit(tx)
 		if err != nil {

@@ -397,6 +397,9 @@ func applyConfigFields(cfg *dbConfig, fd *logical.FieldData) error {
 			*dst = &n
 		}
 	}
+	if n := cfg.Connection.MaxOpenConnections; fd.Has("max_open_connections") && *n > postgres.MaxOpenConnectionsLimit {
+		return logical.Errorf("max_open_connections: %d is more than %d", *n, postgres.MaxOpenConnectionsLimit)
+	}
 	if fd.Has("max_connection_lifetime") {
 		cfg.Connection.MaxConnectionLifetime = logical.HumanDuration(fd.Duration("max_connection_lifetime"))
 	}

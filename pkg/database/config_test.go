@@ -1,12 +1,14 @@
 package database
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
@@ -311,4 +313,24 @@ func TestExistenceCheck(t *testing.T) {
 	if ok, _ := check("rotate-root/pg"); ok {
 		t.Fatal("rotate-root/ has an existence check")
 	}
+}
+
+// TestConfigMaxOpenConnectionsBounded: lessor serve sets a pool up for
+// max_open_connections before it opens any connection; a token that may
+// write a connection's config must not make every server that issues from
+// it abort (a size of 2^40 is a fatal out-of-memory in the runtime, which
+// no recover catches).
+func TestConfigMaxOpenConnectionsBounded(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{
+		"plugin_name": PluginName, "verify_connection": "false", "connection_url": e.templatedURL(),
+		"max_open_connections": json.Number(strconv.Itoa(1 << 40)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "max_open_connections") {
+		t.Fatalf("config write with max_open_connections 2^40: %v, want it refused", err)
+	}
+	if cfg := e.storedConfig("pg"); cfg != nil {
+		t.Fatalf("the refused config was stored: %+v", cfg.Connection)
+	}
+	e.writeConfig(map[string]any{"max_open_connections": postgres.MaxOpenConnectionsLimit})
 }

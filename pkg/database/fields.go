@@ -20,7 +20,7 @@ var configFields = logical.FieldSchema{
 	"password_authentication":  {Type: logical.TypeString, Description: "scram-sha-256 (default) or password"},
 	"username_template":        {Type: logical.TypeString, Description: "template for the names of issued roles"},
 	"disable_escaping":         {Type: logical.TypeBool, Description: "put the username and password into the URL unencoded"},
-	"max_open_connections":     {Type: logical.TypeInt, NonNegative: true, Description: "admin connections lessor serve keeps open for this config (0: serve's -db-pool-size, 4); a command opens one"},
+	"max_open_connections":     {Type: logical.TypeInt, NonNegative: true, Description: "admin connections lessor serve keeps open for this config, at most 1000 (0: serve's -db-pool-size, 4); a command opens one"},
 	"max_idle_connections":     {Type: logical.TypeInt, NonNegative: true, Description: "accepted for Vault; lessor opens one connection per request"},
 	"max_connection_lifetime":  {Type: logical.TypeDurationSecond, Description: "accepted for Vault; lessor opens one connection per request"},
 }

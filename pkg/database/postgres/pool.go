@@ -87,6 +87,7 @@ func (p *Pool) set(key string, size int) (*connSet, bool) {
 		if size <= 0 {
 			size = p.size
 		}
+		size = min(size, MaxOpenConnectionsLimit)
 		s = &connSet{sem: make(chan struct{}, size), idle: make(chan *pooledConn, size)}
 		p.sets[key] = s
 	}

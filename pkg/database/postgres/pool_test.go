@@ -235,3 +235,22 @@ func TestPoolMaxOpenConnections(t *testing.T) {
 		p.Close()
 	}
 }
+
+// TestPoolBoundsAnAbsurdSize: a config stored before max_open_connections
+// was bounded gets a pool of MaxOpenConnectionsLimit, not a process that
+// aborts setting aside room for 2^40 connections.
+func TestPoolBoundsAnAbsurdSize(t *testing.T) {
+	f := setup(t)
+	p := NewPool(2, time.Minute)
+	defer p.Close()
+	cfg := f.cfg
+	cfg.MaxOpenConnections = 1 << 40
+	db, err := p.Connect(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close(context.Background())
+	if s := p.sets[poolKey(cfg)]; cap(s.sem) != MaxOpenConnectionsLimit {
+		t.Fatalf("pool for max_open_connections 2^40 holds %d connections, want %d", cap(s.sem), MaxOpenConnectionsLimit)
+	}
+}

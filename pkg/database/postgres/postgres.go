@@ -83,6 +83,13 @@ type Config struct {
 	MaxOpenConnections int
 }
 
+// MaxOpenConnectionsLimit bounds MaxOpenConnections: a Pool sets aside
+// room for that many connections before it opens one, and a size a config
+// writer chose freely could abort the server. PostgreSQL's own default
+// max_connections is 100. A config write refuses more; a Pool holds a
+// config stored with more to this many.
+const MaxOpenConnectionsLimit = 1000
+
 const (
 	tmplUsername = "{{username}}"
 	tmplPassword = "{{password}}"

@@ -196,14 +196,30 @@ func New(cfg Config) (*Client, error) {
 // server's user is often not the client's. The server refuses to listen
 // there and the client to send a token there.
 func CheckSocketDir(socket string) error {
-	dir, err := filepath.Abs(filepath.Dir(socket))
+	d, mode, holds, err := othersCanReplace(socket)
 	if err != nil {
 		return fmt.Errorf("unix socket %s: %w", socket, err)
 	}
-	for d, first := dir, true; ; d, first = filepath.Dir(d), false {
+	if d == "" {
+		return nil
+	}
+	return &SocketDirError{fmt.Sprintf("unix socket %s: %s %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, dirRole(holds), d, mode)}
+}
+
+// othersCanReplace returns the first directory through which users other
+// than its owner could put another file at path: the one that holds it,
+// if group or others may write to it (sticky or not), or one above it that
+// they may write to and is not sticky (they could rename the directory
+// below it); "" if there is none. holds tells which of the two it is.
+func othersCanReplace(path string) (dir string, mode uint32, holds bool, err error) {
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return "", 0, false, err
+	}
+	for d, first := abs, true; ; d, first = filepath.Dir(d), false {
 		fi, err := os.Stat(d)
 		if err != nil {
-			return fmt.Errorf("unix socket %s: %w", socket, err)
+			return "", 0, false, err
 		}
 		m := fi.Mode()
 		if m.Perm()&0o022 != 0 && (first || m&fs.ModeSticky == 0) {
@@ -211,16 +227,20 @@ func CheckSocketDir(socket string) error {
 			if m&fs.ModeSticky != 0 {
 				mode |= 0o1000
 			}
-			what := "its directory"
-			if !first {
-				what = "the directory above it,"
-			}
-			return &SocketDirError{fmt.Sprintf("unix socket %s: %s %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, what, d, mode)}
+			return d, mode, first, nil
 		}
 		if filepath.Dir(d) == d {
-			return nil
+			return "", 0, false, nil
 		}
 	}
+}
+
+// dirRole names a directory othersCanReplace found, for messages.
+func dirRole(holds bool) string {
+	if holds {
+		return "its directory"
+	}
+	return "the directory above it,"
 }
 
 // SocketDirError is CheckSocketDir's refusal.
@@ -347,6 +367,9 @@ func addPEMFile(pool *x509.CertPool, path string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("CA certificate %s: not a regular file", path)
 	}
+	if err := checkCAFile(path, fi); err != nil {
+		return err
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
 	if err != nil {
 		return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
@@ -356,6 +379,32 @@ func addPEMFile(pool *x509.CertPool, path string) error {
 	}
 	if !pool.AppendCertsFromPEM(b) {
 		return fmt.Errorf("CA certificate %s: no PEM certificate in it", path)
+	}
+	return nil
+}
+
+// checkCAFile refuses, as a config file is refused, a CA file (fi, of
+// the file opened) that users other than its owner could change or put
+// another in the place of: one of them could add a CA of their own and
+// answer for the server (on a local port it is not bound to for the
+// moment, say) with a certificate lessor would trust, and receive the
+// token. The owner is not checked: the file is often the server account's.
+func checkCAFile(path string, fi fs.FileInfo) error {
+	if m := fi.Mode().Perm(); m&0o022 != 0 {
+		return fmt.Errorf("CA certificate %s: is writable by group or others (mode %04o), who could make lessor trust a server of theirs; run: chmod go-w %s", path, uint32(m), path)
+	}
+	names := []string{path}
+	if real, err := filepath.EvalSymlinks(path); err == nil && real != path {
+		names = append(names, real)
+	}
+	for _, p := range names {
+		d, mode, holds, err := othersCanReplace(p)
+		if err != nil {
+			return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
+		}
+		if d != "" {
+			return fmt.Errorf("CA certificate %s: %s %s can be written by other users (mode %04o), who could put a CA file of their own in its place", path, dirRole(holds), d, mode)
+		}
 	}
 	return nil
 }

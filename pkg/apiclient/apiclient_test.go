@@ -413,3 +413,48 @@ func TestTLSFailureReasons(t *testing.T) {
 		t.Errorf("certificate for another name: %v", err)
 	}
 }
+
+// TestCACertOthersCanChange: a CA file that users other than its owner
+// could change is refused, as a config file is: one of them could add a
+// CA of their own, answer for the server (on a local port it is not bound
+// to for the moment, say) with a certificate lessor would trust, and
+// receive the token.
+func TestCACertOthersCanChange(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	write := func(dir string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(p, caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	write(open, 0o644)
+	for name, c := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"world-writable file":  {Config{CACert: write(t.TempDir(), 0o666)}, "is writable by group or others (mode 0666)"},
+		"group-writable file":  {Config{CACert: write(t.TempDir(), 0o664)}, "is writable by group or others (mode 0664)"},
+		"world-writable dir":   {Config{CACert: write(open, 0o644)}, open + " can be written by other users (mode 0777)"},
+		"file in a CA dir":     {Config{CAPath: filepath.Dir(write(t.TempDir(), 0o646))}, "is writable by group or others (mode 0646)"},
+		"world-writable CAdir": {Config{CAPath: open}, open + " can be written by other users (mode 0777)"},
+	} {
+		c.cfg.Address = "https://127.0.0.1:8200"
+		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
+		}
+	}
+	if _, err := New(Config{Address: "https://127.0.0.1:8200", CACert: write(t.TempDir(), 0o644)}); err != nil {
+		t.Errorf("a CA file only its owner can change: %v", err)
+	}
+}

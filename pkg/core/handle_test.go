@@ -45,6 +45,12 @@ func (echoBackend) ExistenceCheck(context.Context, *logical.Request) (bool, bool
 	return false, false, nil
 }
 
+// echoCoreOn is a core over st, with the echo backend as mount type "echo":
+// each call is another process on the same store.
+func echoCoreOn(st storage.Store) *Core {
+	return New(Config{Store: st, StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
+}
+
 func do(t *testing.T, c *Core, tok string, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	t.Helper()
 	return c.Handle(ctx, &logical.Request{Operation: op, Path: path, Data: data, ClientToken: tok})
@@ -64,9 +70,7 @@ func must(t *testing.T, c *Core, tok string, op logical.Operation, path string, 
 // one read transaction, and still enforces and audits as before.
 func TestHandleReadsInOneTransaction(t *testing.T) {
 	st := &countingStore{Store: storage.NewMemory()}
-	newCore := func() *Core {
-		return New(Config{Store: st, StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
-	}
+	newCore := func() *Core { return echoCoreOn(st) }
 	c := newCore()
 	root, err := c.Initialize(ctx)
 	if err != nil {
@@ -190,9 +194,7 @@ func TestHandleEndsReads(t *testing.T) {
 // and a disabled one no longer does.
 func TestAuditDevicesChangedByAnotherProcess(t *testing.T) {
 	st := storage.NewMemory()
-	newCore := func() *Core {
-		return New(Config{Store: st, StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
-	}
+	newCore := func() *Core { return echoCoreOn(st) }
 	server := newCore()
 	root, err := server.Initialize(ctx)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 
 func newEchoCore(t *testing.T) (*Core, string) {
 	t.Helper()
-	c := New(Config{Store: storage.NewMemory(), StoreID: "test", Factories: map[string]Factory{"echo": func() logical.Backend { return echoBackend{} }}})
+	c := echoCoreOn(storage.NewMemory())
 	root, err := c.Initialize(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -45,9 +45,15 @@ type IOStreams struct {
 type Factory struct {
 	IO     *IOStreams
 	Getenv func(string) string
-	Now    func() time.Time
-	v      *viper.Viper
-	flags  map[string]string
+	// Now is lessor's clock: the host's, or on a PostgreSQL store the
+	// database server's once the store is open (see syncClock).
+	Now   func() time.Time
+	v     *viper.Viper
+	flags map[string]string
+	// hostClock is the host's own clock (time.Now). clockSynced: Now
+	// follows a PostgreSQL store's server.
+	hostClock   func() time.Time
+	clockSynced bool
 
 	// ReadPassword reads a secret from the terminal without echo.
 	ReadPassword func(prompt string) ([]byte, error)
@@ -84,19 +90,25 @@ type Factory struct {
 
 func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) *Factory {
 	f := &Factory{
-		IO:     &IOStreams{In: stdin, Out: stdout, Err: stderr},
-		Getenv: getenv,
-		Now:    time.Now,
-		v:      viper.New(),
-		flags:  map[string]string{},
+		IO:        &IOStreams{In: stdin, Out: stdout, Err: stderr},
+		Getenv:    getenv,
+		hostClock: time.Now,
+		v:         viper.New(),
+		flags:     map[string]string{},
 	}
 	f.homeDir, f.homeErr = resolveHome(getenv)
 	f.defaults()
 	f.IO.InTTY = isTerminal(stdin)
 	f.IO.OutTTY = isTerminal(stdout)
 	f.IO.ErrTTY = isTerminal(stderr)
+	if testOnlyHostClock != nil {
+		if host := testOnlyHostClock(getenv); host != nil {
+			f.hostClock = host
+		}
+	}
+	f.Now = f.hostClock
 	if testOnlyClock != nil {
-		if now := testOnlyClock(getenv); now != nil {
+		if now := testOnlyClock(getenv, f.hostClock); now != nil {
 			f.Now = now
 		}
 	}
@@ -115,11 +127,16 @@ func newFactory(stdin io.Reader, stdout, stderr io.Writer, getenv func(string) s
 }
 
 // testOnlyClock is a test seam, set only by the test binary's TestMain:
-// given a factory's environment it returns the clock lessor runs on, or
-// nil for the real one, so that tests can move lessor's clock forward to
-// check expiry without sleeping. A shipped binary leaves it nil: nothing
-// in its environment or flags can move its clock.
-var testOnlyClock func(getenv func(string) string) func() time.Time
+// given a factory's environment and the host's clock it returns the clock
+// lessor runs on, or nil for the host's, so that tests can move lessor's
+// clock forward to check expiry without sleeping. testOnlyHostClock
+// likewise returns the host's clock, or nil for the real one, so that a
+// test can play a host whose clock is wrong. A shipped binary leaves both
+// nil: nothing in its environment or flags can move its clock.
+var (
+	testOnlyClock     func(getenv func(string) string, host func() time.Time) func() time.Time
+	testOnlyHostClock func(getenv func(string) string) func() time.Time
+)
 
 func isTerminal(x any) bool {
 	f, ok := x.(*os.File)
@@ -472,7 +489,7 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 		return nil, err
 	}
 	if u != "" {
-		p, err := storage.OpenPostgres(ctx, u, storage.PostgresOptions{})
+		p, err := storage.OpenPostgres(ctx, u, storage.PostgresOptions{Now: f.hostClock})
 		if err != nil {
 			if errors.Is(err, storage.ErrNoStore) {
 				return nil, &localError{withHint(err, "run `lessor operator init` to create it, or point -store / LESSOR_STORE at an existing one")}
@@ -480,6 +497,7 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 			return nil, f.storeError(err)
 		}
 		f.onClose(p.Close)
+		f.syncClock(p)
 		return p, nil
 	}
 	path := f.storePath()
@@ -501,6 +519,29 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 		f.onClose(f.releaseReads)
 	}
 	return phys, nil
+}
+
+// syncClock makes lessor's clock the store's database server's. Every
+// host that shares the store compares the times its records hold (a
+// lease's expiry, a reaper's claim, a renewal's hold, a token's TTL)
+// with its clock: on each host's own, one whose clock ran ahead would
+// revoke the others' leases before their time and take over their live
+// claims, and one behind would accept expired tokens. From the open on,
+// the host's clock measures only how much time has passed (monotonic, so
+// that a step of the host's clock does not move lessor's either).
+func (f *Factory) syncClock(p *storage.Postgres) {
+	server, host := p.ServerTime()
+	if f.clockSynced || server.IsZero() {
+		return
+	}
+	f.clockSynced = true
+	hostNow, now := f.hostClock, f.Now
+	f.Now = func() time.Time {
+		h := hostNow()
+		// now runs ahead of the host's clock only in tests, which move
+		// lessor's clock forward: as far ahead of the server's.
+		return server.Add(h.Sub(host)).Add(now().Sub(h))
+	}
 }
 
 // endReads ends the hold Request took on the file store's reads: the

@@ -15,6 +15,10 @@ const (
 	// testOnlyClockSkewEnv moves lessor's clock forward by a duration, to
 	// test expiry without sleeping; PostgreSQL keeps its own clock.
 	testOnlyClockSkewEnv = "LESSOR_TESTONLY_CLOCK_SKEW"
+	// testOnlyHostClockSkewEnv moves the host's own clock by a duration:
+	// a host whose clock is wrong. Unlike the skew above, which moves time
+	// itself, a PostgreSQL store's server clock corrects it.
+	testOnlyHostClockSkewEnv = "LESSOR_TESTONLY_HOST_CLOCK_SKEW"
 	// testOnlyFailpointEnv names the pkg/failpoint steps (comma-separated)
 	// at which a lessor process of this test binary kills itself.
 	testOnlyFailpointEnv = "LESSOR_FAILPOINT"
@@ -28,8 +32,8 @@ const (
 // runs, so that lessor run in-process, by testscript, or as a copy of
 // this binary (the dev tests) sees them.
 func installTestHooks() {
-	testOnlyClock = func(getenv func(string) string) func() time.Time {
-		skew := getenv(testOnlyClockSkewEnv)
+	skewed := func(getenv func(string) string, env string, base func() time.Time) func() time.Time {
+		skew := getenv(env)
 		if skew == "" {
 			return nil
 		}
@@ -37,7 +41,13 @@ func installTestHooks() {
 		if err != nil {
 			return nil
 		}
-		return func() time.Time { return time.Now().Add(d) }
+		return func() time.Time { return base().Add(d) }
+	}
+	testOnlyClock = func(getenv func(string) string, host func() time.Time) func() time.Time {
+		return skewed(getenv, testOnlyClockSkewEnv, host)
+	}
+	testOnlyHostClock = func(getenv func(string) string) func() time.Time {
+		return skewed(getenv, testOnlyHostClockSkewEnv, time.Now)
 	}
 	testOnlyClientHeader = func(getenv func(string) string) http.Header {
 		skew := getenv(testOnlyClockSkewEnv)

@@ -242,6 +242,9 @@ type PostgresOptions struct {
 	// LockTimeout bounds the wait for another writer; zero means
 	// DefaultLockTimeout. Past it a transaction fails with ErrBusy.
 	LockTimeout time.Duration
+	// Now is the host's clock that ServerTime is measured against
+	// (time.Now).
+	Now func() time.Time
 }
 
 // Postgres is a Store kept in one schema of a PostgreSQL database:
@@ -285,6 +288,10 @@ type Postgres struct {
 	mu     sync.Mutex
 	idle   []*pgx.Conn
 	closed bool
+
+	// serverAt is the server's clock when the host's read hostAt, as
+	// SchemaVersion last measured them.
+	serverAt, hostAt time.Time
 }
 
 // maxIdle is how many connections a Postgres keeps open between
@@ -606,9 +613,20 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := p.withConn(ctx, func(c *pgx.Conn) error {
 		var found bool
-		if err := c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL`, p.schema+".meta").Scan(&found); err != nil {
+		var server time.Time
+		hostNow := p.opts.Now
+		if hostNow == nil {
+			hostNow = time.Now
+		}
+		// The server's clock rides on a query the open makes anyway: no
+		// round trip of its own. It was read somewhere between the two
+		// readings of the host's, taken to be half way.
+		before := hostNow()
+		if err := c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, pg_catalog.clock_timestamp()`, p.schema+".meta").Scan(&found, &server); err != nil {
 			return err
 		}
+		after := hostNow()
+		p.serverAt, p.hostAt = server, before.Add(after.Sub(before)/2)
 		if !found {
 			return &pathError{msg: fmt.Sprintf("no store at %s (schema %s has no lessor tables)", p.name, p.schema), kind: ErrNoStore}
 		}
@@ -625,6 +643,12 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	}
 	return v, p.checkVersion(v)
 }
+
+// ServerTime returns the database server's clock and the host's at the
+// same moment, as the open measured them (zero before). Lessor's hosts
+// share the store and judge the same records' expiry, claims and holds:
+// on the server's clock they agree, whatever each host's own says.
+func (p *Postgres) ServerTime() (server, host time.Time) { return p.serverAt, p.hostAt }
 
 // metaMissing is the error for a store whose meta row is gone: someone
 // deleted it, as lessor never does.

@@ -54,6 +54,45 @@ func (r lessorRun) String() string {
 	return fmt.Sprintf("lessor %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(r.args, " "), r.code, r.stdout, r.stderr)
 }
 
+// mustLessor is runLessor that fails the test unless lessor exits 0.
+func mustLessor(t *testing.T, env []string, args ...string) lessorRun {
+	t.Helper()
+	r := runLessor(env, args...)
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	return r
+}
+
+// startReplicated starts a primary (started with o plus Replication) and
+// a streaming replica of it named standby, both stopped when the test
+// ends; the test is skipped in -short mode and without PostgreSQL's
+// binaries (fails if they are required).
+func startReplicated(t *testing.T, ctx context.Context, o devcluster.Options) (primary, replica *devcluster.Cluster) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a primary and a replica")
+	}
+	if _, err := devcluster.FindBinDir(); err != nil {
+		if os.Getenv(pgtest.EnvRequirePG) == "1" {
+			t.Fatal(err)
+		}
+		t.Skipf("NO POSTGRESQL BINARIES, replication test not run: %v", err)
+	}
+	o.Replication = true
+	primary, err := devcluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { primary.Stop() })
+	replica, err = primary.StartReplica(ctx, "standby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { replica.Stop() })
+	return primary, replica
+}
+
 // lessorEnv is a clean environment for lessor processes with HOME home
 // and the given settings.
 func lessorEnv(home string, kv ...string) []string {
@@ -71,30 +110,11 @@ func lessorEnv(home string, kv ...string) []string {
 // before the crash still logs in; and after one reap the store and the
 // roles agree (no lease without its role, no role without its lease).
 func TestPostgresStoreFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a primary and a replica")
-	}
-	if _, err := devcluster.FindBinDir(); err != nil {
-		if os.Getenv(pgtest.EnvRequirePG) == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("NO POSTGRESQL BINARIES, failover test not run: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	primary, err := devcluster.Start(ctx, devcluster.Options{
-		Prefix: "lessor-failover-", Superuser: "failover_admin",
-		Replication: true, SynchronousStandby: "standby",
+	primary, replica := startReplicated(t, ctx, devcluster.Options{
+		Prefix: "lessor-failover-", Superuser: "failover_admin", SynchronousStandby: "standby",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { primary.Stop() })
-	replica, err := primary.StartReplica(ctx, "standby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { replica.Stop() })
 	admin, err := pgx.Connect(ctx, primary.URL("postgres"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,11 +133,7 @@ func TestPostgresStoreFailover(t *testing.T) {
 	env := lessorEnv(home, "LESSOR_STORE="+storeURL)
 	must := func(args ...string) lessorRun {
 		t.Helper()
-		r := runLessor(env, args...)
-		if r.code != 0 {
-			t.Fatal(r)
-		}
-		return r
+		return mustLessor(t, env, args...)
 	}
 	var initOut struct {
 		RootToken string `json:"root_token"`
@@ -350,4 +366,78 @@ func storeRoleProblems(t *testing.T, ctx context.Context, env []string, db *pgx.
 		}
 	}
 	return problems
+}
+
+// TestPostgresStoreHostsSkipLaggingStandby: a store URL that names a
+// standby first and the primary second, without target_session_attrs,
+// must not read the store from the standby. There an asynchronous
+// standby whose replay lags (paused here) still holds a token that a host
+// on the primary revoked, and another host (with no generation of its own
+// to compare) would accept it.
+func TestPostgresStoreHostsSkipLaggingStandby(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	primary, replica := startReplicated(t, ctx, devcluster.Options{Prefix: "lessor-lag-", Superuser: "lag_admin"})
+
+	storeURL := func(hosts ...*devcluster.Cluster) string {
+		var hp []string
+		for _, h := range hosts {
+			hp = append(hp, fmt.Sprintf("%s:%d", h.Host, h.Port))
+		}
+		return fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=disable&connect_timeout=3&schema=lessor",
+			primary.User, primary.Password, strings.Join(hp, ","))
+	}
+	homeA := t.TempDir()
+	hostA := lessorEnv(homeA, "LESSOR_STORE="+storeURL(primary))
+	mustLessor(t, hostA, "operator", "init")
+	tok := strings.TrimSpace(mustLessor(t, hostA, "token", "create", "-field=token").stdout)
+
+	// The standby has everything so far, then stops replaying.
+	standby, err := pgx.Connect(ctx, replica.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer standby.Close(ctx)
+	for i := 0; ; i++ {
+		var n int
+		err := standby.QueryRow(ctx, `SELECT count(*) FROM lessor.kv`).Scan(&n)
+		var lsnOK bool
+		if err == nil {
+			err = standby.QueryRow(ctx, `SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn`, primaryLSN(t, ctx, primary)).Scan(&lsnOK)
+		}
+		if err == nil && lsnOK {
+			break
+		}
+		if i == 200 {
+			t.Fatalf("the standby did not catch up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := standby.Exec(ctx, `SELECT pg_wal_replay_pause()`); err != nil {
+		t.Fatal(err)
+	}
+	mustLessor(t, hostA, "token", "revoke", tok)
+
+	// Host B, with the same key and both servers, standby first.
+	hostB := lessorEnv(t.TempDir(), "LESSOR_STORE="+storeURL(replica, primary),
+		"LESSOR_KEY_FILE="+filepath.Join(homeA, ".config", "lessor", "unseal.key"), "LESSOR_TOKEN="+tok)
+	r := runLessor(hostB, "token", "lookup")
+	if r.code == 0 || !strings.Contains(r.stderr, "missing, invalid or expired token") {
+		t.Fatalf("a token revoked on the primary, looked up through a URL that names a lagging standby first: %v", r)
+	}
+}
+
+// primaryLSN is the primary's current WAL position.
+func primaryLSN(t *testing.T, ctx context.Context, c *devcluster.Cluster) string {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var lsn string
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	return lsn
 }

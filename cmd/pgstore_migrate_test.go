@@ -112,19 +112,11 @@ func TestMigrateRoundTrip(t *testing.T) {
 	db := srv.NewDatabase(t)
 	home := t.TempDir()
 	env := lessorEnv(home)
-	must := func(env []string, args ...string) lessorRun {
-		t.Helper()
-		r := runLessor(env, args...)
-		if r.code != 0 {
-			t.Fatal(r)
-		}
-		return r
-	}
 	var initOut struct {
 		RootToken string `json:"root_token"`
 		StoreID   string `json:"store_id"`
 	}
-	if err := json.Unmarshal([]byte(must(env, "operator", "init", "-format=json").stdout), &initOut); err != nil {
+	if err := json.Unmarshal([]byte(mustLessor(t, env, "operator", "init", "-format=json").stdout), &initOut); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dropScriptRoles(srv, db.Name, initOut.StoreID) })
@@ -137,24 +129,24 @@ func TestMigrateRoundTrip(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(`path "database/creds/app" { capabilities = ["read"] }`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	must(env, "secrets", "enable", "database")
-	must(env, "secrets", "enable", "-path=reports", "database")
-	must(env, "write", "database/config/pg", "plugin_name=postgresql-database-plugin", "allowed_roles=app",
+	mustLessor(t, env, "secrets", "enable", "database")
+	mustLessor(t, env, "secrets", "enable", "-path=reports", "database")
+	mustLessor(t, env, "write", "database/config/pg", "plugin_name=postgresql-database-plugin", "allowed_roles=app",
 		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
 		"username="+srv.User, "password=@"+pw)
-	must(env, "write", "database/roles/app", "db_name=pg", "default_ttl=1h", "max_ttl=2h",
+	mustLessor(t, env, "write", "database/roles/app", "db_name=pg", "default_ttl=1h", "max_ttl=2h",
 		`creation_statements=CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
-	must(env, "policy", "write", "apps", policy)
+	mustLessor(t, env, "policy", "write", "apps", policy)
 	var tok struct {
 		Auth struct {
 			ClientToken string `json:"client_token"`
 		}
 	}
-	if err := json.Unmarshal([]byte(must(env, "token", "create", "-policy=apps", "-format=json").stdout), &tok); err != nil || tok.Auth.ClientToken == "" {
+	if err := json.Unmarshal([]byte(mustLessor(t, env, "token", "create", "-policy=apps", "-format=json").stdout), &tok); err != nil || tok.Auth.ClientToken == "" {
 		t.Fatalf("token create: %v", err)
 	}
 	appEnv := append(append([]string{}, env[:len(env)-1]...), "LESSOR_TOKEN="+tok.Auth.ClientToken)
-	must(appEnv, "read", "-format=json", "database/creds/app")
+	mustLessor(t, appEnv, "read", "-format=json", "database/creds/app")
 
 	// 10,000 more leases, straight into the store.
 	src := filepath.Join(home, ".local", "share", "lessor", "lessor.db")
@@ -186,7 +178,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	// File -> PostgreSQL.
 	pgURL := db.URL + "&schema=moved"
 	start := time.Now()
-	r := must(env, "operator", "migrate", "-to="+pgURL)
+	r := mustLessor(t, env, "operator", "migrate", "-to="+pgURL)
 	t.Logf("file -> PostgreSQL, %d records: %v", len(srcRecords), time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(r.stdout, fmt.Sprintf("Copied %d records", len(srcRecords))) || strings.Contains(r.stdout, srv.Password) {
 		t.Fatalf("migrate says: %s", r.stdout)
@@ -205,7 +197,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	back := filepath.Join(home, "back.db")
 	pgEnv := append(append([]string{}, env...), "LESSOR_STORE="+pgURL)
 	start = time.Now()
-	must(pgEnv, "operator", "migrate", "-to="+back)
+	mustLessor(t, pgEnv, "operator", "migrate", "-to="+back)
 	t.Logf("PostgreSQL -> file, %d records: %v", len(srcRecords), time.Since(start).Round(time.Millisecond))
 	backPhys, err := storage.OpenBolt(back, storage.BoltOptions{})
 	if err != nil {
@@ -267,13 +259,13 @@ func TestMigrateRoundTrip(t *testing.T) {
 				LeaseID string `json:"lease_id"`
 				Data    struct{ Username, Password string }
 			}
-			if err := json.Unmarshal([]byte(must(app, "read", "-format=json", "database/creds/app").stdout), &cred); err != nil {
+			if err := json.Unmarshal([]byte(mustLessor(t, app, "read", "-format=json", "database/creds/app").stdout), &cred); err != nil {
 				t.Fatal(err)
 			}
 			if err := srv.CanLogin(ctx, cred.Data.Username, cred.Data.Password, db.Name); err != nil {
 				t.Fatalf("issued credential: %v", err)
 			}
-			if r := must(root, "lease", "lookup", "-format=json", seeded[i]); !strings.Contains(r.stdout, seeded[i]) {
+			if r := mustLessor(t, root, "lease", "lookup", "-format=json", seeded[i]); !strings.Contains(r.stdout, seeded[i]) {
 				t.Fatalf("lease lookup: %s", r.stdout)
 			}
 			var list struct {
@@ -281,7 +273,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 					Leases []struct{ ID string }
 				}
 			}
-			if err := json.Unmarshal([]byte(must(root, "lease", "list", "-format=json", "database/creds/app/").stdout), &list); err != nil {
+			if err := json.Unmarshal([]byte(mustLessor(t, root, "lease", "list", "-format=json", "database/creds/app/").stdout), &list); err != nil {
 				t.Fatal(err)
 			}
 			ids := list.Data.Leases
@@ -291,23 +283,23 @@ func TestMigrateRoundTrip(t *testing.T) {
 			if len(ids) != n+2 {
 				t.Fatalf("lease list: %d leases, want %d", len(ids), n+2)
 			}
-			must(root, "lease", "revoke", seeded[i])
+			mustLessor(t, root, "lease", "revoke", seeded[i])
 			if r := runLessor(root, "lease", "lookup", seeded[i]); r.code != 2 {
 				t.Fatalf("lookup of a revoked lease: %v", r)
 			}
-			if r := must(app, "token", "lookup", "-format=json"); !strings.Contains(r.stdout, `"apps"`) {
+			if r := mustLessor(t, app, "token", "lookup", "-format=json"); !strings.Contains(r.stdout, `"apps"`) {
 				t.Fatalf("token lookup: %s", r.stdout)
 			}
-			if r := must(root, "policy", "read", "apps"); !strings.Contains(r.stdout, "database/creds/app") {
+			if r := mustLessor(t, root, "policy", "read", "apps"); !strings.Contains(r.stdout, "database/creds/app") {
 				t.Fatalf("policy read: %s", r.stdout)
 			}
-			if r := must(root, "secrets", "list"); !strings.Contains(r.stdout, "reports/") {
+			if r := mustLessor(t, root, "secrets", "list"); !strings.Contains(r.stdout, "reports/") {
 				t.Fatalf("secrets list: %s", r.stdout)
 			}
-			if r := must(root, "reap", "-format=json"); !strings.Contains(r.stdout, `"revoked": 0,`) {
+			if r := mustLessor(t, root, "reap", "-format=json"); !strings.Contains(r.stdout, `"revoked": 0,`) {
 				t.Fatalf("reap: %s", r.stdout)
 			}
-			must(root, "operator", "verify")
+			mustLessor(t, root, "operator", "verify")
 		})
 	}
 }

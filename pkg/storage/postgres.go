@@ -345,7 +345,8 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 		q.Set("connect_timeout", "10")
 	}
 	u.RawQuery = q.Encode()
-	return parseDriverConfig(u.String(), schema, name, q.Get("passfile"))
+	tsa, tsaSet := q.Get("target_session_attrs"), q.Has("target_session_attrs")
+	return parseDriverConfig(u.String(), schema, name, q.Get("passfile"), tsa, tsaSet)
 }
 
 func parsePostgresKeywords(raw, name string) (*pgx.ConnConfig, string, error) {
@@ -356,11 +357,14 @@ func parsePostgresKeywords(raw, name string) (*pgx.ConnConfig, string, error) {
 	schema := DefaultPostgresSchema
 	var rest []keyValue
 	seen := map[string]bool{}
-	passfile := ""
+	passfile, tsa := "", ""
 	for _, kv := range kvs {
 		seen[kv.k] = true
-		if kv.k == "passfile" {
+		switch kv.k {
+		case "passfile":
 			passfile = kv.v
+		case "target_session_attrs":
+			tsa = kv.v
 		}
 		if kv.k == "schema" {
 			schema = kv.v
@@ -377,10 +381,12 @@ func parsePostgresKeywords(raw, name string) (*pgx.ConnConfig, string, error) {
 	if !seen["connect_timeout"] {
 		rest = append(rest, keyValue{"connect_timeout", "10"})
 	}
-	return parseDriverConfig(formatKeywords(rest), schema, name, passfile)
+	return parseDriverConfig(formatKeywords(rest), schema, name, passfile, tsa, seen["target_session_attrs"])
 }
 
-func parseDriverConfig(conn, schema, name, passfile string) (*pgx.ConnConfig, string, error) {
+// parseDriverConfig hands conn to the driver. tsa is the
+// target_session_attrs conn sets, if set.
+func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*pgx.ConnConfig, string, error) {
 	cfg, err := pgx.ParseConfig(conn)
 	if err != nil {
 		// pgx's message quotes the connection string (redacted, best
@@ -391,6 +397,12 @@ func parseDriverConfig(conn, schema, name, passfile string) (*pgx.ConnConfig, st
 		}
 		return nil, "", fmt.Errorf("store %s: not a valid PostgreSQL %s", name, what)
 	}
+	if !tsaSet {
+		tsa, tsaSet = os.LookupEnv("PGTARGETSESSIONATTRS")
+	}
+	if err := chooseSessionAttrs(cfg, name, tsa, tsaSet); err != nil {
+		return nil, "", err
+	}
 	if cfg.Password == "" {
 		cfg.Password = passfilePassword(cfg, passfile)
 	}
@@ -398,6 +410,38 @@ func parseDriverConfig(conn, schema, name, passfile string) (*pgx.ConnConfig, st
 	// poolers in transaction mode do not keep.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	return cfg, schema, nil
+}
+
+// chooseSessionAttrs makes a store with several hosts connect only to one
+// that takes writes. Given several, the driver takes the first that
+// answers (libpq's target_session_attrs=any); that may be a hot standby,
+// whose replay can lag behind the primary's commits (even a synchronous
+// one: synchronous_commit=on waits for the standby's disk, not its
+// replay). Every command would read the store there: tokens and leases
+// revoked on the primary still there, to a host that has no newer
+// generation to compare with. Its writes fail on a standby anyway. So
+// several hosts without the setting get read-write (the README's form),
+// and a setting that picks any server or a standby is refused rather
+// than followed; one host is left as it is, its setting the operator's.
+func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
+	switch tsa {
+	case "read-only", "standby", "prefer-standby":
+		return fmt.Errorf("store %s: target_session_attrs=%s reads the store from a standby, which may lag behind the primary; lessor needs read-write", name, tsa)
+	}
+	hosts := map[string]bool{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))): true}
+	for _, fb := range cfg.Fallbacks {
+		hosts[net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port)))] = true
+	}
+	if len(hosts) < 2 {
+		return nil
+	}
+	switch {
+	case !set || tsa == "":
+		cfg.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
+	case tsa == "any":
+		return fmt.Errorf("store %s: target_session_attrs=any with several hosts may read the store from a standby, which may lag behind the primary; use read-write", name)
+	}
+	return nil
 }
 
 // passfilePassword finds the password for cfg's hosts in the passfile

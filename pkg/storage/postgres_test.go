@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -482,6 +483,41 @@ func TestStoreURLs(t *testing.T) {
 	}
 	if _, ok := cfg.RuntimeParams["schema"]; ok {
 		t.Fatal("schema= was passed on to the server")
+	}
+	// Several hosts connect only to one that takes writes, never to a
+	// standby that may lag behind the primary: read-write unless told,
+	// and a setting that would pick a standby or any server is refused.
+	// One host is left as the operator set it.
+	t.Setenv("PGTARGETSESSIONATTRS", "")
+	os.Unsetenv("PGTARGETSESSIONATTRS")
+	for in, validated := range map[string]bool{
+		"postgres://u@a:5432,b:5433/db":                              true,
+		"postgres://u@a:5432,a:5433/db?sslmode=prefer":               true,
+		"host=a,b dbname=db":                                         true,
+		"postgres://u@a:5432,b:5433/db?target_session_attrs=primary": true,
+		"postgres://u@a/db":                                          false,
+		"postgres://u@a/db?sslmode=prefer":                           false,
+		"postgres://u@a/db?target_session_attrs=any":                 false,
+		"host=a,a port=5432,5432 dbname=db":                          false,
+	} {
+		cfg, _, err := ParsePostgresURL(in)
+		if err != nil || (cfg.ValidateConnect != nil) != validated {
+			t.Errorf("%s: %v, validated %v", in, err, err == nil && cfg.ValidateConnect != nil)
+		}
+	}
+	for _, in := range []string{
+		"postgres://u@a:5432,b:5433/db?target_session_attrs=any",
+		"postgres://u@a/db?target_session_attrs=standby",
+		"postgres://u@a,b/db?target_session_attrs=prefer-standby",
+		"host=a,b dbname=db target_session_attrs=read-only",
+	} {
+		if _, _, err := ParsePostgresURL(in); err == nil || !strings.Contains(err.Error(), "standby") {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	t.Setenv("PGTARGETSESSIONATTRS", "standby")
+	if _, _, err := ParsePostgresURL("postgres://u@a/db"); err == nil {
+		t.Error("PGTARGETSESSIONATTRS=standby accepted")
 	}
 }
 

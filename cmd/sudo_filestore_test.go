@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,44 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/lessorhq/lessor/pkg/pgtest"
 )
-
-// catchPasswords is a PostgreSQL server that asks every client for its
-// password in clear text and hands back what it was given.
-func catchPasswords(t *testing.T) (addr string, got <-chan string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	ch := make(chan string, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			be := pgproto3.NewBackend(c, c)
-			if _, err := be.ReceiveStartupMessage(); err == nil {
-				be.Send(&pgproto3.AuthenticationCleartextPassword{})
-				be.Flush()
-				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
-				if m, err := be.Receive(); err == nil {
-					if p, ok := m.(*pgproto3.PasswordMessage); ok {
-						select {
-						case ch <- p.Password:
-						default:
-						}
-					}
-				}
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String(), ch
-}
 
 // TestSudoCallerCannotOpenAStoreOfItsOwn: run through sudo as the service
 // account, lessor opened whatever file store -store (or LESSOR_STORE)
@@ -63,7 +26,7 @@ func catchPasswords(t *testing.T) (addr string, got <-chan string) {
 // file store not the account's (or root's), or one another user could
 // swap, is now refused through sudo, as the config file is.
 func TestSudoCallerCannotOpenAStoreOfItsOwn(t *testing.T) {
-	addr, got := catchPasswords(t)
+	addr, got := pgtest.CatchPasswords(t)
 	// The service account's passfile, with a line for any host.
 	passfile := filepath.Join(t.TempDir(), "pgpass")
 	if err := os.WriteFile(passfile, []byte("*:*:*:lessor:svc-secret\n"), 0o600); err != nil {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
 // TestSudoCallerCannotPointTheStoreAtItsServer: run through sudo as the
@@ -15,7 +17,7 @@ import (
 // that asked for it in clear text. Through sudo, a PostgreSQL store other
 // than the account's configured one is now refused before any connection.
 func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
-	addr, got := catchPasswords(t)
+	addr, got := pgtest.CatchPasswords(t)
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -31,12 +33,14 @@ func TestSudoCallerCannotPointTheStoreAtItsServer(t *testing.T) {
 	t.Setenv("PGPASSFILE", passfile)
 
 	c.sudoCaller()
-	evil := "postgres://lessor@" + addr + "/ops?sslmode=disable"
+	// The caller writes the URL, so it allows the clear-text password
+	// that lessor refuses by default over an unverified connection.
+	evil := "postgres://lessor@" + addr + "/ops?sslmode=disable&require_auth=password"
 	for _, args := range [][]string{
 		{"read", "-store=" + evil, "database/creds/x"},
 		{"operator", "status", "-store=" + evil},
 		{"operator", "migrate", "-to=" + evil},
-		{"read", "-store=host=" + host + " port=" + port + " user=lessor dbname=ops sslmode=disable", "database/creds/x"},
+		{"read", "-store=host=" + host + " port=" + port + " user=lessor dbname=ops sslmode=disable require_auth=password", "database/creds/x"},
 	} {
 		r := c.run(args...)
 		if r.code == 0 {

@@ -343,6 +343,33 @@ func TestPostgresBrokenConnection(t *testing.T) {
 	}
 }
 
+// TestPostgresPasswordNotSentInClear: the store's password goes to no one
+// who asks for it in clear text over a connection whose server nobody
+// verified: plain TCP (sslmode disable, or prefer and allow, whose TLS an
+// attacker in between refuses). Such a server, or one that takes its
+// place, would hold the store's login. Allowed when asked for.
+func TestPostgresPasswordNotSentInClear(t *testing.T) {
+	ctx := context.Background()
+	addr, got := pgtest.CatchPasswords(t)
+	for _, q := range []string{"", "?sslmode=disable", "?sslmode=prefer", "?sslmode=allow"} {
+		u := "postgres://lessor:store-secret@" + addr + "/ops" + q
+		if _, err := OpenPostgres(ctx, u, PostgresOptions{}); err == nil || !strings.Contains(err.Error(), "sslmode=verify-full") {
+			t.Fatalf("%s: %v", q, err)
+		}
+		select {
+		case p := <-got:
+			t.Fatalf("%s: the server was sent the password %q", q, p)
+		default:
+		}
+	}
+	if _, err := OpenPostgres(ctx, "postgres://lessor:store-secret@"+addr+"/ops?sslmode=disable&require_auth=password", PostgresOptions{}); err == nil {
+		t.Fatal("opened")
+	}
+	if p := <-got; p != "store-secret" {
+		t.Fatalf("with require_auth=password the server was sent %q", p)
+	}
+}
+
 // TestPostgresRetriesDeadlock: a transaction that PostgreSQL aborts as a
 // deadlock victim (40P01) is run again and commits.
 func TestPostgresRetriesDeadlock(t *testing.T) {

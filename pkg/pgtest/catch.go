@@ -1,0 +1,53 @@
+package pgtest
+
+import (
+	"net"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// CatchPasswords starts a PostgreSQL server on a loopback port that
+// refuses TLS and asks every client for its password in clear text, as
+// a server an attacker runs (or one between a client and its database)
+// would; it hands back what it was given. It stops when the test ends.
+func CatchPasswords(t testing.TB) (addr string, got <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			m, err := be.ReceiveStartupMessage()
+			if _, ok := m.(*pgproto3.SSLRequest); ok && err == nil {
+				// No TLS here: the client goes on in plain TCP, or leaves.
+				if _, err = c.Write([]byte("N")); err == nil {
+					_, err = be.ReceiveStartupMessage()
+				}
+			}
+			if err == nil {
+				be.Send(&pgproto3.AuthenticationCleartextPassword{})
+				be.Flush()
+				be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+				if m, err := be.Receive(); err == nil {
+					if p, ok := m.(*pgproto3.PasswordMessage); ok {
+						select {
+						case ch <- p.Password:
+						default:
+						}
+					}
+				}
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), ch
+}

@@ -50,10 +50,10 @@ type Factory struct {
 	Now   func() time.Time
 	v     *viper.Viper
 	flags map[string]string
-	// hostClock is the host's own clock (time.Now). clockSynced: Now
-	// follows a PostgreSQL store's server.
-	hostClock   func() time.Time
-	clockSynced bool
+	// hostClock is the host's own clock (time.Now). clockFrom is the
+	// PostgreSQL store whose server's clock Now follows, if any.
+	hostClock func() time.Time
+	clockFrom *storage.Postgres
 
 	// ReadPassword reads a secret from the terminal without echo.
 	ReadPassword func(prompt string) ([]byte, error)
@@ -530,17 +530,27 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 // the host's clock measures only how much time has passed (monotonic, so
 // that a step of the host's clock does not move lessor's either).
 func (f *Factory) syncClock(p *storage.Postgres) {
-	server, host := p.ServerTime()
-	if f.clockSynced || server.IsZero() {
+	if server, _ := p.ServerTime(); f.clockFrom != nil || server.IsZero() {
 		return
 	}
-	f.clockSynced = true
+	f.clockFrom = p
 	hostNow, now := f.hostClock, f.Now
 	f.Now = func() time.Time {
+		server, host := p.ServerTime()
 		h := hostNow()
 		// now runs ahead of the host's clock only in tests, which move
 		// lessor's clock forward: as far ahead of the server's.
 		return server.Add(h.Sub(host)).Add(now().Sub(h))
+	}
+}
+
+// resyncClock reads the store server's clock again, for a process that
+// runs for weeks (serve, reap -loop): the host's clock, which may be the
+// wrong one, need not keep pace with the server's for long. A failure
+// keeps the last reading; the store's next transaction says why.
+func (f *Factory) resyncClock(ctx context.Context) {
+	if f.clockFrom != nil {
+		_ = f.clockFrom.MeasureClock(ctx)
 	}
 }
 

@@ -111,7 +111,10 @@ PostgreSQL store: claims keep them off each other's leases.`,
 			// hand runs on a context the signal does not cancel.
 			sig := c.Context()
 			work := context.WithoutCancel(sig)
-			for {
+			for pass := 0; ; pass++ {
+				if pass > 0 {
+					f.resyncClock(work)
+				}
 				if err := once(work, sig.Done()); err != nil {
 					printError(f.IO.Err, err)
 				}

@@ -469,7 +469,7 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		reapWG.Add(1)
 		go func() {
 			defer reapWG.Done()
-			serveReaper(context.WithoutCancel(ctx), cr, log, o.reapInterval, stopReap)
+			serveReaper(context.WithoutCancel(ctx), f, cr, log, o.reapInterval, stopReap)
 		}()
 	}
 
@@ -514,7 +514,7 @@ loop:
 // serveReaper reaps every interval until stop is closed. A pass that is
 // running when stop closes claims no further batch and settles the ones
 // in hand.
-func serveReaper(ctx context.Context, cr *core.Core, log *slog.Logger, interval time.Duration, stop <-chan struct{}) {
+func serveReaper(ctx context.Context, f *Factory, cr *core.Core, log *slog.Logger, interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -523,6 +523,7 @@ func serveReaper(ctx context.Context, cr *core.Core, log *slog.Logger, interval 
 			return
 		case <-t.C:
 		}
+		f.resyncClock(ctx)
 		start := time.Now()
 		res, err := cr.Reap(ctx, lease.ReapOptions{Stop: stop})
 		if err != nil {

@@ -289,9 +289,8 @@ type Postgres struct {
 	mu     sync.Mutex
 	idle   []*pgx.Conn
 	closed bool
-
 	// serverAt is the server's clock when the host's read hostAt, as
-	// SchemaVersion last measured them.
+	// SchemaVersion or MeasureClock last measured them.
 	serverAt, hostAt time.Time
 }
 
@@ -690,26 +689,20 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := p.withConn(ctx, func(c *pgx.Conn) error {
 		var found bool
-		var server time.Time
-		hostNow := p.opts.Now
-		if hostNow == nil {
-			hostNow = time.Now
-		}
 		// The server's clock rides on a query the open makes anyway: no
-		// round trip of its own. It was read somewhere between the two
-		// readings of the host's, taken to be half way.
-		before := hostNow()
-		if err := c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, pg_catalog.clock_timestamp()`, p.schema+".meta").Scan(&found, &server); err != nil {
+		// round trip of its own.
+		err := p.timeQuery(func(server *time.Time) error {
+			return c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, pg_catalog.clock_timestamp()`, p.schema+".meta").Scan(&found, server)
+		})
+		if err != nil {
 			return err
 		}
-		after := hostNow()
-		p.serverAt, p.hostAt = server, before.Add(after.Sub(before)/2)
 		if !found {
 			return &pathError{msg: fmt.Sprintf("no store at %s (schema %s has no lessor tables)", p.name, p.schema), kind: ErrNoStore}
 		}
 		// Outside a transaction, so without pinnedTx's search_path: the
 		// operator is named with its schema.
-		err := c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
+		err = c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return p.metaMissing()
 		}
@@ -721,11 +714,49 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	return v, p.checkVersion(v)
 }
 
+// timeQuery runs query, which reads the server's clock into *server,
+// between two readings of the host's, and keeps the pair: the server read
+// its clock somewhere between them, taken to be half way.
+func (p *Postgres) timeQuery(query func(server *time.Time) error) error {
+	hostNow := p.opts.Now
+	if hostNow == nil {
+		hostNow = time.Now
+	}
+	var server time.Time
+	before := hostNow()
+	if err := query(&server); err != nil {
+		return err
+	}
+	after := hostNow()
+	p.mu.Lock()
+	p.serverAt, p.hostAt = server, before.Add(after.Sub(before)/2)
+	p.mu.Unlock()
+	return nil
+}
+
+// MeasureClock reads the server's clock again (see ServerTime): a process
+// that runs for weeks calls it now and then, so that its host's clock,
+// which only measures the time passed since, need not keep pace with the
+// server's meanwhile. On failure the last measure stays.
+func (p *Postgres) MeasureClock(ctx context.Context) error {
+	err := p.withConn(ctx, func(c *pgx.Conn) error {
+		return p.timeQuery(func(server *time.Time) error {
+			return c.QueryRow(ctx, `SELECT pg_catalog.clock_timestamp()`).Scan(server)
+		})
+	})
+	return p.wrap("read the clock of", err)
+}
+
 // ServerTime returns the database server's clock and the host's at the
-// same moment, as the open measured them (zero before). Lessor's hosts
-// share the store and judge the same records' expiry, claims and holds:
-// on the server's clock they agree, whatever each host's own says.
-func (p *Postgres) ServerTime() (server, host time.Time) { return p.serverAt, p.hostAt }
+// same moment, as the open (or MeasureClock) last measured them; zero
+// before. Lessor's hosts share the store and judge the same records'
+// expiry, claims and holds: on the server's clock they agree, whatever
+// each host's own says.
+func (p *Postgres) ServerTime() (server, host time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.serverAt, p.hostAt
+}
 
 // metaMissing is the error for a store whose meta row is gone: someone
 // deleted it, as lessor never does.

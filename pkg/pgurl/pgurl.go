@@ -9,7 +9,12 @@
 // driver, with a reason that quotes nothing of the URL.
 package pgurl
 
-import "strings"
+import (
+	"crypto/tls"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // MisplacedAt returns why the '@' of dsn (a postgres:// or postgresql://
 // URL, leading blanks aside) is where no URL parser would put the end of
@@ -48,4 +53,52 @@ func MisplacedAt(dsn string) string {
 		}
 	}
 	return ""
+}
+
+// ClearTextHint says why a connection was refused when NoClearText set
+// its requirement, and what to write instead.
+const ClearTextHint = "lessor sends no clear-text password to a server whose certificate it did not verify: use sslmode=verify-full, or add require_auth=password"
+
+// NoClearText makes cfg refuse to send its password in clear text, unless
+// the connection string chose require_auth itself or every server cfg may
+// reach is verified (see ServerVerified), and reports whether it did. A
+// server that asks for the password itself (pg_hba's password, ldap, pam
+// or radius) gets it as it is: over plain TCP, or TLS with a certificate
+// nobody checked (sslmode prefer, allow, require), whoever sits between
+// the host and the database can ask, and keep the login. SCRAM and md5
+// send no password.
+func NoClearText(cfg *pgx.ConnConfig) bool {
+	if cfg.RequireAuth != "" || ServerVerified(cfg) {
+		return false
+	}
+	cfg.RequireAuth = "!password"
+	return true
+}
+
+// RefusedClearText reports whether err is a connection that NoClearText's
+// requirement refused.
+func RefusedClearText(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "server requested password authentication")
+}
+
+// ServerVerified reports whether every connection cfg may make (each host,
+// and each TLS fallback sslmode=prefer or allow adds) is to a Unix socket
+// or over TLS with the server's certificate checked (sslmode verify-ca or
+// verify-full, or require with sslrootcert).
+func ServerVerified(cfg *pgx.ConnConfig) bool {
+	verified := func(host string, tc *tls.Config) bool {
+		if strings.HasPrefix(host, "/") {
+			return true
+		}
+		return tc != nil && (!tc.InsecureSkipVerify || tc.VerifyPeerCertificate != nil)
+	}
+	if !verified(cfg.Host, cfg.TLSConfig) {
+		return false
+	}
+	for _, fb := range cfg.Fallbacks {
+		if !verified(fb.Host, fb.TLSConfig) {
+			return false
+		}
+	}
+	return true
 }

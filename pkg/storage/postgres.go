@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -406,42 +405,13 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 	if cfg.Password == "" {
 		cfg.Password = passfilePassword(cfg, passfile)
 	}
-	if cfg.RequireAuth == "" && !serverVerified(cfg) {
-		// A server that asks for the password itself (pg_hba's password,
-		// ldap, pam or radius) gets it as it is. Over plain TCP, or TLS
-		// with a certificate nobody checked (sslmode prefer, allow,
-		// require), whoever sits between this host and the database can
-		// ask: the store's login, which may rewrite or delete the store.
-		// SCRAM and md5 send no password; require_auth=password (with
-		// sslmode=verify-full) allows it when the server needs it.
-		cfg.RequireAuth = "!password"
-	}
+	// No clear-text password to a server nobody verified: it would hold
+	// the store's login, which may rewrite or delete the store.
+	pgurl.NoClearText(cfg)
 	// One round trip per statement and no named prepared statements, which
 	// poolers in transaction mode do not keep.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	return cfg, schema, nil
-}
-
-// serverVerified reports whether every connection cfg may make (each host,
-// and each TLS fallback sslmode=prefer or allow adds) is to a Unix socket
-// or over TLS with the server's certificate checked (sslmode verify-ca or
-// verify-full, or require with sslrootcert).
-func serverVerified(cfg *pgx.ConnConfig) bool {
-	verified := func(host string, tc *tls.Config) bool {
-		if strings.HasPrefix(host, "/") {
-			return true
-		}
-		return tc != nil && (!tc.InsecureSkipVerify || tc.VerifyPeerCertificate != nil)
-	}
-	if !verified(cfg.Host, cfg.TLSConfig) {
-		return false
-	}
-	for _, fb := range cfg.Fallbacks {
-		if !verified(fb.Host, fb.TLSConfig) {
-			return false
-		}
-	}
-	return true
 }
 
 // chooseSessionAttrs makes a store with several hosts connect only to one
@@ -937,9 +907,9 @@ func (p *Postgres) wrap(op string, err error) error {
 	// Anything else from the driver is the network or the server going
 	// away. Its text names hosts and users, never a password.
 	msg := oneLine(err)
-	if p.cfg.RequireAuth == "!password" && strings.Contains(msg, "server requested password authentication") {
+	if p.cfg.RequireAuth == "!password" && pgurl.RefusedClearText(err) {
 		// The requirement is lessor's, not in the URL: say what it is.
-		msg += " (lessor sends no clear-text password to a server whose certificate it did not verify: use sslmode=verify-full, or add require_auth=password)"
+		msg += " (" + pgurl.ClearTextHint + ")"
 	}
 	return &pathError{msg: fmt.Sprintf("%s store %s: %s", op, p.name, msg), kind: ErrUnavailable}
 }

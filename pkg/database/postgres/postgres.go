@@ -172,6 +172,10 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	if password != "" {
 		cc.Password = password
 	}
+	// The admin's password, or a static role's that TryLogin checks, goes
+	// to no server that asks for it in clear text unverified: whoever sits
+	// between would keep the login.
+	pgurl.NoClearText(cc)
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > c.connectTimeout() {
 		cc.ConnectTimeout = c.connectTimeout()
 	}
@@ -593,7 +597,11 @@ func connectError(cc *pgx.ConnConfig, err error) error {
 			inner = u
 		}
 	}
-	return &connError{where: where, msg: inner.Error(), err: err}
+	msg := inner.Error()
+	if cc.RequireAuth == "!password" && pgurl.RefusedClearText(err) {
+		msg += " (" + pgurl.ClearTextHint + ")"
+	}
+	return &connError{where: where, msg: msg, err: err}
 }
 
 type connError struct {

@@ -799,6 +799,42 @@ func TestConnectErrors(t *testing.T) {
 	}
 }
 
+// TestPasswordNotSentInClear: the admin's password, and a static role's
+// that TryLogin checks, go to no server that asks for them in clear text
+// over a connection whose server nobody verified (plain TCP, or the TLS
+// of sslmode prefer or allow that someone in between refuses): it would
+// keep the login. Allowed when the connection string asks for it.
+func TestPasswordNotSentInClear(t *testing.T) {
+	ctx := context.Background()
+	addr, got := pgtest.CatchPasswords(t)
+	caught := func(what string) {
+		t.Helper()
+		select {
+		case p := <-got:
+			t.Fatalf("%s: the server was sent the password %q", what, p)
+		default:
+		}
+	}
+	for _, q := range []string{"", "?sslmode=disable", "?sslmode=prefer", "?sslmode=allow"} {
+		cfg := Config{ConnectionURL: "postgres://{{username}}:{{password}}@" + addr + "/db" + q, Username: "admin", Password: "admin-secret"}
+		if _, err := Connect(ctx, cfg); err == nil || !strings.Contains(err.Error(), "sslmode=verify-full") {
+			t.Fatalf("connect %q: %v", q, err)
+		}
+		caught("connect " + q)
+		if res, err := TryLogin(ctx, cfg, "app", "static-secret"); res != LoginUnknown || err == nil || !strings.Contains(err.Error(), "require_auth=password") {
+			t.Fatalf("try login %q: %v, %v", q, res, err)
+		}
+		caught("try login " + q)
+	}
+	cfg := Config{ConnectionURL: "postgres://{{username}}:{{password}}@" + addr + "/db?sslmode=disable&require_auth=password", Username: "admin", Password: "admin-secret"}
+	if _, err := Connect(ctx, cfg); err == nil {
+		t.Fatal("connected")
+	}
+	if p := <-got; p != "admin-secret" {
+		t.Fatalf("with require_auth=password the server was sent %q", p)
+	}
+}
+
 func TestStatementTimeout(t *testing.T) {
 	f := setup(t)
 	cfg := f.cfg

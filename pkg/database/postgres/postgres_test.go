@@ -421,6 +421,45 @@ func TestRenewUser(t *testing.T) {
 	}
 }
 
+// TestRenewUserUnderAnyDateStyle: renewal reads rolvaliduntil back to
+// check it, and read it as text, which the session's DateStyle formats. A
+// DateStyle other than ISO, set on the database (by its owner) or on the
+// admin role, or in postgresql.conf, made every renewal fail ("invalid
+// PostgreSQL date/time value"), so no lease could be renewed there.
+func TestRenewUserUnderAnyDateStyle(t *testing.T) {
+	for _, ds := range []string{"SQL, DMY", "Postgres, MDY", "German"} {
+		for _, on := range []string{"database", "role"} {
+			f := setup(t)
+			cfg := newAdmin(t, f)
+			// A keyword/value string: lessor sets no TimeZone for it, so
+			// the one set below is the session's.
+			cfg.ConnectionURL = fmt.Sprintf("host=%s port=%d dbname=%s user={{username}} password={{password}} sslmode=disable", f.s.Host, f.s.Port, f.d.Name)
+			target := pgx.Identifier{f.d.Name}.Sanitize()
+			if on == "role" {
+				target = pgx.Identifier{cfg.Username}.Sanitize()
+			}
+			admin(t, f.d, fmt.Sprintf(`ALTER %s %s SET DateStyle = '%s'`, strings.ToUpper(on), target, ds))
+			admin(t, f.d, fmt.Sprintf(`ALTER %s %s SET TimeZone = 'Asia/Kathmandu'`, strings.ToUpper(on), target))
+			f.db = connect(t, cfg)
+			name := newName(t, "v-datestyle")
+			f.create(t, name, seedStatements)
+			// The creation's '{{expiration}}' (ISO, with its offset) is
+			// read the same whatever the DateStyle and TimeZone.
+			if got := validUntil(t, f.d.Conn(t), name); !within(got, time.Now().Add(time.Hour), 5*time.Second) {
+				t.Errorf("DateStyle %q on the %s: rolvaliduntil after creation = %s, want an hour from now", ds, on, got.UTC())
+			}
+			exp := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+			if err := f.db.RenewUser(f.ctx, name, exp, nil, nil); err != nil {
+				t.Errorf("DateStyle %q on the %s: renew: %v", ds, on, err)
+				continue
+			}
+			if got := validUntil(t, f.d.Conn(t), name); !got.Equal(exp) {
+				t.Errorf("DateStyle %q on the %s: rolvaliduntil = %s, want %s", ds, on, got.UTC(), exp.UTC())
+			}
+		}
+	}
+}
+
 func TestRevokeGrantsInTwoSchemas(t *testing.T) {
 	f := setup(t)
 	admin(t, f.d, `CREATE SCHEMA s1; CREATE SCHEMA s2; CREATE TABLE s1.a (id int); CREATE TABLE s2.b (id int); CREATE SEQUENCE s2.seq`)

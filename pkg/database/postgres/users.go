@@ -720,12 +720,19 @@ func (db *DB) renewUser(ctx context.Context, username string, expiration time.Ti
 		if !isDefault {
 			return nil
 		}
-		var until pgtype.Timestamptz
-		if err := db.queryRow(ctx, tx, `SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1`, []any{username}, &until); err != nil {
+		// Read as whole seconds since 1970: queryRow's results come as
+		// text, and the text of a timestamptz is in the session's
+		// DateStyle, which the database, the admin role or the server may
+		// set to one ("09/12/2026 16:00:00 UTC") no parser reads back.
+		var until pgtype.Int8
+		if err := db.queryRow(ctx, tx, `SELECT CASE WHEN pg_catalog.isfinite(rolvaliduntil) THEN pg_catalog.floor(pg_catalog.date_part('epoch', rolvaliduntil))::pg_catalog.int8 END FROM pg_roles WHERE rolname = $1`, []any{username}, &until); err != nil {
 			return err
 		}
-		if !until.Valid || until.InfinityModifier != pgtype.Finite || absDuration(until.Time.Sub(expiration)) > time.Second {
-			return fmt.Errorf("rolvaliduntil reads back as %v, not %s", until.Time, FormatExpiration(expiration))
+		if !until.Valid {
+			return fmt.Errorf("rolvaliduntil reads back as none or infinity, not %s", FormatExpiration(expiration))
+		}
+		if got := time.Unix(until.Int64, 0); absDuration(got.Sub(expiration)) > time.Second {
+			return fmt.Errorf("rolvaliduntil reads back as %s, not %s", FormatExpiration(got), FormatExpiration(expiration))
 		}
 		return nil
 	})

@@ -1,6 +1,8 @@
 package cmd
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // writeFileAtomic replaces path with data: a temp file in the same
@@ -94,10 +97,11 @@ func (f *Factory) findSudoInvoker() (uid, gid int, ok bool) {
 // service account that holds the store, its key file and a token file),
 // lessor reads it on behalf of the user who named it, and so reads only a
 // file that user could read: their own, one their primary group may read,
-// or one everyone may read, judged on the file opened (a link to the key
-// file is the key file). Otherwise a token that may do nothing but read
-// database/creds/readonly could have the service account's unseal key or
-// token sent back by any endpoint that echoes what it is given.
+// or one everyone may read, unless its ACL denies them, judged on the file
+// opened (a link to the key file is the key file). Otherwise a token that
+// may do nothing but read database/creds/readonly could have the service
+// account's unseal key or token sent back by any endpoint that echoes what
+// it is given.
 func (f *Factory) readArgFile(name string) ([]byte, error) {
 	uid, gid, sudo := f.sudoInvoker()
 	if !sudo {
@@ -116,7 +120,11 @@ func (f *Factory) readArgFile(name string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: cannot tell who may read it", name)
 	}
-	readable := userMay(uid, gid, st, fi.Mode(), 4)
+	acl, err := accessACL(func(dest []byte) (int, error) { return unix.Fgetxattr(int(file.Fd()), aclXattr, dest) })
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot tell who may read it: %w", name, err)
+	}
+	readable := userMay(uid, gid, st, fi.Mode(), acl, 4)
 	if readable {
 		// The caller must also reach it: every directory above the
 		// file opened (wherever the name's links led) must let it
@@ -131,20 +139,99 @@ func (f *Factory) readArgFile(name string) ([]byte, error) {
 }
 
 // userMay tells whether the user uid, of primary group gid, may read (4)
-// or search (1) the file whose owner and mode these are, by the mode's
-// owner, group and other bits (root may do anything).
-func userMay(uid, gid int, st *syscall.Stat_t, mode os.FileMode, bit os.FileMode) bool {
-	perm := mode.Perm()
-	switch {
-	case uid == 0:
+// or search (1) the file whose owner, mode and POSIX access ACL (nil for
+// none) these are, as the kernel decides (root may do anything): an ACL
+// entry naming the user decides, whatever the other bits say. The user's
+// other groups are not known, and a group entry that denies could be one
+// of them: so what the group class denies is denied unless gid itself is
+// granted (stricter than the kernel, never looser).
+func userMay(uid, gid int, st *syscall.Stat_t, mode os.FileMode, acl []aclEntry, bit os.FileMode) bool {
+	if uid == 0 {
 		return true
-	case int64(st.Uid) == int64(uid):
-		return perm&(bit<<6) != 0
-	case int64(st.Gid) == int64(gid):
-		return perm&(bit<<3) != 0
-	default:
-		return perm&bit != 0
 	}
+	b := uint16(bit)
+	perm := uint16(mode.Perm())
+	if int64(st.Uid) == int64(uid) {
+		return perm>>6&b != 0
+	}
+	if acl == nil {
+		acl = []aclEntry{{aclGroupObj, perm >> 3 & 7, 0}, {aclOther, perm & 7, 0}}
+	}
+	mask := uint16(7)
+	for _, e := range acl {
+		if e.tag == aclMask {
+			mask = e.perm
+		}
+	}
+	var other uint16
+	groupsGrant, member := true, false
+	for _, e := range acl {
+		switch e.tag {
+		case aclUser:
+			if int64(e.id) == int64(uid) {
+				return e.perm&mask&b != 0
+			}
+		case aclGroupObj, aclGroup:
+			id := int64(e.id)
+			if e.tag == aclGroupObj {
+				id = int64(st.Gid)
+			}
+			grants := e.perm&mask&b != 0
+			if id == int64(gid) {
+				if grants {
+					return true
+				}
+				member = true
+			}
+			groupsGrant = groupsGrant && grants
+		case aclOther:
+			other = e.perm
+		}
+	}
+	return !member && groupsGrant && other&b != 0
+}
+
+// A POSIX access ACL entry, as the kernel stores it in the
+// system.posix_acl_access attribute (after a 4-byte version, 2): the tag,
+// the permission bits and, for named users and groups, the id.
+type aclEntry struct {
+	tag, perm uint16
+	id        uint32
+}
+
+const (
+	aclXattr    = "system.posix_acl_access"
+	aclUserObj  = 0x01
+	aclUser     = 0x02
+	aclGroupObj = 0x04
+	aclGroup    = 0x08
+	aclMask     = 0x10
+	aclOther    = 0x20
+)
+
+// accessACL reads an access ACL with get (a getxattr of aclXattr): nil
+// when the file has none, or its file system keeps none.
+func accessACL(get func(dest []byte) (int, error)) ([]aclEntry, error) {
+	n, err := get(nil)
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]byte, n)
+	if n, err = get(raw); err != nil {
+		return nil, err
+	}
+	raw = raw[:n]
+	if len(raw) < 4 || (len(raw)-4)%8 != 0 || binary.LittleEndian.Uint32(raw) != 2 {
+		return nil, errors.New("unreadable POSIX ACL")
+	}
+	var out []aclEntry
+	for i := 4; i < len(raw); i += 8 {
+		out = append(out, aclEntry{binary.LittleEndian.Uint16(raw[i:]), binary.LittleEndian.Uint16(raw[i+2:]), binary.LittleEndian.Uint32(raw[i+4:])})
+	}
+	return out, nil
 }
 
 // reachable tells whether the user may search every directory above the
@@ -161,7 +248,11 @@ func reachable(file *os.File, fi os.FileInfo, uid, gid int) bool {
 			return false
 		}
 		st, ok := di.Sys().(*syscall.Stat_t)
-		if !ok || !di.IsDir() || !userMay(uid, gid, st, di.Mode(), 1) {
+		if !ok || !di.IsDir() {
+			return false
+		}
+		acl, err := accessACL(func(dest []byte) (int, error) { return unix.Getxattr(d, aclXattr, dest) })
+		if err != nil || !userMay(uid, gid, st, di.Mode(), acl, 1) {
 			return false
 		}
 		if d == "/" {

@@ -1,12 +1,15 @@
 package cmd
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lessorhq/lessor/pkg/pgtest"
 )
@@ -131,6 +134,40 @@ func TestSudoCallerCannotEnableAnAuditDevice(t *testing.T) {
 	c.must("audit", "enable", "file", "file_path="+filepath.Join(c.env["HOME"], "audit.log"))
 }
 
+// searchableHome lets every user search the test's home and the
+// directory above it, as a home usually is (0711), so that only what is
+// placed inside decides what a sudo caller reaches.
+func (c *cli) searchableHome(t *testing.T) {
+	t.Helper()
+	for _, d := range []string{c.env["HOME"], filepath.Dir(c.env["HOME"])} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// refusesArgFiles checks that lessor, run by a sudo caller, refuses to
+// read each of paths given as key=@file, and shows none of "app-secret"
+// (what the tests put in them).
+func (c *cli) refusesArgFiles(t *testing.T, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		r := c.fails(1, `is not readable by the user who ran lessor through sudo \(uid \d+\)`, "write", "sys/capabilities-self", "paths=@"+p)
+		if strings.Contains(r.stdout+r.stderr, "app-secret") {
+			t.Errorf("the refusal shows the file: %s%s", r.stdout, r.stderr)
+		}
+	}
+}
+
+// readsArgFile checks that lessor reads path, which holds
+// "database/creds/readonly", given as key=@file.
+func (c *cli) readsArgFile(t *testing.T, path string) {
+	t.Helper()
+	if out := c.must("write", "-format=json", "sys/capabilities-self", "paths=@"+path); !strings.Contains(out, "database/creds/readonly") {
+		t.Errorf("a file the caller can reach: %s", out)
+	}
+}
+
 // TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories: through
 // sudo, lessor read a file named in the arguments when its own mode let
 // the caller read it, though the caller could not reach it: a 0644 file
@@ -163,28 +200,17 @@ func TestSudoCallerCannotReadThroughTheAccountsPrivateDirectories(t *testing.T) 
 	if err := os.Mkdir(open, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{c.env["HOME"], filepath.Dir(c.env["HOME"])} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.searchableHome(t)
 	pub := filepath.Join(open, "paths.txt")
 	if err := os.WriteFile(pub, []byte("database/creds/readonly"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	c.sudoCaller()
-	for _, p := range []string{secret, link} {
-		r := c.fails(1, `is not readable by the user who ran lessor through sudo \(uid \d+\)`, "write", "sys/capabilities-self", "paths=@"+p)
-		if strings.Contains(r.stdout+r.stderr, "app-secret") {
-			t.Errorf("the refusal shows the file: %s%s", r.stdout, r.stderr)
-		}
-	}
+	c.refusesArgFiles(t, secret, link)
 	// A file the caller can reach, through directories it may search,
 	// is read.
-	if out := c.must("write", "-format=json", "sys/capabilities-self", "paths=@"+pub); !strings.Contains(out, "database/creds/readonly") {
-		t.Errorf("a file the caller can reach: %s", out)
-	}
+	c.readsArgFile(t, pub)
 }
 
 // TestSudoHintDoesNotAskForSETENV: the refusal of the account's token
@@ -245,4 +271,54 @@ func TestSudoCallerCannotRunTheBuildGenerator(t *testing.T) {
 		}
 	}
 	c.must("operator", "status")
+}
+
+// TestSudoCallerCannotReadPastAnACLThatDeniesIt: through sudo, lessor
+// judged a file named in the arguments by its mode bits alone, so a file
+// or directory everyone may read but whose POSIX ACL denies the caller
+// (setfacl -m u:caller:---) was read and echoed for the caller all the
+// same. The ACL now counts, as the kernel counts it.
+func TestSudoCallerCannotReadPastAnACLThatDeniesIt(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	c.searchableHome(t)
+	caller := uint32(os.Getuid() + 1)
+	deny := func(path string, perm uint16) {
+		t.Helper()
+		// An access ACL: user::rw(x), user:caller:---, group::r(x),
+		// mask::r(x), other::r(x), in the kernel's xattr format.
+		raw := binary.LittleEndian.AppendUint32(nil, 2)
+		for _, e := range []struct {
+			tag, perm uint16
+			id        uint32
+		}{{0x01, perm | 2, ^uint32(0)}, {0x02, 0, caller}, {0x04, perm, ^uint32(0)}, {0x10, perm, ^uint32(0)}, {0x20, perm, ^uint32(0)}} {
+			raw = binary.LittleEndian.AppendUint16(raw, e.tag)
+			raw = binary.LittleEndian.AppendUint16(raw, e.perm)
+			raw = binary.LittleEndian.AppendUint32(raw, e.id)
+		}
+		if err := unix.Setxattr(path, "system.posix_acl_access", raw, 0); err != nil {
+			t.Skipf("no POSIX ACLs here: %v", err)
+		}
+	}
+	for _, d := range []string{"public", "closed"} {
+		if err := os.Mkdir(filepath.Join(c.env["HOME"], d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	denied := c.writeFile("public/denied.conf", "password=app-secret")
+	inside := c.writeFile("closed/db.conf", "password=app-secret")
+	pub := c.writeFile("public/paths.txt", "database/creds/readonly")
+	for _, f := range []string{denied, inside, pub} {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deny(denied, 4)
+	deny(filepath.Dir(inside), 5)
+
+	c.sudoCaller()
+	c.refusesArgFiles(t, denied, inside)
+	// Beside them, a file without an ACL is read as before.
+	c.readsArgFile(t, pub)
 }

@@ -79,6 +79,12 @@ func TestParseRefuses(t *testing.T) {
 		// Satisfiable on paper (22 <= 24) but met by about one random
 		// draw in 10^12: Vault saves it and times out at every use.
 		"unlikely": {`length = 24` + "\n" + `rule "charset" { charset = "abcdefghijklmnopqrstuvwxyz" }` + "\n" + `rule "charset" { charset = "0" min-chars = 22 }`, "lower min-chars or raise length"},
+		// The hcl parser recurses once per level: two million levels
+		// overflowed its stack, a fatal error that ended the process
+		// (lessor serve, for whoever may write a password policy).
+		"deep list":   {`length = ` + strings.Repeat("[", 2_000_000), "nest deeper than"},
+		"deep object": {`rule "charset" ` + strings.Repeat("{ a ", 1_000_000), "nest deeper than"},
+		"deep JSON":   {strings.Repeat(`{"a":`, 1_000_000), "nest deeper than"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse(tc.text, rand.Reader)
@@ -99,6 +105,24 @@ func TestParseJSON(t *testing.T) {
 	}
 	if p.Length != 12 || len(p.Rules) != 2 || p.Alphabet() != "01ab" {
 		t.Fatalf("parsed %+v", p)
+	}
+}
+
+// TestParseBracketsInCharsets: brackets in a string, or in a comment,
+// are characters, not nesting.
+func TestParseBracketsInCharsets(t *testing.T) {
+	open := strings.Repeat("[{", 40)
+	for _, text := range []string{
+		`length = 20` + "\n# " + open + "\n" + `rule "charset" { charset = "ab` + open + `\"" }`,
+		`{"length": 20, "rule": {"charset": {"charset": "ab` + open + `\"", "min-chars": 1}}}`,
+	} {
+		p, err := Parse(text, rand.Reader)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if p.Alphabet() != `"[ab{` {
+			t.Fatalf("%s: alphabet %q", text, p.Alphabet())
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 
 	"github.com/hashicorp/hcl"
 
+	"github.com/lessorhq/lessor/pkg/hclnest"
 	"github.com/lessorhq/lessor/pkg/randstr"
 )
 
@@ -96,8 +97,8 @@ func parse(text string) (p *Policy, err error) {
 			p, err = nil, fmt.Errorf("malformed policy: %v", r)
 		}
 	}()
-	if err := checkNesting(text); err != nil {
-		return nil, err
+	if hclnest.Deeper(text) {
+		return nil, fmt.Errorf("parse policy: braces and brackets nest deeper than %d levels", hclnest.Limit)
 	}
 	var raw map[string]any
 	if err := hcl.Decode(&raw, text); err != nil {
@@ -126,55 +127,6 @@ func parse(text string) (p *Policy, err error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-// maxNesting bounds how deeply braces and brackets nest in a policy. A
-// policy needs four levels (the JSON form: object, rule list, rule,
-// charset block). The hcl parser recurses once per level, and a policy
-// of millions ("[[[[…") overflowed its goroutine's stack: a fatal error,
-// which no recover catches, that ended the process, lessor serve included.
-const maxNesting = 32
-
-// checkNesting refuses text whose braces and brackets, outside strings
-// and comments, nest deeper than maxNesting.
-func checkNesting(text string) error {
-	depth := 0
-	for i := 0; i < len(text); i++ {
-		switch text[i] {
-		case '"':
-			for i++; i < len(text) && text[i] != '"'; i++ {
-				if text[i] == '\\' {
-					i++
-				}
-			}
-		case '#':
-			i = skipPast(text, i, "\n")
-		case '/':
-			switch {
-			case strings.HasPrefix(text[i:], "//"):
-				i = skipPast(text, i, "\n")
-			case strings.HasPrefix(text[i:], "/*"):
-				i = skipPast(text, i+2, "*/")
-			}
-		case '{', '[':
-			if depth++; depth > maxNesting {
-				return fmt.Errorf("parse policy: braces and brackets nest deeper than %d levels", maxNesting)
-			}
-		case '}', ']':
-			depth = max(depth-1, 0)
-		}
-	}
-	return nil
-}
-
-// skipPast returns the index of the last byte of the first end in text
-// after i, or the end of text.
-func skipPast(text string, i int, end string) int {
-	j := strings.Index(text[i:], end)
-	if j < 0 {
-		return len(text)
-	}
-	return i + j + len(end) - 1
 }
 
 // parseRules reads the value of "rule": HCL gives a list of maps keyed by

@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/hcl/hcl/ast"
 	hclparser "github.com/hashicorp/hcl/hcl/parser"
 	"github.com/hashicorp/hcl/hcl/token"
+
+	"github.com/lessorhq/lessor/pkg/hclnest"
 )
 
 // doc is a parsed policy in the shape Format prints: the items in the
@@ -49,6 +51,9 @@ type node struct {
 func parse(text string) (*Policy, *doc, error) {
 	if len(text) > MaxSize {
 		return nil, nil, ErrTooLarge
+	}
+	if hclnest.Deeper(text) {
+		return nil, nil, &ParseError{Msg: fmt.Sprintf("braces and brackets nest deeper than %d levels", hclnest.Limit)}
 	}
 	file, isJSON, err := parseAST(text)
 	if err != nil {

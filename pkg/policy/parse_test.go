@@ -324,3 +324,31 @@ func TestParseSizeLimit(t *testing.T) {
 		t.Errorf("Parse of %d bytes: %v", MaxSize, err)
 	}
 }
+
+// TestParseDeepNesting: a policy nesting brackets or braces thousands deep
+// is refused at once. The hcl parser's work grows with the square of the
+// depth (20,000 levels took 47 s, a MaxSize policy hours, for whoever may
+// write one to lessor serve), and millions overflow its stack.
+func TestParseDeepNesting(t *testing.T) {
+	for name, text := range map[string]string{
+		"list":   `path "a" { capabilities = ` + strings.Repeat("[", MaxSize-40) + ` }`,
+		"object": `path "a" ` + strings.Repeat("{ x = ", 20000),
+		"JSON":   strings.Repeat(`{"a":`, 20000),
+	} {
+		start := time.Now()
+		_, err := Parse("deep", text)
+		var pe *ParseError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "nest deeper than") {
+			t.Errorf("%s: %v", name, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s: refused after %s", name, d)
+		}
+	}
+	// Brackets in strings and comments are characters, not nesting.
+	deep := strings.Repeat("[{", 40)
+	text := "# " + deep + "\n" + `path "a` + deep + `" { capabilities = ["read"] }`
+	if _, err := Parse("chars", text); err != nil {
+		t.Errorf("brackets in a string and a comment: %v", err)
+	}
+}

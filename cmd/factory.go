@@ -547,9 +547,13 @@ func (f *Factory) syncClock(p *storage.Postgres) {
 // resyncClock reads the store server's clock again, for a process that
 // runs for weeks (serve, reap -loop): the host's clock, which may be the
 // wrong one, need not keep pace with the server's for long. A failure
-// keeps the last reading; the store's next transaction says why.
+// keeps the last reading; the store's next transaction says why. It is
+// bounded: serve waits for it to stop, and a server that no longer
+// answers must not hold up its shutdown.
 func (f *Factory) resyncClock(ctx context.Context) {
 	if f.clockFrom != nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		_ = f.clockFrom.MeasureClock(ctx)
 	}
 }

@@ -473,6 +473,19 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		}()
 	}
 
+	// The clock: serve may run for months, and the reaper (if on) may
+	// pass only rarely. Lessor's clock on a PostgreSQL store is the
+	// server's as last read, moved on by the host's; read it again now
+	// and then, reaper or not, so that a host whose clock runs fast or
+	// slow does not judge tokens and leases on its own for long.
+	if f.clockFrom != nil {
+		reapWG.Add(1)
+		go func() {
+			defer reapWG.Done()
+			serveClock(context.WithoutCancel(ctx), f, serveClockInterval, stopReap)
+		}()
+	}
+
 	var runErr error
 loop:
 	for {
@@ -511,10 +524,18 @@ loop:
 	return runErr
 }
 
-// serveReaper reaps every interval until stop is closed. A pass that is
-// running when stop closes claims no further batch and settles the ones
-// in hand.
-func serveReaper(ctx context.Context, f *Factory, cr *core.Core, log *slog.Logger, interval time.Duration, stop <-chan struct{}) {
+// serveClockInterval is how often serve reads the store server's clock
+// again (see resyncClock).
+var serveClockInterval = time.Minute
+
+// serveClock reads the store server's clock every interval until stop is
+// closed.
+func serveClock(ctx context.Context, f *Factory, interval time.Duration, stop <-chan struct{}) {
+	everyUntil(interval, stop, func() { f.resyncClock(ctx) })
+}
+
+// everyUntil runs pass every interval until stop is closed.
+func everyUntil(interval time.Duration, stop <-chan struct{}, pass func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -523,12 +544,21 @@ func serveReaper(ctx context.Context, f *Factory, cr *core.Core, log *slog.Logge
 			return
 		case <-t.C:
 		}
+		pass()
+	}
+}
+
+// serveReaper reaps every interval until stop is closed. A pass that is
+// running when stop closes claims no further batch and settles the ones
+// in hand.
+func serveReaper(ctx context.Context, f *Factory, cr *core.Core, log *slog.Logger, interval time.Duration, stop <-chan struct{}) {
+	everyUntil(interval, stop, func() {
 		f.resyncClock(ctx)
 		start := time.Now()
 		res, err := cr.Reap(ctx, lease.ReapOptions{Stop: stop})
 		if err != nil {
 			log.Error("reap failed", "error", oneLine(err.Error()))
-			continue
+			return
 		}
 		if res.Revoked+res.Failed+res.TokensRevoked > 0 || res.WaitingRetry > 0 {
 			log.Info("reaped", "revoked", res.Revoked, "tokens_revoked", res.TokensRevoked, "failed", res.Failed,
@@ -537,5 +567,5 @@ func serveReaper(ctx context.Context, f *Factory, cr *core.Core, log *slog.Logge
 		for _, e := range res.Errors {
 			log.Warn("revocation failed; retried later", "lease_id", e.LeaseID, "error", oneLine(e.Error))
 		}
-	}
+	})
 }

@@ -134,11 +134,21 @@ func selfSignedCert(t *testing.T, certFile, keyFile string) *big.Int {
 // is called; it returns serve's exit code through the channel.
 func startServe(t *testing.T, c *compCLI, args ...string) (stop func() int, stderr *syncBuffer) {
 	t.Helper()
+	return startServeWith(t, c, nil, args...)
+}
+
+// startServeWith is startServe with setup, if not nil, given the factory
+// before serve runs.
+func startServeWith(t *testing.T, c *compCLI, setup func(*Factory), args ...string) (stop func() int, stderr *syncBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	stderr = &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		f := newFactory(strings.NewReader(""), io.Discard, stderr, func(k string) string { return c.env[k] })
+		if setup != nil {
+			setup(f)
+		}
 		done <- run(ctx, f, append([]string{"serve"}, args...))
 	}()
 	var once sync.Once

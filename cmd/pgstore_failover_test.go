@@ -425,6 +425,16 @@ func TestPostgresStoreHostsSkipLaggingStandby(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "missing, invalid or expired token") {
 		t.Fatalf("a token revoked on the primary, looked up through a URL that names a lagging standby first: %v", r)
 	}
+
+	// Host C names one host, which is the standby (a replica's address,
+	// a name that resolved to it, a virtual IP not yet moved): it reads
+	// nothing there, and says why.
+	hostC := lessorEnv(t.TempDir(), "LESSOR_STORE="+storeURL(replica),
+		"LESSOR_KEY_FILE="+filepath.Join(homeA, ".config", "lessor", "unseal.key"), "LESSOR_TOKEN="+tok)
+	r = runLessor(hostC, "token", "lookup")
+	if r.code == 0 || !strings.Contains(r.stderr, "name the primary") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 1 {
+		t.Fatalf("a token revoked on the primary, looked up through a URL that names only a lagging standby: %v", r)
+	}
 }
 
 // primaryLSN is the primary's current WAL position.

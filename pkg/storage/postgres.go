@@ -414,34 +414,52 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 	return cfg, schema, nil
 }
 
-// chooseSessionAttrs makes a store with several hosts connect only to one
-// that takes writes. Given several, the driver takes the first that
-// answers (libpq's target_session_attrs=any); that may be a hot standby,
-// whose replay can lag behind the primary's commits (even a synchronous
-// one: synchronous_commit=on waits for the standby's disk, not its
-// replay). Every command would read the store there: tokens and leases
-// revoked on the primary still there, to a host that has no newer
-// generation to compare with. Its writes fail on a standby anyway. So
-// several hosts without the setting get read-write (the README's form),
-// and a setting that picks any server or a standby is refused rather
-// than followed; one host is left as it is, its setting the operator's.
+// chooseSessionAttrs makes a store connect only to a server that takes
+// writes. Without target_session_attrs the driver takes the first that
+// answers (libpq's any): of several hosts, or of the addresses one name
+// resolves to; that may be a hot standby, as may a single host (a
+// replica's address, a virtual IP not yet moved), whose replay can lag
+// behind the primary's commits (even a synchronous one:
+// synchronous_commit=on waits for the standby's disk, not its replay).
+// Every command would read the store there: tokens and leases revoked on
+// the primary still there, to a host that has no newer generation to
+// compare with. Its writes fail on a standby anyway. So a store without
+// the setting gets read-write (the README's form), and a setting that
+// picks a standby, or any server of several, is refused rather than
+// followed.
 func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
 	switch tsa {
 	case "read-only", "standby", "prefer-standby":
 		return fmt.Errorf("store %s: target_session_attrs=%s reads the store from a standby, which may lag behind the primary; lessor needs read-write", name, tsa)
 	}
+	if !set || tsa == "" {
+		cfg.ValidateConnect = validateWritable
+		return nil
+	}
+	if tsa != "any" {
+		return nil
+	}
 	hosts := map[string]bool{net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))): true}
 	for _, fb := range cfg.Fallbacks {
 		hosts[net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port)))] = true
 	}
-	if len(hosts) < 2 {
-		return nil
-	}
-	switch {
-	case !set || tsa == "":
-		cfg.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
-	case tsa == "any":
+	if len(hosts) > 1 {
 		return fmt.Errorf("store %s: target_session_attrs=any with several hosts may read the store from a standby, which may lag behind the primary; use read-write", name)
+	}
+	return nil
+}
+
+// validateWritable is target_session_attrs=read-write without its round
+// trip where the server allows: PostgreSQL 14 and later report at the
+// start of a session whether they are a standby and whether transactions
+// are read-only by default, as libpq uses them. Older servers are asked.
+func validateWritable(ctx context.Context, c *pgconn.PgConn) error {
+	hot, ro := c.ParameterStatus("in_hot_standby"), c.ParameterStatus("default_transaction_read_only")
+	if hot == "" || ro == "" {
+		return pgconn.ValidateConnectTargetSessionAttrsReadWrite(ctx, c)
+	}
+	if hot == "on" || ro == "on" {
+		return pgconn.ErrReadOnlyConnection
 	}
 	return nil
 }
@@ -910,6 +928,10 @@ func (p *Postgres) wrap(op string, err error) error {
 	if p.cfg.RequireAuth == "!password" && pgurl.RefusedClearText(err) {
 		// The requirement is lessor's, not in the URL: say what it is.
 		msg += " (" + pgurl.ClearTextHint + ")"
+	}
+	if errors.Is(err, pgconn.ErrReadOnlyConnection) {
+		// Likewise lessor's requirement when the URL sets none.
+		msg += " (lessor uses the store only on a server that takes writes, not on a standby that may lag behind the primary: name the primary, or all the cluster's hosts)"
 	}
 	return &pathError{msg: fmt.Sprintf("%s store %s: %s", op, p.name, msg), kind: ErrUnavailable}
 }

@@ -511,10 +511,12 @@ func TestStoreURLs(t *testing.T) {
 	if _, ok := cfg.RuntimeParams["schema"]; ok {
 		t.Fatal("schema= was passed on to the server")
 	}
-	// Several hosts connect only to one that takes writes, never to a
-	// standby that may lag behind the primary: read-write unless told,
-	// and a setting that would pick a standby or any server is refused.
-	// One host is left as the operator set it.
+	// A store connects only to a server that takes writes, never to a
+	// standby that may lag behind the primary, whether it names several
+	// hosts or one (which may be a standby, or resolve to several
+	// addresses): read-write unless told, and a setting that would pick a
+	// standby, or any of several servers, is refused. any with one host
+	// is left as the operator set it.
 	t.Setenv("PGTARGETSESSIONATTRS", "")
 	os.Unsetenv("PGTARGETSESSIONATTRS")
 	for in, validated := range map[string]bool{
@@ -522,10 +524,11 @@ func TestStoreURLs(t *testing.T) {
 		"postgres://u@a:5432,a:5433/db?sslmode=prefer":               true,
 		"host=a,b dbname=db":                                         true,
 		"postgres://u@a:5432,b:5433/db?target_session_attrs=primary": true,
-		"postgres://u@a/db":                                          false,
-		"postgres://u@a/db?sslmode=prefer":                           false,
+		"postgres://u@a/db":                                          true,
+		"postgres://u@a/db?sslmode=prefer":                           true,
+		"host=a dbname=db":                                           true,
 		"postgres://u@a/db?target_session_attrs=any":                 false,
-		"host=a,a port=5432,5432 dbname=db":                          false,
+		"host=a,a port=5432,5432 dbname=db target_session_attrs=any": false,
 	} {
 		cfg, _, err := ParsePostgresURL(in)
 		if err != nil || (cfg.ValidateConnect != nil) != validated {

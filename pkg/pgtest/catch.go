@@ -13,7 +13,15 @@ import (
 // would; it hands back what it was given. It stops when the test ends.
 func CatchPasswords(t testing.TB) (addr string, got <-chan string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return CatchPasswordsOn(t, "tcp", "127.0.0.1:0")
+}
+
+// CatchPasswordsOn is CatchPasswords listening on network's address (a
+// Unix socket, say: one another local user put where a server's would
+// be).
+func CatchPasswordsOn(t testing.TB, network, address string) (addr string, got <-chan string) {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,9 @@ package pgurl
 
 import (
 	"crypto/tls"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -57,7 +60,7 @@ func MisplacedAt(dsn string) string {
 
 // ClearTextHint says why a connection was refused when NoClearText set
 // its requirement, and what to write instead.
-const ClearTextHint = "lessor sends no clear-text password to a server whose certificate it did not verify: use sslmode=verify-full, or add require_auth=password"
+const ClearTextHint = "lessor sends no clear-text password to a server whose certificate it did not verify, nor to a socket in a directory other users may write to: use sslmode=verify-full, or add require_auth=password"
 
 // NoClearText makes cfg refuse to send its password in clear text, unless
 // the connection string chose require_auth itself or every server cfg may
@@ -83,12 +86,13 @@ func RefusedClearText(err error) bool {
 
 // ServerVerified reports whether every connection cfg may make (each host,
 // and each TLS fallback sslmode=prefer or allow adds) is to a Unix socket
-// or over TLS with the server's certificate checked (sslmode verify-ca or
+// that only the server could have put there (see socketDirPrivate) or
+// over TLS with the server's certificate checked (sslmode verify-ca or
 // verify-full, or require with sslrootcert).
 func ServerVerified(cfg *pgx.ConnConfig) bool {
 	verified := func(host string, tc *tls.Config) bool {
 		if strings.HasPrefix(host, "/") {
-			return true
+			return socketDirPrivate(host)
 		}
 		return tc != nil && (!tc.InsecureSkipVerify || tc.VerifyPeerCertificate != nil)
 	}
@@ -101,4 +105,26 @@ func ServerVerified(cfg *pgx.ConnConfig) bool {
 		}
 	}
 	return true
+}
+
+// socketDirPrivate reports whether dir, where a server's Unix socket is,
+// is one that no other local user could put a socket of their own in:
+// neither it (sticky or not: while the server is down, its socket's name
+// is free) nor a directory above it that is not sticky (they could rename
+// what is below) may be written by others. Some builds keep the socket in
+// /tmp. A directory its group may write to is the server's own
+// (/var/run/postgresql, 2775 postgres:postgres, on Debian).
+func socketDirPrivate(dir string) bool {
+	for d, first := filepath.Clean(dir), true; ; d, first = filepath.Dir(d), false {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return false
+		}
+		if m := fi.Mode(); m.Perm()&0o002 != 0 && (first || m&fs.ModeSticky == 0) {
+			return false
+		}
+		if filepath.Dir(d) == d {
+			return true
+		}
+	}
 }

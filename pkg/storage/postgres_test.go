@@ -656,3 +656,40 @@ func TestPostgresMetaRowDeleted(t *testing.T) {
 	check("upgrade", err)
 	check("write", p.Update(ctx, func(tx Tx) error { return tx.Put("a", nil) }))
 }
+
+// TestPostgresPasswordNotSentToPlantedSocket: a Unix socket is as good as
+// a verified server only where no one else could have put it. In a
+// directory any local user may write to (/tmp, where some builds keep
+// PostgreSQL's socket), one of them can put a socket of their own while
+// the server is down, and ask for the store's password in clear text;
+// lessor refuses. In a directory only its owner writes to, the socket is
+// the server's, and the password goes as before.
+func TestPostgresPasswordNotSentToPlantedSocket(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		mode os.FileMode
+		sent bool
+	}{{0o777 | os.ModeSticky, false}, {0o777, false}, {0o755, true}} {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, got := pgtest.CatchPasswordsOn(t, "unix", filepath.Join(dir, ".s.PGSQL.5432"))
+		_, err := OpenPostgres(ctx, "host="+dir+" port=5432 user=lessor password=store-secret dbname=ops", PostgresOptions{})
+		if err == nil {
+			t.Fatalf("%v: opened", tc.mode)
+		}
+		select {
+		case p := <-got:
+			if !tc.sent {
+				t.Errorf("%v: the socket was sent the password %q", tc.mode, p)
+			}
+		default:
+			if tc.sent {
+				t.Errorf("%v: the password did not go to the server's socket: %v", tc.mode, err)
+			} else if !strings.Contains(err.Error(), "require_auth=password") {
+				t.Errorf("%v: %v", tc.mode, err)
+			}
+		}
+	}
+}

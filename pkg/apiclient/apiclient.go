@@ -196,7 +196,7 @@ func New(cfg Config) (*Client, error) {
 // server's user is often not the client's. The server refuses to listen
 // there and the client to send a token there.
 func CheckSocketDir(socket string) error {
-	d, mode, holds, err := othersCanReplace(socket)
+	d, mode, holds, err := othersCanReplace(socket, false)
 	if err != nil {
 		return fmt.Errorf("unix socket %s: %w", socket, err)
 	}
@@ -208,10 +208,12 @@ func CheckSocketDir(socket string) error {
 
 // othersCanReplace returns the first directory through which users other
 // than its owner could put another file at path: the one that holds it,
-// if group or others may write to it (sticky or not), or one above it that
-// they may write to and is not sticky (they could rename the directory
-// below it); "" if there is none. holds tells which of the two it is.
-func othersCanReplace(path string) (dir string, mode uint32, holds bool, err error) {
+// if group or others may write to it (sticky or not, unless stickyHolds:
+// an entry that exists and that none of them owns cannot be replaced in a
+// sticky directory), or one above it that they may write to and is not
+// sticky (they could rename the directory below it); "" if there is none.
+// holds tells which of the two it is.
+func othersCanReplace(path string, stickyHolds bool) (dir string, mode uint32, holds bool, err error) {
 	abs, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
 		return "", 0, false, err
@@ -222,7 +224,7 @@ func othersCanReplace(path string) (dir string, mode uint32, holds bool, err err
 			return "", 0, false, err
 		}
 		m := fi.Mode()
-		if m.Perm()&0o022 != 0 && (first || m&fs.ModeSticky == 0) {
+		if m.Perm()&0o022 != 0 && ((first && !stickyHolds) || m&fs.ModeSticky == 0) {
 			mode := uint32(m.Perm())
 			if m&fs.ModeSticky != 0 {
 				mode |= 0o1000
@@ -389,6 +391,9 @@ func addPEMFile(pool *x509.CertPool, path string) error {
 // answer for the server (on a local port it is not bound to for the
 // moment, say) with a certificate lessor would trust, and receive the
 // token. The owner is not checked: the file is often the server account's.
+// In a sticky directory (a Kubernetes secret or config map is mounted as
+// one, mode 1777, its files links to a directory of their own) a name
+// that belongs to root or to the caller is one no other user can replace.
 func checkCAFile(path string, fi fs.FileInfo) error {
 	if m := fi.Mode().Perm(); m&0o022 != 0 {
 		return fmt.Errorf("CA certificate %s: is writable by group or others (mode %04o), who could make lessor trust a server of theirs; run: chmod go-w %s", path, uint32(m), path)
@@ -398,7 +403,7 @@ func checkCAFile(path string, fi fs.FileInfo) error {
 		names = append(names, real)
 	}
 	for _, p := range names {
-		d, mode, holds, err := othersCanReplace(p)
+		d, mode, holds, err := othersCanReplace(p, ownEntry(p))
 		if err != nil {
 			return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
 		}
@@ -407,6 +412,17 @@ func checkCAFile(path string, fi fs.FileInfo) error {
 		}
 	}
 	return nil
+}
+
+// ownEntry reports whether the name path (a link itself, not what it
+// leads to) belongs to root or to the user running lessor.
+func ownEntry(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && (st.Uid == 0 || int(st.Uid) == os.Geteuid())
 }
 
 // maxPEMFile bounds a CA file (the system's bundle is about 200 KiB).

@@ -458,3 +458,45 @@ func TestCACertOthersCanChange(t *testing.T) {
 		t.Errorf("a CA file only its owner can change: %v", err)
 	}
 }
+
+// TestCACertInStickyMount: a Kubernetes secret or config map is mounted
+// as a sticky directory anyone may write to (mode 1777), each file a link
+// through ..data to a directory of its own: a CA file there, whose names
+// belong to root, is one no other user can replace, and is taken. A name
+// there that another user owns is refused.
+func TestCACertInStickyMount(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	mount := t.TempDir()
+	if err := os.Chmod(mount, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	version := filepath.Join(mount, "..2026_12_07_16_00_00.1")
+	if err := os.Mkdir(version, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(version, "ca.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(version), filepath.Join(mount, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(mount, "ca.crt")
+	if err := os.Symlink("..data/ca.crt", ca); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Address: srv.URL, CACert: ca}); err != nil {
+		t.Fatalf("a CA file mounted from a secret: %v", err)
+	}
+
+	if os.Geteuid() != 0 {
+		return
+	}
+	// Another user's name in the sticky directory: theirs to replace.
+	if err := os.Lchown(ca, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Address: srv.URL, CACert: ca}); err == nil || !strings.Contains(err.Error(), "can be written by other users") {
+		t.Errorf("a CA name another user owns in a sticky directory: %v", err)
+	}
+}

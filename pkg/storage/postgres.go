@@ -414,8 +414,8 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 	return cfg, schema, nil
 }
 
-// chooseSessionAttrs makes a store connect only to a server that takes
-// writes. Without target_session_attrs the driver takes the first that
+// chooseSessionAttrs makes a store connect only to a primary, the server
+// that takes writes. Without target_session_attrs the driver takes the first that
 // answers (libpq's any): of several hosts, or of the addresses one name
 // resolves to; that may be a hot standby, as may a single host (a
 // replica's address, a virtual IP not yet moved), whose replay can lag
@@ -424,7 +424,7 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 // Every command would read the store there: tokens and leases revoked on
 // the primary still there, to a host that has no newer generation to
 // compare with. Its writes fail on a standby anyway. So a store without
-// the setting gets read-write (the README's form), and a setting that
+// the setting gets primary (see validatePrimary), and a setting that
 // picks a standby, or any server of several, is refused rather than
 // followed.
 func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
@@ -433,7 +433,7 @@ func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
 		return fmt.Errorf("store %s: target_session_attrs=%s reads the store from a standby, which may lag behind the primary; lessor needs read-write", name, tsa)
 	}
 	if !set || tsa == "" {
-		cfg.ValidateConnect = validateWritable
+		cfg.ValidateConnect = validatePrimary
 		return nil
 	}
 	if tsa != "any" {
@@ -449,19 +449,20 @@ func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
 	return nil
 }
 
-// validateWritable is target_session_attrs=read-write without its round
-// trip where the server allows: PostgreSQL 14 and later report at the
-// start of a session whether they are a standby and whether transactions
-// are read-only by default, as libpq uses them. Older servers are asked.
-func validateWritable(ctx context.Context, c *pgconn.PgConn) error {
-	hot, ro := c.ParameterStatus("in_hot_standby"), c.ParameterStatus("default_transaction_read_only")
-	if hot == "" || ro == "" {
-		return pgconn.ValidateConnectTargetSessionAttrsReadWrite(ctx, c)
+// validatePrimary is target_session_attrs=primary without its round trip
+// where the server allows: PostgreSQL 14 and later report at the start of
+// a session whether they are a standby, as libpq uses it. Older servers
+// are asked. It is not read-write, which also refuses a primary whose
+// database defaults to read-only transactions (its owner's to set): the
+// store's writes say READ WRITE themselves.
+func validatePrimary(ctx context.Context, c *pgconn.PgConn) error {
+	switch c.ParameterStatus("in_hot_standby") {
+	case "on":
+		return pgconn.ErrStandbyConnection
+	case "off":
+		return nil
 	}
-	if hot == "on" || ro == "on" {
-		return pgconn.ErrReadOnlyConnection
-	}
-	return nil
+	return pgconn.ValidateConnectTargetSessionAttrsPrimary(ctx, c)
 }
 
 // passfilePassword finds the password for cfg's hosts in the passfile
@@ -929,7 +930,7 @@ func (p *Postgres) wrap(op string, err error) error {
 		// The requirement is lessor's, not in the URL: say what it is.
 		msg += " (" + pgurl.ClearTextHint + ")"
 	}
-	if errors.Is(err, pgconn.ErrReadOnlyConnection) {
+	if errors.Is(err, pgconn.ErrStandbyConnection) || errors.Is(err, pgconn.ErrReadOnlyConnection) {
 		// Likewise lessor's requirement when the URL sets none.
 		msg += " (lessor uses the store only on a server that takes writes, not on a standby that may lag behind the primary: name the primary, or all the cluster's hosts)"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -690,6 +691,39 @@ func TestPostgresPasswordNotSentToPlantedSocket(t *testing.T) {
 			} else if !strings.Contains(err.Error(), "require_auth=password") {
 				t.Errorf("%v: %v", tc.mode, err)
 			}
+		}
+	}
+}
+
+// TestPostgresReadOnlyDefaultIsNoStandby: a store connects only to a
+// primary, not to a standby; a primary whose database defaults to
+// read-only transactions (ALTER DATABASE … SET
+// default_transaction_read_only, open to the database's owner, who need
+// have no access to the store) is still one: the store's writes say READ
+// WRITE themselves. Refusing it would let that owner take every host's
+// store away, one host named or several.
+func TestPostgresReadOnlyDefaultIsNoStandby(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Require(t).NewDatabase(t)
+	p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	several := *u
+	several.Host = u.Host + ",localhost:" + u.Port()
+	for _, s := range []string{db.URL, several.String()} {
+		p := openPostgres(t, s)
+		if err := p.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("v")) }); err != nil {
+			t.Errorf("%s: %v", s, err)
 		}
 	}
 }

@@ -174,6 +174,16 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	if err := applyConfigFields(&cfg, fd); err != nil {
 		return nil, err
 	}
+	// The stored admin password goes nowhere but where the write that gave
+	// it pointed: whoever may update this config but was never told the
+	// password (it may be one only rotate-root knows) would otherwise name
+	// a server of their own in connection_url, and be sent it (in clear
+	// text with require_auth=password, or relayed through SCRAM to log in
+	// as the admin). Vault sends it; lessor asks for it again.
+	if old != nil && old.Connection.Password != "" && !fd.Has("password") &&
+		cfg.Connection.ConnectionURL != old.Connection.ConnectionURL {
+		return nil, logical.Errorf("connection_url changed: send the password with it (the stored password is only ever sent where connection_url pointed when it was written)")
+	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.
 	cfg.VerifyConnection = true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
+	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
 func TestConfigWriteReadMergeListDelete(t *testing.T) {
@@ -333,4 +334,35 @@ func TestConfigMaxOpenConnectionsBounded(t *testing.T) {
 		t.Fatalf("the refused config was stored: %+v", cfg.Connection)
 	}
 	e.writeConfig(map[string]any{"max_open_connections": postgres.MaxOpenConnectionsLimit})
+}
+
+// TestConfigNewURLNeedsThePassword: an update that points connection_url
+// elsewhere and sends no password is refused, and nothing is sent there:
+// whoever may update a config, but was never told its password, would
+// otherwise be sent it by naming a server of their own (here one that asks
+// for it in clear text, which require_auth=password in their URL allows).
+// Verified or not: an unverified write would send it at the next issue.
+func TestConfigNewURLNeedsThePassword(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	addr, got := pgtest.CatchPasswords(t)
+	theirs := "postgresql://{{username}}:{{password}}@" + addr + "/x?sslmode=disable&require_auth=password"
+	for _, verify := range []string{"true", "false"} {
+		_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "verify_connection": verify})
+		if err == nil || !strings.Contains(err.Error(), "send the password with it") {
+			t.Fatalf("verify_connection=%s: %v", verify, err)
+		}
+		select {
+		case p := <-got:
+			t.Fatalf("verify_connection=%s: the server was sent %q", verify, p)
+		default:
+		}
+		if u := e.storedConfig("pg").Connection.ConnectionURL; u != e.templatedURL() {
+			t.Fatalf("verify_connection=%s: stored connection_url %q", verify, u)
+		}
+	}
+	// With the password, the new URL is the writer's to choose.
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "password": "theirs", "verify_connection": "false"})
+	// The same URL again, without the password, changes nothing: allowed.
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "allowed_roles": "x", "verify_connection": "false"})
 }

@@ -534,6 +534,17 @@ func (f *Factory) syncClock(p *storage.Postgres) {
 		return
 	}
 	f.clockFrom = p
+	if server, host := p.ServerTime(); server.Sub(host) > clockSkewWarning || host.Sub(server) > clockSkewWarning {
+		// Said, not refused: the store is shared, and this host keeps time
+		// by the server as every other does. But one of the two clocks is
+		// wrong, and if it is the server's, every host follows it.
+		way, by := "ahead of", server.Sub(host)
+		if by < 0 {
+			way, by = "behind", -by
+		}
+		fmt.Fprintf(f.IO.Err, "lessor: warning: the store server's clock is %s %s this host's; lessor keeps time by the server's, as every host sharing the store does\n", by.Round(time.Second), way)
+		fmt.Fprintln(f.IO.Err, "lessor: hint: check NTP on this host and on the store's database server")
+	}
 	hostNow, now := f.hostClock, f.Now
 	f.Now = func() time.Time {
 		server, host := p.ServerTime()
@@ -543,6 +554,10 @@ func (f *Factory) syncClock(p *storage.Postgres) {
 		return server.Add(h.Sub(host)).Add(now().Sub(h))
 	}
 }
+
+// clockSkewWarning is how far the store server's clock and the host's may
+// be apart before every command says so.
+const clockSkewWarning = time.Minute
 
 // resyncClock reads the store server's clock again, for a process that
 // runs for weeks (serve, reap -loop): the host's clock, which may be the

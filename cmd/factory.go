@@ -530,19 +530,20 @@ func (f *Factory) openPhysical(ctx context.Context) (storage.Store, error) {
 // the host's clock measures only how much time has passed (monotonic, so
 // that a step of the host's clock does not move lessor's either).
 func (f *Factory) syncClock(p *storage.Postgres) {
-	if server, _ := p.ServerTime(); f.clockFrom != nil || server.IsZero() {
+	server, host := p.ServerTime()
+	if f.clockFrom != nil || server.IsZero() {
 		return
 	}
 	f.clockFrom = p
-	if server, host := p.ServerTime(); server.Sub(host) > clockSkewWarning || host.Sub(server) > clockSkewWarning {
+	if skew := server.Sub(host); skew > clockSkewWarning || skew < -clockSkewWarning {
 		// Said, not refused: the store is shared, and this host keeps time
 		// by the server as every other does. But one of the two clocks is
 		// wrong, and if it is the server's, every host follows it.
-		way, by := "ahead of", server.Sub(host)
-		if by < 0 {
-			way, by = "behind", -by
+		way := "ahead of"
+		if skew < 0 {
+			way, skew = "behind", -skew
 		}
-		fmt.Fprintf(f.IO.Err, "lessor: warning: the store server's clock is %s %s this host's; lessor keeps time by the server's, as every host sharing the store does\n", by.Round(time.Second), way)
+		fmt.Fprintf(f.IO.Err, "lessor: warning: the store server's clock is %s %s this host's; lessor keeps time by the server's, as every host sharing the store does\n", skew.Round(time.Second), way)
 		fmt.Fprintln(f.IO.Err, "lessor: hint: check NTP on this host and on the store's database server")
 	}
 	hostNow, now := f.hostClock, f.Now

@@ -376,3 +376,47 @@ func TestUnmountForceNeedsSudo(t *testing.T) {
 		t.Fatalf("force as root: %v", err)
 	}
 }
+
+// TestRevokePrefixForceNeedsRevokeForce: revoke-prefix with force=true
+// forgets leases whose revocation fails, which is what revoke-force does;
+// a policy that grants revoke-prefix and denies revoke-force let a token
+// do it anyway through that one body field. The ACL now judges it on
+// sys/leases/revoke-force/<prefix>, sudo included.
+func TestRevokePrefixForceNeedsRevokeForce(t *testing.T) {
+	c, root := newEchoCore(t)
+	prefixOnly := tokenWith(t, c, root, "prefix-only", `
+path "sys/leases/revoke-prefix/*" { capabilities = ["update", "sudo"] }
+path "sys/leases/revoke-force/*" { capabilities = ["deny"] }
+`)
+	for _, force := range []any{true, "true", "1"} {
+		_, err := do(t, c, prefixOnly, logical.UpdateOperation, "sys/leases/revoke-prefix/kv/creds", map[string]any{"force": force})
+		var pe *PermissionError
+		if !errors.As(err, &pe) || pe.Path != "sys/leases/revoke-force/kv/creds" || !strings.Contains(err.Error(), "needs update and sudo on sys/leases/revoke-force/<prefix>") {
+			t.Errorf("revoke-prefix force=%v without revoke-force: %v", force, err)
+		}
+	}
+	for _, data := range []map[string]any{nil, {"force": false}, {"force": "false"}} {
+		if _, err := do(t, c, prefixOnly, logical.UpdateOperation, "sys/leases/revoke-prefix/kv/creds", data); err != nil {
+			t.Errorf("revoke-prefix %v: %v", data, err)
+		}
+	}
+	// Without sudo on revoke-force, force is refused too; with it, and
+	// for root, it is what it was.
+	noSudo := tokenWith(t, c, root, "force-no-sudo", `
+path "sys/leases/revoke-prefix/*" { capabilities = ["update", "sudo"] }
+path "sys/leases/revoke-force/*" { capabilities = ["update"] }
+`)
+	if _, err := do(t, c, noSudo, logical.UpdateOperation, "sys/leases/revoke-prefix/kv", map[string]any{"force": true}); !errors.Is(err, logical.ErrPermissionDenied) {
+		t.Errorf("revoke-prefix force without sudo on revoke-force: %v", err)
+	}
+	both := tokenWith(t, c, root, "force", `
+path "sys/leases/revoke-prefix/kv/*" { capabilities = ["update", "sudo"] }
+path "sys/leases/revoke-force/kv/*" { capabilities = ["update", "sudo"] }
+`)
+	if _, err := do(t, c, both, logical.UpdateOperation, "sys/leases/revoke-prefix/kv/creds", map[string]any{"force": true}); err != nil {
+		t.Errorf("revoke-prefix force with revoke-force granted: %v", err)
+	}
+	if _, err := do(t, c, root, logical.UpdateOperation, "sys/leases/revoke-prefix/kv", map[string]any{"force": true}); err != nil {
+		t.Errorf("revoke-prefix force as root: %v", err)
+	}
+}

@@ -140,9 +140,14 @@ func leaseTarget(fullPath string, data map[string]any) (endpoint, pathID, bodyID
 // name. Lease ids are not secret (any database user reads them in role
 // comments), so for renew and lookup the token that created the lease may
 // act on it too, as in Vault; that is what the default policy relies on.
+// A revoke-prefix that sends force is checked as the revoke-force it is
+// (checkForcedPrefix).
 func (c *Core) checkLeaseTarget(ctx context.Context, acl *policy.ACL, te *token.Entry, op logical.Operation, fullPath string, data map[string]any) error {
 	if op != logical.CreateOperation && op != logical.UpdateOperation {
 		return nil
+	}
+	if prefix, ok := strings.CutPrefix(fullPath, "sys/leases/revoke-prefix/"); ok {
+		return checkForcedPrefix(acl, op, prefix, data)
 	}
 	ep, pathID, bodyID, err := leaseTarget(fullPath, data)
 	if err != nil || ep == "" || pathID != "" || bodyID == "" {
@@ -170,6 +175,26 @@ func (c *Core) checkLeaseTarget(ctx context.Context, acl *policy.ACL, te *token.
 		reason = fmt.Sprintf("revoking a lease named in the body needs %s on sys/leases/revoke/<lease id>", op)
 	}
 	return &PermissionError{Operation: op, Path: target, Reason: reason}
+}
+
+// checkForcedPrefix checks a revoke-prefix that sends force=true as the
+// revoke-force it amounts to: forgetting leases whose revocation fails
+// (their database roles live on) needs update and sudo on
+// sys/leases/revoke-force/<prefix>. Otherwise a policy that grants
+// revoke-prefix and denies revoke-force, as an operator who never wants
+// leases forgotten writes it, was bypassed by one body field that Vault's
+// revoke-prefix does not even take.
+func checkForcedPrefix(acl *policy.ACL, op logical.Operation, prefix string, data map[string]any) error {
+	force, err := logical.ParseBool(data["force"])
+	if err != nil || !force {
+		// The endpoint refuses a force it cannot read.
+		return nil
+	}
+	target := "sys/leases/revoke-force/" + prefix
+	if res := acl.Allow(op, target, nil); res.Allowed && res.Sudo {
+		return nil
+	}
+	return &PermissionError{Operation: op, Path: target, Reason: fmt.Sprintf("force forgets leases as revoke-force does, and needs %s and sudo on sys/leases/revoke-force/<prefix>", op)}
 }
 
 func (c *Core) revokePrefix(ctx context.Context, prefix string, force bool) (*logical.Response, error) {

@@ -347,7 +347,10 @@ type procRun struct {
 	// stacks and binary, costs one, and on some virtual machines a
 	// fault is as dear as a round trip (TestBenchMachine).
 	faults int64
-	err    error
+	// cpu is the process's own CPU time, user and system (with
+	// slowfsync or GNU time, theirs too), apart from the database's.
+	cpu time.Duration
+	err error
 }
 
 // timeBin is GNU time, which measures peak RSS. The process's own rusage
@@ -392,6 +395,7 @@ func timedRSS(rss bool, env []string, name string, args ...string) procRun {
 	if c.ProcessState != nil {
 		if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.faults = ru.Minflt
+			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	stderr := errb.String()
@@ -866,6 +870,7 @@ func TestBenchReap(t *testing.T) {
 	// reap and during the floor's: on 2 CPUs, a reap can take no less
 	// than half its busy time, whatever its own overlap.
 	busy, floorBusy := map[string]spread{}, map[string]spread{}
+	own := map[string]spread{} // lessor's own CPU, out of busy
 	for range benchReps() {
 		for _, c := range cases {
 			s := r.newStoreAs("", c.admin)
@@ -923,6 +928,7 @@ func TestBenchReap(t *testing.T) {
 			leases := s.leaseCount()
 			rate[c.label] = append(rate[c.label], float64(sum.Revoked)/res.wall.Seconds())
 			busy[c.label] = append(busy[c.label], float64(cpu)/float64(time.Millisecond))
+			own[c.label] = append(own[c.label], float64(res.cpu)/float64(time.Millisecond))
 			if c.admin == r.lessorAdm {
 				floor, fcpu := r.reapFloor(n, c.kind)
 				floorBusy[c.label] = append(floorBusy[c.label], float64(fcpu)/float64(time.Millisecond))
@@ -951,6 +957,7 @@ func TestBenchReap(t *testing.T) {
 			report(t, fmt.Sprintf("reap %d (%s): lessor / SQL floor, time", n, c.label), vsFloor[c.label].String(), target)
 			report(t, fmt.Sprintf("reap %d (%s): machine CPU busy (ms), lessor / SQL floor", n, c.label),
 				busy[c.label].millis()+" / "+floorBusy[c.label].millis(), fmt.Sprintf("wall >= busy / %d CPUs", runtime.NumCPU()))
+			report(t, fmt.Sprintf("reap %d (%s): lessor's own CPU (ms), of its machine CPU", n, c.label), own[c.label].millis(), "the rest is PostgreSQL's")
 		}
 		report(t, fmt.Sprintf("reap %d (%s): peak PG connections, peak RSS", n, c.label), fmt.Sprintf("%d, %s", peakConns[c.label], mib(peakRSS[c.label])), "< 64 MiB")
 		report(t, fmt.Sprintf("reap %d (%s): revoked, failed, roles left, leases left", n, c.label), strings.Join(outcome[c.label], "; "), fmt.Sprintf("%d, 0, 0, 1 each rep", n))

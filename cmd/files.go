@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/lessorhq/lessor/pkg/kvargs"
 )
 
 // writeFileAtomic replaces path with data: a temp file in the same
@@ -105,7 +106,7 @@ func (f *Factory) findSudoInvoker() (uid, gid int, ok bool) {
 func (f *Factory) readArgFile(name string) ([]byte, error) {
 	uid, gid, sudo := f.sudoInvoker()
 	if !sudo {
-		return os.ReadFile(name)
+		return kvargs.ReadFile(name)
 	}
 	file, err := os.Open(name)
 	if err != nil {
@@ -135,7 +136,7 @@ func (f *Factory) readArgFile(name string) ([]byte, error) {
 	if !readable {
 		return nil, fmt.Errorf("%s is not readable by the user who ran lessor through sudo (uid %d): lessor reads only what that user could; give its content on standard input instead (key=- or -)", name, uid)
 	}
-	return io.ReadAll(file)
+	return kvargs.ReadAll(file, name)
 }
 
 // userMay tells whether the user uid, of primary group gid, may read (4)

@@ -2,13 +2,13 @@ package cmd
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/format"
+	"github.com/lessorhq/lessor/pkg/kvargs"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/policy"
 )
@@ -38,7 +38,7 @@ func newPolicyWriteCmd(f *Factory, g *globalOptions) *cobra.Command {
 			var text []byte
 			var err error
 			if src == "-" {
-				text, err = io.ReadAll(f.IO.In)
+				text, err = kvargs.ReadAll(f.IO.In, "standard input")
 			} else {
 				text, err = f.readArgFile(src)
 			}

@@ -38,7 +38,37 @@ import (
 // Every error names the argument it is about, in Vault's words:
 // `invalid key/value pair "<arg>": <reason>`.
 func Parse(args []string, stdin io.Reader) (map[string]any, error) {
-	return ParseFiles(args, stdin, os.ReadFile)
+	return ParseFiles(args, stdin, ReadFile)
+}
+
+// MaxInput is the most that is read for one argument, from a file or from
+// stdin: what Vault's server takes in a whole request (its default
+// max_request_size), and far beyond any policy, certificate or SQL
+// script. A name such as /dev/zero or an endless pipe then ends in an
+// error, not in a process that grows until the kernel kills it.
+const MaxInput = 32 << 20
+
+// ReadAll reads r to its end, refusing more than MaxInput bytes; what
+// names the source in the error.
+func ReadAll(r io.Reader, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxInput+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxInput {
+		return nil, fmt.Errorf("%s holds more than %d MiB, the most lessor reads for one argument", what, MaxInput>>20)
+	}
+	return data, nil
+}
+
+// ReadFile is os.ReadFile within MaxInput.
+func ReadFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadAll(f, name)
 }
 
 // ParseFiles is Parse with the function that reads `@file` arguments, so
@@ -136,7 +166,7 @@ func (p *parser) readStdin() ([]byte, error) {
 		return nil, errors.New("stdin already consumed")
 	}
 	p.stdinClaimed = true
-	data, err := io.ReadAll(p.stdin)
+	data, err := ReadAll(p.stdin, "stdin")
 	if err != nil {
 		return nil, fmt.Errorf("read stdin: %w", err)
 	}

@@ -211,3 +211,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestEndlessInput: stdin or a file that never ends (a pipe from `yes`,
+// /dev/zero) is an error once it passes MaxInput, not a read that grows
+// until the process is killed; MaxInput bytes exactly are taken.
+func TestEndlessInput(t *testing.T) {
+	endless := io.LimitReader(zeros{}, 1<<40)
+	if _, err := Parse([]string{"k=-"}, endless); err == nil || !strings.Contains(err.Error(), "stdin holds more than 32 MiB") {
+		t.Errorf("k=- from an endless stdin: %v, want the 32 MiB error", err)
+	}
+	if _, err := Parse([]string{"k=@/dev/zero"}, nil); err == nil || !strings.Contains(err.Error(), "/dev/zero holds more than 32 MiB") {
+		t.Errorf("k=@/dev/zero: %v, want the 32 MiB error", err)
+	}
+	got, err := Parse([]string{"k=-"}, io.LimitReader(zeros{}, MaxInput))
+	if err != nil || len(got["k"].(string)) != MaxInput {
+		t.Errorf("exactly MaxInput bytes: %v", err)
+	}
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}

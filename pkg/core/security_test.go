@@ -86,6 +86,28 @@ func TestCapabilitiesOfPathsNoRequestCanTake(t *testing.T) {
 	}
 }
 
+// TestCapabilitiesKeepTheTrailingSlash: sys/capabilities-self cut the
+// trailing slash off every path, so a token that may list kv/a/ (by
+// kv/a/* or an exact kv/a/ rule) was told deny for kv/a/, and one asking
+// before it acts was turned away from what the request itself is allowed.
+func TestCapabilitiesKeepTheTrailingSlash(t *testing.T) {
+	c, root := newEchoCore(t)
+	tok := tokenWith(t, c, root, "kvlist", `path "kv/a/*" { capabilities = ["list"] }
+path "kv/b/" { capabilities = ["list"] }`)
+	must(t, c, root, logical.UpdateOperation, "sys/mounts/kv", map[string]any{"type": "echo"})
+	for _, p := range []string{"kv/a/", "kv/b/"} {
+		must(t, c, tok, logical.ListOperation, p, nil)
+	}
+	resp := must(t, c, tok, logical.UpdateOperation, "sys/capabilities-self", map[string]any{
+		"paths": []any{"kv/a/", "kv/b/", "kv/a", "/kv/b/"},
+	})
+	for p, want := range map[string]string{"kv/a/": "[list]", "kv/b/": "[list]", "kv/a": "[deny]", "/kv/b/": "[list]"} {
+		if got := fmt.Sprint(resp.Data[p]); got != want {
+			t.Errorf("capabilities of %q: %s, want %s", p, got, want)
+		}
+	}
+}
+
 // TestHandleRefusesCaseCollidingKeys: finding 4 of issue 12.
 func TestHandleRefusesCaseCollidingKeys(t *testing.T) {
 	c, root := newEchoCore(t)

@@ -34,7 +34,10 @@ func (c *Core) capabilities(ctx context.Context, tok string, data map[string]any
 			out[p] = []string{"deny"}
 			continue
 		}
-		out[p] = acl.Capabilities(strings.Trim(p, "/"))
+		// The trailing slash stays: it is part of what a rule names
+		// (kv/a/* matches kv/a/, not kv/a), and of the list request the
+		// caller asks about.
+		out[p] = acl.Capabilities(strings.TrimPrefix(p, "/"))
 	}
 	if len(paths) == 1 {
 		out["capabilities"] = out[paths[0]]

@@ -300,11 +300,20 @@ func parseAddress(raw string, allowHTTP bool) (*url.URL, string, error) {
 }
 
 // redact hides a password in an address that holds one, for messages.
+// It works on the text, not on what a URL parser makes of it: a password
+// with a '#', '?' or '/' ends the host early, so the parser either fails
+// or finds no user at all, and shows the password as a host, a port or a
+// fragment. Everything up to the last '@' (after the scheme) is hidden.
 func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
 	}
-	return raw
+	scheme, _, ok := strings.Cut(raw[:at], "://")
+	if !ok {
+		return "xxxxx" + raw[at:]
+	}
+	return scheme + "://xxxxx" + raw[at:]
 }
 
 // IsLoopback reports whether host is "localhost" or a loopback address.

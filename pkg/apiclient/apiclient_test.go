@@ -273,6 +273,29 @@ func TestParseAddress(t *testing.T) {
 	}
 }
 
+// An address refused for any reason never shows a password it holds,
+// whether or not it parses as a URL, and wherever a parser would cut it.
+func TestBadAddressHidesPassword(t *testing.T) {
+	for _, addr := range []string{
+		"https://admin:s3cr%zzet@vault.internal:8200", // bad escape
+		"https://admin:s3cr[et@vault.internal",        // bad host
+		"https://admin:12#s3cret@vault.internal",      // '#' ends the host early
+		"https://admin:12?s3cret@vault.internal",      // so does '?'
+		"https://admin:s3cr/et@vault.internal",        // and '/'
+		"https://admin:s3cret@vault.internal:8200",    // parses: user refused
+		"admin:s3cret@vault.internal:8200",            // no scheme
+	} {
+		_, err := New(Config{Address: addr, AddressName: "LESSOR_ADDR"})
+		if err == nil {
+			t.Errorf("New(%q): no error", addr)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "s3cr") || strings.Contains(msg, "et@") || !strings.Contains(msg, "vault.internal") {
+			t.Errorf("New(%q): %q; want the host without the password", addr, msg)
+		}
+	}
+}
+
 // The decoder takes any answer without panicking.
 func FuzzDecode(f *testing.F) {
 	f.Add(200, `{"data":{"a":1},"lease_id":"x","auth":{"policies":["a"]}}`)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/barrier"
+	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/devcluster"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -260,6 +261,11 @@ func devStart(ctx context.Context, f *Factory, o *devOptions) (err error) {
 		}
 		if !strings.Contains(o.connURL, "{{username}}") || !strings.Contains(o.connURL, "{{password}}") {
 			return usageErrorf("-connection-url must be templated with {{username}} and {{password}}, so that the password is not in argv")
+		}
+		// The templates may stand beside a password of their own, in a
+		// parameter: argv and the summary dev prints would show it.
+		if database.HoldsInlinePassword(o.connURL) {
+			return usageErrorf("-connection-url holds a password, which would be in argv; give it with -password-file only")
 		}
 	} else if o.username != "" || o.passwordFile != "" {
 		return usageErrorf("-username and -password-file go with -connection-url")

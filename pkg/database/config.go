@@ -564,6 +564,12 @@ func inlinePasswords(conn string) []string {
 	return pws
 }
 
+// HoldsInlinePassword reports whether a connection_url carries a password
+// written out (in the user part or in a parameter named like a password,
+// sslpassword included) besides the {{password}} template, as the
+// warning on a config write and the redaction of a config read see it.
+func HoldsInlinePassword(conn string) bool { return len(inlinePasswords(conn)) > 0 }
+
 // passwordParam reports whether a URL parameter's raw name names a
 // password (password, sslpassword, in any case, escaped or not).
 func passwordParam(k string) bool {

@@ -127,6 +127,21 @@ func (c *dbConfig) redact(err error, more ...string) error {
 	return postgres.Redact(err, append(secrets, more...)...)
 }
 
+// redactStatements is redact for an error of statements that substitute
+// passwords (an issued one, a static role's next, the admin's next):
+// besides the passwords whole, it removes every piece of them that
+// PostgreSQL's lexer can quote in a syntax error (see sqlTokens), which
+// postgres.Redact, cutting where URL parsers do, leaves.
+func (c *dbConfig) redactStatements(err error, passwords ...string) error {
+	var more []string
+	for _, pw := range passwords {
+		if pw != "" {
+			more = append(more, sqlTokens(pw)...)
+		}
+	}
+	return c.redact(err, more...)
+}
+
 func (b *Backend) loadConfig(ctx context.Context, st storage.Store, name string) (*dbConfig, error) {
 	var cfg dbConfig
 	var found bool

@@ -287,10 +287,10 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		// A creation statement that failed may quote the generated
 		// password, or the SQL token of it where the error arose (an
 		// unquoted {{password}} under password_authentication=password).
-		cerr := fmt.Errorf("role %q: %w", name, cfg.redact(err, sqlTokens(password)...))
+		cerr := fmt.Errorf("role %q: %w", name, cfg.redactStatements(err, password))
 		if ctx.Err() == nil && createCtx.Err() != nil {
 			cerr = fmt.Errorf("role %q: not created by %s, after which reap may take this issue for dead: %w",
-				name, plan.CreateBy.UTC().Format(time.RFC3339), cfg.redact(err, sqlTokens(password)...))
+				name, plan.CreateBy.UTC().Format(time.RFC3339), cfg.redactStatements(err, password))
 		}
 		if isDefiniteFailure(err) {
 			if derr := req.Leases.Discard(context.WithoutCancel(ctx), prepared.ID); derr != nil {

@@ -501,32 +501,51 @@ func TestCredsErrorHidesPassword(t *testing.T) {
 	e.writeRole("bare", map[string]any{"creation_statements": []any{
 		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD {{password}} VALID UNTIL '{{expiration}}'`,
 	}})
+	bareFailures(t, 5, func() error {
+		_, err := e.do(logical.ReadOperation, "creds/bare", nil)
+		return err
+	}, func(err error) { quotesNoPassword(t, "error", err.Error()) })
+	if roles := e.pgRoles(); len(roles) != 0 {
+		t.Fatalf("roles left in PostgreSQL: %+v", roles)
+	}
+}
+
+// bareFailures calls try, whose statements put a generated password
+// outside quotes, until PostgreSQL has refused them n times, and hands each
+// of those errors to check. A password that lessor refuses to substitute
+// there (see substitute.go) never reaches PostgreSQL: it is tried again.
+func bareFailures(t *testing.T, n int, try func() error, check func(error)) {
+	t.Helper()
 	seen := 0
 	for range 40 {
-		_, err := e.do(logical.ReadOperation, "creds/bare", nil)
+		err := try()
 		if err == nil {
-			t.Fatal("a creation statement with a bare password succeeded")
+			t.Fatal("statements with a bare password succeeded")
 		}
 		if strings.Contains(err.Error(), "is not safe outside quotes") {
-			continue // refused before PostgreSQL saw it
+			continue
 		}
-		_, near, ok := strings.Cut(err.Error(), `at or near "`)
-		if !ok {
-			t.Fatalf("error = %v, want a syntax error", err)
-		}
-		token, _, _ := strings.Cut(near, `"`)
-		if len(token) >= 4 && token != "[password]" {
-			t.Fatalf("the error quotes %q, a piece of the generated password: %v", token, err)
-		}
-		if seen++; seen == 5 {
-			break
+		check(err)
+		if seen++; seen == n {
+			return
 		}
 	}
 	if seen == 0 {
-		t.Fatal("no creation reached PostgreSQL")
+		t.Fatal("no statement reached PostgreSQL")
 	}
-	if roles := e.pgRoles(); len(roles) != 0 {
-		t.Fatalf("roles left in PostgreSQL: %+v", roles)
+}
+
+// quotesNoPassword fails unless text, the error of a statement that put a
+// password outside quotes, is PostgreSQL's syntax error quoting no piece
+// of the password (none 4 characters or longer).
+func quotesNoPassword(t *testing.T, what, text string) {
+	t.Helper()
+	_, near, ok := strings.Cut(text, `at or near "`)
+	if !ok {
+		t.Fatalf("%s = %q, want a syntax error", what, text)
+	}
+	if token, _, _ := strings.Cut(near, `"`); len(token) >= 4 && token != "[password]" {
+		t.Fatalf("%s quotes %q, a piece of the password: %s", what, token, text)
 	}
 }
 

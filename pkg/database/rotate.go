@@ -225,7 +225,7 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	err = db.RotateRootPassword(actx, newPassword, cfg.RootRotationStatements)
 	cancel()
 	if err != nil {
-		rerr := fmt.Errorf("unable to rotate root credentials: %w", cfg.redact(err, newPassword))
+		rerr := fmt.Errorf("unable to rotate root credentials: %w", cfg.redactStatements(err, newPassword))
 		// The error's shape cannot say for sure which password PostgreSQL
 		// holds now (the plugin may have failed to put the old one back),
 		// so ask PostgreSQL: log in with the new one.

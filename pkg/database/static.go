@@ -730,7 +730,7 @@ func (b *Backend) undoPending(ctx context.Context, st storage.Store, cfg *dbConf
 		actx, cancel := context.WithDeadline(ctx, started.Add(staticAlterTimeout))
 		defer cancel()
 		if err := db.SetPassword(actx, r.Username, r.Password, r.RotationStatements); err != nil {
-			return fmt.Errorf("set the password static-creds showed back: %w", cfg.redact(err, r.Password, r.Pending.Password))
+			return fmt.Errorf("set the password static-creds showed back: %w", cfg.redactStatements(err, r.Password, r.Pending.Password))
 		}
 		return nil
 	}

@@ -173,7 +173,7 @@ func (b *Backend) finishRotation(ctx context.Context, st storage.Store, name str
 	err := db.SetPassword(actx, r.Username, password, r.RotationStatements)
 	cancel()
 	if err != nil {
-		err = cfg.redact(err, password)
+		err = cfg.redactStatements(err, password)
 		if !isDefiniteFailure(err) {
 			return fmt.Errorf("rotate %q: %w (the new password stays pending and is settled by the next command or reap)", r.Username, err)
 		}
@@ -498,7 +498,7 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 		}
 		for i, err := range conns[dbName].SetPasswords(actx, changes) {
 			if err != nil {
-				its[i].err = its[i].cfg.redact(err, its[i].password)
+				its[i].err = its[i].cfg.redactStatements(err, its[i].password)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -678,5 +679,40 @@ func TestStaticDeleteUndoRaces(t *testing.T) {
 	e.must(logical.DeleteOperation, "static-roles/app", nil)
 	if got := e.login(user, shown); got != postgres.LoginAccepted {
 		t.Fatalf("the password static-creds showed: login %v after the delete", got)
+	}
+}
+
+// TestStaticRotationErrorHidesPassword: rotation statements that quote no
+// {{password}} (allowed with password_authentication=password) fail with
+// a syntax error at a token of the new password, which PostgreSQL's
+// lexer cuts at characters no URL parser splits on ('-', say); neither
+// the error nor the failure recorded on the role shows any of it, as
+// for a creation statement.
+func TestStaticRotationErrorHidesPassword(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "app", "password_authentication": "password"})
+	user := e.staticLogin("start-password-1234")
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": user, "rotation_period": "1h"})
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"rotation_statements": []any{
+		`ALTER ROLE "{{name}}" WITH PASSWORD {{password}}`,
+	}})
+	bareFailures(t, 5, func() error {
+		_, err := e.do(logical.UpdateOperation, "rotate-role/app", nil)
+		return err
+	}, func(err error) {
+		quotesNoPassword(t, "error", err.Error())
+		quotesNoPassword(t, "last error", e.storedStatic("app").LastError)
+	})
+	// reap's rotation, several roles a round trip, says the same.
+	bareFailures(t, 1, func() error {
+		e.setNow(e.sys.Now().Add(2 * time.Hour))
+		rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+		if err != nil || len(rep.Failed) != 1 {
+			t.Fatalf("reap's rotation: %+v, %v", rep, err)
+		}
+		return errors.New(rep.Failed[0].Error)
+	}, func(err error) { quotesNoPassword(t, "reap's error", err.Error()) })
+	if e.login(user, e.storedStatic("app").Password) != postgres.LoginAccepted {
+		t.Fatal("the stored password stopped working")
 	}
 }

@@ -372,6 +372,24 @@ func checkConfigValue(name, value string) error {
 	return nil
 }
 
+// checkStoreArg refuses a store connection string with a password in it
+// as a command-line flag (-store, -to): every local user can read a
+// process's arguments in /proc for as long as it runs, months for
+// `lessor serve`. The same string in LESSOR_STORE is readable only by the
+// process's owner.
+//
+// Another kind of URL is left to the unsupported-URL error.
+func checkStoreArg(flag, value string) error {
+	if !(storage.IsPostgresURL(value) || storage.IsPostgresKeywords(value)) || !storage.HoldsPassword(value) {
+		return nil
+	}
+	msg := "%s holds a password, which every local user can read in the process list; put it in ~/.pgpass or PGPASSFILE"
+	if flag == "-store" {
+		msg += ", or give the URL in LESSOR_STORE"
+	}
+	return usageErrorf(msg, flag)
+}
+
 var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\bline (\d+)\b`) })
 
 func unwrapPathError(err error) error {

@@ -38,6 +38,9 @@ by a failure is removed.`,
 			if to == "" {
 				return usageErrorf("-to is required: a file path or a postgres:// URL")
 			}
+			if err := checkStoreArg("-to", to); err != nil {
+				return err
+			}
 			src, err := f.Barrier(ctx)
 			if err != nil {
 				return err

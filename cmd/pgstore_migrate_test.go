@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,10 +176,13 @@ func TestMigrateRoundTrip(t *testing.T) {
 	srcRecords := physicalSnapshot(t, phys)
 	srcSum := fileSum(t, src)
 
-	// File -> PostgreSQL.
+	// File -> PostgreSQL. lessor takes no password in -to (every local
+	// user could read it in the process list): it comes from a passfile.
 	pgURL := db.URL + "&schema=moved"
+	toURL, passEnv := passfileURL(t, home, srv, db.URL)
+	env = append(env, passEnv)
 	start := time.Now()
-	r := mustLessor(t, env, "operator", "migrate", "-to="+pgURL)
+	r := mustLessor(t, env, "operator", "migrate", "-to="+toURL+"&schema=moved")
 	t.Logf("file -> PostgreSQL, %d records: %v", len(srcRecords), time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(r.stdout, fmt.Sprintf("Copied %d records", len(srcRecords))) || strings.Contains(r.stdout, srv.Password) {
 		t.Fatalf("migrate says: %s", r.stdout)
@@ -210,7 +214,7 @@ func TestMigrateRoundTrip(t *testing.T) {
 	if _, err := conn.Exec(ctx, `CREATE SCHEMA busy; CREATE TABLE busy.unrelated (x int); INSERT INTO busy.unrelated VALUES (42)`); err != nil {
 		t.Fatal(err)
 	}
-	for _, to := range []string{pgURL, db.URL + "&schema=busy", back} {
+	for _, to := range []string{toURL + "&schema=moved", toURL + "&schema=busy", back} {
 		r := runLessor(env, "operator", "migrate", "-to="+to)
 		if r.code != 1 || !strings.Contains(r.stderr, "already exists") || strings.Contains(r.stderr, srv.Password) {
 			t.Errorf("migrate to %s: %v", storage.RedactURL(to), r)
@@ -311,4 +315,22 @@ func fileSum(t testing.TB, path string) [32]byte {
 		t.Fatal(err)
 	}
 	return sha256.Sum256(b)
+}
+
+// passfileURL returns raw without its password, and the PGPASSFILE
+// setting of a passfile in dir that gives srv's password for it: how a
+// store URL goes in -store or -to, which refuse a password.
+func passfileURL(t *testing.T, dir string, srv *pgtest.Server, raw string) (string, string) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(u.User.Username())
+	passfile := filepath.Join(dir, "pgpass")
+	line := fmt.Sprintf("*:*:*:%s:%s\n", u.User.Username(), srv.Password)
+	if err := os.WriteFile(passfile, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return u.String(), "PGPASSFILE=" + passfile
 }

@@ -215,6 +215,11 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	}
 	set("format", "format")
 	set("store", "store")
+	if v, ok := f.flags["store"]; ok {
+		if err := checkStoreArg("-store", v); err != nil {
+			return err
+		}
+	}
 	set("key-file", "key_file")
 	// Every command finds a default (the config file, the token file, the
 	// generation record) under the home directory.

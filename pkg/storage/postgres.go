@@ -680,8 +680,8 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 		var found bool
 		// The server's clock rides on a query the open makes anyway: no
 		// round trip of its own.
-		err := p.timeQuery(func(server *time.Time) error {
-			return c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, pg_catalog.clock_timestamp()`, p.schema+".meta").Scan(&found, server)
+		err := p.timeQuery(func(server *int64) error {
+			return c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, `+serverClock, p.schema+".meta").Scan(&found, server)
 		})
 		if err != nil {
 			return err
@@ -703,22 +703,30 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	return v, p.checkVersion(v)
 }
 
-// timeQuery runs query, which reads the server's clock into *server,
-// between two readings of the host's, and keeps the pair: the server read
-// its clock somewhere between them, taken to be half way.
-func (p *Postgres) timeQuery(query func(server *time.Time) error) error {
+// serverClock reads the server's clock as microseconds since 1970. Not as
+// a timestamptz: results come as text, which the session's DateStyle
+// formats, and the database's owner (or the store's role) may set one
+// ("07/12/2026 18:34:35 UTC") that no parser reads back, and no host could
+// open the store. Nor as a float8, whose text extra_float_digits may cut
+// to a few digits: int8's text is its value, whatever the settings.
+const serverClock = `pg_catalog.int8(pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000000)`
+
+// timeQuery runs query, which reads serverClock into *server, between two
+// readings of the host's, and keeps the pair: the server read its clock
+// somewhere between them, taken to be half way.
+func (p *Postgres) timeQuery(query func(server *int64) error) error {
 	hostNow := p.opts.Now
 	if hostNow == nil {
 		hostNow = time.Now
 	}
-	var server time.Time
+	var server int64
 	before := hostNow()
 	if err := query(&server); err != nil {
 		return err
 	}
 	after := hostNow()
 	p.mu.Lock()
-	p.serverAt, p.hostAt = server, before.Add(after.Sub(before)/2)
+	p.serverAt, p.hostAt = time.UnixMicro(server), before.Add(after.Sub(before)/2)
 	p.mu.Unlock()
 	return nil
 }
@@ -729,8 +737,8 @@ func (p *Postgres) timeQuery(query func(server *time.Time) error) error {
 // server's meanwhile. On failure the last measure stays.
 func (p *Postgres) MeasureClock(ctx context.Context) error {
 	err := p.withConn(ctx, func(c *pgx.Conn) error {
-		return p.timeQuery(func(server *time.Time) error {
-			return c.QueryRow(ctx, `SELECT pg_catalog.clock_timestamp()`).Scan(server)
+		return p.timeQuery(func(server *int64) error {
+			return c.QueryRow(ctx, `SELECT `+serverClock).Scan(server)
 		})
 	})
 	return p.wrap("read the clock of", err)

@@ -727,3 +727,29 @@ func TestPostgresReadOnlyDefaultIsNoStandby(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresClockUnderAnySettings: the open reads the server's clock,
+// and a result comes as text in the session's formats. The owner of the
+// store's database (who need have no access to the store) may set a
+// DateStyle no parser reads back, or an extra_float_digits that cuts a
+// float to one digit (an epoch of 2e+09 is years off); neither may keep a
+// host from opening the store, nor move its clock.
+func TestPostgresClockUnderAnySettings(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Require(t).NewDatabase(t)
+	p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	for _, set := range []string{"DateStyle = 'SQL, DMY'", "DateStyle = 'German'", "extra_float_digits = -15", "TimeZone = 'Asia/Kathmandu'"} {
+		db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
+		p := openPostgres(t, db.URL)
+		if err := p.MeasureClock(ctx); err != nil {
+			t.Fatalf("%s: %v", set, err)
+		}
+		if server, host := p.ServerTime(); server.Sub(host).Abs() > time.Minute {
+			t.Errorf("%s: the server's clock reads %s at the host's %s", set, server.UTC(), host.UTC())
+		}
+	}
+}

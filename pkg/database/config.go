@@ -194,10 +194,12 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	// password (it may be one only rotate-root knows) would otherwise name
 	// a server of their own in connection_url, and be sent it (in clear
 	// text with require_auth=password, or relayed through SCRAM to log in
-	// as the admin). Vault sends it; lessor asks for it again.
+	// as the admin). Vault sends it; lessor asks for it again. The URL is
+	// compared as rendered: with disable_escaping, a username goes into
+	// it as it is, and may name a host of its own.
 	if old != nil && old.Connection.Password != "" && !fd.Has("password") &&
-		cfg.Connection.ConnectionURL != old.Connection.ConnectionURL {
-		return nil, logical.Errorf("connection_url changed: send the password with it (the stored password is only ever sent where connection_url pointed when it was written)")
+		cfg.pluginConfig().Target() != old.pluginConfig().Target() {
+		return nil, logical.Errorf("connection_url changed, or a username put into it unescaped: send the password with it (the stored password is only ever sent where connection_url pointed when it was written)")
 	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.

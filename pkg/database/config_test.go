@@ -366,3 +366,51 @@ func TestConfigNewURLNeedsThePassword(t *testing.T) {
 	// The same URL again, without the password, changes nothing: allowed.
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "allowed_roles": "x", "verify_connection": "false"})
 }
+
+// TestConfigNewTargetNeedsThePassword: connection_url is not the only
+// field that says where the stored password goes. With disable_escaping
+// the username is put into the URL as it is, so a username that holds an
+// '@', a host and a query points the connection at another server with
+// the URL left alone (one with no query of its own); so does a
+// keyword/value string's. Such an update, without the password, is
+// refused, and nothing is sent.
+func TestConfigNewTargetNeedsThePassword(t *testing.T) {
+	e := newEnv(t)
+	addr, got := pgtest.CatchPasswords(t)
+	host, port, _ := net.SplitHostPort(addr)
+	noQuery, _, _ := strings.Cut(e.templatedURL(), "?")
+	keywords := fmt.Sprintf("host=%s port=%d dbname=%s sslmode=disable user={{username}} password={{password}}", e.srv.Host, e.srv.Port, e.db.Name)
+	for _, tc := range []struct{ url, username string }{
+		{noQuery, "x@" + addr + "/x?sslmode=disable&require_auth=password&application_name="},
+		{keywords, "x host=" + host + " port=" + port + " require_auth=password"},
+	} {
+		e.writeConfig(map[string]any{"connection_url": tc.url, "disable_escaping": true})
+		for _, verify := range []string{"true", "false"} {
+			_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{"username": tc.username, "verify_connection": verify})
+			select {
+			case p := <-got:
+				t.Fatalf("%s, verify_connection=%s: the server was sent %q", tc.url, verify, p)
+			default:
+			}
+			if err == nil || !strings.Contains(err.Error(), "send the password with it") {
+				t.Fatalf("%s, verify_connection=%s: %v", tc.url, verify, err)
+			}
+		}
+		// Turning escaping off while the username holds the same is no
+		// other way around it.
+		e.writeConfig(map[string]any{"connection_url": tc.url, "disable_escaping": false, "username": tc.username, "verify_connection": "false"})
+		_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{"disable_escaping": true})
+		select {
+		case p := <-got:
+			t.Fatalf("%s, disable_escaping: the server was sent %q", tc.url, p)
+		default:
+		}
+		if err == nil || !strings.Contains(err.Error(), "send the password with it") {
+			t.Fatalf("%s, disable_escaping: %v", tc.url, err)
+		}
+		e.writeConfig(map[string]any{"connection_url": tc.url, "disable_escaping": false})
+	}
+	// A username change that leaves the server where it was is the
+	// writer's to make.
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"username": e.srv.User, "allowed_roles": "x"})
+}

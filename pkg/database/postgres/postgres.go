@@ -202,6 +202,24 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	return cc, nil
 }
 
+// Target is the connection string as connConfig renders it, with the
+// password left out: where the password goes. A username that goes into
+// it as letters, digits, "-._~" and percent escapes only (any username,
+// escaped) names a login and nothing else, and stands as {{username}};
+// one that disable_escaping puts in as it is may end the user part with
+// an '@' and name a host and parameters, or add keyword/value pairs, and
+// is kept.
+func (c Config) Target() string {
+	user := c.Username
+	if !c.DisableEscaping {
+		user = escapeUserinfo(user)
+	}
+	if strings.IndexFunc(user, func(r rune) bool { return r != '%' && escapeUserinfo(string(r)) != string(r) }) < 0 {
+		user = tmplUsername
+	}
+	return strings.ReplaceAll(c.ConnectionURL, tmplUsername, user)
+}
+
 // escapeUserinfo percent-encodes all but RFC 3986's unreserved characters.
 // Vault uses url.PathEscape, which leaves '@', ':' and '&' as they are and
 // so breaks URLs for passwords holding them; this encoding decodes to the

@@ -9,49 +9,54 @@
 // lessor's policies need at most five levels.
 package hclnest
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+
+	hclscanner "github.com/hashicorp/hcl/hcl/scanner"
+	hcltoken "github.com/hashicorp/hcl/hcl/token"
+	jsonscanner "github.com/hashicorp/hcl/json/scanner"
+	jsontoken "github.com/hashicorp/hcl/json/token"
+)
 
 // Limit is the deepest nesting Deeper allows.
 const Limit = 32
 
-// Deeper reports whether text's braces and brackets, outside strings and
-// comments (#, // and /* */), nest deeper than Limit.
+// Deeper reports whether text's braces and brackets nest deeper than
+// Limit, counted on the tokens of the scanner the parser reads them from
+// (JSON's for a text that starts with '{', as hcl.Parse chooses, HCL's
+// otherwise). Only that scanner knows what is a string, a heredoc or a
+// comment: a scan of its own that disagreed anywhere ("${"}", in which
+// HCL's strings ignore a quote, or a quote in a heredoc) would start a
+// string the parser does not see, and miss every bracket up to its end.
+// The scanner does not recurse, and its work grows with the text only.
 func Deeper(text string) bool {
+	if strings.HasPrefix(strings.TrimLeftFunc(text, unicode.IsSpace), "{") {
+		s := jsonscanner.New([]byte(text))
+		s.Error = func(jsontoken.Pos, string) {}
+		return deeper(func() jsontoken.Type { return s.Scan().Type },
+			jsontoken.EOF, [2]jsontoken.Type{jsontoken.LBRACE, jsontoken.LBRACK}, [2]jsontoken.Type{jsontoken.RBRACE, jsontoken.RBRACK})
+	}
+	s := hclscanner.New([]byte(text))
+	s.Error = func(hcltoken.Pos, string) {}
+	return deeper(func() hcltoken.Type { return s.Scan().Type },
+		hcltoken.EOF, [2]hcltoken.Type{hcltoken.LBRACE, hcltoken.LBRACK}, [2]hcltoken.Type{hcltoken.RBRACE, hcltoken.RBRACK})
+}
+
+// deeper counts the nesting of the tokens scan returns up to eof, of which
+// open and close are the brace and the bracket that open and close a
+// level.
+func deeper[T comparable](scan func() T, eof T, open, close [2]T) bool {
 	depth := 0
-	for i := 0; i < len(text); i++ {
-		switch text[i] {
-		case '"':
-			for i++; i < len(text) && text[i] != '"'; i++ {
-				if text[i] == '\\' {
-					i++
-				}
-			}
-		case '#':
-			i = skipPast(text, i, "\n")
-		case '/':
-			switch {
-			case strings.HasPrefix(text[i:], "//"):
-				i = skipPast(text, i, "\n")
-			case strings.HasPrefix(text[i:], "/*"):
-				i = skipPast(text, i+2, "*/")
-			}
-		case '{', '[':
+	for t := scan(); t != eof; t = scan() {
+		switch t {
+		case open[0], open[1]:
 			if depth++; depth > Limit {
 				return true
 			}
-		case '}', ']':
+		case close[0], close[1]:
 			depth = max(depth-1, 0)
 		}
 	}
 	return false
-}
-
-// skipPast returns the index of the last byte of the first end in text
-// after i, or the end of text.
-func skipPast(text string, i int, end string) int {
-	j := strings.Index(text[i:], end)
-	if j < 0 {
-		return len(text)
-	}
-	return i + j + len(end) - 1
 }

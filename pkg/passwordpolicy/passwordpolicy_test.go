@@ -85,6 +85,9 @@ func TestParseRefuses(t *testing.T) {
 		"deep list":   {`length = ` + strings.Repeat("[", 2_000_000), "nest deeper than"},
 		"deep object": {`rule "charset" ` + strings.Repeat("{ a ", 1_000_000), "nest deeper than"},
 		"deep JSON":   {strings.Repeat(`{"a":`, 1_000_000), "nest deeper than"},
+		// Brackets after a quote that "${" makes the scanner skip are
+		// brackets all the same.
+		"deep after ${": {`length = 20` + "\n" + `x = "${"}"` + "\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse(tc.text, rand.Reader)

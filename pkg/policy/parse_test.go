@@ -352,3 +352,23 @@ func TestParseDeepNesting(t *testing.T) {
 		t.Errorf("brackets in a string and a comment: %v", err)
 	}
 }
+
+// TestParseDeepNestingHidden: the depth is counted on what the parser
+// reads as brackets. In an HCL string, "${" makes the scanner ignore
+// quotes up to its "}", and a heredoc may hold a quote: a count that took
+// either quote for the start of a string missed every bracket up to the
+// next quote, and half a million of them held lessor serve's CPU for
+// longer than five minutes.
+func TestParseDeepNestingHidden(t *testing.T) {
+	deep := "y = " + strings.Repeat("[", 2000) + "\nz = \"a\"\n"
+	for name, hide := range map[string]string{
+		"interpolation": `x = "${"}"` + "\n",
+		"heredoc":       "x = <<EOT\n\"\nEOT\n",
+	} {
+		_, err := Parse("hidden", `path "a" { capabilities = ["read"] }`+"\n"+hide+deep)
+		var pe *ParseError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "nest deeper than") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -344,8 +344,21 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 		q.Set("connect_timeout", "10")
 	}
 	u.RawQuery = q.Encode()
-	tsa, tsaSet := q.Get("target_session_attrs"), q.Has("target_session_attrs")
-	return parseDriverConfig(u.String(), schema, name, q.Get("passfile"), tsa, tsaSet)
+	tsa, tsaSet := lastValue(q, "target_session_attrs")
+	passfile, _ := lastValue(q, "passfile")
+	return parseDriverConfig(u.String(), schema, name, passfile, tsa, tsaSet)
+}
+
+// lastValue is the value of the query parameter key that the driver
+// uses: like libpq, it takes the last of several, where q.Get takes the
+// first ("target_session_attrs=read-write&target_session_attrs=any" is
+// any to it).
+func lastValue(q url.Values, key string) (string, bool) {
+	vs := q[key]
+	if len(vs) == 0 {
+		return "", false
+	}
+	return vs[len(vs)-1], true
 }
 
 func parsePostgresKeywords(raw, name string) (*pgx.ConnConfig, string, error) {

@@ -538,6 +538,9 @@ func TestStoreURLs(t *testing.T) {
 	}
 	for _, in := range []string{
 		"postgres://u@a:5432,b:5433/db?target_session_attrs=any",
+		// The driver takes the last of several, as libpq does.
+		"postgres://u@a:5432,b:5433/db?target_session_attrs=read-write&target_session_attrs=any",
+		"postgres://u@a/db?target_session_attrs=primary&target_session_attrs=standby",
 		"postgres://u@a/db?target_session_attrs=standby",
 		"postgres://u@a,b/db?target_session_attrs=prefer-standby",
 		"host=a,b dbname=db target_session_attrs=read-only",

@@ -418,6 +418,7 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 	if cfg.Password == "" {
 		cfg.Password = passfilePassword(cfg, passfile)
 	}
+	sessionDefaults(cfg)
 	// No clear-text password to a server nobody verified: it would hold
 	// the store's login, which may rewrite or delete the store.
 	pgurl.NoClearText(cfg)
@@ -425,6 +426,23 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 	// poolers in transaction mode do not keep.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	return cfg, schema, nil
+}
+
+// sessionDefaults sets, in the startup packet, where they outrank the
+// defaults ALTER DATABASE … SET gives (its owner's to set, who need have
+// no access to the store), what the store's SQL depends on: results come
+// as text, and a bytea_output of escape makes every value unreadable to
+// the driver; a statement_timeout or idle_in_transaction_session_timeout
+// of a millisecond ends the store's statements and transactions. Either
+// would take the store away from every host. A timeout the connection
+// string sets stays.
+func sessionDefaults(cfg *pgx.ConnConfig) {
+	cfg.RuntimeParams["bytea_output"] = "hex"
+	for _, k := range []string{"statement_timeout", "idle_in_transaction_session_timeout"} {
+		if _, ok := cfg.RuntimeParams[k]; !ok {
+			cfg.RuntimeParams[k] = "0"
+		}
+	}
 }
 
 // chooseSessionAttrs makes a store connect only to a primary, the server

@@ -756,3 +756,49 @@ func TestPostgresClockUnderAnySettings(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresDatabaseDefaultsTakeNoStore: the owner of the store's
+// database (who need have no access to the store) sets defaults for every
+// session there. None may keep a host from reading and writing the store:
+// a bytea_output of escape (the driver reads bytea in hex only) or a
+// statement timeout of a millisecond.
+func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
+	ctx := context.Background()
+	for _, set := range []string{"bytea_output = 'escape'", "statement_timeout = '1ms'", "idle_in_transaction_session_timeout = '1ms'"} {
+		db := pgtest.Require(t).NewDatabase(t)
+		p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
+		p, err = OpenPostgres(ctx, db.URL, PostgresOptions{})
+		if err != nil {
+			t.Errorf("%s: %v", set, err)
+			continue
+		}
+		t.Cleanup(p.Close)
+		for i := range 20 {
+			if err := p.Update(ctx, func(tx Tx) error {
+				if err := tx.Put(fmt.Sprintf("k/%d", i), []byte{0, 1, 0xff}); err != nil {
+					return err
+				}
+				_, err := tx.List("k/")
+				return err
+			}); err != nil {
+				t.Errorf("%s: %v", set, err)
+				break
+			}
+			if err := p.View(ctx, func(tx Tx) error {
+				v, err := tx.Get(fmt.Sprintf("k/%d", i))
+				if err == nil && string(v) != "\x00\x01\xff" {
+					err = fmt.Errorf("read back %q", v)
+				}
+				return err
+			}); err != nil {
+				t.Errorf("%s: %v", set, err)
+				break
+			}
+		}
+	}
+}

@@ -698,6 +698,25 @@ func TestPostgresPasswordNotSentToPlantedSocket(t *testing.T) {
 	}
 }
 
+// newStoreDatabase creates a store in a database of its own, whose
+// defaults the test then sets as the database's owner may.
+func newStoreDatabase(t *testing.T) *pgtest.Database {
+	t.Helper()
+	db := pgtest.Require(t).NewDatabase(t)
+	p, err := CreatePostgres(context.Background(), db.URL, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	return db
+}
+
+// setDatabaseDefault gives db's sessions the default set ("name = value").
+func setDatabaseDefault(t *testing.T, db *pgtest.Database, set string) {
+	t.Helper()
+	db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
+}
+
 // TestPostgresReadOnlyDefaultIsNoStandby: a store connects only to a
 // primary, not to a standby; a primary whose database defaults to
 // read-only transactions (ALTER DATABASE … SET
@@ -707,16 +726,8 @@ func TestPostgresPasswordNotSentToPlantedSocket(t *testing.T) {
 // store away, one host named or several.
 func TestPostgresReadOnlyDefaultIsNoStandby(t *testing.T) {
 	ctx := context.Background()
-	db := pgtest.Require(t).NewDatabase(t)
-	p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
-	conn := db.Conn(t)
-	if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET default_transaction_read_only = on`); err != nil {
-		t.Fatal(err)
-	}
+	db := newStoreDatabase(t)
+	setDatabaseDefault(t, db, "default_transaction_read_only = on")
 	u, err := url.Parse(db.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -739,14 +750,9 @@ func TestPostgresReadOnlyDefaultIsNoStandby(t *testing.T) {
 // host from opening the store, nor move its clock.
 func TestPostgresClockUnderAnySettings(t *testing.T) {
 	ctx := context.Background()
-	db := pgtest.Require(t).NewDatabase(t)
-	p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Close()
+	db := newStoreDatabase(t)
 	for _, set := range []string{"DateStyle = 'SQL, DMY'", "DateStyle = 'German'", "extra_float_digits = -15", "TimeZone = 'Asia/Kathmandu'"} {
-		db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
+		setDatabaseDefault(t, db, set)
 		p := openPostgres(t, db.URL)
 		if err := p.MeasureClock(ctx); err != nil {
 			t.Fatalf("%s: %v", set, err)
@@ -765,14 +771,9 @@ func TestPostgresClockUnderAnySettings(t *testing.T) {
 func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
 	ctx := context.Background()
 	for _, set := range []string{"bytea_output = 'escape'", "statement_timeout = '1ms'", "idle_in_transaction_session_timeout = '1ms'"} {
-		db := pgtest.Require(t).NewDatabase(t)
-		p, err := CreatePostgres(ctx, db.URL, PostgresOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.Close()
-		db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
-		p, err = OpenPostgres(ctx, db.URL, PostgresOptions{})
+		db := newStoreDatabase(t)
+		setDatabaseDefault(t, db, set)
+		p, err := OpenPostgres(ctx, db.URL, PostgresOptions{})
 		if err != nil {
 			t.Errorf("%s: %v", set, err)
 			continue

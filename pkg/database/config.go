@@ -196,10 +196,15 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	// text with require_auth=password, or relayed through SCRAM to log in
 	// as the admin). Vault sends it; lessor asks for it again. The URL is
 	// compared as rendered: with disable_escaping, a username goes into
-	// it as it is, and may name a host of its own.
-	if old != nil && old.Connection.Password != "" && !fd.Has("password") &&
-		cfg.pluginConfig().Target() != old.pluginConfig().Target() {
-		return nil, logical.Errorf("connection_url changed, or a username put into it unescaped: send the password with it (the stored password is only ever sent where connection_url pointed when it was written)")
+	// it as it is, and may name a host of its own. A password written in
+	// the URL itself is the writer's to send on only with the URL.
+	if old != nil && cfg.pluginConfig().Target() != old.pluginConfig().Target() {
+		switch {
+		case old.Connection.Password != "" && !fd.Has("password"):
+			return nil, logical.Errorf("connection_url changed, or a username put into it unescaped: send the password with it (the stored password is only ever sent where connection_url pointed when it was written)")
+		case len(inlinePasswords(old.Connection.ConnectionURL)) > 0 && !fd.Has("connection_url"):
+			return nil, logical.Errorf("a username put into connection_url unescaped changes where the password written in it goes: send connection_url with it")
+		}
 	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.

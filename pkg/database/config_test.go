@@ -410,6 +410,22 @@ func TestConfigNewTargetNeedsThePassword(t *testing.T) {
 		}
 		e.writeConfig(map[string]any{"connection_url": tc.url, "disable_escaping": false})
 	}
+	// A password written in connection_url goes nowhere else either,
+	// whatever password is sent with the username.
+	inline := strings.Replace(keywords, "password={{password}}", "password="+e.srv.Password, 1)
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": inline, "username": e.srv.User, "password": "", "disable_escaping": true})
+	for _, extra := range []map[string]any{{}, {"password": "x"}} {
+		extra["username"], extra["verify_connection"] = "x host="+host+" port="+port+" require_auth=password", "true"
+		_, err := e.do(logical.UpdateOperation, "config/pg", extra)
+		select {
+		case p := <-got:
+			t.Fatalf("inline password, %v: the server was sent %q", extra, p)
+		default:
+		}
+		if err == nil || !strings.Contains(err.Error(), "send connection_url with it") {
+			t.Fatalf("inline password, %v: %v", extra, err)
+		}
+	}
 	// A username change that leaves the server where it was is the
 	// writer's to make.
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"username": e.srv.User, "allowed_roles": "x"})

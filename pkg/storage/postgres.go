@@ -457,13 +457,16 @@ func sessionDefaults(cfg *pgx.ConnConfig) {
 // compare with. Its writes fail on a standby anyway. So a store without
 // the setting gets primary (see validatePrimary), and a setting that
 // picks a standby, or any server of several, is refused rather than
-// followed.
+// followed. read-write, which the README's failover URL sets, gets
+// primary too: the driver's read-write asks for transaction_read_only,
+// which a database default (its owner's to set) turns on at every
+// primary, and the store's writes say READ WRITE themselves.
 func chooseSessionAttrs(cfg *pgx.ConnConfig, name, tsa string, set bool) error {
 	switch tsa {
 	case "read-only", "standby", "prefer-standby":
 		return fmt.Errorf("store %s: target_session_attrs=%s reads the store from a standby, which may lag behind the primary; lessor needs read-write", name, tsa)
 	}
-	if !set || tsa == "" {
+	if !set || tsa == "" || tsa == "read-write" {
 		cfg.ValidateConnect = validatePrimary
 		return nil
 	}

@@ -734,7 +734,10 @@ func TestPostgresReadOnlyDefaultIsNoStandby(t *testing.T) {
 	}
 	several := *u
 	several.Host = u.Host + ",localhost:" + u.Port()
-	for _, s := range []string{db.URL, several.String()} {
+	// read-write (the README's failover URL) likewise.
+	readWrite := several
+	readWrite.RawQuery += "&target_session_attrs=read-write"
+	for _, s := range []string{db.URL, several.String(), readWrite.String(), db.URL + "&target_session_attrs=read-write"} {
 		p := openPostgres(t, s)
 		if err := p.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("v")) }); err != nil {
 			t.Errorf("%s: %v", s, err)

@@ -113,8 +113,20 @@ func ServerVerified(cfg *pgx.ConnConfig) bool {
 // is free) nor a directory above it that is not sticky (they could rename
 // what is below) may be written by others. Some builds keep the socket in
 // /tmp. A directory its group may write to is the server's own
-// (/var/run/postgresql, 2775 postgres:postgres, on Debian).
+// (/var/run/postgresql, 2775 postgres:postgres, on Debian). Where dir
+// goes through a link, the directories the link leads through are judged
+// too: the kernel finds the socket through them.
 func socketDirPrivate(dir string) bool {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return false
+	}
+	return dirChainPrivate(dir) && (real == filepath.Clean(dir) || dirChainPrivate(real))
+}
+
+// dirChainPrivate is socketDirPrivate for the directories dir names, as
+// they are named.
+func dirChainPrivate(dir string) bool {
 	for d, first := filepath.Clean(dir), true; ; d, first = filepath.Dir(d), false {
 		fi, err := os.Stat(d)
 		if err != nil {

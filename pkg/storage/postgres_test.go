@@ -717,6 +717,42 @@ func setDatabaseDefault(t *testing.T, db *pgtest.Database, set string) {
 	db.Exec(t, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET `+set)
 }
 
+// TestPostgresPasswordNotSentThroughLinkedSocketDir: a socket directory
+// named through a link is judged where the link leads. Behind it, a
+// directory other users may write to (not sticky) lets them rename the
+// server's directory away and put one of theirs, with their socket, in
+// its place, however private the link's own directory is.
+func TestPostgresPasswordNotSentThroughLinkedSocketDir(t *testing.T) {
+	base := t.TempDir()
+	shared, private := filepath.Join(base, "shared"), filepath.Join(base, "private")
+	for dir, mode := range map[string]os.FileMode{shared: 0o777, private: 0o755} {
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	theirs := filepath.Join(shared, "pg")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(private, "pg")
+	if err := os.Symlink(theirs, link); err != nil {
+		t.Fatal(err)
+	}
+	_, got := pgtest.CatchPasswordsOn(t, "unix", filepath.Join(theirs, ".s.PGSQL.5432"))
+	_, err := OpenPostgres(context.Background(), "host="+link+" port=5432 user=lessor password=store-secret dbname=ops", PostgresOptions{})
+	select {
+	case p := <-got:
+		t.Fatalf("the socket was sent the password %q", p)
+	default:
+	}
+	if err == nil || !strings.Contains(err.Error(), "require_auth=password") {
+		t.Fatalf("%v", err)
+	}
+}
+
 // TestPostgresReadOnlyDefaultIsNoStandby: a store connects only to a
 // primary, not to a standby; a primary whose database defaults to
 // read-only transactions (ALTER DATABASE … SET

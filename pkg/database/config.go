@@ -206,6 +206,15 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			return nil, logical.Errorf("a username put into connection_url unescaped changes where the password written in it goes: send connection_url with it")
 		}
 	}
+	// The same for the statements rotate-root runs as the admin with the
+	// new admin password in them: whoever sets them is handed that
+	// password at the next rotation, which anyone allowed may start (the
+	// statements may send it anywhere the admin's SQL reaches, or set one
+	// of the writer's choosing).
+	if old != nil && old.Connection.Password != "" && !fd.Has("password") &&
+		!slices.Equal(cfg.RootRotationStatements, old.RootRotationStatements) {
+		return nil, logical.Errorf("root_rotation_statements changed: send the password with them (rotate-root runs them with the new admin password in them)")
+	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.
 	cfg.VerifyConnection = true

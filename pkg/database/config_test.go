@@ -55,11 +55,16 @@ func TestConfigWriteReadMergeListDelete(t *testing.T) {
 	// the verification that runs on this write can only succeed with the
 	// stored password.
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{
-		"allowed_roles":            []any{"readonly", "dev-*"},
-		"username_template":        `{{ printf "x-%s" (random 10) }}`,
-		"max_open_connections":     "5",
-		"max_connection_lifetime":  "3600",
+		"allowed_roles":           []any{"readonly", "dev-*"},
+		"username_template":       `{{ printf "x-%s" (random 10) }}`,
+		"max_open_connections":    "5",
+		"max_connection_lifetime": "3600",
+	})
+	// New root rotation statements come with the password (they are run
+	// with the admin's next one in them).
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{
 		"root_rotation_statements": `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}'`,
+		"password":                 e.srv.Password,
 	})
 	want["allowed_roles"] = []string{"readonly", "dev-*"}
 	want["connection_details"] = map[string]any{
@@ -365,6 +370,26 @@ func TestConfigNewURLNeedsThePassword(t *testing.T) {
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "password": "theirs", "verify_connection": "false"})
 	// The same URL again, without the password, changes nothing: allowed.
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"connection_url": theirs, "allowed_roles": "x", "verify_connection": "false"})
+}
+
+// TestConfigNewRootRotationNeedsThePassword: rotate-root runs
+// root_rotation_statements as the admin with the new admin password in
+// them, so whoever sets them learns it at the next rotation. An update
+// that changes them and sends no password is refused and stores nothing;
+// with the password, or with the statements as they were, it is taken.
+func TestConfigNewRootRotationNeedsThePassword(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	theirs := `ALTER ROLE "{{name}}" WITH PASSWORD 'known-to-them'`
+	_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{"root_rotation_statements": theirs, "verify_connection": "false"})
+	if err == nil || !strings.Contains(err.Error(), "root_rotation_statements changed: send the password with them") {
+		t.Fatalf("new root_rotation_statements without the password: %v", err)
+	}
+	if got := e.storedConfig("pg").RootRotationStatements; len(got) != 0 {
+		t.Fatalf("the refused statements were stored: %q", got)
+	}
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"root_rotation_statements": theirs, "password": e.srv.Password, "verify_connection": "false"})
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"root_rotation_statements": theirs, "allowed_roles": "x", "verify_connection": "false"})
 }
 
 // TestConfigNewTargetNeedsThePassword: connection_url is not the only

@@ -186,6 +186,7 @@ func TestRotateRootRejectedByPostgres(t *testing.T) {
 	ctx := context.Background()
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{
 		"root_rotation_statements": `ALTER ROLE "{{username}}" WITH PASSWORD '{{password}}' VALID UNTIL 'not a date'`,
+		"password":                 initial,
 	})
 	_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
 	want := "unable to rotate root credentials: rotate root password of " + admin + ": rotation statement 1: "

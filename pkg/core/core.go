@@ -334,17 +334,28 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	}
 
 	lastUse := te.NumUses < 0
+	data := req.Data
 	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System).WithCheck(func(tx storage.Tx) error {
 		// Since the request was authorised, its token may have been
 		// revoked (the revocation has selected the token's leases
 		// already, so a lease recorded now would outlive it), or its
 		// mount moved (the lease's id would name a path the mount no
 		// longer has). Either way nothing is recorded, and the backend
-		// creates nothing.
+		// creates nothing. What the checks read comes in one query, where
+		// a read is a round trip.
+		if err := storage.Prefetch(tx, append(policyKeys(te.Policies), mountsKey)); err != nil {
+			return err
+		}
 		if err := c.tokens.StillUsableTx(storage.PrefixedTx(tx, tokenStoragePrefix), te, lastUse); err != nil {
 			if errors.Is(err, token.ErrBadToken) {
 				return badTokenError(req.Operation, fullPath)
 			}
+			return err
+		}
+		// Nor may its policies have stopped granting the request: an
+		// operator who narrows a policy and then revokes the prefix it
+		// granted would miss a lease recorded after that revocation.
+		if err := stillAllowedTx(tx, pre, aclOp, fullPath, data); err != nil {
 			return err
 		}
 		ms, err := loadMounts(tx)
@@ -429,9 +440,12 @@ func containsString(ss []string, s string) bool {
 // It is read in one transaction because each transaction opens and locks
 // the store file again, which a command pays for before its real work.
 type prefetched struct {
-	token  *token.Entry
-	acl    *policy.ACL
-	mounts []*MountEntry // only for a path that is not a built-in mount
+	token *token.Entry
+	acl   *policy.ACL
+	// policies are the stored records of the token's policies acl was
+	// built from (nil for one not stored), by policyKeys.
+	policies [][]byte
+	mounts   []*MountEntry // only for a path that is not a built-in mount
 	// audit is the audit configuration as stored; an error decoding it
 	// waits until Handle needs its broker, after routing and the
 	// existence check.
@@ -457,6 +471,11 @@ func (c *Core) prefetch(ctx context.Context, tok, fullPath string) (*prefetched,
 		}
 		var err error
 		if pre.token, err = c.tokens.LookupTx(storage.PrefixedTx(tx, tokenStoragePrefix), tok); err != nil {
+			return err
+		}
+		// The records are read in one query, and kept: a request that
+		// records a lease checks they did not change meanwhile.
+		if pre.policies, err = storage.GetMany(tx, policyKeys(pre.token.Policies)); err != nil {
 			return err
 		}
 		if pre.acl, err = aclForTx(tx, pre.token.Policies); err != nil {

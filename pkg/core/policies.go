@@ -1,9 +1,11 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -70,6 +72,39 @@ func (c *Core) aclFor(ctx context.Context, names []string) (*policy.ACL, error) 
 		return err
 	})
 	return acl, err
+}
+
+// policyKeys are the storage keys of the named policies.
+func policyKeys(names []string) []string {
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = policyPrefix + n
+	}
+	return keys
+}
+
+// stillAllowedTx returns a PermissionError unless the token's policies, as
+// stored in tx, still grant what pre.acl granted the request (op on
+// fullPath with data, and sudo where the path needs it). The ACL is built
+// again only if a policy's record changed since pre was read.
+func stillAllowedTx(tx storage.Tx, pre *prefetched, op logical.Operation, fullPath string, data map[string]any) error {
+	names := pre.token.Policies
+	cur, err := storage.GetMany(tx, policyKeys(names))
+	if err != nil {
+		return err
+	}
+	if slices.EqualFunc(cur, pre.policies, bytes.Equal) {
+		return nil
+	}
+	acl, err := aclForTx(tx, names)
+	if err != nil {
+		return err
+	}
+	res := acl.Allow(op, fullPath, data)
+	if res.Allowed && (res.Sudo || !needsSudo(fullPath, op)) {
+		return nil
+	}
+	return &PermissionError{Operation: op, Path: fullPath, Reason: "the token's policies changed while the request ran and no longer grant it; nothing was issued"}
 }
 
 // aclForTx is aclFor inside a transaction the caller holds.

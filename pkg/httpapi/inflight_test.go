@@ -155,6 +155,50 @@ func TestRevokedTokenIssuesNothingInFlight(t *testing.T) {
 	}
 }
 
+// TestNarrowedPolicyIssuesNothingInFlight: an operator takes
+// database/creds/readonly out of the "apps" policy and then runs `lease
+// revoke -prefix database/creds/readonly` to end what it issued, while a
+// request of an "apps" token is issuing. The request passed the ACL under
+// the old policy; the revocation selects the leases recorded so far; the
+// request records its lease after that and hands out a credential that
+// the policy no longer grants and that nothing revokes before its TTL.
+func TestNarrowedPolicyIssuesNothingInFlight(t *testing.T) {
+	e := newInflightEnv(t)
+	apps := e.must(t, e.root, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "apps"}).Auth
+	// A policy rewritten meanwhile that still grants the request is no
+	// reason to refuse it.
+	*e.hook = func() {
+		e.must(t, e.root, logical.UpdateOperation, "sys/policy/apps", map[string]any{
+			"policy": `path "database/creds/readonly" { capabilities = ["read"] }
+path "database/creds/other" { capabilities = ["read"] }`,
+		})
+	}
+	if _, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil); err != nil {
+		t.Fatalf("the issue under a policy widened meanwhile: %v", err)
+	}
+	*e.hook = func() {
+		e.must(t, e.root, logical.UpdateOperation, "sys/policy/apps", map[string]any{
+			"policy": `path "database/creds/other" { capabilities = ["read"] }`,
+		})
+		e.must(t, e.root, logical.UpdateOperation, "sys/leases/revoke-prefix/database/creds/readonly", nil)
+	}
+	resp, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil)
+	if err != nil {
+		if !errors.Is(err, logical.ErrPermissionDenied) {
+			t.Errorf("the issue under a policy narrowed meanwhile: %v, want permission denied", err)
+		}
+	} else {
+		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
+		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+			t.Errorf("lease %s, issued under a policy narrowed meanwhile, survives the revoke-prefix that followed; its credential %s logs in", resp.Secret.LeaseID, user)
+		}
+	}
+	// The policy as it is now still rules the next request.
+	if _, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil); !errors.Is(err, logical.ErrPermissionDenied) {
+		t.Errorf("an issue after the policy was narrowed: %v, want permission denied", err)
+	}
+}
+
 // TestRemountIssuesNothingInFlight: `secrets move database db2` revokes the leases under database/
 // and moves the mount; a credential being issued meanwhile records its
 // lease after that revocation, under database/creds/…, for the mount now

@@ -368,7 +368,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 			}
 		}
 		return logical.Errorf("the mount at %s was moved or disabled while the request ran; nothing was issued", mount.Path)
-	})
+	}).WithMountStorage(mountStoragePrefix(mount))
 	req.Leases = rec
 	req.Path = rel
 	if c.endReads != nil {
@@ -628,8 +628,11 @@ func (c *Core) backend(m *MountEntry) (logical.Backend, error) {
 }
 
 func (c *Core) mountStorage(m *MountEntry) storage.Store {
-	return storage.Prefixed(c.store, "logical/"+m.UUID+"/")
+	return storage.Prefixed(c.store, mountStoragePrefix(m))
 }
+
+// mountStoragePrefix is where m's backend keeps its storage in the store.
+func mountStoragePrefix(m *MountEntry) string { return "logical/" + m.UUID + "/" }
 
 // resolveLeaseMount gives the lease manager what it needs to renew or
 // revoke a lease of the mount with this uuid.

@@ -141,7 +141,7 @@ func (c *Core) disableMount(ctx context.Context, path string, force bool) (*logi
 		return nil, err
 	}
 	failpoint.Hit(failpoint.DisableAfterRevoke)
-	prefix := "logical/" + m.UUID + "/"
+	prefix := mountStoragePrefix(m)
 	var forgotten int
 	err = c.store.Update(ctx, func(tx storage.Tx) error {
 		// A lease still recorded under the mount was being issued while

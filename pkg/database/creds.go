@@ -1,6 +1,7 @@
 package database
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -90,11 +91,17 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	var role roleEntry
 	var cfg dbConfig
 	var haveRole, haveCfg bool
+	var roleRaw []byte
 	err := req.Storage.View(ctx, func(tx storage.Tx) error {
 		var err error
-		if haveRole, err = getJSON(tx, rolePrefix+name, &role); err != nil || !haveRole {
+		// The record is kept: the lease's Check compares it.
+		if roleRaw, err = tx.Get(rolePrefix + name); err != nil || roleRaw == nil {
 			return err
 		}
+		if err := json.Unmarshal(roleRaw, &role); err != nil {
+			return fmt.Errorf("decode %s: %w", rolePrefix+name, err)
+		}
+		haveRole = true
 		haveCfg, err = getJSON(tx, configPrefix+role.DBName, &cfg)
 		return err
 	})
@@ -200,6 +207,28 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 			"renew_statements":      nonNil(role.RenewStatements),
 		},
 		Planned: func(p logical.PreparedLease) { planned <- p },
+		// The role is created by what was read above: an operator who
+		// deletes or rewrites the role, or takes it out of allowed_roles,
+		// and then revokes its prefix must not miss a lease recorded
+		// after that revocation.
+		Check: func(tx storage.Tx) error {
+			if err := storage.Prefetch(tx, []string{rolePrefix + name, configPrefix + role.DBName}); err != nil {
+				return err
+			}
+			cur, err := tx.Get(rolePrefix + name)
+			if err != nil {
+				return err
+			}
+			var now dbConfig
+			found, err := getJSON(tx, configPrefix+role.DBName, &now)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(cur, roleRaw) || !found || !now.roleAllowed(name) {
+				return logical.Errorf("role %q or its connection %q changed while the request ran; nothing was issued", name, role.DBName)
+			}
+			return nil
+		},
 	}
 	go func() {
 		p, err := req.Leases.Prepare(ctx, lr)

@@ -30,13 +30,32 @@ import (
 type hookedDB struct {
 	*database.Backend
 	before func()
+	// beforeRecord, if set, is called when the backend, having read the
+	// role, asks for its lease to be recorded.
+	beforeRecord func()
 }
 
 func (h hookedDB) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
-	if h.before != nil && req.Operation == logical.ReadOperation && strings.HasPrefix(req.Path, "creds/") {
-		h.before()
+	if req.Operation == logical.ReadOperation && strings.HasPrefix(req.Path, "creds/") {
+		if h.before != nil {
+			h.before()
+		}
+		if h.beforeRecord != nil {
+			req.Leases = hookedRecorder{req.Leases, h.beforeRecord}
+		}
 	}
 	return h.Backend.HandleRequest(ctx, req)
+}
+
+// hookedRecorder calls before ahead of each Prepare.
+type hookedRecorder struct {
+	logical.LeaseRecorder
+	before func()
+}
+
+func (h hookedRecorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logical.PreparedLease, error) {
+	h.before()
+	return h.LeaseRecorder.Prepare(ctx, lr)
 }
 
 type inflightEnv struct {
@@ -45,6 +64,9 @@ type inflightEnv struct {
 	srv  *pgtest.Server
 	db   *pgtest.Database
 	hook *func()
+	// recordHook, like hook, runs once, when the issue's lease is about
+	// to be recorded.
+	recordHook *func()
 }
 
 func newInflightEnv(t *testing.T) *inflightEnv {
@@ -53,23 +75,26 @@ func newInflightEnv(t *testing.T) *inflightEnv {
 	db := srv.NewDatabase(t)
 	pool := postgres.NewPool(2, 0)
 	t.Cleanup(pool.Close)
-	var hook func()
+	var hook, recordHook func()
+	once := func(h *func()) func() {
+		return func() {
+			if *h != nil {
+				f := *h
+				*h = nil
+				f()
+			}
+		}
+	}
 	c := core.New(core.Config{Store: storage.NewMemory(), StoreID: "inflight-" + randHex(4), Factories: map[string]core.Factory{
 		"database": func() logical.Backend {
-			return &hookedDB{Backend: database.New(database.Options{Pool: pool}), before: func() {
-				if hook != nil {
-					h := hook
-					hook = nil
-					h()
-				}
-			}}
+			return &hookedDB{Backend: database.New(database.Options{Pool: pool}), before: once(&hook), beforeRecord: once(&recordHook)}
 		},
 	}})
 	root, err := c.Initialize(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &inflightEnv{c: c, root: root, srv: srv, db: db, hook: &hook}
+	e := &inflightEnv{c: c, root: root, srv: srv, db: db, hook: &hook, recordHook: &recordHook}
 	e.must(t, root, logical.UpdateOperation, "sys/mounts/database", map[string]any{"type": "database"})
 	e.must(t, root, logical.UpdateOperation, "database/config/postgresql", map[string]any{
 		"plugin_name":    "postgresql-database-plugin",
@@ -196,6 +221,47 @@ path "database/creds/other" { capabilities = ["read"] }`,
 	// The policy as it is now still rules the next request.
 	if _, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil); !errors.Is(err, logical.ErrPermissionDenied) {
 		t.Errorf("an issue after the policy was narrowed: %v, want permission denied", err)
+	}
+}
+
+// TestChangedRoleIssuesNothingInFlight: an operator deletes the role
+// readonly (or takes it out of its connection's allowed_roles, or rewrites
+// its creation statements) and then runs `lease revoke -prefix
+// database/creds/readonly`, while a request is issuing under the role as
+// the backend read it before. The request records its lease after the
+// revocation's selection and creates a role by statements no longer
+// configured, which nothing revokes before its TTL.
+func TestChangedRoleIssuesNothingInFlight(t *testing.T) {
+	for name, change := range map[string]struct {
+		op   logical.Operation
+		path string
+		data map[string]any
+	}{
+		"deleted":     {logical.DeleteOperation, "database/roles/readonly", nil},
+		"not allowed": {logical.UpdateOperation, "database/config/postgresql", map[string]any{"allowed_roles": "other"}},
+		"rewritten": {logical.UpdateOperation, "database/roles/readonly", map[string]any{
+			"db_name": "postgresql", "creation_statements": `CREATE ROLE "{{name}}" WITH NOLOGIN`,
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newInflightEnv(t)
+			apps := e.must(t, e.root, logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "apps"}).Auth
+			*e.recordHook = func() {
+				e.must(t, e.root, change.op, change.path, change.data)
+				e.must(t, e.root, logical.UpdateOperation, "sys/leases/revoke-prefix/database/creds/readonly", nil)
+			}
+			resp, err := e.do(apps.ClientToken, logical.ReadOperation, "database/creds/readonly", nil)
+			if err != nil {
+				if !strings.Contains(err.Error(), "changed while the request ran") {
+					t.Errorf("the issue under a role changed meanwhile: %v", err)
+				}
+				return
+			}
+			user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
+			if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+				t.Errorf("lease %s, issued under a role %s meanwhile, survives the revoke-prefix that followed; its credential %s logs in", resp.Secret.LeaseID, name, user)
+			}
+		})
 	}
 }
 

@@ -436,6 +436,9 @@ type Recorder struct {
 	// check, when set, runs in the transaction that records each lease,
 	// which records nothing if it fails.
 	check func(storage.Tx) error
+	// mountStorage is the prefix of the mount's own storage, on which a
+	// LeaseRequest's Check runs.
+	mountStorage string
 }
 
 // WithCheck makes Prepare run check in the transaction that records a
@@ -444,6 +447,13 @@ type Recorder struct {
 // outlives the request is written.
 func (r *Recorder) WithCheck(check func(storage.Tx) error) *Recorder {
 	r.check = check
+	return r
+}
+
+// WithMountStorage names the prefix of the store under which the mount
+// keeps its storage, on which each LeaseRequest's Check runs.
+func (r *Recorder) WithMountStorage(prefix string) *Recorder {
+	r.mountStorage = prefix
 	return r
 }
 
@@ -499,6 +509,11 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 		// entry as it was, or a second run would skip the token index.
 		if r.check != nil {
 			if err := r.check(tx); err != nil {
+				return err
+			}
+		}
+		if lr.Check != nil {
+			if err := lr.Check(storage.PrefixedTx(tx, r.mountStorage)); err != nil {
 				return err
 			}
 		}

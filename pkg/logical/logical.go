@@ -224,6 +224,12 @@ type LeaseRequest struct {
 	// backend may start creating the secret meanwhile, so long as nothing
 	// of it is committed before Prepare returns.
 	Planned func(PreparedLease)
+	// Check, if set, runs in the transaction that records the lease, on
+	// the mount's storage (keys as the backend's Request.Storage sees
+	// them), and nothing is recorded if it fails: what the backend read
+	// to issue (a role, its connection) must still hold when the lease
+	// that will revoke the secret is written.
+	Check func(storage.Tx) error
 }
 
 // PreparedLease is a lease recorded as pending.

@@ -123,6 +123,13 @@ func (e *inflightEnv) do(tok string, op logical.Operation, path string, data map
 	return e.c.Handle(ctx, &logical.Request{Operation: op, Path: path, Data: data, ClientToken: tok})
 }
 
+// logsIn tells whether the credential resp hands out logs in to the
+// test's database, and names its user.
+func (e *inflightEnv) logsIn(resp *logical.Response) (string, bool) {
+	user := logical.String(resp.Data["username"])
+	return user, e.srv.CanLogin(ctx, user, logical.String(resp.Data["password"]), e.db.Name) == nil
+}
+
 func (e *inflightEnv) must(t *testing.T, tok string, op logical.Operation, path string, data map[string]any) *logical.Response {
 	t.Helper()
 	resp, err := e.do(tok, op, path, data)
@@ -157,8 +164,7 @@ func TestRevokedTokenIssuesNothingInFlight(t *testing.T) {
 			t.Errorf("the issue of a token revoked meanwhile: %v, want permission denied", err)
 		}
 	} else {
-		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
-		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+		if user, ok := e.logsIn(resp); ok {
 			t.Errorf("a credential issued to token %s, which was revoked before the credential was handed out, logs in to PostgreSQL: %s", apps.Accessor, user)
 		}
 	}
@@ -213,8 +219,7 @@ path "database/creds/other" { capabilities = ["read"] }`,
 			t.Errorf("the issue under a policy narrowed meanwhile: %v, want permission denied", err)
 		}
 	} else {
-		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
-		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+		if user, ok := e.logsIn(resp); ok {
 			t.Errorf("lease %s, issued under a policy narrowed meanwhile, survives the revoke-prefix that followed; its credential %s logs in", resp.Secret.LeaseID, user)
 		}
 	}
@@ -257,8 +262,7 @@ func TestChangedRoleIssuesNothingInFlight(t *testing.T) {
 				}
 				return
 			}
-			user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
-			if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+			if user, ok := e.logsIn(resp); ok {
 				t.Errorf("lease %s, issued under a role %s meanwhile, survives the revoke-prefix that followed; its credential %s logs in", resp.Secret.LeaseID, name, user)
 			}
 		})
@@ -285,8 +289,7 @@ func TestRemountIssuesNothingInFlight(t *testing.T) {
 		return
 	}
 	e.must(t, e.root, logical.UpdateOperation, "sys/leases/revoke-prefix/db2", nil)
-	user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
-	if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+	if user, ok := e.logsIn(resp); ok {
 		t.Errorf("lease %s (issued while database/ moved to db2/) survives `lease revoke -prefix db2`; its credential %s logs in", resp.Secret.LeaseID, user)
 	}
 }
@@ -326,8 +329,7 @@ func TestLastUseRevokedByReapMeanwhile(t *testing.T) {
 	resp, err := e.do(one.ClientToken, logical.ReadOperation, "database/creds/readonly", nil)
 	failpoint.Arm("", nil)
 	if err == nil {
-		user, pw := logical.String(resp.Data["username"]), logical.String(resp.Data["password"])
-		if lerr := e.srv.CanLogin(ctx, user, pw, e.db.Name); lerr == nil {
+		if user, ok := e.logsIn(resp); ok {
 			t.Errorf("the credential of a token's last use, revoked by reap meanwhile, logs in: %s", user)
 		}
 	}

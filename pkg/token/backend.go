@@ -316,11 +316,7 @@ func (s *Store) handleCreate(ctx context.Context, req *logical.Request, orphanPa
 		}
 	}
 
-	var parentEntry *Entry
-	if e.Parent != "" {
-		parentEntry = parent
-	}
-	tok, err := s.create(ctx, e, parentEntry)
+	tok, err := s.create(ctx, e, parent)
 	if err != nil {
 		if errors.Is(err, ErrBadToken) {
 			return nil, fmt.Errorf("parent token lookup failed: %w", err)

@@ -212,6 +212,31 @@ func TestBackendRouting(t *testing.T) {
 	}
 }
 
+// A token revoked while it creates an orphan creates nothing: the orphan
+// is outside its tree, so its revocation (which selected the tree before
+// the orphan was stored) would not reach it, and a leaked token being
+// revoked could mint itself a successor that survives it.
+func TestOrphanFromRevokedTokenFails(t *testing.T) {
+	for _, path := range []string{"create-orphan", "create"} {
+		h := newHarness(t)
+		a := h.create(h.root, map[string]any{"policies": "apps"}, false).Auth
+		h.onPolicyExists = func() {
+			if _, err := h.do(h.root, logical.UpdateOperation, "revoke-accessor", map[string]any{"accessor": a.Accessor}, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := h.do(a.ClientToken, logical.UpdateOperation, path, map[string]any{"policies": "apps", "no_parent": true}, true)
+		if err == nil {
+			t.Errorf("%s by a token revoked meanwhile made token %s", path, resp.Auth.Accessor)
+		} else if !errors.Is(err, ErrBadToken) {
+			t.Errorf("%s by a token revoked meanwhile: %v, want a bad token", path, err)
+		}
+		if h.count() != 1 {
+			t.Errorf("%s: %d tokens, want only root", path, h.count())
+		}
+	}
+}
+
 // A creation racing with the revocation of its parent never leaves a
 // child behind: the parent is re-checked inside the creating transaction.
 func TestCreateUnderRevokedParentFails(t *testing.T) {

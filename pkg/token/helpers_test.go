@@ -48,6 +48,10 @@ type harness struct {
 	// onRevoke, when set, runs inside the hook (to observe the state at
 	// that moment).
 	onRevoke func(accessors []string)
+	// onPolicyExists, when set, runs once, the next time a creation asks
+	// whether a policy exists: after the caller's lookup, before the
+	// token is stored.
+	onPolicyExists func()
 }
 
 func newHarness(t *testing.T) *harness {
@@ -57,6 +61,10 @@ func newHarness(t *testing.T) *harness {
 	h.s = New(storage.Prefixed(h.mem, "sys/token/"), Options{
 		Now: h.clock.Now,
 		PolicyExists: func(_ context.Context, name string) (bool, error) {
+			if f := h.onPolicyExists; f != nil {
+				h.onPolicyExists = nil
+				f()
+			}
 			return existing[name], nil
 		},
 		OnRevoke: func(_ context.Context, accessors []string) error {

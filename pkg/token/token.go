@@ -388,10 +388,11 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 }
 
 // create stores e as a new token, filling in its ID and accessor (and
-// ExpireTime from TTL). With a parent, the parent must still be usable
-// when the transaction runs, so that a child can never be added to a tree
-// whose revocation has begun.
-func (s *Store) create(ctx context.Context, e *Entry, parent *Entry) (string, error) {
+// ExpireTime from TTL). With a creator (the token of the request, the
+// parent unless e is an orphan), the creator must still be usable when the
+// transaction runs, so that a child can never be added to a tree whose
+// revocation has begun, nor an orphan made by a token being revoked.
+func (s *Store) create(ctx context.Context, e *Entry, creator *Entry) (string, error) {
 	salt, err := s.loadSalt(ctx, true)
 	if err != nil {
 		return "", err
@@ -401,8 +402,8 @@ func (s *Store) create(ctx context.Context, e *Entry, parent *Entry) (string, er
 	}
 	var token string
 	err = s.st.Update(ctx, func(tx storage.Tx) error {
-		if parent != nil {
-			p, err := getEntry(tx, parent.ID)
+		if creator != nil {
+			p, err := getEntry(tx, creator.ID)
 			if err != nil {
 				return err
 			}

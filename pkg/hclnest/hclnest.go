@@ -30,7 +30,17 @@ const Limit = 32
 // HCL's strings ignore a quote, or a quote in a heredoc) would start a
 // string the parser does not see, and miss every bracket up to its end.
 // The scanner does not recurse, and its work grows with the text only.
-func Deeper(text string) bool {
+//
+// The scanner panics on some malformed text (JSON's on `{"\0`). The
+// parser, which reads the same tokens, stops there too (its panic is
+// recovered as a parse error), so what came before is all the nesting it
+// can meet: Deeper recovers and answers for that part.
+func Deeper(text string) (deep bool) {
+	defer func() {
+		if recover() != nil {
+			deep = false
+		}
+	}()
 	if strings.HasPrefix(strings.TrimLeftFunc(text, unicode.IsSpace), "{") {
 		s := jsonscanner.New([]byte(text))
 		s.Error = func(jsontoken.Pos, string) {}

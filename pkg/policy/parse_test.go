@@ -372,3 +372,15 @@ func TestParseDeepNestingHidden(t *testing.T) {
 		}
 	}
 }
+
+// TestParseScannerPanicIsAnError: hcl's JSON scanner panics on `{"\0`
+// (FuzzParse found it once the nesting check scanned with it), and the
+// check ran outside the parser's recover: writing such a policy ended
+// lessor serve. It is now a parse error, with deep nesting after it too.
+func TestParseScannerPanicIsAnError(t *testing.T) {
+	for _, text := range []string{`{"\0`, `{"\0` + strings.Repeat("[", 100_000), `{"a": [[[{"\0`} {
+		if _, err := Parse("p", text); err == nil {
+			t.Errorf("Parse(%.20q): no error", text)
+		}
+	}
+}

@@ -222,6 +222,10 @@ func TestParseErrors(t *testing.T) {
 		{"json escape hcl cannot read", `{"path": {"a": {"comment": "\/"}}}`, `line 1: illegal char escape`},
 		{"json nested list", "{\"path\": {\"a\": {\n\"capabilities\": [[\"read\"]]}}}", `line 2: a list may not hold a list`},
 		{"json null block", `{"path": {"a": null}}`, `line 1: path "a": expected a block { ... }`},
+		// hcl's JSON scanner panics on these escapes, in the nesting
+		// count as in the parser.
+		{"json escape the scanner panics on", `{"path": {"a\x": {}}}`, `line 1: invalid JSON: invalid character 'x' in string escape code`},
+		{"json escape cut short", `{"path": {"a\u00`, `line 1: invalid JSON: unexpected EOF`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -189,11 +189,14 @@ func writeCompletion(root *cobra.Command, shell string, w io.Writer) error {
 type completer struct {
 	f   *Factory
 	ctx context.Context
+	// refused is set when the line gives -store a password, which the
+	// command itself would refuse: a TAB press does not log in with it.
+	refused bool
 }
 
 // off tells whether to offer nothing: with no home directory there is no
 // default store or token file, and the command itself would refuse.
-func (x *completer) off() bool { return x.f.homeErr != nil }
+func (x *completer) off() bool { return x.f.homeErr != nil || x.refused }
 
 // newCompleter prepares f for completion: the store and key file named on
 // the line being completed count, and every way to a passphrase is shut,
@@ -212,7 +215,7 @@ func newCompleter(f *Factory, c *cobra.Command) (*completer, context.CancelFunc)
 		ctx = context.Background()
 	}
 	ctx, cancel := context.WithTimeout(ctx, completionTimeout)
-	return &completer{f: f, ctx: ctx}, cancel
+	return &completer{f: f, ctx: ctx, refused: storeArgError(c, "store") != nil}, cancel
 }
 
 // list returns the keys at path, or nothing on any error.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -312,5 +313,53 @@ func TestCompletionFilesUpToDate(t *testing.T) {
 	}
 	if len(entries) != len(completionFiles) {
 		t.Errorf("completions/ has %d files, want %d (%v)", len(entries), len(completionFiles), completionFiles)
+	}
+}
+
+// TestStorePasswordRefusedInEveryValue: every -store and -to given is in
+// the process's arguments, not only the last, which is the one used; a
+// password in any of them is refused, and a TAB press on such a line
+// connects nowhere with it.
+func TestStorePasswordRefusedInEveryValue(t *testing.T) {
+	c := storeWithRoles(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	dialled := make(chan struct{}, 16)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dialled <- struct{}{}
+			conn.Close()
+		}
+	}()
+	const secret = "Secr3tPw"
+	withPassword := "postgres://u:" + secret + "@" + ln.Addr().String() + "/db?sslmode=disable&connect_timeout=2"
+	file := filepath.Join(c.env["HOME"], ".local/share/lessor/lessor.db")
+	for _, args := range [][]string{
+		{"read", "-store=" + withPassword, "-store=" + file, "database/roles/writer"},
+		{"read", "--store", withPassword, "--store", file, "database/roles/writer"},
+		{"operator", "migrate", "-to=" + withPassword, "-to=" + filepath.Join(c.env["HOME"], "copy.db")},
+	} {
+		_, stderr, code := c.run(args...)
+		if code != 1 || !strings.Contains(stderr, "holds a password, which every local user can read") || strings.Contains(stderr, secret) {
+			t.Errorf("lessor %s: exit %d, %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if got := c.complete("read", "-store="+withPassword, "database/creds/"); got != ":4\n" {
+		t.Errorf("complete with a password in -store: %q", got)
+	}
+	select {
+	case <-dialled:
+		t.Error("a command or a completion connected with the password it was given")
+	default:
+	}
+	if _, err := os.Stat(filepath.Join(c.env["HOME"], "copy.db")); err == nil {
+		t.Error("migrate copied the store")
 	}
 }

@@ -38,7 +38,7 @@ by a failure is removed.`,
 			if to == "" {
 				return usageErrorf("-to is required: a file path or a postgres:// URL")
 			}
-			if err := checkStoreArg("-to", to); err != nil {
+			if err := storeArgError(c, "to"); err != nil {
 				return err
 			}
 			src, err := f.Barrier(ctx)
@@ -72,7 +72,7 @@ by a failure is removed.`,
 			return flatOut(f, g, map[string]any{"from": f.storeName(), "to": dstName, "records": n, "generation": res.Generation})
 		},
 	}
-	c.Flags().StringVar(&to, "to", "", "the new store: a file path or a postgres:// URL")
+	c.Flags().Var(newStoreArgValue("-to", &to), "to", "the new store: a file path or a postgres:// URL")
 	return c
 }
 

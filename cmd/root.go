@@ -168,7 +168,7 @@ Flags take one dash or two: -format=json and --format=json are the same.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.format, "format", "", "output format: "+strings.Join(format.Names(), ", ")+" (env LESSOR_FORMAT)")
 	pf.StringVar(&g.field, "field", "", "print only this field of the response, with no trailing newline when piped")
-	pf.StringVar(&g.store, "store", "", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
+	pf.Var(newStoreArgValue("-store", &g.store), "store", "path of the encrypted state file (env LESSOR_STORE; default $XDG_DATA_HOME/lessor/lessor.db)")
 	pf.StringVar(&g.keyFile, "key-file", "", "path of the unseal key file (env LESSOR_KEY_FILE; default $XDG_CONFIG_HOME/lessor/unseal.key)")
 	pf.StringVar(&g.config, "config", "", "config file, yours or root's and writable only by its owner (env LESSOR_CONFIG; default $XDG_CONFIG_HOME/lessor/config.yaml)")
 	// -v and --version, as most tools (and vault) have them, print what
@@ -215,10 +215,8 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 	}
 	set("format", "format")
 	set("store", "store")
-	if v, ok := f.flags["store"]; ok {
-		if err := checkStoreArg("-store", v); err != nil {
-			return err
-		}
+	if err := storeArgError(c, "store"); err != nil {
+		return err
 	}
 	set("key-file", "key_file")
 	// Every command finds a default (the config file, the token file, the
@@ -247,6 +245,42 @@ func (g *globalOptions) apply(f *Factory, c *cobra.Command) error {
 		return err
 	}
 	return refuseLocalOnly(f, c)
+}
+
+// storeArgValue is the value of -store or -to. The last one given counts,
+// as for every flag, but each is checked: an earlier one is in the
+// process's arguments all the same.
+type storeArgValue struct {
+	flag  string // as the user knows it: "-store", "-to"
+	value *string
+	err   error // checkStoreArg's, for the first value it refused
+}
+
+func newStoreArgValue(flag string, p *string) *storeArgValue {
+	return &storeArgValue{flag: flag, value: p}
+}
+
+// Set keeps v and remembers a refusal for the command to return: an error
+// from here would be wrapped in pflag's message, which quotes v.
+func (s *storeArgValue) Set(v string) error {
+	if s.err == nil {
+		s.err = checkStoreArg(s.flag, v)
+	}
+	*s.value = v
+	return nil
+}
+
+func (s *storeArgValue) String() string { return *s.value }
+func (s *storeArgValue) Type() string   { return "string" }
+
+// storeArgError is the refusal of any value given to the named flag of c.
+func storeArgError(c *cobra.Command, name string) error {
+	if fl := c.Flags().Lookup(name); fl != nil {
+		if v, ok := fl.Value.(*storeArgValue); ok {
+			return v.err
+		}
+	}
+	return nil
 }
 
 // formatOptions are the output options of this run; apply has parsed the

@@ -215,6 +215,18 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		!slices.Equal(cfg.RootRotationStatements, old.RootRotationStatements) {
 		return nil, logical.Errorf("root_rotation_statements changed: send the password with them (rotate-root runs them with the new admin password in them)")
 	}
+	// And for what makes that password and how it is sent: a policy of
+	// the writer's choosing (four of "a") makes it one they know, and
+	// password_authentication=password puts it in the statements in clear
+	// text, for the server's log (log_statement=ddl) to keep.
+	if old != nil && old.Connection.Password != "" && !fd.Has("password") {
+		switch {
+		case cfg.PasswordPolicy != old.PasswordPolicy:
+			return nil, logical.Errorf("password_policy changed: send the password with it (rotate-root makes the new admin password by it)")
+		case old.pluginConfig().SCRAM() && !cfg.pluginConfig().SCRAM():
+			return nil, logical.Errorf("password_authentication changed to password: send the password with it (rotate-root then sends the new admin password in clear text)")
+		}
+	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.
 	cfg.VerifyConnection = true

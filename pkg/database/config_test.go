@@ -392,6 +392,27 @@ func TestConfigNewRootRotationNeedsThePassword(t *testing.T) {
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"root_rotation_statements": theirs, "allowed_roles": "x", "verify_connection": "false"})
 }
 
+// TestConfigPlaintextAuthenticationNeedsThePassword: with
+// password_authentication=password, rotate-root sends the new admin
+// password in clear text in its statements, where the server's log
+// (log_statement=ddl) keeps it. An update that turns it on without the
+// password is refused and stores nothing; with the password it is taken,
+// and turning it off again needs none.
+func TestConfigPlaintextAuthenticationNeedsThePassword(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	_, err := e.do(logical.UpdateOperation, "config/pg", map[string]any{"password_authentication": "password", "verify_connection": "false"})
+	if err == nil || !strings.Contains(err.Error(), "password_authentication changed to password: send the password with it") {
+		t.Fatalf("password_authentication=password without the password: %v", err)
+	}
+	if got := e.storedConfig("pg").Connection.PasswordAuthentication; got != DefaultPasswordAuthentication {
+		t.Fatalf("the refused password_authentication %q was stored", got)
+	}
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"password_authentication": "password", "password": e.srv.Password, "verify_connection": "false"})
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"password_authentication": "password", "allowed_roles": "x", "verify_connection": "false"})
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"password_authentication": "scram-sha-256", "verify_connection": "false"})
+}
+
 // TestConfigNewTargetNeedsThePassword: connection_url is not the only
 // field that says where the stored password goes. With disable_escaping
 // the username is put into the URL as it is, so a username that holds an

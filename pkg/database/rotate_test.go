@@ -383,19 +383,30 @@ func (policySystem) GeneratePasswordFromPolicy(context.Context, string) (string,
 }
 
 // TestRotateRootUsesPasswordPolicy: the new root password follows the
-// connection's password_policy, as in Vault.
+// connection's password_policy, as in Vault. So a new policy comes with
+// the password: without it, whoever may update the config but was never
+// told the password would name a policy that makes one they know, and
+// have it at the next rotation.
 func TestRotateRootUsesPasswordPolicy(t *testing.T) {
-	e, admin, _ := adminEnv(t)
-	do := func(op logical.Operation, path string, data map[string]any) {
-		t.Helper()
+	e, admin, initial := adminEnv(t)
+	do := func(op logical.Operation, path string, data map[string]any) error {
 		_, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, MountPoint: "database/",
 			MountType: "database", Storage: e.st, DisplayName: e.display, Leases: e.leases, System: policySystem{e.sys}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		return err
 	}
-	do(logical.UpdateOperation, "config/pg", map[string]any{"password_policy": "digits"})
-	do(logical.UpdateOperation, "rotate-root/pg", nil)
+	err := do(logical.UpdateOperation, "config/pg", map[string]any{"password_policy": "digits"})
+	if err == nil || !strings.Contains(err.Error(), "password_policy changed: send the password with it") {
+		t.Fatalf("new password_policy without the password: %v", err)
+	}
+	if got := e.storedConfig("pg").PasswordPolicy; got != "" {
+		t.Fatalf("the refused password_policy %q was stored", got)
+	}
+	if err := do(logical.UpdateOperation, "config/pg", map[string]any{"password_policy": "digits", "password": initial}); err != nil {
+		t.Fatal(err)
+	}
+	if err := do(logical.UpdateOperation, "rotate-root/pg", nil); err != nil {
+		t.Fatal(err)
+	}
 	if got := e.storedConfig("pg").Connection.Password; got != "11111111112222222222333333333344" {
 		t.Fatalf("root password after rotate-root = %q, not the policy's", got)
 	}

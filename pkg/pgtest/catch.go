@@ -59,3 +59,14 @@ func CatchPasswordsOn(t testing.TB, network, address string) (addr string, got <
 	}()
 	return ln.Addr().String(), ch
 }
+
+// Sent returns the password the server was sent by now, if it was sent
+// one, without waiting.
+func Sent(got <-chan string) (string, bool) {
+	select {
+	case p := <-got:
+		return p, true
+	default:
+		return "", false
+	}
+}

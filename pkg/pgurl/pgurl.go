@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -125,18 +126,34 @@ func socketDirPrivate(dir string) bool {
 }
 
 // dirChainPrivate is socketDirPrivate for the directories dir names, as
-// they are named.
+// they are named. In a sticky directory others may write to, an entry is
+// its maker's: one owned by another user than root or this process's may
+// be a directory (or a link) that user made before the server's, with a
+// socket of theirs in it, however private its own mode.
 func dirChainPrivate(dir string) bool {
+	child := ""
 	for d, first := filepath.Clean(dir), true; ; d, first = filepath.Dir(d), false {
 		fi, err := os.Stat(d)
 		if err != nil {
 			return false
 		}
-		if m := fi.Mode(); m.Perm()&0o002 != 0 && (first || m&fs.ModeSticky == 0) {
+		if m := fi.Mode(); m.Perm()&0o002 != 0 && (first || m&fs.ModeSticky == 0 || !ownedHere(child)) {
 			return false
 		}
 		if filepath.Dir(d) == d {
 			return true
 		}
+		child = d
 	}
+}
+
+// ownedHere reports whether path itself (a link, not what it leads to) is
+// root's or this process's user's.
+func ownedHere(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && (st.Uid == 0 || int(st.Uid) == os.Geteuid())
 }

@@ -698,6 +698,42 @@ func TestPostgresPasswordNotSentToPlantedSocket(t *testing.T) {
 	}
 }
 
+// TestPostgresPasswordNotSentToSocketDirOfAnotherUser: in a sticky
+// directory any local user may write to (/tmp), a directory or a link
+// another user made is theirs, whatever its mode: made before the
+// server's, it holds a socket of theirs, and it is no verified server.
+func TestPostgresPasswordNotSentToSocketDirOfAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("giving a directory to another user needs root")
+	}
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	theirs, link := filepath.Join(base, "pg"), filepath.Join(base, "pglink")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(theirs, link); err != nil {
+		t.Fatal(err)
+	}
+	_, got := pgtest.CatchPasswordsOn(t, "unix", filepath.Join(theirs, ".s.PGSQL.5432"))
+	for _, p := range []string{theirs, link} {
+		if err := os.Lchown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, host := range []string{theirs, link} {
+		_, err := OpenPostgres(context.Background(), "host="+host+" port=5432 user=lessor password=store-secret dbname=ops", PostgresOptions{})
+		if p, sent := pgtest.Sent(got); sent {
+			t.Fatalf("%s: the socket was sent the password %q", host, p)
+		}
+		if err == nil || !strings.Contains(err.Error(), "require_auth=password") {
+			t.Fatalf("%s: %v", host, err)
+		}
+	}
+}
+
 // newStoreDatabase creates a store in a database of its own, whose
 // defaults the test then sets as the database's owner may.
 func newStoreDatabase(t *testing.T) *pgtest.Database {

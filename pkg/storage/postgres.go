@@ -232,9 +232,12 @@ func redactQuery(raw string) string {
 }
 
 // secretParam reports whether a connection parameter can hold a secret:
-// password, sslpassword (the client key's passphrase), in any case.
+// password, sslpassword (the client key's passphrase), libpq 18's
+// oauth_client_secret (which pgx would send on to the server as a
+// setting), in any case.
 func secretParam(name string) bool {
-	return strings.Contains(strings.ToLower(name), "password")
+	l := strings.ToLower(name)
+	return strings.Contains(l, "password") || strings.Contains(l, "secret")
 }
 
 // PostgresOptions tunes a Postgres store.

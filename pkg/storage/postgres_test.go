@@ -475,9 +475,19 @@ func TestStoreURLs(t *testing.T) {
 		"postgresql:u:secret-1@h/db",
 		"sslpassword=secret-1 host=h",
 		"channel_binding=require host=h password=secret-1",
+		// libpq 18's OAuth client secret: no password by name, a
+		// secret all the same.
+		"postgres://h/db?oauth_client_secret=secret-1",
+		"host=h oauth_client_id=x oauth_client_secret=secret-1",
 	} {
 		if got := RedactURL(in); strings.Contains(got, "secret-1") {
 			t.Errorf("RedactURL(%q) = %q keeps the secret", in, got)
+		}
+	}
+	// -store refuses them as it refuses a password.
+	for _, in := range []string{"postgres://h/db?oauth_client_secret=s", "host=h oauth_client_secret=s", "postgres://h/db?OAuth_Client_Secret=s"} {
+		if !HoldsPassword(in) {
+			t.Errorf("HoldsPassword(%q) = false", in)
 		}
 	}
 	// A password with an unencoded '/', '?' or '#' (a base64 one may start

@@ -321,6 +321,13 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 	if reason := pgurl.MisplacedAt(raw); reason != "" {
 		return nil, "", fmt.Errorf("store %s: not a valid URL: %s", name, reason)
 	}
+	// The driver reads a URL as libpq does, where a '#' is one more
+	// character of the value it is in, not the start of a fragment: in
+	// "?x=#&password=…&host=…" it would take a password and a host that
+	// the URL parser here, -store's check and every message leave out.
+	if strings.Contains(raw, "#") {
+		return nil, "", fmt.Errorf("store %s: not a valid URL: write a '#' as %%23 (PostgreSQL reads on through it, where URL parsers see a fragment)", name)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, "", fmt.Errorf("store %s: not a valid URL", name)

@@ -509,6 +509,18 @@ func TestStoreURLs(t *testing.T) {
 			t.Errorf("ParsePostgresURL(%q): %v", in, err)
 		}
 	}
+	// A '#' after the host is no fragment to the driver, which reads on
+	// through it: a password, or a host, after it would be used, unseen
+	// by -store's check and by every message (which drop a fragment).
+	for _, in := range []string{
+		"postgres://u@h/db?sslmode=disable&x=#&password=secret-1",
+		"postgres://u@h/db?sslmode=disable&x=#&host=elsewhere",
+		"postgres://u@h/db#x",
+	} {
+		if _, _, err := ParsePostgresURL(in); err == nil || !strings.Contains(err.Error(), "%23") {
+			t.Errorf("ParsePostgresURL(%q): %v", in, err)
+		}
+	}
 	if got := RedactURL("postgres://u:77?secret-1@h/db"); got != "postgres://xxxxx@h/db" {
 		t.Errorf("RedactURL of a URL with a '?' in its password = %q", got)
 	}

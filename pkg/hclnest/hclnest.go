@@ -10,6 +10,7 @@
 package hclnest
 
 import (
+	"slices"
 	"strings"
 	"unicode"
 
@@ -31,10 +32,16 @@ const Limit = 32
 // string the parser does not see, and miss every bracket up to its end.
 // The scanner does not recurse, and its work grows with the text only.
 //
-// The scanner panics on some malformed text (JSON's on `{"\0`). The
-// parser, which reads the same tokens, stops there too (its panic is
-// recovered as a parse error), so what came before is all the nesting it
-// can meet: Deeper recovers and answers for that part.
+// In HCL, a block's keys nest too: hcl.Decode makes `a "b" "c" { }` the
+// object a holding b holding c, one recursion a key, with work that
+// grows with the square of their number (ten thousand keys take seconds,
+// a megabyte of them hours). A brace after n keys counts as n levels.
+//
+// The JSON scanner panics on some escapes in a string ("\x", a "\u" cut
+// short). The parser reads the same tokens from the same scanner, so it
+// panics there too, or stops earlier, with no more nesting than was
+// counted up to that token: the text is not deeper, and the caller's
+// parser, which it guards against such panics, gives the error.
 func Deeper(text string) (deep bool) {
 	defer func() {
 		if recover() != nil {
@@ -45,28 +52,44 @@ func Deeper(text string) (deep bool) {
 		s := jsonscanner.New([]byte(text))
 		s.Error = func(jsontoken.Pos, string) {}
 		return deeper(func() jsontoken.Type { return s.Scan().Type },
-			jsontoken.EOF, [2]jsontoken.Type{jsontoken.LBRACE, jsontoken.LBRACK}, [2]jsontoken.Type{jsontoken.RBRACE, jsontoken.RBRACK})
+			jsontoken.EOF, [2]jsontoken.Type{jsontoken.LBRACE, jsontoken.LBRACK}, [2]jsontoken.Type{jsontoken.RBRACE, jsontoken.RBRACK}, nil, nil)
 	}
 	s := hclscanner.New([]byte(text))
 	s.Error = func(hcltoken.Pos, string) {}
 	return deeper(func() hcltoken.Type { return s.Scan().Type },
-		hcltoken.EOF, [2]hcltoken.Type{hcltoken.LBRACE, hcltoken.LBRACK}, [2]hcltoken.Type{hcltoken.RBRACE, hcltoken.RBRACK})
+		hcltoken.EOF, [2]hcltoken.Type{hcltoken.LBRACE, hcltoken.LBRACK}, [2]hcltoken.Type{hcltoken.RBRACE, hcltoken.RBRACK},
+		[]hcltoken.Type{hcltoken.IDENT, hcltoken.STRING}, []hcltoken.Type{hcltoken.COMMENT})
 }
 
 // deeper counts the nesting of the tokens scan returns up to eof, of which
 // open and close are the brace and the bracket that open and close a
-// level.
-func deeper[T comparable](scan func() T, eof T, open, close [2]T) bool {
-	depth := 0
+// level. A run of keys (between which skip may stand, as comments may
+// between a block's keys) before the brace open[0] adds a level for each
+// key after the first.
+func deeper[T comparable](scan func() T, eof T, open, close [2]T, keys, skip []T) bool {
+	var levels []int // what each open brace or bracket added
+	depth, run := 0, 0
 	for t := scan(); t != eof; t = scan() {
-		switch t {
-		case open[0], open[1]:
-			if depth++; depth > Limit {
+		switch {
+		case slices.Contains(skip, t):
+			continue
+		case slices.Contains(keys, t):
+			run++
+			continue
+		case t == open[0] || t == open[1]:
+			n := 1
+			if t == open[0] {
+				n = max(run, 1)
+			}
+			levels = append(levels, n)
+			if depth += n; depth > Limit {
 				return true
 			}
-		case close[0], close[1]:
-			depth = max(depth-1, 0)
+		case (t == close[0] || t == close[1]) && len(levels) > 0:
+			depth -= levels[len(levels)-1]
+			levels = levels[:len(levels)-1]
 		}
+		run = 0
 	}
 	return false
 }

@@ -85,6 +85,9 @@ func TestParseRefuses(t *testing.T) {
 		"deep list":   {`length = ` + strings.Repeat("[", 2_000_000), "nest deeper than"},
 		"deep object": {`rule "charset" ` + strings.Repeat("{ a ", 1_000_000), "nest deeper than"},
 		"deep JSON":   {strings.Repeat(`{"a":`, 1_000_000), "nest deeper than"},
+		// A block's keys nest in the decoder, which takes seconds for ten
+		// thousand of them, and hours for a megabyte.
+		"many keys": {`length = 20` + "\n" + `rule ` + strings.Repeat(`"charset" `, 10_000) + `{ charset = "abc" }`, "nest deeper than"},
 		// Brackets after a quote that "${" makes the scanner skip are
 		// brackets all the same.
 		"deep after ${": {`length = 20` + "\n" + `x = "${"}"` + "\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},

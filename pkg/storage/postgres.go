@@ -332,7 +332,7 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("store %s: not a valid URL", name)
 	}
-	q, err := url.ParseQuery(u.RawQuery)
+	q, driverQuery, err := splitQuery(u.RawQuery)
 	if err != nil {
 		return nil, "", fmt.Errorf("store %s: not a valid URL query", name)
 	}
@@ -342,21 +342,54 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 			return nil, "", fmt.Errorf("store %s: schema= must name one schema", name)
 		}
 		schema = vs[0]
-		delete(q, "schema")
 	}
 	if !validSchemaName(schema) {
 		return nil, "", fmt.Errorf("store %s: schema %q: use lower-case letters, digits and _ (at most 63), starting with a letter or _", name, schema)
 	}
 	if _, ok := q["application_name"]; !ok {
-		q.Set("application_name", "lessor")
+		driverQuery = append(driverQuery, "application_name=lessor")
 	}
 	if _, ok := q["connect_timeout"]; !ok {
-		q.Set("connect_timeout", "10")
+		driverQuery = append(driverQuery, "connect_timeout=10")
 	}
-	u.RawQuery = q.Encode()
+	u.RawQuery = strings.Join(driverQuery, "&")
 	tsa, tsaSet := lastValue(q, "target_session_attrs")
 	passfile, _ := lastValue(q, "passfile")
 	return parseDriverConfig(u.String(), schema, name, passfile, tsa, tsaSet)
+}
+
+// splitQuery reads a URL's query as the driver (and libpq) does: '&'
+// between parameters, and only %XX escapes decoded, so a '+' is a '+', not
+// the space of an HTML form. It returns the values, and the parameters
+// but schema (lessor's own) exactly as written, for the driver: encoding
+// them again would turn the space of "options=-c%20x%3Dy" into a '+'.
+func splitQuery(raw string) (url.Values, []string, error) {
+	// A ';', which some parsers take for '&', stays refused, as Go's
+	// query parser refuses it.
+	if strings.Contains(raw, ";") {
+		return nil, nil, errors.New("a ';' in the query")
+	}
+	q := url.Values{}
+	var driver []string
+	for _, p := range strings.Split(raw, "&") {
+		if p == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(p, "=")
+		key, err := url.PathUnescape(k)
+		if err != nil {
+			return nil, nil, err
+		}
+		value, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		q[key] = append(q[key], value)
+		if key != "schema" {
+			driver = append(driver, p)
+		}
+	}
+	return q, driver, nil
 }
 
 // lastValue is the value of the query parameter key that the driver

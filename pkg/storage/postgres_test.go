@@ -428,6 +428,24 @@ func TestPostgresRetriesDeadlock(t *testing.T) {
 }
 
 func TestStoreURLs(t *testing.T) {
+	// Parameters reach the driver as written: a %20 stays a space (it was
+	// encoded again as '+', which the driver, like libpq, reads as a
+	// '+'), and a '+' stays a '+'.
+	for in, want := range map[string][2]string{
+		"postgres://u@h/db?options=-c%20statement_timeout%3D5s&schema=x": {"-c statement_timeout=5s", "lessor"},
+		"postgres://u@h/db?application_name=a+b%20c":                     {"", "a+b c"},
+	} {
+		cfg, schema, err := ParsePostgresURL(in)
+		if err != nil {
+			t.Fatalf("ParsePostgresURL(%q): %v", in, err)
+		}
+		if got := [2]string{cfg.RuntimeParams["options"], cfg.RuntimeParams["application_name"]}; got != want {
+			t.Errorf("ParsePostgresURL(%q): options and application_name %q, want %q", in, got, want)
+		}
+		if want := map[bool]string{true: "x", false: DefaultPostgresSchema}[strings.Contains(in, "schema=x")]; schema != want {
+			t.Errorf("ParsePostgresURL(%q): schema %q, want %q", in, schema, want)
+		}
+	}
 	for s, want := range map[string]bool{
 		"postgres://h/db": true, "postgresql://u:p@h/db": true, "POSTGRES://h": true,
 		"/var/lib/lessor.db": false, "mysql://h/db": false, "postgres:/h": false,

@@ -89,7 +89,15 @@ func Parse(text string, r io.Reader) (*Policy, error) {
 	return p, nil
 }
 
+// MaxSize is the largest policy text, in bytes, that lessor parses, as
+// for ACL policies: a policy is parsed again at every issue and rotation
+// that uses it, and real ones are a few hundred bytes.
+const MaxSize = 1 << 20
+
 func parse(text string) (p *Policy, err error) {
+	if len(text) > MaxSize {
+		return nil, fmt.Errorf("parse policy: larger than the limit of %d bytes (1 MiB)", MaxSize)
+	}
 	// The hcl v1 parser has panicked on malformed input before, and a
 	// policy comes from users.
 	defer func() {

@@ -82,15 +82,17 @@ func TestParseRefuses(t *testing.T) {
 		// The hcl parser recurses once per level: two million levels
 		// overflowed its stack, a fatal error that ended the process
 		// (lessor serve, for whoever may write a password policy).
-		"deep list":   {`length = ` + strings.Repeat("[", 2_000_000), "nest deeper than"},
-		"deep object": {`rule "charset" ` + strings.Repeat("{ a ", 1_000_000), "nest deeper than"},
-		"deep JSON":   {strings.Repeat(`{"a":`, 1_000_000), "nest deeper than"},
+		"deep list":   {`length = ` + strings.Repeat("[", 1_000_000), "nest deeper than"},
+		"deep object": {`rule "charset" ` + strings.Repeat("{ a ", 250_000), "nest deeper than"},
+		"deep JSON":   {strings.Repeat(`{"a":`, 200_000), "nest deeper than"},
 		// A block's keys nest in the decoder, which takes seconds for ten
 		// thousand of them, and hours for a megabyte.
 		"many keys": {`length = 20` + "\n" + `rule ` + strings.Repeat(`"charset" `, 10_000) + `{ charset = "abc" }`, "nest deeper than"},
 		// Brackets after a quote that "${" makes the scanner skip are
 		// brackets all the same.
 		"deep after ${": {`length = 20` + "\n" + `x = "${"}"` + "\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},
+		// Parsed at every use: no larger than an ACL policy may be.
+		"too large": {"length = 20\n" + strings.Repeat("#\n", MaxSize/2) + `rule "charset" { charset = "abc" }`, "larger than the limit"},
 		// hcl's JSON scanner panics here; so did the nesting check.
 		"scanner panic": {`{"\0` + strings.Repeat("[", 100_000), "parse policy"},
 	} {

@@ -15,6 +15,9 @@ import (
 	"github.com/lessorhq/lessor/pkg/logical"
 )
 
+// maxTokenLine bounds the line login reads a token from.
+const maxTokenLine = 4096
+
 func newLoginCmd(f *Factory, g *globalOptions) *cobra.Command {
 	var noStore, noPrint, tokenOnly bool
 	c := &cobra.Command{
@@ -36,9 +39,15 @@ nothing else.`,
 			var tok string
 			switch {
 			case len(args) == 1 && args[0] == "-":
-				line, err := bufio.NewReader(f.IO.In).ReadString('\n')
+				// A token is under 100 bytes: a first line longer than
+				// maxTokenLine (/dev/zero, a binary file) is no token, and
+				// is not read to its end.
+				line, err := bufio.NewReader(io.LimitReader(f.IO.In, maxTokenLine+1)).ReadString('\n')
 				if err != nil && !errors.Is(err, io.EOF) {
 					return usageErrorf("read token from stdin: %v", err)
+				}
+				if len(line) > maxTokenLine {
+					return usageErrorf("read token from stdin: its first line is longer than %d bytes, which no token is", maxTokenLine)
 				}
 				tok = line
 			case len(args) == 1:

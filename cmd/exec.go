@@ -115,6 +115,13 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 		return errors.Join(err, revokeAfter(ctx, f, leaseID))
 	}
 	warn(f, resp.Warnings)
+	// libpq takes what a service file says over PGUSER and PGPASSWORD: a
+	// user or password there, not the credential, would be what COMMAND
+	// logs in with. The service may also hold the TLS settings COMMAND
+	// needs, so it is left in place, and the caller told.
+	if svc := os.Getenv("PGSERVICE"); svc != "" {
+		fmt.Fprintf(f.IO.Err, "lessor: warning: PGSERVICE=%s is set: if its service file names a user or password, libpq uses them instead of the issued PGUSER and PGPASSWORD\n", svc)
+	}
 
 	child := exec.Command(prog, argv[1:]...)
 	child.Args[0] = argv[0]

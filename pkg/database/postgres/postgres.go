@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,7 +163,13 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 		// pgx's error quotes the string (with its password masked only
 		// where pgx found one) and the URL parser's reason, which may be a
 		// piece of the password: none of it is shown.
-		return nil, &URLError{Scheme: urlScheme(c.ConnectionURL), Reason: "it is neither a postgres:// URL nor a keyword/value connection string that PostgreSQL's libpq rules accept"}
+		reason := "it is neither a postgres:// URL nor a keyword/value connection string that PostgreSQL's libpq rules accept"
+		if svc := os.Getenv("PGSERVICE"); svc != "" {
+			// The driver reads libpq's environment too, and fails on a
+			// service that no service file holds.
+			reason += fmt.Sprintf(", or PGSERVICE=%s in lessor's environment names a service no service file holds", svc)
+		}
+		return nil, &URLError{Scheme: urlScheme(c.ConnectionURL), Reason: reason}
 	}
 	// Explicit username and password fields win over whatever the URL, the
 	// environment or ~/.pgpass supplied: they are what rotation changes.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -1147,5 +1148,18 @@ func TestRenewOnlyTheLeasesRole(t *testing.T) {
 	}
 	if err := f.db.RenewUser(f.ctx, "v-no-such-role", exp, nil, mine); err == nil || !strings.Contains(err.Error(), `role "v-no-such-role" does not exist`) {
 		t.Fatalf("renew of a role that does not exist: %v", err)
+	}
+}
+
+// TestMissingServiceIsNamed: the driver reads libpq's environment, and a
+// PGSERVICE in lessor's that no service file holds fails every connection
+// string; the error says so, not only that the string did not parse.
+func TestMissingServiceIsNamed(t *testing.T) {
+	t.Setenv("PGSERVICEFILE", filepath.Join(t.TempDir(), "none.conf"))
+	t.Setenv("PGSERVICE", "no-such-service")
+	cfg := Config{ConnectionURL: "postgresql://{{username}}:{{password}}@127.0.0.1:5432/db", Username: "u"}
+	_, err := cfg.connConfig("pw")
+	if err == nil || !strings.Contains(err.Error(), "PGSERVICE=no-such-service in lessor's environment names a service no service file holds") {
+		t.Fatalf("connConfig with a missing service: %v", err)
 	}
 }

@@ -450,6 +450,10 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 		if IsPostgresKeywords(conn) {
 			what = "connection string"
 		}
+		if svc := os.Getenv("PGSERVICE"); svc != "" {
+			// The driver reads libpq's environment too.
+			return nil, "", fmt.Errorf("store %s: not a valid PostgreSQL %s, or PGSERVICE=%s in lessor's environment names a service no service file holds", name, what, svc)
+		}
 		return nil, "", fmt.Errorf("store %s: not a valid PostgreSQL %s", name, what)
 	}
 	if !tsaSet {

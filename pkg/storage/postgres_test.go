@@ -918,3 +918,14 @@ func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreMissingServiceIsNamed: a PGSERVICE that no service file holds
+// fails the driver's parse of any store URL; the error says so.
+func TestStoreMissingServiceIsNamed(t *testing.T) {
+	t.Setenv("PGSERVICEFILE", filepath.Join(t.TempDir(), "none.conf"))
+	t.Setenv("PGSERVICE", "no-such-service")
+	_, _, err := ParsePostgresURL("postgres://u@127.0.0.1/db")
+	if err == nil || !strings.Contains(err.Error(), "PGSERVICE=no-such-service in lessor's environment names a service no service file holds") {
+		t.Fatalf("ParsePostgresURL with a missing service: %v", err)
+	}
+}

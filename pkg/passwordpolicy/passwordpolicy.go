@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
 
 	"github.com/lessorhq/lessor/pkg/hclnest"
 	"github.com/lessorhq/lessor/pkg/randstr"
@@ -108,8 +109,20 @@ func parse(text string) (p *Policy, err error) {
 	if hclnest.Deeper(text) {
 		return nil, fmt.Errorf("parse policy: braces and brackets nest deeper than %d levels", hclnest.Limit)
 	}
+	file, err := hcl.ParseString(text)
+	if err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	// The decoder gathers each item of several keys ("a" "b" { }, or in
+	// JSON an object of objects) from all of its siblings, so its work
+	// grows with the square of their number: a few thousand hold the CPU
+	// for seconds, a request body of them for days. A policy needs a few
+	// dozen nodes.
+	if n := countNodes(file.Node); n > maxNodes {
+		return nil, fmt.Errorf("parse policy: more than %d keys and values (a policy has length and a few rule blocks)", maxNodes)
+	}
 	var raw map[string]any
-	if err := hcl.Decode(&raw, text); err != nil {
+	if err := hcl.DecodeObject(&raw, file); err != nil {
 		return nil, fmt.Errorf("parse policy: %w", err)
 	}
 	p = &Policy{}
@@ -135,6 +148,23 @@ func parse(text string) (p *Policy, err error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// maxNodes bounds the syntax nodes (keys, values, objects, lists) of a
+// policy that parse decodes.
+const maxNodes = 4096
+
+// countNodes counts the nodes of the tree under n, up to maxNodes+1.
+func countNodes(n ast.Node) int {
+	count := 0
+	ast.Walk(n, func(n ast.Node) (ast.Node, bool) {
+		// Walk calls again with nil as it leaves each node.
+		if n != nil {
+			count++
+		}
+		return n, count <= maxNodes
+	})
+	return count
 }
 
 // parseRules reads the value of "rule": HCL gives a list of maps keyed by

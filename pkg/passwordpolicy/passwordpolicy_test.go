@@ -3,6 +3,7 @@ package passwordpolicy
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -88,6 +89,10 @@ func TestParseRefuses(t *testing.T) {
 		// A block's keys nest in the decoder, which takes seconds for ten
 		// thousand of them, and hours for a megabyte.
 		"many keys": {`length = 20` + "\n" + `rule ` + strings.Repeat(`"charset" `, 10_000) + `{ charset = "abc" }`, "nest deeper than"},
+		// Siblings of two keys each are as slow to decode, each gathered
+		// from all the others: five thousand took seconds.
+		"many blocks":       {`length = 20` + "\n" + numbered("a%d \"b\" {}\n", 5000), "more than 4096"},
+		"many JSON objects": {`{"length": 20` + numbered(`, "a%d": {"b": {}}`, 5000) + "}", "more than 4096"},
 		// Brackets after a quote that "${" makes the scanner skip are
 		// brackets all the same.
 		"deep after ${": {`length = 20` + "\n" + `x = "${"}"` + "\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},
@@ -106,6 +111,15 @@ func TestParseRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// numbered is format repeated n times, given 0 to n-1.
+func numbered(format string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, format, i)
+	}
+	return b.String()
 }
 
 func TestParseJSON(t *testing.T) {

@@ -54,7 +54,10 @@ func Deeper(text string) (deep bool) {
 		return deeper(func() jsontoken.Type { return s.Scan().Type },
 			jsontoken.EOF, [2]jsontoken.Type{jsontoken.LBRACE, jsontoken.LBRACK}, [2]jsontoken.Type{jsontoken.RBRACE, jsontoken.RBRACK}, nil, nil)
 	}
-	s := hclscanner.New([]byte(text))
+	// hcl's parser scans the text with "\r\n" made "\n", and a heredoc's
+	// anchor before a "\r\n" is another word than before a "\n": scanned
+	// as given, a heredoc could hide what the parser reads as brackets.
+	s := hclscanner.New([]byte(strings.ReplaceAll(text, "\r\n", "\n")))
 	s.Error = func(hcltoken.Pos, string) {}
 	return deeper(func() hcltoken.Type { return s.Scan().Type },
 		hcltoken.EOF, [2]hcltoken.Type{hcltoken.LBRACE, hcltoken.LBRACK}, [2]hcltoken.Type{hcltoken.RBRACE, hcltoken.RBRACK},

@@ -98,6 +98,9 @@ func TestParseRefuses(t *testing.T) {
 		"deep after ${": {`length = 20` + "\n" + `x = "${"}"` + "\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},
 		// Parsed at every use: no larger than an ACL policy may be.
 		"too large": {"length = 20\n" + strings.Repeat("#\n", MaxSize/2) + `rule "charset" { charset = "abc" }`, "larger than the limit"},
+		// The decoder's parser reads "\r\n" as "\n", which ends this
+		// heredoc a line sooner.
+		"deep after CRLF heredoc": {`length = 20` + "\n" + "x = <<EOT\r\nEOT\ny = " + strings.Repeat("[", 2000) + "\nz = \"a\"", "nest deeper than"},
 		// hcl's JSON scanner panics here; so did the nesting check.
 		"scanner panic": {`{"\0` + strings.Repeat("[", 100_000), "parse policy"},
 	} {

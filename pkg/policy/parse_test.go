@@ -361,13 +361,17 @@ func TestParseDeepNesting(t *testing.T) {
 // reads as brackets. In an HCL string, "${" makes the scanner ignore
 // quotes up to its "}", and a heredoc may hold a quote: a count that took
 // either quote for the start of a string missed every bracket up to the
-// next quote, and half a million of them held lessor serve's CPU for
+// next quote (so did a count on the text before the parser's change of
+// line endings), and half a million of them held lessor serve's CPU for
 // longer than five minutes.
 func TestParseDeepNestingHidden(t *testing.T) {
 	deep := "y = " + strings.Repeat("[", 2000) + "\nz = \"a\"\n"
 	for name, hide := range map[string]string{
 		"interpolation": `x = "${"}"` + "\n",
 		"heredoc":       "x = <<EOT\n\"\nEOT\n",
+		// The parser turns "\r\n" into "\n" before it scans: the anchor
+		// is then EOT, not "EOT\r", and the heredoc ends a line sooner.
+		"heredoc CRLF": "x = <<EOT\r\nEOT\n",
 	} {
 		_, err := Parse("hidden", `path "a" { capabilities = ["read"] }`+"\n"+hide+deep)
 		var pe *ParseError

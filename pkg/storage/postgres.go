@@ -144,7 +144,9 @@ func RedactURL(raw string) string {
 		}
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Opaque != "" {
+	// "postgres:/u:pw@h/db" parses, but with no "//" it has no user part
+	// to hide the password in: the parser takes it all for a path.
+	if err != nil || u.Opaque != "" || u.OmitHost {
 		if LooksLikeURL(raw) {
 			// Its scheme: what precedes the first ':' (see LooksLikeURL).
 			t := strings.TrimLeft(raw, " \t\n")

@@ -491,6 +491,9 @@ func TestStoreURLs(t *testing.T) {
 		"u:secret-1@h/x://y",
 		" postgres://u:secret-1@h/db",
 		"postgresql:u:secret-1@h/db",
+		// One '/' only: no host, a path that holds it all.
+		"postgres:/u:secret-1@h/db",
+		"PostgreSQL:/u:secret-1@h/db",
 		"sslpassword=secret-1 host=h",
 		"channel_binding=require host=h password=secret-1",
 		// libpq 18's OAuth client secret: no password by name, a

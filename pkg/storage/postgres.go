@@ -186,7 +186,9 @@ func HoldsPassword(raw string) bool {
 	if pgurl.MisplacedAt(raw) != "" {
 		return true
 	}
-	u, err := url.Parse(strings.TrimLeft(raw, " \t\n"))
+	// The driver, as libpq, reads a '#' as one more character, not as
+	// the start of a fragment that url.Parse would set aside unread.
+	u, err := url.Parse(strings.ReplaceAll(strings.TrimLeft(raw, " \t\n"), "#", "%23"))
 	if err != nil {
 		return true
 	}

@@ -506,7 +506,8 @@ func TestStoreURLs(t *testing.T) {
 		}
 	}
 	// -store refuses them as it refuses a password.
-	for _, in := range []string{"postgres://h/db?oauth_client_secret=s", "host=h oauth_client_secret=s", "postgres://h/db?OAuth_Client_Secret=s"} {
+	// So does one after a '#', which the driver reads on through.
+	for _, in := range []string{"postgres://h/db?oauth_client_secret=s", "host=h oauth_client_secret=s", "postgres://h/db?OAuth_Client_Secret=s", "postgres://u@h/db?x=#&password=s"} {
 		if !HoldsPassword(in) {
 			t.Errorf("HoldsPassword(%q) = false", in)
 		}

@@ -55,6 +55,19 @@ type Policy struct {
 	Rules  []Rule
 	// alphabet is the sorted, de-duplicated union of the charsets.
 	alphabet string
+	// need holds, as sets, the rules whose min-chars is above 0 (no more
+	// than Length of them), the only ones a password can fail. Meets
+	// runs for every draw, up to checkAttempts of them at each write of
+	// a policy, and a search of a charset of a megabyte for each of its
+	// characters held the CPU for seconds.
+	need []class
+}
+
+// class is a rule as Meets tests it: which ASCII characters its charset
+// holds, and how many of them a password needs.
+type class struct {
+	in  [128]bool
+	min int
 }
 
 // Alphabet returns the characters passwords are drawn from.
@@ -262,6 +275,17 @@ func (p *Policy) check() error {
 	if need > p.Length {
 		return fmt.Errorf("specified rules require at least %d characters but %d is specified", need, p.Length)
 	}
+	p.need = nil
+	for _, r := range p.Rules {
+		if r.MinChars == 0 {
+			continue
+		}
+		c := class{min: r.MinChars}
+		for i := 0; i < len(r.Charset); i++ {
+			c.in[r.Charset[i]] = true
+		}
+		p.need = append(p.need, c)
+	}
 	var b []byte
 	for c := range seen {
 		b = append(b, c)
@@ -301,14 +325,15 @@ func (p *Policy) Meets(s string) bool {
 			return false
 		}
 	}
-	for _, rule := range p.Rules {
+	for _, c := range p.need {
 		n := 0
 		for i := 0; i < len(s); i++ {
-			if strings.IndexByte(rule.Charset, s[i]) >= 0 {
+			// s is of the alphabet, which is ASCII.
+			if c.in[s[i]] {
 				n++
 			}
 		}
-		if n < rule.MinChars {
+		if n < c.min {
 			return false
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 const complexPolicy = `
@@ -150,6 +151,29 @@ func TestParseBracketsInCharsets(t *testing.T) {
 		if p.Alphabet() != `"[ab{` {
 			t.Fatalf("%s: alphabet %q", text, p.Alphabet())
 		}
+	}
+}
+
+// TestParseLongCharsetIsQuick: a charset of a megabyte, in a policy that
+// most draws fail, is checked in well under a second, as each draw's test
+// of a character against a rule no longer reads through the charset.
+func TestParseLongCharsetIsQuick(t *testing.T) {
+	var rest strings.Builder
+	for c := byte('!'); c <= '~'; c++ {
+		if !strings.ContainsRune(`b"\$%`, rune(c)) {
+			rest.WriteByte(c)
+		}
+	}
+	text := "length = 100\n" +
+		`rule "charset" { charset = "` + strings.Repeat("b", MaxSize-1000) + rest.String() + `" }` + "\n" +
+		`rule "charset" { charset = "x" min-chars = 10 }` + "\n"
+	start := time.Now()
+	_, err := Parse(text, rand.Reader)
+	if !errors.Is(err, ErrUnlikely) {
+		t.Fatalf("got %v, want ErrUnlikely", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the check took %v", d)
 	}
 }
 

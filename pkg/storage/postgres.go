@@ -619,7 +619,7 @@ func parseKeywords(s string) ([]keyValue, error) {
 			j++
 		}
 		if key == "" || j == len(s) || s[j] != '=' {
-			return nil, fmt.Errorf("missing \"=\" after %q", key)
+			return nil, fmt.Errorf("missing \"=\" after %s (a value with a space is written in single quotes)", keywordName(key))
 		}
 		j++
 		for j < len(s) && space(s[j]) {
@@ -630,7 +630,7 @@ func parseKeywords(s string) ([]keyValue, error) {
 			j++
 			for ; ; j++ {
 				if j >= len(s) {
-					return nil, fmt.Errorf("unterminated quoted value of %q", key)
+					return nil, fmt.Errorf("unterminated quoted value of %s", keywordName(key))
 				}
 				if s[j] == '\\' && j+1 < len(s) {
 					j++
@@ -651,6 +651,17 @@ func parseKeywords(s string) ([]keyValue, error) {
 		out = append(out, keyValue{key, v.String()})
 		i = j
 	}
+}
+
+// keywordName names key in a parse error: quoted if it is a keyword libpq
+// knows, and otherwise not at all, as it is then likely the rest of an
+// unquoted value with a space in it ("password=two words"), which may be a
+// password.
+func keywordName(key string) string {
+	if libpqKeywords[key] {
+		return strconv.Quote(key)
+	}
+	return "a word that is no connection keyword"
 }
 
 // formatKeywords writes keyword/value pairs back, every value quoted.

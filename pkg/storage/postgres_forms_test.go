@@ -162,6 +162,13 @@ func TestPostgresKeywordParsing(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
+	// A password with a space, unquoted, ends at the space: the rest of it
+	// is read as a keyword, which the error must not show.
+	for _, bad := range []string{`host=a password=two secret-1 user=u`, `host=a password=two secret-1='x`} {
+		if _, _, err := ParsePostgresURL(bad); err == nil || strings.Contains(err.Error(), "secret-1") {
+			t.Errorf("ParsePostgresURL(%q): %v", bad, err)
+		}
+	}
 }
 
 // deadPort returns a local port nothing listens on.

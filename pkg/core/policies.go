@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/policy"
@@ -122,13 +123,53 @@ func aclForTx(tx storage.Tx, names []string) (*policy.ACL, error) {
 		if !ok {
 			continue
 		}
-		p, err := policy.Parse(n, text)
+		p, err := parsedPolicy(n, text)
 		if err != nil {
 			return nil, fmt.Errorf("stored policy %s: %w", n, err)
 		}
 		ps = append(ps, p)
 	}
 	return policy.NewACL(ps...)
+}
+
+// parsed holds the policies aclForTx parsed, by name and text. Every
+// request builds its token's ACL from the stored texts, and a policy of a
+// megabyte takes its parser a large part of a second: whoever may write
+// one that tokens hold made each of their requests cost that much CPU.
+// NewACL only reads a Policy, so one may serve many requests at once.
+var parsed struct {
+	sync.Mutex
+	m     map[policyText]*policy.Policy
+	bytes int // the length of the texts in m
+}
+
+type policyText struct{ name, text string }
+
+// maxParsedBytes bounds the texts in parsed, and so the memory the parsed
+// policies take: past it, the cache starts again empty.
+const maxParsedBytes = 8 << 20
+
+// parsedPolicy is policy.Parse(name, text), from parsed when it is there.
+func parsedPolicy(name, text string) (*policy.Policy, error) {
+	key := policyText{name, text}
+	parsed.Lock()
+	p := parsed.m[key]
+	parsed.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	p, err := policy.Parse(name, text)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Lock()
+	if parsed.m == nil || parsed.bytes+len(text) > maxParsedBytes {
+		parsed.m, parsed.bytes = map[policyText]*policy.Policy{}, 0
+	}
+	parsed.m[key] = p
+	parsed.bytes += len(text)
+	parsed.Unlock()
+	return p, nil
 }
 
 func (c *Core) policyNames(ctx context.Context) ([]string, error) {

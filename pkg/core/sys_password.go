@@ -98,6 +98,9 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		}
 		return &logical.Response{Data: map[string]any{"policy": text}}, nil
 	case op == logical.CreateOperation || op == logical.UpdateOperation:
+		if err := c.checkPasswordPolicyUsers(ctx, req, name); err != nil {
+			return nil, err
+		}
 		text := logical.String(req.Data["policy"])
 		if strings.TrimSpace(text) == "" {
 			return nil, logical.Errorf("missing policy")
@@ -115,9 +118,49 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		}
 		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(passwordPolicyPrefix+name, raw) })
 	case op == logical.DeleteOperation:
+		if err := c.checkPasswordPolicyUsers(ctx, req, name); err != nil {
+			return nil, err
+		}
 		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(passwordPolicyPrefix + name) })
 	}
 	return nil, logical.UnsupportedOperation(req)
+}
+
+// checkPasswordPolicyUsers refuses a write or delete of a password policy
+// that some mount's settings name (a database connection, whose
+// rotate-root makes the next admin password by it, or a static role),
+// unless the caller has sudo on the policy's path. Otherwise a token that
+// may write sys/policies/password/*, as Vault grants without sudo, could
+// make the policy "length = 4, charset a" and so choose the admin's next
+// password and those of every role issued after it, where changing the
+// connection's password_policy itself needs the admin password.
+func (c *Core) checkPasswordPolicyUsers(ctx context.Context, req *logical.Request, name string) error {
+	if req.HasSudo {
+		return nil
+	}
+	ms, err := c.mounts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		be, err := c.backend(m)
+		if err != nil {
+			return err
+		}
+		pu, ok := be.(logical.PasswordPolicyUser)
+		if !ok {
+			continue
+		}
+		uses, err := pu.PasswordPolicyUses(ctx, c.mountStorage(m), name)
+		if err != nil {
+			return err
+		}
+		if len(uses) > 0 {
+			return &PermissionError{Operation: req.Operation, Path: "sys/policies/password/" + name,
+				Reason: "a database connection or static role makes its passwords by this policy, so changing it also needs the sudo capability"}
+		}
+	}
+	return nil
 }
 
 // passwordPolicyExists is the existence check of a write, so that the ACL

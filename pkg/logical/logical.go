@@ -355,6 +355,15 @@ type PasswordGenerator interface {
 	GeneratePasswordFromPolicy(ctx context.Context, policyName string) (string, error)
 }
 
+// PasswordPolicyUser is implemented by a Backend whose stored settings
+// may name password policies. PasswordPolicyUses returns the paths below
+// the mount (st is its storage) whose settings name the policy: rewriting
+// that policy chooses the passwords those settings make next, the
+// database admin's among them.
+type PasswordPolicyUser interface {
+	PasswordPolicyUses(ctx context.Context, st storage.Store, policyName string) ([]string, error)
+}
+
 // TokenPrefix starts every lessor token: TokenPrefix and 32 base62
 // characters.
 const TokenPrefix = "lsr_"

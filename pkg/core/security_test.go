@@ -382,7 +382,10 @@ func TestUnmountForceNeedsSudo(t *testing.T) {
 	for _, m := range []string{"a", "b", "c"} {
 		must(t, c, root, logical.UpdateOperation, "sys/mounts/"+m, map[string]any{"type": "echo"})
 	}
-	plain := tokenWith(t, c, root, "unmount", `path "sys/mounts/*" { capabilities = ["delete"] }`)
+	plain := tokenWith(t, c, root, "unmount", `
+path "sys/mounts/*" { capabilities = ["delete"] }
+path "sys/leases/revoke-force/*" { capabilities = ["update", "sudo"] }
+`)
 	_, err := do(t, c, plain, logical.DeleteOperation, "sys/mounts/a", map[string]any{"force": true})
 	if !errors.Is(err, logical.ErrPermissionDenied) || !strings.Contains(err.Error(), "force also needs the sudo capability") {
 		t.Fatalf("force without sudo: %v", err)
@@ -390,9 +393,27 @@ func TestUnmountForceNeedsSudo(t *testing.T) {
 	if _, err := do(t, c, plain, logical.DeleteOperation, "sys/mounts/a", map[string]any{"force": "false"}); err != nil {
 		t.Fatalf("delete without force: %v", err)
 	}
+	// Sudo on the mount is not enough: force forgets leases as
+	// revoke-force does, and a policy that denies that is not bypassed.
 	sudo := tokenWith(t, c, root, "unmount-sudo", `path "sys/mounts/*" { capabilities = ["delete", "sudo"] }`)
-	if _, err := do(t, c, sudo, logical.DeleteOperation, "sys/mounts/b", map[string]any{"force": true}); err != nil {
-		t.Fatalf("force with sudo: %v", err)
+	_, err = do(t, c, sudo, logical.DeleteOperation, "sys/mounts/b", map[string]any{"force": true})
+	var pe *PermissionError
+	if !errors.As(err, &pe) || pe.Path != "sys/leases/revoke-force/b/" || !strings.Contains(err.Error(), "needs update and sudo on sys/leases/revoke-force/<mount>") {
+		t.Fatalf("force with sudo on the mount only: %v", err)
+	}
+	noSudo := tokenWith(t, c, root, "unmount-force-no-sudo", `
+path "sys/mounts/*" { capabilities = ["delete", "sudo"] }
+path "sys/leases/revoke-force/*" { capabilities = ["update"] }
+`)
+	if _, err := do(t, c, noSudo, logical.DeleteOperation, "sys/mounts/b", map[string]any{"force": "true"}); !errors.Is(err, logical.ErrPermissionDenied) {
+		t.Fatalf("force without sudo on revoke-force: %v", err)
+	}
+	both := tokenWith(t, c, root, "unmount-force", `
+path "sys/mounts/*" { capabilities = ["delete", "sudo"] }
+path "sys/leases/revoke-force/b/*" { capabilities = ["update", "sudo"] }
+`)
+	if _, err := do(t, c, both, logical.DeleteOperation, "sys/mounts/b", map[string]any{"force": true}); err != nil {
+		t.Fatalf("force with sudo and revoke-force: %v", err)
 	}
 	if _, err := do(t, c, root, logical.DeleteOperation, "sys/mounts/c", map[string]any{"force": true}); err != nil {
 		t.Fatalf("force as root: %v", err)

@@ -143,6 +143,9 @@ func leaseTarget(fullPath string, data map[string]any) (endpoint, pathID, bodyID
 // A revoke-prefix that sends force is checked as the revoke-force it is
 // (checkForcedPrefix).
 func (c *Core) checkLeaseTarget(ctx context.Context, acl *policy.ACL, te *token.Entry, op logical.Operation, fullPath string, data map[string]any) error {
+	if mount, ok := strings.CutPrefix(fullPath, "sys/mounts/"); ok && op == logical.DeleteOperation {
+		return checkForcedUnmount(acl, mount, data)
+	}
 	if op != logical.CreateOperation && op != logical.UpdateOperation {
 		return nil
 	}
@@ -195,6 +198,30 @@ func checkForcedPrefix(acl *policy.ACL, op logical.Operation, prefix string, dat
 		return nil
 	}
 	return &PermissionError{Operation: op, Path: target, Reason: fmt.Sprintf("force forgets leases as revoke-force does, and needs %s and sudo on sys/leases/revoke-force/<prefix>", op)}
+}
+
+// checkForcedUnmount checks a disable that sends force=true as the
+// revoke-force of the mount's leases it amounts to (the leases whose
+// revocation fails are forgotten, their roles live on): it needs update
+// and sudo on sys/leases/revoke-force/<mount>, besides the sudo on the
+// mount the handler asks. A policy that denies revoke-force is then not
+// bypassed by disabling the mount, as checkForcedPrefix keeps it from
+// being bypassed by revoke-prefix.
+func checkForcedUnmount(acl *policy.ACL, mount string, data map[string]any) error {
+	force, err := logical.ParseBool(data["force"])
+	if err != nil || !force {
+		return nil
+	}
+	path, err := canonicalMountPath(mount)
+	if err != nil || path == "" {
+		// The handler refuses the path.
+		return nil
+	}
+	target := "sys/leases/revoke-force/" + path
+	if res := acl.Allow(logical.UpdateOperation, target, nil); res.Allowed && res.Sudo {
+		return nil
+	}
+	return &PermissionError{Operation: logical.DeleteOperation, Path: target, Reason: "force forgets leases as revoke-force does, and needs update and sudo on sys/leases/revoke-force/<mount>"}
 }
 
 func (c *Core) revokePrefix(ctx context.Context, prefix string, force bool) (*logical.Response, error) {

@@ -14,10 +14,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // MisplacedAt returns why the '@' of dsn (a postgres:// or postgresql://
@@ -156,4 +158,23 @@ func ownedHere(path string) bool {
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && (st.Uid == 0 || int(st.Uid) == os.Geteuid())
+}
+
+// ServerVersionNum is the server's version as server_version_num would give it.
+// Only PostgreSQL 18+ reports server_version_num when a session starts;
+// older servers report server_version ("17.10", "16.4 (Debian …)"), whose
+// major and minor numbers say as much. Anything unreadable counts as 10,
+// the oldest server with SCRAM, which lessor needs anyway.
+func ServerVersionNum(pc *pgconn.PgConn) int {
+	if n, err := strconv.Atoi(pc.ParameterStatus("server_version_num")); err == nil && n > 0 {
+		return n
+	}
+	v, _, _ := strings.Cut(pc.ParameterStatus("server_version"), " ")
+	major, minor, _ := strings.Cut(v, ".")
+	ma, err := strconv.Atoi(major)
+	if err != nil || ma < 10 {
+		return 100000
+	}
+	mi, _ := strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
+	return ma*10000 + mi
 }

@@ -494,6 +494,25 @@ func sessionDefaults(cfg *pgx.ConnConfig) {
 			cfg.RuntimeParams[k] = "0"
 		}
 	}
+	if _, ok := cfg.RuntimeParams["transaction_timeout"]; !ok {
+		cfg.AfterConnect = liftTransactionTimeout
+	}
+}
+
+// liftTransactionTimeout lifts, on PostgreSQL 17 and later, the
+// transaction_timeout a database default may set (a DBA's limit for the
+// apps there), which ends every store transaction that takes longer.
+// Older servers refuse the name in the startup packet, so it costs a
+// round trip, on those servers only, once per connection. A default of a
+// few milliseconds may still end a connection before this runs: the
+// server arms the timeout in the transaction that starts the session, so
+// only the startup packet could keep it off there.
+func liftTransactionTimeout(ctx context.Context, c *pgconn.PgConn) error {
+	if pgurl.ServerVersionNum(c) < 170000 {
+		return nil
+	}
+	_, err := c.Exec(ctx, "SET transaction_timeout = 0").ReadAll()
+	return err
 }
 
 // chooseSessionAttrs makes a store connect only to a primary, the server

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lessorhq/lessor/pkg/pgtest"
+	"github.com/lessorhq/lessor/pkg/pgurl"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -920,6 +921,36 @@ func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestPostgresTransactionTimeoutLifted: from PostgreSQL 17 on, a
+// transaction_timeout that the store's database defaults to (a DBA's
+// limit for the apps there) ended every store transaction that took
+// longer, a long reap's among them. Each connection lifts it. (CI's
+// .ci/pg-matrix runs this on 17; older servers have no such setting.)
+func TestPostgresTransactionTimeoutLifted(t *testing.T) {
+	ctx := context.Background()
+	db := newStoreDatabase(t)
+	if v := pgurl.ServerVersionNum(db.Conn(t).PgConn()); v < 170000 {
+		t.Skipf("PostgreSQL %d has no transaction_timeout", v)
+	}
+	setDatabaseDefault(t, db, "transaction_timeout = '300ms'")
+	p, err := OpenPostgres(ctx, db.URL, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	err = p.Update(ctx, func(tx Tx) error {
+		if err := tx.Put("k", []byte("v")); err != nil {
+			return err
+		}
+		time.Sleep(600 * time.Millisecond)
+		_, err := tx.List("")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("a transaction longer than the database's transaction_timeout: %v", err)
 	}
 }
 

@@ -380,7 +380,7 @@ func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Co
 		return nil, db.redact(cerr)
 	}
 	if db.version == 0 {
-		db.version = versionNum(conn.PgConn())
+		db.version = pgurl.ServerVersionNum(conn.PgConn())
 	}
 	return conn, nil
 }
@@ -464,7 +464,7 @@ const actingRoleFromDatabase = `SELECT current_user <> session_user AND NOT EXIS
 // comes here only when it acts as another role.
 func unbindSession(ctx context.Context, conn *pgx.Conn) error {
 	q := setUpSession
-	if lift := liftTimeout(versionNum(conn.PgConn())); lift != "" {
+	if lift := liftTimeout(pgurl.ServerVersionNum(conn.PgConn())); lift != "" {
 		q = lift + "; " + q
 	}
 	res, err := conn.PgConn().Exec(ctx, q).ReadAll()
@@ -568,25 +568,6 @@ func finishUnbound(conn *pgx.Conn, res []*pgconn.Result, n int) (rest []*pgconn.
 	}
 	other, err := actsAsAnother(res[n-1])
 	return res[n:], other && !roleAsked(conn), err
-}
-
-// versionNum is the server's version as server_version_num would give it.
-// Only PostgreSQL 18+ reports server_version_num when a session starts;
-// older servers report server_version ("17.10", "16.4 (Debian …)"), whose
-// major and minor numbers say as much. Anything unreadable counts as 10,
-// the oldest server with SCRAM, which lessor needs anyway.
-func versionNum(pc *pgconn.PgConn) int {
-	if n, err := strconv.Atoi(pc.ParameterStatus("server_version_num")); err == nil && n > 0 {
-		return n
-	}
-	v, _, _ := strings.Cut(pc.ParameterStatus("server_version"), " ")
-	major, minor, _ := strings.Cut(v, ".")
-	ma, err := strconv.Atoi(major)
-	if err != nil || ma < 10 {
-		return 100000
-	}
-	mi, _ := strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
-	return ma*10000 + mi
 }
 
 // connectError says where the connection went and why it failed, without

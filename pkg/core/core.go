@@ -335,17 +335,15 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 
 	lastUse := te.NumUses < 0
 	data := req.Data
-	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System).WithCheck(func(tx storage.Tx) error {
+	checkKeys := append(policyKeys(te.Policies), mountsKey, tokenStoragePrefix+token.EntryKey(te.ID))
+	rec := c.leases.Recorder(mount.UUID, mount.Path, te.Accessor, req.System).WithCheck(checkKeys, func(tx storage.Tx) error {
 		// Since the request was authorised, its token may have been
 		// revoked (the revocation has selected the token's leases
 		// already, so a lease recorded now would outlive it), or its
 		// mount moved (the lease's id would name a path the mount no
 		// longer has). Either way nothing is recorded, and the backend
-		// creates nothing. What the checks read comes in one query, where
-		// a read is a round trip.
-		if err := storage.Prefetch(tx, append(policyKeys(te.Policies), mountsKey)); err != nil {
-			return err
-		}
+		// creates nothing. What the checks read (checkKeys) comes in one
+		// query with the record's own keys, where a read is a round trip.
 		if err := c.tokens.StillUsableTx(storage.PrefixedTx(tx, tokenStoragePrefix), te, lastUse); err != nil {
 			if errors.Is(err, token.ErrBadToken) {
 				return badTokenError(req.Operation, fullPath)

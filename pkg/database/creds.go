@@ -211,10 +211,8 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 		// deletes or rewrites the role, or takes it out of allowed_roles,
 		// and then revokes its prefix must not miss a lease recorded
 		// after that revocation.
+		CheckKeys: []string{rolePrefix + name, configPrefix + role.DBName},
 		Check: func(tx storage.Tx) error {
-			if err := storage.Prefetch(tx, []string{rolePrefix + name, configPrefix + role.DBName}); err != nil {
-				return err
-			}
 			cur, err := tx.Get(rolePrefix + name)
 			if err != nil {
 				return err

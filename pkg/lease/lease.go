@@ -43,6 +43,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -282,6 +283,15 @@ func (m *Manager) getShown(tx storage.Tx, id string) (*Entry, error) {
 }
 
 // put writes e and moves its due key to due.
+// newRecordKeys are the keys put reads and writes for a new record.
+func newRecordKeys(e *Entry, due time.Time) []string {
+	keys := []string{idPrefix + e.ID, dueKey(due, e.ID), failedPrefix + e.ID}
+	if e.TokenAccessor != "" {
+		keys = append(keys, tokenPrefix+e.TokenAccessor+"/"+e.ID)
+	}
+	return keys
+}
+
 func put(tx storage.Tx, e *Entry, due time.Time) error {
 	// A record that has a due key was written before, with its token
 	// index entry, and a lease never changes token: writing that entry
@@ -293,12 +303,8 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 		// The barrier reads each key's old value before it writes it:
 		// one round trip for the four, on a store that pays one per read.
 		// (A batch of records already written is prefetched by its
-		// caller: see prefetch.)
-		keys := []string{idPrefix + e.ID, nk, failedPrefix + e.ID}
-		if e.TokenAccessor != "" {
-			keys = append(keys, tokenPrefix+e.TokenAccessor+"/"+e.ID)
-		}
-		if err := storage.Prefetch(tx, keys); err != nil {
+		// caller: see prefetch; a new one by Prepare, with its checks'.)
+		if err := storage.Prefetch(tx, newRecordKeys(e, due)); err != nil {
 			return err
 		}
 	}
@@ -434,8 +440,9 @@ type Recorder struct {
 	sys        logical.SystemView
 	prepared   []string
 	// check, when set, runs in the transaction that records each lease,
-	// which records nothing if it fails.
-	check func(storage.Tx) error
+	// which records nothing if it fails; it reads checkKeys.
+	check     func(storage.Tx) error
+	checkKeys []string
 	// mountStorage is the prefix of the mount's own storage, on which a
 	// LeaseRequest's Check runs.
 	mountStorage string
@@ -444,9 +451,10 @@ type Recorder struct {
 // WithCheck makes Prepare run check in the transaction that records a
 // lease, and record nothing if it fails: what authorised the request
 // (its token, its mount's path) must still hold when the lease that
-// outlives the request is written.
-func (r *Recorder) WithCheck(check func(storage.Tx) error) *Recorder {
-	r.check = check
+// outlives the request is written. keys are the keys check reads, which
+// Prepare reads ahead with the rest.
+func (r *Recorder) WithCheck(keys []string, check func(storage.Tx) error) *Recorder {
+	r.check, r.checkKeys = check, keys
 	return r
 }
 
@@ -507,6 +515,14 @@ func (r *Recorder) Prepare(ctx context.Context, lr *logical.LeaseRequest) (*logi
 		// more than once (a group commit that failed, a PostgreSQL
 		// serialization failure), and each run must start from the
 		// entry as it was, or a second run would skip the token index.
+		// What the checks and the record read comes in one round trip.
+		keys := append(slices.Clone(r.checkKeys), newRecordKeys(e, due)...)
+		for _, k := range lr.CheckKeys {
+			keys = append(keys, r.mountStorage+k)
+		}
+		if err := storage.Prefetch(tx, keys); err != nil {
+			return err
+		}
 		if r.check != nil {
 			if err := r.check(tx); err != nil {
 				return err

@@ -230,6 +230,10 @@ type LeaseRequest struct {
 	// to issue (a role, its connection) must still hold when the lease
 	// that will revoke the secret is written.
 	Check func(storage.Tx) error
+	// CheckKeys are the keys Check reads (on the mount's storage), read
+	// ahead with the record's own in one round trip on a store that pays
+	// one per read.
+	CheckKeys []string
 }
 
 // PreparedLease is a lease recorded as pending.

@@ -568,6 +568,11 @@ func parseExpireKey(k string) (int64, string, error) {
 	return n, id, nil
 }
 
+// EntryKey is the key, under the token store's prefix, of the record
+// StillUsableTx reads for the token with this id: a caller that reads
+// other keys in the same transaction can fetch it with them.
+func EntryKey(id string) string { return idPrefix + id }
+
 func getEntry(tx storage.Tx, id string) (*Entry, error) {
 	v, err := tx.Get(idPrefix + id)
 	if err != nil || v == nil {

@@ -29,6 +29,21 @@ func (e *env) staticLogin(password string) string {
 	return name
 }
 
+// staticLogins creates n logins without a password, dropped at cleanup.
+func (e *env) staticLogins(n int) []string {
+	e.t.Helper()
+	conn := e.db.Conn(e.t)
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("s_%s_%d", e.display, i)
+		if _, err := conn.Exec(context.Background(), `CREATE ROLE "`+users[i]+`" LOGIN`); err != nil {
+			e.t.Fatal(err)
+		}
+		e.srv.DropRolesAtCleanup(e.t, users[i])
+	}
+	return users
+}
+
 func (e *env) login(user, password string) postgres.LoginResult {
 	e.t.Helper()
 	res, err := postgres.TryLogin(context.Background(), e.storedConfig("pg").pluginConfig(), user, password)
@@ -321,14 +336,9 @@ func TestRotateDueBatch(t *testing.T) {
 	e.writeConfig(map[string]any{"allowed_roles": "b*"})
 	conn := e.db.Conn(t)
 	const n = 30
-	users := make([]string, n)
-	for i := range users {
-		users[i] = fmt.Sprintf("s_%s_%d", e.display, i)
-		if _, err := conn.Exec(context.Background(), `CREATE ROLE "`+users[i]+`" LOGIN`); err != nil {
-			t.Fatal(err)
-		}
-		e.srv.DropRolesAtCleanup(t, users[i])
-		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/b%d", i), map[string]any{"db_name": "pg", "username": users[i], "rotation_period": "1h"})
+	users := e.staticLogins(n)
+	for i, u := range users {
+		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/b%d", i), map[string]any{"db_name": "pg", "username": u, "rotation_period": "1h"})
 	}
 	old := make([]string, n)
 	for i := range old {
@@ -714,5 +724,49 @@ func TestStaticRotationErrorHidesPassword(t *testing.T) {
 	}, func(err error) { quotesNoPassword(t, "reap's error", err.Error()) })
 	if e.login(user, e.storedStatic("app").Password) != postgres.LoginAccepted {
 		t.Fatal("the stored password stopped working")
+	}
+}
+
+// TestStaticRotationStatementsThatCommit: rotation statements that end
+// lessor's transaction (a COMMIT, as in statements wrapped in BEGIN and
+// COMMIT) have set the new password whatever fails after, and so have
+// those of the roles before them in reap's batch: the new passwords stay
+// pending, and static-creds, settling them, returns passwords that log
+// in, not the old ones PostgreSQL no longer takes.
+func TestStaticRotationStatementsThatCommit(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "c*"})
+	users := e.staticLogins(3)
+	for i, u := range users {
+		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/c%d", i), map[string]any{"db_name": "pg", "username": u, "rotation_period": "1h"})
+	}
+	e.must(logical.UpdateOperation, "static-roles/c1", map[string]any{
+		"rotation_statements": `BEGIN; ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'; COMMIT;`,
+	})
+	e.must(logical.UpdateOperation, "static-roles/c2", map[string]any{
+		"rotation_statements": []any{`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'`, `COMMIT`, `GRANT "{{name}}_missing" TO "{{name}}"`},
+	})
+	works := func(name, user string) {
+		t.Helper()
+		resp := e.must(logical.ReadOperation, "static-creds/"+name, nil)
+		if e.login(user, resp.Data["password"].(string)) != postgres.LoginAccepted {
+			t.Fatalf("static-creds/%s returns a password PostgreSQL refuses", name)
+		}
+	}
+
+	// rotate-role: the rotation fails, yet PostgreSQL took the password.
+	if _, err := e.do(logical.UpdateOperation, "rotate-role/c2", nil); !errors.Is(err, postgres.ErrRotationTxEnded) {
+		t.Fatalf("rotate-role: %v", err)
+	}
+	works("c2", users[2])
+
+	// reap: c0 and c1 share a transaction, which c1's COMMIT ends.
+	e.setNow(e.sys.Now().Add(61 * time.Minute))
+	rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+	if err != nil || len(rep.Failed) == 0 {
+		t.Fatalf("rotate: %+v, %v", rep, err)
+	}
+	for i, u := range users {
+		works(fmt.Sprintf("c%d", i), u)
 	}
 }

@@ -139,9 +139,34 @@ func (db *DB) SetPassword(ctx context.Context, username, password string, statem
 	if err != nil {
 		return db.redact(err)
 	}
-	err = db.inTx(ctx, conn, func(tx pgx.Tx) error { return db.execEach(ctx, tx, "rotation", stmts) })
+	err = db.inTx(ctx, conn, func(tx pgx.Tx) error { return db.execRotation(ctx, tx, stmts) })
 	if err != nil {
 		return db.redact(fmt.Errorf("set password of %s: %w", username, passwordAdminHint(err, username, db.cfg.Username, db.version)))
+	}
+	return nil
+}
+
+// ErrRotationTxEnded: a COMMIT, ROLLBACK or END among the rotation
+// statements ended lessor's transaction, so what ran before it may be
+// committed whatever failed after it. It is no PostgreSQL error, so its
+// callers do not take it for a rotation that certainly rolled back: the
+// new password stays pending, and a login with it tells which one
+// PostgreSQL holds.
+var ErrRotationTxEnded = errors.New("rotation statements ended lessor's transaction: remove COMMIT, ROLLBACK or END from rotation_statements")
+
+// execRotation is execEach for rotation statements, stopping with
+// ErrRotationTxEnded as soon as one of them ends the transaction, failed
+// or not (a statement failing after a COMMIT fails outside it).
+func (db *DB) execRotation(ctx context.Context, tx pgx.Tx, stmts []string) error {
+	db.unbound = true
+	for i, s := range stmts {
+		err := db.exec(ctx, tx, s)
+		if tx.Conn().PgConn().TxStatus() == 'I' {
+			return ErrRotationTxEnded
+		}
+		if err != nil {
+			return fmt.Errorf("rotation statement %d: %w", i+1, err)
+		}
 	}
 	return nil
 }
@@ -290,7 +315,16 @@ func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []erro
 			// Each statement ends on a line of its own, so that a
 			// trailing -- comment cannot swallow the separator.
 			q := "SAVEPOINT lessor_rotation;\n" + strings.Join(stmts[i], "\n;\n") + "\n;\nRELEASE SAVEPOINT lessor_rotation"
-			if err := db.exec(ctx, tx, q); err != nil {
+			err := db.exec(ctx, tx, q)
+			if tx.Conn().PgConn().TxStatus() == 'I' {
+				// This role's statements ended the transaction: the
+				// changes before theirs, and maybe theirs, are committed,
+				// whatever failed after. None of them is known to have
+				// rolled back.
+				errs[i] = fmt.Errorf("set password of %s: %w", c.Username, ErrRotationTxEnded)
+				return ErrRotationTxEnded
+			}
+			if err != nil {
 				var pgErr *pgconn.PgError
 				if !errors.As(err, &pgErr) {
 					return err

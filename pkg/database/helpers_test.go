@@ -25,6 +25,14 @@ type fakeSystem struct {
 	mu      sync.Mutex
 	now     time.Time
 	storeID string
+	// storeLogin is the login of a store in PostgreSQL, "" for a file.
+	storeLogin string
+}
+
+func (s *fakeSystem) StoreLogin() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.storeLogin
 }
 
 func (s *fakeSystem) DefaultLeaseTTL() time.Duration { return 768 * time.Hour }

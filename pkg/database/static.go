@@ -516,7 +516,7 @@ func adminIn(tx storage.Tx, skip, username string) (string, error) {
 // from static-creds, or break the other static role's password at every
 // rotation.
 func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole) error {
-	if sl, ok := sys.(logical.StoreLoginView); ok && sl.StoreLogin() == r.Username {
+	if isStoreLogin(sys, r.Username) {
 		return storeLoginError(r.Username)
 	}
 	sibs, err := otherMounts(ctx, sys, r.Username)
@@ -534,6 +534,13 @@ func checkOtherMounts(ctx context.Context, sys logical.SystemView, r *staticRole
 		}
 	}
 	return nil
+}
+
+// isStoreLogin reports whether username is the login lessor's store
+// connects as (never, for a store in a file).
+func isStoreLogin(sys logical.SystemView, username string) bool {
+	sl, ok := sys.(logical.StoreLoginView)
+	return ok && sl.StoreLogin() != "" && sl.StoreLogin() == username
 }
 
 // storeLoginError refuses to change the password of the login lessor's

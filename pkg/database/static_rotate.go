@@ -93,6 +93,10 @@ func (b *Backend) rotateStatic(ctx context.Context, st storage.Store, sys logica
 		return false, recordStaticFailure(ctx, st, name, r, now, missingConfig(r.DBName))
 	case !cfg.roleAllowed(name):
 		return false, recordStaticFailure(ctx, st, name, r, now, fmt.Errorf("%q is not an allowed role", name))
+	case isStoreLogin(sys, r.Username):
+		// Refused when the role was made, but the store may have moved
+		// to PostgreSQL as this login since.
+		return false, recordStaticFailure(ctx, st, name, r, now, storeLoginError(r.Username))
 	}
 	if onlyIfDue && r.Pending == nil && r.Attempts == 0 && r.RotationSchedule != "" && r.RotationWindow > 0 &&
 		now.After(r.NextRotation.Add(r.window())) {
@@ -419,7 +423,7 @@ func (b *Backend) rotateBatch(ctx context.Context, st storage.Store, sys logical
 	for _, it := range items {
 		r := it.r
 		pastWindow := r.RotationSchedule != "" && r.RotationWindow > 0 && r.Attempts == 0 && now.After(r.NextRotation.Add(r.window()))
-		if r.Pending != nil || pastWindow || it.cfg == nil || !it.cfg.roleAllowed(it.name) {
+		if r.Pending != nil || pastWindow || it.cfg == nil || !it.cfg.roleAllowed(it.name) || isStoreLogin(sys, r.Username) {
 			// The single-role path settles, skips or records these.
 			rotated, err := b.rotateStatic(ctx, st, sys, it.name, true)
 			switch {

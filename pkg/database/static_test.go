@@ -770,3 +770,32 @@ func TestStaticRotationStatementsThatCommit(t *testing.T) {
 		works(fmt.Sprintf("c%d", i), u)
 	}
 }
+
+// TestStaticRotationNeverTheStoreLogin: a login that became the one the
+// store connects as after its static role was made (the store moved to
+// PostgreSQL as that login) is not rotated: neither reap nor rotate-role
+// changes its password, which would be kept only in the store it locks
+// lessor out of.
+func TestStaticRotationNeverTheStoreLogin(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(map[string]any{"allowed_roles": "app,other"})
+	users := e.staticLogins(2)
+	e.must(logical.UpdateOperation, "static-roles/app", map[string]any{"db_name": "pg", "username": users[0], "rotation_period": "1h"})
+	e.must(logical.UpdateOperation, "static-roles/other", map[string]any{"db_name": "pg", "username": users[1], "rotation_period": "1h"})
+	before := e.storedStatic("app").Password
+	e.sys.mu.Lock()
+	e.sys.storeLogin = users[0]
+	e.sys.mu.Unlock()
+
+	if _, err := e.do(logical.UpdateOperation, "rotate-role/app", nil); err == nil || !strings.Contains(err.Error(), "the login lessor's store connects as") {
+		t.Fatalf("rotate-role of the store's login: %v", err)
+	}
+	e.setNow(e.sys.Now().Add(61 * time.Minute))
+	rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+	if err != nil || len(rep.Failed) != 1 || rep.Failed[0].Role != "app" || len(rep.Rotated) != 1 {
+		t.Fatalf("rotate: %+v, %v", rep, err)
+	}
+	if r := e.storedStatic("app"); r.Password != before || r.Pending != nil || e.login(users[0], before) != postgres.LoginAccepted {
+		t.Fatal("the store's login was given a new password")
+	}
+}

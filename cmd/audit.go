@@ -155,7 +155,8 @@ to read the value from standard input and keep it out of argv.`,
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, resp)
 			}
-			fmt.Fprintln(f.IO.Out, logical.String(resp.Data["hash"]))
+			// A server's text: a terminal must not obey it.
+			fmt.Fprintln(f.IO.Out, format.EscapeControls(logical.String(resp.Data["hash"])))
 			return nil
 		},
 	}

@@ -57,12 +57,14 @@ error (exit 2).`,
 // its operations, then a table of its fields.
 func printPathHelp(f *Factory, data map[string]any) {
 	w := f.IO.Out
-	fmt.Fprintf(w, "Path:        %s\n", logical.String(data["path"]))
-	if p := logical.String(data["pattern"]); p != logical.String(data["path"]) {
+	// A server's text, as the table's below: a terminal must not obey it.
+	text := func(v any) string { return format.EscapeControls(logical.String(v)) }
+	fmt.Fprintf(w, "Path:        %s\n", text(data["path"]))
+	if p := text(data["pattern"]); p != text(data["path"]) {
 		fmt.Fprintf(w, "Pattern:     %s\n", p)
 	}
-	fmt.Fprintf(w, "Description: %s\n", logical.String(data["description"]))
-	fmt.Fprintf(w, "Operations:  %s\n", strings.Join(logical.StringList(data["operations"]), ", "))
+	fmt.Fprintf(w, "Description: %s\n", text(data["description"]))
+	fmt.Fprintf(w, "Operations:  %s\n", format.EscapeControls(strings.Join(logical.StringList(data["operations"]), ", ")))
 	fields, _ := data["fields"].(map[string]any)
 	if len(fields) == 0 {
 		fmt.Fprintln(w, "\nThis path takes no fields.")

@@ -82,6 +82,14 @@ func newPolicyReadCmd(f *Factory, g *globalOptions) *cobra.Command {
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"policy": text}})
 			}
+			if f.IO.OutTTY {
+				// A comment may hold escape sequences that hide the
+				// rules after it from whoever reads them here; its
+				// writer (any holder of a policy write, or a hostile
+				// server) chose them. Piped, the text stays exact, to
+				// be edited and written back.
+				text = format.EscapeControls(text)
+			}
 			fmt.Fprintln(f.IO.Out, strings.TrimSpace(text))
 			return nil
 		},
@@ -108,7 +116,8 @@ func newPolicyListCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return listOut(f, g, keys, "sys/policy")
 			}
 			for _, k := range keys {
-				fmt.Fprintln(f.IO.Out, k)
+				// A server's text: a terminal must not obey it.
+				fmt.Fprintln(f.IO.Out, format.EscapeControls(k))
 			}
 			return nil
 		},

@@ -424,3 +424,55 @@ func TestClientEscapesServerText(t *testing.T) {
 		}
 	}
 }
+
+// TestClientEscapesServerTextOutsideTables: the commands that print a
+// server's text as lines of their own rather than through a table (policy
+// read and list, path-help, audit hash, token capabilities) write its control characters as
+// escapes on a terminal too. A policy's comment may hide the rules after
+// it from whoever reads it ("\x1b[8m" conceals the rest of the screen), and
+// any writer of policies, or a hostile server, chooses that text. Piped,
+// policy read prints the exact text, to be edited and written back.
+func TestClientEscapesServerTextOutsideTables(t *testing.T) {
+	const evil = "\x1b]0;PWNED\x07\x1b[8m"
+	const rules = "path \"a/*\" { capabilities = [\"read\"] }\n# " + evil + "\npath \"*\" { capabilities = [\"sudo\"] }\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		var data map[string]any
+		switch {
+		case r.URL.Query().Get("help") != "":
+			data = map[string]any{"path": "x" + evil, "pattern": "p" + evil, "description": "d" + evil, "operations": []string{"read" + evil}}
+		case r.URL.Path == "/v1/sys/audit-hash":
+			data = map[string]any{"hash": "hmac-sha256:" + evil}
+		case r.URL.Path == "/v1/sys/capabilities-self":
+			data = map[string]any{"capabilities": []string{"read" + evil}}
+		case r.URL.Query().Get("list") != "":
+			data = map[string]any{"keys": []string{"apps" + evil}}
+		default:
+			data = map[string]any{"name": "apps", "policy": rules}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"data": data})
+	}))
+	defer srv.Close()
+	c := remoteCLI(t, srv.URL, "lsr_secrettoken")
+	runTTY := func(tty bool, args ...string) (string, int) {
+		var out, errb strings.Builder
+		f := newFactory(strings.NewReader(""), &out, &errb, func(k string) string { return c.env[k] })
+		f.IO.OutTTY = tty
+		code := run(context.Background(), f, args)
+		return out.String() + errb.String(), code
+	}
+	for _, args := range [][]string{{"policy", "read", "apps"}, {"policy", "list"}, {"path-help", "x"}, {"audit", "hash", "v"}, {"token", "capabilities", "x"}} {
+		for _, tty := range []bool{true, false} {
+			if tty == false && args[1] == "read" {
+				continue
+			}
+			out, code := runTTY(tty, args...)
+			if code != 0 || strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `\x1b]0;PWNED\a\x1b[8m`) {
+				t.Errorf("%v (terminal %v): exit %d, output %q", args, tty, code, out)
+			}
+		}
+	}
+	if out, code := runTTY(false, "policy", "read", "apps"); code != 0 || out != rules {
+		t.Errorf("policy read into a pipe: exit %d, output %q; want the exact text", code, out)
+	}
+}

@@ -266,7 +266,8 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"capabilities": caps}})
 			}
 			sort.Strings(caps)
-			fmt.Fprintln(f.IO.Out, strings.Join(caps, ", "))
+			// A server's text: a terminal must not obey it.
+			fmt.Fprintln(f.IO.Out, format.EscapeControls(strings.Join(caps, ", ")))
 			return nil
 		},
 	}

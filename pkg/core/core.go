@@ -549,7 +549,9 @@ func (c *Core) route(p string, ms []*MountEntry) (logical.Backend, *MountEntry, 
 type notMountedError struct{ coded *logical.CodedError }
 
 func newNotMountedError(p string) *notMountedError {
-	return &notMountedError{&logical.CodedError{Status: 404, Msg: fmt.Sprintf("no secrets engine is mounted at %q (see `lessor secrets list`)", p)}}
+	// The path may hold a token a client put there: the message masks
+	// it, as logical.UnsupportedPath's does.
+	return &notMountedError{&logical.CodedError{Status: 404, Msg: fmt.Sprintf("no secrets engine is mounted at %q (see `lessor secrets list`)", logical.MaskTokens(p))}}
 }
 
 func (e *notMountedError) Error() string { return e.coded.Msg }

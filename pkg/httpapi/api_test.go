@@ -472,3 +472,28 @@ func TestRequestDeadline(t *testing.T) {
 		t.Fatalf("the server did not survive: %d", status)
 	}
 }
+
+// TestTokenInRefusedPathMasked: a path the server refuses as not
+// canonical, or as under no mount, is quoted in the error without a token
+// it holds (Vault's old auth/token/lookup/<token>, with a stray "..",
+// "//" or space), as other errors quote it: a client logs the answer, and
+// the CLI prints it.
+func TestTokenInRefusedPathMasked(t *testing.T) {
+	e := newEnv(t, httpapi.Config{})
+	for _, p := range []string{
+		"/v1/auth/token/lookup/" + e.root + "/..",
+		"/v1/auth/token/lookup/" + e.root + "//x",
+		"/v1/auth/token/lookup/" + e.root + "%20/x",
+		"/v1/auth/token/lookup/" + e.root + "/%C0",
+	} {
+		for _, tok := range []string{e.root, ""} {
+			status, body, _ := e.do(t, "GET", p, tok, "")
+			if status != 400 || strings.Contains(body, e.root) || !strings.Contains(body, "[token]") {
+				t.Errorf("GET %s: %d %s; want 400 with the token masked", strings.ReplaceAll(p, e.root, "<root>"), status, strings.ReplaceAll(body, e.root, "<root>"))
+			}
+		}
+	}
+	if status, body, _ := e.do(t, "GET", "/v1/nomount/"+e.root, e.root, ""); status != 404 || strings.Contains(body, e.root) || !strings.Contains(body, "[token]") {
+		t.Errorf("a token in a path under no mount: %d %s; want 404 with the token masked", status, strings.ReplaceAll(body, e.root, "<root>"))
+	}
+}

@@ -18,11 +18,15 @@ func CanonicalPath(p string, list bool) (string, error) {
 	if !list {
 		p = strings.TrimSuffix(p, "/")
 	}
+	// A refusal quotes the path, which a client may have put a token in
+	// (Vault's old auth/token/lookup/<token>): the answer is logged by
+	// clients and printed by the CLI, so the token is masked there, as
+	// in every other error that quotes a path.
 	if !utf8.ValidString(p) {
-		return "", Errorf("invalid path %q: it is not valid UTF-8", p)
+		return "", Errorf("invalid path %q: it is not valid UTF-8", MaskTokens(p))
 	}
 	if strings.IndexFunc(p, unicode.IsControl) >= 0 {
-		return "", Errorf("invalid path %q: it contains a control character", p)
+		return "", Errorf("invalid path %q: it contains a control character", MaskTokens(p))
 	}
 	if p == "" {
 		return p, nil
@@ -42,11 +46,11 @@ func CanonicalPath(p string, list bool) (string, error) {
 func checkSegment(p, s string) error {
 	switch {
 	case s == "":
-		return Errorf("invalid path %q: it has an empty segment (\"//\")", p)
+		return Errorf("invalid path %q: it has an empty segment (\"//\")", MaskTokens(p))
 	case s == "." || s == "..":
-		return Errorf("invalid path %q: it has a %q segment", p, s)
+		return Errorf("invalid path %q: it has a %q segment", MaskTokens(p), s)
 	case strings.TrimSpace(s) != s:
-		return Errorf("invalid path %q: segment %q begins or ends with white space", p, s)
+		return Errorf("invalid path %q: segment %q begins or ends with white space", MaskTokens(p), MaskTokens(s))
 	}
 	return nil
 }

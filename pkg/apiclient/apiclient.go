@@ -192,57 +192,90 @@ func New(cfg Config) (*Client, error) {
 // binds it, and collect the token of every client that connects. The
 // directories above it may be writable by others only if sticky (as /tmp
 // is): otherwise one of those users could rename the socket's directory
-// and put one of their own in its place. The owner is not checked: the
-// server's user is often not the client's. The server refuses to listen
-// there and the client to send a token there.
+// and put one of their own in its place. In a sticky directory, the
+// directory below it must be root's or the caller's: another user may
+// have made it first, with a socket of theirs in it. The owner of the
+// socket's own directory is not checked: the server's user is often not
+// the client's. A path through a link is judged as named and as the
+// kernel follows it. The server refuses to listen there and the client
+// to send a token there.
 func CheckSocketDir(socket string) error {
-	d, mode, holds, err := othersCanReplace(socket, false)
-	if err != nil {
-		return fmt.Errorf("unix socket %s: %w", socket, err)
+	names := []string{socket}
+	if real, err := filepath.EvalSymlinks(filepath.Dir(socket)); err == nil {
+		if real = filepath.Join(real, filepath.Base(socket)); real != filepath.Clean(socket) {
+			names = append(names, real)
+		}
 	}
-	if d == "" {
-		return nil
+	for _, p := range names {
+		r, err := othersCanReplace(p, false)
+		if err != nil {
+			return fmt.Errorf("unix socket %s: %w", socket, err)
+		}
+		if r != nil {
+			return &SocketDirError{fmt.Sprintf("unix socket %s: %s, who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, r)}
+		}
 	}
-	return &SocketDirError{fmt.Sprintf("unix socket %s: %s %s can be written by other users (mode %04o), who could put a socket of their own at this path; use a directory only its owner can write, such as /run/lessor", socket, dirRole(holds), d, mode)}
+	return nil
 }
 
-// othersCanReplace returns the first directory through which users other
-// than its owner could put another file at path: the one that holds it,
-// if group or others may write to it (sticky or not, unless stickyHolds:
-// an entry that exists and that none of them owns cannot be replaced in a
-// sticky directory), or one above it that they may write to and is not
-// sticky (they could rename the directory below it); "" if there is none.
-// holds tells which of the two it is.
-func othersCanReplace(path string, stickyHolds bool) (dir string, mode uint32, holds bool, err error) {
+// replaceable is how users other than a directory's owner could put
+// another file at a path: Dir is a directory they may write to (Holds:
+// the one that holds the path), or, with MadeIn set, a directory one of
+// them made in MadeIn, a sticky directory they may write to. Mode is the
+// mode of the directory they may write to.
+type replaceable struct {
+	Dir, MadeIn string
+	Mode        uint32
+	Holds       bool
+}
+
+func (r *replaceable) String() string {
+	if r.MadeIn != "" {
+		return fmt.Sprintf("%s was made by another user in %s (mode %04o)", r.Dir, r.MadeIn, r.Mode)
+	}
+	role := "the directory above it,"
+	if r.Holds {
+		role = "its directory"
+	}
+	return fmt.Sprintf("%s %s can be written by other users (mode %04o)", role, r.Dir, r.Mode)
+}
+
+// othersCanReplace returns how users other than its owner could put
+// another file at path, or nil if they cannot: through the directory that
+// holds it, if group or others may write to it (sticky or not, unless
+// stickyHolds: an entry that exists and that none of them owns cannot be
+// replaced in a sticky directory); through one above it that they may
+// write to and is not sticky (they could rename the directory below it);
+// or, in one that is sticky, through the directory below it if one of
+// them owns it (they made it, and what is in it).
+func othersCanReplace(path string, stickyHolds bool) (*replaceable, error) {
 	abs, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
-		return "", 0, false, err
+		return nil, err
 	}
+	child := ""
 	for d, first := abs, true; ; d, first = filepath.Dir(d), false {
 		fi, err := os.Stat(d)
 		if err != nil {
-			return "", 0, false, err
+			return nil, err
 		}
-		m := fi.Mode()
-		if m.Perm()&0o022 != 0 && ((first && !stickyHolds) || m&fs.ModeSticky == 0) {
+		if m := fi.Mode(); m.Perm()&0o022 != 0 {
 			mode := uint32(m.Perm())
 			if m&fs.ModeSticky != 0 {
 				mode |= 0o1000
 			}
-			return d, mode, first, nil
+			switch {
+			case (first && !stickyHolds) || m&fs.ModeSticky == 0:
+				return &replaceable{Dir: d, Mode: mode, Holds: first}, nil
+			case !first && !ownEntry(child):
+				return &replaceable{Dir: child, MadeIn: d, Mode: mode}, nil
+			}
 		}
 		if filepath.Dir(d) == d {
-			return "", 0, false, nil
+			return nil, nil
 		}
+		child = d
 	}
-}
-
-// dirRole names a directory othersCanReplace found, for messages.
-func dirRole(holds bool) string {
-	if holds {
-		return "its directory"
-	}
-	return "the directory above it,"
 }
 
 // SocketDirError is CheckSocketDir's refusal.
@@ -412,12 +445,12 @@ func checkCAFile(path string, fi fs.FileInfo) error {
 		names = append(names, real)
 	}
 	for _, p := range names {
-		d, mode, holds, err := othersCanReplace(p, ownEntry(p))
+		r, err := othersCanReplace(p, ownEntry(p))
 		if err != nil {
 			return fmt.Errorf("CA certificate %s: %w", path, unwrapPath(err))
 		}
-		if d != "" {
-			return fmt.Errorf("CA certificate %s: %s %s can be written by other users (mode %04o), who could put a CA file of their own in its place", path, dirRole(holds), d, mode)
+		if r != nil {
+			return fmt.Errorf("CA certificate %s: %s, who could put a CA file of their own in its place", path, r)
 		}
 	}
 	return nil

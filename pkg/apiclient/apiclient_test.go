@@ -317,12 +317,10 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// TestSocketInSharedDirectory: no token goes to a Unix socket in a
-// directory other users can write to, where any of them could have put
-// their own server; in a directory only its owner writes, it does.
-func TestSocketInSharedDirectory(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "s.sock")
+// serveSocket serves a Vault-like answer on a Unix socket at sock and
+// counts the requests that carried a token.
+func serveSocket(t *testing.T, sock string) *atomic.Int64 {
+	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +334,16 @@ func TestSocketInSharedDirectory(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
+	return &tokens
+}
+
+// TestSocketInSharedDirectory: no token goes to a Unix socket in a
+// directory other users can write to, where any of them could have put
+// their own server; in a directory only its owner writes, it does.
+func TestSocketInSharedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	tokens := serveSocket(t, sock)
 
 	if err := os.Chmod(dir, os.ModeSticky|0o777); err != nil {
 		t.Fatal(err)
@@ -521,5 +529,79 @@ func TestCACertInStickyMount(t *testing.T) {
 	}
 	if _, err := New(Config{Address: srv.URL, CACert: ca}); err == nil || !strings.Contains(err.Error(), "can be written by other users") {
 		t.Errorf("a CA name another user owns in a sticky directory: %v", err)
+	}
+}
+
+// TestSocketDirMadeInStickyByAnother: in a sticky directory anyone may
+// write to (/tmp), a directory is its maker's: one another user made,
+// before the server made its own, holds whatever socket or CA file that
+// user put there, however private its mode. No token goes to a socket
+// there, directly or through a link, and no CA file there is trusted; the
+// same directory made by root or by the caller is taken.
+func TestSocketDirMadeInStickyByAnother(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a directory another user owns")
+	}
+	shared := t.TempDir()
+	if err := os.Chmod(shared, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	theirs := filepath.Join(shared, "lessor")
+	if err := os.Mkdir(theirs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(theirs, "s.sock")
+	tokens := serveSocket(t, sock)
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer tlsSrv.Close()
+	ca := filepath.Join(theirs, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A link of the caller's own, in a private directory, that leads
+	// into it.
+	link := filepath.Join(t.TempDir(), "run")
+	if err := os.Symlink(theirs, link); err != nil {
+		t.Fatal(err)
+	}
+	try := func() (sockErrs []error, caErr error) {
+		for _, p := range []string{sock, filepath.Join(link, "s.sock")} {
+			c, err := New(Config{Address: "unix://" + p, Header: http.Header{"X-Vault-Token": {"lsr_x"}}})
+			if err == nil {
+				_, err = c.Get(context.Background(), "sys/mounts")
+			}
+			sockErrs = append(sockErrs, err)
+		}
+		_, caErr = New(Config{Address: tlsSrv.URL, CACert: ca})
+		return sockErrs, caErr
+	}
+
+	if err := os.Lchown(theirs, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	sockErrs, caErr := try()
+	for _, err := range sockErrs {
+		if err == nil || !strings.Contains(err.Error(), theirs+" was made by another user in "+shared) {
+			t.Errorf("socket in a directory another user made in a sticky one: %v", err)
+		}
+	}
+	if tokens.Load() != 0 {
+		t.Errorf("%d tokens sent there", tokens.Load())
+	}
+	if caErr == nil || !strings.Contains(caErr.Error(), theirs+" was made by another user in "+shared) {
+		t.Errorf("CA file in a directory another user made in a sticky one: %v", caErr)
+	}
+
+	if err := os.Lchown(theirs, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	sockErrs, caErr = try()
+	for _, err := range sockErrs {
+		if err != nil {
+			t.Errorf("socket in a directory root made in a sticky one: %v", err)
+		}
+	}
+	if caErr != nil {
+		t.Errorf("CA file in a directory root made in a sticky one: %v", caErr)
 	}
 }

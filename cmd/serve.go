@@ -405,7 +405,13 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 		}
 	}
 	if o.listen != "" {
-		l, err := net.Listen("tcp", o.listen)
+		var lc net.ListenConfig
+		if o.tlsCert == "" && !o.tlsDisable {
+			// checkLoopback let plain HTTP through for "localhost" as a
+			// name of this host; what it resolves to decides.
+			lc.Control = apiclient.LoopbackOnly
+		}
+		l, err := lc.Listen(ctx, "tcp", o.listen)
 		if err != nil {
 			return &localError{fmt.Errorf("-listen %s: %w", o.listen, err)}
 		}

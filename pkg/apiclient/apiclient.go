@@ -154,6 +154,12 @@ func New(cfg Config) (*Client, error) {
 		// "localhost", and a plain-http request would hand the proxy the
 		// token in clear.
 		tr.Proxy = nil
+		if base.Scheme == "http" {
+			// Plain HTTP is allowed for "localhost" as a name of this
+			// host; a resolver that says otherwise (no localhost in
+			// /etc/hosts, then DNS) gets no token in clear.
+			tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second, Control: LoopbackOnly}).DialContext
+		}
 	}
 	if socket != "" {
 		tr.Proxy = nil
@@ -357,6 +363,20 @@ func IsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// LoopbackOnly is a net.Dialer or net.ListenConfig Control that refuses
+// an address, as resolved, that is not a loopback one: "localhost" is
+// resolved by /etc/hosts, or by DNS where that file lacks it.
+func LoopbackOnly(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s resolved to %s, not a loopback address, and plain HTTP goes only to one", "localhost", host)
+	}
+	return nil
 }
 
 // tlsConfig trusts the CA certificates in caCert and caPath, or the

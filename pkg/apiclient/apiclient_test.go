@@ -605,3 +605,40 @@ func TestSocketDirMadeInStickyByAnother(t *testing.T) {
 		t.Errorf("CA file in a directory root made in a sticky one: %v", caErr)
 	}
 }
+
+// TestLoopbackOnly: plain HTTP is allowed to "localhost" as a name of this
+// host, and served there; where the resolver says it is another address
+// (no localhost in /etc/hosts, then DNS), the dial and the listen are
+// refused before a token crosses the network in clear.
+func TestLoopbackOnly(t *testing.T) {
+	for _, a := range []string{"127.0.0.1:8200", "127.0.0.53:1", "[::1]:8200"} {
+		if err := LoopbackOnly("tcp", a, nil); err != nil {
+			t.Errorf("%s: %v", a, err)
+		}
+	}
+	for _, a := range []string{"10.1.2.3:8200", "[2001:db8::1]:8200", "0.0.0.0:8200"} {
+		if err := LoopbackOnly("tcp", a, nil); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+			t.Errorf("%s: %v", a, err)
+		}
+	}
+	// The client still reaches a server on localhost.
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":{"keys":["a"]}}`)
+	}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	c, err := New(Config{Address: "http://localhost:" + port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), "sys/policy"); err != nil {
+		t.Fatalf("plain HTTP to localhost: %v", err)
+	}
+}

@@ -13,7 +13,9 @@
 // key; the root key seals the keyring; the keyring holds numbered terms of
 // random 256-bit data keys, one of them active; data keys seal records.
 // Rotate adds a term (old ones stay, to read old records; a record moves to
-// the active term when it is next written); RotateReencrypt adds one,
+// the active term when it is next written, the core records at once, so
+// that the keyring from before, put back, no longer opens the store);
+// RotateReencrypt adds one,
 // re-seals every record with it and drops the others. Rekey generates a new
 // root key, re-seals the keyring under it and wraps it for a new unseal
 // key. Both rewrite the store into a new file (storage.Rewriter), because
@@ -108,7 +110,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -670,7 +671,8 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 
 // Rotate adds a new data key term and makes it the active one. Records
 // sealed with older terms stay readable and move to the new term when they
-// are next written; RotateReencrypt moves all of them at once. It starts a
+// are next written, except the few core records, which move now;
+// RotateReencrypt moves all of them at once. It starts a
 // new generation, so that the store from before it, put back, is refused as
 // rolled back.
 func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
@@ -689,7 +691,7 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 			return err
 		}
 		next = cur.clone()
-		t := slices.Max(slices.Collect(maps.Keys(cur.terms))) + 1
+		t := cur.newest() + 1
 		if t == 0 {
 			return errors.New("no key term left")
 		}
@@ -725,6 +727,16 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 					return err
 				}
 			}
+			// The core records move to the new term now, not at their
+			// next write: every unseal opens them, so the keyring from
+			// before the rotation, put back (it opens under the same
+			// root key), no longer opens the store, where it would have
+			// every later write sealed with the retired data key.
+			d, err := resealCore(tx, cur, next, root, b.storeID, st.sums.core, b.rand)
+			if err != nil {
+				return err
+			}
+			st.sums.addSums(&d)
 			st.gen++
 			if err := st.put(tx, root, b.storeID); err != nil {
 				return err
@@ -846,7 +858,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		}
 		next = ring.clone()
 		if plan.reencrypt {
-			t := slices.Max(slices.Collect(maps.Keys(ring.terms))) + 1
+			t := ring.newest() + 1
 			if t == 0 {
 				return errors.New("no key term left")
 			}
@@ -1005,6 +1017,13 @@ func (b *Barrier) loadRing(tx storage.Tx) (*keyring, error) {
 	ring, err := openKeyring(root.rk, b.storeID, version, raw)
 	if err != nil {
 		return nil, err
+	}
+	// Terms only grow: Rotate adds one past the newest, RotateReencrypt
+	// starts one past them all. A keyring whose newest term is older than
+	// one this barrier has seen was put back from an older copy, and
+	// writes would be sealed with a retired data key.
+	if got, seen := ring.newest(), cached.newest(); got < seen {
+		return nil, fmt.Errorf("%w: the keyring's newest key term is %d, but this process already saw term %d (an older keyring was put back)", ErrRolledBack, got, seen)
 	}
 	b.setRing(ring)
 	return ring, nil

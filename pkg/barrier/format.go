@@ -205,6 +205,11 @@ func (r *keyring) add(t uint32, created time.Time, key []byte) error {
 	return nil
 }
 
+// newest is the highest term the keyring holds.
+func (r *keyring) newest() uint32 {
+	return slices.Max(slices.Collect(maps.Keys(r.terms)))
+}
+
 func (r *keyring) clone() *keyring {
 	return &keyring{raw: r.raw, active: r.active, terms: maps.Clone(r.terms)}
 }

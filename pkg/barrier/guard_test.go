@@ -481,3 +481,36 @@ func TestVersion1HeaderPutBack(t *testing.T) {
 		t.Fatalf("open with a version 1 header put back: %v", err)
 	}
 }
+
+// TestKeyringPutBackAfterRotate: the keyring from before a rotation opens
+// under the same root key, so someone who may write the store (the file,
+// the kv table) can put it back. Later writes would then be sealed again
+// with the retired data key, which an old copy of the keyring and an old
+// unseal key open. The process that saw the rotation refuses to write
+// with it, and a process started since refuses to open the store.
+func TestKeyringPutBackAfterRotate(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) {
+			raw := newRaw(t)
+			b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, b, "core/audit-hmac-key", "k", "sys/policy/apps", "read", "logical/m/config/db", "old root password")
+			oldRing := raw.get(keyringKey)
+			if term, err := b.Rotate(ctx); err != nil || term != 2 {
+				t.Fatalf("rotate: %d, %v", term, err)
+			}
+			raw.put(keyringKey, oldRing)
+
+			err = b.Update(ctx, func(tx storage.Tx) error { return tx.Put("logical/m/config/db", []byte("new root password")) })
+			if !errors.Is(err, ErrRolledBack) {
+				t.Errorf("write after the keyring was put back: %v; sealed with term %d", err, be.Uint32(raw.get("logical/m/config/db")[1:]))
+			}
+			if _, err := Open(ctx, raw.phys, testKey(t)); !errors.Is(err, ErrCorrupt) ||
+				err.Error() != `open barrier: record "core/audit-hmac-key" names key term 2, which the keyring does not hold (damaged or tampered)` {
+				t.Errorf("open after the keyring was put back: %v", err)
+			}
+		})
+	}
+}

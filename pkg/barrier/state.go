@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"hash"
+	"io"
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -409,6 +410,38 @@ func checkCore(recs []rawRecord, r *rootKeys, want sum256) error {
 		return &TamperedError{Core: true}
 	}
 	return nil
+}
+
+// resealCore seals every core record of tx again with the active term of
+// next, whose older terms cur holds, once their set has been checked
+// against want (a rotation must not make tampering look legitimate), and
+// returns the change to the sums.
+func resealCore(tx storage.Tx, cur, next *keyring, r *rootKeys, storeID [16]byte, want sum256, rand io.Reader) (setSums, error) {
+	var d setSums
+	recs, err := readCore(tx)
+	if err != nil {
+		return d, err
+	}
+	if err := checkCore(recs, r, want); err != nil {
+		return d, err
+	}
+	e := r.hasher()
+	for _, rec := range recs {
+		v, err := openRecord(cur, storeID, rec.key, rec.sealed)
+		if err != nil {
+			return d, err
+		}
+		sealed, err := sealRecord(next, storeID, rec.key, v, rand)
+		if err != nil {
+			return d, err
+		}
+		if err := tx.Put(rec.key, sealed); err != nil {
+			return d, err
+		}
+		d.sub(e, rec.key, rec.sealed)
+		d.add(e, rec.key, sealed)
+	}
+	return d, nil
 }
 
 // guardState gives st, as read in tx before this transaction's changes

@@ -79,7 +79,9 @@
 // entry checks its bucket (about n/256 entries) in the same transaction,
 // once per bucket and transaction, so a revoked token's entry put back, or
 // an entry replaced by its older self, is refused by the read that would
-// honour it, also in a server that unsealed long before. Verify (operator
+// honour it, also in a server that unsealed long before. Such a read must
+// also find what the check's scan found (the state database could answer
+// a lookup by key and a scan of a range differently). Verify (operator
 // verify, reap -orphans) reads every record and checks the full sum: a
 // deleted, added or restored lease or any other record. A rewrite checks
 // the old sums before it writes new ones, and later writes never correct a
@@ -1050,6 +1052,15 @@ type sealedTx struct {
 	stateRaw    []byte
 	guarded     [guardBuckets / 64]uint64 // the token buckets checked
 	coreChecked bool                      // the core records checked
+	// scanned holds, by key, the sealed values that the checks of the
+	// core records and of the token buckets summed, kept up to date by
+	// the transaction's own writes. A read of a key in a checked set must
+	// find what the scan found: the state database can answer a lookup
+	// by key otherwise than a scan of a range (a row security policy that
+	// tests the query's text, a row changed between two statements at
+	// READ COMMITTED), and serve a revoked token entry, or hide a deny
+	// policy, behind sums that add up.
+	scanned map[string][]byte
 }
 
 // track accounts for the record at key changing from old (nil: absent) to
@@ -1088,7 +1099,7 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := t.checkSet(key, sealed != nil); err != nil {
+	if err := t.checkSet(key, sealed); err != nil {
 		return nil, err
 	}
 	return v, nil
@@ -1107,17 +1118,38 @@ func (t *sealedTx) open(key string, sealed []byte) ([]byte, error) {
 	return openRecord(t.ring, t.b.storeID, key, sealed)
 }
 
-// checkSet checks the set a record just read (found or not) belongs to,
-// after the record itself opened: the core records' whole set, a token
-// entry's bucket.
-func (t *sealedTx) checkSet(key string, found bool) error {
+// checkSet checks the set a record just read (sealed; nil: not found)
+// belongs to, after the record itself opened: the core records' whole set,
+// a token entry's bucket; and that the read found what the check's scan
+// of the set found.
+func (t *sealedTx) checkSet(key string, sealed []byte) error {
+	var err error
 	if isCore(key) {
-		return t.checkCoreSet()
+		err = t.checkCoreSet()
+	} else if sealed != nil {
+		err = t.checkGuard(key)
 	}
-	if found {
-		return t.checkGuard(key)
+	if err != nil || !t.inScanned(key) {
+		return err
+	}
+	if want, ok := t.scanned[key]; ok != (sealed != nil) || !bytes.Equal(want, sealed) {
+		return &TamperedError{Core: isCore(key), Token: !isCore(key)}
 	}
 	return nil
+}
+
+// inScanned reports whether key belongs to a set whose scan t.scanned
+// holds: the core records, or a token bucket, once checked in a version 2
+// store.
+func (t *sealedTx) inScanned(key string) bool {
+	if t.scanned == nil {
+		return false
+	}
+	if isCore(key) {
+		return t.coreChecked
+	}
+	g, ok := guardBucket(key)
+	return ok && t.guarded[g/64]&(1<<(g%64)) != 0
 }
 
 // GetMany implements storage.ManyGetter: the physical store reads the
@@ -1142,7 +1174,7 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 		}
 	}
 	for i, s := range sealed {
-		if err := t.checkSet(keys[i], s != nil); err != nil {
+		if err := t.checkSet(keys[i], s); err != nil {
 			return nil, err
 		}
 	}
@@ -1197,6 +1229,9 @@ func (t *sealedTx) Put(key string, value []byte) error {
 		return err
 	}
 	t.track(key, old, sealed)
+	if t.inScanned(key) {
+		t.scanned[key] = sealed
+	}
 	return nil
 }
 
@@ -1216,6 +1251,7 @@ func (t *sealedTx) Delete(key string) error {
 		return err
 	}
 	t.track(key, old, nil)
+	delete(t.scanned, key)
 	return nil
 }
 

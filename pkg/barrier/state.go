@@ -514,9 +514,11 @@ func (t *sealedTx) checkGuard(key string) error {
 			t.hash = t.root.hasher()
 		}
 		var got sum256
+		t.scanning()
 		for i, v := range vs {
 			if v != nil {
 				got.add(t.hash.sum(keys[i], v))
+				t.scanned[keys[i]] = v
 			}
 		}
 		want := t.state.sums.guard[g]
@@ -585,9 +587,21 @@ func (t *sealedTx) checkCoreSet() error {
 		if err := checkCore(recs, t.root, want); err != nil {
 			return err
 		}
+		t.scanning()
+		for _, rec := range recs {
+			t.scanned[rec.key] = rec.sealed
+		}
 	}
 	t.coreChecked = true
 	return nil
+}
+
+// scanning readies t.scanned for the values a set check finds: an empty
+// set scanned holds reads to finding nothing, too.
+func (t *sealedTx) scanning() {
+	if t.scanned == nil {
+		t.scanned = map[string][]byte{}
+	}
 }
 
 // touchesCore reports whether a walk of prefix lists core records.

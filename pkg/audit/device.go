@@ -157,7 +157,8 @@ func ValidateDevice(d Device) error {
 // openLog opens the log for appending, creating it when missing, and
 // reports whether it created the file. It never follows a symbolic link
 // at the log's name, and it refuses an existing file that is not a
-// regular file, that another user owns, or whose mode grants more than
+// regular file, that another user owns, that has another name (a hard
+// link to another file of the caller's), or whose mode grants more than
 // the device's mode (0660 for mode 0000: nothing for others): a file
 // planted or loosened by someone else would let them read the log, or
 // forge or truncate it. Every command opens the log afresh, so a file
@@ -241,6 +242,12 @@ func checkLogFile(f *os.File, cfg *fileConfig, enabling bool) error {
 	}
 	if euid := os.Geteuid(); int(st.Uid) != euid {
 		return fmt.Errorf("owned by uid %d, not by uid %d running lessor: another user could read or rewrite the log; remove it or give it to uid %d", st.Uid, euid, euid)
+	}
+	if st.Nlink > 1 {
+		// A link to another file of the caller's (a key file), which
+		// anyone may make where fs.protected_hardlinks is off: the
+		// device's mode and every entry would go to that file.
+		return fmt.Errorf("has %d names (hard links): another of them may be a file of the caller's that the log would write; give the log a file of its own", st.Nlink)
 	}
 	allowed := cfg.mode
 	if allowed == 0 {

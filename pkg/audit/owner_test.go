@@ -170,3 +170,36 @@ func TestLogDirOthersCanChangeIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestLogHardLinkIsRefused: a log with another name is another file of the
+// caller's, linked at the log's path (anyone may link a file they cannot
+// read where fs.protected_hardlinks is 0, in a shared log directory such
+// as /tmp). Enabling the device would give that file the device's mode,
+// and every request would append to it; both are refused, and the file is
+// left as it was.
+func TestLogHardLinkIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "unseal.key")
+	if err := os.WriteFile(secret, []byte("the caller's key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "audit.log")
+	if err := os.Link(secret, path); err != nil {
+		t.Fatal(err)
+	}
+	want := "audit device file/ (" + path + "): has 2 names (hard links): another of them may be a file of the caller's that the log would write; give the log a file of its own"
+	if err := ValidateDevice(fileDevice(path, "mode", "0644")); err == nil || err.Error() != want {
+		t.Errorf("ValidateDevice: got %v\nwant %s", err, want)
+	}
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	if err := b.LogRequest(context.Background(), &Entry{Operation: "read", Path: "sys/mounts"}); err == nil || err.Error() != want {
+		t.Errorf("LogRequest: got %v\nwant %s", err, want)
+	}
+	fi, err := os.Stat(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(secret); fi.Mode().Perm() != 0o600 || string(got) != "the caller's key\n" {
+		t.Errorf("the linked file became mode %04o, content %q", fi.Mode().Perm(), got)
+	}
+}

@@ -11,6 +11,7 @@ package pgurl
 
 import (
 	"crypto/tls"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -177,4 +178,21 @@ func ServerVersionNum(pc *pgconn.PgConn) int {
 	}
 	mi, _ := strconv.Atoi(strings.TrimRightFunc(minor, func(r rune) bool { return r < '0' || r > '9' }))
 	return ma*10000 + mi
+}
+
+// RefusedSetting names the setting of names that err, a connection
+// attempt's, says the server does not know (an older server refuses the
+// connection for one in its startup packet), or is "". The name is looked
+// for in the message, whose quotes are the server's language's.
+func RefusedSetting(err error, names []string) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42704" {
+		return ""
+	}
+	for _, n := range names {
+		if strings.Contains(pe.Message, n) {
+			return n
+		}
+	}
+	return ""
 }

@@ -1,6 +1,12 @@
 package pgurl
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 func TestMisplacedAt(t *testing.T) {
 	for _, tc := range []struct {
@@ -26,6 +32,28 @@ func TestMisplacedAt(t *testing.T) {
 	} {
 		if got := MisplacedAt(tc.dsn); (got != "") != tc.bad {
 			t.Errorf("MisplacedAt(%q) = %q, want a reason: %v", tc.dsn, got, tc.bad)
+		}
+	}
+}
+
+// TestRefusedSetting: the setting a server refused is found in its message
+// in any language, whatever quotes it uses, and only for an unknown
+// setting.
+func TestRefusedSetting(t *testing.T) {
+	names := []string{"idle_session_timeout"}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&pgconn.PgError{Code: "42704", Message: `unrecognized configuration parameter "idle_session_timeout"`}, "idle_session_timeout"},
+		{fmt.Errorf("connect: %w", &pgconn.PgError{Code: "42704", Message: "paramètre de configuration « idle_session_timeout » non reconnu"}), "idle_session_timeout"},
+		{&pgconn.PgError{Code: "42704", Message: `unrecognized configuration parameter "foo"`}, ""},
+		{&pgconn.PgError{Code: "28P01", Message: `password authentication failed for user "idle_session_timeout"`}, ""},
+		{errors.New("idle_session_timeout"), ""},
+		{nil, ""},
+	} {
+		if got := RefusedSetting(tc.err, names); got != tc.want {
+			t.Errorf("RefusedSetting(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
 }

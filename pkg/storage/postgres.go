@@ -483,13 +483,13 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 // defaults ALTER DATABASE … SET gives (its owner's to set, who need have
 // no access to the store), what the store's SQL depends on: results come
 // as text, and a bytea_output of escape makes every value unreadable to
-// the driver; a statement_timeout or idle_in_transaction_session_timeout
-// of a millisecond ends the store's statements and transactions. Either
-// would take the store away from every host. A timeout the connection
-// string sets stays.
+// the driver; a statement_timeout, idle_in_transaction_session_timeout
+// or idle_session_timeout of a millisecond ends the store's statements,
+// transactions and kept connections. Any would take the store away from
+// every host. A timeout the connection string sets stays.
 func sessionDefaults(cfg *pgx.ConnConfig) {
 	cfg.RuntimeParams["bytea_output"] = "hex"
-	for _, k := range []string{"statement_timeout", "idle_in_transaction_session_timeout"} {
+	for _, k := range append([]string{"statement_timeout", "idle_in_transaction_session_timeout"}, newerStartupSettings...) {
 		if _, ok := cfg.RuntimeParams[k]; !ok {
 			cfg.RuntimeParams[k] = "0"
 		}
@@ -514,6 +514,15 @@ func liftTransactionTimeout(ctx context.Context, c *pgconn.PgConn) error {
 	_, err := c.Exec(ctx, "SET transaction_timeout = 0").ReadAll()
 	return err
 }
+
+// newerStartupSettings are settings that sessionDefaults lifts in the
+// startup packet though the oldest servers lessor supports do not know
+// them: idle_session_timeout (PostgreSQL 14) ends a session idle between
+// transactions, as every kept connection is, and must be off before the
+// session first waits, which no statement sent after the start could
+// ensure. A server that refuses one as unknown has no such timeout, and
+// is connected to again without it (see Postgres.connect).
+var newerStartupSettings = []string{"idle_session_timeout"}
 
 // chooseSessionAttrs makes a store connect only to a primary, the server
 // that takes writes. Without target_session_attrs the driver takes the first that
@@ -1006,7 +1015,7 @@ func (p *Postgres) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 	p.mu.Unlock()
 	if c == nil {
 		var err error
-		if c, err = pgx.ConnectConfig(ctx, p.cfg.Copy()); err != nil {
+		if c, err = p.connect(ctx); err != nil {
 			return &driverError{err}
 		}
 	}
@@ -1024,6 +1033,25 @@ func (p *Postgres) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 		cancel()
 	}
 	return err
+}
+
+// connect opens a new connection. One that the server refuses for a
+// setting of newerStartupSettings it does not know is made again without
+// it, and so is every later one.
+func (p *Postgres) connect(ctx context.Context) (*pgx.Conn, error) {
+	for {
+		p.mu.Lock()
+		cfg := p.cfg.Copy()
+		p.mu.Unlock()
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		name := pgurl.RefusedSetting(err, newerStartupSettings)
+		if _, ok := cfg.RuntimeParams[name]; !ok {
+			return c, err
+		}
+		p.mu.Lock()
+		delete(p.cfg.RuntimeParams, name)
+		p.mu.Unlock()
+	}
 }
 
 // wrap names the store in err and classifies it: lost connections as

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -887,10 +888,12 @@ func TestPostgresClockUnderAnySettings(t *testing.T) {
 // database (who need have no access to the store) sets defaults for every
 // session there. None may keep a host from reading and writing the store:
 // a bytea_output of escape (the driver reads bytea in hex only) or a
-// statement timeout of a millisecond.
+// timeout of a millisecond: on statements, or on sessions idle in a
+// transaction or between them.
 func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
 	ctx := context.Background()
-	for _, set := range []string{"bytea_output = 'escape'", "statement_timeout = '1ms'", "idle_in_transaction_session_timeout = '1ms'"} {
+	sets := []string{"bytea_output = 'escape'", "statement_timeout = '1ms'", "idle_in_transaction_session_timeout = '1ms'", "idle_session_timeout = '1ms'"}
+	for _, set := range sets {
 		db := newStoreDatabase(t)
 		setDatabaseDefault(t, db, set)
 		p, err := OpenPostgres(ctx, db.URL, PostgresOptions{})
@@ -920,6 +923,9 @@ func TestPostgresDatabaseDefaultsTakeNoStore(t *testing.T) {
 				t.Errorf("%s: %v", set, err)
 				break
 			}
+			// Kept connections wait between transactions, as a
+			// serve's do between requests.
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }
@@ -951,6 +957,31 @@ func TestPostgresTransactionTimeoutLifted(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("a transaction longer than the database's transaction_timeout: %v", err)
+	}
+}
+
+// TestPostgresUnknownStartupSettingDropped: a server that does not know a
+// setting the startup packet lifts (PostgreSQL 13 has no
+// idle_session_timeout) refuses the connection; the store connects again
+// without it, and keeps the rest.
+func TestPostgresUnknownStartupSettingDropped(t *testing.T) {
+	defer func(old []string) { newerStartupSettings = old }(newerStartupSettings)
+	newerStartupSettings = append(slices.Clone(newerStartupSettings), "lessor_no_such_setting")
+	ctx := context.Background()
+	db := newStoreDatabase(t)
+	p, err := OpenPostgres(ctx, db.URL, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.cfg.RuntimeParams["lessor_no_such_setting"]; ok {
+		t.Error("the refused setting is still asked for")
+	}
+	if p.cfg.RuntimeParams["idle_session_timeout"] != "0" {
+		t.Errorf("idle_session_timeout = %q, want 0", p.cfg.RuntimeParams["idle_session_timeout"])
 	}
 }
 

@@ -368,10 +368,25 @@ func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Co
 	if dbName != "" {
 		cc.Database = dbName
 	}
+	server := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
+	for _, name := range newerStartupSettings {
+		if _, refused := refusedSettings.Load(server + " " + name); !refused {
+			cc.RuntimeParams[name] = "0"
+		}
+	}
 	// ConnectConfig returns only after authentication and the server's
 	// ReadyForQuery, so the connection is proven; a ping would only add a
 	// round trip to every command.
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	var conn *pgx.Conn
+	for {
+		conn, err = pgx.ConnectConfig(ctx, cc)
+		name := pgurl.RefusedSetting(err, newerStartupSettings)
+		if _, asked := cc.RuntimeParams[name]; !asked {
+			break
+		}
+		refusedSettings.Store(server+" "+name, true)
+		delete(cc.RuntimeParams, name)
+	}
 	if err != nil {
 		cerr := connectError(cc, err)
 		if ce, ok := cerr.(*connError); ok && endsInNewline(password) && isAuthFailure(err) {
@@ -384,6 +399,21 @@ func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Co
 	}
 	return conn, nil
 }
+
+// newerStartupSettings are timeouts that every admin session lifts in its
+// startup packet, though servers before PostgreSQL 14 do not know them:
+// idle_session_timeout, a database default (its owner's to set, like the
+// rest), ends a session idle between statements, a pooled one between
+// requests or a new one before its first statement arrives; at a
+// millisecond no issue or revocation would get through. It must be off
+// before the session first waits, which no statement could ensure. A
+// server that refuses one as unknown has no such timeout: it is connected
+// to again without it, and this process asks it no more (refusedSettings).
+var newerStartupSettings = []string{"idle_session_timeout"}
+
+// refusedSettings holds "host:port name" for each server that refused a
+// setting of newerStartupSettings.
+var refusedSettings sync.Map
 
 // dial connects as dialUnbound does, and sets the session up against its
 // database's defaults (unbindSession).
@@ -420,7 +450,8 @@ const setUpSession = `SELECT pg_catalog.set_config('search_path', pg_catalog.rtr
 // on, the transaction_timeout that a database's defaults may set (its
 // owner's to set, like the rest) is lifted. At a millisecond it would end
 // every transaction of the admin's, its revocations among them, for ever.
-// The startup packet lifts the other timeouts (see Config.connConfig),
+// The startup packet lifts the other timeouts (see Config.connConfig and
+// newerStartupSettings),
 // but older servers refuse this name there; and it must come first,
 // before the timeout can run out: SET is not planned, and ends it at
 // once. "" before PostgreSQL 17.

@@ -431,12 +431,15 @@ func TestConnectionStringRoleCostsTheIssueNothing(t *testing.T) {
 // open, while the lease record commits), and from PostgreSQL 17 on
 // transaction_timeout ends every transaction of the admin's that takes
 // longer, its revocations among them: for ever, as the default stays.
+// From PostgreSQL 14 on, idle_session_timeout ends a session waiting
+// between statements: a pooled one between requests, a new one before
+// its first statement.
 func TestDatabaseTimeoutsNeverEndTheAdminsTransactions(t *testing.T) {
-	for _, setting := range []string{"idle_in_transaction_session_timeout", "transaction_timeout"} {
+	for _, setting := range []string{"idle_in_transaction_session_timeout", "transaction_timeout", "idle_session_timeout"} {
 		t.Run(setting, func(t *testing.T) {
 			f := setup(t)
-			if setting == "transaction_timeout" && f.db.version < 170000 {
-				t.Skipf("PostgreSQL %d has no transaction_timeout", f.db.version)
+			if setting == "transaction_timeout" && f.db.version < 170000 || setting == "idle_session_timeout" && f.db.version < 140000 {
+				t.Skipf("PostgreSQL %d has no %s", f.db.version, setting)
 			}
 			owner := newName(t, "v-owner")
 			f.s.DropRolesAtCleanup(t, owner)
@@ -518,5 +521,25 @@ func (f *fixture) pooledTwice(t *testing.T, use func(*DB)) {
 		}
 		use(pdb)
 		pdb.Close(f.ctx)
+		// As a server's pooled session waits between requests.
+		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestUnknownStartupSettingDropped: a server that does not know a timeout
+// the admin's startup packet lifts (PostgreSQL 13 has no
+// idle_session_timeout) refuses the connection; lessor connects again
+// without it.
+func TestUnknownStartupSettingDropped(t *testing.T) {
+	defer func(old []string) { newerStartupSettings = old }(newerStartupSettings)
+	newerStartupSettings = append(slices.Clone(newerStartupSettings), "lessor_no_such_setting")
+	f := setup(t)
+	if _, err := f.db.LookupRole(f.ctx, f.s.User); err != nil {
+		t.Fatal(err)
+	}
+	f.pooledTwice(t, func(db *DB) {
+		if _, err := db.LookupRole(f.ctx, f.s.User); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -549,9 +549,12 @@ var keywordPasswordRE = sync.OnceValue(func() *regexp.Regexp {
 // queryParamRE finds the name=value pairs of a URL's query string, and
 // anything shaped like one after a '?' or '&' elsewhere in the URL: a
 // password holding an unencoded '?' or '&' makes the rest look like a
-// query, and reading too much as a parameter only hides more.
+// query, and reading too much as a parameter only hides more. A '#' ends
+// nothing: the driver, as libpq, reads it as one more character of the
+// value it is in, so "password=a#b" is the password "a#b", not "a" and a
+// fragment shown in clear.
 var queryParamRE = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`([?&])([^=&#?]*)=([^&#]*)`)
+	return regexp.MustCompile(`([?&])([^=&?]*)=([^&]*)`)
 })
 
 // urlParts splits a postgres:// URL (leading blanks and the scheme's case

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -152,7 +153,10 @@ func TestRedactURL(t *testing.T) {
 		{"host=h user={{username}} password={{password}}", "host=h user={{username}} password={{password}}"},
 		// Every password, not only the first one found.
 		{"postgres://root:s3cret@h/db?password=other&sslpassword=keypass", "postgres://root:xxxxx@h/db?password=xxxxx&sslpassword=xxxxx"},
-		{"postgres://root@h/db?PASSWORD=s3cret#frag", "postgres://root@h/db?PASSWORD=xxxxx#frag"},
+		// The driver, as libpq, reads a '#' as one more character of
+		// the value it is in: no fragment ends a password.
+		{"postgres://root@h/db?PASSWORD=s3cret#frag", "postgres://root@h/db?PASSWORD=xxxxx"},
+		{"postgres://root@h/db?password=s3cret#TailSecret99&sslmode=disable", "postgres://root@h/db?password=xxxxx&sslmode=disable"},
 		{"postgres://root@h/db?pass%77ord=s3cret", "postgres://root@h/db?pass%77ord=xxxxx"},
 		{"host=h password=one sslpassword=two", "host=h password=xxxxx sslpassword=xxxxx"},
 		// libpq reads a backslash-escaped blank as part of a bare value.
@@ -178,6 +182,15 @@ func TestRedactURL(t *testing.T) {
 		if got, _ := redactURL(tc.in); got != tc.want {
 			t.Errorf("redactURL(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestInlinePasswordAfterHash: a password parameter holding a '#' is one
+// password to the driver, and is redacted from errors whole.
+func TestInlinePasswordAfterHash(t *testing.T) {
+	got := inlinePasswords("postgres://root@h/db?password=s3cret#TailSecret99&sslmode=disable")
+	if !slices.Equal(got, []string{"s3cret#TailSecret99"}) {
+		t.Fatalf("inlinePasswords = %q, want the whole password", got)
 	}
 }
 

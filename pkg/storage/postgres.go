@@ -363,10 +363,11 @@ func ParsePostgresURL(raw string) (*pgx.ConnConfig, string, error) {
 }
 
 // splitQuery reads a URL's query as the driver (and libpq) does: '&'
-// between parameters, and only %XX escapes decoded, so a '+' is a '+', not
-// the space of an HTML form. It returns the values, and the parameters
-// but schema (lessor's own) exactly as written, for the driver: encoding
-// them again would turn the space of "options=-c%20x%3Dy" into a '+'.
+// between parameters, blanks around names and values skipped, and only
+// %XX escapes decoded, so a '+' is a '+', not the space of an HTML form.
+// It returns the values, and the parameters but schema (lessor's own)
+// exactly as written, for the driver: encoding them again would turn the
+// space of "options=-c%20x%3Dy" into a '+'.
 func splitQuery(raw string) (url.Values, []string, error) {
 	// A ';', which some parsers take for '&', stays refused, as Go's
 	// query parser refuses it.
@@ -379,12 +380,15 @@ func splitQuery(raw string) (url.Values, []string, error) {
 		if p == "" {
 			continue
 		}
+		// The driver, as libpq, skips blanks around a name and a value:
+		// "target_session_attrs=any " is any to it, and must be to the
+		// checks too.
 		k, v, _ := strings.Cut(p, "=")
-		key, err := url.PathUnescape(k)
+		key, err := url.PathUnescape(strings.Trim(k, " "))
 		if err != nil {
 			return nil, nil, err
 		}
-		value, err := url.PathUnescape(v)
+		value, err := url.PathUnescape(strings.Trim(v, " "))
 		if err != nil {
 			return nil, nil, err
 		}

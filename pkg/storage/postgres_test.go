@@ -590,6 +590,10 @@ func TestStoreURLs(t *testing.T) {
 		"postgres://u@a/db?target_session_attrs=standby",
 		"postgres://u@a,b/db?target_session_attrs=prefer-standby",
 		"host=a,b dbname=db target_session_attrs=read-only",
+		// The driver skips blanks around a value, as libpq does.
+		"postgres://u@a:5432,b:5433/db?target_session_attrs=any ",
+		"postgres://u@a/db?target_session_attrs= standby",
+		"postgres://u@a/db?target_session_attrs =standby",
 	} {
 		if _, _, err := ParsePostgresURL(in); err == nil || !strings.Contains(err.Error(), "standby") {
 			t.Errorf("%s: %v", in, err)

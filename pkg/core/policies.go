@@ -145,9 +145,17 @@ var parsed struct {
 
 type policyText struct{ name, text string }
 
-// maxParsedBytes bounds the texts in parsed, and so the memory the parsed
-// policies take: past it, the cache starts again empty.
+// maxParsedBytes bounds the texts in parsed, each counted with
+// parsedEntryCost, and so the memory the parsed policies take: past it,
+// the cache starts again empty.
 const maxParsedBytes = 8 << 20
+
+// parsedEntryCost is what an entry of parsed takes beside its text: the
+// parsed Policy, the key and the map's own. Counted by their text alone,
+// eight megabytes of policies of a few bytes (a policy writer's to make,
+// and a token's requests to parse) held a million entries and hundreds of
+// megabytes.
+const parsedEntryCost = 512
 
 // parsedPolicy is policy.Parse(name, text), from parsed when it is there.
 func parsedPolicy(name, text string) (*policy.Policy, error) {
@@ -162,12 +170,13 @@ func parsedPolicy(name, text string) (*policy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
+	cost := len(text) + parsedEntryCost
 	parsed.Lock()
-	if parsed.m == nil || parsed.bytes+len(text) > maxParsedBytes {
+	if parsed.m == nil || parsed.bytes+cost > maxParsedBytes {
 		parsed.m, parsed.bytes = map[policyText]*policy.Policy{}, 0
 	}
 	parsed.m[key] = p
-	parsed.bytes += len(text)
+	parsed.bytes += cost
 	parsed.Unlock()
 	return p, nil
 }

@@ -72,3 +72,20 @@ func TestACLOfLargePolicyParsedOnce(t *testing.T) {
 		t.Error("an updated policy text was taken from the cache")
 	}
 }
+
+// TestPolicyCacheBoundedByEntries: policies of a few bytes each, as many as
+// a policy writer makes, fill the cache to a bounded number of entries, not
+// to a million.
+func TestPolicyCacheBoundedByEntries(t *testing.T) {
+	for i := range 100_000 {
+		if _, err := parsedPolicy("tiny", fmt.Sprintf("#%d\n", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parsed.Lock()
+	n := len(parsed.m)
+	parsed.Unlock()
+	if limit := maxParsedBytes / parsedEntryCost; n > limit {
+		t.Fatalf("the cache holds %d policies, more than %d", n, limit)
+	}
+}

@@ -267,7 +267,31 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 	if err := enc.Encode(out); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil // Encode ends the line with "\n"
+	return shellInert(buf.Bytes()), nil // Encode ends the line with "\n"
+}
+
+// shellInert writes each "$" and "`" of a JSON line as its \u escape. The
+// caller chooses the path, the data and much of the error text, and a
+// shell reading the line (a device pointed at a ~/.bashrc or ~/.ssh/rc, a
+// viewer that evals it) would run a $(…) or `…` in them: JSON strings are
+// double-quoted, where a shell still expands both. Outside strings JSON
+// has neither character, so the swap keeps what a JSON reader decodes.
+func shellInert(line []byte) []byte {
+	if !bytes.ContainsAny(line, "$`") {
+		return line
+	}
+	out := make([]byte, 0, len(line)+32)
+	for _, c := range line {
+		switch c {
+		case '$':
+			out = append(out, `\u0024`...)
+		case '`':
+			out = append(out, `\u0060`...)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // tree turns v into a private copy made of plain JSON values and hashes

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -377,5 +378,40 @@ func TestTokenInPathHashed(t *testing.T) {
 	hashed := HashString(testKey, tok)
 	if strings.Contains(line, tok) || strings.Count(line, hashed) != 2 {
 		t.Fatalf("audit line %s: want the token's HMAC %s in the path and the error, never the token", line, hashed)
+	}
+}
+
+// TestLineExpandsNothingInAShell: a caller chooses the path, data and error
+// text a line holds, and a log that a shell reads (a device pointed at a
+// ~/.bashrc, a log viewer that evals) must not run what they wrote there.
+func TestLineExpandsNothingInAShell(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := &Entry{Operation: "read", Path: "secret/$(touch dollar)", DisplayName: "token",
+		Data: map[string]any{"note": "`touch backtick`", "x": `\$(touch escaped)`},
+		Err:  errors.New("no handler for ${HOME} $(touch error)")}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	line := readLines(t, path)[0]
+	if strings.ContainsAny(line, "$`") {
+		t.Errorf("audit line %s: holds a character a shell expands inside double quotes", line)
+	}
+	// What was asked stays readable to anything that decodes JSON.
+	var got jsonEntry
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Request.Path != e.Path || got.Error != e.Err.Error() || !reflect.DeepEqual(got.Request.Data, map[string]any{"note": "`touch backtick`", "x": `\$(touch escaped)`}) {
+		t.Errorf("decoded %+v %+v: want the path, data and error as they were", got.Request, got.Error)
+	}
+	cmd := exec.Command("sh", "-c", ". ./audit.log")
+	cmd.Dir = dir
+	_ = cmd.Run() // the line is no command; only what it ran matters
+	for _, f := range []string{"dollar", "backtick", "escaped", "error"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("a shell reading the log ran the caller's command (it made %q): %s", f, line)
+		}
 	}
 }

@@ -163,6 +163,7 @@ func startScriptServer(env *testscript.Env) error {
 		}
 	}
 	maps.Copy(serverEnv, moved)
+	env.Values[serverHostKey{}] = moved
 	sf := newFactory(strings.NewReader(""), io.Discard, serveLog, func(k string) string { return serverEnv[k] })
 	sf.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	sock := filepath.Join(host, "lessor.sock")
@@ -239,4 +240,40 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// serverHostKey keeps, in a script run against a server, where the set-up
+// moved the store and its key (LESSOR_STORE, LESSOR_KEY_FILE).
+type serverHostKey struct{}
+
+// cmdOnHost is `onhost COMMAND [ARGS...]`: exec COMMAND as the operator
+// does on the server's host, for what only the account running the server
+// may do (enable an audit device). Against a server ([client]) it runs
+// without LESSOR_ADDR, on the store and key file the set-up moved there;
+// otherwise it is exec.
+func cmdOnHost(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: onhost COMMAND [ARGS...]")
+	}
+	vars := map[string]string{"LESSOR_ADDR": ""}
+	if host, ok := ts.Value(serverHostKey{}).(map[string]string); ok {
+		maps.Copy(vars, host)
+	}
+	saved := map[string]string{}
+	for k, v := range vars {
+		saved[k] = ts.Getenv(k)
+		ts.Setenv(k, v)
+	}
+	defer func() {
+		for k, v := range saved {
+			ts.Setenv(k, v)
+		}
+	}()
+	err := ts.Exec(args[0], args[1:]...)
+	switch {
+	case err != nil && !neg:
+		ts.Fatalf("onhost %s: %v", strings.Join(args, " "), err)
+	case err == nil && neg:
+		ts.Fatalf("onhost %s: unexpected success", strings.Join(args, " "))
+	}
 }

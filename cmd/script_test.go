@@ -164,6 +164,8 @@ func dropScriptRoles(srv *pgtest.Server, dbName, storeID string, extra ...string
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	// leasecheck: checks that store and PostgreSQL agree (crash_test.go).
 	"leasecheck": cmdLeaseCheck,
+	// onhost COMMAND...: exec on the server's host (client_script_test.go).
+	"onhost": cmdOnHost,
 	// pglog: reads the server log (pgstore_log_test.go).
 	"pglog": cmdPGLog,
 	// rawstore: changes the store file with plain bbolt, as anyone who may

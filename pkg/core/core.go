@@ -60,6 +60,9 @@ type Config struct {
 	// the caller may have the store keep what its reads opened (see
 	// storage.Bolt.Hold), and a backend may wait on the network.
 	EndReads func()
+	// Served is set by `lessor serve`: its callers are not the account it
+	// runs as, and may not enable audit devices (see enableAudit).
+	Served bool
 }
 
 // Core runs requests.
@@ -72,6 +75,7 @@ type Core struct {
 	rand       io.Reader
 	user       string
 	endReads   func()
+	served     bool
 
 	tokens *token.Store
 	leases *lease.Manager
@@ -99,7 +103,7 @@ func New(cfg Config) *Core {
 	}
 	c := &Core{
 		store: cfg.Store, storeID: cfg.StoreID, storeLogin: cfg.StoreLogin, factories: cfg.Factories,
-		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser, endReads: cfg.EndReads,
+		now: cfg.Now, rand: cfg.Rand, user: cfg.RemoteUser, endReads: cfg.EndReads, served: cfg.Served,
 		backends: map[string]logical.Backend{},
 	}
 	c.leases = lease.New(cfg.Store, c.resolveLeaseMount, lease.Options{Now: cfg.Now, Rand: cfg.Rand})

@@ -129,6 +129,16 @@ func (c *Core) enableAudit(ctx context.Context, path string, data map[string]any
 	if path == "" {
 		return logical.Errorf("audit device path is required")
 	}
+	if c.served {
+		// A device writes as the account that runs the server, to the
+		// file the request names, with paths the caller chooses in every
+		// line: a ~/.profile or ~/.ssh/rc of the account's, created or
+		// appended to, would run them in its next login, and any other
+		// file it may write could be created or spoiled. The caller is
+		// not that account; the account enables devices itself, which the
+		// server follows at its next request.
+		return logical.Errorf("audit devices are not enabled through lessor serve, which would write the file as the account it runs as: run `lessor audit enable` as that account, on the server's host")
+	}
 	if err := audit.ValidateDevice(d); err != nil {
 		return logical.Errorf("%v", err)
 	}

@@ -231,9 +231,9 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		if errors.As(err, &nm) && !mayKnowMounts(acl, req.Operation, fullPath, req.Data) {
 			// As in Vault, the ACL comes before routing for a caller that
 			// may not list the mounts: it must not learn what is mounted.
-			return c.denyUnrouted(ctx, pre, req, te, &PermissionError{Operation: req.Operation, Path: fullPath})
+			err = &PermissionError{Operation: req.Operation, Path: fullPath}
 		}
-		return nil, err
+		return c.failBeforeACL(ctx, pre, req, te, err)
 	}
 
 	req.DisplayName = te.DisplayName
@@ -254,7 +254,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		inner.Path = rel
 		inner.Data = maps.Clone(req.Data)
 		if err := dc.CanonicalData(&inner); err != nil {
-			return nil, err
+			return c.failBeforeACL(ctx, pre, req, te, err)
 		}
 		req.Data = inner.Data
 	}
@@ -265,7 +265,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 		inner.Path = rel
 		ok, exists, err := be.ExistenceCheck(ctx, &inner)
 		if err != nil {
-			return nil, err
+			return c.failBeforeACL(ctx, pre, req, te, err)
 		}
 		if ok && !exists {
 			aclOp = logical.CreateOperation
@@ -593,9 +593,10 @@ func helpAllowed(acl *policy.ACL, path string) bool {
 	return false
 }
 
-// denyUnrouted audits and returns the denial of a request that reached no
-// mount.
-func (c *Core) denyUnrouted(ctx context.Context, pre *prefetched, req *logical.Request, te *token.Entry, err error) (*logical.Response, error) {
+// failBeforeACL audits and returns the error of a request that failed
+// before the ACL judged it (no mount at its path, or data its backend
+// could not read): who tried what is logged, whatever went wrong.
+func (c *Core) failBeforeACL(ctx context.Context, pre *prefetched, req *logical.Request, te *token.Entry, err error) (*logical.Response, error) {
 	broker, berr := c.prefetchedBroker(pre)
 	if berr != nil {
 		return nil, berr

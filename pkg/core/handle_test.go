@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -219,6 +220,47 @@ func TestAuditDevicesChangedByAnotherProcess(t *testing.T) {
 	for path, want := range map[string]int{`"kv/enabled"`: 2, `"kv/badtoken"`: 1, `"kv/disabled"`: 0} {
 		if got := strings.Count(string(raw), path); got != want {
 			t.Errorf("audit log names %s %d times, want %d:\n%s", path, got, want, raw)
+		}
+	}
+}
+
+// TestFailedRequestsAreAudited: a request that fails after its token was
+// found, before the ACL judged it (no mount at its path, data the backend
+// refuses to read), is audited with its error like a denied one: the log
+// shows who tried what, whatever went wrong.
+func TestFailedRequestsAreAudited(t *testing.T) {
+	c, root := newEchoCore(t)
+	log := filepath.Join(t.TempDir(), "audit.log")
+	must(t, c, root, logical.UpdateOperation, "sys/audit/file", map[string]any{"type": "file", "file_path": log})
+	for _, tc := range []struct {
+		op   logical.Operation
+		path string
+		data map[string]any
+	}{
+		{logical.ReadOperation, "nosuch/x", nil},
+		{logical.UpdateOperation, "auth/token/create", map[string]any{"policies": "a,,b"}},
+	} {
+		_, err := do(t, c, root, tc.op, tc.path, tc.data)
+		if err == nil {
+			t.Fatalf("%s %s: no error", tc.op, tc.path)
+		}
+		raw, rerr := os.ReadFile(log)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		var last struct {
+			Type    string `json:"type"`
+			Request struct {
+				Path string `json:"path"`
+			} `json:"request"`
+			Error string `json:"error"`
+		}
+		if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &last); jerr != nil {
+			t.Fatalf("%s %s failed with %q, and the audit log holds no line for it: %q", tc.op, tc.path, err, raw)
+		}
+		if last.Type != "response" || last.Request.Path != tc.path || last.Error != err.Error() {
+			t.Errorf("%s %s failed with %q; the audit log's last line is %s", tc.op, tc.path, err, lines[len(lines)-1])
 		}
 	}
 }

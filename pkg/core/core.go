@@ -394,8 +394,17 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	// credential could be handed out.
 	ae.Response, ae.Err = resp, herr
 	if err := broker.LogResponse(ctx, ae); err != nil && herr == nil {
-		// The secret exists and its lease is recorded, so reap will clean
-		// up after it; but it must not be handed out unaudited.
+		// The secret must not be handed out unaudited, and then nobody
+		// holds it: its lease is revoked now, where the pending record
+		// would be adopted and the credential live out its TTL. A
+		// revocation that fails is recorded for reap to retry, or, if it
+		// never began, the lease is made due for the next reap.
+		rctx := context.WithoutCancel(ctx)
+		for _, id := range rec.Prepared() {
+			if c.leases.Revoke(rctx, id) != nil {
+				_ = rec.Abandon(rctx, id)
+			}
+		}
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return resp, herr

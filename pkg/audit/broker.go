@@ -267,26 +267,31 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 	if err := enc.Encode(out); err != nil {
 		return nil, err
 	}
-	return shellInert(buf.Bytes()), nil // Encode ends the line with "\n"
+	return inert(buf.Bytes()), nil // Encode ends the line with "\n"
 }
 
-// shellInert writes each "$" and "`" of a JSON line as its \u escape. The
-// caller chooses the path, the data and much of the error text, and a
-// shell reading the line (a device pointed at a ~/.bashrc or ~/.ssh/rc, a
-// viewer that evals it) would run a $(…) or `…` in them: JSON strings are
-// double-quoted, where a shell still expands both. Outside strings JSON
-// has neither character, so the swap keeps what a JSON reader decodes.
-func shellInert(line []byte) []byte {
-	if !bytes.ContainsAny(line, "$`") {
+// inert writes, as their \u escapes, what a shell or a terminal reading a
+// JSON line would act on. The caller chooses the path, the data and much
+// of the error text. A shell reading the line (a device pointed at a
+// ~/.bashrc or ~/.ssh/rc, a viewer that evals it) would run a $(…) or `…`
+// in them: JSON strings are double-quoted, where a shell still expands
+// both. And encoding/json escapes C0 controls but writes the C1 ones
+// (U+0080–U+009F, UTF-8 C2 80 – C2 9F) as they are, where some terminals
+// obey U+009B as CSI: a `tail -f` of the log would take the caller's
+// escape sequences. Outside strings JSON has none of these, so the swap
+// keeps what a JSON reader decodes.
+func inert(line []byte) []byte {
+	if bytes.IndexByte(line, '$') < 0 && bytes.IndexByte(line, '`') < 0 && bytes.IndexByte(line, 0xc2) < 0 {
 		return line
 	}
 	out := make([]byte, 0, len(line)+32)
-	for _, c := range line {
-		switch c {
-		case '$':
-			out = append(out, `\u0024`...)
-		case '`':
-			out = append(out, `\u0060`...)
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '$', c == '`':
+			out = fmt.Appendf(out, `\u%04x`, c)
+		case c == 0xc2 && i+1 < len(line) && line[i+1] >= 0x80 && line[i+1] <= 0x9f:
+			i++
+			out = fmt.Appendf(out, `\u%04x`, line[i])
 		default:
 			out = append(out, c)
 		}

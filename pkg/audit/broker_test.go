@@ -415,3 +415,28 @@ func TestLineExpandsNothingInAShell(t *testing.T) {
 		}
 	}
 }
+
+// TestLineHoldsNoC1Controls: encoding/json escapes C0 controls but writes
+// U+0080–U+009F as they are, and some terminals obey U+009B as CSI. Any
+// token holder chooses request data, and a caller without one the path of
+// its refusal, so `tail -f` of the log must not pass them to the terminal.
+func TestLineHoldsNoC1Controls(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	e := &Entry{Operation: "read", Path: "secret/\u009b2J", DisplayName: "token",
+		Data: map[string]any{"note": "\u009b31mok\u0085é"}, Err: logical.ErrPermissionDenied}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	line := readLines(t, path)[0]
+	if strings.ContainsFunc(line, func(r rune) bool { return r >= 0x80 && r <= 0x9f }) {
+		t.Errorf("audit line %q holds a C1 control character", line)
+	}
+	var got jsonEntry
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Request.Path != e.Path || !reflect.DeepEqual(got.Request.Data, map[string]any{"note": "\u009b31mok\u0085é"}) {
+		t.Errorf("decoded %+v: want the path and data as they were", got.Request)
+	}
+}

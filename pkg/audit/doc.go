@@ -26,8 +26,9 @@
 //     lessor processes never interleave on a local file system. The file
 //     is reopened for every line, so log rotation needs no signal: a log
 //     moved away is recreated with the device's mode.
-//   - A line holds no "$" or "`": they are written as \u0024 and \u0060,
-//     so a shell that reads the log expands nothing a caller wrote in it.
+//   - A line holds no "$", "`" or C1 control (U+0080–U+009F): they are
+//     written as \u escapes, so a shell that reads the log expands
+//     nothing a caller wrote in it, and a terminal obeys none of it.
 //
 // Only the "file" device type exists. Its file_path must be absolute and a
 // regular file: stdout is for command output, stderr belongs to the

@@ -38,8 +38,9 @@ func newExecCmd(f *Factory, g *globalOptions) *cobra.Command {
 		Short: "Run a command with a new credential in its environment, revoked when it exits",
 		Long: `Reads PATH (a database engine's creds/<role>) once, and runs COMMAND with the
 credential in libpq's environment variables: PGUSER and PGPASSWORD, and
-PGHOST, PGPORT and PGDATABASE from the connection config where they are
-known and not already set to a non-empty value in lessor's environment.
+PGHOST, PGPORT, PGDATABASE, PGSSLMODE and PGSSLROOTCERT from the connection
+config where they are known and not already set to a non-empty value in
+lessor's environment.
 LESSOR_LEASE_ID and LESSOR_LEASE_DURATION name the lease. The password is
 never in argv and never printed.
 
@@ -180,9 +181,13 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 // more credentials.
 var withheldFromChild = []string{"LESSOR_UNSEAL_KEY", "LESSOR_TOKEN", "VAULT_TOKEN"}
 
+// fromConnection are the credential's variables that say where and how it
+// logs in: a caller who set one chose it.
+var fromConnection = []string{"PGHOST", "PGPORT", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT"}
+
 // childEnv is env with the credential's variables: PGUSER, PGPASSWORD
-// and the LESSOR_ lease names replace any the caller had; PGHOST, PGPORT
-// and PGDATABASE are added only where the caller set none (an empty value
+// and the LESSOR_ lease names replace any the caller had; those of
+// fromConnection are added only where the caller set none (an empty value
 // counts as none). The unseal key, the token and a store connection
 // string are left out.
 func childEnv(env []string, vars []format.Var) []string {
@@ -197,7 +202,7 @@ func childEnv(env []string, vars []format.Var) []string {
 	}
 	for _, v := range vars {
 		i := set(v.Name)
-		callers := v.Name == "PGHOST" || v.Name == "PGPORT" || v.Name == "PGDATABASE"
+		callers := slices.Contains(fromConnection, v.Name)
 		switch {
 		case i < 0:
 			env = append(env, v.Name+"="+v.Value)

@@ -341,13 +341,14 @@ func (b *Backend) credsRead(ctx context.Context, req *logical.Request, name stri
 	}
 
 	host, port, dbName := db.Target()
+	sslmode, rootcert := db.TLSSettings()
 	return &logical.Response{
 		Data: map[string]any{"username": username, "password": password},
 		Secret: &logical.Secret{
 			LeaseID: prepared.ID, TTL: prepared.TTL, Renewable: true,
 		},
 		Warnings:   prepared.Warnings,
-		Connection: &logical.Connection{Host: host, Port: port, Database: dbName},
+		Connection: &logical.Connection{Host: host, Port: port, Database: dbName, SSLMode: sslmode, SSLRootCert: rootcert},
 	}, nil
 }
 

@@ -37,8 +37,9 @@ func cannot(format string, args ...any) error {
 type Var struct{ Name, Value string }
 
 // Credential returns a database credential's libpq settings: PGUSER and
-// PGPASSWORD, then PGHOST, PGPORT and PGDATABASE where the response says
-// where the credential logs in, then LESSOR_LEASE_ID and
+// PGPASSWORD, then PGHOST, PGPORT, PGDATABASE, PGSSLMODE and PGSSLROOTCERT
+// where the response says where and how the credential logs in, then
+// LESSOR_LEASE_ID and
 // LESSOR_LEASE_DURATION when it has a lease. ok is false when resp holds
 // no username and password.
 func Credential(resp *logical.Response) (vars []Var, ok bool) {
@@ -56,6 +57,12 @@ func Credential(resp *logical.Response) (vars []Var, ok bool) {
 		}
 		if c.Database != "" {
 			vars = append(vars, Var{"PGDATABASE", c.Database})
+		}
+		if c.SSLMode != "" {
+			vars = append(vars, Var{"PGSSLMODE", c.SSLMode})
+		}
+		if c.SSLRootCert != "" {
+			vars = append(vars, Var{"PGSSLROOTCERT", c.SSLRootCert})
 		}
 	}
 	return append(vars, leaseVars(resp)...), true

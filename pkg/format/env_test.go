@@ -190,3 +190,23 @@ func TestParseRegistry(t *testing.T) {
 		t.Error("Prints disagrees with the registry")
 	}
 }
+
+// TestCredentialTLSSettings: the connection's sslmode and sslrootcert go
+// with the credential, so that a client checks the server as lessor does.
+func TestCredentialTLSSettings(t *testing.T) {
+	resp := &logical.Response{
+		Data:       map[string]any{"username": "u", "password": "p"},
+		Connection: &logical.Connection{Host: "h", SSLMode: "verify-full", SSLRootCert: "/etc/ca.crt"},
+	}
+	vars, ok := Credential(resp)
+	if !ok {
+		t.Fatal("no credential")
+	}
+	got := map[string]string{}
+	for _, v := range vars {
+		got[v.Name] = v.Value
+	}
+	if got["PGSSLMODE"] != "verify-full" || got["PGSSLROOTCERT"] != "/etc/ca.crt" {
+		t.Fatalf("vars %v", vars)
+	}
+}

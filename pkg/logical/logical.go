@@ -107,6 +107,11 @@ type Connection struct {
 	Host     string // a host name, an address, or a Unix socket directory
 	Port     uint16
 	Database string
+	// SSLMode and SSLRootCert are the connection's sslmode and
+	// sslrootcert, as its connection_url sets them ("" when it does not):
+	// a client that logs in with the credential needs them as much, or
+	// libpq's default (prefer) sends its password to whoever answers.
+	SSLMode, SSLRootCert string
 }
 
 // AddWarning appends a warning that the CLI prints on stderr.

@@ -626,6 +626,34 @@ func passfilePassword(cfg *pgx.ConnConfig, passfile string) string {
 	return ""
 }
 
+// ConnParam is the value a PostgreSQL connection string (a URL, or a
+// keyword/value string) gives the parameter key, as the driver reads it
+// (the last of several wins), or "" when it gives none or does not parse.
+func ConnParam(dsn, key string) string {
+	if LooksLikeURL(dsn) {
+		_, raw, ok := strings.Cut(dsn, "?")
+		if !ok {
+			return ""
+		}
+		q, _, err := splitQuery(raw)
+		if err != nil || len(q[key]) == 0 {
+			return ""
+		}
+		return q[key][len(q[key])-1]
+	}
+	kvs, err := parseKeywords(dsn)
+	if err != nil {
+		return ""
+	}
+	v := ""
+	for _, kv := range kvs {
+		if kv.k == key {
+			v = kv.v
+		}
+	}
+	return v
+}
+
 type keyValue struct{ k, v string }
 
 // parseKeywords splits a libpq keyword/value string: keyword = value,

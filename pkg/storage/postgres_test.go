@@ -999,3 +999,25 @@ func TestStoreMissingServiceIsNamed(t *testing.T) {
 		t.Fatalf("ParsePostgresURL with a missing service: %v", err)
 	}
 }
+
+// TestConnParam: a parameter of a connection string as the driver reads
+// it: percent-decoded in a URL, unquoted in a keyword/value string, the
+// last of several.
+func TestConnParam(t *testing.T) {
+	for _, c := range []struct{ dsn, want string }{
+		{"postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.crt", "verify-full"},
+		{"postgres://u@h/db?sslmode=require&sslmode=verify-ca", "verify-ca"},
+		{"postgresql://{{username}}:{{password}}@h:5432/db?application_name=x", ""},
+		{"postgres://u@h/db", ""},
+		{"host=h sslmode='verify-full' user=u", "verify-full"},
+		{"host=h sslmode=require sslmode=disable", "disable"},
+		{"host=h user=u", ""},
+	} {
+		if got := ConnParam(c.dsn, "sslmode"); got != c.want {
+			t.Errorf("%s: sslmode %q, want %q", c.dsn, got, c.want)
+		}
+	}
+	if got := ConnParam("postgres://u@h/db?sslrootcert=%2Fetc%2Fca.crt", "sslrootcert"); got != "/etc/ca.crt" {
+		t.Errorf("sslrootcert %q", got)
+	}
+}

@@ -45,9 +45,11 @@ type Auth struct {
 
 // Connection is where a database credential logs in.
 type Connection struct {
-	Host     string `json:"host,omitempty"`
-	Port     uint16 `json:"port,omitempty"`
-	Database string `json:"database,omitempty"`
+	Host        string `json:"host,omitempty"`
+	Port        uint16 `json:"port,omitempty"`
+	Database    string `json:"database,omitempty"`
+	SSLMode     string `json:"sslmode,omitempty"`
+	SSLRootCert string `json:"sslrootcert,omitempty"`
 }
 
 // FromLogical is the envelope of resp, answering the request requestID
@@ -68,8 +70,8 @@ func FromLogical(requestID, mountType string, resp *logical.Response) *Response 
 			EntityID: a.EntityID, TokenType: "service", Orphan: a.Orphan, NumUses: a.NumUses,
 		}
 	}
-	if c := resp.Connection; c != nil && (c.Host != "" || c.Port != 0 || c.Database != "") {
-		e.Connection = &Connection{Host: c.Host, Port: c.Port, Database: c.Database}
+	if c := resp.Connection; c != nil && (c.Host != "" || c.Port != 0 || c.Database != "" || c.SSLMode != "" || c.SSLRootCert != "") {
+		e.Connection = &Connection{Host: c.Host, Port: c.Port, Database: c.Database, SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert}
 	}
 	return e
 }
@@ -90,7 +92,7 @@ func (e *Response) Logical() *logical.Response {
 		}
 	}
 	if c := e.Connection; c != nil {
-		resp.Connection = &logical.Connection{Host: c.Host, Port: c.Port, Database: c.Database}
+		resp.Connection = &logical.Connection{Host: c.Host, Port: c.Port, Database: c.Database, SSLMode: c.SSLMode, SSLRootCert: c.SSLRootCert}
 	}
 	return resp
 }

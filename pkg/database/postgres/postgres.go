@@ -47,6 +47,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lessorhq/lessor/pkg/pgurl"
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 // Authentication types for Config.PasswordAuthentication.
@@ -348,6 +349,12 @@ func (db *DB) Target() (host string, port uint16, database string) {
 	}
 	cc := db.conn.Config()
 	return cc.Host, cc.Port, cc.Database
+}
+
+// TLSSettings are the sslmode and sslrootcert the connection string sets,
+// "" where it sets none.
+func (db *DB) TLSSettings() (sslmode, sslrootcert string) {
+	return storage.ConnParam(db.cfg.ConnectionURL, "sslmode"), storage.ConnParam(db.cfg.ConnectionURL, "sslrootcert")
 }
 
 func (db *DB) addSecret(s string) {

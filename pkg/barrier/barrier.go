@@ -1121,12 +1121,17 @@ func (t *sealedTx) open(key string, sealed []byte) ([]byte, error) {
 // checkSet checks the set a record just read (sealed; nil: not found)
 // belongs to, after the record itself opened: the core records' whole set,
 // a token entry's bucket; and that the read found what the check's scan
-// of the set found.
+// of the set found. A token entry not found is checked in a write only: a
+// read-only lookup that finds nothing refuses the token, but a write acts
+// on the absence (a revocation that finds no entry revokes nothing and
+// succeeds), so an entry the state database hid from writes alone would
+// outlive its revocation. Writes rarely miss, so this costs little, where
+// every read that misses (any invalid token presented) would pay a scan.
 func (t *sealedTx) checkSet(key string, sealed []byte) error {
 	var err error
 	if isCore(key) {
 		err = t.checkCoreSet()
-	} else if sealed != nil {
+	} else if sealed != nil || t.write {
 		err = t.checkGuard(key)
 	}
 	if err != nil || !t.inScanned(key) {

@@ -136,19 +136,7 @@ func TestReadsHeldToTheCheckedScan(t *testing.T) {
 	if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Delete(tok) }); err != nil {
 		t.Fatal(err)
 	}
-
-	// lessor logs in as a role of its own, which row security binds (a
-	// superuser bypasses it).
-	role, password := "lessor_store_"+strings.ToLower(rand.Text()[:8]), rand.Text()
-	srv.DropRolesAtCleanup(t, role)
-	db.Exec(t, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN PASSWORD '%[2]s';
-GRANT USAGE ON SCHEMA lessor TO %[1]s;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA lessor TO %[1]s`, role, password))
-	u, err := url.Parse(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(role, password)
+	u := rowSecurityLogin(t, srv, db)
 
 	if _, err := db.Conn(t).Exec(ctx, `INSERT INTO lessor.kv (key, value) VALUES ($1, $2)`, []byte(tok), revoked); err != nil {
 		t.Fatal(err)
@@ -159,7 +147,7 @@ CREATE POLICY lookups ON lessor.kv USING (CASE key
 	WHEN '`+deny+`'::bytea THEN pg_catalog.strpos(pg_catalog.current_query(), 'key >=') > 0
 	ELSE true END)`)
 
-	b, err = Open(ctx, openPG(t, u.String()), testKey(t))
+	b, err = Open(ctx, openPG(t, u), testKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +161,69 @@ CREATE POLICY lookups ON lessor.kv USING (CASE key
 	err = b.View(ctx, func(tx storage.Tx) error { _, err := storage.GetMany(tx, []string{deny, tok}); return err })
 	if !errors.As(err, &te) {
 		t.Errorf("GetMany of both: %v", err)
+	}
+}
+
+// rowSecurityLogin makes a login for the store in db that row security
+// binds (a superuser bypasses it), as lessor's own store role is, and
+// returns db's URL with it.
+func rowSecurityLogin(t *testing.T, srv *pgtest.Server, db *pgtest.Database) string {
+	t.Helper()
+	role, password := "lessor_store_"+strings.ToLower(rand.Text()[:8]), rand.Text()
+	srv.DropRolesAtCleanup(t, role)
+	db.Exec(t, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN PASSWORD '%[2]s';
+GRANT USAGE ON SCHEMA lessor TO %[1]s;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA lessor TO %[1]s`, role, password))
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, password)
+	return u.String()
+}
+
+// TestMissedTokenEntryInAWrite: the state database's administrator hides
+// a live token's entry from lessor's read-write transactions only (row
+// security on transaction_read_only), where a revocation looks it up and,
+// finding nothing, revokes nothing and reports success, while the reads
+// that authenticate the token, in read-only transactions, go on finding
+// it behind sums that add up. A write that finds no entry is held to its
+// bucket's sum, which counts the entry.
+func TestMissedTokenEntryInAWrite(t *testing.T) {
+	const tok = "sys/token/id/ab17"
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	p, err := storage.CreatePostgres(ctx, db.URL, storage.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, err := Init(ctx, p, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, tok, "live", "sys/token/id/cd99", "other")
+	u := rowSecurityLogin(t, srv, db)
+	db.Exec(t, `ALTER TABLE lessor.kv ENABLE ROW LEVEL SECURITY;
+CREATE POLICY writers_miss ON lessor.kv USING (key <> '`+tok+`'::bytea
+	OR pg_catalog.current_setting('transaction_read_only')::bool)`)
+
+	b, err = Open(ctx, openPG(t, u), testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := getErr(b, tok); err != nil {
+		t.Fatalf("read-only read of the entry: %v", err)
+	}
+	err = b.Update(ctx, func(tx storage.Tx) error {
+		v, err := tx.Get(tok)
+		if err == nil && v == nil {
+			// What a revocation then does: nothing.
+			return errors.New("the live entry was not found")
+		}
+		return err
+	})
+	if !isTokenTamper(err) {
+		t.Errorf("write that looks the entry up: %v", err)
 	}
 }

@@ -678,6 +678,12 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 // new generation, so that the store from before it, put back, is refused as
 // rolled back.
 func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
+	// A version 1 store first gets its record checksum: without it the
+	// rotation would start no generation nor move the core records, and
+	// the store or keyring from before it, put back, would pass.
+	if err := b.Upgrade(ctx); err != nil {
+		return 0, fmt.Errorf("rotate barrier key: %w", err)
+	}
 	var next *keyring
 	var gen uint64
 	var genState []byte

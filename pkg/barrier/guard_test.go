@@ -482,6 +482,22 @@ func TestVersion1HeaderPutBack(t *testing.T) {
 	}
 }
 
+// TestRotateUpgradesVersion1: a rotation is the first write to a store
+// still in format version 1 (no record checksum), and it upgrades it, so
+// that the keyring from before, put back, no longer opens the store there
+// either.
+func TestRotateUpgradesVersion1(t *testing.T) {
+	b, phys := openFixture(t, 1)
+	ring := physGet(t, phys, keyringKey)
+	if _, err := b.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	physPut(t, phys, keyringKey, ring)
+	if _, err := Open(ctx, phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with the keyring from before the rotation put back: %v", err)
+	}
+}
+
 // TestKeyringPutBackAfterRotate: the keyring from before a rotation opens
 // under the same root key, so someone who may write the store (the file,
 // the kv table) can put it back. Later writes would then be sealed again

@@ -81,7 +81,9 @@
 // an entry replaced by its older self, is refused by the read that would
 // honour it, also in a server that unsealed long before. Such a read must
 // also find what the check's scan found (the state database could answer
-// a lookup by key and a scan of a range differently). Verify (operator
+// a lookup by key and a scan of a range differently); a write that finds
+// no entry, or deletes a core record or entry it does not find, is checked
+// too, as it acts on the absence. Verify (operator
 // verify, reap -orphans) reads every record and checks the full sum: a
 // deleted, added or restored lease or any other record. A rewrite checks
 // the old sums before it writes new ones, and later writes never correct a
@@ -1254,9 +1256,14 @@ func (t *sealedTx) Delete(key string) error {
 		return t.tx.Delete(key)
 	}
 	old, err := t.tx.Get(key)
-	if err != nil || old == nil {
-		// Deleting an absent key changes nothing.
+	if err != nil {
 		return err
+	}
+	if old == nil {
+		// Deleting an absent key changes nothing, once its set says it
+		// is absent: a policy or token entry the state database hid
+		// from this lookup would otherwise survive its deletion.
+		return t.checkSet(key, nil)
 	}
 	if err := t.tx.Delete(key); err != nil {
 		return err

@@ -119,24 +119,13 @@ func TestReadsHeldToTheCheckedScan(t *testing.T) {
 		tok  = "sys/token/id/ab17"
 		deny = "sys/policy/deny"
 	)
-	srv := pgtest.Require(t)
-	db := srv.NewDatabase(t)
-	p, err := storage.CreatePostgres(ctx, db.URL, storage.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, err := Init(ctx, p, testKey(t), InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, p, db, u := rowSecurityStore(t)
 	// The entry is alone in its bucket, whose sum is then that of none.
 	put(t, b, tok, "revoked", "sys/token/id/cd99", "live", deny, `path "*" { capabilities = ["deny"] }`)
 	revoked := physGet(t, p, tok)
 	if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Delete(tok) }); err != nil {
 		t.Fatal(err)
 	}
-	u := rowSecurityLogin(t, srv, db)
 
 	if _, err := db.Conn(t).Exec(ctx, `INSERT INTO lessor.kv (key, value) VALUES ($1, $2)`, []byte(tok), revoked); err != nil {
 		t.Fatal(err)
@@ -147,7 +136,7 @@ CREATE POLICY lookups ON lessor.kv USING (CASE key
 	WHEN '`+deny+`'::bytea THEN pg_catalog.strpos(pg_catalog.current_query(), 'key >=') > 0
 	ELSE true END)`)
 
-	b, err = Open(ctx, openPG(t, u), testKey(t))
+	b, err := Open(ctx, openPG(t, u), testKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,11 +153,23 @@ CREATE POLICY lookups ON lessor.kv USING (CASE key
 	}
 }
 
-// rowSecurityLogin makes a login for the store in db that row security
-// binds (a superuser bypasses it), as lessor's own store role is, and
-// returns db's URL with it.
-func rowSecurityLogin(t *testing.T, srv *pgtest.Server, db *pgtest.Database) string {
+// rowSecurityStore makes a store in a PostgreSQL database of its own and
+// a login for it that row security binds (a superuser bypasses it), as
+// lessor's own store role is, and returns the store (as its creator
+// opened it), the database, and the database's URL with that login.
+func rowSecurityStore(t *testing.T) (*Barrier, *storage.Postgres, *pgtest.Database, string) {
 	t.Helper()
+	srv := pgtest.Require(t)
+	db := srv.NewDatabase(t)
+	p, err := storage.CreatePostgres(ctx, db.URL, storage.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	b, err := Init(ctx, p, testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	role, password := "lessor_store_"+strings.ToLower(rand.Text()[:8]), rand.Text()
 	srv.DropRolesAtCleanup(t, role)
 	db.Exec(t, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN PASSWORD '%[2]s';
@@ -179,7 +180,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA lessor TO %[1]s`, r
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword(role, password)
-	return u.String()
+	return b, p, db, u.String()
 }
 
 // TestMissedTokenEntryInAWrite: the state database's administrator hides
@@ -234,19 +235,8 @@ func TestMissedDeleteInAWrite(t *testing.T) {
 // row security binds.
 func hiddenFromWrites(t *testing.T, kv ...string) *Barrier {
 	t.Helper()
-	srv := pgtest.Require(t)
-	db := srv.NewDatabase(t)
-	p, err := storage.CreatePostgres(ctx, db.URL, storage.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	b, err := Init(ctx, p, testKey(t), InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, _, db, u := rowSecurityStore(t)
 	put(t, b, kv...)
-	u := rowSecurityLogin(t, srv, db)
 	var hidden []string
 	for i := 0; i < len(kv); i += 2 {
 		hidden = append(hidden, "'"+kv[i]+"'::bytea")
@@ -254,7 +244,7 @@ func hiddenFromWrites(t *testing.T, kv ...string) *Barrier {
 	db.Exec(t, `ALTER TABLE lessor.kv ENABLE ROW LEVEL SECURITY;
 CREATE POLICY writers_miss ON lessor.kv USING (key NOT IN (`+strings.Join(hidden, ", ")+`)
 	OR pg_catalog.current_setting('transaction_read_only')::bool)`)
-	b, err = Open(ctx, openPG(t, u), testKey(t))
+	b, err := Open(ctx, openPG(t, u), testKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -498,7 +498,9 @@ func sessionDefaults(cfg *pgx.ConnConfig) {
 			cfg.RuntimeParams[k] = "0"
 		}
 	}
-	if _, ok := cfg.RuntimeParams["transaction_timeout"]; !ok {
+	// One the connection string sets, as a parameter or in options=-c,
+	// stays.
+	if _, ok := cfg.RuntimeParams["transaction_timeout"]; !ok && !strings.Contains(cfg.RuntimeParams["options"], "transaction_timeout") {
 		cfg.AfterConnect = liftTransactionTimeout
 	}
 }

@@ -1021,3 +1021,22 @@ func TestConnParam(t *testing.T) {
 		t.Errorf("sslrootcert %q", got)
 	}
 }
+
+// TestTransactionTimeoutOfTheURLStays: a transaction_timeout the store URL
+// sets, as a parameter or through options=-c, is not lifted.
+func TestTransactionTimeoutOfTheURLStays(t *testing.T) {
+	for url, lifted := range map[string]bool{
+		"postgres://u@h/db":                                         true,
+		"postgres://u@h/db?transaction_timeout=5min":                false,
+		"postgres://u@h/db?options=-c%20transaction_timeout%3D5min": false,
+		"postgres://u@h/db?options=-c%20work_mem%3D64MB":            true,
+	} {
+		cfg, _, err := ParsePostgresURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (cfg.AfterConnect != nil) != lifted {
+			t.Errorf("%s: lifted %v, want %v", url, cfg.AfterConnect != nil, lifted)
+		}
+	}
+}

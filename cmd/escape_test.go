@@ -3,6 +3,10 @@ package cmd
 import (
 	"strings"
 	"testing"
+
+	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/lease"
+	"github.com/lessorhq/lessor/pkg/logical"
 )
 
 // TestTablesEscapeTerminalControls: a mount description and token metadata
@@ -29,5 +33,29 @@ func TestTablesEscapeTerminalControls(t *testing.T) {
 		if !strings.Contains(out, `\x1b]0;owned\a\x1b[2J\u009b31m`) && !strings.Contains(out, `\u001b]0;owned\u0007\u001b[2J\u009b31m`) {
 			t.Errorf("lessor %s does not show the escaped text:\n%s", strings.Join(args, " "), out)
 		}
+	}
+}
+
+// TestReapEscapesOrphanNames: the name of an orphaned role comes from the
+// database's catalog, where any login with CREATEROLE may name a role
+// with escape sequences and give it a comment that reads as this store's
+// (role comments are readable by every login). A revocation of it that
+// fails is reported on stderr by its name, escaped, as its row in the
+// table is.
+func TestReapEscapesOrphanNames(t *testing.T) {
+	const evil = "v\x1b]0;owned\x07\x1b[2J\u009b31m"
+	var out, errb strings.Builder
+	f := newFactory(strings.NewReader(""), &out, &errb, func(string) string { return "" })
+	f.IO.OutTTY = true
+	res := &core.ReapResult{ReapSummary: &lease.ReapSummary{}}
+	orphans := &core.OrphanSummary{Failed: 1, Orphans: []core.MountOrphan{{Mount: "database/", Orphan: logical.Orphan{
+		Connection: "pg", Username: evil, LeaseID: "database/creds/r/x", Expired: true, Error: "role " + evil + " owns objects",
+	}}}}
+	if err := printReap(f, &globalOptions{}, &reapOutput{ReapResult: res, Orphans: orphans}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	all := out.String() + errb.String()
+	if strings.ContainsAny(all, "\x1b\x07\u009b") || !strings.Contains(errb.String(), `revoke orphaned role v\x1b]0;owned\a\x1b[2J\u009b31m failed`) {
+		t.Errorf("reap printed raw control characters or no escaped name:\n%q", all)
 	}
 }

@@ -243,7 +243,10 @@ func printReap(f *Factory, g *globalOptions, out *reapOutput, dryRun, verbose bo
 		}
 		for _, or := range o.Orphans {
 			if or.Error != "" {
-				fmt.Fprintf(f.IO.Err, "lessor: revoke orphaned role %s failed: %s\n", or.Username, oneLine(or.Error))
+				// The name is the database's: any login with CREATEROLE
+				// may choose it, and forge the comment that makes it an
+				// orphan of this store.
+				fmt.Fprintf(f.IO.Err, "lessor: revoke orphaned role %s failed: %s\n", format.EscapeControls(or.Username), oneLine(or.Error))
 			}
 		}
 	}

@@ -729,45 +729,50 @@ func TestStaticRotationErrorHidesPassword(t *testing.T) {
 
 // TestStaticRotationStatementsThatCommit: rotation statements that end
 // lessor's transaction (a COMMIT, as in statements wrapped in BEGIN and
-// COMMIT) have set the new password whatever fails after, and so have
-// those of the roles before them in reap's batch: the new passwords stay
-// pending, and static-creds, settling them, returns passwords that log
-// in, not the old ones PostgreSQL no longer takes.
+// COMMIT, or a COMMIT AND CHAIN, which starts another at once) have set
+// the new password whatever fails after, and so have those of the roles
+// before them in reap's batch: the new passwords stay pending, and
+// static-creds, settling them, returns passwords that log in, not the old
+// ones PostgreSQL no longer takes.
 func TestStaticRotationStatementsThatCommit(t *testing.T) {
-	e := newEnv(t)
-	e.writeConfig(map[string]any{"allowed_roles": "c*"})
-	users := e.staticLogins(3)
-	for i, u := range users {
-		e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/c%d", i), map[string]any{"db_name": "pg", "username": u, "rotation_period": "1h"})
-	}
-	e.must(logical.UpdateOperation, "static-roles/c1", map[string]any{
-		"rotation_statements": `BEGIN; ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'; COMMIT;`,
-	})
-	e.must(logical.UpdateOperation, "static-roles/c2", map[string]any{
-		"rotation_statements": []any{`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'`, `COMMIT`, `GRANT "{{name}}_missing" TO "{{name}}"`},
-	})
-	works := func(name, user string) {
-		t.Helper()
-		resp := e.must(logical.ReadOperation, "static-creds/"+name, nil)
-		if e.login(user, resp.Data["password"].(string)) != postgres.LoginAccepted {
-			t.Fatalf("static-creds/%s returns a password PostgreSQL refuses", name)
-		}
-	}
+	for _, end := range []string{"COMMIT", "COMMIT AND CHAIN"} {
+		t.Run(end, func(t *testing.T) {
+			e := newEnv(t)
+			e.writeConfig(map[string]any{"allowed_roles": "c*"})
+			users := e.staticLogins(3)
+			for i, u := range users {
+				e.must(logical.UpdateOperation, fmt.Sprintf("static-roles/c%d", i), map[string]any{"db_name": "pg", "username": u, "rotation_period": "1h"})
+			}
+			e.must(logical.UpdateOperation, "static-roles/c1", map[string]any{
+				"rotation_statements": `BEGIN; ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'; ` + end + `;`,
+			})
+			e.must(logical.UpdateOperation, "static-roles/c2", map[string]any{
+				"rotation_statements": []any{`ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'`, end, `GRANT "{{name}}_missing" TO "{{name}}"`},
+			})
+			works := func(name, user string) {
+				t.Helper()
+				resp := e.must(logical.ReadOperation, "static-creds/"+name, nil)
+				if e.login(user, resp.Data["password"].(string)) != postgres.LoginAccepted {
+					t.Fatalf("static-creds/%s returns a password PostgreSQL refuses", name)
+				}
+			}
 
-	// rotate-role: the rotation fails, yet PostgreSQL took the password.
-	if _, err := e.do(logical.UpdateOperation, "rotate-role/c2", nil); !errors.Is(err, postgres.ErrRotationTxEnded) {
-		t.Fatalf("rotate-role: %v", err)
-	}
-	works("c2", users[2])
+			// rotate-role: the rotation fails, yet PostgreSQL took the password.
+			if _, err := e.do(logical.UpdateOperation, "rotate-role/c2", nil); !errors.Is(err, postgres.ErrRotationTxEnded) {
+				t.Fatalf("rotate-role: %v", err)
+			}
+			works("c2", users[2])
 
-	// reap: c0 and c1 share a transaction, which c1's COMMIT ends.
-	e.setNow(e.sys.Now().Add(61 * time.Minute))
-	rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
-	if err != nil || len(rep.Failed) == 0 {
-		t.Fatalf("rotate: %+v, %v", rep, err)
-	}
-	for i, u := range users {
-		works(fmt.Sprintf("c%d", i), u)
+			// reap: c0 and c1 share a transaction, which c1's statements end.
+			e.setNow(e.sys.Now().Add(61 * time.Minute))
+			rep, err := e.b.RotateDue(context.Background(), e.st, e.sys, logical.RotateOptions{})
+			if err != nil || len(rep.Failed) == 0 {
+				t.Fatalf("rotate: %+v, %v", rep, err)
+			}
+			for i, u := range users {
+				works(fmt.Sprintf("c%d", i), u)
+			}
+		})
 	}
 }
 

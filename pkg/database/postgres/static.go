@@ -154,17 +154,45 @@ func (db *DB) SetPassword(ctx context.Context, username, password string, statem
 // PostgreSQL holds.
 var ErrRotationTxEnded = errors.New("rotation statements ended lessor's transaction: remove COMMIT, ROLLBACK or END from rotation_statements")
 
+// rotationSavepoint is set, in a round trip of its own, before a role's
+// rotation statements. Statements that end the transaction and begin
+// another (COMMIT AND CHAIN) leave the connection in a transaction, as if
+// they had not, but without it: its release, or a rollback to it, then
+// fails with "savepoint does not exist". (Set in the statements' own
+// round trip, it would be missing too when they failed to parse, as
+// PostgreSQL parses the whole text before it runs any of it.)
+const rotationSavepoint = "lessor_rotation"
+
+// savepointGone reports whether err is PostgreSQL's "savepoint does not
+// exist" (invalid_savepoint_specification).
+func savepointGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3B001"
+}
+
 // execRotation is execEach for rotation statements, stopping with
 // ErrRotationTxEnded as soon as one of them ends the transaction, failed
-// or not (a statement failing after a COMMIT fails outside it).
+// or not (a statement failing after a COMMIT fails outside it), or when
+// they ended it and began another (rotationSavepoint).
 func (db *DB) execRotation(ctx context.Context, tx pgx.Tx, stmts []string) error {
 	db.unbound = true
+	if err := db.exec(ctx, tx, "SAVEPOINT "+rotationSavepoint); err != nil {
+		return err
+	}
 	for i, s := range stmts {
+		if i == len(stmts)-1 {
+			// With the last statement, in its round trip; on a line of
+			// its own, so that a trailing -- comment cannot swallow it.
+			s += "\n;\nRELEASE SAVEPOINT " + rotationSavepoint
+		}
 		err := db.exec(ctx, tx, s)
 		if tx.Conn().PgConn().TxStatus() == 'I' {
 			return ErrRotationTxEnded
 		}
 		if err != nil {
+			if savepointGone(db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT "+rotationSavepoint)) {
+				return ErrRotationTxEnded
+			}
 			return fmt.Errorf("rotation statement %d: %w", i+1, err)
 		}
 	}
@@ -305,32 +333,44 @@ func (db *DB) SetPasswords(ctx context.Context, changes []PasswordChange) []erro
 	// The rotation statements may undo the session's set-up (see execEach).
 	db.unbound = true
 	err = db.inTx(ctx, conn, func(tx pgx.Tx) error {
+		if err := db.exec(ctx, tx, "SAVEPOINT "+rotationSavepoint); err != nil {
+			return err
+		}
 		for i, c := range changes {
 			if errs[i] != nil {
 				continue
 			}
 			// One round trip per role: without arguments, pgx sends the
 			// statements as one simple query, which stops at the first
-			// error, leaving the savepoint to roll back to.
+			// error, leaving the savepoint to roll back to (which keeps
+			// it for the next role); else it is released and set again
+			// for the next role, in the same round trip.
 			// Each statement ends on a line of its own, so that a
 			// trailing -- comment cannot swallow the separator.
-			q := "SAVEPOINT lessor_rotation;\n" + strings.Join(stmts[i], "\n;\n") + "\n;\nRELEASE SAVEPOINT lessor_rotation"
+			q := strings.Join(stmts[i], "\n;\n") + "\n;\nRELEASE SAVEPOINT " + rotationSavepoint + ";\nSAVEPOINT " + rotationSavepoint
 			err := db.exec(ctx, tx, q)
-			if tx.Conn().PgConn().TxStatus() == 'I' {
-				// This role's statements ended the transaction: the
-				// changes before theirs, and maybe theirs, are committed,
-				// whatever failed after. None of them is known to have
-				// rolled back.
-				errs[i] = fmt.Errorf("set password of %s: %w", c.Username, ErrRotationTxEnded)
-				return ErrRotationTxEnded
-			}
-			if err != nil {
+			// This role's statements ended the transaction (and maybe
+			// began another, which took the savepoint with it): the
+			// changes before theirs, and maybe theirs, are committed,
+			// whatever failed after. None of them is known to have
+			// rolled back.
+			ended := tx.Conn().PgConn().TxStatus() == 'I'
+			var rerr error
+			if err != nil && !ended {
 				var pgErr *pgconn.PgError
 				if !errors.As(err, &pgErr) {
 					return err
 				}
+				rerr = db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT "+rotationSavepoint)
+				ended = savepointGone(rerr)
+			}
+			if ended {
+				errs[i] = fmt.Errorf("set password of %s: %w", c.Username, ErrRotationTxEnded)
+				return ErrRotationTxEnded
+			}
+			if err != nil {
 				errs[i] = db.redact(fmt.Errorf("set password of %s: rotation statements: %w", c.Username, passwordAdminHint(err, c.Username, db.cfg.Username, db.version)))
-				if rerr := db.exec(ctx, tx, "ROLLBACK TO SAVEPOINT lessor_rotation"); rerr != nil {
+				if rerr != nil {
 					return rerr
 				}
 			}

@@ -142,10 +142,13 @@ func printError(w io.Writer, err error) {
 	if msg == "" {
 		return
 	}
-	fmt.Fprintf(w, "lessor: error: %s\n", oneLine(msg))
+	// The error may quote a path the caller put a token in (Vault's old
+	// auth/token/lookup/<token>): requestError and "no value found at"
+	// name the path as typed, where the server's own message masks it.
+	fmt.Fprintf(w, "lessor: error: %s\n", oneLine(logical.MaskTokens(msg)))
 	var he *hintError
 	if errors.As(err, &he) && he.hint != "" {
-		fmt.Fprintf(w, "lessor: hint: %s\n", he.hint)
+		fmt.Fprintf(w, "lessor: hint: %s\n", logical.MaskTokens(he.hint))
 	}
 	var ud *storage.UnsafeDirError
 	if errors.As(err, &ud) && !errors.As(err, &he) {

@@ -59,3 +59,29 @@ func TestReapEscapesOrphanNames(t *testing.T) {
 		t.Errorf("reap printed raw control characters or no escaped name:\n%q", all)
 	}
 }
+
+// TestTokenInPathMaskedInErrors: a token a caller put in a path (Vault's
+// old auth/token/lookup/<token>, a stray ".." after it, a path under no
+// mount) is masked in what the CLI prints of the refusal, as the server
+// masks it in its own message: the CLI's error quotes the path it sent,
+// and stderr ends up in CI logs and terminals' scrollback.
+func TestTokenInPathMaskedInErrors(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	tok := c.env["LESSOR_TOKEN"]
+	for _, args := range [][]string{
+		{"read", "auth/token/lookup/" + tok},
+		{"read", "auth/token/lookup/" + tok + "/.."},
+		{"list", "auth/token/lookup/" + tok},
+		{"write", "auth/token/lookup/" + tok, "a=b"},
+		{"delete", "auth/token/lookup/" + tok},
+		{"read", "nomount/" + tok},
+		{"path-help", "auth/token/lookup/" + tok},
+	} {
+		r := c.run(args...)
+		if r.code == 0 || strings.Contains(r.stdout+r.stderr, tok) || !strings.Contains(r.stderr, "[token]") {
+			t.Errorf("lessor %s %s: exit %d, stderr %q; want a refusal with the token masked", args[0], strings.ReplaceAll(args[1], tok, "<root>"), r.code, strings.ReplaceAll(r.stderr, tok, "<root>"))
+		}
+	}
+}

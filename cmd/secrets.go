@@ -99,9 +99,10 @@ func newSecretsDisableCmd(f *Factory, g *globalOptions) *cobra.Command {
 removes the engine and all of its configuration. If any revocation fails,
 nothing is disabled, unless -force is given: then the failed leases are
 forgotten, and their roles may remain (find them with reap -orphans);
--force needs the sudo capability on sys/mounts/PATH. A
-credential being issued meanwhile keeps its lease for the issue's 5-minute
-grace; disable refuses until then, or forgets it with -force.`,
+-force needs the sudo capability on sys/mounts/PATH, and update and sudo on
+sys/leases/revoke-force/PATH/, as revoke-force does. A credential being
+issued meanwhile keeps its lease for the issue's 5-minute grace; disable
+refuses until then, or forgets it with -force.`,
 		Example: `  lessor secrets disable database
   lessor secrets disable -force db/old`,
 		Args: exactArgs(1),

@@ -769,3 +769,19 @@ func TestFieldEscapesControlsOnlyOnATerminal(t *testing.T) {
 		}
 	}
 }
+
+// TestEscapeBidiControls: a policy's comment with a right-to-left override
+// could show the rules after it reordered on a terminal that renders
+// bidirectional text ("Trojan source"); the controls are written as
+// escapes, and other text is left alone.
+func TestEscapeBidiControls(t *testing.T) {
+	in := "# ok \u202e } \u2066x\u2069 \u200f\u061c end"
+	got := EscapeControls(in)
+	want := `# ok \u202e } \u2066x\u2069 \u200f\u061c end`
+	if got != want {
+		t.Errorf("EscapeControls(%q) = %q, want %q", in, got, want)
+	}
+	if s := "שלום עולם, naïve"; EscapeControls(s) != s {
+		t.Errorf("plain right-to-left text changed: %q", EscapeControls(s))
+	}
+}

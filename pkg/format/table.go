@@ -90,7 +90,9 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 // take as a command written as a Go escape: C0 controls (ESC is \x1b), DEL,
 // the C1 controls U+0080–U+009F (\u009b, a one-character CSI) and bytes
 // that are not UTF-8 (a lone 0x9b is CSI to a terminal that is not in
-// UTF-8 mode). Newline and tab stay: multi-line values such as a policy's
+// UTF-8 mode), and the bidirectional controls (U+202A–U+202E, U+2066–
+// U+2069, the marks U+200E, U+200F and U+061C), with which a policy's
+// comment could show its rules reordered. Newline and tab stay: multi-line values such as a policy's
 // rules or a role's statements print as lines, as in Vault. Text with
 // nothing to escape is returned as it is, without copying.
 func EscapeControls(s string) string {
@@ -127,7 +129,13 @@ func needsEscape(r rune, size int) bool {
 	if r == '\n' || r == '\t' {
 		return false
 	}
-	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r == utf8.RuneError && size == 1)
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || (r == utf8.RuneError && size == 1) || bidiControl(r)
+}
+
+// bidiControl reports whether r changes the order in which a terminal that
+// renders bidirectional text shows what follows it.
+func bidiControl(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // renderColumns lays out equally long lines with tablewriter.

@@ -66,6 +66,9 @@ const terminateWait = 2 * time.Second
 // *PrivilegeError naming the grantor and the statement that would fix it;
 // so is a role that owns a database or tablespace, or whose objects other
 // roles' objects depend on, with an error saying what to drop or re-own.
+// Such a role keeps only what the admin could not take: its other grants
+// and its memberships go (see disarm), or a SECURITY DEFINER function of
+// its would go on using them for whoever calls it.
 //
 // When a batch fails with a PostgreSQL error, its roles are revoked one at a
 // time so that each error belongs to the role that caused it.
@@ -248,6 +251,7 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 	// the admin could not revoke: the admin must not stay a member of it.
 	if len(kept) > 0 {
 		db.giveBack(ctx, conn, slices.DeleteFunc(slices.Clone(granted), func(g string) bool { return !slices.Contains(kept, g) }))
+		db.disarm(ctx, conn, kept, errs)
 	}
 	if len(drop) == 0 {
 		return errs, nil
@@ -318,6 +322,77 @@ func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint3
 		return fmt.Errorf("end the sessions of dropped roles: %w", err)
 	}
 	return nil
+}
+
+// disarm revokes the memberships of roles that a revocation leaves in
+// place (unable to log in, with the error in errs) in other roles, and
+// of other roles in them: a SECURITY DEFINER function of theirs runs, for
+// any caller, with the privileges of the roles they are members of, and
+// a role made a member of theirs may SET ROLE to them. Their grants on
+// objects went in teardown. The admin's own memberships are not its to
+// take: giveBack took those it granted itself, and on PostgreSQL 16+ a
+// CREATEROLE admin's ADMIN OPTION on the role is what a later DROP ROLE
+// needs. A failure is added to the role's error.
+func (db *DB) disarm(ctx context.Context, conn *pgx.Conn, kept []string, errs map[string]error) {
+	var grants [][3]string // role, member, grantor
+	q := `SELECT g.rolname, m.rolname, coalesce(pg_catalog.array_agg(DISTINCT gr.rolname) FILTER (WHERE gr.rolname IS NOT NULL), '{}')
+FROM pg_catalog.pg_auth_members am
+JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
+JOIN pg_catalog.pg_roles m ON m.oid = am.member
+LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = am.grantor
+WHERE (g.rolname = ANY($1::pg_catalog.name[]) OR m.rolname = ANY($1::pg_catalog.name[]))
+  AND g.rolname <> current_user AND m.rolname <> current_user
+GROUP BY g.rolname, m.rolname`
+	rctx, cancel := db.roundTrip(ctx)
+	rows, err := conn.Query(rctx, q, kept)
+	if err == nil {
+		for rows.Next() {
+			var role, member string
+			var grantors []string
+			if err = rows.Scan(&role, &member, &grantors); err != nil {
+				break
+			}
+			if db.version < 160000 || len(grantors) == 0 {
+				// One membership per pair, whoever granted it.
+				grantors = []string{""}
+			}
+			for _, gr := range grantors {
+				grants = append(grants, [3]string{role, member, gr})
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	cancel()
+	if err != nil {
+		for _, name := range kept {
+			errs[name] = fmt.Errorf("%w; and reading its memberships, which keep its privileges in use, failed: %v", errs[name], pgError(err))
+		}
+		return
+	}
+	for _, name := range kept {
+		var b strings.Builder
+		for _, g := range grants {
+			if g[0] != name && g[1] != name {
+				continue
+			}
+			b.WriteString("REVOKE " + pgx.Identifier{g[0]}.Sanitize() + " FROM " + pgx.Identifier{g[1]}.Sanitize())
+			if g[2] != "" {
+				// From PostgreSQL 16 a REVOKE takes back only its
+				// grantor's grant, the current user's by default.
+				b.WriteString(" GRANTED BY " + pgx.Identifier{g[2]}.Sanitize())
+			}
+			b.WriteString(" CASCADE;")
+		}
+		if b.Len() == 0 {
+			continue
+		}
+		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
+			errs[name] = fmt.Errorf("%w; and revoking its memberships, which keep its privileges in use, failed: %v", errs[name], err)
+		}
+	}
 }
 
 // giveBack revokes the memberships that teardown granted the admin in
@@ -450,23 +525,19 @@ GROUP BY 1, 2, 3`, oids)
 		order = append(order, key)
 	}
 	// The current database goes first: what it finds a role stuck on (a
-	// database it owns, say) spares that role's objects everywhere else.
+	// database it owns, say) spares that role's objects (not its grants)
+	// everywhere else.
 	if i := slices.Index(order, ""); i > 0 {
 		order = append(append([]string{""}, order[:i]...), order[i+1:]...)
 	}
 	for _, key := range order {
 		t := merged[key]
-		var roles []string
-		for _, r := range t.roles {
-			if stuck[r] == nil {
-				roles = append(roles, r)
-			}
-		}
-		if len(roles) == 0 {
-			continue
-		}
+		// A role stuck already is still taken what it was granted here
+		// (teardown drops nothing of a stuck role's): left in place, its
+		// grants would go on serving whoever calls a SECURITY DEFINER
+		// function of its.
 		if t.current {
-			g, err := db.teardown(ctx, conn, roles, true, adm, stuck)
+			g, err := db.teardown(ctx, conn, t.db, t.roles, true, adm, stuck)
 			granted = union(granted, g)
 			if err != nil {
 				return stuck, granted, fmt.Errorf("drop owned in database %s: %w", t.db, err)
@@ -474,13 +545,16 @@ GROUP BY 1, 2, 3`, oids)
 			continue
 		}
 		if !t.conn {
+			if !slices.ContainsFunc(t.roles, func(r string) bool { return stuck[r] == nil }) {
+				continue
+			}
 			return stuck, granted, fmt.Errorf("roles own or hold objects in database %s, which allows no connections", t.db)
 		}
 		other, err := db.dial(ctx, db.cfg.Password, t.db)
 		if err != nil {
 			return stuck, granted, fmt.Errorf("drop owned in database %s: %w", t.db, err)
 		}
-		g, err := db.teardown(ctx, other, roles, false, adm, stuck)
+		g, err := db.teardown(ctx, other, t.db, t.roles, false, adm, stuck)
 		granted = union(granted, g)
 		other.Close(context.WithoutCancel(ctx))
 		if err != nil {
@@ -572,14 +646,18 @@ type revokeGroup struct {
 //     that grantor, by SET ROLE when it may, and, for a superuser admin, a
 //     superuser grantor (whose own SET ROLE would act as the owner again),
 //     through a temporary NOLOGIN role that is a member of the grantor.
-//     Roles holding entries the admin cannot revoke are reported in stuck
-//     and left alone;
+//     Roles holding entries the admin cannot revoke are reported in stuck,
+//     and lose the entries it can revoke;
 //  2. only roles that own anything or hold anything else go through
 //     DROP OWNED (never REASSIGN OWNED to the admin), after the admin,
 //     when not a superuser, grants itself membership in them (which those
 //     commands need, and which a CREATEROLE admin lacks: on PostgreSQL 16+
 //     it has only ADMIN OPTION on the roles it created). The roles granted
-//     are returned, so a failed drop can take the membership back.
+//     are returned, so a failed drop can take the membership back. Roles
+//     stuck already (in stuck on entry) do not; nor does a lone role whose
+//     objects others' objects depend on, which is added to stuck (dbName
+//     names the database in its error) once step 1 is committed without
+//     its DROP OWNED.
 //
 // Objects of one kind with the same grantor and holders share one REVOKE:
 // DROP OWNED rewrites an object's ACL once per role (1,000 roles holding
@@ -587,7 +665,7 @@ type revokeGroup struct {
 // rewrites it once (about 0.07 s), and each statement looks up every
 // grantee by name again, so six statements of 1,000 grantees cost about
 // 1.4x one statement naming the six tables.
-func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shared bool, adm adminRole, stuck map[string]error) ([]string, error) {
+func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles []string, shared bool, adm adminRole, stuck map[string]error) ([]string, error) {
 	setPriv := "MEMBER"
 	if db.version >= 160000 {
 		setPriv = "SET"
@@ -663,11 +741,9 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 	}
 	var b strings.Builder
 	for _, g := range groups {
-		holders := keep(g.holders)
-		if len(holders) == 0 {
-			continue
-		}
-		revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(holders) + " CASCADE;"
+		// Stuck holders too: what they cannot be rid of is no reason to
+		// leave them what they can.
+		revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(g.holders) + " CASCADE;"
 		grantor := pgx.Identifier{g.grantor}.Sanitize()
 		switch g.how {
 		case "":
@@ -709,6 +785,18 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, roles []string, shar
 				return nil
 			})
 		})
+	}
+	if err != nil && len(rest) == 1 && sqlState(err) == "2BP01" {
+		// The one role whose objects others' depend on stays, but its
+		// DROP OWNED took the REVOKEs down with it: they go on their own,
+		// so that the role left behind holds nothing here.
+		if b.Len() > 0 {
+			if rerr := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); rerr != nil {
+				return nil, rerr
+			}
+		}
+		stuck[rest[0]] = fmt.Errorf("drop owned in database %s: %w", dbName, err)
+		return needMembership, nil
 	}
 	if err != nil {
 		if len(needMembership) > 0 && sqlState(err) == "42501" {

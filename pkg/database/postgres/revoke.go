@@ -300,7 +300,7 @@ SELECT current_user, (SELECT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.rolna
 FROM (
   SELECT a.rolname, a.oid,
          coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d
-                   WHERE d.objoid = a.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass), '') AS comment,
+                   WHERE d.objoid = a.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid), '') AS comment,
          a.rolcanlogin AND coalesce(a.rolvaliduntil > pg_catalog.now(), true) AS can_login,
          a.oid IN (SELECT s.usesysid FROM pg_catalog.pg_stat_activity s WHERE s.usesysid IS NOT NULL AND s.pid <> pg_catalog.pg_backend_pid()) AS in_session
   FROM pg_catalog.pg_roles a

@@ -956,7 +956,7 @@ func (db *DB) roleComments(ctx context.Context, names []string) (map[string]stri
 	defer cancel()
 	rows, err := conn.Query(rctx, `
 SELECT r.rolname, coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d
-        WHERE d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass), '')
+        WHERE d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid), '')
 FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::pg_catalog.name[])`, names)
 	if err != nil {
 		return nil, pgError(err)

@@ -47,6 +47,25 @@ BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(oid,integer)', current_user)
 	`CREATE FUNCTION public.hijack_oid_bigint(oid, bigint) RETURNS boolean LANGUAGE plpgsql AS $f$
 BEGIN INSERT INTO public.lessor_hijacked VALUES ('=(oid,bigint)', current_user); RETURN $1 OPERATOR(pg_catalog.=) $2::oid; END $f$`,
 	`CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = bigint, FUNCTION = public.hijack_oid_bigint)`,
+	// And every comparison between two of the types catalog columns,
+	// casts and parameters have that pg_catalog does not define exactly.
+	`DO $d$
+DECLARE
+  types text[] := ARRAY['oid', 'regclass', 'regrole', 'regprocedure', 'regnamespace', 'name', 'text', '"char"', 'smallint',
+                        'integer', 'bigint', 'boolean', 'timestamptz', 'timestamp', 'double precision', 'oid[]', 'name[]', 'text[]'];
+  a text; b text; op text; n int := 0;
+BEGIN
+  FOREACH a IN ARRAY types LOOP FOREACH b IN ARRAY types LOOP
+    n := n + 1;
+    EXECUTE format('CREATE FUNCTION public.hijack_cmp_%s(%s, %s) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN INSERT INTO public.lessor_hijacked VALUES (%L, current_user); RETURN false; END $f$', n, a, b, 'comparison(' || a || ', ' || b || ')');
+    FOREACH op IN ARRAY ARRAY['=', '<>', '<', '>', '<=', '>=', '~~'] LOOP
+      IF NOT EXISTS (SELECT FROM pg_operator WHERE oprname = op AND oprleft = a::regtype AND oprright = b::regtype) THEN
+        EXECUTE format('CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = public.hijack_cmp_%s)', op, a, b, n);
+      END IF;
+    END LOOP;
+  END LOOP; END LOOP;
+END $d$`,
 }
 
 // TestPlantedFunctionsNeverRunAsAdmin: a credential allowed to create

@@ -234,7 +234,7 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 	granted = union(granted, more)
 	if err != nil {
 		db.giveBack(ctx, conn, granted)
-		return errs, err
+		return errs, db.disarmAll(ctx, conn, present, err)
 	}
 	var drop, kept []string
 	var dropOids []uint32
@@ -251,7 +251,9 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 	// the admin could not revoke: the admin must not stay a member of it.
 	if len(kept) > 0 {
 		db.giveBack(ctx, conn, slices.DeleteFunc(slices.Clone(granted), func(g string) bool { return !slices.Contains(kept, g) }))
-		db.disarm(ctx, conn, kept, errs)
+		for name, derr := range db.disarm(ctx, conn, kept) {
+			errs[name] = fmt.Errorf("%w; %v", errs[name], derr)
+		}
 	}
 	if len(drop) == 0 {
 		return errs, nil
@@ -260,7 +262,7 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 	// 4. The roles themselves; memberships go with them.
 	if err := db.retry(ctx, func() error { return db.exec(ctx, conn, "DROP ROLE IF EXISTS "+identList(drop)) }); err != nil {
 		db.giveBack(ctx, conn, granted)
-		return errs, fmt.Errorf("drop role: %w", roleAdminHint(err, drop, adm.name, db.version))
+		return errs, db.disarmAll(ctx, conn, drop, fmt.Errorf("drop role: %w", roleAdminHint(err, drop, adm.name, db.version)))
 	}
 
 	// 5. A session that step 2 could not see is ended now, found by its
@@ -324,16 +326,33 @@ func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint3
 	return nil
 }
 
+// disarmAll disarms roles that a revocation failed to drop, for the
+// failure err, and returns err with what disarm could not do added.
+func (db *DB) disarmAll(ctx context.Context, conn *pgx.Conn, roles []string, err error) error {
+	if conn.IsClosed() || ctx.Err() != nil {
+		return err
+	}
+	failed := db.disarm(ctx, conn, roles)
+	for _, name := range roles {
+		if derr := failed[name]; derr != nil {
+			// One is enough: the others would say the same.
+			return fmt.Errorf("%w; %s: %v", err, pgx.Identifier{name}.Sanitize(), derr)
+		}
+	}
+	return err
+}
+
 // disarm revokes the memberships of roles that a revocation leaves in
-// place (unable to log in, with the error in errs) in other roles, and
+// place (unable to log in, with an error) in other roles, and
 // of other roles in them: a SECURITY DEFINER function of theirs runs, for
 // any caller, with the privileges of the roles they are members of, and
 // a role made a member of theirs may SET ROLE to them. Their grants on
 // objects went in teardown. The admin's own memberships are not its to
 // take: giveBack took those it granted itself, and on PostgreSQL 16+ a
 // CREATEROLE admin's ADMIN OPTION on the role is what a later DROP ROLE
-// needs. A failure is added to the role's error.
-func (db *DB) disarm(ctx context.Context, conn *pgx.Conn, kept []string, errs map[string]error) {
+// needs. It returns, by role, why it could not.
+func (db *DB) disarm(ctx context.Context, conn *pgx.Conn, kept []string) map[string]error {
+	failed := map[string]error{}
 	var grants [][3]string // role, member, grantor
 	q := `SELECT g.rolname, m.rolname, coalesce(pg_catalog.array_agg(DISTINCT gr.rolname) FILTER (WHERE gr.rolname IS NOT NULL), '{}')
 FROM pg_catalog.pg_auth_members am
@@ -368,9 +387,9 @@ GROUP BY g.rolname, m.rolname`
 	cancel()
 	if err != nil {
 		for _, name := range kept {
-			errs[name] = fmt.Errorf("%w; and reading its memberships, which keep its privileges in use, failed: %v", errs[name], pgError(err))
+			failed[name] = fmt.Errorf("reading its memberships, which keep its privileges in use, failed: %w", pgError(err))
 		}
-		return
+		return failed
 	}
 	for _, name := range kept {
 		var b strings.Builder
@@ -390,9 +409,10 @@ GROUP BY g.rolname, m.rolname`
 			continue
 		}
 		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
-			errs[name] = fmt.Errorf("%w; and revoking its memberships, which keep its privileges in use, failed: %v", errs[name], err)
+			failed[name] = fmt.Errorf("revoking its memberships, which keep its privileges in use, failed: %w", err)
 		}
 	}
+	return failed
 }
 
 // giveBack revokes the memberships that teardown granted the admin in
@@ -530,38 +550,44 @@ GROUP BY 1, 2, 3`, oids)
 	if i := slices.Index(order, ""); i > 0 {
 		order = append(append([]string{""}, order[:i]...), order[i+1:]...)
 	}
+	var firstErr error
 	for _, key := range order {
 		t := merged[key]
 		// A role stuck already is still taken what it was granted here
 		// (teardown drops nothing of a stuck role's): left in place, its
 		// grants would go on serving whoever calls a SECURITY DEFINER
 		// function of its.
-		if t.current {
-			g, err := db.teardown(ctx, conn, t.db, t.roles, true, adm, stuck)
-			granted = union(granted, g)
-			if err != nil {
-				return stuck, granted, fmt.Errorf("drop owned in database %s: %w", t.db, err)
+		var g []string
+		var err error
+		switch {
+		case t.current:
+			g, err = db.teardown(ctx, conn, t.db, t.roles, true, adm, stuck)
+		case !t.conn:
+			if slices.ContainsFunc(t.roles, func(r string) bool { return stuck[r] == nil }) {
+				err = errors.New("roles own or hold objects there, and it allows no connections")
 			}
+		default:
+			var other *pgx.Conn
+			if other, err = db.dial(ctx, db.cfg.Password, t.db); err == nil {
+				g, err = db.teardown(ctx, other, t.db, t.roles, false, adm, stuck)
+				other.Close(context.WithoutCancel(ctx))
+			}
+		}
+		granted = union(granted, g)
+		if err == nil {
 			continue
 		}
-		if !t.conn {
-			if !slices.ContainsFunc(t.roles, func(r string) bool { return stuck[r] == nil }) {
-				continue
-			}
-			return stuck, granted, fmt.Errorf("roles own or hold objects in database %s, which allows no connections", t.db)
+		err = fmt.Errorf("drop owned in database %s: %w", t.db, err)
+		if ctx.Err() != nil || conn.IsClosed() {
+			return stuck, granted, err
 		}
-		other, err := db.dial(ctx, db.cfg.Password, t.db)
-		if err != nil {
-			return stuck, granted, fmt.Errorf("drop owned in database %s: %w", t.db, err)
-		}
-		g, err := db.teardown(ctx, other, t.db, t.roles, false, adm, stuck)
-		granted = union(granted, g)
-		other.Close(context.WithoutCancel(ctx))
-		if err != nil {
-			return stuck, granted, fmt.Errorf("drop owned in database %s: %w", t.db, err)
+		// The other databases are still gone through: the roles lose
+		// what they hold there, whatever stops them here.
+		if firstErr == nil {
+			firstErr = err
 		}
 	}
-	return stuck, granted, nil
+	return stuck, granted, firstErr
 }
 
 // holdings lists what the roles $1 hold or own in the connection's
@@ -638,7 +664,7 @@ type revokeGroup struct {
 }
 
 // teardown removes what roles hold and own in conn's database, taking the
-// least privileged path, in one transaction:
+// least privileged path, in two steps, each one transaction:
 //
 //  1. every ACL entry granted to them is revoked as its grantor. A plain
 //     REVOKE acts as the object's owner for a superuser, and as the admin
@@ -653,11 +679,11 @@ type revokeGroup struct {
 //     when not a superuser, grants itself membership in them (which those
 //     commands need, and which a CREATEROLE admin lacks: on PostgreSQL 16+
 //     it has only ADMIN OPTION on the roles it created). The roles granted
-//     are returned, so a failed drop can take the membership back. Roles
-//     stuck already (in stuck on entry) do not; nor does a lone role whose
-//     objects others' objects depend on, which is added to stuck (dbName
-//     names the database in its error) once step 1 is committed without
-//     its DROP OWNED.
+//     are returned, also with an error once step 1 is committed, so a
+//     failed drop can take the membership back. Roles stuck already (in
+//     stuck on entry) do not go through it; a lone role whose objects
+//     others' objects depend on is added to stuck (dbName names the
+//     database in its error).
 //
 // Objects of one kind with the same grantor and holders share one REVOKE:
 // DROP OWNED rewrites an object's ACL once per role (1,000 roles holding
@@ -763,46 +789,35 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	if b.Len() == 0 && len(rest) == 0 {
 		return nil, nil
 	}
-	if len(rest) == 0 {
-		// The statements form one implicit transaction: all of them or none.
-		err = db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) })
-	} else {
-		// DROP OWNED goes in the same transaction, as a statement of its
-		// own so that its failure is told from a REVOKE's.
-		err = db.retry(ctx, func() error {
-			return db.inTx(ctx, conn, func(tx pgx.Tx) error {
-				if b.Len() > 0 {
-					if err := db.exec(ctx, tx, b.String()); err != nil {
-						return err
-					}
-				}
-				if err := db.exec(ctx, tx, "DROP OWNED BY "+identList(rest)); err != nil {
-					if sqlState(err) == "2BP01" {
-						return dependentsError(err, rest)
-					}
-					return err
-				}
-				return nil
-			})
-		})
-	}
-	if err != nil && len(rest) == 1 && sqlState(err) == "2BP01" {
-		// The one role whose objects others' depend on stays, but its
-		// DROP OWNED took the REVOKEs down with it: they go on their own,
-		// so that the role left behind holds nothing here.
-		if b.Len() > 0 {
-			if rerr := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); rerr != nil {
-				return nil, rerr
+	// The REVOKEs (and the admin's membership) commit first, on their
+	// own, as one implicit transaction: whatever then stops DROP OWNED
+	// (objects of others' that depend on the roles', or a lock on their
+	// objects that another session holds past the statement timeout)
+	// leaves the roles nothing their SECURITY DEFINER functions could go
+	// on using for whoever calls them.
+	if b.Len() > 0 {
+		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
+			if len(needMembership) > 0 && sqlState(err) == "42501" {
+				err = membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
 			}
+			return nil, err
 		}
-		stuck[rest[0]] = fmt.Errorf("drop owned in database %s: %w", dbName, err)
+	}
+	if len(rest) == 0 {
 		return needMembership, nil
 	}
-	if err != nil {
-		if len(needMembership) > 0 && sqlState(err) == "42501" {
-			err = membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
-		}
-		return nil, err
+	err = db.retry(ctx, func() error { return db.exec(ctx, conn, "DROP OWNED BY "+identList(rest)) })
+	switch {
+	case err == nil:
+	case sqlState(err) == "2BP01" && len(rest) == 1:
+		// The one role whose objects others' depend on stays.
+		stuck[rest[0]] = fmt.Errorf("drop owned in database %s: %w", dbName, dependentsError(err, rest))
+	case sqlState(err) == "2BP01":
+		return needMembership, dependentsError(err, rest)
+	case sqlState(err) == "42501" && len(needMembership) > 0:
+		return needMembership, membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
+	default:
+		return needMembership, err
 	}
 	return needMembership, nil
 }

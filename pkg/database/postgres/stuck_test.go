@@ -3,9 +3,27 @@ package postgres
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lessorhq/lessor/pkg/pgtest"
 )
+
+// group makes a group role that may read table ledger (one row), which
+// the admin may hand out, and returns its name quoted.
+func (f *lpFixture) group(t *testing.T) string {
+	t.Helper()
+	group := newName(t, "app-group")
+	f.s.DropRolesAtCleanup(t, group)
+	g := pgx.Identifier{group}.Sanitize()
+	f.d.Exec(t, fmt.Sprintf(`CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (7); CREATE ROLE %s NOLOGIN; GRANT SELECT ON ledger TO %s`, g, g))
+	if f.adminUser != f.s.User {
+		// The least-privilege recipe: the admin may hand out the group.
+		f.d.Exec(t, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, g, pgx.Identifier{f.adminUser}.Sanitize()))
+	}
+	return g
+}
 
 // TestLeastPrivilegeStuckRoleKeepsNothing: a credential that may create
 // in a schema writes a SECURITY DEFINER function (EXECUTE is PUBLIC's by
@@ -17,16 +35,9 @@ import (
 // lease ended.
 func TestLeastPrivilegeStuckRoleKeepsNothing(t *testing.T) {
 	bothKinds(t, func(t *testing.T, f *lpFixture) {
-		group := newName(t, "app-group")
-		f.s.DropRolesAtCleanup(t, group)
-		g := pgx.Identifier{group}.Sanitize()
-		f.d.Exec(t, fmt.Sprintf(`CREATE TABLE ledger (id int); INSERT INTO ledger VALUES (7); CREATE ROLE %s NOLOGIN; GRANT SELECT ON ledger TO %s`, g, g))
-		if f.adminUser != f.s.User {
-			// The least-privilege recipe: the admin may hand out the group.
-			f.d.Exec(t, fmt.Sprintf(`GRANT %s TO %s WITH ADMIN OPTION`, g, pgx.Identifier{f.adminUser}.Sanitize()))
-		}
-		name, pw := f.issue(t, "v-stuck", fmt.Sprintf(`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}';
-GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"; GRANT %s TO "{{name}}"`, g))
+		g := f.group(t)
+		name, pw := f.issue(t, "v-stuck", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}';
+GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"; GRANT `+g+` TO "{{name}}"`)
 		keeper, kpw := f.issue(t, "v-keeper", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`)
 		c := f.s.Connect(t, name, pw, f.d.Name)
 		if _, err := c.Exec(f.ctx, `CREATE FUNCTION public.leak() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM accounts';
@@ -58,5 +69,62 @@ CREATE FUNCTION public.leak_group() RETURNS bigint LANGUAGE sql SECURITY DEFINER
 		k.Close(f.ctx)
 		f.revoke(t, name)
 		f.gone(t, name)
+	})
+}
+
+// TestLeastPrivilegeBlockedRevocationKeepsNothing: another login holds a
+// lock on a table the credential owns (it granted SELECT on it to
+// PUBLIC), in a transaction it leaves open, so that DROP OWNED waits
+// until the statement timeout and the revocation fails. Until it goes
+// through, the role must hold nothing its SECURITY DEFINER function
+// could use for whoever calls it, here or in the other database where
+// it was granted something.
+func TestLeastPrivilegeBlockedRevocationKeepsNothing(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		f.cfg.StatementTimeout = time.Second
+		f.db = connect(t, f.cfg)
+		d2 := f.s.NewDatabase(t)
+		d2.Exec(t, `CREATE TABLE other (id int)`)
+		d2.GrantToAdmin(t, f.adminUser)
+		g := f.group(t)
+		name, pw := f.issue(t, "v-locked", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}';
+GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"; GRANT `+g+` TO "{{name}}"`)
+		id := pgx.Identifier{name}.Sanitize()
+		d2.ExecAs(t, f.adminUser, `GRANT SELECT ON other TO `+id+`; GRANT CREATE, USAGE ON SCHEMA public TO `+id)
+		keeper, kpw := f.issue(t, "v-locker", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`)
+		for _, d := range []*pgtest.Database{f.d, d2} {
+			c := f.s.Connect(t, name, pw, d.Name)
+			if _, err := c.Exec(f.ctx, `CREATE TABLE mine (id int); GRANT SELECT ON mine TO PUBLIC;
+CREATE FUNCTION public.leak() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM `+map[bool]string{true: "accounts", false: "other"}[d == f.d]+`'`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Exec(f.ctx, `CREATE FUNCTION public.leak_group() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM `+map[bool]string{true: "ledger", false: "other"}[d == f.d]+`'`); err != nil {
+				t.Fatal(err)
+			}
+			c.Close(f.ctx)
+		}
+		k := f.s.Connect(t, keeper, kpw, f.d.Name)
+		defer k.Close(f.ctx)
+		if _, err := k.Exec(f.ctx, `BEGIN; SELECT FROM mine`); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.revokeErr(name); err == nil {
+			t.Fatal("revocation succeeded although another session holds a lock on the role's table")
+		}
+		k2 := f.s.Connect(t, keeper, kpw, d2.Name)
+		defer k2.Close(f.ctx)
+		for db, c := range map[string]*pgx.Conn{f.d.Name: k, d2.Name: k2} {
+			for _, fn := range []string{"leak", "leak_group"} {
+				var n int64
+				if err := c.QueryRow(f.ctx, `SELECT public.`+fn+`()`).Scan(&n); err == nil {
+					t.Errorf("in database %s, the role's %s() still reads through it (%d rows) after its revocation failed", db, fn, n)
+				}
+			}
+		}
+		if _, err := k.Exec(f.ctx, `ROLLBACK`); err != nil {
+			t.Fatal(err)
+		}
+		f.revoke(t, name)
+		f.gone(t, name, d2)
 	})
 }

@@ -51,6 +51,7 @@ func (f *lpFixture) gone(t *testing.T, name string, dbs ...*pgtest.Database) {
 		err := d.Conn(t).QueryRow(f.ctx, `
 SELECT count(*) FROM (
   SELECT (aclexplode(relacl)).grantee FROM pg_class
+  UNION ALL SELECT (aclexplode(attacl)).grantee FROM pg_attribute
   UNION ALL SELECT (aclexplode(nspacl)).grantee FROM pg_namespace
   UNION ALL SELECT (aclexplode(datacl)).grantee FROM pg_database) a
 WHERE grantee <> 0 AND grantee NOT IN (SELECT oid FROM pg_roles)`).Scan(&n)
@@ -216,7 +217,7 @@ func TestLeastPrivilegeRevokeOtherGrantor(t *testing.T) {
 			f.d.Exec(t, fmt.Sprintf(`GRANT %s TO %s`, g, pgx.Identifier{f.adminUser}.Sanitize()))
 		}
 		name, _ := f.issue(t, "v-grantor")
-		f.d.ExecAs(t, grantor, fmt.Sprintf(`GRANT SELECT ON accounts TO %s; GRANT USAGE ON SCHEMA public TO %s`, pgx.Identifier{name}.Sanitize(), pgx.Identifier{name}.Sanitize()))
+		f.d.ExecAs(t, grantor, fmt.Sprintf(`GRANT SELECT ON accounts TO %[1]s; GRANT SELECT (id) ON accounts TO %[1]s; GRANT USAGE ON SCHEMA public TO %[1]s`, pgx.Identifier{name}.Sanitize()))
 		f.revoke(t, name)
 		f.gone(t, name)
 	})

@@ -592,15 +592,16 @@ GROUP BY 1, 2, 3`, oids)
 
 // holdings lists what the roles $1 hold or own in the connection's
 // database, and in shared catalogs when $2. Rows of kind 'acl' are ACL
-// entries granted to them on tables, sequences, schemas, routines and
-// databases, one row per object and grantor: the object as REVOKE names it,
+// entries granted to them on tables (and their columns: a REVOKE on the
+// table takes them too), sequences, schemas, routines and databases, one
+// row per object and grantor: the object as REVOKE names it,
 // its kind, the grantor, whether the grantor is a superuser or the
 // object's owner, whether the admin may act as the grantor, and the
 // holders. Rows of kind 'shared' (only when $2) are one per database or
 // tablespace that one of them owns: its kind, its name and the owner, as
 // the single holder. Rows of kind 'rest' are one per role that owns
-// anything or holds anything else (default privileges, column privileges,
-// types, policies…), which only DROP OWNED removes: the role, and whether
+// anything or holds anything else (default privileges, types,
+// policies…), which only DROP OWNED removes: the role, and whether
 // the admin already has its privileges. $3 is the pg_has_role privilege
 // that lets the admin SET ROLE: 'SET' on PostgreSQL 16+, 'MEMBER' before.
 const holdings = `
@@ -613,12 +614,18 @@ dep AS (
     AND (s.dbid = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) OR (s.dbid = 0::pg_catalog.oid AND $2))
 ),
 handled AS (
-  SELECT * FROM dep WHERE deptype = 'a' AND objsubid = 0 AND classid IN
+  SELECT * FROM dep WHERE deptype = 'a' AND (objsubid = 0 OR classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid) AND classid IN
     ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)
 ),
 obj AS (
   SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name, c.relowner AS owner, c.relacl AS acl
-  FROM pg_class c WHERE c.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid)
+  FROM pg_class c WHERE c.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid AND objsubid = 0)
+  UNION ALL
+  SELECT 'TABLE', c.oid::regclass::text, c.relowner, at.attacl
+  FROM handled h
+  JOIN pg_attribute at ON at.attrelid = h.objid AND at.attnum = h.objsubid
+  JOIN pg_class c ON c.oid = h.objid
+  WHERE h.classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid AND h.objsubid <> 0
   UNION ALL
   SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname), n.nspowner, n.nspacl
   FROM pg_namespace n WHERE n.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid)
@@ -647,7 +654,7 @@ WHERE dep.deptype = 'o' AND dep.classid IN ('pg_catalog.pg_database'::pg_catalog
 UNION ALL
 SELECT 'rest', '', r.rolname, '', false, false, pg_catalog.pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
-WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND dep.objsubid = 0 AND dep.classid IN
+WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND (dep.objsubid = 0 OR dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid) AND dep.classid IN
     ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)))`
 
 // revokeGroup is one REVOKE: privileges that holders got from grantor on

@@ -27,7 +27,8 @@ func (f *lpFixture) group(t *testing.T) string {
 
 // TestLeastPrivilegeStuckRoleKeepsNothing: a credential that may create
 // in a schema writes a SECURITY DEFINER function (EXECUTE is PUBLIC's by
-// default) that reads what its grants and its group let it read, and any
+// default) that reads what its grants (on a table, on a column) and its
+// group let it read, and any
 // other login holds a temporary view on it open, so that DROP OWNED
 // meets a dependent and the revocation leaves the role in place. The
 // role left behind must hold nothing: neither its grants nor its
@@ -36,18 +37,22 @@ func (f *lpFixture) group(t *testing.T) string {
 func TestLeastPrivilegeStuckRoleKeepsNothing(t *testing.T) {
 	bothKinds(t, func(t *testing.T, f *lpFixture) {
 		g := f.group(t)
+		f.d.Exec(t, `CREATE TABLE people (id int, ssn text); INSERT INTO people VALUES (1, 'x')`)
+		f.d.GrantToAdmin(t, f.adminUser)
 		name, pw := f.issue(t, "v-stuck", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}';
-GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"; GRANT `+g+` TO "{{name}}"`)
+GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT SELECT ON accounts TO "{{name}}"; GRANT `+g+` TO "{{name}}";
+GRANT SELECT (ssn) ON people TO "{{name}}"`)
 		keeper, kpw := f.issue(t, "v-keeper", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`)
 		c := f.s.Connect(t, name, pw, f.d.Name)
 		if _, err := c.Exec(f.ctx, `CREATE FUNCTION public.leak() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM accounts';
-CREATE FUNCTION public.leak_group() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM ledger'`); err != nil {
+CREATE FUNCTION public.leak_group() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM ledger';
+CREATE FUNCTION public.leak_column() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(ssn) FROM people'`); err != nil {
 			t.Fatal(err)
 		}
 		c.Close(f.ctx)
 		k := f.s.Connect(t, keeper, kpw, f.d.Name)
 		defer k.Close(f.ctx)
-		if _, err := k.Exec(f.ctx, `CREATE TEMP VIEW hold AS SELECT public.leak(), public.leak_group()`); err != nil {
+		if _, err := k.Exec(f.ctx, `CREATE TEMP VIEW hold AS SELECT public.leak(), public.leak_group(), public.leak_column()`); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.revokeErr(name); err == nil {
@@ -56,7 +61,7 @@ CREATE FUNCTION public.leak_group() RETURNS bigint LANGUAGE sql SECURITY DEFINER
 		if !f.roleExists(t, name) {
 			t.Fatal("the role is gone")
 		}
-		for _, fn := range []string{"leak", "leak_group"} {
+		for _, fn := range []string{"leak", "leak_group", "leak_column"} {
 			var n int64
 			if err := k.QueryRow(f.ctx, `SELECT public.`+fn+`()`).Scan(&n); err == nil {
 				t.Errorf("after its revocation failed, the role's %s() still reads through it (%d rows)", fn, n)

@@ -68,7 +68,8 @@ const terminateWait = 2 * time.Second
 // roles' objects depend on, with an error saying what to drop or re-own.
 // Such a role keeps only what the admin could not take: its other grants
 // and its memberships go (see disarm), or a SECURITY DEFINER function of
-// its would go on using them for whoever calls it.
+// its would go on using them for whoever calls it, and so does the LOGIN
+// of an expired one, which step 1 skipped.
 //
 // When a batch fails with a PostgreSQL error, its roles are revoked one at a
 // time so that each error belongs to the role that caused it.
@@ -342,18 +343,22 @@ func (db *DB) disarmAll(ctx context.Context, conn *pgx.Conn, roles []string, err
 	return err
 }
 
-// disarm revokes the memberships of roles that a revocation leaves in
-// place (unable to log in, with an error) in other roles, and
-// of other roles in them: a SECURITY DEFINER function of theirs runs, for
-// any caller, with the privileges of the roles they are members of, and
-// a role made a member of theirs may SET ROLE to them. Their grants on
-// objects went in teardown. The admin's own memberships are not its to
-// take: giveBack took those it granted itself, and on PostgreSQL 16+ a
-// CREATEROLE admin's ADMIN OPTION on the role is what a later DROP ROLE
-// needs. It returns, by role, why it could not.
+// disarm takes from roles that a revocation leaves in place (with an
+// error) what would still let them, or others through them, use their
+// privileges: LOGIN, which an expired role skipped losing in step 1 (its
+// password no longer works, but a login that VALID UNTIL does not bind
+// would), their memberships in other roles, with whose privileges a
+// SECURITY DEFINER function of theirs runs for any caller, and other
+// roles' memberships in them, which let those SET ROLE to them. Their
+// grants on objects went in teardown. The admin's own memberships are
+// not its to take: giveBack took those it granted itself, and on
+// PostgreSQL 16+ a CREATEROLE admin's ADMIN OPTION on the role is what a
+// later DROP ROLE needs. It returns, by role, why it could not.
 func (db *DB) disarm(ctx context.Context, conn *pgx.Conn, kept []string) map[string]error {
 	failed := map[string]error{}
 	var grants [][3]string // role, member, grantor
+	login := map[string]bool{}
+	// A row with no member is a role that may still log in.
 	q := `SELECT g.rolname, m.rolname, coalesce(pg_catalog.array_agg(DISTINCT gr.rolname) FILTER (WHERE gr.rolname IS NOT NULL), '{}')
 FROM pg_catalog.pg_auth_members am
 JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
@@ -361,7 +366,9 @@ JOIN pg_catalog.pg_roles m ON m.oid = am.member
 LEFT JOIN pg_catalog.pg_roles gr ON gr.oid = am.grantor
 WHERE (g.rolname = ANY($1::pg_catalog.name[]) OR m.rolname = ANY($1::pg_catalog.name[]))
   AND g.rolname <> current_user AND m.rolname <> current_user
-GROUP BY g.rolname, m.rolname`
+GROUP BY g.rolname, m.rolname
+UNION ALL
+SELECT r.rolname, ''::pg_catalog.name, '{}'::pg_catalog.name[] FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1::pg_catalog.name[]) AND r.rolcanlogin`
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, q, kept)
 	if err == nil {
@@ -370,6 +377,10 @@ GROUP BY g.rolname, m.rolname`
 			var grantors []string
 			if err = rows.Scan(&role, &member, &grantors); err != nil {
 				break
+			}
+			if member == "" {
+				login[role] = true
+				continue
 			}
 			if db.version < 160000 || len(grantors) == 0 {
 				// One membership per pair, whoever granted it.
@@ -387,12 +398,15 @@ GROUP BY g.rolname, m.rolname`
 	cancel()
 	if err != nil {
 		for _, name := range kept {
-			failed[name] = fmt.Errorf("reading its memberships, which keep its privileges in use, failed: %w", pgError(err))
+			failed[name] = fmt.Errorf("reading its login and memberships, which keep its privileges in use, failed: %w", pgError(err))
 		}
 		return failed
 	}
 	for _, name := range kept {
 		var b strings.Builder
+		if login[name] {
+			b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
+		}
 		for _, g := range grants {
 			if g[0] != name && g[1] != name {
 				continue
@@ -409,7 +423,7 @@ GROUP BY g.rolname, m.rolname`
 			continue
 		}
 		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
-			failed[name] = fmt.Errorf("revoking its memberships, which keep its privileges in use, failed: %w", err)
+			failed[name] = fmt.Errorf("taking its login and memberships, which keep its privileges in use, failed: %w", err)
 		}
 	}
 	return failed

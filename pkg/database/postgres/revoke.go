@@ -403,27 +403,28 @@ SELECT r.rolname, ''::pg_catalog.name, '{}'::pg_catalog.name[] FROM pg_catalog.p
 		return failed
 	}
 	for _, name := range kept {
-		var b strings.Builder
+		var stmts []string
 		if login[name] {
-			b.WriteString("ALTER ROLE " + pgx.Identifier{name}.Sanitize() + " NOLOGIN;")
+			stmts = append(stmts, "ALTER ROLE "+pgx.Identifier{name}.Sanitize()+" NOLOGIN")
 		}
 		for _, g := range grants {
 			if g[0] != name && g[1] != name {
 				continue
 			}
-			b.WriteString("REVOKE " + pgx.Identifier{g[0]}.Sanitize() + " FROM " + pgx.Identifier{g[1]}.Sanitize())
+			stmt := "REVOKE " + pgx.Identifier{g[0]}.Sanitize() + " FROM " + pgx.Identifier{g[1]}.Sanitize()
 			if g[2] != "" {
 				// From PostgreSQL 16 a REVOKE takes back only its
 				// grantor's grant, the current user's by default.
-				b.WriteString(" GRANTED BY " + pgx.Identifier{g[2]}.Sanitize())
+				stmt += " GRANTED BY " + pgx.Identifier{g[2]}.Sanitize()
 			}
-			b.WriteString(" CASCADE;")
+			stmts = append(stmts, stmt+" CASCADE")
 		}
-		if b.Len() == 0 {
-			continue
-		}
-		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
-			failed[name] = fmt.Errorf("taking its login and memberships, which keep its privileges in use, failed: %w", err)
+		// One at a time: a membership the admin may not take back (its
+		// grantor is out of reach) must not keep it from taking the rest.
+		for _, stmt := range stmts {
+			if err := db.retry(ctx, func() error { return db.exec(ctx, conn, stmt) }); err != nil && failed[name] == nil {
+				failed[name] = fmt.Errorf("taking its login and memberships, which keep its privileges in use, failed: %w", err)
+			}
 		}
 	}
 	return failed

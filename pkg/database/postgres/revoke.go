@@ -977,7 +977,7 @@ func (db *DB) revokeCustom(ctx context.Context, r RevokeRequest) error {
 	var comment string
 	var adm adminRole
 	if err := db.queryRow(ctx, conn, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
-		coalesce((SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1), ''),
+		coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d, pg_roles a WHERE a.rolname = $1 AND d.objoid = a.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid), ''),
 		current_user, rolsuper FROM pg_roles WHERE rolname = current_user`,
 		[]any{r.Username}, &exists, &comment, &adm.name, &adm.super); err != nil {
 		return err

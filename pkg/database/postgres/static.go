@@ -53,7 +53,7 @@ func (db *DB) LookupRole(ctx context.Context, username string) (RoleInfo, error)
 	var controlData bool
 	var login string
 	err = db.queryRow(ctx, conn, `
-SELECT r.rolcanlogin, coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), ''),
+SELECT r.rolcanlogin, coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d WHERE d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid), ''),
        r.rolsuper, r.rolreplication, session_user, a.rolname, a.rolsuper, a.rolcreaterole,
        pg_catalog.pg_has_role(r.oid, 'USAGE WITH ADMIN OPTION'), pg_catalog.current_setting('server_version_num')::int,
        pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')

@@ -704,7 +704,7 @@ func (db *DB) renewUser(ctx context.Context, username string, expiration time.Ti
 	return db.inTx(ctx, conn, func(tx pgx.Tx) error {
 		if belongs != nil {
 			var comment string
-			err := db.queryRow(ctx, tx, `SELECT coalesce(pg_catalog.shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, []any{username}, &comment)
+			err := db.queryRow(ctx, tx, `SELECT coalesce((SELECT d.description FROM pg_catalog.pg_shdescription d WHERE d.objoid = a.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass::pg_catalog.oid), '') FROM pg_roles a WHERE a.rolname = $1`, []any{username}, &comment)
 			switch {
 			case errors.Is(err, pgx.ErrNoRows):
 				return fmt.Errorf("role %q does not exist", username)

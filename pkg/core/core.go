@@ -641,6 +641,23 @@ func (c *Core) backend(m *MountEntry) (logical.Backend, error) {
 	return be, nil
 }
 
+// eachBackend calls fn, in order, for each mount of ms whose backend is a
+// T (a Rotator, an OrphanReaper…), and stops at its first error.
+func eachBackend[T any](c *Core, ms []*MountEntry, fn func(m *MountEntry, be T) error) error {
+	for _, m := range ms {
+		be, err := c.backend(m)
+		if err != nil {
+			return err
+		}
+		if t, ok := be.(T); ok {
+			if err := fn(m, t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func (c *Core) mountStorage(m *MountEntry) storage.Store {
 	return storage.Prefixed(c.store, mountStoragePrefix(m))
 }

@@ -56,20 +56,12 @@ func (c *Core) ReapOrphans(ctx context.Context, dryRun bool) (*OrphanSummary, er
 	seen := map[string]bool{}
 	// The core's clock set each role's recorded expiry, so it judges it.
 	now := c.now()
-	for _, m := range ms {
-		be, err := c.backend(m)
-		if err != nil {
-			return sum, err
-		}
-		or, ok := be.(logical.OrphanReaper)
-		if !ok {
-			continue
-		}
+	err = eachBackend(c, ms, func(m *MountEntry, or logical.OrphanReaper) error {
 		rep, err := or.ReapOrphans(ctx, c.mountStorage(m), logical.OrphanOptions{
 			StoreID: c.storeID, Now: now, HasLease: hasLease, DryRun: dryRun,
 		})
 		if err != nil {
-			return sum, fmt.Errorf("reap orphans of %s: %w", m.Path, err)
+			return fmt.Errorf("reap orphans of %s: %w", m.Path, err)
 		}
 		for _, ce := range rep.Errors {
 			sum.Errors = append(sum.Errors, MountConnectionError{Mount: m.Path, ConnectionError: ce})
@@ -90,6 +82,7 @@ func (c *Core) ReapOrphans(ctx context.Context, dryRun bool) (*OrphanSummary, er
 				sum.Failed++
 			}
 		}
-	}
-	return sum, nil
+		return nil
+	})
+	return sum, err
 }

@@ -28,15 +28,7 @@ func (c *Core) rotateDue(ctx context.Context, o lease.ReapOptions, res *ReapResu
 	if err != nil {
 		return err
 	}
-	for _, m := range ms {
-		be, err := c.backend(m)
-		if err != nil {
-			return err
-		}
-		rot, ok := be.(logical.Rotator)
-		if !ok {
-			continue
-		}
+	return eachBackend(c, ms, func(m *MountEntry, rot logical.Rotator) error {
 		rep, err := rot.RotateDue(ctx, c.mountStorage(m), c.systemView(m), logical.RotateOptions{DryRun: o.DryRun, Stop: o.Stop})
 		if rep != nil {
 			for _, d := range rep.Due {
@@ -48,9 +40,6 @@ func (c *Core) rotateDue(ctx context.Context, o lease.ReapOptions, res *ReapResu
 				res.RotationErrors = append(res.RotationErrors, RotationFailure{Mount: m.Path, RotationFailure: f})
 			}
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }

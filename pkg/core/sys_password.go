@@ -142,25 +142,14 @@ func (c *Core) checkPasswordPolicyUsers(ctx context.Context, req *logical.Reques
 	if err != nil {
 		return err
 	}
-	for _, m := range ms {
-		be, err := c.backend(m)
-		if err != nil {
-			return err
-		}
-		pu, ok := be.(logical.PasswordPolicyUser)
-		if !ok {
-			continue
-		}
+	return eachBackend(c, ms, func(m *MountEntry, pu logical.PasswordPolicyUser) error {
 		uses, err := pu.PasswordPolicyUses(ctx, c.mountStorage(m), name)
-		if err != nil {
-			return err
-		}
-		if len(uses) > 0 {
-			return &PermissionError{Operation: req.Operation, Path: "sys/policies/password/" + name,
+		if err == nil && len(uses) > 0 {
+			err = &PermissionError{Operation: req.Operation, Path: "sys/policies/password/" + name,
 				Reason: "a database connection or static role makes its passwords by this policy, so changing it also needs the sudo capability"}
 		}
-	}
-	return nil
+		return err
+	})
 }
 
 // passwordPolicyExists is the existence check of a write, so that the ACL

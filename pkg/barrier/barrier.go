@@ -235,8 +235,9 @@ type Sealed struct {
 func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
 	s := &Sealed{phys: phys}
 	err := phys.View(ctx, func(tx storage.Tx) error {
-		// One round trip, not three, on a store that pays one per read.
-		if err := storage.Prefetch(tx, []string{headerKey, keyringKey, stateKey}); err != nil {
+		// One round trip, not five, on a store that pays one per read:
+		// the core records are checked at the unseal.
+		if err := storage.PrefetchPrefixes(tx, []string{headerKey, keyringKey, stateKey}, corePrefixes); err != nil {
 			return err
 		}
 		var err error
@@ -1097,6 +1098,12 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
+	if keys, prefixes := t.checksAhead([]string{key}); len(prefixes) > 0 {
+		// The record and what its check reads, in one trip.
+		if err := storage.PrefetchPrefixes(t.tx, keys, prefixes); err != nil {
+			return nil, err
+		}
+	}
 	sealed, err := t.tx.Get(key)
 	if err != nil {
 		return nil, err
@@ -1173,6 +1180,11 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 			return nil, err
 		}
 	}
+	if ahead, prefixes := t.checksAhead(keys); len(prefixes) > 0 {
+		if err := storage.PrefetchPrefixes(t.tx, ahead, prefixes); err != nil {
+			return nil, err
+		}
+	}
 	sealed, err := storage.GetMany(t.tx, keys)
 	if err != nil {
 		return nil, err
@@ -1196,21 +1208,44 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 
 // Prefetch implements storage.Prefetcher: the physical store reads the
 // sealed values ahead (if it gains by it), for the Gets, Puts and Deletes
-// to come, which open or replace them.
+// to come, which open or replace them, together with what the checks of
+// their sets will read: the state records, a token entry's bucket, the
+// core records.
 func (t *sealedTx) Prefetch(keys []string) error {
-	guarded := false
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			return err
 		}
-		_, g := guardBucket(k)
-		guarded = guarded || g || isCore(k)
 	}
-	if guarded && t.state == nil {
+	keys, prefixes := t.checksAhead(keys)
+	return storage.PrefetchPrefixes(t.tx, keys, prefixes)
+}
+
+// checksAhead returns keys with the state records added, and the prefixes
+// that the checks of the sets keys belong to will read whole (a token
+// entry's bucket, the core records), for the checks not yet made in t, so
+// that one read serves the records and their checks where a read costs a
+// round trip. A bucket is read even if its entry turns out absent (no
+// check then): the same round trip, a few more rows.
+func (t *sealedTx) checksAhead(keys []string) ([]string, []string) {
+	var prefixes []string
+	core := false
+	for _, k := range keys {
+		if g, ok := guardBucket(k); ok && t.guarded[g/64]&(1<<(g%64)) == 0 {
+			if p := k[:len(guardPrefix)+2]; !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+		}
+		core = core || isCore(k) && !t.coreChecked
+	}
+	if core {
+		prefixes = append(prefixes, corePrefixes...)
+	}
+	if len(prefixes) > 0 && t.state == nil {
 		// The checks will read the state records: in the same trip.
 		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey)
 	}
-	return storage.Prefetch(t.tx, keys)
+	return keys, prefixes
 }
 
 func (t *sealedTx) Put(key string, value []byte) error {

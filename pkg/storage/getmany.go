@@ -1,5 +1,7 @@
 package storage
 
+import "strings"
+
 // ManyGetter is a Tx that reads several keys in one call. A backend whose
 // reads cost a round trip each (PostgreSQL) implements it with one query;
 // callers use GetMany, which falls back to one Get per key.
@@ -81,5 +83,46 @@ func GetPrefix(tx Tx, prefix string) ([]string, [][]byte, error) {
 		return nil, nil, err
 	}
 	vs, err := GetMany(tx, keys)
+	return keys, vs, err
+}
+
+// PrefixPrefetcher is a Prefetcher that also reads whole prefixes ahead,
+// in the same call: a caller that knows it will read a key and then every
+// key under some prefixes (the barrier's checks of the sets a record
+// belongs to) pays one round trip for all of them where a read is one.
+// A GetPrefix of a prefetched prefix afterwards returns what a fresh one
+// would, the transaction's own writes included.
+type PrefixPrefetcher interface {
+	PrefetchPrefixes(keys, prefixes []string) error
+}
+
+// PrefetchPrefixes has tx read keys and every key under prefixes ahead
+// when it is a PrefixPrefetcher, and keys alone (see Prefetch) when not.
+func PrefetchPrefixes(tx Tx, keys, prefixes []string) error {
+	if p, ok := tx.(PrefixPrefetcher); ok {
+		return p.PrefetchPrefixes(keys, prefixes)
+	}
+	return Prefetch(tx, keys)
+}
+
+// PrefetchPrefixes implements PrefixPrefetcher for a prefixed view.
+func (t *prefixTx) PrefetchPrefixes(keys, prefixes []string) error {
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = t.p + k
+	}
+	fullP := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		fullP[i] = t.p + p
+	}
+	return PrefetchPrefixes(t.tx, full, fullP)
+}
+
+// GetPrefix implements PrefixGetter for a prefixed view.
+func (t *prefixTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
+	keys, vs, err := GetPrefix(t.tx, t.p+prefix)
+	for i, k := range keys {
+		keys[i] = strings.TrimPrefix(k, t.p)
+	}
 	return keys, vs, err
 }

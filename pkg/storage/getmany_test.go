@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -12,10 +13,7 @@ import (
 // writes and deletes, on every backend and through a prefixed view; on
 // PostgreSQL, later Gets of the keys read are served without a query.
 func TestGetMany(t *testing.T) {
-	stores := map[string]Store{"memory": NewMemory()}
-	for name, open := range backends(t) {
-		stores[name] = open()
-	}
+	stores := everyStore(t)
 	ctx := context.Background()
 	for name, s := range stores {
 		t.Run(name, func(t *testing.T) {
@@ -117,10 +115,7 @@ var errStopTest = fmt.Errorf("roll back")
 // would return them, including the transaction's own writes and deletes
 // (PostgreSQL sends those before it reads), on every backend.
 func TestGetPrefix(t *testing.T) {
-	stores := map[string]Store{"memory": NewMemory()}
-	for name, open := range backends(t) {
-		stores[name] = open()
-	}
+	stores := everyStore(t)
 	ctx := context.Background()
 	for name, s := range stores {
 		t.Run(name, func(t *testing.T) {
@@ -179,4 +174,135 @@ func TestGetPrefix(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPrefetchPrefixes: after keys and whole prefixes are read ahead, a
+// GetPrefix of one of them (or of a longer prefix) and a Get under it
+// return what they return without the read ahead, the transaction's own
+// writes and deletes included, before and after the read ahead, on every
+// backend and through a prefixed view; on PostgreSQL they then send no
+// query, and the read ahead is one.
+func TestPrefetchPrefixes(t *testing.T) {
+	stores := everyStore(t)
+	ctx := context.Background()
+	for name, s := range stores {
+		t.Run(name, func(t *testing.T) {
+			err := s.Update(ctx, func(tx Tx) error {
+				for _, k := range []string{"v/p/a", "v/p/b", "v/p/c", "v/p/c/d", "v/p", "v/q/a", "v/o/z", "v/k"} {
+					if err := tx.Put(k, []byte("v"+k)); err != nil {
+						return err
+					}
+				}
+				for i := range maxReadCache + 10 {
+					if err := tx.Put(fmt.Sprintf("v/big/%05d", i), nil); err != nil {
+						return err
+					}
+				}
+				return tx.Put("v/p/empty", nil)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type read struct {
+				prefix []string // GetPrefix of each
+				gets   []string // Get of each
+			}
+			asked := read{
+				prefix: []string{"p/", "p/c", "q/", "r/"},
+				gets:   []string{"k", "p/a", "p/zz", "absent", "p/b"},
+			}
+			answer := func(tx Tx) string {
+				var out []string
+				for _, p := range asked.prefix {
+					keys, vs, err := GetPrefix(tx, p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, k := range keys {
+						if vs[i] == nil {
+							t.Fatalf("%s: nil value", k)
+						}
+						out = append(out, k+"="+string(vs[i]))
+					}
+				}
+				for _, k := range asked.gets {
+					v, err := tx.Get(k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					out = append(out, fmt.Sprintf("%s:%q", k, v))
+				}
+				return strings.Join(out, " ")
+			}
+			write := func(tx Tx) {
+				for _, err := range []error{
+					tx.Delete("p/b"), tx.Put("p/d", []byte("new")), tx.Put("p/a", []byte("changed")),
+					tx.Put("p/zz", nil), tx.Delete("q/a"), tx.Put("r/x", []byte("r")),
+				} {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			view := Prefixed(s, "v/")
+			// Each answer is taken three ways in its own transaction:
+			// with no read ahead, writes before the read ahead, writes
+			// after it. The transactions roll back.
+			for _, writes := range []string{"none", "before", "after"} {
+				var want string
+				for _, ahead := range []bool{false, true} {
+					err := view.Update(ctx, func(tx Tx) error {
+						if writes == "before" {
+							write(tx)
+						}
+						if ahead {
+							if err := PrefetchPrefixes(tx, asked.gets, []string{"p/", "q/", "r/", "big/"}); err != nil {
+								return err
+							}
+						}
+						if writes == "after" {
+							write(tx)
+						}
+						var pg *pgTx
+						if ahead {
+							pg, _ = tx.(*prefixTx).tx.(*pgTx)
+						}
+						table := ""
+						if pg != nil {
+							// Every answer but big/'s (more keys than
+							// the cache keeps) must now come from the
+							// transaction itself.
+							table, pg.table = pg.table, "no_such_table"
+						}
+						got := answer(tx)
+						if pg != nil {
+							pg.table = table
+						}
+						keys, _, err := GetPrefix(tx, "big/")
+						if err != nil || len(keys) != maxReadCache+10 {
+							t.Fatalf("big/: %d keys, %v", len(keys), err)
+						}
+						if !ahead {
+							want = got
+						} else if got != want {
+							t.Errorf("writes %s the read ahead:\n got %s\nwant %s", writes, got, want)
+						}
+						return errStopTest
+					})
+					if err != errStopTest {
+						t.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// everyStore gives a new store of each backend, the memory one included.
+func everyStore(t *testing.T) map[string]Store {
+	stores := map[string]Store{"memory": NewMemory()}
+	for name, open := range backends(t) {
+		stores[name] = open()
+	}
+	return stores
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -1265,6 +1266,12 @@ type pgTx struct {
 	// lock keeps other lessor writers out for an Update, and a View reads
 	// one snapshot, so a second read would return the same.
 	read map[string][]byte
+	// whole holds, for each prefix whose every key the table held was
+	// read into read (by GetPrefix or PrefetchPrefixes), those keys in
+	// byte order, so that a GetPrefix of it (or of a longer prefix) is
+	// answered without a round trip, and a key under it that read lacks
+	// is known to be absent from the table.
+	whole map[string][]string
 }
 
 // maxReadCache bounds the records a transaction keeps in read: a View
@@ -1343,7 +1350,7 @@ func (t *pgTx) Get(key string) ([]byte, error) {
 		}
 		return slices.Clone(w.value), nil
 	}
-	if v, ok := t.read[key]; ok {
+	if v, ok := t.cached(key); ok {
 		return slices.Clone(v), nil
 	}
 	var v []byte
@@ -1374,18 +1381,7 @@ func (t *pgTx) GetMany(keys []string) ([][]byte, error) {
 	if t.failed != nil {
 		return nil, t.p.wrap("transaction on", t.failed)
 	}
-	var ask [][]byte
-	seen := map[string]bool{}
-	for _, k := range keys {
-		if _, ok := t.pend[k]; ok {
-			continue
-		}
-		if _, ok := t.read[k]; ok || seen[k] {
-			continue
-		}
-		seen[k] = true
-		ask = append(ask, []byte(k))
-	}
+	ask := t.unread(keys)
 	found := map[string][]byte{}
 	for len(ask) > 0 {
 		chunk := ask[:min(len(ask), getManyChunk)]
@@ -1394,15 +1390,7 @@ func (t *pgTx) GetMany(keys []string) ([][]byte, error) {
 		if err != nil {
 			return nil, t.fail(err)
 		}
-		var k, v []byte
-		_, err = pgx.ForEachRow(rows, []any{&k, &v}, func() error {
-			if v == nil {
-				v = []byte{}
-			}
-			found[string(k)] = slices.Clone(v)
-			return nil
-		})
-		if err != nil {
+		if err := collect(rows, found); err != nil {
 			return nil, t.fail(err)
 		}
 		for _, k := range chunk {
@@ -1416,7 +1404,7 @@ func (t *pgTx) GetMany(keys []string) ([][]byte, error) {
 		case ok:
 			out[i] = slices.Clone(w.value)
 		default:
-			if v, ok := t.read[k]; ok {
+			if v, ok := t.cached(k); ok {
 				out[i] = slices.Clone(v)
 			} else if v, ok := found[k]; ok {
 				out[i] = slices.Clone(v)
@@ -1433,12 +1421,17 @@ func (t *pgTx) Prefetch(keys []string) error {
 	return err
 }
 
-// GetPrefix implements PrefixGetter: one query for the keys and values,
-// unless this transaction has writes under prefix still to send, which the
-// table does not hold yet.
+// GetPrefix implements PrefixGetter: from what the transaction read when
+// a GetPrefix or PrefetchPrefixes read all of prefix (or of a shorter one)
+// already, merged with its pending writes; otherwise in one query, unless
+// this transaction has writes under prefix still to send, which the table
+// does not hold yet.
 func (t *pgTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 	if t.failed != nil {
 		return nil, nil, t.p.wrap("transaction on", t.failed)
+	}
+	if keys, ok := t.wholeKeys(prefix); ok {
+		return t.fromCache(prefix, keys)
 	}
 	for k := range t.pend {
 		if strings.HasPrefix(k, prefix) {
@@ -1474,7 +1467,177 @@ func (t *pgTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 		t.remember(k, vs[i])
 		out[i] = slices.Clone(vs[i])
 	}
+	t.rememberWhole(prefix, keys)
 	return keys, out, nil
+}
+
+// PrefetchPrefixes implements PrefixPrefetcher: keys and every key under
+// each of prefixes, with their values, in one query, kept for the Gets and
+// GetPrefixes to come.
+func (t *pgTx) PrefetchPrefixes(keys, prefixes []string) error {
+	if t.failed != nil {
+		return t.p.wrap("transaction on", t.failed)
+	}
+	ask := t.unread(keys)
+	if len(ask) > getManyChunk {
+		// Too many for one query: the keys as GetMany reads them.
+		if _, err := t.GetMany(keys); err != nil {
+			return err
+		}
+		ask = nil
+	}
+	var ps []string
+	var los, his [][]byte
+	for _, p := range prefixes {
+		if _, ok := t.wholeKeys(p); ok || slices.Contains(ps, p) {
+			continue
+		}
+		ps = append(ps, p)
+		los, his = append(los, []byte(p)), append(his, prefixEnd([]byte(p)))
+	}
+	if len(ps) == 0 {
+		if len(ask) == 0 {
+			return nil
+		}
+		_, err := t.GetMany(keys)
+		return err
+	}
+	// Each range is read through the key index (a lateral join: one index
+	// scan per prefix), and the keys by the same index; a key inside a
+	// range comes twice, which the map below absorbs.
+	rows, err := t.tx.Query(t.ctx, `SELECT key, value FROM `+t.table+` WHERE key = ANY($1::bytea[])
+		UNION ALL
+		SELECT kv.key, kv.value FROM ROWS FROM (pg_catalog.unnest($2::bytea[]), pg_catalog.unnest($3::bytea[])) AS r(lo, hi)
+			CROSS JOIN LATERAL (SELECT key, value FROM `+t.table+`
+				WHERE key >= r.lo AND (r.hi IS NULL OR key < r.hi)) AS kv`, batchMode, ask, los, his)
+	if err != nil {
+		return t.fail(err)
+	}
+	found := map[string][]byte{}
+	if err := collect(rows, found); err != nil {
+		return t.fail(err)
+	}
+	for _, k := range ask {
+		t.remember(string(k), found[string(k)])
+	}
+	sorted := slices.Sorted(maps.Keys(found))
+	for _, p := range ps {
+		var under []string
+		for _, k := range sorted {
+			if strings.HasPrefix(k, p) {
+				t.remember(k, found[k])
+				under = append(under, k)
+			}
+		}
+		t.rememberWhole(p, under)
+	}
+	return nil
+}
+
+// collect reads rows of (key, value) into found, an empty value as empty,
+// not nil (absent).
+func collect(rows pgx.Rows, found map[string][]byte) error {
+	var k, v []byte
+	_, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error {
+		if v == nil {
+			v = []byte{}
+		}
+		found[string(k)] = slices.Clone(v)
+		return nil
+	})
+	return err
+}
+
+// unread returns keys (once each) that the transaction has neither
+// written nor read, which a read must ask the table for.
+func (t *pgTx) unread(keys []string) [][]byte {
+	var ask [][]byte
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if _, ok := t.pend[k]; ok {
+			continue
+		}
+		if _, ok := t.cached(k); ok || seen[k] {
+			continue
+		}
+		seen[k] = true
+		ask = append(ask, []byte(k))
+	}
+	return ask
+}
+
+// cached returns what the transaction knows of key in the table without a
+// query: the value it read (nil: absent), or absent when a prefix of key
+// was read whole and key was not among its keys.
+func (t *pgTx) cached(key string) ([]byte, bool) {
+	if v, ok := t.read[key]; ok {
+		return v, true
+	}
+	if _, ok := t.wholeKeys(key); ok {
+		return nil, true
+	}
+	return nil, false
+}
+
+// wholeKeys returns the table's keys under prefix, when a prefix of it was
+// read whole in this transaction.
+func (t *pgTx) wholeKeys(prefix string) ([]string, bool) {
+	for p, keys := range t.whole {
+		if !strings.HasPrefix(prefix, p) {
+			continue
+		}
+		lo, _ := slices.BinarySearch(keys, prefix)
+		hi := lo
+		for hi < len(keys) && strings.HasPrefix(keys[hi], prefix) {
+			hi++
+		}
+		return keys[lo:hi], true
+	}
+	return nil, false
+}
+
+// rememberWhole notes that keys (sorted) are all the table holds under
+// prefix, if read holds each of them: one the cache had no room for would
+// have to be read again, so the prefix is not answered from it.
+func (t *pgTx) rememberWhole(prefix string, keys []string) {
+	for _, k := range keys {
+		if _, ok := t.read[k]; !ok {
+			return
+		}
+	}
+	if t.whole == nil {
+		t.whole = map[string][]string{}
+	}
+	t.whole[prefix] = slices.Clone(keys) // the caller's may change
+}
+
+// fromCache answers GetPrefix(prefix) from keys, the table's keys under
+// it as read earlier in the transaction, and the pending writes, as the
+// query and the pending writes would.
+func (t *pgTx) fromCache(prefix string, keys []string) ([]string, [][]byte, error) {
+	all := slices.Clone(keys)
+	for k, w := range t.pend {
+		if !w.del && strings.HasPrefix(k, prefix) {
+			all = append(all, k)
+		}
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	var outK []string
+	var outV [][]byte
+	for _, k := range all {
+		var v []byte
+		if w, ok := t.pend[k]; ok {
+			if w.del {
+				continue
+			}
+			v = w.value
+		} else {
+			v = t.read[k]
+		}
+		outK, outV = append(outK, k), append(outV, slices.Clone(v))
+	}
+	return outK, outV, nil
 }
 
 func (t *pgTx) remember(key string, v []byte) {

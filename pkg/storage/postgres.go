@@ -1190,7 +1190,14 @@ func (p *Postgres) run(ctx context.Context, write bool, fn func(Tx) error) error
 func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx) error) (err error) {
 	opts := pinnedTx("ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	if write {
+		timeout := p.opts.LockTimeout
+		if timeout <= 0 {
+			timeout = DefaultLockTimeout
+		}
 		opts = pinnedTx("ISOLATION LEVEL READ COMMITTED READ WRITE")
+		// In the BEGIN's round trip, which runs it inside the new
+		// transaction as it does the search_path.
+		opts.BeginQuery += fmt.Sprintf("; SET LOCAL lock_timeout = %d", timeout.Milliseconds())
 	}
 	tx, err := c.BeginTx(ctx, opts)
 	if err != nil {
@@ -1205,13 +1212,6 @@ func (p *Postgres) once(ctx context.Context, c *pgx.Conn, write bool, fn func(Tx
 	}()
 	t := &pgTx{p: p, ctx: ctx, tx: tx, write: write, table: p.ident() + ".kv"}
 	if write {
-		timeout := p.opts.LockTimeout
-		if timeout <= 0 {
-			timeout = DefaultLockTimeout
-		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
-			return &driverError{err}
-		}
 		var v int
 		if err := tx.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id = 1 FOR UPDATE`).Scan(&v); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {

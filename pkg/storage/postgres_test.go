@@ -1040,3 +1040,35 @@ func TestTransactionTimeoutOfTheURLStays(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresBeginSetsLockTimeout: a write transaction's lock_timeout is
+// the store's, set in the round trip of its BEGIN with the pinned
+// search_path: a write transaction that reads and writes nothing sends
+// that, the writers' lock and the COMMIT.
+func TestPostgresBeginSetsLockTimeout(t *testing.T) {
+	ctx := context.Background()
+	_, u := newTestPostgres(t)
+	p, err := OpenPostgres(ctx, u, PostgresOptions{LockTimeout: 1234 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	n := TraceStatements(p)
+	if err := p.Update(ctx, func(Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Load(); got != 3 {
+		t.Errorf("an empty write transaction: %d statements, want 3", got)
+	}
+	err = p.Update(ctx, func(tx Tx) error {
+		var timeout, path string
+		err := tx.(*pgTx).tx.QueryRow(ctx, `SELECT current_setting('lock_timeout'), current_setting('search_path')`).Scan(&timeout, &path)
+		if err == nil && (timeout != "1234ms" || path != "pg_catalog, pg_temp") {
+			err = fmt.Errorf("lock_timeout %q, search_path %q", timeout, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

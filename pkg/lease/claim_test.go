@@ -281,3 +281,31 @@ func TestRecordReadsInOneRoundTrip(t *testing.T) {
 		t.Fatalf("recording a lease: %d round trips, %d puts; want 1 round trip", cs.roundTrips, cs.puts)
 	}
 }
+
+// TestRenewReadsIndexKeysInOneRoundTrip: a renewal's writes of a record
+// already written (its hold, then its new expiry) read the index keys they
+// replace or delete (the old and new due keys, the failed entry) in one
+// round trip each, not one per key, on a store that pays one per read.
+func TestRenewReadsIndexKeysInOneRoundTrip(t *testing.T) {
+	m, be, clk, _ := setup(t)
+	cs := &costStore{Store: storage.NewMemory()}
+	key, err := barrier.KeyFromBase64(base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bar, err := barrier.Init(context.Background(), cs, key, barrier.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.store = bar
+	id := issue(t, m, be, clk, "ro", time.Minute, "accessor")
+	clk.advance(10 * time.Second)
+	cs.roundTrips = 0
+	if _, err := m.Renew(context.Background(), id, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a renewal: %d round trips", cs.roundTrips)
+	if cs.roundTrips > 7 {
+		t.Fatalf("a renewal: %d round trips, want 7", cs.roundTrips)
+	}
+}

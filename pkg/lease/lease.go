@@ -299,14 +299,16 @@ func put(tx storage.Tx, e *Entry, due time.Time) error {
 	// every lease a reap batch claims) for nothing.
 	isNew := e.DueKey == ""
 	nk := dueKey(due, e.ID)
-	if isNew {
-		// The barrier reads each key's old value before it writes it:
-		// one round trip for the four, on a store that pays one per read.
-		// (A batch of records already written is prefetched by its
-		// caller: see prefetch; a new one by Prepare, with its checks'.)
-		if err := storage.Prefetch(tx, newRecordKeys(e, due)); err != nil {
-			return err
-		}
+	// The barrier reads each key's old value before it writes or deletes
+	// it: one round trip for them all, on a store that pays one per read,
+	// and none where the caller read them already (a new record's keys
+	// with its checks', by Prepare; a batch's, by prefetch).
+	keys := newRecordKeys(e, due)
+	if !isNew {
+		keys = []string{idPrefix + e.ID, nk, failedPrefix + e.ID, e.DueKey}
+	}
+	if err := storage.Prefetch(tx, keys); err != nil {
+		return err
 	}
 	if e.DueKey != "" && e.DueKey != nk {
 		if err := tx.Delete(e.DueKey); err != nil {

@@ -1098,7 +1098,7 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	if keys, prefixes := t.checksAhead([]string{key}); len(prefixes) > 0 {
+	if keys, prefixes := t.checksAhead([]string{key}, nil); len(prefixes) > 0 {
 		// The record and what its check reads, in one trip.
 		if err := storage.PrefetchPrefixes(t.tx, keys, prefixes); err != nil {
 			return nil, err
@@ -1180,7 +1180,7 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 			return nil, err
 		}
 	}
-	if ahead, prefixes := t.checksAhead(keys); len(prefixes) > 0 {
+	if ahead, prefixes := t.checksAhead(keys, nil); len(prefixes) > 0 {
 		if err := storage.PrefetchPrefixes(t.tx, ahead, prefixes); err != nil {
 			return nil, err
 		}
@@ -1212,36 +1212,50 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 // their sets will read: the state records, a token entry's bucket, the
 // core records.
 func (t *sealedTx) Prefetch(keys []string) error {
-	for _, k := range keys {
+	return t.PrefetchPrefixes(keys, nil)
+}
+
+// PrefetchPrefixes implements storage.PrefixPrefetcher: Prefetch, and
+// every record under prefixes, for the GetPrefixes to come, in the same
+// call.
+func (t *sealedTx) PrefetchPrefixes(keys, prefixes []string) error {
+	for _, k := range append(keys[:len(keys):len(keys)], prefixes...) {
 		if err := checkKey(k); err != nil {
 			return err
 		}
 	}
-	keys, prefixes := t.checksAhead(keys)
+	keys, prefixes = t.checksAhead(keys, prefixes)
 	return storage.PrefetchPrefixes(t.tx, keys, prefixes)
 }
 
-// checksAhead returns keys with the state records added, and the prefixes
-// that the checks of the sets keys belong to will read whole (a token
-// entry's bucket, the core records), for the checks not yet made in t, so
-// that one read serves the records and their checks where a read costs a
-// round trip. A bucket is read even if its entry turns out absent (no
-// check then): the same round trip, a few more rows.
-func (t *sealedTx) checksAhead(keys []string) ([]string, []string) {
-	var prefixes []string
+// checksAhead returns keys with the state records added, and prefixes
+// with those that the checks of the sets keys belong to will read whole (a
+// token entry's bucket, the core records, which a GetPrefix of a prefix
+// that touches them checks too), for the checks not yet made in t, so that
+// one read serves the records and their checks where a read costs a round
+// trip. A bucket is read even if its entry turns out absent (no check
+// then): the same round trip, a few more rows.
+func (t *sealedTx) checksAhead(keys, prefixes []string) ([]string, []string) {
+	prefixes = prefixes[:len(prefixes):len(prefixes)]
+	checks := false
 	core := false
 	for _, k := range keys {
 		if g, ok := guardBucket(k); ok && t.guarded[g/64]&(1<<(g%64)) == 0 {
 			if p := k[:len(guardPrefix)+2]; !slices.Contains(prefixes, p) {
 				prefixes = append(prefixes, p)
 			}
+			checks = true
 		}
-		core = core || isCore(k) && !t.coreChecked
+		core = core || isCore(k)
 	}
-	if core {
+	for _, p := range prefixes {
+		core = core || touchesCore(p)
+	}
+	if core && !t.coreChecked {
 		prefixes = append(prefixes, corePrefixes...)
+		checks = true
 	}
-	if len(prefixes) > 0 && t.state == nil {
+	if checks && t.state == nil {
 		// The checks will read the state records: in the same trip.
 		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey)
 	}
@@ -1306,6 +1320,42 @@ func (t *sealedTx) Delete(key string) error {
 	t.track(key, old, nil)
 	delete(t.scanned, key)
 	return nil
+}
+
+// GetPrefix implements storage.PrefixGetter: the physical store reads the
+// records under prefix with their values in one call where it can; each is
+// opened and its set checked as List and GetMany would.
+func (t *sealedTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
+	if err := checkKey(prefix); err != nil {
+		return nil, nil, err
+	}
+	if touchesCore(prefix) {
+		if err := t.checkCoreSet(); err != nil {
+			return nil, nil, err
+		}
+	}
+	keys, sealed, err := storage.GetPrefix(t.tx, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	var outK []string
+	var outV [][]byte
+	for i, k := range keys {
+		if strings.HasPrefix(k, ReservedPrefix) {
+			continue
+		}
+		v, err := t.open(k, sealed[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		outK, outV = append(outK, k), append(outV, v)
+	}
+	for _, k := range outK {
+		if err := t.checkSet(k, true); err != nil {
+			return nil, nil, err
+		}
+	}
+	return outK, outV, nil
 }
 
 func (t *sealedTx) List(prefix string) ([]string, error) {

@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"encoding/base64"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,9 @@ import (
 // PostgreSQL backend) would be asked for: a Get costs a round trip unless
 // a GetMany or Prefetch of the same transaction read the key already; a
 // GetMany or Prefetch costs one unless it read them all already, as the
-// PostgreSQL backend then asks nothing. It also counts Puts.
+// PostgreSQL backend then asks nothing; a list or a read of a prefix
+// costs one unless a PrefetchPrefixes or GetPrefix read all of it. It
+// also counts Puts.
 type costStore struct {
 	storage.Store
 	mu         sync.Mutex
@@ -69,6 +72,60 @@ func (t *costTx) GetMany(keys []string) ([][]byte, error) {
 func (t *costTx) Prefetch(keys []string) error {
 	_, err := t.GetMany(keys)
 	return err
+}
+
+// Walk costs a round trip unless a PrefetchPrefixes or GetPrefix of the
+// transaction read all of prefix already.
+func (t *costTx) Walk(prefix string, fn func(string) error) error {
+	t.prefixTrip(prefix)
+	return t.Tx.Walk(prefix, fn)
+}
+
+func (t *costTx) List(prefix string) ([]string, error) {
+	t.prefixTrip(prefix)
+	return t.Tx.List(prefix)
+}
+
+func (t *costTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
+	t.prefixTrip(prefix)
+	keys, vs, err := storage.GetPrefix(t.Tx, prefix)
+	for _, k := range keys {
+		t.read[k] = true
+	}
+	return keys, vs, err
+}
+
+func (t *costTx) PrefetchPrefixes(keys, prefixes []string) error {
+	trip := false
+	for _, k := range keys {
+		trip = trip || !t.read[k]
+		t.read[k] = true
+	}
+	for _, p := range prefixes {
+		trip = trip || !t.whole(p)
+		t.read["\x00"+p] = true
+	}
+	if trip {
+		t.count(1, 0)
+	}
+	return nil
+}
+
+// whole reports whether all of prefix was read in the transaction.
+func (t *costTx) whole(prefix string) bool {
+	for k := range t.read {
+		if p, ok := strings.CutPrefix(k, "\x00"); ok && strings.HasPrefix(prefix, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *costTx) prefixTrip(prefix string) {
+	if !t.whole(prefix) {
+		t.count(1, 0)
+		t.read["\x00"+prefix] = true
+	}
 }
 
 func (t *costTx) Put(key string, value []byte) error {

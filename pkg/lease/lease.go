@@ -269,6 +269,9 @@ func reread(tx storage.Tx, es []*Entry) ([]*Entry, error) {
 // getShown is get for a reader: a lease under a live batch claim of a
 // reaper shows as revoking (see claimPrefix).
 func (m *Manager) getShown(tx storage.Tx, id string) (*Entry, error) {
+	if err := withClaims(tx, idPrefix+id); err != nil {
+		return nil, err
+	}
 	e, err := get(tx, id)
 	if err != nil || e == nil {
 		return e, err
@@ -280,6 +283,13 @@ func (m *Manager) getShown(tx storage.Tx, id string) (*Entry, error) {
 	}
 	claims.show(e, now)
 	return e, nil
+}
+
+// withClaims reads keys and the reapers' claims ahead, in one round trip
+// where a read is one, for a transaction that reads a lease's record and
+// then checks whether a reaper claimed it.
+func withClaims(tx storage.Tx, keys ...string) error {
+	return storage.PrefetchPrefixes(tx, keys, []string{claimPrefix})
 }
 
 // put writes e and moves its due key to due.
@@ -1069,6 +1079,9 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 	}
 	failpoint.Hit(failpoint.RenewAfterBackend)
 	if err := m.store.Update(ctx, func(tx storage.Tx) error {
+		if err := withClaims(tx, idPrefix+id); err != nil {
+			return err
+		}
 		cur, err := get(tx, id)
 		if err != nil {
 			return err
@@ -1143,6 +1156,9 @@ func (m *Manager) takeRenewal(ctx context.Context, id string) (time.Time, error)
 		if !held {
 			err = m.store.Update(ctx, func(tx storage.Tx) error {
 				busy = false
+				if err := withClaims(tx, idPrefix+id); err != nil {
+					return err
+				}
 				cur, err := get(tx, id)
 				if err != nil {
 					return err
@@ -1328,6 +1344,9 @@ func (m *Manager) claim(ctx context.Context, ids []string, steal bool) (claimed 
 	now := m.now()
 	err = m.store.Update(ctx, func(tx storage.Tx) error {
 		claimed, held = claimed[:0], held[:0]
+		if err := withClaims(tx, prefixed(idPrefix, ids)...); err != nil {
+			return err
+		}
 		claims, err := loadClaims(tx, now)
 		if err != nil {
 			return err
@@ -1382,6 +1401,9 @@ func (m *Manager) awaitHeld(ctx context.Context, ids []string) (left []string, g
 		err := m.store.View(ctx, func(tx storage.Tx) error {
 			left, gone, holding = left[:0], 0, false
 			now := m.now()
+			if err := withClaims(tx, prefixed(idPrefix, ids)...); err != nil {
+				return err
+			}
 			claims, err := loadClaims(tx, now)
 			if err != nil {
 				return err

@@ -274,14 +274,11 @@ type claimSet struct {
 // loadClaims reads the batch claims. There are as many as batches in
 // flight (a few per running reaper), each read once per transaction.
 func loadClaims(tx storage.Tx, now time.Time) (*claimSet, error) {
+	// In one query where a read is a round trip, not a list and a read.
 	cs := &claimSet{}
-	keys, err := tx.List(claimPrefix)
+	keys, raws, err := storage.GetPrefix(tx, claimPrefix)
 	if err != nil || len(keys) == 0 {
 		return cs, err
-	}
-	raws, err := storage.GetMany(tx, keys)
-	if err != nil {
-		return nil, err
 	}
 	cs.leases = map[string]claimRef{}
 	for i, raw := range raws {

@@ -1,0 +1,90 @@
+package barrier
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/lessorhq/lessor/pkg/storage"
+)
+
+// TestGetPrefixChecksAsListAndGetMany: a GetPrefix through the barrier
+// returns the opened records a List and a GetMany return (never the
+// barrier's own), and checks the sets it reads as they do: a token entry
+// deleted behind the barrier's back from the bucket of another it returns,
+// a policy deleted behind its back when the prefix covers the core records,
+// on every backend, read ahead or not.
+func TestGetPrefixChecksAsListAndGetMany(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) {
+			raw := newRaw(t)
+			b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, b, "sys/token/id/ab01", "1", "sys/token/id/ab02", "2", "sys/policy/p", "p", "core/mounts", "m", "logical/x", "x")
+			both := func(tx storage.Tx, prefix string) (string, error) {
+				keys, vs, err := storage.GetPrefix(tx, prefix)
+				if err != nil {
+					return "", err
+				}
+				lkeys, err := tx.List(prefix)
+				if err != nil {
+					return "", err
+				}
+				lvs, err := storage.GetMany(tx, lkeys)
+				if err != nil {
+					return "", err
+				}
+				if !slices.Equal(keys, lkeys) || len(vs) != len(lvs) {
+					t.Fatalf("GetPrefix(%q): %q, List: %q", prefix, keys, lkeys)
+				}
+				out := ""
+				for i := range vs {
+					if string(vs[i]) != string(lvs[i]) {
+						t.Fatalf("GetPrefix(%q): %s=%q, GetMany: %q", prefix, keys[i], vs[i], lvs[i])
+					}
+					out += keys[i] + "=" + string(vs[i]) + " "
+				}
+				return out, nil
+			}
+			for prefix, want := range map[string]string{
+				"":              "core/mounts=m logical/x=x sys/policy/p=p sys/token/id/ab01=1 sys/token/id/ab02=2 ",
+				"sys/token/id/": "sys/token/id/ab01=1 sys/token/id/ab02=2 ",
+				"logical/":      "logical/x=x ",
+			} {
+				err := b.View(ctx, func(tx storage.Tx) error {
+					got, err := both(tx, prefix)
+					if err == nil && got != want {
+						t.Errorf("GetPrefix(%q): %s, want %s", prefix, got, want)
+					}
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			tamper := func(gone, prefix string, core bool) {
+				t.Helper()
+				raw.del(gone)
+				for _, ahead := range []bool{false, true} {
+					err := b.View(ctx, func(tx storage.Tx) error {
+						if ahead {
+							if err := storage.PrefetchPrefixes(tx, nil, []string{prefix}); err != nil {
+								return err
+							}
+						}
+						_, _, err := storage.GetPrefix(tx, prefix)
+						return err
+					})
+					var te *TamperedError
+					if !errors.As(err, &te) || te.Core != core {
+						t.Errorf("GetPrefix(%q) after deleting %s (read ahead: %v): %v", prefix, gone, ahead, err)
+					}
+				}
+			}
+			tamper("sys/token/id/ab02", "sys/token/id/ab", false)
+			tamper("sys/policy/p", "", true)
+		})
+	}
+}

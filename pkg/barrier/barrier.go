@@ -533,24 +533,24 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 	seen, seenState := b.seenState()
 	err := b.phys.Update(ctx, func(tx storage.Tx) error {
 		done, gen, genState = nil, 0, nil
-		// The header now, the keyring at the first write, the state at
-		// the end: one round trip for the three on a store that pays one
-		// per read.
-		if err := storage.Prefetch(tx, []string{headerKey, keyringKey, stateKey, guardKey}); err != nil {
-			return err
-		}
-		h, err := b.checkHeader(tx)
-		if err != nil {
-			return err
-		}
 		ring, root := b.current()
-		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true, seen: seen, seenState: seenState}
+		// The header is checked at fn's first read or write, before it
+		// sees or seals a record, and read with it (see ahead).
+		t := &sealedTx{b: b, tx: tx, ring: ring, root: root, write: true, seen: seen, seenState: seenState, headerDue: true}
 		if err := fn(t); err != nil {
 			return err
 		}
 		if !t.changed && !force {
 			return nil
 		}
+		if t.headerDue {
+			// fn read and wrote nothing (an upgrade).
+			if err := t.ahead(nil, nil, true); err != nil {
+				return err
+			}
+		}
+		h := t.hdr
+		var err error
 		if h.version < 2 {
 			done, gen, err = b.upgrade(tx, h)
 			return err
@@ -1070,6 +1070,10 @@ type sealedTx struct {
 	// READ COMMITTED), and serve a revoked token entry, or hide a deny
 	// policy, behind sums that add up.
 	scanned map[string][]byte
+	// headerDue: an Update's header is still to be checked (see ahead);
+	// hdr is the header it found.
+	headerDue bool
+	hdr       *header
 }
 
 // track accounts for the record at key changing from old (nil: absent) to
@@ -1098,11 +1102,9 @@ func (t *sealedTx) Get(key string) ([]byte, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
-	if keys, prefixes := t.checksAhead([]string{key}, nil); len(prefixes) > 0 {
-		// The record and what its check reads, in one trip.
-		if err := storage.PrefetchPrefixes(t.tx, keys, prefixes); err != nil {
-			return nil, err
-		}
+	// The record and what its check reads, in one trip.
+	if err := t.ahead([]string{key}, nil, false); err != nil {
+		return nil, err
 	}
 	sealed, err := t.tx.Get(key)
 	if err != nil {
@@ -1180,10 +1182,8 @@ func (t *sealedTx) GetMany(keys []string) ([][]byte, error) {
 			return nil, err
 		}
 	}
-	if ahead, prefixes := t.checksAhead(keys, nil); len(prefixes) > 0 {
-		if err := storage.PrefetchPrefixes(t.tx, ahead, prefixes); err != nil {
-			return nil, err
-		}
+	if err := t.ahead(keys, nil, false); err != nil {
+		return nil, err
 	}
 	sealed, err := storage.GetMany(t.tx, keys)
 	if err != nil {
@@ -1224,8 +1224,36 @@ func (t *sealedTx) PrefetchPrefixes(keys, prefixes []string) error {
 			return err
 		}
 	}
+	return t.ahead(keys, prefixes, true)
+}
+
+// ahead reads ahead, in one call with keys and prefixes (which an
+// operation is about to read; always: even with no check to add), what it
+// will read besides them: what their sets' checks read (see checksAhead)
+// and, at an Update's first operation, the barrier's own records, whose
+// header it then checks, so that an Update pays no round trip of its own
+// for them where a read costs one.
+func (t *sealedTx) ahead(keys, prefixes []string, always bool) error {
 	keys, prefixes = t.checksAhead(keys, prefixes)
-	return storage.PrefetchPrefixes(t.tx, keys, prefixes)
+	switch {
+	case t.headerDue:
+		// The header now, the keyring at the first write, the state
+		// records at the end.
+		keys = append([]string{headerKey, keyringKey, stateKey, guardKey}, keys...)
+	case len(prefixes) == 0 && !always:
+		return nil
+	}
+	if err := storage.PrefetchPrefixes(t.tx, keys, prefixes); err != nil {
+		return err
+	}
+	if t.headerDue {
+		h, err := t.b.checkHeader(t.tx)
+		if err != nil {
+			return err
+		}
+		t.hdr, t.headerDue = h, false
+	}
+	return nil
 }
 
 // checksAhead returns keys with the state records added, and prefixes
@@ -1270,6 +1298,9 @@ func (t *sealedTx) Put(key string, value []byte) error {
 		// Let the physical store refuse it in its own words.
 		return t.tx.Put(key, value)
 	}
+	if err := t.ahead([]string{key}, nil, false); err != nil {
+		return err
+	}
 	if !t.fresh {
 		// Write with the newest active term, even if another process
 		// rotated since this one last looked.
@@ -1304,6 +1335,9 @@ func (t *sealedTx) Delete(key string) error {
 	if !t.write {
 		return t.tx.Delete(key)
 	}
+	if err := t.ahead([]string{key}, nil, false); err != nil {
+		return err
+	}
 	old, err := t.tx.Get(key)
 	if err != nil {
 		return err
@@ -1329,6 +1363,9 @@ func (t *sealedTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 	if err := checkKey(prefix); err != nil {
 		return nil, nil, err
 	}
+	if err := t.ahead(nil, []string{prefix}, false); err != nil {
+		return nil, nil, err
+	}
 	if touchesCore(prefix) {
 		if err := t.checkCoreSet(); err != nil {
 			return nil, nil, err
@@ -1339,7 +1376,7 @@ func (t *sealedTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 		return nil, nil, err
 	}
 	var outK []string
-	var outV [][]byte
+	var outV, outS [][]byte
 	for i, k := range keys {
 		if strings.HasPrefix(k, ReservedPrefix) {
 			continue
@@ -1348,10 +1385,10 @@ func (t *sealedTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		outK, outV = append(outK, k), append(outV, v)
+		outK, outV, outS = append(outK, k), append(outV, v), append(outS, sealed[i])
 	}
-	for _, k := range outK {
-		if err := t.checkSet(k, true); err != nil {
+	for i, k := range outK {
+		if err := t.checkSet(k, outS[i]); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -1366,6 +1403,13 @@ func (t *sealedTx) List(prefix string) ([]string, error) {
 
 func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 	if err := checkKey(prefix); err != nil {
+		return err
+	}
+	var core []string
+	if touchesCore(prefix) {
+		core = corePrefixes // for the check below
+	}
+	if err := t.ahead(nil, core, false); err != nil {
 		return err
 	}
 	if touchesCore(prefix) {

@@ -2,6 +2,7 @@ package barrier
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -15,6 +16,124 @@ import (
 // a policy deleted behind its back when the prefix covers the core records,
 // on every backend, read ahead or not.
 func TestGetPrefixChecksAsListAndGetMany(t *testing.T) {
+	onRawBackends(t, func(t *testing.T, raw rawStore, b *Barrier) {
+		put(t, b, "sys/token/id/ab01", "1", "sys/token/id/ab02", "2", "sys/policy/p", "p", "core/mounts", "m", "logical/x", "x")
+		both := func(tx storage.Tx, prefix string) (string, error) {
+			keys, vs, err := storage.GetPrefix(tx, prefix)
+			if err != nil {
+				return "", err
+			}
+			lkeys, err := tx.List(prefix)
+			if err != nil {
+				return "", err
+			}
+			lvs, err := storage.GetMany(tx, lkeys)
+			if err != nil {
+				return "", err
+			}
+			if !slices.Equal(keys, lkeys) || len(vs) != len(lvs) {
+				t.Fatalf("GetPrefix(%q): %q, List: %q", prefix, keys, lkeys)
+			}
+			out := ""
+			for i := range vs {
+				if string(vs[i]) != string(lvs[i]) {
+					t.Fatalf("GetPrefix(%q): %s=%q, GetMany: %q", prefix, keys[i], vs[i], lvs[i])
+				}
+				out += keys[i] + "=" + string(vs[i]) + " "
+			}
+			return out, nil
+		}
+		for prefix, want := range map[string]string{
+			"":              "core/mounts=m logical/x=x sys/policy/p=p sys/token/id/ab01=1 sys/token/id/ab02=2 ",
+			"sys/token/id/": "sys/token/id/ab01=1 sys/token/id/ab02=2 ",
+			"logical/":      "logical/x=x ",
+		} {
+			err := b.View(ctx, func(tx storage.Tx) error {
+				got, err := both(tx, prefix)
+				if err == nil && got != want {
+					t.Errorf("GetPrefix(%q): %s, want %s", prefix, got, want)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		tamper := func(gone, prefix string, core bool) {
+			t.Helper()
+			raw.del(gone)
+			for _, ahead := range []bool{false, true} {
+				err := b.View(ctx, func(tx storage.Tx) error {
+					if ahead {
+						if err := storage.PrefetchPrefixes(tx, nil, []string{prefix}); err != nil {
+							return err
+						}
+					}
+					_, _, err := storage.GetPrefix(tx, prefix)
+					return err
+				})
+				var te *TamperedError
+				if !errors.As(err, &te) || te.Core != core {
+					t.Errorf("GetPrefix(%q) after deleting %s (read ahead: %v): %v", prefix, gone, ahead, err)
+				}
+			}
+		}
+		tamper("sys/token/id/ab02", "sys/token/id/ab", false)
+		tamper("sys/policy/p", "", true)
+	})
+}
+
+// TestUpdateChecksHeaderAtFirstOperation: an Update checks the store's
+// header at whatever its function does first (read, read ahead, list,
+// write, delete), before that sees or seals a record, though it reads the
+// header with that operation's records: after a rekey elsewhere, each
+// says so, and nothing is written.
+func TestUpdateChecksHeaderAtFirstOperation(t *testing.T) {
+	onRawBackends(t, func(t *testing.T, raw rawStore, b *Barrier) {
+		put(t, b, "sys/token/id/ab17", "token", "logical/x", "x")
+		running, err := Open(ctx, raw.phys, testKey(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Rekey(ctx, otherKey(t), InitOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for name, first := range map[string]func(storage.Tx) error{
+			"get":       func(tx storage.Tx) error { _, err := tx.Get("logical/x"); return err },
+			"get token": func(tx storage.Tx) error { _, err := tx.Get("sys/token/id/ab17"); return err },
+			"get many":  func(tx storage.Tx) error { _, err := storage.GetMany(tx, []string{"logical/x"}); return err },
+			"prefetch":  func(tx storage.Tx) error { return storage.Prefetch(tx, []string{"logical/x"}) },
+			"prefix":    func(tx storage.Tx) error { _, _, err := storage.GetPrefix(tx, "logical/"); return err },
+			"list":      func(tx storage.Tx) error { _, err := tx.List("logical/"); return err },
+			"put":       func(tx storage.Tx) error { return tx.Put("logical/y", []byte("y")) },
+			"delete":    func(tx storage.Tx) error { return tx.Delete("logical/x") },
+		} {
+			err := running.Update(ctx, func(tx storage.Tx) error {
+				if err := first(tx); err != nil {
+					return err
+				}
+				return tx.Put("logical/z", []byte("z"))
+			})
+			if !errors.Is(err, errRekeyed) {
+				t.Errorf("%s first after a rekey elsewhere: %v", name, err)
+			}
+		}
+		err = b.View(ctx, func(tx storage.Tx) error {
+			keys, err := tx.List("logical/")
+			if err == nil && len(keys) != 1 {
+				err = fmt.Errorf("writes after a rekey elsewhere were committed: %q", keys)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// onRawBackends runs fn on a new barrier of each backend, with its raw
+// access.
+func onRawBackends(t *testing.T, fn func(t *testing.T, raw rawStore, b *Barrier)) {
 	for name, newRaw := range rawBackends() {
 		t.Run(name, func(t *testing.T) {
 			raw := newRaw(t)
@@ -22,69 +141,7 @@ func TestGetPrefixChecksAsListAndGetMany(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			put(t, b, "sys/token/id/ab01", "1", "sys/token/id/ab02", "2", "sys/policy/p", "p", "core/mounts", "m", "logical/x", "x")
-			both := func(tx storage.Tx, prefix string) (string, error) {
-				keys, vs, err := storage.GetPrefix(tx, prefix)
-				if err != nil {
-					return "", err
-				}
-				lkeys, err := tx.List(prefix)
-				if err != nil {
-					return "", err
-				}
-				lvs, err := storage.GetMany(tx, lkeys)
-				if err != nil {
-					return "", err
-				}
-				if !slices.Equal(keys, lkeys) || len(vs) != len(lvs) {
-					t.Fatalf("GetPrefix(%q): %q, List: %q", prefix, keys, lkeys)
-				}
-				out := ""
-				for i := range vs {
-					if string(vs[i]) != string(lvs[i]) {
-						t.Fatalf("GetPrefix(%q): %s=%q, GetMany: %q", prefix, keys[i], vs[i], lvs[i])
-					}
-					out += keys[i] + "=" + string(vs[i]) + " "
-				}
-				return out, nil
-			}
-			for prefix, want := range map[string]string{
-				"":              "core/mounts=m logical/x=x sys/policy/p=p sys/token/id/ab01=1 sys/token/id/ab02=2 ",
-				"sys/token/id/": "sys/token/id/ab01=1 sys/token/id/ab02=2 ",
-				"logical/":      "logical/x=x ",
-			} {
-				err := b.View(ctx, func(tx storage.Tx) error {
-					got, err := both(tx, prefix)
-					if err == nil && got != want {
-						t.Errorf("GetPrefix(%q): %s, want %s", prefix, got, want)
-					}
-					return err
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			tamper := func(gone, prefix string, core bool) {
-				t.Helper()
-				raw.del(gone)
-				for _, ahead := range []bool{false, true} {
-					err := b.View(ctx, func(tx storage.Tx) error {
-						if ahead {
-							if err := storage.PrefetchPrefixes(tx, nil, []string{prefix}); err != nil {
-								return err
-							}
-						}
-						_, _, err := storage.GetPrefix(tx, prefix)
-						return err
-					})
-					var te *TamperedError
-					if !errors.As(err, &te) || te.Core != core {
-						t.Errorf("GetPrefix(%q) after deleting %s (read ahead: %v): %v", prefix, gone, ahead, err)
-					}
-				}
-			}
-			tamper("sys/token/id/ab02", "sys/token/id/ab", false)
-			tamper("sys/policy/p", "", true)
+			fn(t, raw, b)
 		})
 	}
 }

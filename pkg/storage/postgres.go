@@ -836,22 +836,19 @@ func CreatePostgres(ctx context.Context, raw string, opts PostgresOptions) (*Pos
 func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := p.withConn(ctx, func(c *pgx.Conn) error {
-		var found bool
-		// The server's clock rides on a query the open makes anyway: no
-		// round trip of its own.
+		// One round trip: the version, and the server's clock, which
+		// rides on a query the open makes anyway. Outside a transaction,
+		// so without pinnedTx's search_path: the operator is named with
+		// its schema.
 		err := p.timeQuery(func(server *int64) error {
-			return c.QueryRow(ctx, `SELECT pg_catalog.to_regclass($1) IS NOT NULL, `+serverClock, p.schema+".meta").Scan(&found, server)
+			return c.QueryRow(ctx, `SELECT schema_version, `+serverClock+` FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v, server)
 		})
-		if err != nil {
-			return err
-		}
-		if !found {
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000"):
+			// No such table, or no such schema.
 			return &pathError{msg: fmt.Sprintf("no store at %s (schema %s has no lessor tables)", p.name, p.schema), kind: ErrNoStore}
-		}
-		// Outside a transaction, so without pinnedTx's search_path: the
-		// operator is named with its schema.
-		err = c.QueryRow(ctx, `SELECT schema_version FROM `+p.ident()+`.meta WHERE id OPERATOR(pg_catalog.=) 1`).Scan(&v)
-		if errors.Is(err, pgx.ErrNoRows) {
+		case errors.Is(err, pgx.ErrNoRows):
 			return p.metaMissing()
 		}
 		return err

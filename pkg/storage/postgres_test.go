@@ -1072,3 +1072,31 @@ func TestPostgresBeginSetsLockTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPostgresOpenInOneStatement: opening a store reads its version and
+// the server's clock in one statement, and still tells a schema with no
+// store, or none at all, from a store.
+func TestPostgresOpenInOneStatement(t *testing.T) {
+	ctx := context.Background()
+	_, u := newTestPostgres(t)
+	p, err := newPostgres(u, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	n := TraceStatements(p)
+	if v, err := p.SchemaVersion(ctx); err != nil || v != PostgresSchemaVersion {
+		t.Fatalf("version %d, %v", v, err)
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("opening: %d statements, want 1", got)
+	}
+	if server, _ := p.ServerTime(); server.IsZero() {
+		t.Error("opening did not read the server's clock")
+	}
+	for _, schema := range []string{"nosuchschema", "public"} {
+		if _, err := OpenPostgres(ctx, u+"&schema="+schema, PostgresOptions{}); !errors.Is(err, ErrNoStore) {
+			t.Errorf("schema %s: %v, want ErrNoStore", schema, err)
+		}
+	}
+}

@@ -405,9 +405,23 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 				_ = rec.Abandon(rctx, id)
 			}
 		}
+		// So is a token the request created: nobody got it, and it would
+		// stay valid until its TTL, or for ever. A renewal's token was
+		// the caller's before and stays.
+		if mount == tokenMount && resp != nil && resp.Auth != nil && createsToken(rel) {
+			if ne, lerr := c.tokens.Lookup(rctx, resp.Auth.ClientToken); lerr == nil {
+				_ = c.tokens.Revoke(rctx, ne)
+			}
+		}
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return resp, herr
+}
+
+// createsToken tells whether rel, a path under auth/token/, creates a token.
+func createsToken(rel string) bool {
+	rel = strings.Trim(rel, "/")
+	return rel == "create" || rel == "create-orphan"
 }
 
 // badTokenError is the refusal of a request whose token is missing,

@@ -264,3 +264,54 @@ func TestFailedRequestsAreAudited(t *testing.T) {
 		}
 	}
 }
+
+// hookStore runs onUpdate after every write transaction while it is set.
+type hookStore struct {
+	storage.Store
+	onUpdate func()
+}
+
+func (s *hookStore) Update(ctx context.Context, fn func(storage.Tx) error) error {
+	err := s.Store.Update(ctx, fn)
+	if s.onUpdate != nil {
+		s.onUpdate()
+	}
+	return err
+}
+
+// TestUnauditedTokenIsRevoked: the audit log goes away after a token
+// create was audited and before its response was. The token is not handed
+// out, so nobody holds it: it must not stay valid.
+func TestUnauditedTokenIsRevoked(t *testing.T) {
+	st := &hookStore{Store: storage.NewMemory()}
+	c := echoCoreOn(st)
+	root, err := c.Initialize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := filepath.Join(t.TempDir(), "logs")
+	if err := os.Mkdir(logs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	must(t, c, root, logical.UpdateOperation, "sys/audit/file", map[string]any{"type": "file", "file_path": filepath.Join(logs, "audit.log")})
+	before, err := c.tokens.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"auth/token/create", "auth/token/create-orphan"} {
+		if err := os.MkdirAll(logs, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		// Only the token's creation writes the store once the request
+		// is audited.
+		st.onUpdate = func() { os.RemoveAll(logs) }
+		_, err = do(t, c, root, logical.UpdateOperation, p, nil)
+		st.onUpdate = nil
+		if err == nil || !strings.Contains(err.Error(), "audit") {
+			t.Fatalf("%s with its response unaudited: err = %v", p, err)
+		}
+		if after, err := c.tokens.Count(ctx); err != nil || after != before {
+			t.Errorf("%s: %d tokens before, %d after (%v): the unaudited token stays", p, before, after, err)
+		}
+	}
+}

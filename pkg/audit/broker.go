@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,6 +203,21 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 		}
 		return HashString(b.key, tok)
 	}
+	// Accessors also appear in the path (Vault's old
+	// auth/token/lookup-accessor/<accessor>) and in error text ("renew
+	// token <accessor>"): there, those the entry names are hashed too.
+	text := func(s string) string { return s }
+	if hashAccessor {
+		known := entryAccessors(e)
+		text = func(s string) string {
+			return replaceRuns(s, func(run string) string {
+				if known[run] {
+					return HashString(b.key, run)
+				}
+				return run
+			})
+		}
+	}
 
 	reqData, err := r.tree(e.Data)
 	if err != nil {
@@ -220,14 +236,14 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 			ID:            e.RequestID,
 			Operation:     e.Operation,
 			MountType:     e.MountType,
-			Path:          logical.ReplaceTokens(e.Path, token),
+			Path:          text(logical.ReplaceTokens(e.Path, token)),
 			RemoteUser:    e.RemoteUser,
 			RemoteAddress: e.RemoteAddress,
 			Data:          reqData,
 		},
 	}
 	if e.Err != nil {
-		out.Error = logical.ReplaceTokens(e.Err.Error(), token)
+		out.Error = text(logical.ReplaceTokens(e.Err.Error(), token))
 	}
 	if resp := e.Response; resp != nil && typ == "response" {
 		data, err := r.tree(resp.Data)
@@ -319,4 +335,88 @@ func (r *redactor) tree(v any) (any, error) {
 		return nil, nil // omitted, like a nil map
 	}
 	return r.redact(t, clear), nil
+}
+
+// accessorLen is the length of a token accessor: 24 base62 characters.
+const accessorLen = 24
+
+// entryAccessors returns the token accessors e names anywhere: its
+// caller's, the request's and the response's "accessor", those the error
+// names (logical.AccessorError), and, under auth/token/, where no lease id
+// is, every run of the path that has an accessor's form (a client may put
+// one there). Only runs of 24 base62 characters are kept: a shorter value
+// a caller sent as "accessor" ("token") must not hash words of the path.
+func entryAccessors(e *Entry) map[string]bool {
+	known := map[string]bool{}
+	add := func(a string) {
+		if len(a) == accessorLen && strings.IndexFunc(a, func(r rune) bool { return r > 0x7f || !base62(byte(r)) }) < 0 {
+			known[a] = true
+		}
+	}
+	add(e.Accessor)
+	if a, ok := e.Data["accessor"].(string); ok {
+		add(a)
+	}
+	if resp := e.Response; resp != nil {
+		if resp.Auth != nil {
+			add(resp.Auth.Accessor)
+		}
+		if a, ok := resp.Data["accessor"].(string); ok {
+			add(a)
+		}
+	}
+	for _, a := range errorAccessors(e.Err) {
+		add(a)
+	}
+	if strings.HasPrefix(e.Path, "auth/token/") {
+		replaceRuns(e.Path, func(run string) string { add(run); return run })
+	}
+	return known
+}
+
+// errorAccessors returns the accessors named by the AccessorErrors in err's
+// chain, joined errors included.
+func errorAccessors(err error) []string {
+	var out []string
+	var walk func(error)
+	walk = func(err error) {
+		for err != nil {
+			if ae, ok := err.(*logical.AccessorError); ok {
+				out = append(out, ae.Accessor)
+			}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, e := range j.Unwrap() {
+					walk(e)
+				}
+				return
+			}
+			err = errors.Unwrap(err)
+		}
+	}
+	walk(err)
+	return out
+}
+
+// replaceRuns returns s with each maximal run of base62 characters
+// replaced by with(run).
+func replaceRuns(s string, with func(run string) string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && base62(s[j]) {
+			j++
+		}
+		if j > i {
+			b.WriteString(with(s[i:j]))
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String()
+}
+
+func base62(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -195,12 +195,18 @@ func TestTokenCreateResponse(t *testing.T) {
 	}
 }
 
-func TestHMACAccessor(t *testing.T) {
+// clearAndHashedAccessors is a broker with two devices, one writing
+// accessors in clear and one with hmac_accessor, and their logs.
+func clearAndHashedAccessors(t *testing.T) (b *Broker, clearPath, hashedPath string) {
 	dir := t.TempDir()
-	clearPath, hashedPath := filepath.Join(dir, "clear.log"), filepath.Join(dir, "hashed.log")
+	clearPath, hashedPath = filepath.Join(dir, "clear.log"), filepath.Join(dir, "hashed.log")
 	hashed := fileDevice(hashedPath, "hmac_accessor", "true")
 	hashed.Path = "hashed/"
-	b := NewBroker([]Device{fileDevice(clearPath), hashed}, testKey, fixedClock)
+	return NewBroker([]Device{fileDevice(clearPath), hashed}, testKey, fixedClock), clearPath, hashedPath
+}
+
+func TestHMACAccessor(t *testing.T) {
+	b, clearPath, hashedPath := clearAndHashedAccessors(t)
 	e := &Entry{Operation: "read", Path: "auth/token/lookup-self", Accessor: "acc-1", Response: &logical.Response{
 		Data: map[string]any{"accessor": "acc-1", "display_name": "token"},
 	}}
@@ -214,6 +220,38 @@ func TestHMACAccessor(t *testing.T) {
 		if got := readLines(t, path); len(got) != 1 || got[0] != want {
 			t.Errorf("%s: got\n%s\nwant\n%s", filepath.Base(path), strings.Join(got, "\n"), want)
 		}
+	}
+}
+
+// TestHMACAccessorInPathAndError: with hmac_accessor, an accessor is hashed
+// wherever the line names it: in a path a client put it in, and in error
+// text, where lease ids stay readable.
+func TestHMACAccessorInPathAndError(t *testing.T) {
+	b, clearPath, hashedPath := clearAndHashedAccessors(t)
+	inPath, inErr := "Ab3dE5gH7jK9mN1pQ3sT5vW7", "Zy9xW7vU5tS3rQ1pO9nM7lK5"
+	leaseID := "database/creds/r/Lm4nO6pQ8rS0tU2vW4xY6zA8"
+	entries := []*Entry{
+		{Operation: "update", Path: "auth/token/revoke-accessor/" + inPath,
+			Err: fmt.Errorf("unsupported path %q", "auth/token/revoke-accessor/"+inPath)},
+		{Operation: "update", Path: "auth/token/renew",
+			Err: fmt.Errorf("lease %s: %w", leaseID, logical.AccessorErrorf(inErr, "renew token %s: %w", inErr, errors.New("disk full")))},
+	}
+	for _, e := range entries {
+		if err := b.LogResponse(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clearLog, hashedLog := strings.Join(readLines(t, clearPath), "\n"), strings.Join(readLines(t, hashedPath), "\n")
+	for _, acc := range []string{inPath, inErr} {
+		if !strings.Contains(clearLog, acc) {
+			t.Errorf("the device without hmac_accessor lost accessor %s:\n%s", acc, clearLog)
+		}
+		if strings.Contains(hashedLog, acc) || !strings.Contains(hashedLog, HashString(testKey, acc)) {
+			t.Errorf("with hmac_accessor, accessor %s is not hashed everywhere:\n%s", acc, hashedLog)
+		}
+	}
+	if !strings.Contains(hashedLog, leaseID) {
+		t.Errorf("with hmac_accessor, lease id %s was hidden too:\n%s", leaseID, hashedLog)
 	}
 }
 

@@ -346,6 +346,23 @@ func UnsupportedOperation(req *Request) error {
 	return &CodedError{Status: 405, Msg: fmt.Sprintf("unsupported operation %s on %q", req.Operation, MaskTokens(req.MountPoint+req.Path)), Cause: ErrUnsupportedOperation}
 }
 
+// AccessorError is an error whose text names a token's accessor. An audit
+// device with hmac_accessor=true hashes accessors, so it finds this one in
+// the chain and writes it hashed in the text too; an accessor would
+// otherwise stay in clear in every error that names it.
+type AccessorError struct {
+	Accessor string
+	Err      error // its text names Accessor
+}
+
+func (e *AccessorError) Error() string { return e.Err.Error() }
+func (e *AccessorError) Unwrap() error { return e.Err }
+
+// AccessorErrorf is fmt.Errorf for a message that names accessor.
+func AccessorErrorf(accessor, format string, args ...any) error {
+	return &AccessorError{Accessor: accessor, Err: fmt.Errorf(format, args...)}
+}
+
 // Errorf returns a 400 error: the request was wrong.
 func Errorf(format string, args ...any) error {
 	return &CodedError{Status: 400, Msg: fmt.Sprintf(format, args...)}

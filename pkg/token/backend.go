@@ -461,7 +461,7 @@ func (s *Store) byAccessor(ctx context.Context, acc string) (*Entry, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("look up accessor %s: %w", acc, err)
+		return nil, logical.AccessorErrorf(acc, "look up accessor %s: %w", acc, err)
 	}
 	return e, nil
 }
@@ -540,7 +540,7 @@ func (s *Store) renew(ctx context.Context, tok string, incrementRaw any) (*logic
 	now := s.now()
 	ttl, warnings, err := s.calculateTTL(increment, e.TTL, e.Period, e.ExplicitMaxTTL, e.CreationTime, now)
 	if err != nil {
-		return nil, fmt.Errorf("renew token %s: %w", e.Accessor, err)
+		return nil, logical.AccessorErrorf(e.Accessor, "renew token %s: %w", e.Accessor, err)
 	}
 	err = s.st.Update(ctx, func(tx storage.Tx) error {
 		cur, err := getEntry(tx, e.ID)
@@ -561,7 +561,7 @@ func (s *Store) renew(ctx context.Context, tok string, incrementRaw any) (*logic
 		return nil, logical.Errorf("token not found")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("renew token %s: %w", e.Accessor, err)
+		return nil, logical.AccessorErrorf(e.Accessor, "renew token %s: %w", e.Accessor, err)
 	}
 	return &logical.Response{Auth: authFor(tok, e, ttl), Warnings: warnings}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/lessorhq/lessor/pkg/failpoint"
+	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -225,7 +226,7 @@ func (s *Store) revokeOrphan(ctx context.Context, e *Entry) error {
 		return markPending(tx, cur, now)
 	})
 	if err != nil {
-		return fmt.Errorf("orphan children of token %s: %w", e.Accessor, err)
+		return logical.AccessorErrorf(e.Accessor, "orphan children of token %s: %w", e.Accessor, err)
 	}
 	_, err = s.finishRevoke(ctx, tree)
 	return err

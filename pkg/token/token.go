@@ -349,7 +349,7 @@ func (s *Store) Use(ctx context.Context, e *Entry) error {
 		if errors.Is(err, ErrBadToken) {
 			return err
 		}
-		return fmt.Errorf("use token %s: %w", e.Accessor, err)
+		return logical.AccessorErrorf(e.Accessor, "use token %s: %w", e.Accessor, err)
 	}
 	e.NumUses, e.ExpireTime = stored.NumUses, stored.ExpireTime
 	return nil
@@ -580,7 +580,7 @@ func getEntry(tx storage.Tx, id string) (*Entry, error) {
 	}
 	e := &Entry{}
 	if err := json.Unmarshal(v, e); err != nil {
-		return nil, fmt.Errorf("decode token entry %s: %w", e.Accessor, err)
+		return nil, logical.AccessorErrorf(e.Accessor, "decode token entry %s: %w", e.Accessor, err)
 	}
 	return e, nil
 }
@@ -588,7 +588,7 @@ func getEntry(tx storage.Tx, id string) (*Entry, error) {
 func putEntry(tx storage.Tx, e *Entry) error {
 	v, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("encode token entry %s: %w", e.Accessor, err)
+		return logical.AccessorErrorf(e.Accessor, "encode token entry %s: %w", e.Accessor, err)
 	}
 	return tx.Put(idPrefix+e.ID, v)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,12 @@ func (d *device) write(line []byte) error {
 	defer d.mu.Unlock()
 	f, _, err := openLog(d.cfg, false)
 	if err == nil {
+		if !endsLine(f) {
+			// A write cut short (a full disk) left part of a line: end
+			// it, or this line would join it and a JSON-lines reader
+			// would lose both.
+			line = append([]byte{'\n'}, line...)
+		}
 		_, err = f.Write(line)
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -139,6 +146,29 @@ func (d *device) write(line []byte) error {
 		return &DeviceError{Device: d.path, File: d.file, Err: bare(err)}
 	}
 	return nil
+}
+
+// endsLine reports whether the log f is empty or ends with a newline. It
+// answers yes when it cannot tell (a log lessor may only write), rather
+// than put blank lines in a log that is whole. Another process's line may
+// be in the middle of its write, whose size a stat already shows: a cut
+// line stays cut, so it asks again for a few milliseconds before it says
+// no.
+func endsLine(f *os.File) bool {
+	for try := 0; ; try++ {
+		fi, err := f.Stat()
+		if err != nil || fi.Size() == 0 {
+			return true
+		}
+		var last [1]byte
+		if _, err := f.ReadAt(last[:], fi.Size()-1); err != nil || last[0] == '\n' {
+			return true
+		}
+		if try == 5 {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // The line's shape follows Vault's audit entries, so that tools reading

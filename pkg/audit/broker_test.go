@@ -255,6 +255,33 @@ func TestHMACAccessorInPathAndError(t *testing.T) {
 	}
 }
 
+// TestLineAfterCutLine: a write cut short (a full disk, in this process or
+// another) left part of a line. The next line starts a line of its own, so
+// that a JSON-lines reader loses only the cut one.
+func TestLineAfterCutLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	if err := b.LogRequest(context.Background(), credsEntry()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"time":"2025-03-04T05:06:07.89Z","type":"requ`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := b.LogResponse(context.Background(), credsEntry()); err != nil {
+		t.Fatal(err)
+	}
+	lines := readLines(t, path)
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || len(lines) != 3 {
+		t.Errorf("the line after a cut one is lost (%v):\n%s", err, strings.Join(lines, "\n"))
+	}
+}
+
 func TestErrorResponseLine(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)

@@ -175,7 +175,9 @@ func openLog(cfg *fileConfig, enabling bool) (f *os.File, created bool, err erro
 	if perm == 0 {
 		perm = defaultMode
 	}
-	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
+	// Read as well as write: a line starts by checking that the last one
+	// ended (see device.write).
+	f, err = os.OpenFile(cfg.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
 	if err == nil {
 		if cfg.mode != 0 {
 			// The umask applied to OpenFile's mode; the operator's mode
@@ -205,7 +207,13 @@ func openLog(cfg *fileConfig, enabling bool) (f *os.File, created bool, err erro
 	}
 	// O_NONBLOCK: should the name have become a FIFO since, the open
 	// fails rather than waits. It changes nothing for a regular file.
-	f, err = os.OpenFile(cfg.path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	const flags = os.O_APPEND | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	f, err = os.OpenFile(cfg.path, os.O_RDWR|flags, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		// A log the owner may only write (mode 0200) is still written,
+		// without the check.
+		f, err = os.OpenFile(cfg.path, os.O_WRONLY|flags, 0)
+	}
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			err = errSymlink

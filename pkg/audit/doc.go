@@ -23,7 +23,9 @@
 //     other devices are still written.
 //   - One call is one line per device, written by one write(2) on a file
 //     opened with O_APPEND, so lines from goroutines and from concurrent
-//     lessor processes never interleave on a local file system. The file
+//     lessor processes never interleave on a local file system. A line
+//     that finds the log's last line cut short (a full disk) ends it
+//     first, so that a JSON-lines reader loses only that one. The file
 //     is reopened for every line, so log rotation needs no signal: a log
 //     moved away is recreated with the device's mode.
 //   - A line holds no "$", "`" or C1 control (U+0080–U+009F): they are

@@ -120,8 +120,20 @@ func (b *Broker) log(ctx context.Context, typ string, e *Entry) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return &Error{errors.Join(errs...)}
+	}
+	return nil
 }
+
+// Error is the failure of devices to take a line: *DeviceErrors, or a
+// device's stored options found invalid. Its text names the devices' files
+// and the host's errors, for the operator: a server tells its clients less
+// (see httpapi).
+type Error struct{ err error }
+
+func (e *Error) Error() string { return e.err.Error() }
+func (e *Error) Unwrap() error { return e.err }
 
 // write appends one line with one write call, opening the file afresh so
 // that a log rotated away is recreated rather than written to its old

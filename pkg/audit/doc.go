@@ -19,8 +19,8 @@
 //     audit log cannot answer that question). Accessors are clear unless a device sets
 //     hmac_accessor=true.
 //   - A request that cannot be audited fails: LogRequest and LogResponse
-//     return a *DeviceError when any device could not be written, and the
-//     other devices are still written.
+//     return an *Error (holding a *DeviceError for each device that could
+//     not be written), and the other devices are still written.
 //   - One call is one line per device, written by one write(2) on a file
 //     opened with O_APPEND, so lines from goroutines and from concurrent
 //     lessor processes never interleave on a local file system. A line

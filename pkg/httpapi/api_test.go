@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -495,5 +496,25 @@ func TestTokenInRefusedPathMasked(t *testing.T) {
 	}
 	if status, body, _ := e.do(t, "GET", "/v1/nomount/"+e.root, e.root, ""); status != 404 || strings.Contains(body, e.root) || !strings.Contains(body, "[token]") {
 		t.Errorf("a token in a path under no mount: %d %s; want 404 with the token masked", status, strings.ReplaceAll(body, e.root, "<root>"))
+	}
+}
+
+// TestAuditFailureHidesTheLog: a request that cannot be audited fails, and
+// its client is told only that: where the server keeps its log, and what
+// the host said of it, go to the server's log, for the operator.
+func TestAuditFailureHidesTheLog(t *testing.T) {
+	e := newEnv(t, httpapi.Config{})
+	// Loosened by someone: lessor refuses to write it.
+	if err := os.Chmod(e.audit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{e.root, "lsr_" + strings.Repeat("x", 32)} {
+		status, body, _ := e.do(t, "GET", "/v1/sys/mounts", tok, "")
+		if status != http.StatusInternalServerError || strings.Contains(body, filepath.Dir(e.audit)) || !strings.Contains(body, "audited") {
+			t.Errorf("a request that could not be audited: %d %s", status, body)
+		}
+	}
+	if !strings.Contains(e.logs.String(), e.audit) {
+		t.Errorf("the server's log does not say why the requests were not audited:\n%s", e.logs.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/lessorhq/lessor/pkg/audit"
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -121,8 +122,18 @@ func writeErrors(w http.ResponseWriter, status int, msgs ...string) {
 	writeJSON(w, status, map[string][]string{"errors": msgs})
 }
 
-// writeError answers err with its status and its one-line message.
-func writeError(w http.ResponseWriter, err error) {
+// writeError answers err with its status and its one-line message; a
+// request that could not be audited gets Vault's plain 500, and the
+// server's log the reason.
+func (s *Server) writeError(w http.ResponseWriter, err error) {
+	var ae *audit.Error
+	if errors.As(err, &ae) {
+		// The reason names the log's file and what the host said of it:
+		// the server's layout, which is not the client's business.
+		s.log.Error("request not audited", "error", oneLine(err.Error()))
+		writeErrors(w, http.StatusInternalServerError, "internal error: the request could not be audited")
+		return
+	}
 	var causes []string
 	if errors.Is(err, token.ErrBadToken) {
 		causes = append(causes, "invalid_token")

@@ -187,7 +187,7 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	rec.path = printable(logical.MaskTokens(rel))
 	if err := checkHeaders(r); err != nil {
-		writeError(w, err)
+		s.writeError(w, err)
 		return
 	}
 	switch rel {
@@ -209,7 +209,7 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	req, err := decodeRequest(w, r, s.maxBody, checkToken)
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, err)
 		return
 	}
 	rec.path = printable(logical.MaskTokens(req.Path))
@@ -218,7 +218,7 @@ func (s *Server) handle(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	resp, err := s.core.Handle(ctx, req)
 	rec.requestID = req.ID
 	if err != nil {
-		writeError(w, err)
+		s.writeError(w, err)
 		return
 	}
 	s.respond(w, req, op, resp)

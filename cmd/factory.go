@@ -25,6 +25,7 @@ import (
 	"github.com/lessorhq/lessor/pkg/apiclient"
 	"github.com/lessorhq/lessor/pkg/barrier"
 	"github.com/lessorhq/lessor/pkg/core"
+	"github.com/lessorhq/lessor/pkg/database"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
@@ -834,11 +835,12 @@ func (f *Factory) Core(ctx context.Context) (*core.Core, error) {
 }
 
 func (f *Factory) newCore(b *barrier.Barrier) *core.Core {
+	_, _, sudo := f.sudoInvoker()
 	return core.New(core.Config{
 		Store:      b,
 		StoreID:    b.StoreID(),
 		StoreLogin: f.storeLogin(),
-		Factories:  backendFactories(),
+		Factories:  backendFactoriesWith(database.Options{ForeignCallers: sudo}),
 		Now:        f.Now,
 		RemoteUser: osUser(),
 		EndReads:   f.endReads,

@@ -386,7 +386,7 @@ func runServe(ctx context.Context, f *Factory, o *serveOptions) error {
 	defer pool.Close()
 	cr := core.New(core.Config{
 		Store: b, StoreID: b.StoreID(), StoreLogin: f.storeLogin(), Now: f.Now,
-		Factories: backendFactoriesWith(database.Options{Pool: pool}), Served: true,
+		Factories: backendFactoriesWith(database.Options{Pool: pool, ForeignCallers: true}), Served: true,
 	})
 	storageType := "file"
 	if u, _ := f.storeURL(); u != "" {

@@ -322,3 +322,23 @@ func TestSudoCallerCannotReadPastAnACLThatDeniesIt(t *testing.T) {
 	// Beside them, a file without an ACL is read as before.
 	c.readsArgFile(t, pub)
 }
+
+// TestSudoCallerCannotLogInWithTheAccountsPgpass: through sudo, a
+// connection written with no password logged in with the one the
+// account's ~/.pgpass holds (the store's own login's, as operators are
+// told to keep it there), for whoever may write database/config. A
+// config write through sudo needs its own password.
+func TestSudoCallerCannotLogInWithTheAccountsPgpass(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.initStore()
+	c.must("secrets", "enable", "database")
+	c.sudoCaller()
+	c.fails(2, `password is required through lessor serve or sudo`, "write", "database/config/pg",
+		"plugin_name=postgresql-database-plugin", "verify_connection=false", "connection_url=postgresql://admin@127.0.0.1:1/x")
+	c.fails(2, `connection_url may not set sslkey`, "write", "database/config/pg", "plugin_name=postgresql-database-plugin",
+		"verify_connection=false", "password=x", "connection_url=postgresql://admin@127.0.0.1:1/x?sslkey="+filepath.Join(c.env["HOME"], "k"))
+	// The account itself may: its ~/.pgpass is its own.
+	delete(c.env, "SUDO_UID")
+	c.must("write", "database/config/pg", "plugin_name=postgresql-database-plugin", "verify_connection=false", "connection_url=postgresql://admin@127.0.0.1:1/x")
+}

@@ -54,13 +54,19 @@ type Options struct {
 	// long-running server); nil, as on the command line, opens one
 	// connection per request and closes it.
 	Pool *postgres.Pool
+	// ForeignCallers is set by `lessor serve`, and when another user runs
+	// lessor through sudo: a config writer is then not the account lessor
+	// runs as, and may not have the driver read that account's files (see
+	// foreignConnection).
+	ForeignCallers bool
 }
 
 // Backend is the database secrets engine. It keeps no state of its own
 // between requests, so one value may serve any number of mounts.
 type Backend struct {
-	rand io.Reader
-	pool *postgres.Pool
+	rand    io.Reader
+	pool    *postgres.Pool
+	foreign bool
 
 	// spares are passwords made ready with their verifiers, on a server
 	// (nil on the command line; see spare.go).
@@ -84,7 +90,7 @@ func New(o Options) *Backend {
 	if r == nil {
 		r = rand.Reader
 	}
-	b := &Backend{rand: r, pool: o.Pool}
+	b := &Backend{rand: r, pool: o.Pool, foreign: o.ForeignCallers}
 	if o.Pool != nil {
 		b.spares = newSpares()
 	}

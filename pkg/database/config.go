@@ -227,6 +227,11 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			return nil, logical.Errorf("password_authentication changed to password: send the password with it (rotate-root then sends the new admin password in clear text)")
 		}
 	}
+	if b.foreign {
+		if err := foreignConnection(cfg.Connection); err != nil {
+			return nil, err
+		}
+	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.
 	cfg.VerifyConnection = true
@@ -583,6 +588,35 @@ func urlParts(conn string) (head, userinfo, rest string, ok bool) {
 		return head, after[:at], after[at:], true
 	}
 	return head, "", after, true
+}
+
+// accountFileParams are the connection parameters that have the driver
+// read a file as the account lessor runs as: a password from a passfile,
+// a client certificate and its key, a service file's settings.
+var accountFileParams = []string{"passfile", "service", "servicefile", "sslcert", "sslkey"}
+
+// foreignConnection refuses, on a server or through sudo, a connection
+// that would log in with what the account running lessor holds rather
+// than with what the writer gave: the writer is not that account, and
+// would otherwise connect (and have lessor run their statements) as any
+// login its ~/.pgpass knows, or send that password to a server of their
+// own. The driver falls back to ~/.pgpass (or PGPASSFILE) whenever the
+// connection string and the password field give no password.
+func foreignConnection(c connDetails) error {
+	for _, k := range accountFileParams {
+		if storage.ConnParamSet(c.ConnectionURL, k) {
+			return logical.Errorf("connection_url may not set %s through lessor serve or sudo, as the file it names would be read as the account running lessor; give the admin's password in the password field", k)
+		}
+	}
+	written := literal(storage.ConnParam(c.ConnectionURL, "password"))
+	if _, userinfo, _, ok := urlParts(c.ConnectionURL); ok {
+		_, pw, _ := strings.Cut(userinfo, ":")
+		written = written || literal(pw)
+	}
+	if c.Password == "" && !written {
+		return logical.Errorf("password is required through lessor serve or sudo (any, for a server that asks for none): without one the driver takes it from the ~/.pgpass of the account running lessor")
+	}
+	return nil
 }
 
 // inlinePasswords returns the passwords written literally into a

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -488,4 +490,50 @@ func TestConfigNewTargetNeedsThePassword(t *testing.T) {
 	// A username change that leaves the server where it was is the
 	// writer's to make.
 	e.must(logical.UpdateOperation, "config/pg", map[string]any{"username": e.srv.User, "allowed_roles": "x"})
+}
+
+// TestServedConfigReadsNoAccountFiles: through lessor serve (or sudo), a
+// config writer is not the account running lessor. A connection_url with no
+// password had the driver take the one that account's ~/.pgpass holds for
+// the host (sent here to a server of the writer's), and sslkey or passfile
+// named that account's files; each is refused and nothing is sent. On the
+// command line the caller is the account, and its ~/.pgpass is theirs.
+func TestServedConfigReadsNoAccountFiles(t *testing.T) {
+	e := newEnv(t)
+	e.b = New(Options{ForeignCallers: true})
+	addr, got := pgtest.CatchPasswords(t)
+	host, port, _ := net.SplitHostPort(addr)
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, []byte(host+":"+port+":*:*:the-accounts-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGPASSFILE", passfile)
+	theirs := "postgresql://admin@" + addr + "/x?sslmode=disable&require_auth=password"
+	for _, c := range []struct{ url, want string }{
+		{theirs, "password is required"},
+		{"postgresql://admin:@" + addr + "/x?sslmode=disable&require_auth=password", "password is required"},
+		{theirs + "&passfile=" + passfile, "may not set passfile"},
+		{theirs + "&sslkey=/nonexistent&sslkey=", "may not set sslkey"},
+		{"host=" + host + " port=" + port + " user=admin sslmode=disable require_auth=password servicefile=/x", "may not set servicefile"},
+	} {
+		_, err := e.do(logical.UpdateOperation, "config/theirs", map[string]any{
+			"plugin_name": PluginName, "connection_url": c.url, "allowed_roles": "*",
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.url, err, c.want)
+		}
+		select {
+		case p := <-got:
+			t.Fatalf("%s: the writer's server was sent %q", c.url, p)
+		default:
+		}
+	}
+	// The writer's own password, in the field or in the URL, is theirs to
+	// send.
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{
+		"plugin_name": PluginName, "connection_url": theirs, "password": "theirs", "verify_connection": "false",
+	})
+	e.must(logical.UpdateOperation, "config/inline", map[string]any{
+		"plugin_name": PluginName, "connection_url": "postgresql://admin:theirs@" + addr + "/x?sslmode=disable", "verify_connection": "false",
+	})
 }

@@ -657,6 +657,23 @@ func ConnParam(dsn, key string) string {
 	return v
 }
 
+// ConnParamSet reports whether a PostgreSQL connection string names the
+// parameter key at all, with any value, or does not parse (what it names
+// is then unknown): ConnParam's "" cannot tell an empty value, or an
+// earlier one a later empty one follows, from none.
+func ConnParamSet(dsn, key string) bool {
+	if LooksLikeURL(dsn) {
+		_, raw, ok := strings.Cut(dsn, "?")
+		if !ok {
+			return false
+		}
+		q, _, err := splitQuery(raw)
+		return err != nil || len(q[key]) > 0
+	}
+	kvs, err := parseKeywords(dsn)
+	return err != nil || slices.ContainsFunc(kvs, func(kv keyValue) bool { return kv.k == key })
+}
+
 type keyValue struct{ k, v string }
 
 // parseKeywords splits a libpq keyword/value string: keyword = value,

@@ -608,6 +608,9 @@ func foreignConnection(c connDetails) error {
 			return logical.Errorf("connection_url may not set %s through lessor serve or sudo, as the file it names would be read as the account running lessor; give the admin's password in the password field", k)
 		}
 	}
+	if ca := storage.ConnParam(c.ConnectionURL, "sslrootcert"); ca != "" && ca != "system" && !pgurl.FileOnlyHereChanges(ca) {
+		return logical.Errorf("connection_url's sslrootcert through lessor serve or sudo must name a regular file of root's or the account running lessor, in directories no other user may change, as it is read whole as that account")
+	}
 	written := literal(storage.ConnParam(c.ConnectionURL, "password"))
 	if _, userinfo, _, ok := urlParts(c.ConnectionURL); ok {
 		_, pw, _ := strings.Cut(userinfo, ":")

@@ -1,15 +1,25 @@
 package database
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -536,4 +546,71 @@ func TestServedConfigReadsNoAccountFiles(t *testing.T) {
 	e.must(logical.UpdateOperation, "config/inline", map[string]any{
 		"plugin_name": PluginName, "connection_url": "postgresql://admin:theirs@" + addr + "/x?sslmode=disable", "verify_connection": "false",
 	})
+}
+
+// TestServedConfigCAFileIsTheAccounts: the driver reads sslrootcert whole
+// as the account running lessor, at the write and at every connection. A
+// FIFO (or a link to /dev/zero) that a config writer names, or can swap in
+// from a directory others may change, held the write forever (or filled
+// the server's memory); through serve or sudo only a regular file of root's
+// or the account's, in directories only they change, is taken.
+func TestServedConfigCAFileIsTheAccounts(t *testing.T) {
+	e := newEnv(t)
+	e.b = New(Options{ForeignCallers: true})
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Join(dir, "shared")
+	if err := os.Mkdir(shared, 0o777); err != nil || os.Chmod(shared, 0o777) != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	writeCA(t, ca)
+	if err := os.Link(ca, filepath.Join(shared, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	write := func(rootcert string) error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.do(logical.UpdateOperation, "config/theirs", map[string]any{
+				"plugin_name": PluginName, "password": "x", "verify_connection": "false",
+				"connection_url": "postgresql://admin@127.0.0.1:1/x?sslmode=verify-full&sslrootcert=" + rootcert,
+			})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			return errors.New("the write still reads the file")
+		}
+	}
+	for _, p := range []string{fifo, filepath.Join(shared, "ca.pem")} {
+		if err := write(p); err == nil || !strings.Contains(err.Error(), "sslrootcert through lessor serve or sudo must name a regular file") {
+			t.Errorf("sslrootcert=%s: %v", p, err)
+		}
+	}
+	if err := write(ca); err != nil {
+		t.Errorf("the account's own CA file: %v", err)
+	}
+}
+
+// writeCA writes a self-signed certificate in PEM to path.
+func writeCA(t *testing.T, path string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

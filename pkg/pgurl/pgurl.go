@@ -128,6 +128,28 @@ func socketDirPrivate(dir string) bool {
 	return dirChainPrivate(dir) && (real == filepath.Clean(dir) || dirChainPrivate(real))
 }
 
+// FileOnlyHereChanges reports whether path is the absolute name of a
+// regular file, root's or this process's user's, that no other local user
+// could replace, at its
+// name or where a link there leads (see dirChainPrivate). The driver
+// reads a CA file whole at every connection: another user's, or one they
+// could swap for a link to /dev/zero or a FIFO, would have it read
+// without end.
+func FileOnlyHereChanges(path string) bool {
+	if !filepath.IsAbs(path) {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(real)
+	if err != nil || !fi.Mode().IsRegular() || !ownedHere(real) {
+		return false
+	}
+	return dirChainPrivate(filepath.Dir(path)) && dirChainPrivate(filepath.Dir(real))
+}
+
 // dirChainPrivate is socketDirPrivate for the directories dir names, as
 // they are named. In a sticky directory others may write to, an entry is
 // its maker's: one owned by another user than root or this process's may

@@ -38,6 +38,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
@@ -150,6 +151,9 @@ func (b *Backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	return logical.WarnIgnored(resp, fd.Unknown), nil
 }
 
+// namedHeads are the paths whose second segment is a name.
+var namedHeads = []string{"config", "roles", "creds", "static-roles", "static-creds", "rotate-role", "rotate-root", "reset"}
+
 func (b *Backend) route(ctx context.Context, req *logical.Request, fd *logical.FieldData) (*logical.Response, error) {
 	head, name, hasName := strings.Cut(req.Path, "/")
 	op := req.Operation
@@ -168,7 +172,11 @@ func (b *Backend) route(ctx context.Context, req *logical.Request, fd *logical.F
 			prefix = staticPrefix
 		}
 		return b.list(ctx, req.Storage, prefix)
-	case !hasName:
+	case !hasName, op == logical.ListOperation, !slices.Contains(namedHeads, head):
+		// Only the collections above list: a list below one (roles/readonly/)
+		// or of creds/ names no entry, and its trailing slash would
+		// otherwise be reported as a bad name, as would a name under a
+		// path the engine does not serve.
 		return nil, logical.UnsupportedPath(req)
 	}
 	if err := checkName(name); err != nil {

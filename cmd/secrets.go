@@ -155,7 +155,9 @@ func newSecretsListCmd(f *Factory, g *globalOptions) *cobra.Command {
 			}
 			o := g.formatOptions(f)
 			if o.Format != format.NameTable || o.Field != "" {
-				return render(f, g, req, resp)
+				// Vault prints the mount table bare, keyed by path, which
+				// is what scripts test a mount's presence against.
+				return flatOut(f, g, resp.Data)
 			}
 			paths := make([]string, 0, len(resp.Data))
 			for p := range resp.Data {

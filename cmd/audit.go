@@ -93,7 +93,12 @@ func newAuditListCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return requestError("list audit devices", "sys/audit", err)
 			}
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
-				return render(f, g, req, resp)
+				// Vault prints the devices bare, keyed by path ({} for none).
+				devices := map[string]any{}
+				if resp != nil && resp.Data != nil {
+					devices = resp.Data
+				}
+				return flatOut(f, g, devices)
 			}
 			if resp == nil || len(resp.Data) == 0 {
 				fmt.Fprintln(f.IO.Out, "No audit devices are enabled.")

@@ -24,6 +24,8 @@ func TestEveryFormatThroughEveryCommand(t *testing.T) {
 	cred := struct{ LeaseID string }{leaseID}
 
 	child := strings.TrimSpace(c.must("token", "create", "-policy=apps", "-field=token"))
+	// A device, so that audit list has one to print (none is {} in YAML too).
+	c.must("audit", "enable", "file", "file_path="+c.env["HOME"]+"/audit.log")
 	// Each command that prints, with arguments that make it print.
 	commands := map[string][]string{
 		"lessor read":               {"read", "database/roles/readonly"},

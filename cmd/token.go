@@ -262,7 +262,10 @@ func newTokenCapabilitiesCmd(f *Factory, g *globalOptions) *cobra.Command {
 				return err
 			}
 			caps, _ := logical.ParseCommaStrings(resp.Data["capabilities"])
-			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
+			if o := g.formatOptions(f); o.Format.Encoded() && o.Field == "" {
+				// Vault prints the list alone, not a response.
+				return format.Encode(f.IO.Out, caps, o.Format)
+			} else if o.Format != format.NameTable || o.Field != "" {
 				return render(f, g, req, &logical.Response{Data: map[string]any{"capabilities": caps}})
 			}
 			sort.Strings(caps)

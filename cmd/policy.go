@@ -80,7 +80,8 @@ func newPolicyReadCmd(f *Factory, g *globalOptions) *cobra.Command {
 			}
 			text := logical.String(resp.Data["policy"])
 			if o := g.formatOptions(f); o.Format != format.NameTable || o.Field != "" {
-				return render(f, g, req, &logical.Response{Data: map[string]any{"policy": text}})
+				// Vault prints {"policy": …} bare, not a response.
+				return flatOut(f, g, map[string]any{"policy": text})
 			}
 			if f.IO.OutTTY {
 				// A comment may hold escape sequences that hide the

@@ -134,11 +134,10 @@ func (t *costTx) Put(key string, value []byte) error {
 	return t.Tx.Put(key, value)
 }
 
-// TestReapBatchCostDoesNotGrowWithLeases: reaping a batch reads its
-// records in a few batched reads, not one round trip per lease, and
-// claims it with one record, not by rewriting each lease's record and due
-// key (which was most of a reap's time on either store).
-func TestReapBatchCostDoesNotGrowWithLeases(t *testing.T) {
+// setupSealedCost is setup with the manager's store sealed by a barrier
+// over a costStore, which counts what a PostgreSQL store would be asked.
+func setupSealedCost(t *testing.T) (*Manager, *fakeBackend, *clock, *costStore) {
+	t.Helper()
 	m, be, clk, _ := setup(t)
 	cs := &costStore{Store: storage.NewMemory()}
 	key, err := barrier.KeyFromBase64(base64.StdEncoding.EncodeToString(make([]byte, 32)))
@@ -150,6 +149,15 @@ func TestReapBatchCostDoesNotGrowWithLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.store = bar
+	return m, be, clk, cs
+}
+
+// TestReapBatchCostDoesNotGrowWithLeases: reaping a batch reads its
+// records in a few batched reads, not one round trip per lease, and
+// claims it with one record, not by rewriting each lease's record and due
+// key (which was most of a reap's time on either store).
+func TestReapBatchCostDoesNotGrowWithLeases(t *testing.T) {
+	m, be, clk, cs := setupSealedCost(t)
 	ctx := context.Background()
 	const n = 300
 	for range n {
@@ -344,17 +352,7 @@ func TestRecordReadsInOneRoundTrip(t *testing.T) {
 // replace or delete (the old and new due keys, the failed entry) in one
 // round trip each, not one per key, on a store that pays one per read.
 func TestRenewReadsIndexKeysInOneRoundTrip(t *testing.T) {
-	m, be, clk, _ := setup(t)
-	cs := &costStore{Store: storage.NewMemory()}
-	key, err := barrier.KeyFromBase64(base64.StdEncoding.EncodeToString(make([]byte, 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bar, err := barrier.Init(context.Background(), cs, key, barrier.InitOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.store = bar
+	m, be, clk, cs := setupSealedCost(t)
 	id := issue(t, m, be, clk, "ro", time.Minute, "accessor")
 	clk.advance(10 * time.Second)
 	cs.roundTrips = 0

@@ -633,28 +633,11 @@ func passfilePassword(cfg *pgx.ConnConfig, passfile string) string {
 // keyword/value string) gives the parameter key, as the driver reads it
 // (the last of several wins), or "" when it gives none or does not parse.
 func ConnParam(dsn, key string) string {
-	if LooksLikeURL(dsn) {
-		_, raw, ok := strings.Cut(dsn, "?")
-		if !ok {
-			return ""
-		}
-		q, _, err := splitQuery(raw)
-		if err != nil || len(q[key]) == 0 {
-			return ""
-		}
-		return q[key][len(q[key])-1]
-	}
-	kvs, err := parseKeywords(dsn)
-	if err != nil {
+	vs, err := connParams(dsn, key)
+	if err != nil || len(vs) == 0 {
 		return ""
 	}
-	v := ""
-	for _, kv := range kvs {
-		if kv.k == key {
-			v = kv.v
-		}
-	}
-	return v
+	return vs[len(vs)-1]
 }
 
 // ConnParamSet reports whether a PostgreSQL connection string names the
@@ -662,16 +645,28 @@ func ConnParam(dsn, key string) string {
 // is then unknown): ConnParam's "" cannot tell an empty value, or an
 // earlier one a later empty one follows, from none.
 func ConnParamSet(dsn, key string) bool {
+	vs, err := connParams(dsn, key)
+	return err != nil || len(vs) > 0
+}
+
+// connParams are the values a connection string gives key, in order.
+func connParams(dsn, key string) ([]string, error) {
 	if LooksLikeURL(dsn) {
 		_, raw, ok := strings.Cut(dsn, "?")
 		if !ok {
-			return false
+			return nil, nil
 		}
 		q, _, err := splitQuery(raw)
-		return err != nil || len(q[key]) > 0
+		return q[key], err
 	}
 	kvs, err := parseKeywords(dsn)
-	return err != nil || slices.ContainsFunc(kvs, func(kv keyValue) bool { return kv.k == key })
+	var vs []string
+	for _, kv := range kvs {
+		if kv.k == key {
+			vs = append(vs, kv.v)
+		}
+	}
+	return vs, err
 }
 
 type keyValue struct{ k, v string }

@@ -32,20 +32,31 @@ var passwordPolicyNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.
 // that does not exist.
 var ErrNoPasswordPolicy = errors.New("no password policy found")
 
+// storedPasswordPolicy is a password policy's record. Sudo and Writer say
+// who wrote it last: a token with sudo on its path, or else the token with
+// accessor Writer (both unset for a record written before lessor kept
+// them); see logical.PasswordPolicyWriters.
 type storedPasswordPolicy struct {
 	Policy string `json:"policy"`
+	Sudo   bool   `json:"sudo,omitempty"`
+	Writer string `json:"writer,omitempty"`
 }
 
 func loadPasswordPolicy(tx storage.Tx, name string) (string, bool, error) {
+	sp, ok, err := loadPasswordPolicyRecord(tx, name)
+	return sp.Policy, ok, err
+}
+
+func loadPasswordPolicyRecord(tx storage.Tx, name string) (storedPasswordPolicy, bool, error) {
+	var sp storedPasswordPolicy
 	raw, err := tx.Get(passwordPolicyPrefix + name)
 	if err != nil || raw == nil {
-		return "", false, err
+		return sp, false, err
 	}
-	var sp storedPasswordPolicy
 	if err := json.Unmarshal(raw, &sp); err != nil {
-		return "", false, fmt.Errorf("decode password policy %s: %w", name, err)
+		return sp, false, fmt.Errorf("decode password policy %s: %w", name, err)
 	}
-	return sp.Policy, true, nil
+	return sp, true, nil
 }
 
 // handlePasswordPolicy serves sys/policies/password/ (list),
@@ -112,7 +123,11 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		if _, err := passwordpolicy.Parse(text, c.rand); err != nil {
 			return nil, logical.Errorf("invalid password policy: %v", err)
 		}
-		raw, err := json.Marshal(storedPasswordPolicy{Policy: text})
+		sp := storedPasswordPolicy{Policy: text, Sudo: req.HasSudo}
+		if !req.HasSudo {
+			sp.Writer = req.TokenAccessor
+		}
+		raw, err := json.Marshal(sp)
 		if err != nil {
 			return nil, err
 		}
@@ -188,6 +203,23 @@ func (c *Core) generatePassword(ctx context.Context, name string) (string, error
 		return "", fmt.Errorf("failed to generate password from policy %q: %w", name, err)
 	}
 	return pw, nil
+}
+
+// PasswordPolicyWriter tells who last wrote a password policy
+// (logical.PasswordPolicyWriters); a policy that does not exist is an
+// error wrapping ErrNoPasswordPolicy.
+func (s *systemView) PasswordPolicyWriter(ctx context.Context, name string) (bool, string, error) {
+	var sp storedPasswordPolicy
+	var ok bool
+	err := s.c.store.View(ctx, func(tx storage.Tx) error {
+		var err error
+		sp, ok, err = loadPasswordPolicyRecord(tx, name)
+		return err
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: %q", ErrNoPasswordPolicy, name)
+	}
+	return sp.Sudo, sp.Writer, err
 }
 
 // GeneratePasswordFromPolicy lets a backend generate passwords by a

@@ -250,6 +250,11 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		if _, err := b.newPassword(ctx, req.System, &cfg); err != nil {
 			return nil, logical.Errorf("password_policy %q: %v", cfg.PasswordPolicy, err)
 		}
+		if old == nil || old.PasswordPolicy != cfg.PasswordPolicy {
+			if err := checkPolicyWriter(ctx, req, cfg.PasswordPolicy); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var templateWarnings []string
 	if cfg.Connection.UsernameTemplate != "" {

@@ -3,6 +3,7 @@ package database
 import (
 	"context"
 
+	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/storage"
 )
 
@@ -40,4 +41,28 @@ func (b *Backend) PasswordPolicyUses(ctx context.Context, st storage.Store, poli
 		return nil
 	})
 	return uses, err
+}
+
+// checkPolicyWriter refuses to have a connection or static role name a
+// password policy (newly, or instead of another) that a token without
+// sudo on its path wrote last, unless that token is the caller's own.
+// Once named, the policy takes sudo to rewrite (core's
+// checkPasswordPolicyUsers); before, any token that may write password
+// policies could make it weak (four of "a") in the moments before an
+// operator names it, and so choose the admin's next password at
+// rotate-root and every role's after it. A policy written before lessor
+// recorded its writers counts as written without sudo.
+func checkPolicyWriter(ctx context.Context, req *logical.Request, policy string) error {
+	pw, ok := req.System.(logical.PasswordPolicyWriters)
+	if !ok {
+		return nil
+	}
+	sudo, writer, err := pw.PasswordPolicyWriter(ctx, policy)
+	if err != nil {
+		return err
+	}
+	if sudo || (writer != "" && writer == req.TokenAccessor) {
+		return nil
+	}
+	return logical.Errorf("password policy %q was last written by another token without sudo on sys/policies/password/%s (or by an older lessor): write it again with sudo, or with this token, before naming it", policy, policy)
 }

@@ -306,6 +306,11 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 			if _, err := b.newPassword(ctx, req.System, &dbConfig{PasswordPolicy: r.PasswordPolicy}); err != nil {
 				return nil, logical.Errorf("credential_config: password_policy %q: %v", r.PasswordPolicy, err)
 			}
+			if old == nil || old.PasswordPolicy != r.PasswordPolicy {
+				if err := checkPolicyWriter(ctx, req, r.PasswordPolicy); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	now := req.System.Now().UTC()

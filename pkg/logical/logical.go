@@ -381,6 +381,17 @@ type PasswordGenerator interface {
 	GeneratePasswordFromPolicy(ctx context.Context, policyName string) (string, error)
 }
 
+// PasswordPolicyWriters is implemented by a SystemView that records who
+// last wrote each password policy. PasswordPolicyWriter tells whether the
+// policy's last write had sudo on its path, and otherwise the accessor of
+// the token that wrote it ("" for a policy written before lessor recorded
+// writers). A backend asks before its settings first name a policy: from
+// then on, rewriting the policy needs sudo (see PasswordPolicyUser), so
+// what it holds when it is named must not be a weaker token's choice.
+type PasswordPolicyWriters interface {
+	PasswordPolicyWriter(ctx context.Context, policyName string) (sudo bool, accessor string, err error)
+}
+
 // PasswordPolicyUser is implemented by a Backend whose stored settings
 // may name password policies. PasswordPolicyUses returns the paths below
 // the mount (st is its storage) whose settings name the policy: rewriting

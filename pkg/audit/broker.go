@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 )
@@ -36,6 +38,12 @@ type Entry struct {
 	// Err is the request's failure, written as text. The core keeps
 	// secrets out of error text, so it is written in clear.
 	Err error
+	// Refused says that the request was turned away before its backend
+	// ran (no usable token, a policy's no, no mount at its path): its line
+	// keeps at most a few kilobytes of the path, the data and the error
+	// (see capRefused), so that a caller with no token, or none that
+	// grants anything, cannot fill the log's disk with what it sends.
+	Refused bool
 }
 
 // Broker writes entries to every enabled device. It is safe for concurrent
@@ -216,6 +224,9 @@ type (
 		// RemoteAddress is Vault's request.remote_address.
 		RemoteAddress string `json:"remote_address,omitempty"`
 		Data          any    `json:"data,omitempty"`
+		// Cut names the fields of a refused request cut short
+		// (capRefused); lessor's own, absent from Vault's entries.
+		Cut []string `json:"lessor_cut,omitempty"`
 	}
 	jsonResponse struct {
 		Data     any         `json:"data,omitempty"`
@@ -316,6 +327,9 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 		}
 		out.Response = jr
 	}
+	if e.Refused {
+		capRefused(&out)
+	}
 
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -326,6 +340,57 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 		return nil, err
 	}
 	return inert(buf.Bytes()), nil // Encode ends the line with "\n"
+}
+
+// The most of a refused request's line (Entry.Refused) that comes from
+// what the caller sent: bytes of the path and of the error text, and of the
+// data as JSON. Lessor's paths and errors are a few hundred bytes, so a
+// line is cut only for a caller who sends far more than any request needs;
+// a request that ran is written whole, as in Vault: its caller holds a
+// token that grants it, which the operator can revoke.
+const (
+	refusedPathMax  = 1 << 10
+	refusedErrorMax = 2 << 10
+	refusedDataMax  = 8 << 10
+)
+
+// capRefused cuts what the caller sent in a refused request's entry to the
+// limits above, after its secrets were hashed (so that no cut leaves part
+// of a token in clear). A cut string ends with "…[cut: N bytes]", N being
+// its length in full; data too large is replaced by {"lessor_cut": N},
+// N being its size as JSON; and request.lessor_cut names what was cut,
+// for a reader that looks for that rather than in the strings.
+func capRefused(out *jsonEntry) {
+	var cut []string
+	if s, ok := cutString(out.Request.Path, refusedPathMax); ok {
+		out.Request.Path = s
+		cut = append(cut, "path")
+	}
+	if s, ok := cutString(out.Error, refusedErrorMax); ok {
+		out.Error = s
+		cut = append(cut, "error")
+	}
+	if out.Request.Data != nil {
+		raw, err := json.Marshal(out.Request.Data)
+		if err != nil || len(raw) > refusedDataMax {
+			out.Request.Data = map[string]any{"lessor_cut": len(raw)}
+			cut = append(cut, "data")
+		}
+	}
+	out.Request.Cut = cut
+}
+
+// cutString returns s cut to at most max bytes (at a character boundary)
+// with the marker of the cut, and whether it cut anything.
+func cutString(s string, max int) (string, bool) {
+	if len(s) <= max {
+		return s, false
+	}
+	i := max
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…[cut: " + strconv.Itoa(len(s)) + " bytes]", true
 }
 
 // inert writes, as their \u escapes, what a shell or a terminal reading a

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lessorhq/lessor/pkg/logical"
 )
@@ -503,5 +504,63 @@ func TestLineHoldsNoC1Controls(t *testing.T) {
 	}
 	if got.Request.Path != e.Path || !reflect.DeepEqual(got.Request.Data, map[string]any{"note": "\u009b31mok\u0085é"}) {
 		t.Errorf("decoded %+v: want the path and data as they were", got.Request)
+	}
+}
+
+// TestRefusedLineCutAfterHashing: a refused request's line is cut to a few
+// kilobytes, with a marker, after its secrets are hashed: a token the cut
+// falls inside is hashed whole, never half left in clear; a cut never
+// splits a character; and a request that ran is written whole.
+func TestRefusedLineCutAfterHashing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	tok := "lsr_" + strings.Repeat("aB3", 10) + "xY"
+	// The token straddles the path's limit; the é before it, the error's.
+	long := "auth/token/lookup/" + strings.Repeat("x", refusedPathMax-30) + tok + strings.Repeat("/é", 5000)
+	data := map[string]any{"password": "Secret-PW-1", "note": strings.Repeat("n", 20000)}
+	refused := &Entry{Operation: "read", Path: long, Data: data, Err: errors.New(strings.Repeat("é", refusedErrorMax)), Refused: true}
+	ran := *refused
+	ran.Refused = false
+	for _, e := range []*Entry{refused, &ran} {
+		if err := b.LogResponse(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := readLines(t, path)
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2", len(lines))
+	}
+	var got struct {
+		Error   string
+		Request struct {
+			Path string
+			Data map[string]any
+			Cut  []string `json:"lessor_cut"`
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines[0]) > refusedPathMax+refusedErrorMax+refusedDataMax {
+		t.Errorf("refused line of %d bytes", len(lines[0]))
+	}
+	if strings.Contains(lines[0], "aB3aB3") || !strings.Contains(lines[0], "hmac-sha256:") {
+		t.Errorf("the cut left part of the token in clear, or no hash: %.2000s", got.Request.Path)
+	}
+	wantPath := fmt.Sprintf("…[cut: %d bytes]", len("auth/token/lookup/"+strings.Repeat("x", refusedPathMax-30)+HashString(testKey, tok)+strings.Repeat("/é", 5000)))
+	if !strings.HasSuffix(got.Request.Path, wantPath) || len(got.Request.Path) > refusedPathMax+len(wantPath) {
+		t.Errorf("path of %d bytes ending %q, want at most %d bytes ending %q", len(got.Request.Path), got.Request.Path[max(0, len(got.Request.Path)-40):], refusedPathMax, wantPath)
+	}
+	if !strings.HasSuffix(got.Error, "é…[cut: "+fmt.Sprint(2*refusedErrorMax)+" bytes]") || !utf8.ValidString(got.Error) {
+		t.Errorf("error of %d bytes ending %q: want it cut at a character with the marker", len(got.Error), got.Error[max(0, len(got.Error)-40):])
+	}
+	if n, ok := got.Request.Data["lessor_cut"].(float64); !ok || len(got.Request.Data) != 1 || n < 20000 {
+		t.Errorf("data of %d keys (lessor_cut %v), want only its size as lessor_cut", len(got.Request.Data), got.Request.Data["lessor_cut"])
+	}
+	if !reflect.DeepEqual(got.Request.Cut, []string{"path", "error", "data"}) {
+		t.Errorf("lessor_cut %v, want [path error data]", got.Request.Cut)
+	}
+	if len(lines[1]) < 40000 || strings.Contains(lines[1], "lessor_cut") || strings.Contains(lines[1], "Secret-PW-1") || !strings.Contains(lines[1], strings.Repeat("n", 20000)) {
+		t.Errorf("the request that ran was cut, or its password written: %d bytes", len(lines[1]))
 	}
 }

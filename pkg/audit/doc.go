@@ -28,6 +28,11 @@
 //     first, so that a JSON-lines reader loses only that one. The file
 //     is reopened for every line, so log rotation needs no signal: a log
 //     moved away is recreated with the device's mode.
+//   - A request refused before its backend ran (Entry.Refused) writes at
+//     most a few kilobytes of what its caller sent (path, error, data),
+//     cut after hashing and marked as cut: whoever has no token, or none
+//     that grants anything, cannot fill the log's disk. A request that
+//     ran is written whole.
 //   - A line holds no "$", "`" or C1 control (U+0080–U+009F): they are
 //     written as \u escapes, so a shell that reads the log expands
 //     nothing a caller wrote in it, and a terminal obeys none of it.

@@ -286,7 +286,7 @@ func (c *Core) Handle(ctx context.Context, req *logical.Request) (*logical.Respo
 	}
 	// A denied request is audited too: who tried what is the point.
 	deny := func(err error) (*logical.Response, error) {
-		ae.Err = err
+		ae.Err, ae.Refused = err, true
 		if aerr := broker.LogResponse(ctx, ae); aerr != nil {
 			return nil, fmt.Errorf("audit: %w", aerr)
 		}
@@ -532,7 +532,7 @@ func (c *Core) denyBadToken(ctx context.Context, req *logical.Request, fullPath 
 	}
 	ae := &audit.Entry{
 		RequestID: req.ID, Operation: string(req.Operation), Path: fullPath, ClientToken: req.ClientToken,
-		RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data, Err: derr,
+		RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data, Err: derr, Refused: true,
 	}
 	if err := broker.LogResponse(ctx, ae); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -628,6 +628,7 @@ func (c *Core) failBeforeACL(ctx context.Context, pre *prefetched, req *logical.
 		RequestID: req.ID, Operation: string(req.Operation), Path: req.Path,
 		ClientToken: req.ClientToken, Accessor: te.Accessor, DisplayName: te.DisplayName,
 		Policies: te.Policies, RemoteUser: c.user, RemoteAddress: req.RemoteAddress, Data: req.Data, Err: err,
+		Refused: true,
 	}
 	if aerr := broker.LogResponse(ctx, ae); aerr != nil {
 		return nil, fmt.Errorf("audit: %w", aerr)

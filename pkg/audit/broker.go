@@ -303,7 +303,12 @@ func (b *Broker) format(t, typ string, e *Entry, hashAccessor bool) ([]byte, err
 		if err != nil {
 			return nil, fmt.Errorf("response data: %w", err)
 		}
-		jr := &jsonResponse{Data: data, Warnings: resp.Warnings}
+		jr := &jsonResponse{Data: data}
+		for _, w := range resp.Warnings {
+			// A warning may name what the caller sent (the keys it
+			// ignored), a token among them.
+			jr.Warnings = append(jr.Warnings, text(logical.ReplaceTokens(w, token)))
+		}
 		if s := resp.Secret; s != nil {
 			jr.Secret = &jsonSecret{LeaseID: s.LeaseID, TTL: int64(s.TTL / time.Second), Renewable: s.Renewable}
 		}

@@ -564,3 +564,37 @@ func TestRefusedLineCutAfterHashing(t *testing.T) {
 		t.Errorf("the request that ran was cut, or its password written: %d bytes", len(lines[1]))
 	}
 }
+
+// TestTokenUnderAnyKeyHashed: a token a caller sends where something else
+// belongs (an accessor, a display name, a list element, a key) is written
+// as its HMAC, as it is in the path and the error text: a token pasted for
+// its accessor (revoke-accessor, lookup-accessor) is a common mistake, and
+// it went to the log in clear.
+func TestTokenUnderAnyKeyHashed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	b := NewBroker([]Device{fileDevice(path)}, testKey, fixedClock)
+	tok := "lsr_" + strings.Repeat("aB3", 10) + "xY"
+	e := &Entry{Operation: "update", Path: "auth/token/revoke-accessor", ClientToken: "lsr_" + strings.Repeat("C", 32),
+		Data: map[string]any{"accessor": tok, "meta": map[string]any{"note": "see " + tok + "!", tok: "v"}, "list": []any{tok}},
+		Response: &logical.Response{
+			Data:     map[string]any{"display_name": "token-" + tok},
+			Warnings: []string{"Endpoint ignored these unrecognized parameters: [" + tok + "]"},
+		}}
+	if err := b.LogResponse(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	line := readLines(t, path)[0]
+	hashed := HashString(testKey, tok)
+	if strings.Contains(line, tok) || strings.Count(line, hashed) != 6 {
+		t.Fatalf("audit line %s: want the token's HMAC %s six times, never the token", line, hashed)
+	}
+	var got struct {
+		Request struct{ Data map[string]any }
+	}
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Request.Data["meta"].(map[string]any)["note"] != "see "+hashed+"!" {
+		t.Errorf("meta.note = %q, want the text around the token kept", got.Request.Data["meta"].(map[string]any)["note"])
+	}
+}

@@ -10,8 +10,10 @@
 //     the store's audit key; so is a connection string (connection_url,
 //     dsn, *_url, or any string holding "://") that carries an inline
 //     password, "id" under auth/token/ (a token there), and "input" under
-//     sys/audit-hash (the value being looked up). The caller's token
-//     appears only hashed. HashString gives the same hash, so that an
+//     sys/audit-hash (the value being looked up). A token (lsr_…) is
+//     hashed wherever it appears: the caller's, and one in the path, the
+//     error, a warning, or any value or key of the data (sent for its
+//     accessor, say). HashString gives the same hash, so that an
 //     operator can grep for a value.
 //   - Everything else stays in clear, usernames and lease ids above all,
 //     so that the log answers "who held database user X, and when"

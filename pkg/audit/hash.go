@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/lessorhq/lessor/pkg/logical"
 )
 
 // hashPrefix marks a hashed value, in the same form as Vault's audit log,
@@ -97,8 +99,21 @@ func (r *redactor) classify(key string) exposure {
 func (r *redactor) redact(v any, level exposure) any {
 	switch t := v.(type) {
 	case map[string]any:
+		var renamed map[string]any
 		for k, child := range t {
 			t[k] = r.redact(child, max(level, r.classify(k)))
+			if hk := r.tokens(k); hk != k {
+				if renamed == nil {
+					renamed = map[string]any{}
+				}
+				renamed[hk] = t[k]
+				delete(t, k)
+			}
+		}
+		// A token sent as a key ("lessor write auth/token/revoke lsr_…"
+		// with the = forgotten) is hashed too, once the walk is done.
+		for k, v := range renamed {
+			t[k] = v
 		}
 		return t
 	case []any:
@@ -120,7 +135,7 @@ func (r *redactor) redact(v any, level exposure) any {
 			// still a password.
 			return HashString(r.key, t)
 		}
-		return t
+		return r.tokens(t)
 	case json.Number:
 		if level == secret {
 			return HashString(r.key, t.String())
@@ -138,6 +153,16 @@ func (r *redactor) redact(v any, level exposure) any {
 	// tree produces no other types; hide anything unexpected rather than
 	// guess.
 	return HashString(r.key, "")
+}
+
+// tokens returns s with every token in it replaced by its hash, as in the
+// path and the error text: a token sent where something else belongs (for
+// its accessor to revoke-accessor, a common mix-up) is still a token.
+func (r *redactor) tokens(s string) string {
+	if !strings.Contains(s, logical.TokenPrefix) {
+		return s
+	}
+	return logical.ReplaceTokens(s, func(tok string) string { return HashString(r.key, tok) })
 }
 
 // passwordTemplate is the placeholder that the database engine replaces

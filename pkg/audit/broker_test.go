@@ -560,6 +560,15 @@ func TestRefusedLineCutAfterHashing(t *testing.T) {
 	if !reflect.DeepEqual(got.Request.Cut, []string{"path", "error", "data"}) {
 		t.Errorf("lessor_cut %v, want [path error data]", got.Request.Cut)
 	}
+	// Data that the line's escapes would make six times larger is cut
+	// as the line would hold it.
+	dollars := &Entry{Operation: "read", Path: "x", Data: map[string]any{"q": strings.Repeat("$", refusedDataMax/3)}, Refused: true}
+	if err := b.LogResponse(context.Background(), dollars); err != nil {
+		t.Fatal(err)
+	}
+	if l := readLines(t, path)[2]; len(l) > refusedDataMax+1024 || !strings.Contains(l, `"lessor_cut":["data"]`) {
+		t.Errorf("a refused line of %d bytes with data of %d \"$\" was not cut: %.200s", len(l), refusedDataMax/3, l)
+	}
 	if len(lines[1]) < 40000 || strings.Contains(lines[1], "lessor_cut") || strings.Contains(lines[1], "Secret-PW-1") || !strings.Contains(lines[1], strings.Repeat("n", 20000)) {
 		t.Errorf("the request that ran was cut, or its password written: %d bytes", len(lines[1]))
 	}

@@ -180,6 +180,10 @@ var sudoPrefixes = []string{
 }
 
 func needsSudo(path string, op logical.Operation) bool {
+	if path == "sys/leases" {
+		// Listing the irrevocable leases, as in Vault; their count is not.
+		return true
+	}
 	if path == "sys/leases/lookup" || strings.HasPrefix(path, "sys/leases/lookup/") {
 		return op == logical.ListOperation
 	}

@@ -104,6 +104,10 @@ func sysFields(p string, op logical.Operation) (fields logical.FieldSchema, arbi
 		return nil, true
 	case p == "audit-hash" || strings.HasPrefix(p, "audit-hash/"):
 		return auditHashFields, false
+	case p == "leases/count" && op == logical.ReadOperation:
+		return irrevocableCountFields, false
+	case p == "leases" && op == logical.ReadOperation:
+		return irrevocableListFields, false
 	case strings.HasPrefix(p, "leases/revoke-prefix/"):
 		return forceField, false
 	case strings.HasPrefix(p, "leases/renew"):
@@ -144,6 +148,13 @@ var (
 	leaseIDField     = logical.FieldSchema{"lease_id": {Type: logical.TypeString, Description: "the lease"}}
 	leaseRenewFields = withFields(leaseIDField, logical.FieldSchema{
 		"increment": {Type: logical.TypeDurationSecond, Description: "requested TTL from now"},
+	})
+	irrevocableCountFields = logical.FieldSchema{
+		"type":                     {Type: logical.TypeString, Description: "irrevocable: the leases whose revocation failed (reap retries them)"},
+		"include_child_namespaces": {Type: logical.TypeBool, Description: "accepted for Vault's clients; lessor has no namespaces"},
+	}
+	irrevocableListFields = withFields(irrevocableCountFields, logical.FieldSchema{
+		"limit": {Type: logical.TypeString, Description: "the most leases to list (default 10000), or \"none\""},
 	})
 	capabilitiesSelfFields = logical.FieldSchema{
 		"paths": {Type: logical.TypeCommaStringSlice, Description: "the paths to report on"},
@@ -249,6 +260,10 @@ func (s *systemBackend) route(ctx context.Context, req *logical.Request) (*logic
 			return nil, err
 		}
 		return c.auditHash(ctx, path, logical.String(req.Data["input"]))
+	case p == "leases" && op == logical.ReadOperation:
+		return c.irrevocableLeases(ctx, req, false)
+	case p == "leases/count" && op == logical.ReadOperation:
+		return c.irrevocableLeases(ctx, req, true)
 	case strings.HasPrefix(p, "leases/"):
 		return c.handleLeases(ctx, req, strings.TrimPrefix(req.Path, "leases/"))
 	case p == "capabilities-self" && write:

@@ -3,8 +3,10 @@ package core
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
+	"github.com/lessorhq/lessor/pkg/lease"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/policy"
 	"github.com/lessorhq/lessor/pkg/token"
@@ -99,6 +101,80 @@ func (c *Core) handleLeases(ctx context.Context, req *logical.Request, rest stri
 		return c.revokePrefix(ctx, sub, true)
 	}
 	return nil, logical.UnsupportedOperation(req)
+}
+
+// maxIrrevocableLeases is how many leases sys/leases lists unless its
+// limit says otherwise, as in Vault.
+const maxIrrevocableLeases = 10000
+
+// irrevocableLeases serves Vault's sys/leases/count and sys/leases (sudo)
+// with type=irrevocable: the leases whose revocation failed. Vault gives
+// up on a lease after six attempts and calls it irrevocable; lessor never
+// gives up (reap retries it until it succeeds, or an operator forces it),
+// so its irrevocable leases are those waiting for that retry, the ones a
+// monitoring script that asks Vault's question wants to hear of. counts
+// is keyed by mount accessor, as in Vault. Another type (or none) finds
+// nothing, as in Vault.
+func (c *Core) irrevocableLeases(ctx context.Context, req *logical.Request, count bool) (*logical.Response, error) {
+	if !strings.EqualFold(logical.String(req.Data["type"]), "irrevocable") {
+		return nil, nil
+	}
+	if _, err := logical.ParseBool(req.Data["include_child_namespaces"]); err != nil {
+		return nil, logical.Errorf("include_child_namespaces: %v", err)
+	}
+	limit := maxIrrevocableLeases
+	if !count {
+		switch l := strings.TrimSpace(logical.String(req.Data["limit"])); {
+		case l == "":
+		case strings.EqualFold(l, "none"):
+			limit = -1
+		default:
+			n, err := strconv.Atoi(l)
+			if err != nil {
+				return nil, logical.Errorf("invalid 'limit' provided: %v", err)
+			}
+			if n < 1 {
+				return nil, logical.Errorf("limit must be 'none' or a positive integer")
+			}
+			limit = n
+		}
+	}
+	failed, err := c.leases.Failed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := c.mounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	accessors := make(map[string]string, len(ms))
+	for _, m := range ms {
+		accessors[m.UUID] = m.Accessor
+	}
+	accessor := func(e *lease.Entry) string {
+		if a, ok := accessors[e.MountUUID]; ok {
+			return a
+		}
+		return "mount-accessor-not-found"
+	}
+	if count {
+		counts := map[string]any{}
+		for _, e := range failed {
+			n, _ := counts[accessor(e)].(int)
+			counts[accessor(e)] = n + 1
+		}
+		return &logical.Response{Data: map[string]any{"lease_count": len(failed), "counts": counts}}, nil
+	}
+	var warnings []string
+	if limit >= 0 && len(failed) > limit {
+		failed = failed[:limit]
+		warnings = append(warnings, "Command halted because many irrevocable leases were found. To emit the entire list, re-run the command with limit=none.")
+	}
+	leases := make([]any, 0, len(failed))
+	for _, e := range failed {
+		leases = append(leases, map[string]any{"lease_id": e.ID, "mount_id": accessor(e), "error": e.LastError})
+	}
+	return &logical.Response{Data: map[string]any{"lease_count": len(leases), "leases": leases}, Warnings: warnings}, nil
 }
 
 // leaseTarget reads a request on one of the sys/leases endpoints that act

@@ -34,6 +34,8 @@ func sysPaths() []logical.PathSpec {
 		{Pattern: "audit", Description: "list the audit devices", Operations: ops{r: nil, l: nil}},
 		{Pattern: "audit/*path", Description: "enable (write; options as fields) or disable an audit device", Operations: w(nil, ops{d: nil})},
 		{Pattern: "audit-hash/*path", Description: "hash a value as the audit device at path does", Operations: w(auditHashFields, nil)},
+		{Pattern: "leases", Description: "list the leases whose revocation failed, which reap retries (type=irrevocable; needs sudo)", Operations: ops{r: irrevocableListFields}},
+		{Pattern: "leases/count", Description: "count the leases whose revocation failed, by mount (type=irrevocable)", Operations: ops{r: irrevocableCountFields}},
 		{Pattern: "leases/lookup/", Description: "list lease ids by prefix (needs sudo)", Operations: ops{l: nil}},
 		{Pattern: "leases/lookup", Description: "look up a lease", Operations: w(leaseIDField, nil)},
 		{Pattern: "leases/entries", Description: "read the leases (needs sudo)", Operations: ops{r: nil}},

@@ -915,6 +915,40 @@ func (m *Manager) Entries(ctx context.Context, prefix string) ([]*Entry, error) 
 	return out, err
 }
 
+// Failed returns the leases whose revocation failed, which reap retries
+// until it succeeds (what Vault calls irrevocable leases, which it gives
+// up on after six attempts): the earliest expiry first, then by id.
+func (m *Manager) Failed(ctx context.Context) ([]*Entry, error) {
+	var out []*Entry
+	err := m.store.View(ctx, func(tx storage.Tx) error {
+		out = out[:0]
+		var ids []string
+		if err := tx.Walk(failedPrefix, func(k string) error {
+			ids = append(ids, strings.TrimPrefix(k, failedPrefix))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			e, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if e != nil {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b *Entry) int {
+		if c := a.ExpireTime.Compare(b.ExpireTime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, err
+}
+
 // Count returns the number of lease records.
 func (m *Manager) Count(ctx context.Context) (int, error) {
 	n := 0

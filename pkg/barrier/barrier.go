@@ -48,6 +48,12 @@
 //	                 update it, so a store shared with one stays readable by
 //	                 both; a stale or missing guard record is rebuilt from
 //	                 a pass checked against the state record.
+//	barrier/sets     (version 2) 0x01 | generation u64 | count u32 |
+//	                 count × (prefix length u16 | prefix | sum [32]),
+//	                 prefixes in byte order | HMAC-SHA256 under the state
+//	                 key of "lessor/v2/sets" | store id | the fields
+//	                 before [32]; the sums of the checked sets, current
+//	                 and kept as the guard record is.
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
@@ -66,8 +72,12 @@
 // the core ones (under core/ and sys/policy/: mounts, audit devices,
 // policies), and over each of 256 buckets of token entries (under
 // sys/token/id/, by the first two hex digits of the token's hash; in the
-// guard record). Every write transaction adds the new and subtracts the
-// old contributions, bumps the generation and re-MACs both records: O(1)
+// guard record), and over each checked set (the database engine's
+// connection configs, roles and static roles of one mount, under
+// logical/<mount uuid>/config/, role/ and static-role/, and the password
+// policies, under sys/password-policy/; in the sets record, an empty set
+// left out). Every write transaction adds the new and subtracts the
+// old contributions, bumps the generation and re-MACs the three records: O(1)
 // per write. The set and
 // state keys are HKDF-SHA256 of the root key (salt the store id; "lessor
 // v2 record set", "lessor v2 state").
@@ -79,7 +89,12 @@
 // entry checks its bucket (about n/256 entries) in the same transaction,
 // once per bucket and transaction, so a revoked token's entry put back, or
 // an entry replaced by its older self, is refused by the read that would
-// honour it, also in a server that unsealed long before. Such a read must
+// honour it, also in a server that unsealed long before. Every read of a
+// record of a checked set, present or absent, checks its set the same way,
+// read whole in the read that brings the record (no round trip of its
+// own), so an older role, connection or password policy put back is
+// refused by the issue that would use it; a List of one is not checked,
+// the reads of what it lists are. Such a read must
 // also find what the check's scan found (the state database could answer
 // a lookup by key and a scan of a range differently); a write that finds
 // no entry, or deletes a core record or entry it does not find, is checked
@@ -406,8 +421,8 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	hdrRaw := h.marshal()
-	st := &state{gen: 1, guarded: true}
-	guardRaw, stateRaw := st.marshalGuard(root, h.storeID), st.marshal(root, h.storeID)
+	st := &state{gen: 1, guarded: true, setsKnown: true}
+	guardRaw, setsRaw, stateRaw := st.marshalGuard(root, h.storeID), st.marshalSets(root, h.storeID), st.marshal(root, h.storeID)
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
 		cur, err := tx.Get(headerKey)
@@ -427,6 +442,9 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 			return err
 		}
 		if err := tx.Put(guardKey, guardRaw); err != nil {
+			return err
+		}
+		if err := tx.Put(setsKey, setsRaw); err != nil {
 			return err
 		}
 		return tx.Put(stateKey, stateRaw)
@@ -509,7 +527,7 @@ func (b *Barrier) Upgrade(ctx context.Context) error {
 		err := b.phys.View(ctx, func(tx storage.Tx) error {
 			_, root := b.current()
 			st, _, err := loadState(tx, root, b.storeID)
-			if err == nil && st.guarded {
+			if err == nil && st.current() {
 				err = errNoUpgrade
 			}
 			return err
@@ -562,7 +580,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		if err := b.observe(st.gen, raw, seen, seenState); err != nil {
 			return err
 		}
-		if !st.guarded {
+		if !st.current() {
 			if err := b.guardState(tx, t.root, st, raw, &t.delta); err != nil {
 				return err
 			}
@@ -570,10 +588,7 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 		st.sums.addSums(&t.delta)
 		st.gen++
 		gen, genState = st.gen, st.marshal(t.root, b.storeID)
-		if err := tx.Put(stateKey, genState); err != nil {
-			return err
-		}
-		return tx.Put(guardKey, st.marshalGuard(t.root, b.storeID))
+		return st.put(tx, t.root, b.storeID)
 	})
 	if err != nil {
 		return err
@@ -656,7 +671,7 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	st := &state{gen: 1, sums: sums, guarded: true}
+	st := &state{gen: 1, sums: sums, guarded: true, setsKnown: true}
 	hdrRaw := h.marshal()
 	if err := tx.Put(headerKey, hdrRaw); err != nil {
 		return nil, 0, err
@@ -733,7 +748,7 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 			if err := b.observe(st.gen, raw, seen, seenState); err != nil {
 				return err
 			}
-			if !st.guarded {
+			if !st.current() {
 				if err := b.guardState(tx, root, st, raw, &setSums{}); err != nil {
 					return err
 				}
@@ -905,7 +920,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		if err != nil {
 			return err
 		}
-		st = &state{gen: 1, sums: sums, guarded: true}
+		st = &state{gen: 1, sums: sums, guarded: true, setsKnown: true}
 		if old != nil {
 			if err := old.check(&oldSums); err != nil {
 				return err
@@ -916,7 +931,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		for _, kv := range []struct {
 			k string
 			v []byte
-		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, stateRaw}, {guardKey, st.marshalGuard(root, b.storeID)}} {
+		}{{headerKey, hdrRaw}, {keyringKey, next.raw}, {stateKey, stateRaw}, {guardKey, st.marshalGuard(root, b.storeID)}, {setsKey, st.marshalSets(root, b.storeID)}} {
 			if err := dst.Put(kv.k, kv.v); err != nil {
 				return err
 			}
@@ -1061,6 +1076,7 @@ type sealedTx struct {
 	stateRaw    []byte
 	guarded     [guardBuckets / 64]uint64 // the token buckets checked
 	coreChecked bool                      // the core records checked
+	setsChecked map[string]bool           // the checked sets checked, by prefix
 	// scanned holds, by key, the sealed values that the checks of the
 	// core records and of the token buckets summed, kept up to date by
 	// the transaction's own writes. A read of a key in a checked set must
@@ -1146,16 +1162,22 @@ func (t *sealedTx) open(key string, sealed []byte) ([]byte, error) {
 // every read that misses (any invalid token presented) would pay a scan.
 func (t *sealedTx) checkSet(key string, sealed []byte) error {
 	var err error
-	if isCore(key) {
+	set, inSet := checkedSet(key)
+	switch {
+	case isCore(key):
 		err = t.checkCoreSet()
-	} else if sealed != nil || t.write {
+	case inSet:
+		// Present or absent: these sets are small and read with the
+		// record anyway.
+		err = t.checkSetOf(set)
+	case sealed != nil || t.write:
 		err = t.checkGuard(key)
 	}
 	if err != nil || !t.inScanned(key) {
 		return err
 	}
 	if want, ok := t.scanned[key]; ok != (sealed != nil) || !bytes.Equal(want, sealed) {
-		return &TamperedError{Core: isCore(key), Token: !isCore(key)}
+		return &TamperedError{Core: isCore(key), Config: inSet, Token: !isCore(key) && !inSet}
 	}
 	return nil
 }
@@ -1169,6 +1191,9 @@ func (t *sealedTx) inScanned(key string) bool {
 	}
 	if isCore(key) {
 		return t.coreChecked
+	}
+	if p, ok := checkedSet(key); ok {
+		return t.setsChecked[p]
 	}
 	g, ok := guardBucket(key)
 	return ok && t.guarded[g/64]&(1<<(g%64)) != 0
@@ -1239,7 +1264,7 @@ func (t *sealedTx) ahead(keys, prefixes []string, always bool) error {
 	case t.headerDue:
 		// The header now, the keyring at the first write, the state
 		// records at the end.
-		keys = append([]string{headerKey, keyringKey, stateKey, guardKey}, keys...)
+		keys = append([]string{headerKey, keyringKey, stateKey, guardKey, setsKey}, keys...)
 	case len(prefixes) == 0 && !always:
 		return nil
 	}
@@ -1275,9 +1300,22 @@ func (t *sealedTx) checksAhead(keys, prefixes []string) ([]string, []string) {
 			checks = true
 		}
 		core = core || isCore(k)
+		if p, ok := checkedSet(k); ok && !t.setsChecked[p] {
+			if !slices.Contains(prefixes, p) {
+				prefixes = append(prefixes, p)
+			}
+			checks = true
+		}
 	}
 	for _, p := range prefixes {
 		core = core || touchesCore(p)
+		// A prefix within a checked set: the set is checked too.
+		if s, ok := checkedSet(p); ok && !t.setsChecked[s] {
+			if !slices.Contains(prefixes, s) {
+				prefixes = append(prefixes, s)
+			}
+			checks = true
+		}
 	}
 	if core && !t.coreChecked {
 		prefixes = append(prefixes, corePrefixes...)
@@ -1285,7 +1323,7 @@ func (t *sealedTx) checksAhead(keys, prefixes []string) ([]string, []string) {
 	}
 	if checks && t.state == nil {
 		// The checks will read the state records: in the same trip.
-		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey)
+		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey, setsKey)
 	}
 	return keys, prefixes
 }
@@ -1368,6 +1406,12 @@ func (t *sealedTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 	}
 	if touchesCore(prefix) {
 		if err := t.checkCoreSet(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s, ok := checkedSet(prefix); ok {
+		// Its set, even if it finds no record.
+		if err := t.checkSetOf(s); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -174,7 +174,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			var physKeys []string
 			phys.View(ctx, func(tx storage.Tx) error { physKeys, err = tx.List(""); return err })
-			wantPhys := []string{"barrier/guard", "barrier/header", "barrier/keyring", "barrier/state", "core/mounts", "logical/uuid/config/postgresql", "sys/expire/id/database/creds/ro/1"}
+			wantPhys := []string{"barrier/guard", "barrier/header", "barrier/keyring", "barrier/sets", "barrier/state", "core/mounts", "logical/uuid/config/postgresql", "sys/expire/id/database/creds/ro/1"}
 			if !reflect.DeepEqual(physKeys, wantPhys) {
 				t.Fatalf("physical keys %q, want %q", physKeys, wantPhys)
 			}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -32,7 +34,50 @@ const (
 	guardVersion = 0x01
 	guardBodyLen = 1 + 8 + guardBuckets*32
 	guardLen     = guardBodyLen + sha256.Size
+
+	// setsKey holds the sums of the checked sets (see checkedSet), for
+	// the state record's generation, in a record of its own for the reason
+	// the guard record is one: lessors from before it leave it behind,
+	// stale, and a newer one rebuilds it from a checked pass.
+	setsKey     = ReservedPrefix + "sets"
+	setsVersion = 0x01
 )
+
+// The database engine's connection configs, roles and static roles, and
+// the password policies, are checked in sets: reading one checks, in the
+// same transaction and in the round trip that reads it, the sum of its set
+// (every record of its kind on its mount, or every password policy)
+// against the sets record, so that an older copy of a role (its creation
+// statements before an admin tightened them), of a connection (the URL and
+// password before a rotation) or of a password policy, or one deleted and
+// put back, is refused by the read that would use it. These sets are
+// small (an operator writes each record) and read whole by the check.
+var checkedKinds = []string{"config/", "role/", "static-role/"}
+
+const passwordPolicyPrefix = "sys/password-policy/"
+
+// checkedSet returns the prefix of the checked set key belongs to:
+// logical/<mount uuid>/<kind>/ for a kind in checkedKinds, or the password
+// policies' prefix; false for any other key. key may be the prefix itself.
+func checkedSet(key string) (string, bool) {
+	if strings.HasPrefix(key, passwordPolicyPrefix) {
+		return passwordPolicyPrefix, true
+	}
+	rest, ok := strings.CutPrefix(key, "logical/")
+	if !ok {
+		return "", false
+	}
+	uuid, rest, ok := strings.Cut(rest, "/")
+	if !ok || uuid == "" {
+		return "", false
+	}
+	for _, k := range checkedKinds {
+		if strings.HasPrefix(rest, k) {
+			return key[:len("logical/")+len(uuid)+1+len(k)], true
+		}
+	}
+	return "", false
+}
 
 // Token entries are guarded: reading one checks, in the same transaction,
 // the sum of its bucket (the entries whose key shares its first two hex
@@ -151,10 +196,13 @@ func (e *elementHasher) sum(key string, sealed []byte) []byte {
 }
 
 // setSums are the sums of every record's element hash, of the core
-// records' ones, and of each token bucket's.
+// records' ones, of each token bucket's and of each checked set's.
 type setSums struct {
 	all, core sum256
 	guard     [guardBuckets]sum256
+	// sets: by checkedSet prefix; a set whose sum is zero (empty) has
+	// no entry. Nil until a set is summed.
+	sets map[string]sum256
 }
 
 func (s *setSums) add(e *elementHasher, key string, sealed []byte) {
@@ -165,6 +213,9 @@ func (s *setSums) add(e *elementHasher, key string, sealed []byte) {
 	}
 	if g, ok := guardBucket(key); ok {
 		s.guard[g].add(x)
+	}
+	if p, ok := checkedSet(key); ok {
+		s.setAdd(p, x, false)
 	}
 }
 
@@ -177,6 +228,28 @@ func (s *setSums) sub(e *elementHasher, key string, sealed []byte) {
 	if g, ok := guardBucket(key); ok {
 		s.guard[g].sub(x)
 	}
+	if p, ok := checkedSet(key); ok {
+		s.setAdd(p, x, true)
+	}
+}
+
+// setAdd adds x to (or, with neg, subtracts it from) the sum of the set
+// prefix.
+func (s *setSums) setAdd(prefix string, x []byte, neg bool) {
+	v := s.sets[prefix]
+	if neg {
+		v.sub(x)
+	} else {
+		v.add(x)
+	}
+	if v == (sum256{}) {
+		delete(s.sets, prefix)
+		return
+	}
+	if s.sets == nil {
+		s.sets = map[string]sum256{}
+	}
+	s.sets[prefix] = v
 }
 
 func (s *setSums) addSums(d *setSums) {
@@ -184,6 +257,16 @@ func (s *setSums) addSums(d *setSums) {
 	s.core.add(d.core[:])
 	for i := range s.guard {
 		s.guard[i].add(d.guard[i][:])
+	}
+	for p, v := range d.sets {
+		s.setAdd(p, v[:], false)
+	}
+}
+
+// subSets takes d's sets' sums out of s's.
+func (s *setSums) subSets(d *setSums) {
+	for p, v := range d.sets {
+		s.setAdd(p, v[:], true)
 	}
 }
 
@@ -195,6 +278,9 @@ type state struct {
 	// guarded: sums.guard holds the token buckets' sums for gen, from the
 	// guard record or from a checked pass; otherwise it is zero.
 	guarded bool
+	// setsKnown: sums.sets holds the checked sets' sums for gen, from
+	// the sets record or from a checked pass; otherwise it is empty.
+	setsKnown bool
 	// v2: read from a state record (a version 1 store has none, and
 	// nothing to check reads against).
 	v2 bool
@@ -219,12 +305,34 @@ func (s *state) marshalGuard(r *rootKeys, storeID [16]byte) []byte {
 	return append(b, stateMAC(r, storeID, "lessor/v2/guard", b)...)
 }
 
-// put writes the state record and the guard record.
+// marshalSets is the sets record: 0x01 | generation u64 | count u32 |
+// count × (prefix length u16 | prefix | sum [32]), prefixes in byte
+// order | HMAC-SHA256 under the state key of "lessor/v2/sets" | store id
+// | the fields before [32].
+func (s *state) marshalSets(r *rootKeys, storeID [16]byte) []byte {
+	prefixes := slices.Sorted(maps.Keys(s.sums.sets))
+	b := make([]byte, 0, 1+8+4+len(prefixes)*64+sha256.Size)
+	b = append(b, setsVersion)
+	b = be.AppendUint64(b, s.gen)
+	b = be.AppendUint32(b, uint32(len(prefixes)))
+	for _, p := range prefixes {
+		v := s.sums.sets[p]
+		b = be.AppendUint16(b, uint16(len(p)))
+		b = append(b, p...)
+		b = append(b, v[:]...)
+	}
+	return append(b, stateMAC(r, storeID, "lessor/v2/sets", b)...)
+}
+
+// put writes the state record, the guard record and the sets record.
 func (s *state) put(tx storage.Tx, r *rootKeys, storeID [16]byte) error {
 	if err := tx.Put(stateKey, s.marshal(r, storeID)); err != nil {
 		return err
 	}
-	return tx.Put(guardKey, s.marshalGuard(r, storeID))
+	if err := tx.Put(guardKey, s.marshalGuard(r, storeID)); err != nil {
+		return err
+	}
+	return tx.Put(setsKey, s.marshalSets(r, storeID))
 }
 
 func stateMAC(r *rootKeys, storeID [16]byte, label string, body []byte) []byte {
@@ -275,11 +383,56 @@ func (s *state) takeGuard(raw []byte, r *rootKeys, storeID [16]byte) error {
 	return nil
 }
 
-// loadState reads the state record and the guard record from tx (one
-// round trip where reads cost one), and returns the state record's raw
-// bytes too.
+// takeSets adopts the sets record raw if it is for s's generation, as
+// takeGuard adopts the guard record.
+func (s *state) takeSets(raw []byte, r *rootKeys, storeID [16]byte) error {
+	if raw == nil {
+		return nil
+	}
+	body := len(raw) - sha256.Size
+	if body < 9 || !hmac.Equal(raw[body:], stateMAC(r, storeID, "lessor/v2/sets", raw[:body])) {
+		return &damageError{"the store's configuration checksum failed authentication (damaged or tampered)"}
+	}
+	if raw[0] != setsVersion || be.Uint64(raw[1:]) != s.gen {
+		return nil
+	}
+	damaged := &damageError{"the store's configuration checksum is malformed"}
+	b := raw[9:body]
+	if len(b) < 4 {
+		return damaged
+	}
+	n := be.Uint32(b)
+	b = b[4:]
+	sets := map[string]sum256{}
+	prev := ""
+	for i := uint32(0); i < n; i++ {
+		if len(b) < 2 {
+			return damaged
+		}
+		l := int(be.Uint16(b))
+		if len(b) < 2+l+32 {
+			return damaged
+		}
+		p := string(b[2 : 2+l])
+		if q, ok := checkedSet(p); !ok || q != p || i > 0 && p <= prev {
+			return damaged
+		}
+		var v sum256
+		copy(v[:], b[2+l:])
+		sets[p], prev, b = v, p, b[2+l+32:]
+	}
+	if len(b) != 0 {
+		return damaged
+	}
+	s.sums.sets, s.setsKnown = sets, true
+	return nil
+}
+
+// loadState reads the state record, the guard record and the sets record
+// from tx (one round trip where reads cost one), and returns the state
+// record's raw bytes too.
 func loadState(tx storage.Tx, r *rootKeys, storeID [16]byte) (*state, []byte, error) {
-	vs, err := storage.GetMany(tx, []string{stateKey, guardKey})
+	vs, err := storage.GetMany(tx, []string{stateKey, guardKey, setsKey})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -290,8 +443,14 @@ func loadState(tx storage.Tx, r *rootKeys, storeID [16]byte) (*state, []byte, er
 	if err := s.takeGuard(vs[1], r, storeID); err != nil {
 		return nil, nil, err
 	}
+	if err := s.takeSets(vs[2], r, storeID); err != nil {
+		return nil, nil, err
+	}
 	return s, vs[0], nil
 }
+
+// current reports whether s holds the sums of every set checked on read.
+func (s *state) current() bool { return s.guarded && s.setsKnown }
 
 // check compares sums, computed from every record, with the state's.
 func (s *state) check(sums *setSums) error {
@@ -300,6 +459,8 @@ func (s *state) check(sums *setSums) error {
 		return &TamperedError{Core: true}
 	case s.guarded && sums.guard != s.sums.guard:
 		return &TamperedError{Token: true}
+	case s.setsKnown && !maps.Equal(sums.sets, s.sums.sets):
+		return &TamperedError{Config: true}
 	case sums.all != s.sums.all:
 		return &TamperedError{}
 	}
@@ -315,6 +476,9 @@ type TamperedError struct {
 	Core bool
 	// Token: a token entry (checked by every read of one in its bucket).
 	Token bool
+	// Config: a database connection config, role, static role or
+	// password policy (checked by every read of one in its set).
+	Config bool
 }
 
 func (e *TamperedError) Error() string {
@@ -323,6 +487,8 @@ func (e *TamperedError) Error() string {
 		return "the mount table, audit devices or policies were changed outside lessor: a record under core/ or sys/policy/ was deleted, added or replaced (the store's record checksum does not match)"
 	case e.Token:
 		return "token entries were changed outside lessor: one under sys/token/id/ was deleted, added or replaced by an older copy (the store's record checksum does not match)"
+	case e.Config:
+		return "database connections, roles, static roles or password policies were changed outside lessor: one was deleted, added or replaced by an older copy (the store's record checksum does not match)"
 	}
 	return "records were changed outside lessor: one was deleted, added or replaced by an older copy (the store's record checksum does not match)"
 }
@@ -445,17 +611,18 @@ func resealCore(tx storage.Tx, cur, next *keyring, r *rootKeys, storeID [16]byte
 }
 
 // guardState gives st, as read in tx before this transaction's changes
-// (delta), the token buckets' sums for its generation when its guard
-// record was not current: from the barrier's cache if it has them for
-// these very state bytes, or from a pass over every record of tx, first
-// checked against st, so that the buckets never start from records
-// changed outside lessor.
+// (delta), the token buckets' and the checked sets' sums for its
+// generation when its guard or sets record was not current: from the
+// barrier's cache if it has them for these very state bytes, or from a
+// pass over every record of tx, first checked against st, so that the
+// buckets and sets never start from records changed outside lessor.
 func (b *Barrier) guardState(tx storage.Tx, r *rootKeys, st *state, raw []byte, delta *setSums) error {
 	b.mu.Lock()
 	c := b.guardCache
 	b.mu.Unlock()
 	if c != nil && c.root == r && bytes.Equal(c.state, raw) {
 		st.sums.guard, st.guarded = c.guard, true
+		st.sums.sets, st.setsKnown = maps.Clone(c.sets), true
 		return nil
 	}
 	sums, _, err := sumRecords(tx, r, "", nil)
@@ -468,24 +635,28 @@ func (b *Barrier) guardState(tx storage.Tx, r *rootKeys, st *state, raw []byte, 
 	}
 	sums.all.sub(delta.all[:])
 	sums.core.sub(delta.core[:])
+	sums.subSets(delta)
 	if err := st.check(&sums); err != nil {
 		return err
 	}
 	st.sums.guard, st.guarded = sums.guard, true
+	st.sums.sets, st.setsKnown = maps.Clone(sums.sets), true
 	b.mu.Lock()
-	b.guardCache = &guardCache{root: r, state: raw, guard: sums.guard}
+	b.guardCache = &guardCache{root: r, state: raw, guard: sums.guard, sets: sums.sets}
 	b.mu.Unlock()
 	return nil
 }
 
-// guardCache is the token buckets' sums that a checked pass found for one
-// state record, kept so that a stale guard record (another host runs a
-// lessor from before the buckets) costs one pass per change of the state
-// record, not one per read.
+// guardCache is the token buckets' and checked sets' sums that a checked
+// pass found for one state record, kept so that a stale guard or sets
+// record (another host runs a lessor from before them) costs one pass per
+// change of the state record, not one per read. Its sets are never
+// changed: who takes them takes a copy.
 type guardCache struct {
 	root  *rootKeys
 	state []byte
 	guard [guardBuckets]sum256
+	sets  map[string]sum256
 }
 
 // checkGuard checks the bucket of key, if it is a token entry, against
@@ -500,7 +671,7 @@ func (t *sealedTx) checkGuard(key string) error {
 	if err := t.loadState(); err != nil {
 		return err
 	}
-	if !t.state.guarded {
+	if !t.state.current() {
 		if err := t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta); err != nil {
 			return err
 		}
@@ -544,7 +715,7 @@ func (t *sealedTx) loadState() error {
 	t.b.mu.Unlock()
 	if v1 {
 		// No state record yet: its first write gives it one.
-		t.state = &state{guarded: true}
+		t.state = &state{guarded: true, setsKnown: true}
 		return nil
 	}
 	st, raw, err := loadState(t.tx, t.root, t.b.storeID)
@@ -562,6 +733,54 @@ func (t *sealedTx) loadState() error {
 	}
 	st.v2 = true
 	t.state, t.stateRaw = st, raw
+	return nil
+}
+
+// checkSetOf checks the checked set prefix (see checkedSet) against the
+// state, once per set and transaction, when the transaction first reads
+// one of its records, present or absent: the records stored under prefix
+// must sum to the state's sum plus what this transaction changed in it.
+// The read that brought the record brought its set with it (see
+// checksAhead), so the check costs no round trip of its own.
+func (t *sealedTx) checkSetOf(prefix string) error {
+	if t.setsChecked[prefix] {
+		return nil
+	}
+	if err := t.loadState(); err != nil {
+		return err
+	}
+	if !t.state.current() {
+		if err := t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta); err != nil {
+			return err
+		}
+	}
+	if t.state.v2 {
+		keys, vs, err := storage.GetPrefix(t.tx, prefix)
+		if err != nil {
+			return err
+		}
+		if t.hash == nil {
+			t.hash = t.root.hasher()
+		}
+		var got sum256
+		t.scanning()
+		for i, v := range vs {
+			if v != nil {
+				got.add(t.hash.sum(keys[i], v))
+				t.scanned[keys[i]] = v
+			}
+		}
+		want := t.state.sums.sets[prefix]
+		d := t.delta.sets[prefix]
+		want.add(d[:])
+		if got != want {
+			return &TamperedError{Config: true}
+		}
+	}
+	if t.setsChecked == nil {
+		t.setsChecked = map[string]bool{}
+	}
+	t.setsChecked[prefix] = true
 	return nil
 }
 

@@ -48,12 +48,14 @@
 //	                 update it, so a store shared with one stays readable by
 //	                 both; a stale or missing guard record is rebuilt from
 //	                 a pass checked against the state record.
-//	barrier/sets     (version 2) 0x01 | generation u64 | count u32 |
-//	                 count × (prefix length u16 | prefix | sum [32]),
-//	                 prefixes in byte order | HMAC-SHA256 under the state
-//	                 key of "lessor/v2/sets" | store id | the fields
-//	                 before [32]; the sums of the checked sets, current
-//	                 and kept as the guard record is.
+//	barrier/sets     (version 2) 0x01 | generation u64 | SHA-256 of the
+//	                 keyring record [32] | count u32 | count × (prefix
+//	                 length u16 | prefix | sum [32]), prefixes in byte
+//	                 order | HMAC-SHA256 under the state key of
+//	                 "lessor/v2/sets" | store id | the fields before [32];
+//	                 the sums of the checked sets and the keyring they
+//	                 were written with, current and kept as the guard
+//	                 record is.
 //	any other key    0x01 | term u32 | nonce [12] | AES-GCM under the term's
 //	                 data key of the value
 //
@@ -103,7 +105,10 @@
 // deleted, added or restored lease or any other record. A rewrite checks
 // the old sums before it writes new ones, and later writes never correct a
 // wrong sum, so tampering is not laundered. Each record read is still
-// authenticated on its own. Every transaction also refuses a state record
+// authenticated on its own. Every unseal and Verify compare the keyring
+// with the one the sets record names, so a keyring put back from before a
+// rotation is refused even where no core record moved to the new term.
+// Every transaction also refuses a state record
 // older than one the barrier has seen committed (ErrRolledBack): putting
 // the state record back together with old entries would otherwise pass.
 //
@@ -125,6 +130,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -241,6 +247,7 @@ type Sealed struct {
 	hdrRaw   []byte
 	ringRaw  []byte
 	stateRaw []byte      // version 2
+	setsRaw  []byte      // version 2
 	core     []rawRecord // version 2: the records under corePrefixes
 }
 
@@ -252,7 +259,7 @@ func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
 	err := phys.View(ctx, func(tx storage.Tx) error {
 		// One round trip, not five, on a store that pays one per read:
 		// the core records are checked at the unseal.
-		if err := storage.PrefetchPrefixes(tx, []string{headerKey, keyringKey, stateKey}, corePrefixes); err != nil {
+		if err := storage.PrefetchPrefixes(tx, []string{headerKey, keyringKey, stateKey, setsKey}, corePrefixes); err != nil {
 			return err
 		}
 		var err error
@@ -282,6 +289,9 @@ func Peek(ctx context.Context, phys storage.Store) (*Sealed, error) {
 				return errHeaderReplaced
 			}
 			return nil
+		}
+		if s.setsRaw, err = tx.Get(setsKey); err != nil {
+			return err
 		}
 		s.core, err = readCore(tx)
 		return err
@@ -325,6 +335,14 @@ func (s *Sealed) Unseal(key UnsealKey) (*Barrier, error) {
 	if s.hdr.version >= 2 {
 		st, err := parseState(s.stateRaw, root, s.hdr.storeID)
 		if err != nil {
+			return nil, fmt.Errorf("open barrier: %w", err)
+		}
+		// The keyring before the core records: a keyring put back from
+		// before a rotation is named as such.
+		if err := st.takeSets(s.setsRaw, root, s.hdr.storeID); err != nil {
+			return nil, fmt.Errorf("open barrier: %w", err)
+		}
+		if err := st.checkRing(s.ringRaw); err != nil {
 			return nil, fmt.Errorf("open barrier: %w", err)
 		}
 		// Each core record first on its own, so that a damaged one is
@@ -421,7 +439,7 @@ func Init(ctx context.Context, phys storage.Store, key UnsealKey, opts InitOptio
 		return nil, fmt.Errorf("init barrier: %w", err)
 	}
 	hdrRaw := h.marshal()
-	st := &state{gen: 1, guarded: true, setsKnown: true}
+	st := &state{gen: 1, guarded: true, setsKnown: true, ring: sha256.Sum256(ring.raw)}
 	guardRaw, setsRaw, stateRaw := st.marshalGuard(root, h.storeID), st.marshalSets(root, h.storeID), st.marshal(root, h.storeID)
 
 	err = phys.Update(ctx, func(tx storage.Tx) error {
@@ -671,7 +689,7 @@ func (b *Barrier) upgrade(tx storage.Tx, old *header) (func(), uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	st := &state{gen: 1, sums: sums, guarded: true, setsKnown: true}
+	st := &state{gen: 1, sums: sums, guarded: true, setsKnown: true, ring: sha256.Sum256(next.raw)}
 	hdrRaw := h.marshal()
 	if err := tx.Put(headerKey, hdrRaw); err != nil {
 		return nil, 0, err
@@ -764,6 +782,7 @@ func (b *Barrier) Rotate(ctx context.Context) (uint32, error) {
 			}
 			st.sums.addSums(&d)
 			st.gen++
+			st.ring = sha256.Sum256(next.raw)
 			if err := st.put(tx, root, b.storeID); err != nil {
 				return err
 			}
@@ -920,7 +939,7 @@ func (b *Barrier) rewrite(ctx context.Context, plan rewritePlan) (*keyring, erro
 		if err != nil {
 			return err
 		}
-		st = &state{gen: 1, sums: sums, guarded: true, setsKnown: true}
+		st = &state{gen: 1, sums: sums, guarded: true, setsKnown: true, ring: sha256.Sum256(next.raw)}
 		if old != nil {
 			if err := old.check(&oldSums); err != nil {
 				return err
@@ -978,6 +997,9 @@ func (b *Barrier) Verify(ctx context.Context, open bool) (VerifyResult, error) {
 		}
 		ring, err := b.loadRing(tx)
 		if err != nil {
+			return err
+		}
+		if err := st.checkRing(ring.raw); err != nil {
 			return err
 		}
 		sums, n, err := sumRecords(tx, root, "", func(k string, sealed []byte) error {

@@ -524,7 +524,7 @@ func TestKeyringPutBackAfterRotate(t *testing.T) {
 				t.Errorf("write after the keyring was put back: %v; sealed with term %d", err, be.Uint32(raw.get("logical/m/config/db")[1:]))
 			}
 			if _, err := Open(ctx, raw.phys, testKey(t)); !errors.Is(err, ErrCorrupt) ||
-				err.Error() != `open barrier: record "core/audit-hmac-key" names key term 2, which the keyring does not hold (damaged or tampered)` {
+				err.Error() != `open barrier: the store's keyring is not the one its record checksum names: an older keyring was put back (tampered)` {
 				t.Errorf("open after the keyring was put back: %v", err)
 			}
 		})

@@ -362,3 +362,38 @@ func TestCheckedSet(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyringBoundToSets: the keyring from before a rotation, put back,
+// is refused by the next unseal and by Verify even in a store whose core
+// records do not give it away (none yet, so the rotation moved none to
+// the new term): the sets record names the keyring it was written with,
+// under the state key. Without that, every later write would be sealed
+// with the retired data key.
+func TestKeyringBoundToSets(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) {
+			raw := newRaw(t)
+			b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, b, "logical/m/config/db", "root password")
+			oldRing := raw.get(keyringKey)
+			if term, err := b.Rotate(ctx); err != nil || term != 2 {
+				t.Fatalf("rotate: %d, %v", term, err)
+			}
+			raw.put(keyringKey, oldRing)
+			if b2, err := Open(ctx, raw.phys, testKey(t)); !errors.Is(err, ErrCorrupt) {
+				if err == nil {
+					put(t, b2, "logical/m/config/db", "new root password")
+					t.Errorf("open after the keyring was put back: no error; a write was sealed with term %d", be.Uint32(raw.get("logical/m/config/db")[1:]))
+				} else {
+					t.Errorf("open after the keyring was put back: %v", err)
+				}
+			}
+			if _, err := b.Verify(ctx, false); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrRolledBack) {
+				t.Errorf("verify after the keyring was put back: %v", err)
+			}
+		})
+	}
+}

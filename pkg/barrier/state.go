@@ -279,8 +279,10 @@ type state struct {
 	// guard record or from a checked pass; otherwise it is zero.
 	guarded bool
 	// setsKnown: sums.sets holds the checked sets' sums for gen, from
-	// the sets record or from a checked pass; otherwise it is empty.
+	// the sets record or from a checked pass, and ring the SHA-256 of the
+	// keyring as stored at gen; otherwise both are zero.
 	setsKnown bool
+	ring      [sha256.Size]byte
 	// v2: read from a state record (a version 1 store has none, and
 	// nothing to check reads against).
 	v2 bool
@@ -305,15 +307,17 @@ func (s *state) marshalGuard(r *rootKeys, storeID [16]byte) []byte {
 	return append(b, stateMAC(r, storeID, "lessor/v2/guard", b)...)
 }
 
-// marshalSets is the sets record: 0x01 | generation u64 | count u32 |
+// marshalSets is the sets record: 0x01 | generation u64 | SHA-256 of the
+// keyring record [32] | count u32 |
 // count × (prefix length u16 | prefix | sum [32]), prefixes in byte
 // order | HMAC-SHA256 under the state key of "lessor/v2/sets" | store id
 // | the fields before [32].
 func (s *state) marshalSets(r *rootKeys, storeID [16]byte) []byte {
 	prefixes := slices.Sorted(maps.Keys(s.sums.sets))
-	b := make([]byte, 0, 1+8+4+len(prefixes)*64+sha256.Size)
+	b := make([]byte, 0, 1+8+32+4+len(prefixes)*64+sha256.Size)
 	b = append(b, setsVersion)
 	b = be.AppendUint64(b, s.gen)
+	b = append(b, s.ring[:]...)
 	b = be.AppendUint32(b, uint32(len(prefixes)))
 	for _, p := range prefixes {
 		v := s.sums.sets[p]
@@ -398,9 +402,11 @@ func (s *state) takeSets(raw []byte, r *rootKeys, storeID [16]byte) error {
 	}
 	damaged := &damageError{"the store's configuration checksum is malformed"}
 	b := raw[9:body]
-	if len(b) < 4 {
+	if len(b) < 32+4 {
 		return damaged
 	}
+	copy(s.ring[:], b)
+	b = b[32:]
 	n := be.Uint32(b)
 	b = b[4:]
 	sets := map[string]sum256{}
@@ -451,6 +457,17 @@ func loadState(tx storage.Tx, r *rootKeys, storeID [16]byte) (*state, []byte, er
 
 // current reports whether s holds the sums of every set checked on read.
 func (s *state) current() bool { return s.guarded && s.setsKnown }
+
+var errRingReplaced = &damageError{"the store's keyring is not the one its record checksum names: an older keyring was put back (tampered)"}
+
+// checkRing checks the keyring record raw against the one s names, when
+// s knows it.
+func (s *state) checkRing(raw []byte) error {
+	if s.setsKnown && sha256.Sum256(raw) != s.ring {
+		return errRingReplaced
+	}
+	return nil
+}
 
 // check compares sums, computed from every record, with the state's.
 func (s *state) check(sums *setSums) error {
@@ -622,8 +639,14 @@ func (b *Barrier) guardState(tx storage.Tx, r *rootKeys, st *state, raw []byte, 
 	b.mu.Unlock()
 	if c != nil && c.root == r && bytes.Equal(c.state, raw) {
 		st.sums.guard, st.guarded = c.guard, true
-		st.sums.sets, st.setsKnown = maps.Clone(c.sets), true
+		st.sums.sets, st.setsKnown, st.ring = maps.Clone(c.sets), true, c.ring
 		return nil
+	}
+	// The keyring as stored now: a sets record written by a lessor from
+	// before it, or left stale by one, names none to compare with.
+	ring, err := tx.Get(keyringKey)
+	if err != nil {
+		return err
 	}
 	sums, _, err := sumRecords(tx, r, "", nil)
 	if err != nil {
@@ -640,9 +663,9 @@ func (b *Barrier) guardState(tx storage.Tx, r *rootKeys, st *state, raw []byte, 
 		return err
 	}
 	st.sums.guard, st.guarded = sums.guard, true
-	st.sums.sets, st.setsKnown = maps.Clone(sums.sets), true
+	st.sums.sets, st.setsKnown, st.ring = maps.Clone(sums.sets), true, sha256.Sum256(ring)
 	b.mu.Lock()
-	b.guardCache = &guardCache{root: r, state: raw, guard: sums.guard, sets: sums.sets}
+	b.guardCache = &guardCache{root: r, state: raw, guard: sums.guard, sets: sums.sets, ring: st.ring}
 	b.mu.Unlock()
 	return nil
 }
@@ -657,6 +680,7 @@ type guardCache struct {
 	state []byte
 	guard [guardBuckets]sum256
 	sets  map[string]sum256
+	ring  [sha256.Size]byte
 }
 
 // checkGuard checks the bucket of key, if it is a token entry, against

@@ -1344,8 +1344,15 @@ func (t *sealedTx) checksAhead(keys, prefixes []string) ([]string, []string) {
 		checks = true
 	}
 	if checks && t.state == nil {
-		// The checks will read the state records: in the same trip.
+		// The checks will read the state records: in the same trip; and,
+		// while the store is in format version 1 for this barrier, the
+		// header, which tells whether another process upgraded it.
 		keys = append(keys[:len(keys):len(keys)], stateKey, guardKey, setsKey)
+		t.b.mu.Lock()
+		if t.b.hdr.version < 2 {
+			keys = append(keys, headerKey)
+		}
+		t.b.mu.Unlock()
 	}
 	return keys, prefixes
 }

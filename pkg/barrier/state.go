@@ -738,9 +738,19 @@ func (t *sealedTx) loadState() error {
 	v1 := t.b.hdr.version < 2
 	t.b.mu.Unlock()
 	if v1 {
-		// No state record yet: its first write gives it one.
-		t.state = &state{guarded: true, setsKnown: true}
-		return nil
+		// Another process's write may have upgraded the store since this
+		// one opened it, which its header tells (and checkHeader adopts):
+		// a process that only reads (a server) would otherwise go on
+		// checking nothing, and honour a revoked token entry put back.
+		h, err := t.b.checkHeader(t.tx)
+		if err != nil {
+			return err
+		}
+		if h.version < 2 {
+			// No state record yet: its first write gives it one.
+			t.state = &state{guarded: true, setsKnown: true}
+			return nil
+		}
 	}
 	st, raw, err := loadState(t.tx, t.root, t.b.storeID)
 	if err != nil {

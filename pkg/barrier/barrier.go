@@ -14,7 +14,8 @@
 // random 256-bit data keys, one of them active; data keys seal records.
 // Rotate adds a term (old ones stay, to read old records; a record moves to
 // the active term when it is next written, the core records at once, so
-// that the keyring from before, put back, no longer opens the store);
+// that the keyring from before, put back, no longer opens the store, nor
+// seals the writes of a process that opened it before the rotation);
 // RotateReencrypt adds one,
 // re-seals every record with it and drops the others. Rekey generates a new
 // root key, re-seals the keyring under it and wraps it for a new unseal
@@ -221,6 +222,10 @@ type Barrier struct {
 	// guardCache: the token buckets' sums a checked pass found for the
 	// state record, while the guard record is stale.
 	guardCache *guardCache
+	// ringGen is the newest generation at which the keyring this barrier
+	// writes with was found to hold every term the core records name (0:
+	// not yet): see checkRingTerms.
+	ringGen uint64
 
 	genMu      sync.Mutex // serializes writes of the generation file
 	acceptPath string     // the generation file an AcceptGeneration will write
@@ -617,8 +622,19 @@ func (b *Barrier) update(ctx context.Context, force bool, fn func(storage.Tx) er
 	if gen != 0 {
 		b.noteGeneration(gen, genState, false)
 		b.noteState(gen, genState)
+		b.noteRingChecked(gen)
 	}
 	return nil
+}
+
+// noteRingChecked records that the commit of generation gen, which wrote
+// no keyring, left the keyring checked at gen-1 current.
+func (b *Barrier) noteRingChecked(gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ringGen == gen-1 {
+		b.ringGen = gen
+	}
 }
 
 var errRekeyed = errors.New("the store was rekeyed since this command opened it; run the command again")
@@ -1112,6 +1128,9 @@ type sealedTx struct {
 	// hdr is the header it found.
 	headerDue bool
 	hdr       *header
+	// ringChecked: the keyring the writes are sealed with was read in
+	// this transaction and checked against the core records' terms.
+	ringChecked bool
 }
 
 // track accounts for the record at key changing from old (nil: absent) to
@@ -1285,8 +1304,15 @@ func (t *sealedTx) ahead(keys, prefixes []string, always bool) error {
 	switch {
 	case t.headerDue:
 		// The header now, the keyring at the first write, the state
-		// records at the end.
+		// records at the end; the core records too if the first write
+		// is to check the keyring against them (see checkRingTerms).
 		keys = append([]string{headerKey, keyringKey, stateKey, guardKey, setsKey}, keys...)
+		t.b.mu.Lock()
+		ringDue := t.b.ringGen != t.b.gen
+		t.b.mu.Unlock()
+		if ringDue && !t.coreChecked && !slices.ContainsFunc(prefixes, touchesCore) {
+			prefixes = append(prefixes[:len(prefixes):len(prefixes)], corePrefixes...)
+		}
 	case len(prefixes) == 0 && !always:
 		return nil
 	}
@@ -1368,14 +1394,17 @@ func (t *sealedTx) Put(key string, value []byte) error {
 	if err := t.ahead([]string{key}, nil, false); err != nil {
 		return err
 	}
-	if !t.fresh {
+	if !t.ringChecked {
 		// Write with the newest active term, even if another process
 		// rotated since this one last looked.
-		var err error
-		if t.ring, err = t.b.loadRing(t.tx); err != nil {
+		ring, err := t.b.loadRing(t.tx)
+		if err != nil {
 			return err
 		}
-		t.fresh = true
+		if err := t.checkRingTerms(ring); err != nil {
+			return err
+		}
+		t.ring, t.fresh, t.ringChecked = ring, true, true
 	}
 	sealed, err := sealRecord(t.ring, t.b.storeID, key, value, t.b.rand)
 	if err != nil {

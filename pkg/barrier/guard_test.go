@@ -530,3 +530,46 @@ func TestKeyringPutBackAfterRotate(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyringPutBackAfterRotateElsewhere: a process that opened the store
+// before another process rotated (a server, beside the command that
+// rotated) never saw the new term: the keyring from before the rotation,
+// put back, is the very one it holds, and its writes were sealed with the
+// retired data key. The core records, which the rotation sealed with the
+// new term and whose set the state record authenticates, tell it.
+func TestKeyringPutBackAfterRotateElsewhere(t *testing.T) {
+	for name, newRaw := range rawBackends() {
+		t.Run(name, func(t *testing.T) {
+			raw := newRaw(t)
+			b, err := Init(ctx, raw.phys, testKey(t), InitOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, b, "core/audit-hmac-key", "k", "sys/policy/apps", "read", "logical/m/config/db", "old root password")
+			server, err := Open(ctx, raw.phys, testKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			put(t, server, "logical/before", "x")
+			oldRing := raw.get(keyringKey)
+			if term, err := b.Rotate(ctx); err != nil || term != 2 {
+				t.Fatalf("rotate: %d, %v", term, err)
+			}
+			raw.put(keyringKey, oldRing)
+			for name, write := range map[string]func(storage.Tx) error{
+				"put first": func(tx storage.Tx) error { return tx.Put("logical/m/config/db", []byte("new root password")) },
+				"read first": func(tx storage.Tx) error {
+					if _, err := tx.Get("logical/before"); err != nil {
+						return err
+					}
+					return tx.Put("logical/m/config/db", []byte("new root password"))
+				},
+			} {
+				err = server.Update(ctx, write)
+				if !errors.Is(err, ErrRolledBack) {
+					t.Errorf("%s: write after the keyring was put back: %v; sealed with term %d", name, err, be.Uint32(raw.get("logical/m/config/db")[1:]))
+				}
+			}
+		})
+	}
+}

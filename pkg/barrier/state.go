@@ -849,6 +849,45 @@ func (t *sealedTx) checkCoreSet() error {
 	return nil
 }
 
+// checkRingTerms checks ring, the keyring t's writes are to be sealed
+// with, against the core records: a rotation seals each of them with its
+// new term, and their set is checked against the state record, so a core
+// record that names a term newer than any ring holds means an older
+// keyring was put back. The process that rotated refuses it by its newest
+// term (see loadRing), but one opened before another process rotated
+// holds that very keyring, and sealed its writes (a connection's root
+// password) with the retired data key. The check is made once per
+// generation of the state record: every rotation starts one.
+func (t *sealedTx) checkRingTerms(ring *keyring) error {
+	if err := t.loadState(); err != nil {
+		return err
+	}
+	if !t.state.v2 {
+		return nil
+	}
+	t.b.mu.Lock()
+	done := t.b.ringGen == t.state.gen
+	t.b.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := t.checkCoreSet(); err != nil {
+		return err
+	}
+	newest := ring.newest()
+	for k, sealed := range t.scanned {
+		if term, ok := recordTerm(sealed); ok && isCore(k) && term > newest {
+			return fmt.Errorf("%w: record %q is sealed with key term %d, newer than the keyring's newest, %d (an older keyring was put back)", ErrRolledBack, k, term, newest)
+		}
+	}
+	t.b.mu.Lock()
+	if t.state.gen > t.b.ringGen {
+		t.b.ringGen = t.state.gen
+	}
+	t.b.mu.Unlock()
+	return nil
+}
+
 // scanning readies t.scanned for the values a set check finds: an empty
 // set scanned holds reads to finding nothing, too.
 func (t *sealedTx) scanning() {

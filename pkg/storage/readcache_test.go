@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/lessorhq/lessor/pkg/pgtest"
 )
 
 // TestPostgresReadCacheMatchesMemory: every read a transaction makes on a
@@ -137,4 +139,65 @@ func show(v []byte) string {
 		return "<nil>"
 	}
 	return fmt.Sprintf("%q", v)
+}
+
+// TestPostgresRetryReadsAfresh: a transaction that PostgreSQL aborts (a
+// serialization failure) runs again with nothing of its first run's reads
+// cached: a key and a prefix read whole in the first run, changed by
+// another session before the retry, read as changed in the second.
+func TestPostgresRetryReadsAfresh(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Require(t)
+	p, u := newTestPostgres(t)
+	err := p.Update(ctx, func(tx Tx) error {
+		if err := tx.Put("p/a", []byte("old")); err != nil {
+			return err
+		}
+		return tx.Put("p/z", []byte("gone"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := srv.Connect(t, srv.User, srv.Password, dbName(t, u))
+	// The first write of the first run fails as a serialization failure.
+	if _, err := other.Exec(ctx, `CREATE SEQUENCE lessor.runs;
+CREATE FUNCTION lessor.abort_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF pg_catalog.nextval('lessor.runs') = 1 THEN
+		RAISE EXCEPTION 'abort once' USING ERRCODE = 'serialization_failure';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER abort_once BEFORE INSERT ON lessor.kv FOR EACH ROW EXECUTE FUNCTION lessor.abort_once()`); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	err = p.Update(ctx, func(tx Tx) error {
+		if err := PrefetchPrefixes(tx, []string{"q"}, []string{"p/"}); err != nil {
+			return err
+		}
+		keys, vs, err := GetPrefix(tx, "p/")
+		if err != nil {
+			return err
+		}
+		v, err := tx.Get("p/a")
+		if err != nil {
+			return err
+		}
+		seen = append(seen, fmt.Sprintf("%q %q %q", keys, vs, v))
+		if len(seen) == 1 {
+			if _, err := other.Exec(ctx, `UPDATE lessor.kv SET value = 'new' WHERE key = 'p/a';
+DELETE FROM lessor.kv WHERE key = 'p/z'`); err != nil {
+				return err
+			}
+		}
+		return tx.Put("p/c", []byte("mine"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`["p/a" "p/z"] ["old" "gone"] "old"`, `["p/a"] ["new"] "new"`}
+	if !reflect.DeepEqual(seen, want) {
+		t.Fatalf("runs read %q, want %q", seen, want)
+	}
 }

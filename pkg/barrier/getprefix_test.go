@@ -1,6 +1,7 @@
 package barrier
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -142,6 +143,71 @@ func onRawBackends(t *testing.T, fn func(t *testing.T, raw rawStore, b *Barrier)
 				t.Fatal(err)
 			}
 			fn(t, raw, b)
+		})
+	}
+}
+
+// TestUpdateFirstOperationRefusesSwappedRecords: whatever an Update does
+// first, the barrier's own records it reads with that operation are held
+// to what the barrier knows: the header of another store (opened by the
+// same key), the state records of an older generation, and the keyring
+// from before a rotation are each refused, and nothing is written.
+func TestUpdateFirstOperationRefusesSwappedRecords(t *testing.T) {
+	firsts := map[string]func(storage.Tx) error{
+		"get":       func(tx storage.Tx) error { _, err := tx.Get("logical/x"); return err },
+		"get token": func(tx storage.Tx) error { _, err := tx.Get("sys/token/id/ab17"); return err },
+		"get core":  func(tx storage.Tx) error { _, err := tx.Get("sys/policy/p"); return err },
+		"prefetch":  func(tx storage.Tx) error { return storage.Prefetch(tx, []string{"logical/x"}) },
+		"prefix":    func(tx storage.Tx) error { _, _, err := storage.GetPrefix(tx, "logical/"); return err },
+		"list":      func(tx storage.Tx) error { _, err := tx.List("logical/"); return err },
+		"put":       func(tx storage.Tx) error { return tx.Put("logical/y", []byte("y")) },
+		"delete":    func(tx storage.Tx) error { return tx.Delete("logical/x") },
+	}
+	other, err := Init(ctx, storage.NewMemory(), testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherHeader := physGet(t, other.phys, headerKey)
+	for _, swap := range []struct {
+		name string
+		do   func(raw rawStore, b *Barrier) // on a store b has seen written
+		want error
+	}{
+		{"another store's header", func(raw rawStore, _ *Barrier) { raw.put(headerKey, otherHeader) }, ErrCorrupt},
+		{"older state records", func(raw rawStore, b *Barrier) {
+			st, guard := raw.get(stateKey), raw.get(guardKey)
+			put(t, b, "logical/w", "w")
+			raw.put(stateKey, st)
+			raw.put(guardKey, guard)
+		}, ErrRolledBack},
+		{"keyring from before a rotation", func(raw rawStore, b *Barrier) {
+			ring := raw.get(keyringKey)
+			if _, err := b.Rotate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			raw.put(keyringKey, ring)
+		}, ErrRolledBack},
+	} {
+		t.Run(swap.name, func(t *testing.T) {
+			onRawBackends(t, func(t *testing.T, raw rawStore, b *Barrier) {
+				put(t, b, "sys/token/id/ab17", "token", "sys/policy/p", "p", "logical/x", "x")
+				swap.do(raw, b)
+				for name, first := range firsts {
+					before := raw.get(stateKey)
+					err := b.Update(ctx, func(tx storage.Tx) error {
+						if err := first(tx); err != nil {
+							return err
+						}
+						return tx.Put("logical/z", []byte("z"))
+					})
+					if !errors.Is(err, swap.want) {
+						t.Errorf("%s first: %v, want %v", name, err, swap.want)
+					}
+					if !bytes.Equal(raw.get(stateKey), before) {
+						t.Errorf("%s first: the store was written", name)
+					}
+				}
+			})
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/lessorhq/lessor/pkg/pgtest"
@@ -199,5 +200,57 @@ DELETE FROM lessor.kv WHERE key = 'p/z'`); err != nil {
 	want := []string{`["p/a" "p/z"] ["old" "gone"] "old"`, `["p/a"] ["new"] "new"`}
 	if !reflect.DeepEqual(seen, want) {
 		t.Fatalf("runs read %q, want %q", seen, want)
+	}
+}
+
+// TestStoreNoLostPrefixUpdate: handles that each add a key numbered by the
+// keys a prefix read (read ahead, then read whole) found under it, side by
+// side, as reapers that claim what no other claimed, end with every key
+// added: no transaction's prefix read answers from before another's
+// commit.
+func TestStoreNoLostPrefixUpdate(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			const writers, each = 3, 20
+			var wg sync.WaitGroup
+			errs := make(chan error, writers)
+			for range writers {
+				s := open()
+				wg.Go(func() {
+					for range each {
+						err := s.Update(ctx, func(tx Tx) error {
+							if err := PrefetchPrefixes(tx, []string{"other"}, []string{"n/"}); err != nil {
+								return err
+							}
+							keys, _, err := GetPrefix(tx, "n/")
+							if err != nil {
+								return err
+							}
+							return tx.Put(fmt.Sprintf("n/%04d", len(keys)), nil)
+						})
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			err := open().View(ctx, func(tx Tx) error {
+				keys, err := tx.List("n/")
+				if err == nil && len(keys) != writers*each {
+					err = fmt.Errorf("%d keys, want %d", len(keys), writers*each)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -1304,13 +1304,12 @@ func (t *sealedTx) ahead(keys, prefixes []string, always bool) error {
 	switch {
 	case t.headerDue:
 		// The header now, the keyring at the first write, the state
-		// records at the end; the core records too if the first write
-		// is to check the keyring against them (see checkRingTerms).
+		// records at the end; the core records too (a few rows), which
+		// the first write checks the keyring against when another
+		// process committed since (see checkRingTerms), which this one
+		// learns only from the state record this read brings.
 		keys = append([]string{headerKey, keyringKey, stateKey, guardKey, setsKey}, keys...)
-		t.b.mu.Lock()
-		ringDue := t.b.ringGen != t.b.gen
-		t.b.mu.Unlock()
-		if ringDue && !t.coreChecked && !slices.ContainsFunc(prefixes, touchesCore) {
+		if !t.coreChecked && !slices.ContainsFunc(prefixes, touchesCore) {
 			prefixes = append(prefixes[:len(prefixes):len(prefixes)], corePrefixes...)
 		}
 	case len(prefixes) == 0 && !always:

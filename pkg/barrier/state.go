@@ -567,6 +567,11 @@ type rawRecord struct {
 }
 
 func readCore(tx storage.Tx) ([]rawRecord, error) {
+	// Both prefixes in one query, where a read is a round trip and they
+	// were not read ahead.
+	if err := storage.PrefetchPrefixes(tx, nil, corePrefixes); err != nil {
+		return nil, err
+	}
 	var out []rawRecord
 	for _, p := range corePrefixes {
 		// In one query, not one per record, where a read is a round trip.

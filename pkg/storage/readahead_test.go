@@ -81,6 +81,23 @@ func TestBarrierChecksReadAhead(t *testing.T) {
 	if got := n.Swap(0); got > 5 {
 		t.Errorf("a record transaction: %d statements, want 5", got)
 	}
+	// The same after another process committed, which the first write
+	// learns from the state record and then checks the keyring against
+	// the core records: read with the rest.
+	other, err := barrier.Open(ctx, p, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Update(ctx, func(tx storage.Tx) error { return tx.Put("logical/other", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	n.Swap(0)
+	if err := b.Update(ctx, func(tx storage.Tx) error { return tx.Put("logical/y", []byte("w")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Swap(0); got > 5 {
+		t.Errorf("a write after another process's: %d statements, want 5", got)
+	}
 	// A read of a token entry and of a core record, each with its check:
 	// BEGIN, two reads, ROLLBACK.
 	if err := b.View(ctx, func(tx storage.Tx) error { return get(tx, "sys/token/id/cd01", "core/mounts") }); err != nil {

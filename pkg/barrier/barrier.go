@@ -1518,12 +1518,62 @@ func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 			return err
 		}
 	}
-	return t.tx.Walk(prefix, func(k string) error {
-		if strings.HasPrefix(k, ReservedPrefix) {
+	if !touchesCore(prefix) || !t.coreChecked || t.scanned == nil {
+		return t.tx.Walk(prefix, func(k string) error {
+			if strings.HasPrefix(k, ReservedPrefix) {
+				return nil
+			}
+			return fn(k)
+		})
+	}
+	// The core records come from the scan that checked their set, not
+	// from the walk's own query, which the state database can answer
+	// otherwise (row security on the query's text) and so hide a policy
+	// from a listing whose set added up. They are taken as the walk
+	// begins: one that fn writes is not visited, one it deletes is not
+	// visited after.
+	var scan []string
+	for k := range t.scanned {
+		if isCore(k) && strings.HasPrefix(k, prefix) {
+			scan = append(scan, k)
+		}
+	}
+	slices.Sort(scan)
+	stopped := false
+	call := func(k string) error {
+		err := fn(k)
+		stopped = errors.Is(err, storage.ErrStop)
+		return err
+	}
+	emit := func(below string, all bool) error {
+		for len(scan) > 0 && (all || scan[0] < below) {
+			k := scan[0]
+			scan = scan[1:]
+			if _, ok := t.scanned[k]; !ok {
+				continue // deleted by fn
+			}
+			if err := call(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := t.tx.Walk(prefix, func(k string) error {
+		if strings.HasPrefix(k, ReservedPrefix) || isCore(k) {
 			return nil
 		}
-		return fn(k)
+		if err := emit(k, false); err != nil {
+			return err
+		}
+		return call(k)
 	})
+	if err != nil || stopped {
+		return err
+	}
+	if err := emit("", true); err != nil && !errors.Is(err, storage.ErrStop) {
+		return err
+	}
+	return nil
 }
 
 // damageError is damage found by the barrier; its text names what is

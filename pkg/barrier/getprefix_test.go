@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -209,5 +210,58 @@ func TestUpdateFirstOperationRefusesSwappedRecords(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestWalkMergesCheckedCoreRecords: a walk whose prefix covers core
+// records (answered from the scan that checked them) and others lists
+// them all in key order, stops where its function says, and skips a core
+// record its function deleted ahead of it.
+func TestWalkMergesCheckedCoreRecords(t *testing.T) {
+	b, err := Init(ctx, storage.NewMemory(), testKey(t), InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := []string{"a", "core/audit", "core/mounts", "d", "sys/lease/x", "sys/policy/a", "sys/policy/b", "sys/q", "z"}
+	var kv []string
+	for _, k := range all {
+		kv = append(kv, k, "v")
+	}
+	put(t, b, kv...)
+	for _, prefix := range []string{"", "c", "core/", "s", "sys/", "sys/policy/", "sys/policy/b", "z"} {
+		var want []string
+		for _, k := range all {
+			if strings.HasPrefix(k, prefix) {
+				want = append(want, k)
+			}
+		}
+		for stop := 1; stop <= len(want)+1; stop++ {
+			var got []string
+			err := b.View(ctx, func(tx storage.Tx) error {
+				return tx.Walk(prefix, func(k string) error {
+					got = append(got, k)
+					if len(got) == stop {
+						return storage.ErrStop
+					}
+					return nil
+				})
+			})
+			if w := want[:min(stop, len(want))]; err != nil || !slices.Equal(got, w) {
+				t.Errorf("walk %q, stop after %d: %q, %v; want %q", prefix, stop, got, err, w)
+			}
+		}
+	}
+	var got []string
+	err = b.Update(ctx, func(tx storage.Tx) error {
+		return tx.Walk("", func(k string) error {
+			got = append(got, k)
+			if k == "a" {
+				return tx.Delete("sys/policy/b")
+			}
+			return nil
+		})
+	})
+	if want := slices.DeleteFunc(slices.Clone(all), func(k string) bool { return k == "sys/policy/b" }); err != nil || !slices.Equal(got, want) {
+		t.Errorf("walk deleting ahead: %q, %v; want %q", got, err, want)
 	}
 }

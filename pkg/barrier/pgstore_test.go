@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -265,4 +266,31 @@ CREATE POLICY writers_miss ON lessor.kv USING (key NOT IN (`+strings.Join(hidden
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestListHeldToTheCheckedScan: the state database's administrator hid a
+// policy from the query of a walk alone (row security on its text), and
+// the listing of the policies left it out though the set check, whose
+// scan counted it, passed. A walk of the core records lists what that
+// scan found.
+func TestListHeldToTheCheckedScan(t *testing.T) {
+	const deny = "sys/policy/deny"
+	b, _, db, u := rowSecurityStore(t)
+	put(t, b, deny, `path "*" { capabilities = ["deny"] }`, "sys/policy/apps", "apps", "core/mounts", "m", "logical/x", "x")
+	db.Exec(t, `ALTER TABLE lessor.kv ENABLE ROW LEVEL SECURITY;
+CREATE POLICY walks ON lessor.kv USING (key <> '`+deny+`'::bytea OR pg_catalog.strpos(pg_catalog.current_query(), 'LIMIT') = 0)`)
+	b, err := Open(ctx, openPG(t, u), testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for prefix, want := range map[string][]string{
+		"sys/policy/":  {"sys/policy/apps", deny},
+		"sys/policy/d": {deny},
+		"":             {"core/mounts", "logical/x", "sys/policy/apps", deny},
+	} {
+		var keys []string
+		if err := b.View(ctx, func(tx storage.Tx) (err error) { keys, err = tx.List(prefix); return err }); err != nil || !slices.Equal(keys, want) {
+			t.Errorf("list %q: %q, %v; want %q", prefix, keys, err, want)
+		}
+	}
 }

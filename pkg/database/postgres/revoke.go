@@ -231,8 +231,30 @@ func (db *DB) revokeDefault(ctx context.Context, names []string, mine func(name,
 
 	// 3. Ownership and privileges, database by database. Roles the admin
 	// cannot tear down keep their error and are not dropped.
+	// What they passed on of their memberships goes with them, whether
+	// they are dropped or stay: its holders are other roles, which no
+	// later step looks at. On PostgreSQL 16+ before DROP OWNED, which
+	// takes the first grant of a chain and leaves the rest; before 16
+	// after it, which has dropped their SECURITY DEFINER functions, with
+	// which whoever calls them could pass a membership on again.
+	var passed map[string]error
+	if db.version >= 160000 {
+		var more []string
+		passed, more = db.takePassedOn(ctx, conn, present, oids, adm)
+		granted = union(granted, more)
+	}
 	stuck, more, err := db.dropOwned(ctx, conn, oids, adm)
 	granted = union(granted, more)
+	if db.version < 160000 && !conn.IsClosed() && ctx.Err() == nil {
+		passed, _ = db.takePassedOn(ctx, conn, present, oids, adm)
+	}
+	for name, perr := range passed {
+		if stuck[name] == nil {
+			stuck[name] = perr
+		} else {
+			stuck[name] = fmt.Errorf("%w; %v", stuck[name], perr)
+		}
+	}
 	if err != nil {
 		db.giveBack(ctx, conn, granted)
 		return errs, db.disarmAll(ctx, conn, present, err)
@@ -325,6 +347,106 @@ func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint3
 		return fmt.Errorf("end the sessions of dropped roles: %w", err)
 	}
 	return nil
+}
+
+// passedOn lists the memberships that roles of oids $1 passed on with
+// their ADMIN OPTION, to roles not among them: the role passing it on,
+// the group, the member and the grantor of the grant, by name, and
+// whether the admin has the passing role's privileges. With $2
+// (PostgreSQL 15 and older) the grants made in turn from those follow,
+// for as long as a chain goes: each such grant names its member's
+// grantor, one per group and member. pg_shdepend records none of them
+// before 16, so DROP OWNED does not see them, and DROP ROLE leaves them
+// with a dangling grantor. The roles are a set to join, not an array to
+// compare each membership with, as pg_auth_members has no index on its
+// grantor.
+const passedOn = `
+WITH RECURSIVE dying AS (SELECT pg_catalog.unnest($1::pg_catalog.oid[]) AS oid),
+passed AS (
+  SELECT am.roleid, am.member, am.grantor, am.grantor AS origin
+  FROM pg_catalog.pg_auth_members am
+  WHERE am.grantor IN (SELECT oid FROM dying) AND am.member NOT IN (SELECT oid FROM dying)
+  UNION
+  SELECT am.roleid, am.member, am.grantor, p.origin
+  FROM passed p
+  JOIN pg_catalog.pg_auth_members am ON am.roleid = p.roleid AND am.grantor = p.member
+  WHERE $2 AND am.member NOT IN (SELECT oid FROM dying)
+)
+SELECT o.rolname, g.rolname, m.rolname, gr.rolname, pg_catalog.pg_has_role(p.origin, 'USAGE')
+FROM passed p
+JOIN pg_catalog.pg_roles o ON o.oid = p.origin
+JOIN pg_catalog.pg_roles g ON g.oid = p.roleid
+JOIN pg_catalog.pg_roles m ON m.oid = p.member
+JOIN pg_catalog.pg_roles gr ON gr.oid = p.grantor
+ORDER BY 1, 2, 3`
+
+// takePassedOn revokes the memberships that roles (of oids, in the same
+// order) granted to others through an ADMIN OPTION they held: a
+// credential given its group WITH ADMIN OPTION that handed the group to
+// a role of its holder's would otherwise have it outlive the lease. On
+// PostgreSQL 16+ DROP OWNED would take such a grant but not the grants
+// made from it in turn; REVOKE … GRANTED BY … CASCADE takes the whole
+// chain, acting with the role's privileges, which a non-superuser admin
+// first grants itself (and returns, as teardown does). On 15 and older
+// nothing records or cascades them: each grant of the chain is revoked,
+// which the admin's CREATEROLE or ADMIN OPTION on the group allows. It
+// returns, by role, the grants it could not take back: such a role must
+// stay, or nothing would ever find them again.
+func (db *DB) takePassedOn(ctx context.Context, conn *pgx.Conn, roles []string, oids []uint32, adm adminRole) (map[string]error, []string) {
+	failed := map[string]error{}
+	chain := db.version < 160000
+	type grant struct{ origin, group, member, grantor string }
+	var grants []grant
+	var need []string // origins whose privileges the admin lacks
+	rctx, cancel := db.roundTrip(ctx)
+	rows, err := conn.Query(rctx, passedOn, oids, chain)
+	if err == nil {
+		for rows.Next() {
+			var g grant
+			var privileged bool
+			if err = rows.Scan(&g.origin, &g.group, &g.member, &g.grantor, &privileged); err != nil {
+				break
+			}
+			grants = append(grants, g)
+			if !chain && !adm.super && !privileged && !slices.Contains(need, g.origin) {
+				need = append(need, g.origin)
+			}
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	cancel()
+	if err != nil {
+		for _, name := range roles {
+			failed[name] = fmt.Errorf("finding the memberships it passed on failed: %w", pgError(err))
+		}
+		return failed, nil
+	}
+	if len(need) > 0 {
+		if err := db.exec(ctx, conn, db.grantSelf(need)); err != nil {
+			if sqlState(err) == "42501" {
+				err = membershipHint(err, need, adm.name, db.version, "to take back the memberships they passed on")
+			}
+			for _, name := range need {
+				failed[name] = err
+			}
+			grants = slices.DeleteFunc(grants, func(g grant) bool { return slices.Contains(need, g.origin) })
+			need = nil
+		}
+	}
+	for _, g := range grants {
+		stmt := "REVOKE " + pgx.Identifier{g.group}.Sanitize() + " FROM " + pgx.Identifier{g.member}.Sanitize()
+		if !chain {
+			stmt += " GRANTED BY " + pgx.Identifier{g.grantor}.Sanitize() + " CASCADE"
+		}
+		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, stmt) }); err != nil && failed[g.origin] == nil {
+			failed[g.origin] = fmt.Errorf("%s passed on its membership in %s to %s, which must go with it, and taking it back failed; fix: as a superuser, %s, then revoke again: %w",
+				pgx.Identifier{g.origin}.Sanitize(), pgx.Identifier{g.group}.Sanitize(), pgx.Identifier{g.member}.Sanitize(), stmt, err)
+		}
+	}
+	return failed, need
 }
 
 // disarmAll disarms roles that a revocation failed to drop, for the

@@ -145,3 +145,36 @@ CREATE FUNCTION public.leak() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'S
 		f.gone(t, name, d2)
 	})
 }
+
+// TestLeastPrivilegeMembershipPassedOn: a credential given its group WITH
+// ADMIN OPTION hands the group on to another role (a login of the
+// credential holder's, say), with ADMIN OPTION, which hands it on again.
+// When the credential goes, so must what it passed on: on PostgreSQL 15
+// and older the grant outlived its grantor (DROP ROLE leaves it, with a
+// dangling grantor), and on 16+ DROP OWNED takes the first grant but not
+// the one made from it in turn.
+func TestLeastPrivilegeMembershipPassedOn(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		g := f.group(t)
+		friend, friend2 := newName(t, "v-friend"), newName(t, "v-friend2")
+		f.s.DropRolesAtCleanup(t, friend, friend2)
+		fr, fr2 := pgx.Identifier{friend}.Sanitize(), pgx.Identifier{friend2}.Sanitize()
+		f.d.Exec(t, `CREATE ROLE `+fr+` NOLOGIN; CREATE ROLE `+fr2+` NOLOGIN`)
+		name, pw := f.issue(t, "v-passer", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT `+g+` TO "{{name}}" WITH ADMIN OPTION`)
+		c := f.s.Connect(t, name, pw, f.d.Name)
+		if _, err := c.Exec(f.ctx, `GRANT `+g+` TO `+fr+` WITH ADMIN OPTION`); err != nil {
+			t.Fatal(err)
+		}
+		c.Close(f.ctx)
+		f.d.Exec(t, `SET ROLE `+fr+`; GRANT `+g+` TO `+fr2+`; RESET ROLE`)
+		f.revoke(t, name)
+		f.gone(t, name)
+		conn := f.d.Conn(t)
+		for _, member := range []string{friend, friend2} {
+			var n int
+			if err := conn.QueryRow(f.ctx, `SELECT count(*) FROM pg_auth_members WHERE roleid = $1::regrole AND member = $2::regrole`, g, pgx.Identifier{member}.Sanitize()).Scan(&n); err != nil || n != 0 {
+				t.Errorf("%s is still a member of %s (%d grants, %v) after the credential that passed it on was revoked", member, g, n, err)
+			}
+		}
+	})
+}

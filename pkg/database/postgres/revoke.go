@@ -66,7 +66,8 @@ const terminateWait = 2 * time.Second
 // *PrivilegeError naming the grantor and the statement that would fix it;
 // so is a role that owns a database or tablespace, or whose objects other
 // roles' objects depend on, with an error saying what to drop or re-own.
-// Such a role keeps only what the admin could not take: its other grants
+// Such a role keeps only what the admin could not take: its other grants,
+// the default privileges that grant to it or that it set (see teardown),
 // and its memberships go (see disarm), or a SECURITY DEFINER function of
 // its would go on using them for whoever calls it, and so does the LOGIN
 // of an expired one, which step 1 skipped.
@@ -739,7 +740,13 @@ GROUP BY 1, 2, 3`, oids)
 // the single holder. Rows of kind 'rest' are one per role that owns
 // anything or holds anything else (default privileges, types,
 // policies…), which only DROP OWNED removes: the role, and whether
-// the admin already has its privileges. $3 is the pg_has_role privilege
+// the admin already has its privileges. Rows of kind 'defacl' are one per
+// default ACL (of one role, kind of object and schema, or none) that
+// grants to one of them, or that one of them set for others: the kind as
+// ALTER DEFAULT PRIVILEGES names it, the schema (empty for all), the role
+// it is for, whether the admin may act for that role, and the grantees to
+// take it from, one of them or, for their own, all but themselves (an
+// empty name for PUBLIC). $3 is the pg_has_role privilege
 // that lets the admin SET ROLE: 'SET' on PostgreSQL 16+, 'MEMBER' before.
 const holdings = `
 WITH dying AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY($1::name[])),
@@ -788,6 +795,18 @@ JOIN dying r ON r.oid = dep.refobjid
 LEFT JOIN pg_database d ON dep.classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid AND d.oid = dep.objid
 LEFT JOIN pg_tablespace t ON dep.classid = 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid AND t.oid = dep.objid
 WHERE dep.deptype = 'o' AND dep.classid IN ('pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid)
+UNION ALL
+SELECT 'defacl', CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE 'LARGE OBJECTS' END,
+       coalesce(pg_catalog.quote_ident(n.nspname), ''), o.rolname, false, false, pg_catalog.pg_has_role(d.defaclrole, $3),
+       pg_catalog.array_agg(DISTINCT coalesce(g.rolname, '') ORDER BY coalesce(g.rolname, ''))
+FROM pg_default_acl d
+CROSS JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a
+JOIN pg_roles o ON o.oid = d.defaclrole
+LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+LEFT JOIN pg_roles g ON g.oid = a.grantee
+WHERE d.oid IN (SELECT objid FROM dep WHERE classid = 'pg_catalog.pg_default_acl'::pg_catalog.regclass::pg_catalog.oid)
+  AND (a.grantee IN (SELECT oid FROM dying) OR (d.defaclrole IN (SELECT oid FROM dying) AND a.grantee <> d.defaclrole))
+GROUP BY d.defaclobjtype, n.nspname, o.rolname, d.defaclrole
 UNION ALL
 SELECT 'rest', '', r.rolname, '', false, false, pg_catalog.pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
@@ -843,6 +862,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	var groups []*revokeGroup
 	byKey := map[string]*revokeGroup{}
 	var rest, needMembership []string
+	var defacls []defaultACL
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, holdings, roles, shared, setPriv)
 	if err != nil {
@@ -866,6 +886,9 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 			if !privileged && !adm.super {
 				needMembership = append(needMembership, object)
 			}
+			continue
+		case "defacl":
+			defacls = append(defacls, defaultACL{kind: kind, schema: object, role: grantor, privileged: privileged, grantees: holders})
 			continue
 		case "shared":
 			for _, h := range holders {
@@ -927,11 +950,60 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 	}
 	rest, needMembership = keep(rest), keep(needMembership)
+	// Default privileges go with the grants, for every role: DROP OWNED
+	// would take them, but a role it then leaves in place (or that is
+	// stuck already and never goes through it) would otherwise receive
+	// privileges on what others create later, and hand what its
+	// SECURITY DEFINER functions create to whom it chose. For a role's
+	// own, the admin acts with its privileges, as DROP OWNED needs; for
+	// another role's, only if it has them already: lessor does not take
+	// an app owner's privileges for that.
+	var defaclStmts []string
+	cannotDefacl := map[string][]string{} // role: the statements it needs
+	for _, d := range defacls {
+		stmt := d.revoke()
+		dying := slices.Contains(roles, d.role)
+		switch {
+		case adm.super || d.privileged || slices.Contains(needMembership, d.role):
+		case dying && !slices.Contains(needMembership, d.role):
+			needMembership = append(needMembership, d.role)
+		default:
+			for _, h := range d.grantees {
+				if slices.Contains(roles, h) {
+					cannotDefacl[h] = append(cannotDefacl[h], stmt)
+				}
+			}
+			continue
+		}
+		defaclStmts = append(defaclStmts, stmt)
+	}
 	if len(needMembership) > 0 {
 		b.WriteString(db.grantSelf(needMembership) + ";")
 	}
+	for _, stmt := range defaclStmts {
+		b.WriteString(stmt + ";")
+	}
+	// Said in the error of a role left in place, on every path out.
+	explain := func(err error) error {
+		for _, name := range roles {
+			if fixes := cannotDefacl[name]; len(fixes) > 0 && stuck[name] != nil {
+				stuck[name] = fmt.Errorf("%w; %s", stuck[name], defaultACLError(pgx.Identifier{name}.Sanitize(), adm.name, fixes))
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		var fixes []string
+		for _, name := range rest {
+			fixes = append(fixes, cannotDefacl[name]...)
+		}
+		if len(fixes) == 0 {
+			return err
+		}
+		return fmt.Errorf("%w; %s", err, defaultACLError(identList(rest), adm.name, fixes))
+	}
 	if b.Len() == 0 && len(rest) == 0 {
-		return nil, nil
+		return nil, explain(nil)
 	}
 	// The REVOKEs (and the admin's membership) commit first, on their
 	// own, as one implicit transaction: whatever then stops DROP OWNED
@@ -944,11 +1016,11 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 			if len(needMembership) > 0 && sqlState(err) == "42501" {
 				err = membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
 			}
-			return nil, err
+			return nil, explain(err)
 		}
 	}
 	if len(rest) == 0 {
-		return needMembership, nil
+		return needMembership, explain(nil)
 	}
 	err = db.retry(ctx, func() error { return db.exec(ctx, conn, "DROP OWNED BY "+identList(rest)) })
 	switch {
@@ -957,13 +1029,44 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		// The one role whose objects others' depend on stays.
 		stuck[rest[0]] = fmt.Errorf("drop owned in database %s: %w", dbName, dependentsError(err, rest))
 	case sqlState(err) == "2BP01":
-		return needMembership, dependentsError(err, rest)
+		return needMembership, explain(dependentsError(err, rest))
 	case sqlState(err) == "42501" && len(needMembership) > 0:
-		return needMembership, membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
+		return needMembership, explain(membershipHint(err, needMembership, adm.name, db.version, "to drop what they own"))
 	default:
-		return needMembership, err
+		return needMembership, explain(err)
 	}
-	return needMembership, nil
+	return needMembership, explain(nil)
+}
+
+// defaultACL is a default ACL that a revocation takes from: what
+// ALTER DEFAULT PRIVILEGES FOR ROLE role IN SCHEMA schema (none when "")
+// REVOKE ALL ON kind FROM grantees ("" for PUBLIC) takes.
+type defaultACL struct {
+	kind, schema, role string
+	privileged         bool
+	grantees           []string
+}
+
+func (d defaultACL) revoke() string {
+	in := ""
+	if d.schema != "" {
+		in = " IN SCHEMA " + d.schema
+	}
+	from := make([]string, len(d.grantees))
+	for i, g := range d.grantees {
+		from[i] = "PUBLIC"
+		if g != "" {
+			from[i] = pgx.Identifier{g}.Sanitize()
+		}
+	}
+	return "ALTER DEFAULT PRIVILEGES FOR ROLE " + pgx.Identifier{d.role}.Sanitize() + in + " REVOKE ALL ON " + d.kind + " FROM " + strings.Join(from, ", ")
+}
+
+// defaultACLError says that default privileges another role set still
+// grant to role, which the admin may not act for, and what fixes it.
+func defaultACLError(role, admin string, fixes []string) error {
+	return &PrivilegeError{msg: fmt.Sprintf("default privileges still grant %s privileges on what other roles create later, and admin %s may not act for those roles; fix: as a superuser or a member of those roles, %s",
+		role, pgx.Identifier{admin}.Sanitize(), strings.Join(fixes, "; "))}
 }
 
 // dependentsError explains a DROP OWNED BY roles that failed because

@@ -80,7 +80,26 @@ func (b *Backend) roleWrite(ctx context.Context, req *logical.Request, name stri
 		}
 		resp.AddWarning("creation_statements give each credential %s: it could make roles of its own, or rewrite the comment that marks its role as this lease's, and neither is undone by its revocation; grant what the application needs (a group role) instead", attr)
 	}
+	if signalsBackends(r.CreationStatements) {
+		if resp == nil {
+			resp = &logical.Response{}
+		}
+		resp.AddWarning("creation_statements give each credential pg_signal_backend: with a session open it can end the sessions of every role but a superuser, an admin's that is not one included, and so keep lessor from issuing or revoking any credential, its own too; use a superuser admin, or grant the application what it needs without it")
+	}
 	return resp, nil
+}
+
+// signalBackendRE finds the predefined role that lets a session end
+// others' sessions.
+var signalBackendRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)\bpg_signal_backend\b`)
+})
+
+// signalsBackends tells whether the statements name pg_signal_backend,
+// which lessor does not read further: a statement naming it grants it,
+// or means to.
+func signalsBackends(statements []string) bool {
+	return slices.ContainsFunc(statements, signalBackendRE().MatchString)
 }
 
 // escapingAttrRE finds role attributes written in statements, with their

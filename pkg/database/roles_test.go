@@ -162,3 +162,21 @@ func TestRoleWriteWarnsOfEscapingAttributes(t *testing.T) {
 		t.Fatalf("role write without: %+v", resp.Warnings)
 	}
 }
+
+// TestRoleWriteWarnsOfSignalBackend: creation statements that grant each
+// credential pg_signal_backend are stored, with a warning: a credential
+// with a session open could end a non-superuser admin's sessions as fast
+// as lessor opens them, and no revocation of its own would go through.
+func TestRoleWriteWarnsOfSignalBackend(t *testing.T) {
+	e := roleEnv(t)
+	resp := e.must(logical.UpdateOperation, "roles/signaller", map[string]any{"db_name": "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}'; GRANT Pg_Signal_Backend TO "{{name}}";`})
+	want := "creation_statements give each credential pg_signal_backend: with a session open it can end the sessions of every role but a superuser, an admin's that is not one included, and so keep lessor from issuing or revoking any credential, its own too; use a superuser admin, or grant the application what it needs without it"
+	if resp == nil || len(resp.Warnings) != 1 || resp.Warnings[0] != want {
+		t.Fatalf("role write with pg_signal_backend: %+v", resp)
+	}
+	if resp := e.must(logical.UpdateOperation, "roles/plain", map[string]any{"db_name": "pg",
+		"creation_statements": `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}'; GRANT pg_signal_backend_helper TO "{{name}}";`}); resp != nil && len(resp.Warnings) > 0 {
+		t.Fatalf("role write without: %+v", resp.Warnings)
+	}
+}

@@ -142,7 +142,7 @@ func TestLeastPrivilegeRevokeOwnedWithDependents(t *testing.T) {
 		table := pgx.Identifier{"t-" + name}.Sanitize()
 		f.d.Exec(t, `CREATE VIEW app_view AS SELECT id FROM `+table)
 		errs := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: other}})
-		want := fmt.Sprintf(`revoke user %s: drop owned in database %s: objects owned by %s have dependents that other roles own (view app_view depends on table %s), and lessor neither drops those nor gives the role's objects to its admin; fix: drop the dependents, or ALTER the objects they depend on OWNER TO a role of your choice, then revoke again`,
+		want := fmt.Sprintf(`revoke user %s: drop owned in database %s: objects owned by %s have dependents that other roles own (view public.app_view depends on table public.%s), and lessor neither drops those nor gives the role's objects to its admin; fix: drop the dependents, or ALTER the objects they depend on OWNER TO a role of your choice, then revoke again`,
 			name, f.d.Name, pgx.Identifier{name}.Sanitize(), table)
 		if errs[0] == nil || errs[0].Error() != want {
 			t.Fatalf("err = %v\nwant %s", errs[0], want)
@@ -326,7 +326,7 @@ func TestLeastPrivilegeGrantorOutOfReach(t *testing.T) {
 		f.d.Exec(t, fmt.Sprintf("GRANT %s TO %s WITH ADMIN OPTION", id, pgx.Identifier{f.adminUser}.Sanitize()))
 		err = f.revokeErr(name)
 	}
-	want := fmt.Sprintf(`revoke user %s: privileges on table accounts were granted by %s, as whom admin %s cannot act (a REVOKE removes only its own grantor's entry); fix: run as %s: REVOKE ALL ON TABLE accounts FROM %s`,
+	want := fmt.Sprintf(`revoke user %s: privileges on table public.accounts were granted by %s, as whom admin %s cannot act (a REVOKE removes only its own grantor's entry); fix: run as %s: REVOKE ALL ON TABLE public.accounts FROM %s`,
 		name, owner, pgx.Identifier{f.adminUser}.Sanitize(), owner, id)
 	var pe *PrivilegeError
 	if err == nil || err.Error() != want || !errors.As(err, &pe) {

@@ -859,6 +859,23 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	if db.version >= 160000 {
 		setPriv = "SET"
 	}
+	// The names holdings prints (regclass, regprocedure) leave out a
+	// schema the search_path finds, and a REVOKE made as another role
+	// (SET ROLE) reads them with "$user" now that role: a grantor with a
+	// schema of its own name would have them find its objects, not those
+	// meant. With pg_catalog alone they name their schema, whoever reads
+	// them. The session's own comes back after, for the operator's
+	// statements.
+	var searchPath string
+	if err := db.queryRow(ctx, conn, `SELECT pg_catalog.current_setting('search_path'), pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)`, nil, &searchPath, new(string)); err != nil {
+		return nil, fmt.Errorf("find holdings: %w", err)
+	}
+	defer func() {
+		if err := db.exec(context.WithoutCancel(ctx), conn, `SELECT pg_catalog.set_config('search_path', $1, false)`, searchPath); err != nil {
+			// A session left so would not find the operator's tables.
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	var groups []*revokeGroup
 	byKey := map[string]*revokeGroup{}
 	var rest, needMembership []string

@@ -740,7 +740,11 @@ GROUP BY 1, 2, 3`, oids)
 // the single holder. Rows of kind 'rest' are one per role that owns
 // anything or holds anything else (default privileges, types,
 // policies…), which only DROP OWNED removes: the role, and whether
-// the admin already has its privileges. Rows of kind 'defacl' are one per
+// the admin already has its privileges. Rows of kind 'colacl' are one
+// per table and role of them that granted others privileges on its
+// columns: the columns, the table, the role, whether it is a superuser,
+// whether the admin may act as it, and the grantees (an empty name for
+// PUBLIC). Rows of kind 'defacl' are one per
 // default ACL (of one role, kind of object and schema, or none) that
 // grants to one of them, or that one of them set for others: the kind as
 // ALTER DEFAULT PRIVILEGES names it, the schema (empty for all), the role
@@ -795,6 +799,19 @@ JOIN dying r ON r.oid = dep.refobjid
 LEFT JOIN pg_database d ON dep.classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid AND d.oid = dep.objid
 LEFT JOIN pg_tablespace t ON dep.classid = 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid AND t.oid = dep.objid
 WHERE dep.deptype = 'o' AND dep.classid IN ('pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid)
+UNION ALL
+SELECT 'colacl', pg_catalog.string_agg(DISTINCT pg_catalog.quote_ident(at.attname::pg_catalog.text), ', '), c.oid::regclass::text,
+       g.rolname, g.rolsuper, false, pg_catalog.pg_has_role(a.grantor, $3),
+       pg_catalog.array_agg(DISTINCT coalesce(h.rolname, ''))
+FROM handled x
+JOIN pg_attribute at ON at.attrelid = x.objid AND at.attnum = x.objsubid
+JOIN pg_class c ON c.oid = x.objid
+CROSS JOIN LATERAL pg_catalog.aclexplode(at.attacl) a
+JOIN pg_roles g ON g.oid = a.grantor
+LEFT JOIN pg_roles h ON h.oid = a.grantee
+WHERE x.classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid AND x.objsubid <> 0
+  AND a.grantor IN (SELECT oid FROM dying) AND a.grantee NOT IN (SELECT oid FROM dying)
+GROUP BY c.oid, g.rolname, g.rolsuper, a.grantor
 UNION ALL
 SELECT 'defacl', CASE d.defaclobjtype WHEN 'r' THEN 'TABLES' WHEN 'S' THEN 'SEQUENCES' WHEN 'f' THEN 'FUNCTIONS' WHEN 'T' THEN 'TYPES' WHEN 'n' THEN 'SCHEMAS' ELSE 'LARGE OBJECTS' END,
        coalesce(pg_catalog.quote_ident(n.nspname), ''), o.rolname, false, false, pg_catalog.pg_has_role(d.defaclrole, $3),
@@ -880,6 +897,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	byKey := map[string]*revokeGroup{}
 	var rest, needMembership []string
 	var defacls []defaultACL
+	var colacls []columnACL
 	rctx, cancel := db.roundTrip(ctx)
 	rows, err := conn.Query(rctx, holdings, roles, shared, setPriv)
 	if err != nil {
@@ -906,6 +924,11 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 			continue
 		case "defacl":
 			defacls = append(defacls, defaultACL{kind: kind, schema: object, role: grantor, privileged: privileged, grantees: holders})
+			continue
+		case "colacl":
+			if !grantorSuper {
+				colacls = append(colacls, columnACL{columns: kind, table: object, grantor: grantor, privileged: privileged, grantees: holders})
+			}
 			continue
 		case "shared":
 			for _, h := range holders {
@@ -949,7 +972,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 		return out
 	}
-	var b strings.Builder
+	var revokes strings.Builder
 	for _, g := range groups {
 		// Stuck holders too: what they cannot be rid of is no reason to
 		// leave them what they can.
@@ -957,12 +980,12 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		grantor := pgx.Identifier{g.grantor}.Sanitize()
 		switch g.how {
 		case "":
-			b.WriteString(revoke)
+			revokes.WriteString(revoke)
 		case "set":
-			b.WriteString("SET ROLE " + grantor + ";" + revoke + "RESET ROLE;")
+			revokes.WriteString("SET ROLE " + grantor + ";" + revoke + "RESET ROLE;")
 		case "proxy":
 			proxy := pgx.Identifier{"lessor-revoke-" + rand.Text()[:12]}.Sanitize()
-			b.WriteString("CREATE ROLE " + proxy + " NOLOGIN; GRANT " + grantor + " TO " + proxy + "; SET ROLE " + proxy + ";" +
+			revokes.WriteString("CREATE ROLE " + proxy + " NOLOGIN; GRANT " + grantor + " TO " + proxy + "; SET ROLE " + proxy + ";" +
 				revoke + "RESET ROLE; DROP ROLE " + proxy + ";")
 		}
 	}
@@ -994,9 +1017,25 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 		defaclStmts = append(defaclStmts, stmt)
 	}
+	// Column privileges a role passed on from a grant option it holds on
+	// the table are not among those a REVOKE … CASCADE of the table's
+	// follows, and they keep it from being dropped: they are revoked
+	// first, as the role, while it still holds the option.
+	var colStmts []string
+	for _, c := range colacls {
+		if !adm.super && !c.privileged && !slices.Contains(needMembership, c.grantor) {
+			needMembership = append(needMembership, c.grantor)
+		}
+		colStmts = append(colStmts, "SET ROLE "+pgx.Identifier{c.grantor}.Sanitize()+";"+c.revoke()+";RESET ROLE;")
+	}
+	var b strings.Builder
 	if len(needMembership) > 0 {
 		b.WriteString(db.grantSelf(needMembership) + ";")
 	}
+	for _, stmt := range colStmts {
+		b.WriteString(stmt)
+	}
+	b.WriteString(revokes.String())
 	for _, stmt := range defaclStmts {
 		b.WriteString(stmt + ";")
 	}
@@ -1053,6 +1092,27 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		return needMembership, explain(err)
 	}
 	return needMembership, explain(nil)
+}
+
+// columnACL is the column privileges that grantor, one of the roles a
+// revocation takes, granted to others on a table: what
+// REVOKE ALL (columns) ON TABLE table FROM grantees ("" for PUBLIC)
+// CASCADE, made as grantor, takes.
+type columnACL struct {
+	columns, table, grantor string
+	privileged              bool
+	grantees                []string
+}
+
+func (c columnACL) revoke() string {
+	from := make([]string, len(c.grantees))
+	for i, g := range c.grantees {
+		from[i] = "PUBLIC"
+		if g != "" {
+			from[i] = pgx.Identifier{g}.Sanitize()
+		}
+	}
+	return "REVOKE ALL (" + c.columns + ") ON TABLE " + c.table + " FROM " + strings.Join(from, ", ") + " CASCADE"
 }
 
 // defaultACL is a default ACL that a revocation takes from: what

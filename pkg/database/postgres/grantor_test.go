@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -62,4 +63,59 @@ GRANT SELECT ON public.items TO `+pgx.Identifier{holder}.Sanitize()); err != nil
 	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT EXISTS (SELECT FROM pg_class, aclexplode(relacl) a WHERE oid = 'public.items'::regclass AND a.grantee NOT IN (SELECT oid FROM pg_roles) AND a.grantee <> 0)`).Scan(&held); err != nil || held {
 		t.Errorf("a grant to the dropped holder is left on public.items (%v)", err)
 	}
+}
+
+// TestStuckRoleKeepsNoOtherPrivileges: a role left in place (a view of
+// another login's depends on its function) loses its privileges on a
+// large object, a domain, a foreign server and its wrapper, a language
+// and a tablespace as it loses its table grants: only DROP OWNED took
+// them, which it does not go through, and a large object is data its
+// SECURITY DEFINER functions would go on reading for whoever calls them.
+func TestStuckRoleKeepsNoOtherPrivileges(t *testing.T) {
+	f := setup(t)
+	suffix := newName(t, "x")
+	fdw, srv := pgx.Identifier{"fdw-" + suffix}.Sanitize(), pgx.Identifier{"srv-" + suffix}.Sanitize()
+	admin(t, f.d, `CREATE DOMAIN public.score AS int; CREATE FOREIGN DATA WRAPPER `+fdw+`; CREATE SERVER `+srv+` FOREIGN DATA WRAPPER `+fdw)
+	var lo uint32
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT lo_from_bytea(0, 'secret')`).Scan(&lo); err != nil {
+		t.Fatal(err)
+	}
+	cred := newName(t, "v-others")
+	pw := f.create(t, cred, []string{fmt.Sprintf(`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}";
+GRANT SELECT ON LARGE OBJECT %d TO "{{name}}"; GRANT USAGE ON DOMAIN public.score TO "{{name}}"; GRANT USAGE ON FOREIGN SERVER %s TO "{{name}}";
+GRANT USAGE ON FOREIGN DATA WRAPPER %s TO "{{name}}"; GRANT USAGE ON LANGUAGE plpgsql TO "{{name}}"; GRANT CREATE ON TABLESPACE pg_default TO "{{name}}"`, lo, srv, fdw)})
+	c := f.s.Connect(t, cred, pw, f.d.Name)
+	if _, err := c.Exec(f.ctx, fmt.Sprintf(`CREATE FUNCTION public.leak() RETURNS bytea LANGUAGE sql SECURITY DEFINER AS 'SELECT lo_get(%d)'`, lo)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(f.ctx)
+	keeper := newName(t, "v-keeper")
+	kpw := f.create(t, keeper, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`})
+	k := f.s.Connect(t, keeper, kpw, f.d.Name)
+	defer k.Close(f.ctx)
+	if _, err := k.Exec(f.ctx, `CREATE TEMP VIEW hold AS SELECT public.leak()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: cred}})[0]; err == nil {
+		t.Fatal("revocation succeeded although a view depends on the role's function")
+	}
+	var data []byte
+	if err := k.QueryRow(f.ctx, `SELECT public.leak()`).Scan(&data); err == nil {
+		t.Errorf("after its revocation failed, the role's function still reads the large object (%q)", data)
+	}
+	var left []string
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT coalesce(array_agg(k), '{}') FROM (
+  SELECT 'large object' AS k FROM pg_largeobject_metadata, aclexplode(lomacl) a WHERE a.grantee = $1::regrole
+  UNION ALL SELECT 'domain' FROM pg_type, aclexplode(typacl) a WHERE a.grantee = $1::regrole
+  UNION ALL SELECT 'server' FROM pg_foreign_server, aclexplode(srvacl) a WHERE a.grantee = $1::regrole
+  UNION ALL SELECT 'wrapper' FROM pg_foreign_data_wrapper, aclexplode(fdwacl) a WHERE a.grantee = $1::regrole
+  UNION ALL SELECT 'language' FROM pg_language, aclexplode(lanacl) a WHERE a.grantee = $1::regrole
+  UNION ALL SELECT 'tablespace' FROM pg_tablespace, aclexplode(spcacl) a WHERE a.grantee = $1::regrole) x`, pgx.Identifier{cred}.Sanitize()).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("the role left in place keeps its privileges on: %v", left)
+	}
+	k.Close(f.ctx)
+	f.revoke(t, cred)
 }

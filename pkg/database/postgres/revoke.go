@@ -731,7 +731,9 @@ GROUP BY 1, 2, 3`, oids)
 // holdings lists what the roles $1 hold or own in the connection's
 // database, and in shared catalogs when $2. Rows of kind 'acl' are ACL
 // entries granted to them on tables (and their columns: a REVOKE on the
-// table takes them too), sequences, schemas, routines and databases, one
+// table takes them too), sequences, schemas, routines, databases, types
+// and domains, languages, foreign data wrappers and servers, large
+// objects and tablespaces, one
 // row per object and grantor: the object as REVOKE names it,
 // its kind, the grantor, whether the grantor is a superuser or the
 // object's owner, whether the admin may act as the grantor, and the
@@ -763,7 +765,9 @@ dep AS (
 ),
 handled AS (
   SELECT * FROM dep WHERE deptype = 'a' AND (objsubid = 0 OR classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid) AND classid IN
-    ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)
+    ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid,
+     'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_language'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_foreign_data_wrapper'::pg_catalog.regclass::pg_catalog.oid,
+     'pg_catalog.pg_foreign_server'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_largeobject'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid)
 ),
 obj AS (
   SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind, c.oid::regclass::text AS name, c.relowner AS owner, c.relacl AS acl
@@ -783,6 +787,24 @@ obj AS (
   UNION ALL
   SELECT 'DATABASE', pg_catalog.quote_ident(d.datname), d.datdba, d.datacl
   FROM pg_database d WHERE d.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT CASE WHEN t.typtype = 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text, t.typowner, t.typacl
+  FROM pg_type t WHERE t.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT 'LANGUAGE', pg_catalog.quote_ident(l.lanname), l.lanowner, l.lanacl
+  FROM pg_language l WHERE l.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_language'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT 'FOREIGN DATA WRAPPER', pg_catalog.quote_ident(w.fdwname), w.fdwowner, w.fdwacl
+  FROM pg_foreign_data_wrapper w WHERE w.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_foreign_data_wrapper'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT 'FOREIGN SERVER', pg_catalog.quote_ident(v.srvname), v.srvowner, v.srvacl
+  FROM pg_foreign_server v WHERE v.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_foreign_server'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT 'LARGE OBJECT', m.oid::pg_catalog.text, m.lomowner, m.lomacl
+  FROM pg_largeobject_metadata m WHERE m.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_largeobject'::pg_catalog.regclass::pg_catalog.oid)
+  UNION ALL
+  SELECT 'TABLESPACE', pg_catalog.quote_ident(s.spcname), s.spcowner, s.spcacl
+  FROM pg_tablespace s WHERE s.oid IN (SELECT objid FROM handled WHERE classid = 'pg_catalog.pg_tablespace'::pg_catalog.regclass::pg_catalog.oid)
 )
 SELECT 'acl', o.kind, o.name, g.rolname, g.rolsuper, a.grantor = o.owner,
        pg_catalog.pg_has_role(a.grantor, $3), pg_catalog.array_agg(DISTINCT r.rolname ORDER BY r.rolname)
@@ -827,8 +849,8 @@ GROUP BY d.defaclobjtype, n.nspname, o.rolname, d.defaclrole
 UNION ALL
 SELECT 'rest', '', r.rolname, '', false, false, pg_catalog.pg_has_role(r.oid, 'USAGE'), '{}'
 FROM dying r
-WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT (dep.deptype = 'a' AND (dep.objsubid = 0 OR dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid) AND dep.classid IN
-    ('pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_namespace'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, 'pg_catalog.pg_database'::pg_catalog.regclass::pg_catalog.oid)))`
+WHERE EXISTS (SELECT 1 FROM dep WHERE dep.refobjid = r.oid AND NOT EXISTS (SELECT 1 FROM handled h
+  WHERE h.classid = dep.classid AND h.objid = dep.objid AND h.objsubid = dep.objsubid AND h.deptype = dep.deptype AND h.refobjid = dep.refobjid))`
 
 // revokeGroup is one REVOKE: privileges that holders got from grantor on
 // objects of one kind.

@@ -40,7 +40,19 @@ type dbConfig struct {
 	Connection     connDetails `json:"connection_details"`
 	// Admin is what the last verified write found the admin may do.
 	Admin *adminCheck `json:"admin_check,omitempty"`
+	// Writer is writerAccount when the last write came from the account
+	// lessor runs as, on its own command line; "" when it came through
+	// lessor serve or sudo, or from a lessor that did not record it (an
+	// old config may have come through serve). Only the account's
+	// configs get its environment, its ~/.pgpass and the files they
+	// name (see postgres.Config.Confined); to give an old config those,
+	// the account writes it again.
+	Writer string `json:"writer,omitempty"`
 }
+
+// writerAccount is dbConfig.Writer for a config the account running
+// lessor wrote.
+const writerAccount = "account"
 
 // adminCheck is the server version and the admin's privilege verdict, as
 // postgres.CheckAdmin found them.
@@ -96,6 +108,7 @@ func (c *dbConfig) pluginConfig() postgres.Config {
 		DisableEscaping:        c.Connection.DisableEscaping,
 		PasswordAuthentication: c.Connection.PasswordAuthentication,
 		MaxOpenConnections:     deref(c.Connection.MaxOpenConnections),
+		Confined:               c.Writer != writerAccount,
 	}
 }
 
@@ -227,10 +240,14 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 			return nil, logical.Errorf("password_authentication changed to password: send the password with it (rotate-root then sends the new admin password in clear text)")
 		}
 	}
+	// The config is the writer's from now on: a change through serve
+	// makes even one the account wrote confined.
+	cfg.Writer = writerAccount
 	if b.foreign {
 		if err := foreignConnection(cfg.Connection); err != nil {
 			return nil, err
 		}
+		cfg.Writer = ""
 	}
 	// verify_connection is an instruction for this write, not a setting
 	// that sticks: every write verifies unless told otherwise.

@@ -1,6 +1,7 @@
 package database
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -24,6 +25,7 @@ import (
 	"github.com/lessorhq/lessor/pkg/database/postgres"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/pgtest"
+	"github.com/lessorhq/lessor/pkg/storage"
 )
 
 func TestConfigWriteReadMergeListDelete(t *testing.T) {
@@ -612,5 +614,125 @@ func writeCA(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigRecordsItsWriter: a config the account writes on its command
+// line is the account's; one written through serve or sudo, and one that
+// a change through serve touched, is not; a config stored by a lessor
+// that recorded no writer is not either.
+func TestConfigRecordsItsWriter(t *testing.T) {
+	e := newEnv(t)
+	e.writeConfig(nil)
+	if w := e.storedConfig("pg").Writer; w != writerAccount {
+		t.Fatalf("written on the command line: writer %q", w)
+	}
+	e.b = New(Options{ForeignCallers: true})
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"password": e.srv.Password, "allowed_roles": "x"})
+	if w := e.storedConfig("pg").Writer; w != "" {
+		t.Fatalf("changed through serve: writer %q", w)
+	}
+	if !e.storedConfig("pg").pluginConfig().Confined {
+		t.Fatal("a config changed through serve is not confined")
+	}
+	var old dbConfig
+	if err := json.Unmarshal([]byte(`{"plugin_name":"postgresql-database-plugin","connection_details":{"connection_url":"x"}}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	if !old.pluginConfig().Confined {
+		t.Fatal("a config with no writer recorded is not confined")
+	}
+}
+
+// storeOldConfig stores cfg as a lessor that recorded no writer did.
+func (e *env) storeOldConfig(name string, cfg *dbConfig) {
+	e.t.Helper()
+	cfg.Writer = ""
+	if err := e.st.Update(context.Background(), func(tx storage.Tx) error { return putJSON(tx, configPrefix+name, cfg) }); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestOldConfigReadsNoPgpass: a config stored before serve required a
+// password (d1624a7) may have come through serve with none; used through
+// serve, or on the command line, the driver took the password that the
+// account's ~/.pgpass (or PGPASSFILE, or PGPASSWORD) holds for the host it
+// names, and sent it there. lessor cannot tell who wrote it, so it is not
+// the account's: nothing is sent. The account's own config, written on
+// its command line, still logs in with its ~/.pgpass.
+func TestOldConfigReadsNoPgpass(t *testing.T) {
+	e := newEnv(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("PGPASSFILE", "")
+	t.Setenv("PGPASSWORD", "")
+	addr, got := pgtest.CatchPasswords(t)
+	host, port, _ := net.SplitHostPort(addr)
+	pgpass := fmt.Sprintf("%s:%s:*:*:the-accounts-password\n%s:%d:*:%s:%s\n", host, port, e.srv.Host, e.srv.Port, e.srv.User, e.srv.Password)
+	if err := os.WriteFile(filepath.Join(home, ".pgpass"), []byte(pgpass), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The account's config of its own server, with no password: ~/.pgpass
+	// gives it.
+	real := fmt.Sprintf("postgresql://%s@%s/%s?sslmode=disable", e.srv.User, net.JoinHostPort(e.srv.Host, strconv.Itoa(e.srv.Port)), e.db.Name)
+	e.must(logical.UpdateOperation, "config/pg", map[string]any{"plugin_name": PluginName, "connection_url": real, "allowed_roles": "*"})
+	e.writeRole("readonly", nil)
+	e.issue("readonly")
+	// The same config, stored with no writer: the driver reads no
+	// ~/.pgpass, and the server refuses a login with no password.
+	cfg := e.storedConfig("pg")
+	e.storeOldConfig("pg", cfg)
+	for _, foreign := range []bool{true, false} {
+		e.b = New(Options{ForeignCallers: foreign})
+		if _, err := e.do(logical.ReadOperation, "creds/readonly", nil); err == nil {
+			t.Fatalf("foreign=%v: an old config logged in with the account's ~/.pgpass", foreign)
+		}
+	}
+	// A writer's server, named by an old config with no password: neither
+	// ~/.pgpass nor PGPASSWORD is sent to it.
+	t.Setenv("PGPASSWORD", "the-accounts-env-password")
+	theirs := &dbConfig{PluginName: PluginName, AllowedRoles: []string{"*"}, Connection: connDetails{
+		ConnectionURL: "postgresql://admin@" + addr + "/x?sslmode=disable&require_auth=password", PasswordAuthentication: DefaultPasswordAuthentication,
+	}}
+	e.storeOldConfig("theirs", theirs)
+	e.must(logical.UpdateOperation, "roles/theirs", map[string]any{"db_name": "theirs", "creation_statements": readonlySQL})
+	for _, foreign := range []bool{true, false} {
+		e.b = New(Options{ForeignCallers: foreign})
+		if _, err := e.do(logical.ReadOperation, "creds/theirs", nil); err == nil {
+			t.Fatalf("foreign=%v: creds from the catching server", foreign)
+		}
+		select {
+		case p := <-got:
+			if p != "" {
+				t.Fatalf("foreign=%v: the writer's server was sent %q", foreign, p)
+			}
+		default:
+		}
+	}
+}
+
+// TestServedConfigTakesNoAmbientSettings: a connection written through
+// serve gets nothing of the environment of the account running lessor:
+// PGHOST and PGPORT sent its connection (and the password it was given)
+// to the server they name, where its string named none.
+func TestServedConfigTakesNoAmbientSettings(t *testing.T) {
+	e := newEnv(t)
+	e.b = New(Options{ForeignCallers: true})
+	addr, got := pgtest.CatchPasswords(t)
+	host, port, _ := net.SplitHostPort(addr)
+	t.Setenv("PGHOST", host)
+	t.Setenv("PGPORT", port)
+	t.Setenv("PGREQUIREAUTH", "password")
+	t.Setenv("PGSSLMODE", "disable")
+	_, err := e.do(logical.UpdateOperation, "config/theirs", map[string]any{
+		"plugin_name": PluginName, "connection_url": "user=admin dbname=x connect_timeout=2", "password": "sent-where-PGHOST-says", "allowed_roles": "*",
+	})
+	if err == nil {
+		t.Fatal("the write connected")
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("PGHOST's server was sent %q", p)
+	default:
 	}
 }

@@ -83,6 +83,13 @@ type Config struct {
 	// this config (Vault's max_open_connections); 0 leaves the pool's
 	// own size.
 	MaxOpenConnections int
+	// Confined says that the config's writer was not the account lessor
+	// runs as (it came through lessor serve or sudo, or was stored by a
+	// lessor that did not record its writer): nothing of that account's
+	// environment or home directory applies to the connection, no file
+	// it names is read as the account, and no client certificate is
+	// offered (see confine.go).
+	Confined bool
 }
 
 // MaxOpenConnectionsLimit bounds MaxOpenConnections: a Pool sets aside
@@ -159,6 +166,18 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 		err.(*URLError).Reason += " (disable_escaping=true puts the username and password into the URL as they are)"
 		return nil, err
 	}
+	var session []string
+	if c.Confined {
+		if err := confinedRefusal(dsn); err != nil {
+			return nil, err
+		}
+		var err error
+		if dsn, session, err = confine(dsn); err != nil {
+			return nil, err
+		}
+	} else {
+		dsn = noDefaultClientCert(dsn)
+	}
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		// pgx's error quotes the string (with its password masked only
@@ -171,6 +190,9 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 			reason += fmt.Sprintf(", or PGSERVICE=%s in lessor's environment names a service no service file holds", svc)
 		}
 		return nil, &URLError{Scheme: urlScheme(c.ConnectionURL), Reason: reason}
+	}
+	if c.Confined {
+		confined(cc, session)
 	}
 	// Explicit username and password fields win over whatever the URL, the
 	// environment or ~/.pgpass supplied: they are what rotation changes.

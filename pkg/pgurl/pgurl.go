@@ -10,13 +10,16 @@
 package pgurl
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -217,4 +220,101 @@ func RefusedSetting(err error, names []string) string {
 		}
 	}
 	return ""
+}
+
+// Refusals remembers, per server (the address dialled: "ip:port", or a
+// socket's path), which settings of a startup packet it refused as
+// unknown (see RefusedSetting): an older server refuses a connection for
+// one, a newer one needs it. A connection string may list several hosts,
+// of different versions; the driver sends one startup packet to each it
+// tries, so what one refused must not keep it from another.
+type Refusals struct{ m sync.Map }
+
+// Install makes cc carry settings (name and value) in the startup packet
+// it sends to each server, but those the server refused before, and
+// returns record. record takes ConnectConfig's error, remembers the
+// servers whose refusal of a setting it holds, and reports whether there
+// was one: the caller connects again, and those servers are not sent it.
+func (r *Refusals) Install(cc *pgconn.Config, settings map[string]string) (record func(error) bool) {
+	var (
+		mu     sync.Mutex
+		dialed string
+		sent   []string
+	)
+	dial := cc.DialFunc
+	cc.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = addr
+		mu.Unlock()
+		return dial(ctx, network, addr)
+	}
+	after := cc.AfterNetConnect
+	// Called for each server between the dial (and TLS) and the startup
+	// packet, with the config the driver is about to send it from.
+	cc.AfterNetConnect = func(ctx context.Context, c *pgconn.Config, conn net.Conn) (net.Conn, error) {
+		mu.Lock()
+		addr := dialed
+		mu.Unlock()
+		asked := false
+		for name, value := range settings {
+			if _, refused := r.m.Load(addr + " " + name); refused {
+				delete(c.RuntimeParams, name)
+			} else {
+				c.RuntimeParams[name] = value
+				asked = true
+			}
+		}
+		if asked {
+			mu.Lock()
+			sent = append(sent, addr)
+			mu.Unlock()
+		}
+		if after != nil {
+			return after(ctx, c, conn)
+		}
+		return conn, nil
+	}
+	names := make([]string, 0, len(settings))
+	for name := range settings {
+		names = append(names, name)
+	}
+	return func(err error) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		again := false
+		for _, e := range attempts(err) {
+			name := RefusedSetting(e, names)
+			if name == "" {
+				continue
+			}
+			// The driver names the address it dialled at the head of
+			// each attempt's error.
+			for _, addr := range sent {
+				if strings.HasPrefix(e.Error(), addr+" (") {
+					r.m.Store(addr+" "+name, true)
+					again = true
+				}
+			}
+		}
+		return again
+	}
+}
+
+// attempts are the errors of err's tree that are not a list of others:
+// the driver's error of one connection attempt among them, where the
+// list's own text begins with its first attempt's.
+func attempts(err error) []error {
+	switch u := err.(type) {
+	case nil:
+		return nil
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, e := range u.Unwrap() {
+			out = append(out, attempts(e)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		return append([]error{err}, attempts(u.Unwrap())...)
+	}
+	return []error{err}
 }

@@ -397,24 +397,22 @@ func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Co
 	if dbName != "" {
 		cc.Database = dbName
 	}
-	server := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
+	settings := make(map[string]string, len(newerStartupSettings))
 	for _, name := range newerStartupSettings {
-		if _, refused := refusedSettings.Load(server + " " + name); !refused {
-			cc.RuntimeParams[name] = "0"
-		}
+		settings[name] = "0"
 	}
+	record := refusedSettings.Install(&cc.Config, settings)
 	// ConnectConfig returns only after authentication and the server's
 	// ReadyForQuery, so the connection is proven; a ping would only add a
-	// round trip to every command.
+	// round trip to every command. Each round that a server refused a
+	// setting in leaves it out of what that server is sent; a few are
+	// enough for any list of hosts.
 	var conn *pgx.Conn
-	for {
+	for round := 0; ; round++ {
 		conn, err = pgx.ConnectConfig(ctx, cc)
-		name := pgurl.RefusedSetting(err, newerStartupSettings)
-		if _, asked := cc.RuntimeParams[name]; !asked {
+		if err == nil || round == 8 || !record(err) {
 			break
 		}
-		refusedSettings.Store(server+" "+name, true)
-		delete(cc.RuntimeParams, name)
 	}
 	if err != nil {
 		cerr := connectError(cc, err)
@@ -440,9 +438,11 @@ func (db *DB) dialUnbound(ctx context.Context, password, dbName string) (*pgx.Co
 // to again without it, and this process asks it no more (refusedSettings).
 var newerStartupSettings = []string{"idle_session_timeout"}
 
-// refusedSettings holds "host:port name" for each server that refused a
-// setting of newerStartupSettings.
-var refusedSettings sync.Map
+// refusedSettings are the servers that refused a setting of
+// newerStartupSettings, by the address dialled: of the hosts a connection
+// string lists, a PostgreSQL 13 standby refuses idle_session_timeout and
+// a newer primary needs it.
+var refusedSettings pgurl.Refusals
 
 // dial connects as dialUnbound does, and sets the session up against its
 // database's defaults (unbindSession).

@@ -639,7 +639,7 @@ func foreignConnection(c connDetails) error {
 		written = written || literal(pw)
 	}
 	if c.Password == "" && !written {
-		return logical.Errorf("password is required through lessor serve or sudo (any, for a server that asks for none): without one the driver takes it from the ~/.pgpass of the account running lessor")
+		return logical.Errorf("password is required through lessor serve or sudo: a connection written there logs in with a password of its own, never with the ~/.pgpass of the account running lessor, and only to a server that asks for it")
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -256,4 +257,38 @@ func querySep(dsn string) string {
 		return "&"
 	}
 	return "?"
+}
+
+// NoAuthHint says why a confined connection was refused when the server
+// let it in without asking for anything.
+const NoAuthHint = "a connection written through lessor serve or sudo logs in only where the server asks for its password: one that asks for none (peer or ident, which vouch for the account running lessor; trust; or a client certificate) is refused"
+
+// requireAuthenticated makes a confined connection refuse a server that
+// lets it in without authenticating it by a password (its
+// require_auth leaves out "none"). The server does not say why: pg_hba's
+// peer (on a Unix socket) and ident let in the login named like the OS
+// user lessor runs as, and a config writer who names that login would
+// act as the account's own database role, with no password of theirs.
+// A list of methods the string gave keeps its choice, but may not allow
+// none.
+func requireAuthenticated(cc *pgx.ConnConfig) error {
+	ra := strings.TrimSpace(cc.RequireAuth)
+	if ra == "" {
+		cc.RequireAuth = "!none"
+		return nil
+	}
+	methods := strings.Split(ra, ",")
+	for i := range methods {
+		methods[i] = strings.TrimSpace(methods[i])
+	}
+	if strings.HasPrefix(methods[0], "!") {
+		if !slices.Contains(methods, "!none") {
+			cc.RequireAuth = ra + ",!none"
+		}
+		return nil
+	}
+	if slices.Contains(methods, "none") {
+		return &URLError{Reason: "require_auth may not allow none on a connection written through lessor serve or sudo (the server could let it in as the account running lessor)"}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,5 +190,67 @@ func TestConfineRefusesWhatItCannotRead(t *testing.T) {
 	_, err := Config{ConnectionURL: "postgres://h/d?application_name=a;b&sslmode=disable", Confined: true}.connConfig("")
 	if err == nil || err.Error() != "unable to parse connection url (a postgres:// URL): lessor cannot tell which parameters it sets" {
 		t.Fatal(err)
+	}
+}
+
+// letAnyoneIn listens as a server that lets every client in without
+// asking it for anything, as pg_hba's peer does, on a Unix socket, the
+// login named like the OS user the client runs as.
+func letAnyoneIn(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			if _, err := be.ReceiveStartupMessage(); err == nil {
+				be.Send(&pgproto3.AuthenticationOk{})
+				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "17.0"})
+				be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 1}})
+				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+				be.Flush()
+				be.Receive() // until the client leaves
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestConfinedNeedsAuthentication: a server that asks for nothing (peer,
+// ident: the OS user lessor runs as vouches for the login named like
+// it) let a config written through serve or sudo in as the account's own
+// database role, whatever password its writer gave. A confined config
+// logs in only where the server asks for its password; the account's own
+// config still may.
+func TestConfinedNeedsAuthentication(t *testing.T) {
+	addr := letAnyoneIn(t)
+	url := "postgres://the-accounts-role@" + addr + "/x?sslmode=disable"
+	for _, c := range []struct {
+		url      string
+		confined bool
+		want     string
+	}{
+		{url, false, ""},
+		{url, true, NoAuthHint},
+		{url + "&require_auth=!password", true, NoAuthHint},
+		{url + "&require_auth=!md5,!none", true, NoAuthHint},
+		{url + "&require_auth=scram-sha-256", true, "server did not complete authentication"},
+		{url + "&require_auth=scram-sha-256,none", true, "require_auth may not allow none"},
+	} {
+		db, err := Connect(context.Background(), Config{ConnectionURL: c.url, Password: "any", Confined: c.confined, ConnectTimeout: 5 * time.Second})
+		if err == nil {
+			db.Close(context.Background())
+		}
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s (confined %v): %v, want %q", c.url, c.confined, err, c.want)
+		}
 	}
 }

@@ -206,6 +206,11 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 	// to no server that asks for it in clear text unverified: whoever sits
 	// between would keep the login.
 	pgurl.NoClearText(cc)
+	if c.Confined {
+		if err := requireAuthenticated(cc); err != nil {
+			return nil, err
+		}
+	}
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > c.connectTimeout() {
 		cc.ConnectTimeout = c.connectTimeout()
 	}
@@ -664,8 +669,11 @@ func connectError(cc *pgx.ConnConfig, err error) error {
 		}
 	}
 	msg := inner.Error()
-	if cc.RequireAuth == "!password" && pgurl.RefusedClearText(err) {
+	if strings.Contains(cc.RequireAuth, "!password") && pgurl.RefusedClearText(err) {
 		msg += " (" + pgurl.ClearTextHint + ")"
+	}
+	if strings.Contains(cc.RequireAuth, "!none") && strings.Contains(msg, "server did not complete authentication") {
+		msg += " (" + NoAuthHint + ")"
 	}
 	return &connError{where: where, msg: msg, err: err}
 }

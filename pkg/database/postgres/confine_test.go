@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -252,5 +253,36 @@ func TestConfinedNeedsAuthentication(t *testing.T) {
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s (confined %v): %v, want %q", c.url, c.confined, err, c.want)
 		}
+	}
+}
+
+// TestServerMessageBounded: a server (one a config writer named) that
+// announced a message of a GiB had lessor set aside a GiB and read on
+// until the connect timeout; the connection is refused at the header.
+func TestServerMessageBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := pgproto3.NewBackend(c, c).ReceiveStartupMessage(); err == nil {
+				// An ErrorResponse said to be 1 GiB long, and a little of it.
+				c.Write(append([]byte{'E', 0x3f, 0xff, 0xff, 0xf0}, make([]byte, 4096)...))
+				buf := make([]byte, 1)
+				c.Read(buf) // until the client leaves
+			}
+			c.Close()
+		}
+	}()
+	_, err = Connect(context.Background(), Config{ConnectionURL: "postgres://u@" + ln.Addr().String() + "/x?sslmode=disable", Password: "any", ConnectTimeout: 3 * time.Second})
+	var big *pgproto3.ExceededMaxBodyLenErr
+	if !errors.As(err, &big) {
+		t.Fatalf("%v, want the message refused for its length", err)
 	}
 }

@@ -92,6 +92,14 @@ type Config struct {
 	Confined bool
 }
 
+// MaxMessageLen bounds a message from the server: the driver sets aside
+// room for as much as a message's header announces (up to 1 GiB) before
+// it reads any of it, and a server that a config writer named (their
+// own, through lessor serve) would otherwise have lessor hold a GiB for
+// each request that connects to it. lessor's own statements get rows
+// and errors far smaller.
+const MaxMessageLen = 64 << 20
+
 // MaxOpenConnectionsLimit bounds MaxOpenConnections: a Pool sets aside
 // room for that many connections before it opens one, and a size a config
 // writer chose freely could abort the server. PostgreSQL's own default
@@ -211,6 +219,7 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 			return nil, err
 		}
 	}
+	cc.MaxProtocolMessageBodyLen = MaxMessageLen
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > c.connectTimeout() {
 		cc.ConnectTimeout = c.connectTimeout()
 	}

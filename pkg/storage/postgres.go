@@ -475,6 +475,10 @@ func parseDriverConfig(conn, schema, name, passfile, tsa string, tsaSet bool) (*
 		cfg.Password = passfilePassword(cfg, passfile)
 	}
 	sessionDefaults(cfg)
+	// The driver sets aside as much as a message's header announces (up
+	// to 1 GiB) before it reads it; whoever runs the state database need
+	// not have lessor hold that. The store's rows are far smaller.
+	cfg.MaxProtocolMessageBodyLen = maxStoreMessageLen
 	// No clear-text password to a server nobody verified: it would hold
 	// the store's login, which may rewrite or delete the store.
 	pgurl.NoClearText(cfg)
@@ -530,6 +534,10 @@ func liftTransactionTimeout(ctx context.Context, c *pgconn.PgConn) error {
 // ensure. A server that refuses one as unknown has no such timeout, and
 // is connected to again without it (see Postgres.connect).
 var newerStartupSettings = []string{"idle_session_timeout"}
+
+// maxStoreMessageLen bounds a message from the state database (see
+// OpenPostgres): a row of the store holds one record.
+const maxStoreMessageLen = 64 << 20
 
 // chooseSessionAttrs makes a store connect only to a primary, the server
 // that takes writes. Without target_session_attrs the driver takes the first that
@@ -1079,24 +1087,33 @@ func (p *Postgres) withConn(ctx context.Context, fn func(*pgx.Conn) error) error
 	return err
 }
 
-// connect opens a new connection. One that the server refuses for a
-// setting of newerStartupSettings it does not know is made again without
-// it, and so is every later one.
+// connect opens a new connection. A server that refuses a setting of
+// newerStartupSettings as unknown is connected to again without it, and
+// is not sent it again (storeRefusals); other hosts of the URL still are.
 func (p *Postgres) connect(ctx context.Context) (*pgx.Conn, error) {
-	for {
-		p.mu.Lock()
-		cfg := p.cfg.Copy()
-		p.mu.Unlock()
+	p.mu.Lock()
+	cfg := p.cfg.Copy()
+	p.mu.Unlock()
+	settings := make(map[string]string, len(newerStartupSettings))
+	for _, name := range newerStartupSettings {
+		if v, ok := cfg.RuntimeParams[name]; ok {
+			settings[name] = v
+		}
+	}
+	record := storeRefusals.Install(&cfg.Config, settings)
+	for round := 0; ; round++ {
 		c, err := pgx.ConnectConfig(ctx, cfg)
-		name := pgurl.RefusedSetting(err, newerStartupSettings)
-		if _, ok := cfg.RuntimeParams[name]; !ok {
+		if err == nil || round == 8 || !record(err) {
 			return c, err
 		}
-		p.mu.Lock()
-		delete(p.cfg.RuntimeParams, name)
-		p.mu.Unlock()
 	}
 }
+
+// storeRefusals are the servers that refused a setting of
+// newerStartupSettings, by the address dialled: of the hosts a store URL
+// lists, a PostgreSQL 13 standby refuses idle_session_timeout and a newer
+// primary needs it, so one's refusal must not keep it from the other.
+var storeRefusals pgurl.Refusals
 
 // wrap names the store in err and classifies it: lost connections as
 // ErrUnavailable, lock timeouts as ErrBusy.

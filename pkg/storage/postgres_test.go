@@ -981,11 +981,22 @@ func TestPostgresUnknownStartupSettingDropped(t *testing.T) {
 	if err := p.Update(ctx, func(tx Tx) error { return tx.Put("k", []byte("v")) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.cfg.RuntimeParams["lessor_no_such_setting"]; ok {
+	// A new connection to the same server leaves it out at once, and
+	// still lifts idle_session_timeout, which the server knows.
+	c, err := p.connect(ctx)
+	if err != nil {
+		t.Fatalf("connect again: %v", err)
+	}
+	defer c.Close(ctx)
+	if n := c.Config().MaxProtocolMessageBodyLen; n != maxStoreMessageLen {
+		t.Errorf("a message from the state database may announce %d bytes, want at most %d", n, maxStoreMessageLen)
+	}
+	if _, ok := c.Config().RuntimeParams["lessor_no_such_setting"]; ok {
 		t.Error("the refused setting is still asked for")
 	}
-	if p.cfg.RuntimeParams["idle_session_timeout"] != "0" {
-		t.Errorf("idle_session_timeout = %q, want 0", p.cfg.RuntimeParams["idle_session_timeout"])
+	var timeout string
+	if err := c.QueryRow(ctx, "SHOW idle_session_timeout").Scan(&timeout); err != nil || timeout != "0" {
+		t.Errorf("idle_session_timeout = %q (%v), want 0", timeout, err)
 	}
 }
 

@@ -96,8 +96,9 @@
 // record of a checked set, present or absent, checks its set the same way,
 // read whole in the read that brings the record (no round trip of its
 // own), so an older role, connection or password policy put back is
-// refused by the issue that would use it; a List of one is not checked,
-// the reads of what it lists are. Such a read must
+// refused by the issue that would use it; a List within one checks it
+// too, and lists what the check's scan found, as does a List of the core
+// records. Such a read must
 // also find what the check's scan found (the state database could answer
 // a lookup by key and a scan of a range differently); a write that finds
 // no entry, or deletes a core record or entry it does not find, is checked
@@ -1506,11 +1507,17 @@ func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 	if err := checkKey(prefix); err != nil {
 		return err
 	}
-	var core []string
+	var ahead []string
 	if touchesCore(prefix) {
-		core = corePrefixes // for the check below
+		ahead = corePrefixes // for the check below
 	}
-	if err := t.ahead(nil, core, false); err != nil {
+	// A walk within a checked set checks it, and lists what its scan
+	// found, as a walk of the core records does.
+	set, inSet := checkedSet(prefix)
+	if inSet {
+		ahead = []string{set}
+	}
+	if err := t.ahead(nil, ahead, false); err != nil {
 		return err
 	}
 	if touchesCore(prefix) {
@@ -1518,7 +1525,15 @@ func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 			return err
 		}
 	}
-	if !touchesCore(prefix) || !t.coreChecked || t.scanned == nil {
+	if inSet {
+		if err := t.checkSetOf(set); err != nil {
+			return err
+		}
+	}
+	fromScan := func(k string) bool {
+		return isCore(k) || inSet && strings.HasPrefix(k, set)
+	}
+	if t.scanned == nil || !(touchesCore(prefix) && t.coreChecked || inSet && t.setsChecked[set]) {
 		return t.tx.Walk(prefix, func(k string) error {
 			if strings.HasPrefix(k, ReservedPrefix) {
 				return nil
@@ -1526,15 +1541,16 @@ func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 			return fn(k)
 		})
 	}
-	// The core records come from the scan that checked their set, not
-	// from the walk's own query, which the state database can answer
-	// otherwise (row security on the query's text) and so hide a policy
+	// The core records, and the records of a checked set, come from the
+	// scan that checked their set, not from the walk's own query, which
+	// the state database can answer otherwise (row security on the
+	// query's text) and so hide a policy, a static role or a connection
 	// from a listing whose set added up. They are taken as the walk
 	// begins: one that fn writes is not visited, one it deletes is not
 	// visited after.
 	var scan []string
 	for k := range t.scanned {
-		if isCore(k) && strings.HasPrefix(k, prefix) {
+		if fromScan(k) && strings.HasPrefix(k, prefix) {
 			scan = append(scan, k)
 		}
 	}
@@ -1559,7 +1575,7 @@ func (t *sealedTx) Walk(prefix string, fn func(string) error) error {
 		return nil
 	}
 	err := t.tx.Walk(prefix, func(k string) error {
-		if strings.HasPrefix(k, ReservedPrefix) || isCore(k) {
+		if strings.HasPrefix(k, ReservedPrefix) || fromScan(k) {
 			return nil
 		}
 		if err := emit(k, false); err != nil {

@@ -294,3 +294,43 @@ CREATE POLICY walks ON lessor.kv USING (key <> '`+deny+`'::bytea OR pg_catalog.s
 		}
 	}
 }
+
+// TestListOfACheckedSetHeldToItsScan: the state database's administrator
+// hid a static role and a connection from the query of a walk alone (row
+// security on its text), and the listings that a connection's write
+// consults (no static role may manage its admin) and that a password
+// policy's rewrite consults (which connections name it) left them out,
+// though every read of one checks its set. A walk within a checked set
+// lists what the scan that checks it found.
+func TestListOfACheckedSetHeldToItsScan(t *testing.T) {
+	const (
+		static = "logical/u1/static-role/hidden"
+		conn   = "logical/u1/config/hidden"
+	)
+	b, _, db, u := rowSecurityStore(t)
+	put(t, b, static, "s", "logical/u1/static-role/app", "a", conn, "c", "logical/u1/config/main", "m", "logical/u1/creds/x", "x")
+	db.Exec(t, `ALTER TABLE lessor.kv ENABLE ROW LEVEL SECURITY;
+CREATE POLICY walks ON lessor.kv USING (key NOT IN ('`+static+`'::bytea, '`+conn+`'::bytea) OR pg_catalog.strpos(pg_catalog.current_query(), 'LIMIT') = 0)`)
+	b, err := Open(ctx, openPG(t, u), testKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for prefix, want := range map[string][]string{
+		"logical/u1/static-role/":  {"logical/u1/static-role/app", static},
+		"logical/u1/static-role/h": {static},
+		"logical/u1/config/":       {conn, "logical/u1/config/main"},
+	} {
+		for _, write := range []bool{false, true} {
+			var keys []string
+			list := func(tx storage.Tx) (err error) { keys, err = tx.List(prefix); return err }
+			if write {
+				err = b.Update(ctx, list)
+			} else {
+				err = b.View(ctx, list)
+			}
+			if err != nil || !slices.Equal(keys, want) {
+				t.Errorf("list %q (write %v): %q, %v; want %q", prefix, write, keys, err, want)
+			}
+		}
+	}
+}

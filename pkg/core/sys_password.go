@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/passwordpolicy"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -109,7 +110,9 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		}
 		return &logical.Response{Data: map[string]any{"policy": text}}, nil
 	case op == logical.CreateOperation || op == logical.UpdateOperation:
-		if err := c.checkPasswordPolicyUsers(ctx, req, name); err != nil {
+		// Checked again in the write's transaction, below; this first
+		// check refuses before the policy is parsed.
+		if err := c.checkPasswordPolicyUsers(ctx, req, name, nil); err != nil {
 			return nil, err
 		}
 		text := logical.String(req.Data["policy"])
@@ -131,12 +134,21 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 		if err != nil {
 			return nil, err
 		}
-		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Put(passwordPolicyPrefix+name, raw) })
+		failpoint.Hit(failpoint.PasswordPolicyBeforeCommit)
+		return nil, c.store.Update(ctx, func(tx storage.Tx) error {
+			if err := c.checkPasswordPolicyUsers(ctx, req, name, tx); err != nil {
+				return err
+			}
+			return tx.Put(passwordPolicyPrefix+name, raw)
+		})
 	case op == logical.DeleteOperation:
-		if err := c.checkPasswordPolicyUsers(ctx, req, name); err != nil {
-			return nil, err
-		}
-		return nil, c.store.Update(ctx, func(tx storage.Tx) error { return tx.Delete(passwordPolicyPrefix + name) })
+		failpoint.Hit(failpoint.PasswordPolicyBeforeCommit)
+		return nil, c.store.Update(ctx, func(tx storage.Tx) error {
+			if err := c.checkPasswordPolicyUsers(ctx, req, name, tx); err != nil {
+				return err
+			}
+			return tx.Delete(passwordPolicyPrefix + name)
+		})
 	}
 	return nil, logical.UnsupportedOperation(req)
 }
@@ -148,17 +160,31 @@ func (c *Core) handlePasswordPolicy(ctx context.Context, req *logical.Request, r
 // may write sys/policies/password/*, as Vault grants without sudo, could
 // make the policy "length = 4, charset a" and so choose the admin's next
 // password and those of every role issued after it, where changing the
-// connection's password_policy itself needs the admin password.
-func (c *Core) checkPasswordPolicyUsers(ctx context.Context, req *logical.Request, name string) error {
+// connection's password_policy itself needs the admin password. With tx,
+// the mounts' settings are read in that transaction, the one that writes
+// the policy, so that a connection or static role that names it commits
+// either before (and this refuses) or after (and its own check, in its
+// transaction, finds a policy a token without sudo wrote last).
+func (c *Core) checkPasswordPolicyUsers(ctx context.Context, req *logical.Request, name string, tx storage.Tx) error {
 	if req.HasSudo {
 		return nil
 	}
-	ms, err := c.mounts(ctx)
+	var ms []*MountEntry
+	var err error
+	if tx != nil {
+		ms, err = loadMounts(tx)
+	} else {
+		ms, err = c.mounts(ctx)
+	}
 	if err != nil {
 		return err
 	}
 	return eachBackend(c, ms, func(m *MountEntry, pu logical.PasswordPolicyUser) error {
-		uses, err := pu.PasswordPolicyUses(ctx, c.mountStorage(m), name)
+		st := c.mountStorage(m)
+		if tx != nil {
+			st = storage.Prefixed(inTx{tx}, mountStoragePrefix(m))
+		}
+		uses, err := pu.PasswordPolicyUses(ctx, st, name)
 		if err == nil && len(uses) > 0 {
 			err = &PermissionError{Operation: req.Operation, Path: "sys/policies/password/" + name,
 				Reason: "a database connection or static role makes its passwords by this policy, so changing it also needs the sudo capability"}
@@ -208,14 +234,20 @@ func (c *Core) generatePassword(ctx context.Context, name string) (string, error
 // PasswordPolicyWriter tells who last wrote a password policy
 // (logical.PasswordPolicyWriters); a policy that does not exist is an
 // error wrapping ErrNoPasswordPolicy.
-func (s *systemView) PasswordPolicyWriter(ctx context.Context, name string) (bool, string, error) {
+func (s *systemView) PasswordPolicyWriter(ctx context.Context, in storage.Tx, name string) (bool, string, error) {
 	var sp storedPasswordPolicy
 	var ok bool
-	err := s.c.store.View(ctx, func(tx storage.Tx) error {
+	read := func(tx storage.Tx) error {
 		var err error
 		sp, ok, err = loadPasswordPolicyRecord(tx, name)
 		return err
-	})
+	}
+	var err error
+	if in != nil {
+		err = read(storage.Unprefixed(in))
+	} else {
+		err = s.c.store.View(ctx, read)
+	}
 	if err == nil && !ok {
 		err = fmt.Errorf("%w: %q", ErrNoPasswordPolicy, name)
 	}
@@ -227,3 +259,10 @@ func (s *systemView) PasswordPolicyWriter(ctx context.Context, name string) (boo
 func (s *systemView) GeneratePasswordFromPolicy(ctx context.Context, name string) (string, error) {
 	return s.c.generatePassword(ctx, name)
 }
+
+// inTx is a storage.Store whose every transaction is tx, so that what a
+// backend reads through it is read in the caller's transaction.
+type inTx struct{ tx storage.Tx }
+
+func (s inTx) View(_ context.Context, fn func(storage.Tx) error) error   { return fn(s.tx) }
+func (s inTx) Update(_ context.Context, fn func(storage.Tx) error) error { return fn(s.tx) }

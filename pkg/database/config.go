@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/lessorhq/lessor/pkg/database/postgres"
+	"github.com/lessorhq/lessor/pkg/failpoint"
 	"github.com/lessorhq/lessor/pkg/logical"
 	"github.com/lessorhq/lessor/pkg/pgurl"
 	"github.com/lessorhq/lessor/pkg/storage"
@@ -262,15 +263,19 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	case cfg.PluginName != PluginName:
 		return nil, logical.Errorf("unknown plugin %q", cfg.PluginName)
 	}
+	namesPolicy := false
 	if fd.Has("password_policy") && cfg.PasswordPolicy != "" {
 		// Refused now rather than at every later issue or rotation.
 		if _, err := b.newPassword(ctx, req.System, &cfg); err != nil {
 			return nil, logical.Errorf("password_policy %q: %v", cfg.PasswordPolicy, err)
 		}
 		if old == nil || old.PasswordPolicy != cfg.PasswordPolicy {
-			if err := checkPolicyWriter(ctx, req, cfg.PasswordPolicy); err != nil {
+			// Before connecting; again in the transaction that stores
+			// the name, below.
+			if err := checkPolicyWriter(ctx, req, nil, cfg.PasswordPolicy); err != nil {
 				return nil, err
 			}
+			namesPolicy = true
 		}
 	}
 	var templateWarnings []string
@@ -324,11 +329,17 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	if err := staticOfOtherMounts(ctx, req.System, adminLogins(&cfg, adminUser)); err != nil {
 		return nil, err
 	}
+	failpoint.Hit(failpoint.ConfigBeforeCommit)
 	err = req.Storage.Update(ctx, func(tx storage.Tx) error {
 		// A login a static role manages cannot be the admin: the next
 		// rotation would change the password the connection logs in with.
 		// Static roles of any connection count (two connections may reach
 		// one server), whether or not this one was verified.
+		if namesPolicy {
+			if err := checkPolicyWriter(ctx, req, tx, cfg.PasswordPolicy); err != nil {
+				return err
+			}
+		}
 		admins := adminLogins(&cfg, adminUser)
 		statics, err := allStatic(tx)
 		if err != nil {

@@ -51,13 +51,16 @@ func (b *Backend) PasswordPolicyUses(ctx context.Context, st storage.Store, poli
 // policies could make it weak (four of "a") in the moments before an
 // operator names it, and so choose the admin's next password at
 // rotate-root and every role's after it. A policy written before lessor
-// recorded its writers counts as written without sudo.
-func checkPolicyWriter(ctx context.Context, req *logical.Request, policy string) error {
+// recorded its writers counts as written without sudo. With tx (a
+// transaction of req.Storage) the policy is read in it: the transaction
+// that stores the name checks again, as a rewrite could commit between an
+// earlier check and the name.
+func checkPolicyWriter(ctx context.Context, req *logical.Request, tx storage.Tx, policy string) error {
 	pw, ok := req.System.(logical.PasswordPolicyWriters)
 	if !ok {
 		return nil
 	}
-	sudo, writer, err := pw.PasswordPolicyWriter(ctx, policy)
+	sudo, writer, err := pw.PasswordPolicyWriter(ctx, tx, policy)
 	if err != nil {
 		return err
 	}

@@ -294,6 +294,7 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 	if fd.Has("rotation_statements") {
 		r.RotationStatements = fd.Strings("rotation_statements")
 	}
+	namesPolicy := false
 	if fd.Has("credential_config") {
 		for k, v := range fd.KeyValues("credential_config") {
 			if k != "password_policy" {
@@ -307,13 +308,24 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 				return nil, logical.Errorf("credential_config: password_policy %q: %v", r.PasswordPolicy, err)
 			}
 			if old == nil || old.PasswordPolicy != r.PasswordPolicy {
-				if err := checkPolicyWriter(ctx, req, r.PasswordPolicy); err != nil {
+				// Before the first password is made by it; again in
+				// the transaction that stores the name (checkNamed).
+				if err := checkPolicyWriter(ctx, req, nil, r.PasswordPolicy); err != nil {
 					return nil, err
 				}
+				namesPolicy = true
 			}
 		}
 	}
 	now := req.System.Now().UTC()
+	// checkNamed checks, in the transaction that stores the role, the
+	// password policy it newly names (see checkPolicyWriter).
+	checkNamed := func(tx storage.Tx) error {
+		if !namesPolicy {
+			return nil
+		}
+		return checkPolicyWriter(ctx, req, tx, r.PasswordPolicy)
+	}
 
 	if old != nil {
 		// An update never rotates: it moves the next rotation to what
@@ -324,6 +336,9 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 		}
 		r.NextRotation = r.nextAfter(base)
 		return nil, req.Storage.Update(ctx, func(tx storage.Tx) error {
+			if err := checkNamed(tx); err != nil {
+				return err
+			}
 			cur, err := getStatic(tx, name)
 			if err != nil {
 				return err
@@ -338,7 +353,7 @@ func (b *Backend) staticWrite(ctx context.Context, req *logical.Request, name st
 			return putStatic(tx, name, cur)
 		})
 	}
-	return nil, b.staticCreate(ctx, req, name, r, fd, now)
+	return nil, b.staticCreate(ctx, req, name, r, fd, now, checkNamed)
 }
 
 // applyStaticSchedule sets rotation_period or rotation_schedule and
@@ -380,7 +395,7 @@ func applyStaticSchedule(r *staticRole, fd *logical.FieldData) error {
 // with its first password: a new one set in PostgreSQL (the import
 // rotation), or with skip_import_rotation=true the given one, after a
 // login with it proves it right.
-func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name string, r *staticRole, fd *logical.FieldData, now time.Time) error {
+func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name string, r *staticRole, fd *logical.FieldData, now time.Time, checkNamed func(storage.Tx) error) error {
 	// now was read by the caller a moment ago, and the claim written below
 	// runs out staticClaim after it; the ALTER's deadline, set from
 	// started, keeps a tenth of the claim as its margin.
@@ -463,7 +478,12 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 			return fmt.Errorf("check the password of %q: %w", r.Username, cfg.redact(lerr, given))
 		}
 		r.Password, r.LastRotation, r.NextRotation = given, now, r.nextAfter(now)
-		return req.Storage.Update(ctx, func(tx storage.Tx) error { return b.insertStatic(tx, name, r) })
+		return req.Storage.Update(ctx, func(tx storage.Tx) error {
+			if err := checkNamed(tx); err != nil {
+				return err
+			}
+			return b.insertStatic(tx, name, r)
+		})
 	}
 
 	password, err := b.staticPassword(ctx, req.System, cfg, r)
@@ -472,7 +492,12 @@ func (b *Backend) staticCreate(ctx context.Context, req *logical.Request, name s
 	}
 	r.Pending = &staticPending{Password: password, Created: now, ClaimUntil: now.Add(staticClaim)}
 	r.NextRotation = now
-	if err := req.Storage.Update(ctx, func(tx storage.Tx) error { return b.insertStatic(tx, name, r) }); err != nil {
+	if err := req.Storage.Update(ctx, func(tx storage.Tx) error {
+		if err := checkNamed(tx); err != nil {
+			return err
+		}
+		return b.insertStatic(tx, name, r)
+	}); err != nil {
 		return err
 	}
 	return b.finishRotation(ctx, req.Storage, name, db, cfg, r, password, now, started, true)

@@ -86,6 +86,17 @@ const (
 	// TokenRevokeAfterLeases: the tree's leases are revoked; the tokens
 	// are not yet deleted.
 	TokenRevokeAfterLeases = "token-revoke/after-leases"
+	// The steps below are not crash steps (All leaves them out): a test
+	// arms them to run another request between a check and the write it
+	// guards.
+
+	// ConfigBeforeCommit: a database connection's write checked what it
+	// names (its password policy's last writer) and has not yet begun
+	// the transaction that stores it.
+	ConfigBeforeCommit = "config/before-commit"
+	// PasswordPolicyBeforeCommit: a password policy's write or delete
+	// was checked and has not yet begun the transaction that stores it.
+	PasswordPolicyBeforeCommit = "password-policy/before-commit"
 )
 
 // All lists every step, for tests that walk the whole matrix.

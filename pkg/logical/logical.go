@@ -388,8 +388,13 @@ type PasswordGenerator interface {
 // writers). A backend asks before its settings first name a policy: from
 // then on, rewriting the policy needs sudo (see PasswordPolicyUser), so
 // what it holds when it is named must not be a weaker token's choice.
+// With tx, a transaction of the backend's own storage (Request.Storage),
+// the policy is read in that transaction, so that the backend asks in the
+// transaction that stores the name, and a rewrite of the policy commits
+// either before it (and the name is refused) or after it (and the
+// rewrite needs sudo); nil reads it in a transaction of its own.
 type PasswordPolicyWriters interface {
-	PasswordPolicyWriter(ctx context.Context, policyName string) (sudo bool, accessor string, err error)
+	PasswordPolicyWriter(ctx context.Context, tx storage.Tx, policyName string) (sudo bool, accessor string, err error)
 }
 
 // PasswordPolicyUser is implemented by a Backend whose stored settings

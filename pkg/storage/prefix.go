@@ -27,6 +27,20 @@ func (ps *prefixStore) Update(ctx context.Context, fn func(Tx) error) error {
 // prefix) the view that component expects.
 func PrefixedTx(tx Tx, prefix string) Tx { return &prefixTx{tx: tx, p: prefix} }
 
+// Unprefixed returns the transaction that tx, a transaction of a Prefixed
+// store or a PrefixedTx, reads and writes through, with no prefix; any
+// other tx as it is. The core reads its own records in a backend's
+// transaction with it.
+func Unprefixed(tx Tx) Tx {
+	for {
+		p, ok := tx.(*prefixTx)
+		if !ok {
+			return tx
+		}
+		tx = p.tx
+	}
+}
+
 type prefixTx struct {
 	tx Tx
 	p  string

@@ -117,3 +117,36 @@ func TestConfirmPending(t *testing.T) {
 		t.Fatalf("Confirm after activation: %v", err)
 	}
 }
+
+// TestConfirmSeesReapClaim: a lease that expires while its issuer is
+// still creating the secret (a short TTL, an issue at the end of a
+// second) is claimed by a reaper's batch, which leaves the record as it
+// was; the issuer's Confirm and Activate must see the claim, as they see
+// a per-record one, and not hand out a credential whose revocation is
+// under way (it may drop the role after the issuer returned it, or have
+// found nothing to drop before the CREATE committed).
+func TestConfirmSeesReapClaim(t *testing.T) {
+	ctx := context.Background()
+	m, be, clk, _ := setup(t)
+	rec := m.Recorder("m1", "database/", "", sysView{clk.now})
+	p, err := rec.Prepare(ctx, &logical.LeaseRequest{Path: "database/creds/ro", TTL: time.Second, MaxTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(2 * time.Second)
+	b, err := m.claimDue(ctx, clk.now())
+	if err != nil || len(b.claimed) != 1 || b.claimed[0].ID != p.ID {
+		t.Fatalf("claim: %+v, %v", b, err)
+	}
+	// The issuer's CREATE commits now, after the claim.
+	be.live[p.ID] = true
+	if err := rec.Confirm(ctx, p.ID); !errors.Is(err, logical.ErrLeaseRevoked) {
+		t.Fatalf("Confirm of a lease a reaper claimed: %v", err)
+	}
+	if err := m.Activate(ctx, p.ID); !errors.Is(err, logical.ErrLeaseRevoked) {
+		t.Fatalf("Activate of a lease a reaper claimed: %v", err)
+	}
+	if e := record(t, m, p.ID); e == nil || e.State != StatePending {
+		t.Fatalf("the record changed under the claim: %+v", e)
+	}
+}

@@ -610,12 +610,14 @@ func (r *Recorder) Abandon(ctx context.Context, leaseID string) error {
 // the record. Either way the secret must not be handed out, and the
 // issuer destroys it (again, if need be). A record still pending (or
 // adopted already) means no revocation claimed it before the secret
-// existed: one that claims it later sees the secret and drops it.
+// existed: one that claims it later sees the secret and drops it. A
+// reaper's batch claim leaves the record as it was, so the record is read
+// as the claims show it.
 func (r *Recorder) Confirm(ctx context.Context, leaseID string) error {
 	var e *Entry
 	if err := r.m.store.View(ctx, func(tx storage.Tx) error {
 		var err error
-		e, err = get(tx, leaseID)
+		e, err = r.m.getShown(tx, leaseID)
 		return err
 	}); err != nil {
 		return fmt.Errorf("confirm lease %s: %w", leaseID, err)
@@ -638,7 +640,9 @@ func (m *Manager) Activate(ctx context.Context, ids ...string) error {
 	}
 	return m.store.Update(ctx, func(tx storage.Tx) error {
 		for _, id := range ids {
-			e, err := get(tx, id)
+			// As the claims show it: a reaper's batch claim does not
+			// change the record.
+			e, err := m.getShown(tx, id)
 			if err != nil {
 				return err
 			}

@@ -1163,3 +1163,57 @@ func TestMissingServiceIsNamed(t *testing.T) {
 		t.Fatalf("connConfig with a missing service: %v", err)
 	}
 }
+
+// A revocation that meets another session dropping the same role (an
+// issuer dropping the role of a lease a reaper claimed meanwhile, two
+// operators) waits for it, and then finds the role "concurrently
+// deleted": the role is gone, which is what the revocation wanted, so the
+// retry finds nothing to drop and succeeds, where the revocation failed
+// and the lease waited for a retry minutes later.
+func TestRevokeMeetsConcurrentDrop(t *testing.T) {
+	f := setup(t)
+	name := newName(t, "v-twice")
+	f.create(t, name, []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`})
+	other := f.d.Conn(t)
+	tx, err := other.Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(f.ctx))
+	if _, err := tx.Exec(f.ctx, `DROP ROLE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0] }()
+	// The revocation waits on the other session's lock before that
+	// session commits.
+	watch := f.d.Conn(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := watch.QueryRow(f.ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'`, f.d.Name).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("the revocation ended before the other drop committed: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation never waited on the other drop")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := tx.Commit(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("revoke a role another session dropped meanwhile: %v", err)
+	}
+	if f.roleExists(t, name) {
+		t.Fatal("the role survived")
+	}
+}

@@ -125,6 +125,13 @@ func (db *DB) RevokeUsers(ctx context.Context, rs []RevokeRequest) []error {
 // revokeBatch revokes names and returns the errors by name.
 func (db *DB) revokeBatch(ctx context.Context, names []string, mine func(name, comment string) bool) map[string]error {
 	errs, err := db.revokeDefault(ctx, names, mine)
+	// A role that another session dropped after the catalog query saw it
+	// (an issuer dropping the role of a lease this revocation claimed, an
+	// operator) fails the step that touched it; the revocation is done
+	// again from the catalog query, which no longer sees the role.
+	for attempt := 1; err != nil && roleVanished(err) && attempt < transientAttempts && ctx.Err() == nil; attempt++ {
+		errs, err = db.revokeDefault(ctx, names, mine)
+	}
 	if err == nil {
 		return errs
 	}
@@ -1265,6 +1272,18 @@ func union(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// roleVanished reports whether err says that a role (or another catalog
+// row) the revocation read was dropped by another session since: a
+// statement that waited on that session's lock finds the row "concurrently
+// deleted", one that came after finds the role missing.
+func roleVanished(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code == "42704" || pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "tuple concurrently deleted")
 }
 
 // retry runs fn again while it fails with a transient error: concurrent

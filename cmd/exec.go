@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/logical"
@@ -45,7 +46,9 @@ LESSOR_LEASE_ID and LESSOR_LEASE_DURATION name the lease. The password is
 never in argv and never printed.
 
 Signals lessor receives (INT, TERM, HUP, QUIT, USR1, USR2) are passed to
-COMMAND. When COMMAND exits, lessor revokes the lease (so the role is
+COMMAND, but for an INT or QUIT while lessor and COMMAND are the
+foreground job of their terminal: the terminal's ^C or ^\ reaches COMMAND
+by itself, and is not passed a second time. When COMMAND exits, lessor revokes the lease (so the role is
 dropped) and exits with COMMAND's exit code, or 128+N if signal N killed
 it. With -keep the lease is left to its TTL instead.
 
@@ -132,6 +135,13 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
+	// The controlling terminal, if any, to tell its ^C and ^\ (sent to
+	// the whole foreground process group, COMMAND included) from a
+	// signal sent to lessor alone.
+	tty, _ := os.Open("/dev/tty")
+	if tty != nil {
+		defer tty.Close()
+	}
 	if err := child.Start(); err != nil {
 		err = &localError{fmt.Errorf("exec %s: %w", argv[0], errors.Unwrap(err))}
 		if !keep {
@@ -144,6 +154,9 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 		for {
 			select {
 			case s := <-sigs:
+				if terminalSentToChild(tty, s, child.Process.Pid) {
+					continue
+				}
 				_ = child.Process.Signal(s)
 			case <-done:
 				return
@@ -174,6 +187,27 @@ func runExec(ctx context.Context, f *Factory, path string, argv []string, keep b
 		return nil
 	}
 	return &exitCodeError{code: code}
+}
+
+// terminalSentToChild reports whether sig, which lessor received, is one
+// a terminal sends (INT for ^C, QUIT for ^\) and may have come from tty,
+// whose foreground process group is lessor's and the child's: the
+// terminal sent it to the child too, which must not get it twice. sudo
+// tells such a signal by its si_code (sent by the kernel, not kill(2)),
+// which Go does not show; so an INT or QUIT that another process sends
+// to lessor alone while lessor runs in the foreground of its terminal
+// is not passed on either.
+func terminalSentToChild(tty *os.File, sig os.Signal, child int) bool {
+	if tty == nil || sig != syscall.SIGINT && sig != syscall.SIGQUIT {
+		return false
+	}
+	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	if err != nil {
+		return false
+	}
+	own := unix.Getpgrp()
+	cpg, err := unix.Getpgid(child)
+	return err == nil && fg == own && cpg == own
 }
 
 // withheldFromChild are the caller's secrets that the command never

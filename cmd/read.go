@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lessorhq/lessor/pkg/failpoint"
+	"github.com/lessorhq/lessor/pkg/format"
 	"github.com/lessorhq/lessor/pkg/kvargs"
 	"github.com/lessorhq/lessor/pkg/logical"
 )
@@ -152,6 +153,15 @@ func newListCmd(f *Factory, g *globalOptions) *cobra.Command {
 				warn(f, resp.Warnings)
 			}
 			if len(keys) == 0 {
+				// As Vault's CLI: a script asking for JSON or YAML gets
+				// an empty object to parse, and exit 2 says that nothing
+				// was there; the table says so on stderr.
+				if n, err := format.Parse(string(g.formatOptions(f).Format)); err == nil && n.Encoded() {
+					if err := format.Encode(f.IO.Out, map[string]any{}, n); err != nil {
+						return err
+					}
+					return &exitCodeError{code: exitFailed}
+				}
 				return fmt.Errorf("no value found at %s", path)
 			}
 			return listOut(f, g, keys, path)

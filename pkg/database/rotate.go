@@ -190,7 +190,9 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 	if err != nil {
 		return fmt.Errorf("unable to rotate root credentials: generate password: %w", err)
 	}
-	now := req.System.Now().UTC()
+	// The claim runs out rotationClaim after now; started is that moment
+	// by this process's clock, from which the ALTER's deadline counts.
+	now, started := req.System.Now().UTC(), time.Now()
 	pending := pendingRoot{Username: cfg.Connection.Username, Password: newPassword, Created: now}
 	if err := req.Storage.Update(ctx, func(tx storage.Tx) error {
 		// The pending record is also this rotation's claim: two rotations
@@ -220,8 +222,11 @@ func (b *Backend) rotateRoot(ctx context.Context, req *logical.Request, name str
 
 	// The ALTER ends before the claim does: past it, another rotation may
 	// begin and store its own password, and this one's ALTER, landing
-	// later, would leave PostgreSQL holding a password nobody stored.
-	actx, cancel := context.WithTimeout(ctx, rootAlterTimeout)
+	// later, would leave PostgreSQL holding a password nobody stored. So
+	// its deadline counts from the claim's time, not from now: writing
+	// the claim may have waited on the store (another process's
+	// transaction, a slow disk) for a good part of it.
+	actx, cancel := context.WithDeadline(ctx, started.Add(rootAlterTimeout))
 	err = db.RotateRootPassword(actx, newPassword, cfg.RootRotationStatements)
 	cancel()
 	if err != nil {

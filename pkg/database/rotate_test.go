@@ -253,6 +253,53 @@ func TestRotateRootEndsBeforeItsClaim(t *testing.T) {
 	}
 }
 
+// TestRotateRootDeadlineCountsFromClaim: the ALTER's deadline counts from
+// the moment the rotation's claim was timed, not from the ALTER: a
+// rotation held up between the two (its claim's commit waited on the
+// store) must not go on altering the role past its claim, when another
+// rotation may have begun.
+func TestRotateRootDeadlineCountsFromClaim(t *testing.T) {
+	e, admin, initial := adminEnv(t)
+	defer func(d time.Duration) { rootAlterTimeout = d }(rootAlterTimeout)
+	rootAlterTimeout = 4 * time.Second
+	ctx := context.Background()
+	tx := e.lockRole(admin)
+	release, released := make(chan struct{}), make(chan struct{})
+	go func() {
+		select {
+		case <-release:
+		case <-time.After(20 * time.Second):
+		}
+		tx.Rollback(ctx)
+		close(released)
+	}()
+	// Held up past the ALTER's deadline between the claim and the ALTER.
+	var resumed time.Time
+	failpoint.Arm(failpoint.RotateRootAfterPending, func(string) {
+		time.Sleep(rootAlterTimeout + 500*time.Millisecond)
+		resumed = time.Now()
+	})
+	t.Cleanup(func() { failpoint.Arm("", nil) })
+	_, err := e.do(logical.UpdateOperation, "rotate-root/pg", nil)
+	after := time.Since(resumed)
+	close(release)
+	<-released
+	// Counted from the ALTER, the deadline let it wait on the lock for
+	// the whole rootAlterTimeout after the hold-up.
+	if err == nil || after >= rootAlterTimeout {
+		t.Fatalf("rotation held up past its deadline: %v, %v after the hold-up; want an error at once", err, after)
+	}
+	if err := e.srv.CanLogin(ctx, admin, initial, e.db.Name); err != nil {
+		t.Fatalf("the old password after the rotation gave up: %v", err)
+	}
+	if got := e.storedConfig("pg").Connection.Password; got != initial {
+		t.Fatal("the stored password changed though the rotation gave up")
+	}
+	if p := e.pending("pg"); p != nil {
+		t.Fatalf("pending record left by a rotation that never altered the role: %+v", p)
+	}
+}
+
 // lockRole holds the row lock of role name in a transaction of its own,
 // which the caller rolls back: an ALTER ROLE of name waits for it.
 func (e *env) lockRole(name string) pgx.Tx {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -804,8 +805,10 @@ func TestServeSIGHUPWhileStarting(t *testing.T) {
 	}
 	addr := freeAddr(t)
 	cmd, exited, logs := serveProcess(t, bin, c.env["HOME"], "-listen="+addr, "-reap-interval=0")
-	// Started, and waiting for the lock.
-	time.Sleep(500 * time.Millisecond)
+	// Started, and waiting for the lock: by then it catches SIGHUP. (A
+	// fixed pause let a SIGHUP reach a process still starting on a
+	// loaded machine, which it killed before serve could catch it.)
+	waitFlockWaiter(t, cmd.Process.Pid, exited, logs)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -824,6 +827,34 @@ func TestServeSIGHUPWhileStarting(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop after SIGTERM")
+	}
+}
+
+// waitFlockWaiter waits until process pid waits for a file lock, as
+// /proc/locks shows it ("->" before a blocked request).
+func waitFlockWaiter(t *testing.T, pid int, exited <-chan error, logs fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			t.Skipf("cannot tell when serve waits for the lock: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 5 && f[1] == "->" && f[2] == "FLOCK" && f[5] == strconv.Itoa(pid) {
+				return
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("serve exited before it waited for the lock: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not wait for the store's lock in 60 s; log:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

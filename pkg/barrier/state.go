@@ -706,20 +706,9 @@ func (t *sealedTx) checkGuard(key string) error {
 		}
 	}
 	if t.state.v2 {
-		keys, vs, err := storage.GetPrefix(t.tx, key[:len(guardPrefix)+2])
+		got, err := t.scanSum(key[:len(guardPrefix)+2])
 		if err != nil {
 			return err
-		}
-		if t.hash == nil {
-			t.hash = t.root.hasher()
-		}
-		var got sum256
-		t.scanning()
-		for i, v := range vs {
-			if v != nil {
-				got.add(t.hash.sum(keys[i], v))
-				t.scanned[keys[i]] = v
-			}
 		}
 		want := t.state.sums.guard[g]
 		want.add(t.delta.guard[g][:])
@@ -794,20 +783,9 @@ func (t *sealedTx) checkSetOf(prefix string) error {
 		}
 	}
 	if t.state.v2 {
-		keys, vs, err := storage.GetPrefix(t.tx, prefix)
+		got, err := t.scanSum(prefix)
 		if err != nil {
 			return err
-		}
-		if t.hash == nil {
-			t.hash = t.root.hasher()
-		}
-		var got sum256
-		t.scanning()
-		for i, v := range vs {
-			if v != nil {
-				got.add(t.hash.sum(keys[i], v))
-				t.scanned[keys[i]] = v
-			}
 		}
 		want := t.state.sums.sets[prefix]
 		d := t.delta.sets[prefix]
@@ -945,4 +923,26 @@ func (b *Barrier) noteState(gen uint64, raw []byte) {
 	case gen == b.gen && b.genState == nil:
 		b.genState = raw
 	}
+}
+
+// scanSum reads prefix whole, keeps what it found as the transaction's
+// scanned records (which later reads must find again), and returns the
+// sum of their contributions.
+func (t *sealedTx) scanSum(prefix string) (sum256, error) {
+	keys, vs, err := storage.GetPrefix(t.tx, prefix)
+	if err != nil {
+		return sum256{}, err
+	}
+	if t.hash == nil {
+		t.hash = t.root.hasher()
+	}
+	var got sum256
+	t.scanning()
+	for i, v := range vs {
+		if v != nil {
+			got.add(t.hash.sum(keys[i], v))
+			t.scanned[keys[i]] = v
+		}
+	}
+	return got, nil
 }

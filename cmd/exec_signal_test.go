@@ -3,7 +3,6 @@ package cmd
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,20 +66,7 @@ print("done", flush=True)
 func TestExecTerminalInterrupt(t *testing.T) {
 	srv := pgtest.Require(t)
 	db := srv.NewDatabase(t)
-	c := newCompCLI(t)
-	var ini struct {
-		Root    string `json:"root_token"`
-		StoreID string `json:"store_id"`
-	}
-	if err := json.Unmarshal([]byte(c.must("operator", "init", "-format=json")), &ini); err != nil {
-		t.Fatal(err)
-	}
-	c.env["LESSOR_TOKEN"] = ini.Root
-	c.must("secrets", "enable", "database")
-	pw := c.file("admin-pw", srv.Password)
-	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=r",
-		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
-		"username="+srv.User, "password=@"+pw)
+	c, ini := storeWithConnection(t, srv, db, "r")
 	c.must("write", "database/roles/r", "db_name=postgresql", "default_ttl=1h",
 		`creation_statements=CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
 	t.Cleanup(func() { dropStoreRoles(t, srv, db, ini.StoreID) })

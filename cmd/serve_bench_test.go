@@ -54,23 +54,9 @@ func newServeRig(t *testing.T, viaGroup ...bool) *serveRig {
 		t.Fatal(err)
 	}
 	bin := buildLessor(t)
-	c := newCompCLI(t)
-	var ini struct {
-		Root    string `json:"root_token"`
-		StoreID string `json:"store_id"`
-	}
-	if err := json.Unmarshal([]byte(c.must("operator", "init", "-format=json")), &ini); err != nil {
-		t.Fatal(err)
-	}
-	c.env["LESSOR_TOKEN"] = ini.Root
-	c.must("secrets", "enable", "database")
-	pw := c.file("admin-pw", srv.Password)
-	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=readonly",
-		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
-		"username="+srv.User, "password=@"+pw,
-		// As many admin connections as the floor's and the clients (the
-		// default is 4, as Vault's).
-		"max_open_connections=8")
+	// As many admin connections as the floor's and the clients (the
+	// default is 4, as Vault's).
+	c, ini := storeWithConnection(t, srv, db, "readonly", "max_open_connections=8")
 	grant := `GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{{name}}";`
 	if len(viaGroup) > 0 && viaGroup[0] {
 		group := "readers_" + db.Name

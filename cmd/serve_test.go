@@ -337,21 +337,7 @@ func TestServeShutdownUnderLoad(t *testing.T) {
 	srv := pgtest.Require(t)
 	db := srv.NewDatabase(t)
 	bin := buildLessor(t)
-	c := newCompCLI(t)
-	out := c.must("operator", "init", "-format=json")
-	var ini struct {
-		Root    string `json:"root_token"`
-		StoreID string `json:"store_id"`
-	}
-	if err := json.Unmarshal([]byte(out), &ini); err != nil {
-		t.Fatal(err)
-	}
-	c.env["LESSOR_TOKEN"] = ini.Root
-	c.must("secrets", "enable", "database")
-	pw := c.file("admin-pw", srv.Password)
-	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=readonly",
-		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
-		"username="+srv.User, "password=@"+pw)
+	c, ini := storeWithConnection(t, srv, db, "readonly")
 	c.must("write", "database/roles/readonly", "db_name=postgresql", "default_ttl=1h", "max_ttl=24h",
 		`creation_statements=CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
 	t.Cleanup(func() { dropStoreRoles(t, srv, db, ini.StoreID) })
@@ -517,20 +503,7 @@ func dropStoreRoles(t *testing.T, srv *pgtest.Server, db *pgtest.Database, store
 func TestServeReapsBesideCron(t *testing.T) {
 	srv := pgtest.Require(t)
 	db := srv.NewDatabase(t)
-	c := newCompCLI(t)
-	var ini struct {
-		Root    string `json:"root_token"`
-		StoreID string `json:"store_id"`
-	}
-	if err := json.Unmarshal([]byte(c.must("operator", "init", "-format=json")), &ini); err != nil {
-		t.Fatal(err)
-	}
-	c.env["LESSOR_TOKEN"] = ini.Root
-	c.must("secrets", "enable", "database")
-	pw := c.file("admin-pw", srv.Password)
-	c.must("write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=short",
-		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
-		"username="+srv.User, "password=@"+pw)
+	c, ini := storeWithConnection(t, srv, db, "short")
 	c.must("write", "database/roles/short", "db_name=postgresql", "default_ttl=1s", "max_ttl=1s",
 		`creation_statements=CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`)
 	t.Cleanup(func() { dropStoreRoles(t, srv, db, ini.StoreID) })
@@ -881,4 +854,30 @@ func TestServeTLSKeyMode(t *testing.T) {
 			t.Errorf("key mode %04o: %v", c.mode, err)
 		}
 	}
+}
+
+// storeInit is what operator init -format=json tells a test.
+type storeInit struct {
+	Root    string `json:"root_token"`
+	StoreID string `json:"store_id"`
+}
+
+// storeWithConnection makes a store (newCompCLI's) with the database
+// engine at database/ and a connection "postgresql" to db as srv's user,
+// allowing the roles allowed; extra are more fields of the connection's
+// write. The CLI then uses the root token.
+func storeWithConnection(t *testing.T, srv *pgtest.Server, db *pgtest.Database, allowed string, extra ...string) (*compCLI, storeInit) {
+	t.Helper()
+	c := newCompCLI(t)
+	var ini storeInit
+	if err := json.Unmarshal([]byte(c.must("operator", "init", "-format=json")), &ini); err != nil {
+		t.Fatal(err)
+	}
+	c.env["LESSOR_TOKEN"] = ini.Root
+	c.must("secrets", "enable", "database")
+	pw := c.file("admin-pw", srv.Password)
+	c.must(append([]string{"write", "database/config/postgresql", "plugin_name=postgresql-database-plugin", "allowed_roles=" + allowed,
+		fmt.Sprintf("connection_url=postgresql://{{username}}:{{password}}@%s:%d/%s?sslmode=disable", srv.Host, srv.Port, db.Name),
+		"username=" + srv.User, "password=@" + pw}, extra...)...)
+	return c, ini
 }

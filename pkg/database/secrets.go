@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,8 +98,33 @@ func (b *Backend) RenewSecret(ctx context.Context, s *logical.SecretRequest, exp
 
 // belongsTo claims a role whose comment names this store and this lease:
 // revocation drops only such a role, never another of the same name.
+//
+// A comment exactly as RoleMetadata.Comment wrote it for this store and
+// lease is claimed without a JSON decoder: reap asks this of every role it
+// drops, and decoding each comment was a tenth of its own CPU. What the
+// short cut accepts, ParseRoleComment accepts with the same store and
+// lease (the expiry is checked as RFC 3339, and holds no quote or
+// backslash that could change the JSON around it); anything else is
+// decided by ParseRoleComment.
 func belongsTo(storeID, leaseID string) func(comment string) bool {
+	var head string
+	if storeID != "" && leaseID != "" {
+		s, err1 := json.Marshal(storeID)
+		l, err2 := json.Marshal(leaseID)
+		if err1 == nil && err2 == nil {
+			head = CommentPrefix + `{"store":` + string(s) + `,"lease":` + string(l) + `,"expires":"`
+		}
+	}
 	return func(c string) bool {
+		if head != "" {
+			if rest, ok := strings.CutPrefix(c, head); ok {
+				if exp, ok := strings.CutSuffix(rest, `"}`); ok && !strings.ContainsAny(exp, `"\`) {
+					if _, err := time.Parse(time.RFC3339, exp); err == nil {
+						return true
+					}
+				}
+			}
+		}
 		m, err := ParseRoleComment(c)
 		return err == nil && m.StoreID == storeID && m.LeaseID == leaseID
 	}

@@ -343,11 +343,16 @@ FROM (
 
 // terminateDropped ends the sessions, if any, of roles that are dropped
 // already, by their oids (a dropped role's sessions have no user name).
+// It reads the sessions from pg_stat_get_activity, which the view
+// pg_stat_activity wraps in joins with pg_database and pg_authid: this
+// statement is parsed anew each batch (it goes in one round trip, not
+// prepared), and expanding the view, then planning away its joins, was
+// most of the server's work for it.
 func (db *DB) terminateDropped(ctx context.Context, conn *pgx.Conn, oids []uint32) error {
-	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid, $2)) FROM pg_stat_activity WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()`
+	q := `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(s.pid, $2)) FROM pg_catalog.pg_stat_get_activity(NULL) s WHERE s.usesysid = ANY($1::pg_catalog.oid[]) AND s.pid <> pg_catalog.pg_backend_pid()`
 	args := []any{oids, terminateWait.Milliseconds()}
 	if db.version < 140000 {
-		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usesysid = ANY($1::pg_catalog.oid[]) AND pid <> pg_catalog.pg_backend_pid()`
+		q = `SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(s.pid)) FROM pg_catalog.pg_stat_get_activity(NULL) s WHERE s.usesysid = ANY($1::pg_catalog.oid[]) AND s.pid <> pg_catalog.pg_backend_pid()`
 		args = args[:1]
 	}
 	var n int64

@@ -1090,6 +1090,11 @@ type boltTx struct {
 	size    uintptr         // the file's size when checked
 	written map[string]bool // keys put in this transaction
 	values  map[*byte]int   // values put in this transaction, by address
+	// getCursor serves every Get of the transaction: each Get seeks it
+	// afresh, from the bucket's root as it stands, which is all a new
+	// cursor would do, without allocating one and growing its stack for
+	// each of the tens of thousands of keys a reap reads.
+	getCursor *bolt.Cursor
 }
 
 // fromFile reports whether b, a key or value that bbolt returned, lies in
@@ -1152,8 +1157,11 @@ func (t *boltTx) Get(key string) (v []byte, err error) {
 	// A cursor rather than Bucket.Get, which answers nil both for a missing
 	// key and for a nested bucket; the data bucket has no nested buckets, so
 	// meeting one means a damaged leaf.
-	k, val := t.bkt.Cursor().Seek([]byte(key))
-	if !bytes.Equal(k, []byte(key)) {
+	if t.getCursor == nil {
+		t.getCursor = t.bkt.Cursor()
+	}
+	k, val := t.getCursor.Seek([]byte(key))
+	if string(k) != key {
 		return nil, nil
 	}
 	if val == nil {

@@ -1196,7 +1196,8 @@ func TestProfileIssue(t *testing.T) {
 // TestProfileReap runs `reap` in this process over LESSOR_BENCH_REAP
 // (default 10,000) due leases of LESSOR_BENCH_KIND ("group" or "tables6";
 // with LESSOR_BENCH_PG_STORE set, group leases in a PostgreSQL store),
-// writing a CPU profile to LESSOR_BENCH_CPUPROFILE when set.
+// writing a CPU profile to LESSOR_BENCH_CPUPROFILE when set, and reports
+// the reap's allocations per lease.
 func TestProfileReap(t *testing.T) {
 	r := requireBench(t)
 	n := 10000
@@ -1231,10 +1232,17 @@ func TestProfileReap(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	f := newFactory(strings.NewReader(""), &out, &errb, s.getenv)
+	// Allocations, unlike times, do not depend on how busy the machine is:
+	// on a shared one they tell a change's effect on the reap's own work.
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	start := time.Now()
 	if code := run(context.Background(), f, []string{"reap", "-format=json"}); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	el := time.Since(start)
+	runtime.ReadMemStats(&ms1)
 	report(t, fmt.Sprintf("in-process reap %d (%s)", n, kind), fmt.Sprintf("%.0f leases/s (%s)", float64(n)/el.Seconds(), el.Round(time.Millisecond)), "")
+	report(t, fmt.Sprintf("in-process reap %d (%s): allocations per lease", n, kind),
+		fmt.Sprintf("%.0f (%.1f KiB)", float64(ms1.Mallocs-ms0.Mallocs)/float64(n), float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(n)), "")
 }

@@ -31,7 +31,7 @@ in with the pending password). A failed revocation is recorded on its lease with
 and retried by later runs with exponential backoff (10 s doubling to 1 h,
 with jitter) for ever; nothing is silently given up.
 
-Batches of 500 are revoked -parallel at a time (default 2, at most 16),
+Batches of 1,000 are revoked -parallel at a time (default 2, at most 16),
 each on a connection of its own to each database it touches: set
 -parallel=1 where the admin role may hold only one connection.
 

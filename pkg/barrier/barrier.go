@@ -1434,7 +1434,7 @@ func (t *sealedTx) Delete(key string) error {
 	if err := t.ahead([]string{key}, nil, false); err != nil {
 		return err
 	}
-	old, err := t.tx.Get(key)
+	old, err := storage.Take(t.tx, key)
 	if err != nil {
 		return err
 	}
@@ -1443,9 +1443,6 @@ func (t *sealedTx) Delete(key string) error {
 		// is absent: a policy or token entry the state database hid
 		// from this lookup would otherwise survive its deletion.
 		return t.checkSet(key, nil)
-	}
-	if err := t.tx.Delete(key); err != nil {
-		return err
 	}
 	t.track(key, old, nil)
 	delete(t.scanned, key)

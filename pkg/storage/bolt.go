@@ -1173,6 +1173,45 @@ func (t *boltTx) Get(key string) (v []byte, err error) {
 	return bytes.Clone(val), nil
 }
 
+// Take implements Taker: Get and Delete with one check of the key's leaf
+// and its neighbours (Delete's) and one seek of the Get cursor, which then
+// deletes the element it stands on, as Bucket.Delete does after a seek of
+// its own.
+func (t *boltTx) Take(key string) (v []byte, err error) {
+	if t.broken != nil {
+		return nil, t.broken
+	}
+	if !t.write {
+		return nil, fmt.Errorf("delete %q: %w", key, errReadOnly)
+	}
+	if key == "" {
+		return nil, nil
+	}
+	defer t.guard(&err)
+	if err := t.checkPath(key, true); err != nil {
+		return nil, err
+	}
+	if t.getCursor == nil {
+		t.getCursor = t.bkt.Cursor()
+	}
+	k, val := t.getCursor.Seek([]byte(key))
+	if string(k) != key {
+		return nil, nil
+	}
+	if val == nil {
+		return nil, t.fail("key %q is marked as a bucket", key)
+	}
+	if !t.fromFile(val) && t.values[unsafe.SliceData(val)] != len(val) {
+		return nil, t.fail("the value of key %q lies outside the file", key)
+	}
+	v = bytes.Clone(val)
+	t.gen++
+	if err := t.getCursor.Delete(); err != nil {
+		return nil, fmt.Errorf("delete %q: %w", key, err)
+	}
+	return v, nil
+}
+
 func (t *boltTx) Put(key string, value []byte) (err error) {
 	if t.broken != nil {
 		return t.broken

@@ -126,3 +126,26 @@ func (t *prefixTx) GetPrefix(prefix string) ([]string, [][]byte, error) {
 	}
 	return keys, vs, err
 }
+
+// Taker is a Tx that deletes a key and returns the value it held in one
+// lookup of the key, where Get and then Delete look it up twice. The
+// barrier reads every key's old value before it deletes it (for its set
+// checksums), and a reap deletes three keys per lease.
+type Taker interface {
+	// Take deletes key and returns the value it held, nil (and nothing
+	// deleted) when it was absent, as Get would have.
+	Take(key string) ([]byte, error)
+}
+
+// Take deletes key in tx and returns the value it held: in one call when
+// tx is a Taker, else with Get and, when the key is there, Delete.
+func Take(tx Tx, key string) ([]byte, error) {
+	if t, ok := tx.(Taker); ok {
+		return t.Take(key)
+	}
+	old, err := tx.Get(key)
+	if err != nil || old == nil {
+		return old, err
+	}
+	return old, tx.Delete(key)
+}

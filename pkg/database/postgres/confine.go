@@ -81,6 +81,15 @@ func confinedRefusal(dsn string) error {
 		// what it does not from the environment.
 		return &URLError{Scheme: urlScheme(dsn), Reason: "lessor cannot tell which parameters it sets"}
 	}
+	if storage.LooksLikeURL(dsn) != isURL(dsn) {
+		// One reads it as a URL and the other as keyword/value pairs
+		// ("Postgres://", "postgres:h?…"): what confine sees set, the
+		// driver may not, and take from the environment.
+		return &URLError{Scheme: urlScheme(dsn), Reason: "lessor cannot tell which parameters it sets (a URL begins with postgres:// or postgresql://, in lower case)"}
+	}
+	if isURL(dsn) && !plainBracketedHosts(dsn) {
+		return &URLError{Scheme: urlScheme(dsn), Reason: "a bracketed host may hold only an IPv6 address (hex digits, ':', '.' and a %25 zone)"}
+	}
 	for _, k := range confinedFileParams {
 		if storage.ConnParamSet(dsn, k) {
 			return &URLError{Scheme: urlScheme(dsn), Reason: "a connection written through lessor serve or sudo may not set " + k + ", as the file it names would be read as the account running lessor"}
@@ -291,4 +300,36 @@ func requireAuthenticated(cc *pgx.ConnConfig) error {
 		return &URLError{Reason: "require_auth may not allow none on a connection written through lessor serve or sudo (the server could let it in as the account running lessor)"}
 	}
 	return nil
+}
+
+// plainBracketedHosts reports whether every '[' … ']' of a postgres://
+// URL's host list holds only what an IPv6 address and its zone may. The
+// driver takes all up to the ']' as the host, a '?' or '/' included,
+// where lessor's parsers (storage.ConnParamSet, urlAuthoritySets,
+// querySep) end the host list at the first '?' or '/': in
+// "postgres://[x?password=y],elsewhere/db" they saw a password set, and
+// a query where confine's own pairs would go, which the driver took into
+// the database name, and the password from PGPASSWORD or ~/.pgpass.
+func plainBracketedHosts(dsn string) bool {
+	_, p, _ := strings.Cut(strings.TrimSpace(dsn), "://")
+	if i := strings.IndexAny(p, "@/"); i >= 0 && p[i] == '@' {
+		p = p[i+1:]
+	}
+	for {
+		if end := strings.IndexAny(p, "[/?"); end < 0 || p[end] != '[' {
+			return true
+		} else {
+			p = p[end+1:]
+		}
+		j := strings.IndexByte(p, ']')
+		if j < 0 {
+			return false
+		}
+		for _, r := range p[:j] {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == ':' || r == '.' || r == '%' || r == '-' || r == '_') {
+				return false
+			}
+		}
+		p = p[j+1:]
+	}
 }

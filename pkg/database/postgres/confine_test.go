@@ -286,3 +286,42 @@ func TestServerMessageBounded(t *testing.T) {
 		t.Fatalf("%v, want the message refused for its length", err)
 	}
 }
+
+// TestConfineReadsTheStringAsTheDriver: where lessor's parsers and the
+// driver's differ on where a URL's query begins, or on whether a string
+// is a URL at all, confine set what the driver did not read, and the
+// driver took the account's PGPASSWORD (or ~/.pgpass) and PGUSER to a
+// host the config's writer named. Each such string is refused or read as
+// the driver reads it.
+func TestConfineReadsTheStringAsTheDriver(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("PGPASSWORD", "ambient-password")
+	t.Setenv("PGUSER", "ambient")
+	t.Setenv("PGDATABASE", "ambientdb")
+	for _, url := range []string{
+		"postgres://[x?password=y],elsewhere.example:5432/db",
+		"postgres://u@[x?user=z],elsewhere.example:5432/db",
+		"postgres://[x/y]:5432,elsewhere.example/",
+		" postgres://x?a=b host=elsewhere.example c=",
+		"\u00a0postgres://x?a=b host=elsewhere.example c=",
+		"\rpostgres://x?password=b host=elsewhere.example c=",
+		"Postgres://x?password=b host=elsewhere.example c=",
+		"postgres:x?password=b host=elsewhere.example c=",
+		"postgresql:x?password=b host=elsewhere.example c=",
+	} {
+		cc, err := Config{ConnectionURL: url, Confined: true}.connConfig("")
+		if err != nil {
+			continue
+		}
+		if cc.Password == "ambient-password" || cc.User == "ambient" || cc.Database == "ambientdb" || strings.Contains(cc.Database, "&") {
+			t.Errorf("%q: host %q user %q password %q database %q", url, cc.Host, cc.User, cc.Password, cc.Database)
+		}
+	}
+	// What the driver reads as a URL still is one, IPv6 hosts included.
+	for _, url := range []string{" postgres://u@h/d?sslmode=disable", "postgres://u@[::1],[fe80::1%25eth0]:5433/d?sslmode=disable"} {
+		cc, err := Config{ConnectionURL: url, Confined: true}.connConfig("")
+		if err != nil || cc.User != "u" || cc.Database != "d" || cc.Password != "" {
+			t.Errorf("%q: %v", url, err)
+		}
+	}
+}

@@ -42,6 +42,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -169,6 +170,11 @@ func (c Config) connConfig(password string) (*pgx.ConnConfig, error) {
 		return nil, err
 	}
 	dsn := strings.NewReplacer(tmplUsername, user, tmplPassword, pw).Replace(c.ConnectionURL)
+	// The driver takes a string for a URL only when it begins with the
+	// scheme, where lessor's checks (isURL) skip leading blanks: " postgres://
+	// h?a=b host=elsewhere" was a URL to confine and keyword/value pairs to
+	// the driver, which took the password from PGPASSWORD or ~/.pgpass.
+	dsn = strings.TrimLeftFunc(dsn, unicode.IsSpace)
 	if err := checkURLUserinfo(dsn); err != nil {
 		// The URL is fine; the values put into it are not encoded.
 		err.(*URLError).Reason += " (disable_escaping=true puts the username and password into the URL as they are)"

@@ -242,8 +242,15 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 		}
 	}
 	// The config is the writer's from now on: a change through serve
-	// makes even one the account wrote confined.
-	cfg.Writer = writerAccount
+	// makes even one the account wrote confined. The account's change
+	// makes one written through serve its own only when it sends
+	// connection_url: one of allowed_roles alone vouches for no string
+	// someone else chose, which would otherwise take the account's
+	// environment and ~/.pgpass, and log in where the server asks for
+	// nothing, as the account's own database role.
+	if old == nil || fd.Has("connection_url") {
+		cfg.Writer = writerAccount
+	}
 	if b.foreign {
 		if err := foreignConnection(cfg.Connection); err != nil {
 			return nil, err

@@ -736,3 +736,38 @@ func TestServedConfigTakesNoAmbientSettings(t *testing.T) {
 	default:
 	}
 }
+
+// TestAccountsPartialWriteKeepsConfinement: a config written through
+// serve became the account's when the account, on its command line,
+// changed only another field of it (allowed_roles, say): the string its
+// writer chose then took the account's environment and ~/.pgpass, and
+// logged in where a server asks for nothing (peer on a Unix socket, as
+// the account's own database role). Only an account's write that sends
+// connection_url makes the config its own.
+func TestAccountsPartialWriteKeepsConfinement(t *testing.T) {
+	e := newEnv(t)
+	addr := pgtest.LetAnyoneIn(t)
+	url := "postgresql://" + addr + "/x?sslmode=disable&connect_timeout=5"
+	e.b = New(Options{ForeignCallers: true})
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{
+		"plugin_name": PluginName, "connection_url": url, "password": "theirs", "allowed_roles": "one", "verify_connection": false,
+	})
+	e.must(logical.UpdateOperation, "roles/theirs", map[string]any{"db_name": "theirs", "creation_statements": readonlySQL})
+	e.b = New(Options{})
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{"allowed_roles": "*", "verify_connection": false})
+	if !e.storedConfig("theirs").pluginConfig().Confined {
+		t.Error("an account's write of allowed_roles made a config written through serve the account's")
+	}
+	for _, foreign := range []bool{true, false} {
+		e.b = New(Options{ForeignCallers: foreign})
+		if _, err := e.do(logical.ReadOperation, "creds/theirs", nil); err == nil || !strings.Contains(err.Error(), postgres.NoAuthHint) {
+			t.Errorf("foreign=%v: %v, want %q", foreign, err, postgres.NoAuthHint)
+		}
+	}
+	// The account's write of connection_url vouches for it.
+	e.b = New(Options{})
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{"connection_url": url, "verify_connection": false})
+	if e.storedConfig("theirs").pluginConfig().Confined {
+		t.Error("the account's write of connection_url left the config confined")
+	}
+}

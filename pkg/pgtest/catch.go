@@ -70,3 +70,34 @@ func Sent(got <-chan string) (string, bool) {
 		return "", false
 	}
 }
+
+// LetAnyoneIn listens as a server that lets every client in without
+// asking it for anything, as pg_hba's peer, ident or trust do, and then
+// answers nothing but ReadyForQuery.
+func LetAnyoneIn(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			if _, err := be.ReceiveStartupMessage(); err == nil {
+				be.Send(&pgproto3.AuthenticationOk{})
+				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "17.0"})
+				be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 1}})
+				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+				be.Flush()
+				be.Receive()
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}

@@ -649,7 +649,7 @@ func foreignConnection(c connDetails) error {
 		}
 	}
 	if ca := storage.ConnParam(c.ConnectionURL, "sslrootcert"); ca != "" && ca != "system" && !pgurl.FileOnlyHereChanges(ca) {
-		return logical.Errorf("connection_url's sslrootcert through lessor serve or sudo must name a regular file of root's or the account running lessor, in directories no other user may change, as it is read whole as that account")
+		return logical.Errorf("connection_url's sslrootcert through lessor serve or sudo must name a regular file of root's or the account running lessor, of 4 MiB at most and not empty, in directories no other user may change, as it is read whole as that account")
 	}
 	written := literal(storage.ConnParam(c.ConnectionURL, "password"))
 	if _, userinfo, _, ok := urlParts(c.ConnectionURL); ok {

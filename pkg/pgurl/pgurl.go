@@ -131,13 +131,20 @@ func socketDirPrivate(dir string) bool {
 	return dirChainPrivate(dir) && (real == filepath.Clean(dir) || dirChainPrivate(real))
 }
 
+// MaxCAFile is the size of the largest CA file FileOnlyHereChanges
+// accepts: a system's whole bundle is some 200 KiB.
+const MaxCAFile = 4 << 20
+
 // FileOnlyHereChanges reports whether path is the absolute name of a
 // regular file, root's or this process's user's, that no other local user
 // could replace, at its
-// name or where a link there leads (see dirChainPrivate). The driver
-// reads a CA file whole at every connection: another user's, or one they
-// could swap for a link to /dev/zero or a FIFO, would have it read
-// without end.
+// name or where a link there leads (see dirChainPrivate), and that holds
+// something, at most MaxCAFile bytes. The driver reads a CA file whole at
+// every connection: another user's, or one they could swap for a link to
+// /dev/zero or a FIFO, would have it read without end, and so would a
+// file of the kernel's that says it holds nothing and is read out
+// without end (/proc/self/pagemap, 256 GiB of the process's own, at
+// gigabytes a second), or a large one (a log).
 func FileOnlyHereChanges(path string) bool {
 	if !filepath.IsAbs(path) {
 		return false
@@ -147,7 +154,7 @@ func FileOnlyHereChanges(path string) bool {
 		return false
 	}
 	fi, err := os.Stat(real)
-	if err != nil || !fi.Mode().IsRegular() || !ownedHere(real) {
+	if err != nil || !fi.Mode().IsRegular() || !ownedHere(real) || fi.Size() <= 0 || fi.Size() > MaxCAFile {
 		return false
 	}
 	return dirChainPrivate(filepath.Dir(path)) && dirChainPrivate(filepath.Dir(real))

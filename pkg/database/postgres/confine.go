@@ -96,7 +96,7 @@ func confinedRefusal(dsn string) error {
 		}
 	}
 	if ca := storage.ConnParam(dsn, "sslrootcert"); ca != "" && ca != "system" && !pgurl.FileOnlyHereChanges(ca) {
-		return &URLError{Scheme: urlScheme(dsn), Reason: "a connection written through lessor serve or sudo may name as sslrootcert only a regular file of root's or the account running lessor, in directories no other user may change"}
+		return &URLError{Scheme: urlScheme(dsn), Reason: "a connection written through lessor serve or sudo may name as sslrootcert only a regular file of root's or the account running lessor, of 4 MiB at most and not empty, in directories no other user may change"}
 	}
 	return nil
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/lessorhq/lessor/pkg/pgurl"
 )
 
 // selfSigned makes a certificate for name and its key, in PEM.
@@ -323,5 +325,36 @@ func TestConfineReadsTheStringAsTheDriver(t *testing.T) {
 		if err != nil || cc.User != "u" || cc.Database != "d" || cc.Password != "" {
 			t.Errorf("%q: %v", url, err)
 		}
+	}
+}
+
+// TestConfinedCAFileBounded: a confined connection could name as
+// sslrootcert a file of the account's that says it holds nothing and
+// reads out without end (/proc/self/pagemap: 256 GiB of the process's
+// own, at gigabytes a second), which the driver reads whole at every
+// connection, until lessor serve ran out of memory. Such a file, and a
+// large one, is refused before the driver reads it.
+func TestConfinedCAFileBounded(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big.pem")
+	if err := os.WriteFile(big, make([]byte, 4<<20+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ca := range []string{"/proc/self/pagemap", "/proc/self/environ", big} {
+		// Checked first, alone: without it, connConfig would read the file.
+		if pgurl.FileOnlyHereChanges(ca) {
+			t.Fatalf("%s is taken for a CA file", ca)
+		}
+		_, err := Config{ConnectionURL: "postgres://h/d?sslmode=verify-full&sslrootcert=" + ca, Confined: true}.connConfig("")
+		if err == nil || !strings.Contains(err.Error(), "4 MiB at most") {
+			t.Errorf("%s: %v", ca, err)
+		}
+	}
+	ok := filepath.Join(t.TempDir(), "ca.pem")
+	cert, _ := selfSigned(t, "ca")
+	if err := os.WriteFile(ok, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Config{ConnectionURL: "postgres://h/d?sslmode=verify-full&sslrootcert=" + ok, Confined: true}).connConfig(""); err != nil {
+		t.Errorf("a CA file of the account's: %v", err)
 	}
 }

@@ -651,6 +651,11 @@ func foreignConnection(c connDetails) error {
 	if ca := storage.ConnParam(c.ConnectionURL, "sslrootcert"); ca != "" && ca != "system" && !pgurl.FileOnlyHereChanges(ca) {
 		return logical.Errorf("connection_url's sslrootcert through lessor serve or sudo must name a regular file of root's or the account running lessor, of 4 MiB at most and not empty, in directories no other user may change, as it is read whole as that account")
 	}
+	// What lessor's checks and the driver read differently (a '?' in a
+	// bracketed host, a scheme in capitals) is refused at the write, as at each use.
+	if err := postgres.ConfinedRefusal(c.ConnectionURL); err != nil {
+		return logical.Errorf("connection_url through lessor serve or sudo: %v", err)
+	}
 	written := literal(storage.ConnParam(c.ConnectionURL, "password"))
 	if _, userinfo, _, ok := urlParts(c.ConnectionURL); ok {
 		_, pw, _ := strings.Cut(userinfo, ":")

@@ -771,3 +771,20 @@ func TestAccountsPartialWriteKeepsConfinement(t *testing.T) {
 		t.Error("the account's write of connection_url left the config confined")
 	}
 }
+
+// TestServedConfigReadAsTheDriverReadsIt: a connection_url that lessor's
+// checks and the driver read differently (a '?' in a bracketed host, a
+// scheme in capitals) was stored through serve with verify_connection=
+// false, and refused only at each use; its write is refused.
+func TestServedConfigReadAsTheDriverReadsIt(t *testing.T) {
+	e := newEnv(t)
+	e.b = New(Options{ForeignCallers: true})
+	for _, url := range []string{"postgres://[x?password=y],elsewhere.example:5432/db", "Postgres://x?password=b host=elsewhere.example c="} {
+		_, err := e.do(logical.UpdateOperation, "config/theirs", map[string]any{
+			"plugin_name": PluginName, "connection_url": url, "password": "x", "verify_connection": false,
+		})
+		if err == nil || !strings.Contains(err.Error(), "connection_url through lessor serve or sudo") {
+			t.Errorf("%q: %v", url, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/jackc/pgx/v5"
 
@@ -99,6 +100,13 @@ func confinedRefusal(dsn string) error {
 		return &URLError{Scheme: urlScheme(dsn), Reason: "a connection written through lessor serve or sudo may name as sslrootcert only a regular file of root's or the account running lessor, of 4 MiB at most and not empty, in directories no other user may change"}
 	}
 	return nil
+}
+
+// ConfinedRefusal is confinedRefusal for a connection_url as it is
+// written through serve or sudo, so that the write is refused, not each
+// use of it.
+func ConfinedRefusal(connectionURL string) error {
+	return confinedRefusal(strings.TrimLeftFunc(connectionURL, unicode.IsSpace))
 }
 
 // confine returns dsn with every parameter of ambientParams that it does

@@ -247,8 +247,10 @@ func (b *Backend) configWrite(ctx context.Context, req *logical.Request, name st
 	// connection_url: one of allowed_roles alone vouches for no string
 	// someone else chose, which would otherwise take the account's
 	// environment and ~/.pgpass, and log in where the server asks for
-	// nothing, as the account's own database role.
-	if old == nil || fd.Has("connection_url") {
+	// nothing, as the account's own database role. With
+	// disable_escaping, the username goes into the string as it is and
+	// may add settings of its own: the account sends that too.
+	if old == nil || fd.Has("connection_url") && (!cfg.Connection.DisableEscaping || fd.Has("username")) {
 		cfg.Writer = writerAccount
 	}
 	if b.foreign {

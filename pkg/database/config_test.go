@@ -764,9 +764,19 @@ func TestAccountsPartialWriteKeepsConfinement(t *testing.T) {
 			t.Errorf("foreign=%v: %v, want %q", foreign, err, postgres.NoAuthHint)
 		}
 	}
-	// The account's write of connection_url vouches for it.
+	// With disable_escaping the username they chose goes into the string
+	// as it is (and may add settings): connection_url alone vouches for
+	// neither.
+	e.b = New(Options{ForeignCallers: true})
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{"username": "u host=elsewhere.example", "password": "theirs", "disable_escaping": true, "verify_connection": false})
 	e.b = New(Options{})
 	e.must(logical.UpdateOperation, "config/theirs", map[string]any{"connection_url": url, "verify_connection": false})
+	if !e.storedConfig("theirs").pluginConfig().Confined {
+		t.Error("the account's write of connection_url alone made a config whose unescaped username came through serve the account's")
+	}
+	// The account's write of connection_url (and of the username it goes
+	// with) vouches for it.
+	e.must(logical.UpdateOperation, "config/theirs", map[string]any{"connection_url": url, "username": "u", "verify_connection": false})
 	if e.storedConfig("theirs").pluginConfig().Confined {
 		t.Error("the account's write of connection_url left the config confined")
 	}

@@ -567,3 +567,111 @@ func TestUnknownStartupSettingDropped(t *testing.T) {
 		}
 	})
 }
+
+// TestPlantedLookalikesOnEveryRevocationPath: with the look-alikes of
+// plantedLookalikes in schema public, a revocation that goes down every
+// path the default revocation has (a session to end; default privileges
+// another role set for the credential and those it set for others, in a
+// schema whose name holds a dot and a quote; memberships it passed on
+// with its ADMIN OPTION, and passed on again; a table privilege granted
+// by a role other than the owner, acted as by SET ROLE, and by a
+// superuser that is not the owner, acted as through a proxy role; column
+// privileges it passed on from a grant option on the table; another role
+// of the batch dropped by another session after the catalog query, which
+// has the batch done again) never calls one of them as the admin, and
+// leaves nothing of the credential behind. The roles it meets have names
+// full of quotes and dots.
+func TestPlantedLookalikesOnEveryRevocationPath(t *testing.T) {
+	bothKinds(t, func(t *testing.T, f *lpFixture) {
+		super := f.adminUser == f.s.User
+		g := f.group(t)
+		sfx := newName(t, "x")
+		friend, friend2, grantor, sgrantor := `v-97"fr'.`+sfx, `v-97.fr2"`+sfx, `v-97"gr.`+sfx, `v-97"su.`+sfx
+		f.s.DropRolesAtCleanup(t, friend, friend2, grantor, sgrantor)
+		fr, fr2, gr, sg := pgx.Identifier{friend}.Sanitize(), pgx.Identifier{friend2}.Sanitize(), pgx.Identifier{grantor}.Sanitize(), pgx.Identifier{sgrantor}.Sanitize()
+		schema := pgx.Identifier{`s.97"x`}.Sanitize()
+		table := `public."t.97""x"`
+		f.d.Exec(t, `CREATE ROLE `+fr+` NOLOGIN; CREATE ROLE `+fr2+` NOLOGIN; CREATE ROLE `+gr+` NOLOGIN; CREATE ROLE `+sg+` NOLOGIN;
+CREATE SCHEMA `+schema+`; GRANT USAGE, CREATE ON SCHEMA `+schema+` TO `+gr+`;
+CREATE TABLE `+table+` (id int, "se""cret" text); INSERT INTO `+table+` VALUES (1, 's');
+GRANT SELECT ON accounts TO `+gr+` WITH GRANT OPTION; GRANT SELECT ON accounts TO `+sg+` WITH GRANT OPTION`)
+		if !super {
+			// The admin may hand out the table and act as the grantor.
+			f.d.Exec(t, `GRANT ALL ON `+table+` TO `+pgx.Identifier{f.adminUser}.Sanitize()+` WITH GRANT OPTION; GRANT `+gr+` TO `+pgx.Identifier{f.adminUser}.Sanitize())
+		}
+		name, pw := f.issue(t, "v-paths", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+GRANT CREATE, USAGE ON SCHEMA public TO "{{name}}"; GRANT `+g+` TO "{{name}}" WITH ADMIN OPTION;
+GRANT SELECT, UPDATE ON `+table+` TO "{{name}}" WITH GRANT OPTION`)
+		id := pgx.Identifier{name}.Sanitize()
+		other, _ := f.issue(t, "v-other", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`)
+
+		// Object privileges from grantors other than the owner.
+		f.d.ExecAs(t, grantor, `GRANT SELECT ON accounts TO `+id+`; ALTER DEFAULT PRIVILEGES FOR ROLE `+gr+` IN SCHEMA `+schema+` GRANT SELECT ON TABLES TO `+id)
+		if super {
+			f.d.ExecAs(t, sgrantor, `GRANT SELECT ON accounts TO `+id)
+			f.d.Exec(t, `ALTER ROLE `+sg+` SUPERUSER`)
+		}
+		c := f.s.Connect(t, name, pw, f.d.Name)
+		for _, sql := range []string{
+			`GRANT ` + g + ` TO ` + fr + ` WITH ADMIN OPTION`,
+			`GRANT SELECT ("se""cret"), UPDATE (id) ON ` + table + ` TO ` + fr + `, PUBLIC`,
+			`ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO ` + fr,
+			`ALTER DEFAULT PRIVILEGES GRANT USAGE ON SEQUENCES TO ` + fr2,
+		} {
+			if _, err := c.Exec(f.ctx, sql); err != nil {
+				t.Fatalf("as the credential: %v\n%s", err, sql)
+			}
+		}
+		// The membership passed on again; the credential's session c
+		// stays open, for the revocation to end.
+		f.d.ExecAs(t, friend, `GRANT `+g+` TO `+fr2)
+
+		f.d.Exec(t, `CREATE TABLE public.lessor_hijacked (fn text, by_role text); GRANT INSERT ON public.lessor_hijacked TO PUBLIC`)
+		for _, sql := range plantedLookalikes {
+			f.d.Exec(t, sql)
+		}
+		dropped := false
+		f.db.testOnlyAfterCatalog = func() {
+			if !dropped {
+				dropped = true
+				f.d.Exec(t, `DROP ROLE `+pgx.Identifier{other}.Sanitize())
+			}
+		}
+		defer func() { f.db.testOnlyAfterCatalog = nil }()
+		for i, err := range f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}, {Username: other}}) {
+			if err != nil {
+				t.Errorf("revoke %d: %v", i, err)
+			}
+		}
+		if !dropped {
+			t.Error("the revocation never reached its catalog query")
+		}
+		if ran := hijacked(t, f.fixture, f.d); len(ran) > 0 {
+			t.Errorf("lessor's SQL called the planted %s", strings.Join(ran, ", "))
+		}
+		if err := c.Ping(f.ctx); err == nil {
+			t.Error("the credential's session outlived its revocation")
+		}
+		// Read back with pg_catalog's operators alone: public's would
+		// answer anything.
+		conn := f.d.Conn(t)
+		if _, err := conn.Exec(f.ctx, `SET search_path = pg_catalog, pg_temp`); err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		if err := conn.QueryRow(f.ctx, `SELECT coalesce(array_agg(k), '{}') FROM (
+  SELECT 'role' AS k FROM pg_roles WHERE rolname IN ($1, $2)
+  UNION ALL SELECT 'membership of ' || m.rolname FROM pg_auth_members am JOIN pg_roles m ON m.oid = am.member
+    WHERE am.roleid = $3::regrole AND m.rolname IN ($4, $5)
+  UNION ALL SELECT 'column privilege' FROM pg_attribute, aclexplode(attacl) a WHERE attrelid = $6::regclass
+  UNION ALL SELECT 'default privilege of ' || d.defaclrole::regrole::text FROM pg_default_acl d, aclexplode(d.defaclacl) a
+    WHERE a.grantee <> d.defaclrole AND (a.grantee NOT IN (SELECT oid FROM pg_roles) OR d.defaclrole NOT IN (SELECT oid FROM pg_roles))
+  UNION ALL SELECT 'dangling acl entry' FROM pg_class, aclexplode(relacl) a WHERE a.grantee <> 0 AND a.grantee NOT IN (SELECT oid FROM pg_roles)) x`,
+			name, other, g, friend, friend2, table).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if len(left) > 0 {
+			t.Errorf("left behind: %v", left)
+		}
+	})
+}

@@ -1006,6 +1006,12 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 		return out
 	}
+	// Acting as a grantor ends with SET ROLE back to the admin's role,
+	// never RESET ROLE: that restores the session's default, which may be
+	// the role a database's owner made every session there act as, which
+	// the session's set-up left (see unbindSession), and the rest of the
+	// revocation, and the next one on the connection, would run as it.
+	back := "SET ROLE " + pgx.Identifier{adm.name}.Sanitize() + ";"
 	var revokes strings.Builder
 	for _, g := range groups {
 		// Stuck holders too: what they cannot be rid of is no reason to
@@ -1016,11 +1022,11 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		case "":
 			revokes.WriteString(revoke)
 		case "set":
-			revokes.WriteString("SET ROLE " + grantor + ";" + revoke + "RESET ROLE;")
+			revokes.WriteString("SET ROLE " + grantor + ";" + revoke + back)
 		case "proxy":
 			proxy := pgx.Identifier{"lessor-revoke-" + rand.Text()[:12]}.Sanitize()
 			revokes.WriteString("CREATE ROLE " + proxy + " NOLOGIN; GRANT " + grantor + " TO " + proxy + "; SET ROLE " + proxy + ";" +
-				revoke + "RESET ROLE; DROP ROLE " + proxy + ";")
+				revoke + back + "DROP ROLE " + proxy + ";")
 		}
 	}
 	rest, needMembership = keep(rest), keep(needMembership)
@@ -1060,7 +1066,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		if !adm.super && !c.privileged && !slices.Contains(needMembership, c.grantor) {
 			needMembership = append(needMembership, c.grantor)
 		}
-		colStmts = append(colStmts, "SET ROLE "+pgx.Identifier{c.grantor}.Sanitize()+";"+c.revoke()+";RESET ROLE;")
+		colStmts = append(colStmts, "SET ROLE "+pgx.Identifier{c.grantor}.Sanitize()+";"+c.revoke()+";"+back)
 	}
 	var b strings.Builder
 	if len(needMembership) > 0 {

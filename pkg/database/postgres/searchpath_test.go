@@ -675,3 +675,56 @@ GRANT SELECT, UPDATE ON `+table+` TO "{{name}}" WITH GRANT OPTION`)
 		}
 	})
 }
+
+// TestDatabaseDefaultRoleNotBackAfterActingAsGrantor: a database's owner
+// (or a member of its owner role, which creation statements may make a
+// credential) may give the database a default role, which lessor's
+// session set-up leaves with SET ROLE NONE. A revocation that acts as a
+// grantor (SET ROLE, or a proxy role for a superuser grantor) must come
+// back to the admin, not to that default, which a RESET ROLE restores:
+// the rest of the revocation, and the next one on the connection, would
+// run as the owner's role, which may not revoke anything. So must one
+// that acts as the credential, to take the column privileges it passed on.
+func TestDatabaseDefaultRoleNotBackAfterActingAsGrantor(t *testing.T) {
+	f := setup(t)
+	owner, grantor, sgrantor := newName(t, "v-owner"), newName(t, "v-grantor"), newName(t, "v-sgrantor")
+	f.s.DropRolesAtCleanup(t, owner, grantor, sgrantor)
+	o, gr, sg := pgx.Identifier{owner}.Sanitize(), pgx.Identifier{grantor}.Sanitize(), pgx.Identifier{sgrantor}.Sanitize()
+	dbName := pgx.Identifier{f.d.Name}.Sanitize()
+	admin(t, f.d, `CREATE ROLE `+o+` NOLOGIN; CREATE ROLE `+gr+` NOLOGIN; CREATE ROLE `+sg+` NOLOGIN;
+GRANT SELECT ON items TO `+gr+` WITH GRANT OPTION; GRANT SELECT ON items TO `+sg+` WITH GRANT OPTION`)
+	t.Cleanup(func() {
+		f.d.Exec(t, `SET ROLE NONE; ALTER DATABASE `+dbName+` RESET ALL; ALTER DATABASE `+dbName+` OWNER TO CURRENT_USER`)
+	})
+	admin(t, f.d, `ALTER DATABASE `+dbName+` OWNER TO `+o)
+	set, proxy, plain := newName(t, "v-set"), newName(t, "v-proxy"), newName(t, "v-plain")
+	f.create(t, set, seedStatements)
+	f.create(t, proxy, seedStatements)
+	f.create(t, plain, seedStatements)
+	// And one that passed a column on from its grant option on the table,
+	// which it is acted as to take back.
+	col := newName(t, "v-col")
+	pw := f.create(t, col, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT SELECT ON items TO "{{name}}" WITH GRANT OPTION`})
+	c := f.s.Connect(t, col, pw, f.d.Name)
+	if _, err := c.Exec(f.ctx, `GRANT SELECT (id) ON items TO PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(f.ctx)
+	admin(t, f.d, `SET ROLE `+gr+`; GRANT SELECT ON items TO `+pgx.Identifier{set}.Sanitize()+`; RESET ROLE;
+SET ROLE `+sg+`; GRANT SELECT ON items TO `+pgx.Identifier{proxy}.Sanitize()+`; RESET ROLE; ALTER ROLE `+sg+` SUPERUSER`)
+	admin(t, f.d, `ALTER DATABASE `+dbName+` SET role = `+o)
+
+	db := connect(t, f.cfg)
+	for _, name := range []string{col, set, proxy, plain} {
+		if err := db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
+			t.Errorf("revoke %s: %v", name, err)
+		}
+		if f.roleExists(t, name) {
+			t.Errorf("role %s still exists", name)
+		}
+		var cur string
+		if err := db.queryRow(f.ctx, mustConn(t, db), `SELECT current_user`, nil, &cur); err != nil || cur != f.s.User {
+			t.Errorf("after revoking %s the admin session acts as %q (%v), not as %s", name, cur, err, f.s.User)
+		}
+	}
+}

@@ -610,6 +610,20 @@ GRANT SELECT, UPDATE ON `+table+` TO "{{name}}" WITH GRANT OPTION`)
 		if super {
 			f.d.ExecAs(t, sgrantor, `GRANT SELECT ON accounts TO `+id)
 			f.d.Exec(t, `ALTER ROLE `+sg+` SUPERUSER`)
+			// Privileges on the other kinds of objects, named with
+			// quotes and dots (only a superuser admin may take back
+			// what a superuser owner granted).
+			fdw, srv := pgx.Identifier{`fdw."97` + sfx}.Sanitize(), pgx.Identifier{`srv."97` + sfx}.Sanitize()
+			f.d.Exec(t, `CREATE DOMAIN `+schema+`."sc""ore" AS int; CREATE TYPE `+schema+`."m.ood" AS ENUM ('a');
+CREATE FOREIGN DATA WRAPPER `+fdw+`; CREATE SERVER `+srv+` FOREIGN DATA WRAPPER `+fdw+`;
+GRANT USAGE ON DOMAIN `+schema+`."sc""ore" TO `+id+`; GRANT USAGE ON TYPE `+schema+`."m.ood" TO `+id+`;
+GRANT USAGE ON FOREIGN DATA WRAPPER `+fdw+` TO `+id+`; GRANT USAGE ON FOREIGN SERVER `+srv+` TO `+id+`;
+GRANT USAGE ON LANGUAGE plpgsql TO `+id+`; GRANT CREATE ON TABLESPACE pg_default TO `+id+`;
+SELECT pg_catalog.lo_from_bytea(0, 'secret'); DO $d$ BEGIN EXECUTE pg_catalog.format('GRANT SELECT ON LARGE OBJECT %s TO %I',
+  (SELECT pg_catalog.max(oid) FROM pg_catalog.pg_largeobject_metadata), `+pgtestQuote(name)+`); END $d$`)
+			t.Cleanup(func() {
+				f.d.Exec(t, `DROP SERVER IF EXISTS `+srv+`; DROP FOREIGN DATA WRAPPER IF EXISTS `+fdw)
+			})
 		}
 		c := f.s.Connect(t, name, pw, f.d.Name)
 		for _, sql := range []string{
@@ -666,7 +680,11 @@ GRANT SELECT, UPDATE ON `+table+` TO "{{name}}" WITH GRANT OPTION`)
   UNION ALL SELECT 'column privilege' FROM pg_attribute, aclexplode(attacl) a WHERE attrelid = $6::regclass
   UNION ALL SELECT 'default privilege of ' || d.defaclrole::regrole::text FROM pg_default_acl d, aclexplode(d.defaclacl) a
     WHERE a.grantee <> d.defaclrole AND (a.grantee NOT IN (SELECT oid FROM pg_roles) OR d.defaclrole NOT IN (SELECT oid FROM pg_roles))
-  UNION ALL SELECT 'dangling acl entry' FROM pg_class, aclexplode(relacl) a WHERE a.grantee <> 0 AND a.grantee NOT IN (SELECT oid FROM pg_roles)) x`,
+  UNION ALL SELECT 'dangling acl entry' FROM pg_class, aclexplode(relacl) a WHERE a.grantee <> 0 AND a.grantee NOT IN (SELECT oid FROM pg_roles)
+  UNION ALL SELECT 'dangling type, language, server, wrapper, large object or tablespace acl entry' FROM (
+    SELECT typacl AS acl FROM pg_type UNION ALL SELECT lanacl FROM pg_language UNION ALL SELECT srvacl FROM pg_foreign_server
+    UNION ALL SELECT fdwacl FROM pg_foreign_data_wrapper UNION ALL SELECT lomacl FROM pg_largeobject_metadata
+    UNION ALL SELECT spcacl FROM pg_tablespace) o, aclexplode(o.acl) a WHERE a.grantee <> 0 AND a.grantee NOT IN (SELECT oid FROM pg_roles)) x`,
 			name, other, g, friend, friend2, table).Scan(&left); err != nil {
 			t.Fatal(err)
 		}
@@ -675,6 +693,9 @@ GRANT SELECT, UPDATE ON `+table+` TO "{{name}}" WITH GRANT OPTION`)
 		}
 	})
 }
+
+// pgtestQuote quotes s as an SQL string literal.
+func pgtestQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // TestDatabaseDefaultRoleNotBackAfterActingAsGrantor: a database's owner
 // (or a member of its owner role, which creation statements may make a

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -118,4 +119,59 @@ GRANT USAGE ON FOREIGN DATA WRAPPER %s TO "{{name}}"; GRANT USAGE ON LANGUAGE pl
 	}
 	k.Close(f.ctx)
 	f.revoke(t, cred)
+}
+
+// TestColumnGrantOutOfReachLeavesNoOtherPrivilege: a credential passed a
+// column on from a grant option it holds on a table of a schema that
+// another login of its holder's owns, which then takes back the
+// credential's USAGE on the schema: only the credential can take the
+// column grant back, and acting as it no longer reaches the table. The
+// revocation fails for that role, which stays, but the privileges the
+// admin granted it go, where the failed statement took back with it the
+// REVOKEs made with it, and the role's SECURITY DEFINER functions went on
+// reading the app's table for whoever called them. With USAGE back, a
+// later revocation takes the column grant too.
+func TestColumnGrantOutOfReachLeavesNoOtherPrivilege(t *testing.T) {
+	f := setup(t)
+	holder, friend := newName(t, "v-holder"), newName(t, "v-friend")
+	f.s.DropRolesAtCleanup(t, holder, friend)
+	h, fr := pgx.Identifier{holder}.Sanitize(), pgx.Identifier{friend}.Sanitize()
+	admin(t, f.d, `CREATE ROLE `+h+` NOLOGIN; CREATE ROLE `+fr+` NOLOGIN; CREATE SCHEMA hs AUTHORIZATION `+h+`; CREATE TABLE hs.t (a int, b int); ALTER TABLE hs.t OWNER TO `+h)
+	name := newName(t, "v-reach")
+	pw := f.create(t, name, []string{`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'; GRANT SELECT ON items TO "{{name}}"`})
+	id := pgx.Identifier{name}.Sanitize()
+	f.d.ExecAs(t, holder, `GRANT USAGE ON SCHEMA hs TO `+id+`; GRANT SELECT ON hs.t TO `+id+` WITH GRANT OPTION`)
+	c := f.s.Connect(t, name, pw, f.d.Name)
+	if _, err := c.Exec(f.ctx, `GRANT SELECT (b) ON hs.t TO `+fr); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(f.ctx)
+	f.d.ExecAs(t, holder, `REVOKE USAGE ON SCHEMA hs FROM `+id)
+
+	err := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]
+	if err == nil {
+		t.Fatal("revocation succeeded although the role cannot reach the column grant it made")
+	}
+	if !strings.Contains(err.Error(), "columns b of table hs.t") {
+		t.Errorf("revoke = %v, want an error naming the column grant out of reach", err)
+	}
+	var items bool
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT has_table_privilege($1, 'items', 'SELECT')`, name).Scan(&items); err != nil {
+		t.Fatal(err)
+	}
+	if items {
+		t.Error("the role left in place still reads items, which the admin granted it")
+	}
+
+	f.d.ExecAs(t, holder, `GRANT USAGE ON SCHEMA hs TO `+id)
+	if err := f.db.RevokeUsers(f.ctx, []RevokeRequest{{Username: name}})[0]; err != nil {
+		t.Fatalf("revoke with USAGE back: %v", err)
+	}
+	if f.roleExists(t, name) {
+		t.Errorf("role %s still exists", name)
+	}
+	var reads bool
+	if err := f.d.Conn(t).QueryRow(f.ctx, `SELECT has_column_privilege($1, 'hs.t', 'b', 'SELECT')`, friend).Scan(&reads); err != nil || reads {
+		t.Errorf("the column grant outlived the credential: %v, %v", reads, err)
+	}
 }

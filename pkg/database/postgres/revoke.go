@@ -1012,22 +1012,50 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	// the session's set-up left (see unbindSession), and the rest of the
 	// revocation, and the next one on the connection, would run as it.
 	back := "SET ROLE " + pgx.Identifier{adm.name}.Sanitize() + ";"
-	var revokes strings.Builder
-	for _, g := range groups {
-		// Stuck holders too: what they cannot be rid of is no reason to
-		// leave them what they can.
-		revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(g.objects, ", ") + " FROM " + identList(g.holders) + " CASCADE;"
-		grantor := pgx.Identifier{g.grantor}.Sanitize()
-		switch g.how {
-		case "":
-			revokes.WriteString(revoke)
-		case "set":
-			revokes.WriteString("SET ROLE " + grantor + ";" + revoke + back)
-		case "proxy":
-			proxy := pgx.Identifier{"lessor-revoke-" + rand.Text()[:12]}.Sanitize()
-			revokes.WriteString("CREATE ROLE " + proxy + " NOLOGIN; GRANT " + grantor + " TO " + proxy + "; SET ROLE " + proxy + ";" +
-				revoke + back + "DROP ROLE " + proxy + ";")
+	// revokesOf writes the REVOKEs of the groups, but for the holders
+	// that skip, when given, keeps on an object.
+	revokesOf := func(skip func(object, holder string) bool) string {
+		var revokes strings.Builder
+		for _, g := range groups {
+			// Objects that keep the same holders share one REVOKE.
+			type part struct{ objects, holders []string }
+			var parts []*part
+			byHolders := map[string]*part{}
+			for _, object := range g.objects {
+				holders := g.holders
+				if skip != nil {
+					holders = slices.DeleteFunc(slices.Clone(holders), func(h string) bool { return skip(object, h) })
+				}
+				if len(holders) == 0 {
+					continue
+				}
+				key := strings.Join(holders, "\x00")
+				p := byHolders[key]
+				if p == nil {
+					p = &part{holders: holders}
+					byHolders[key] = p
+					parts = append(parts, p)
+				}
+				p.objects = append(p.objects, object)
+			}
+			for _, p := range parts {
+				// Stuck holders too: what they cannot be rid of is no
+				// reason to leave them what they can.
+				revoke := "REVOKE ALL ON " + g.kind + " " + strings.Join(p.objects, ", ") + " FROM " + identList(p.holders) + " CASCADE;"
+				grantor := pgx.Identifier{g.grantor}.Sanitize()
+				switch g.how {
+				case "":
+					revokes.WriteString(revoke)
+				case "set":
+					revokes.WriteString("SET ROLE " + grantor + ";" + revoke + back)
+				case "proxy":
+					proxy := pgx.Identifier{"lessor-revoke-" + rand.Text()[:12]}.Sanitize()
+					revokes.WriteString("CREATE ROLE " + proxy + " NOLOGIN; GRANT " + grantor + " TO " + proxy + "; SET ROLE " + proxy + ";" +
+						revoke + back + "DROP ROLE " + proxy + ";")
+				}
+			}
 		}
+		return revokes.String()
 	}
 	rest, needMembership = keep(rest), keep(needMembership)
 	// Default privileges go with the grants, for every role: DROP OWNED
@@ -1068,17 +1096,30 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 		colStmts = append(colStmts, "SET ROLE "+pgx.Identifier{c.grantor}.Sanitize()+";"+c.revoke()+";"+back)
 	}
-	var b strings.Builder
-	if len(needMembership) > 0 {
-		b.WriteString(db.grantSelf(needMembership) + ";")
+	// build writes the statements, with the column privileges the
+	// roles passed on, or without them and without what those roles
+	// hold on the tables, whose grant option they need to take them.
+	build := func(withColumns bool) string {
+		var b strings.Builder
+		if len(needMembership) > 0 {
+			b.WriteString(db.grantSelf(needMembership) + ";")
+		}
+		if withColumns {
+			for _, stmt := range colStmts {
+				b.WriteString(stmt)
+			}
+			b.WriteString(revokesOf(nil))
+		} else {
+			b.WriteString(revokesOf(func(object, holder string) bool {
+				return slices.ContainsFunc(colacls, func(c columnACL) bool { return c.table == object && c.grantor == holder })
+			}))
+		}
+		for _, stmt := range defaclStmts {
+			b.WriteString(stmt + ";")
+		}
+		return b.String()
 	}
-	for _, stmt := range colStmts {
-		b.WriteString(stmt)
-	}
-	b.WriteString(revokes.String())
-	for _, stmt := range defaclStmts {
-		b.WriteString(stmt + ";")
-	}
+	stmts := build(true)
 	// Said in the error of a role left in place, on every path out.
 	explain := func(err error) error {
 		for _, name := range roles {
@@ -1098,7 +1139,7 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 		}
 		return fmt.Errorf("%w; %s", err, defaultACLError(identList(rest), adm.name, fixes))
 	}
-	if b.Len() == 0 && len(rest) == 0 {
+	if stmts == "" && len(rest) == 0 {
 		return nil, explain(nil)
 	}
 	// The REVOKEs (and the admin's membership) commit first, on their
@@ -1107,8 +1148,25 @@ func (db *DB) teardown(ctx context.Context, conn *pgx.Conn, dbName string, roles
 	// objects that another session holds past the statement timeout)
 	// leaves the roles nothing their SECURITY DEFINER functions could go
 	// on using for whoever calls them.
-	if b.Len() > 0 {
-		if err := db.retry(ctx, func() error { return db.exec(ctx, conn, b.String()) }); err != nil {
+	if stmts != "" {
+		err := db.retry(ctx, func() error { return db.exec(ctx, conn, stmts) })
+		if err != nil && len(colStmts) > 0 && sqlState(err) == "42501" {
+			// Only the role can take back what it passed on of a
+			// column, and may no longer reach the table (its USAGE on
+			// the schema was taken): the rest must not stay with it.
+			// Such a role cannot be dropped and stays, with the error.
+			cerr := err
+			if err = db.retry(ctx, func() error { return db.exec(ctx, conn, build(false)) }); err == nil {
+				for _, c := range colacls {
+					if stuck[c.grantor] == nil {
+						stuck[c.grantor] = fmt.Errorf("%s passed on privileges on columns %s of table %s, which only it can take back, and acting as it failed; fix: give it back what it needs to reach the table (USAGE on its schema), then revoke again: %w",
+							pgx.Identifier{c.grantor}.Sanitize(), c.columns, c.table, cerr)
+					}
+				}
+				rest = keep(rest)
+			}
+		}
+		if err != nil {
 			if len(needMembership) > 0 && sqlState(err) == "42501" {
 				err = membershipHint(err, needMembership, adm.name, db.version, "to drop what they own")
 			}

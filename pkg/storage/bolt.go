@@ -1154,23 +1154,33 @@ func (t *boltTx) Get(key string) (v []byte, err error) {
 	if err := t.checkPath(key, false); err != nil {
 		return nil, err
 	}
-	// A cursor rather than Bucket.Get, which answers nil both for a missing
-	// key and for a nested bucket; the data bucket has no nested buckets, so
-	// meeting one means a damaged leaf.
+	val, found, err := t.seek(key)
+	if err != nil || !found {
+		return nil, err
+	}
+	return bytes.Clone(val), nil
+}
+
+// seek finds key with the transaction's Get cursor, which then stands on
+// it, and returns its value where it lies (not copied). A cursor rather
+// than Bucket.Get, which answers nil both for a missing key and for a
+// nested bucket; the data bucket has no nested buckets, so meeting one
+// means a damaged leaf.
+func (t *boltTx) seek(key string) (val []byte, found bool, err error) {
 	if t.getCursor == nil {
 		t.getCursor = t.bkt.Cursor()
 	}
 	k, val := t.getCursor.Seek([]byte(key))
 	if string(k) != key {
-		return nil, nil
+		return nil, false, nil
 	}
 	if val == nil {
-		return nil, t.fail("key %q is marked as a bucket", key)
+		return nil, false, t.fail("key %q is marked as a bucket", key)
 	}
 	if !t.fromFile(val) && t.values[unsafe.SliceData(val)] != len(val) {
-		return nil, t.fail("the value of key %q lies outside the file", key)
+		return nil, false, t.fail("the value of key %q lies outside the file", key)
 	}
-	return bytes.Clone(val), nil
+	return val, true, nil
 }
 
 // Take implements Taker: Get and Delete with one check of the key's leaf
@@ -1191,18 +1201,9 @@ func (t *boltTx) Take(key string) (v []byte, err error) {
 	if err := t.checkPath(key, true); err != nil {
 		return nil, err
 	}
-	if t.getCursor == nil {
-		t.getCursor = t.bkt.Cursor()
-	}
-	k, val := t.getCursor.Seek([]byte(key))
-	if string(k) != key {
-		return nil, nil
-	}
-	if val == nil {
-		return nil, t.fail("key %q is marked as a bucket", key)
-	}
-	if !t.fromFile(val) && t.values[unsafe.SliceData(val)] != len(val) {
-		return nil, t.fail("the value of key %q lies outside the file", key)
+	val, found, err := t.seek(key)
+	if err != nil || !found {
+		return nil, err
 	}
 	v = bytes.Clone(val)
 	t.gen++

@@ -697,13 +697,8 @@ func (t *sealedTx) checkGuard(key string) error {
 	if !ok || t.guarded[g/64]&(1<<(g%64)) != 0 {
 		return nil
 	}
-	if err := t.loadState(); err != nil {
+	if err := t.loadCurrentState(); err != nil {
 		return err
-	}
-	if !t.state.current() {
-		if err := t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta); err != nil {
-			return err
-		}
 	}
 	if t.state.v2 {
 		got, err := t.scanSum(key[:len(guardPrefix)+2])
@@ -774,13 +769,8 @@ func (t *sealedTx) checkSetOf(prefix string) error {
 	if t.setsChecked[prefix] {
 		return nil
 	}
-	if err := t.loadState(); err != nil {
+	if err := t.loadCurrentState(); err != nil {
 		return err
-	}
-	if !t.state.current() {
-		if err := t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta); err != nil {
-			return err
-		}
 	}
 	if t.state.v2 {
 		got, err := t.scanSum(prefix)
@@ -945,4 +935,18 @@ func (t *sealedTx) scanSum(prefix string) (sum256, error) {
 		}
 	}
 	return got, nil
+}
+
+// loadCurrentState loads the state records, and rebuilds the guard and
+// sets records' sums from a pass checked against the state record where
+// they are stale or missing (a store an older lessor wrote last), so that
+// a check has sums to compare with.
+func (t *sealedTx) loadCurrentState() error {
+	if err := t.loadState(); err != nil {
+		return err
+	}
+	if t.state.current() {
+		return nil
+	}
+	return t.b.guardState(t.tx, t.root, t.state, t.stateRaw, &t.delta)
 }

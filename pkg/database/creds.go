@@ -381,11 +381,16 @@ func isDefiniteFailure(err error) bool {
 // quote in a syntax error ("at or near ..."): within every run of
 // identifier characters, each stretch at least 4 characters long (a
 // number lexes apart from the letters after it, and a numeric literal
-// from what follows its exponent).
+// from what follows its exponent). A sign after an E or e counts as within
+// the run: a number's exponent takes it ("2E-x" is one token of trailing
+// junk, which PostgreSQL quotes whole).
 func sqlTokens(pw string) []string {
 	out := []string{pw}
 	ident := func(c byte) bool {
 		return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+	}
+	exponentSign := func(j int) bool {
+		return (pw[j] == '-' || pw[j] == '+') && j > 0 && (pw[j-1] == 'e' || pw[j-1] == 'E')
 	}
 	for i := 0; i < len(pw); {
 		if !ident(pw[i]) {
@@ -393,7 +398,7 @@ func sqlTokens(pw string) []string {
 			continue
 		}
 		j := i
-		for j < len(pw) && ident(pw[j]) {
+		for j < len(pw) && (ident(pw[j]) || exponentSign(j)) {
 			j++
 		}
 		for a := i; a+4 <= j; a++ {

@@ -555,6 +555,16 @@ func TestSQLTokens(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("sqlTokens = %q, want %q", got, want)
 	}
+	// PostgreSQL quotes "2E-x…" whole as a numeric literal's trailing
+	// junk: the sign after the exponent's E does not end the piece.
+	if got := sqlTokens("a-2E-xy9k-b"); !slices.Contains(got, "2E-xy9k") || !slices.Contains(got, "2E-x") {
+		t.Fatalf("sqlTokens = %q, want the pieces across the exponent's sign", got)
+	}
+	// As PostgreSQL words it for a password "2E-5xyzAbc-q" put in bare.
+	err := errors.New(`trailing junk after numeric literal at or near "2E-5xyzAbc" (SQLSTATE 42601)`)
+	if got := (&dbConfig{}).redactStatements(err, "2E-5xyzAbc-q").Error(); strings.Contains(got, "2E") || strings.Contains(got, "xyz") {
+		t.Fatalf("redacted: %s", got)
+	}
 }
 
 // TestCredsCreatedByTheGracePooled: on a pooled connection (lessor serve)

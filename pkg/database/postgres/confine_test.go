@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/lessorhq/lessor/pkg/pgtest"
 	"github.com/lessorhq/lessor/pkg/pgurl"
 )
 
@@ -196,37 +197,6 @@ func TestConfineRefusesWhatItCannotRead(t *testing.T) {
 	}
 }
 
-// letAnyoneIn listens as a server that lets every client in without
-// asking it for anything, as pg_hba's peer does, on a Unix socket, the
-// login named like the OS user the client runs as.
-func letAnyoneIn(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			be := pgproto3.NewBackend(c, c)
-			if _, err := be.ReceiveStartupMessage(); err == nil {
-				be.Send(&pgproto3.AuthenticationOk{})
-				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "17.0"})
-				be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{0, 0, 0, 1}})
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				be.Flush()
-				be.Receive() // until the client leaves
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestConfinedNeedsAuthentication: a server that asks for nothing (peer,
 // ident: the OS user lessor runs as vouches for the login named like
 // it) let a config written through serve or sudo in as the account's own
@@ -234,7 +204,7 @@ func letAnyoneIn(t *testing.T) string {
 // logs in only where the server asks for its password; the account's own
 // config still may.
 func TestConfinedNeedsAuthentication(t *testing.T) {
-	addr := letAnyoneIn(t)
+	addr := pgtest.LetAnyoneIn(t)
 	url := "postgres://the-accounts-role@" + addr + "/x?sslmode=disable"
 	for _, c := range []struct {
 		url      string
